@@ -1,0 +1,244 @@
+/* rotary.h: the public API of librotary.
+ *
+ * A C11 library for decoder-only transformers with rotary position embeddings
+ * (RoPE) and the alternatives (learned, sinusoidal, ALiBi, none).
+ *
+ * Conventions (see docs/ and DESIGN.md):
+ * - Arrays are row-major float32; each function states its layout.
+ * - Functions that can fail return ROTARY_OK (0) or a negative ROTARY_E* code
+ *   and leave a message for rotary_last_error(). The library never prints or
+ *   exits on its own.
+ * - Results are deterministic for a given seed and thread count.
+ */
+#ifndef ROTARY_H
+#define ROTARY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define ROTARY_VERSION "0.1.0"
+
+/* ------------------------------------------------------------------ errors */
+
+enum {
+    ROTARY_OK = 0,
+    ROTARY_EINVAL = -1,  /* bad argument or configuration */
+    ROTARY_ENOMEM = -2,  /* allocation failed or size overflow */
+    ROTARY_EIO = -3,     /* open/read/write/rename failed */
+    ROTARY_EFORMAT = -4, /* a file is malformed or not what was expected */
+};
+
+/* The message of the last failure on this thread ("" if none). */
+const char *rotary_last_error(void);
+
+/* -------------------------------------------------------------------- RoPE */
+
+/* How the rotated coordinates of one head are paired.
+ * INTERLEAVED: pairs (2i, 2i+1), as RoFormer, GPT-J, Meta's LLaMA, llama2.c.
+ * HALF:        pairs (i, i + rotary_dim/2), as GPT-NeoX and HF LLaMA. */
+typedef enum { ROTARY_ROPE_INTERLEAVED = 0, ROTARY_ROPE_HALF = 1 } rotary_rope_pairing;
+
+/* Precomputed RoPE tables for positions 0..max_pos-1.
+ * inv_freq[i] = base^(-2i/rotary_dim), i < rotary_dim/2 (float64).
+ * cos/sin: (max_pos, rotary_dim/2), computed in float64, stored as float32. */
+typedef struct {
+    int head_dim;    /* size of one head */
+    int rotary_dim;  /* leading dims of each head that rotate (even, <= head_dim) */
+    int pairing;     /* rotary_rope_pairing */
+    int max_pos;     /* number of table rows */
+    double base;
+    double *inv_freq;
+    float *cos, *sin;
+} rotary_rope;
+
+/* Build the tables. rotary_dim == 0 means head_dim. */
+int rotary_rope_init(rotary_rope *r, int head_dim, int rotary_dim, double base,
+                     rotary_rope_pairing pairing, int max_pos);
+void rotary_rope_free(rotary_rope *r);
+
+/* Rotate x in place. x: (B, T, n_head, head_dim); consecutive tokens are
+ * `row_stride` floats apart (n_head*head_dim when contiguous), heads are
+ * head_dim apart. pos: (T) the position of each time step, shared by the B
+ * rows, each in [0, max_pos). Dims >= rotary_dim pass through unchanged.
+ * Returns ROTARY_EINVAL on a bad shape or position. */
+int rotary_rope_forward(const rotary_rope *r, float *x, int B, int T, int n_head,
+                        int row_stride, const int *pos);
+/* Backward: dx <- R(-theta) dx, the transpose of the forward rotation. */
+int rotary_rope_backward(const rotary_rope *r, float *dx, int B, int T, int n_head,
+                         int row_stride, const int *pos);
+
+/* ---------------------------------------------- other position encodings */
+
+typedef enum {
+    ROTARY_POS_ROPE = 0,
+    ROTARY_POS_LEARNED,     /* trained table added to token embeddings */
+    ROTARY_POS_SINUSOIDAL,  /* fixed sin/cos table added to token embeddings */
+    ROTARY_POS_ALIBI,       /* per-head linear bias on attention scores */
+    ROTARY_POS_NONE,        /* NoPE: causal mask only */
+} rotary_pos;
+
+/* Sinusoidal table out: (T, C). out[t][2i] = a*sin(t*w_i), out[t][2i+1] =
+ * a*cos(t*w_i), w_i = 10000^(-2i/C). C must be even. */
+void rotary_sinusoidal_table(float *out, int T, int C, float amplitude);
+
+/* ALiBi slopes (n_head): the geometric sequence of Press et al., with the
+ * interleaved extension for head counts that are not powers of two. */
+void rotary_alibi_slopes(float *slopes, int n_head);
+
+/* Name <-> enum helpers; the parse functions return -1 for unknown names. */
+const char *rotary_pos_name(int pos);
+int rotary_pos_parse(const char *s);
+
+/* ------------------------------------------------------------------- model */
+
+typedef enum { ROTARY_NORM_LAYER = 0, ROTARY_NORM_RMS = 1 } rotary_norm;
+typedef enum { ROTARY_MLP_GELU = 0, ROTARY_MLP_SWIGLU = 1 } rotary_mlp;
+
+typedef struct {
+    int n_layer, n_head, n_kv_head; /* n_head % n_kv_head == 0 (GQA) */
+    int d_model, d_ff, ctx, vocab;  /* head_dim = d_model / n_head */
+    int norm;                       /* rotary_norm */
+    int mlp;                        /* rotary_mlp: gelu (tanh approx.) | swiglu */
+    int pos;                        /* rotary_pos */
+    int rope_pairing;               /* rotary_rope_pairing */
+    double rope_base;
+    int rotary_dim;                 /* 0 = head_dim */
+    int tied;                       /* output head shares tok_emb */
+    int bias;                       /* biases in linear layers and LayerNorm */
+    float norm_eps;
+    float init_std;                 /* weight init std (default 0.02) */
+    float sin_amplitude;            /* sinusoidal table amplitude, see docs/model.md */
+} rotary_config;
+
+/* A small, trainable default (byte vocabulary, RoPE, RMSNorm, SwiGLU). */
+void rotary_config_default(rotary_config *c);
+/* Checks every field; returns ROTARY_EINVAL with a message naming the field. */
+int rotary_config_validate(const rotary_config *c);
+
+/* One named parameter tensor: a view into the flat parameter buffer. */
+typedef struct {
+    char name[64];
+    int ndim;
+    int shape[2];
+    size_t offset, numel; /* in floats */
+    int decay;            /* AdamW weight decay applies (matrices, embeddings) */
+} rotary_tensor;
+
+typedef struct rotary_acts rotary_acts;     /* activations, internal */
+typedef struct rotary_layout rotary_layout; /* parameter offsets, internal */
+
+typedef struct {
+    rotary_config cfg;
+    size_t n_params;
+    float *params;   /* (n_params) every weight, in tensor-table order */
+    float *grads;    /* (n_params) same layout; accumulated by backward */
+    rotary_tensor *tensors;
+    int n_tensors;
+    rotary_rope rope;      /* tables for positions 0..ctx-1 (pos == ROPE) */
+    float *pos_table;      /* (ctx, d_model) sinusoidal table or NULL */
+    float *alibi;          /* (n_head) slopes or NULL */
+    rotary_layout *layout; /* where each layer's weights are */
+    rotary_acts *acts;     /* sized by rotary_model_reserve */
+} rotary_model;
+
+/* Allocate parameters and gradients for cfg (zeroed). */
+int rotary_model_build(rotary_model *m, const rotary_config *cfg);
+void rotary_model_free(rotary_model *m);
+/* Deterministic init from seed: N(0, init_std) for matrices and embeddings,
+ * scaled by 1/sqrt(2*n_layer) for the two residual output projections; norm
+ * weights 1, biases 0. */
+void rotary_model_init(rotary_model *m, uint64_t seed);
+/* Allocate activations for batches of up to B sequences of T <= ctx tokens. */
+int rotary_model_reserve(rotary_model *m, int B, int T);
+/* Look up a tensor by name; NULL if the model has none. */
+const rotary_tensor *rotary_model_tensor(const rotary_model *m, const char *name);
+
+/* Forward pass over tokens (B, T) at positions 0..T-1. With targets (B, T),
+ * *loss receives the mean cross-entropy (nats); targets may be NULL.
+ * Token ids must lie in [0, vocab). */
+int rotary_model_forward(rotary_model *m, const int *tokens, const int *targets,
+                         int B, int T, float *loss);
+/* Logits (B, T, vocab) of the last forward. */
+const float *rotary_model_logits(const rotary_model *m);
+/* Backward of the last forward with targets; adds into m->grads. */
+int rotary_model_backward(rotary_model *m);
+void rotary_model_zero_grad(rotary_model *m);
+
+/* --------------------------------------------------------------- optimizer */
+
+typedef struct {
+    float lr, beta1, beta2, eps, weight_decay;
+} rotary_adamw_config;
+
+typedef struct {
+    size_t n;
+    float *m, *v; /* (n) first and second moments, parameter layout */
+    long step;    /* steps taken */
+} rotary_adamw;
+
+int rotary_adamw_init(rotary_adamw *o, size_t n);
+void rotary_adamw_free(rotary_adamw *o);
+/* One AdamW step (decoupled weight decay on tensors with decay set, bias
+ * correction), as torch.optim.AdamW defines it. */
+void rotary_adamw_step(rotary_adamw *o, rotary_model *m, const rotary_adamw_config *c);
+/* Scale grads so their global L2 norm is at most max_norm (as
+ * torch.nn.utils.clip_grad_norm_); returns the norm before clipping. */
+float rotary_clip_grad_norm(float *grads, size_t n, float max_norm);
+/* Linear warmup to lr over `warmup` steps, then cosine decay to min_lr at
+ * step `total`. step counts from 0. */
+float rotary_lr_at(long step, long warmup, long total, float lr, float min_lr);
+
+/* ------------------------------------------------------------- safetensors */
+
+typedef enum { ROTARY_F32 = 0, ROTARY_I32 = 1 } rotary_dtype;
+
+/* A tensor to write, or a view of one read from a file. */
+typedef struct {
+    const char *name;
+    int dtype;         /* rotary_dtype */
+    int ndim;          /* 0..4 */
+    int64_t shape[4];
+    const void *data;  /* little-endian on disk; native here (x86/ARM LE) */
+} rotary_st_tensor;
+
+/* Write a safetensors file atomically (temp file, fsync, rename). meta holds
+ * n_meta (key, value) string pairs for __metadata__ (may be NULL). */
+int rotary_st_write(const char *path, const rotary_st_tensor *t, int n,
+                    const char *const *meta, int n_meta);
+
+typedef struct rotary_st_file rotary_st_file;
+/* Open and validate a safetensors file (mapped read-only): header size,
+ * JSON, dtypes, shapes and every offset are checked before use. */
+int rotary_st_open(rotary_st_file **f, const char *path);
+void rotary_st_close(rotary_st_file *f);
+/* Find a tensor by name; ROTARY_EFORMAT if absent. out->data points into
+ * the mapping and stays valid until rotary_st_close. */
+int rotary_st_find(const rotary_st_file *f, const char *name, rotary_st_tensor *out);
+/* A __metadata__ value, or NULL. */
+const char *rotary_st_meta(const rotary_st_file *f, const char *key);
+
+/* Save a model checkpoint: every parameter tensor (F32) with the config in
+ * __metadata__, plus n_extra (key, value) pairs of extra metadata. */
+int rotary_checkpoint_save(const char *path, const rotary_model *m,
+                           const char *const *extra_meta, int n_extra);
+/* Build *m from a checkpoint (config from its metadata, then weights).
+ * On failure *m is left empty and the message says what was wrong. */
+int rotary_checkpoint_load(const char *path, rotary_model *m);
+
+/* ------------------------------------------------------------------- misc */
+
+/* splitmix64-seeded xorshift; deterministic across platforms. */
+typedef struct { uint64_t s; } rotary_rng;
+void rotary_rng_seed(rotary_rng *r, uint64_t seed);
+uint64_t rotary_rng_next(rotary_rng *r);
+float rotary_rng_uniform(rotary_rng *r); /* [0, 1) */
+float rotary_rng_normal(rotary_rng *r);  /* N(0, 1) */
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* ROTARY_H */

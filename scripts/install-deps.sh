@@ -1,0 +1,8 @@
+#!/bin/bash
+# Install the Debian packages rotary needs to build, test and benchmark.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends \
+  build-essential cmake libopenblas-dev libopenblas0-openmp libcjson-dev \
+  python3 python3-torch python3-numpy >/dev/null

@@ -1,0 +1,45 @@
+#!/bin/bash
+# The command's answer to bad input: a one-line "rotary: ..." error and a
+# non-zero status, never a crash (a status >= 128 would be a signal).
+set -u
+rotary="$1"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fails=0; passes=0
+
+expect_error() { # description, pattern the message must contain, command...
+    local what="$1" pattern="$2"; shift 2
+    local err status
+    err=$("$@" 2>&1 >/dev/null); status=$?
+    if [ $status -ne 0 ] && [ $status -lt 128 ] && [[ "$err" == rotary:* ]] && [[ "$err" == *"$pattern"* ]]; then
+        echo "ok   $what: $err"; passes=$((passes + 1))
+    else
+        echo "FAIL $what: status $status, stderr: $err"; fails=$((fails + 1))
+    fi
+}
+
+printf 'just some text, not a checkpoint\n' > "$tmp/text.safetensors"
+: > "$tmp/empty.safetensors"
+"$rotary" demo --steps 1 --save "$tmp/good.safetensors" >/dev/null || { echo "FAIL demo --save"; exit 1; }
+head -c 2000 "$tmp/good.safetensors" > "$tmp/cut-header.safetensors"
+size=$(stat -c %s "$tmp/good.safetensors")
+head -c $((size - 100)) "$tmp/good.safetensors" > "$tmp/cut-data.safetensors"
+# A header length far past the end of the file.
+python3 - "$tmp/huge.safetensors" <<'PY'
+import struct, sys
+open(sys.argv[1], "wb").write(struct.pack("<Q", 1 << 40) + b"{}")
+PY
+
+expect_error "missing file" "$tmp/nope" "$rotary" info "$tmp/nope.safetensors"
+expect_error "empty file" "empty" "$rotary" info "$tmp/empty.safetensors"
+expect_error "text file" "text.safetensors" "$rotary" info "$tmp/text.safetensors"
+expect_error "cut in the header" "cut-header" "$rotary" info "$tmp/cut-header.safetensors"
+expect_error "cut in the data" "cut-data" "$rotary" info "$tmp/cut-data.safetensors"
+expect_error "header past end" "huge" "$rotary" info "$tmp/huge.safetensors"
+expect_error "unknown command" "unknown command" "$rotary" frobnicate
+expect_error "unknown option" "--bogus" "$rotary" demo --bogus 1
+expect_error "bad number" "--steps" "$rotary" demo --steps ten
+expect_error "bad encoding" "--pos" "$rotary" demo --pos spiral
+"$rotary" info "$tmp/good.safetensors" | grep -q "tok_emb.weight" && { echo "ok   good checkpoint lists its tensors"; passes=$((passes+1)); } || { echo "FAIL good checkpoint"; fails=$((fails+1)); }
+echo "$passes passed, $fails failed"
+[ $fails -eq 0 ]

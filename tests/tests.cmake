@@ -1,0 +1,30 @@
+# C tests: one executable per file, each run by CTest.
+set(ROTARY_DATA_DIR "${CMAKE_SOURCE_DIR}/../shared/data" CACHE PATH "shared test data")
+find_program(TORCH_PYTHON NAMES python3 PATHS /usr/bin NO_DEFAULT_PATH)
+
+foreach(t test_rope test_model test_checkpoint)
+  add_executable(${t} tests/${t}.c)
+  target_include_directories(${t} PRIVATE src)
+  target_link_libraries(${t} rotary)
+  add_test(NAME ${t} COMMAND ${t} WORKING_DIRECTORY ${CMAKE_BINARY_DIR})
+endforeach()
+
+# Tools the PyTorch parity scripts drive.
+foreach(t rope_dump parity_dump)
+  add_executable(${t} tests/${t}.c)
+  target_include_directories(${t} PRIVATE src)
+  target_link_libraries(${t} rotary)
+endforeach()
+
+add_test(NAME rope_parity_torch
+  COMMAND ${TORCH_PYTHON} ${CMAKE_SOURCE_DIR}/tests/torch/rope_parity.py $<TARGET_FILE:rope_dump>
+  WORKING_DIRECTORY ${CMAKE_BINARY_DIR})
+add_test(NAME model_parity_torch
+  COMMAND ${TORCH_PYTHON} ${CMAKE_SOURCE_DIR}/tests/torch/model_parity.py $<TARGET_FILE:parity_dump>
+  WORKING_DIRECTORY ${CMAKE_BINARY_DIR})
+set_tests_properties(rope_parity_torch model_parity_torch PROPERTIES ENVIRONMENT "OMP_NUM_THREADS=2")
+
+# The command's handling of bad input.
+add_test(NAME cli_bad_input
+  COMMAND bash ${CMAKE_SOURCE_DIR}/tests/cli_bad_input.sh $<TARGET_FILE:rotary_cli>
+  WORKING_DIRECTORY ${CMAKE_BINARY_DIR})

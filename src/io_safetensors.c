@@ -341,6 +341,10 @@ typedef struct {
     size_t begin, end; /* byte offsets into the data buffer */
 } st_entry;
 
+typedef struct {
+    char *key, *value;
+} st_meta;
+
 struct rotary_st_file {
     char *path;
     void *map;
@@ -349,14 +353,17 @@ struct rotary_st_file {
     size_t data_size;
     st_entry *entries; /* sorted by name */
     int n_entries;
-    char **meta; /* 2*n_meta strings: key, value */
+    st_meta *meta; /* sorted by key */
     int n_meta;
 };
 
 void rotary_st_close(rotary_st_file *f) {
     if (!f) return;
     if (f->map) munmap(f->map, f->map_size);
-    for (int i = 0; i < 2 * f->n_meta; i++) free(f->meta[i]);
+    for (int i = 0; i < f->n_meta; i++) {
+        free(f->meta[i].key);
+        free(f->meta[i].value);
+    }
     free(f->meta);
     free(f->entries);
     free(f->path);
@@ -365,6 +372,10 @@ void rotary_st_close(rotary_st_file *f) {
 
 static int entry_cmp(const void *a, const void *b) {
     return strcmp(((const st_entry *)a)->name, ((const st_entry *)b)->name);
+}
+
+static int meta_cmp(const void *a, const void *b) {
+    return strcmp(((const st_meta *)a)->key, ((const st_meta *)b)->key);
 }
 
 /* A JSON number that is an exact non-negative integer <= 2^53. */
@@ -473,32 +484,33 @@ static int parse_entry(const char *path, const cJSON *item, size_t data_size, st
     return ROTARY_OK;
 }
 
-/* Copy __metadata__ (an object of strings) into f. */
+/* Copy __metadata__ (an object of strings) into f, sorted by key. */
 static int parse_metadata(rotary_st_file *f, const cJSON *md) {
     if (!cJSON_IsObject(md))
         return rotary_fail(ROTARY_EFORMAT, "%s: __metadata__ is not a JSON object", f->path);
     int n = cJSON_GetArraySize(md);
-    f->meta = calloc((size_t)(n ? n : 1) * 2, sizeof *f->meta);
+    f->meta = calloc((size_t)(n ? n : 1), sizeof *f->meta);
     if (!f->meta) return rotary_fail(ROTARY_ENOMEM, "%s: out of memory", f->path);
     const cJSON *v;
     cJSON_ArrayForEach(v, md) {
-        if (!cJSON_IsString(v))
+        if (!cJSON_IsString(v) || !v->string)
             return rotary_fail(ROTARY_EFORMAT, "%s: __metadata__ value of '%.64s' is not a string",
-                               f->path, v->string);
-        for (int j = 0; j < f->n_meta; j++)
-            if (strcmp(f->meta[2 * j], v->string) == 0)
-                return rotary_fail(ROTARY_EFORMAT, "%s: __metadata__ key '%.64s' appears twice",
-                                   f->path, v->string);
-        char *k = strdup(v->string), *s = strdup(v->valuestring);
-        if (!k || !s) {
+                               f->path, v->string ? v->string : "?");
+        char *k = strdup(v->string), *val = strdup(v->valuestring);
+        if (!k || !val) {
             free(k);
-            free(s);
+            free(val);
             return rotary_fail(ROTARY_ENOMEM, "%s: out of memory", f->path);
         }
-        f->meta[2 * f->n_meta] = k;
-        f->meta[2 * f->n_meta + 1] = s;
+        f->meta[f->n_meta].key = k;
+        f->meta[f->n_meta].value = val;
         f->n_meta++;
     }
+    qsort(f->meta, (size_t)f->n_meta, sizeof *f->meta, meta_cmp);
+    for (int i = 1; i < f->n_meta; i++)
+        if (strcmp(f->meta[i - 1].key, f->meta[i].key) == 0)
+            return rotary_fail(ROTARY_EFORMAT, "%s: __metadata__ key '%.64s' appears twice",
+                               f->path, f->meta[i].key);
     return ROTARY_OK;
 }
 
@@ -692,10 +704,11 @@ int rotary_st_find(const rotary_st_file *f, const char *name, rotary_st_tensor *
 }
 
 const char *rotary_st_meta(const rotary_st_file *f, const char *key) {
-    if (!f || !key) return NULL;
-    for (int i = 0; i < f->n_meta; i++)
-        if (strcmp(f->meta[2 * i], key) == 0) return f->meta[2 * i + 1];
-    return NULL;
+    if (!f || !key || f->n_meta == 0) return NULL;
+    st_meta probe = {(char *)key, NULL};
+    const st_meta *hit =
+        bsearch(&probe, f->meta, (size_t)f->n_meta, sizeof *f->meta, meta_cmp);
+    return hit ? hit->value : NULL;
 }
 
 /* ------------------------------------------------------------ checkpoints */
@@ -971,7 +984,10 @@ static int load_tensors(const rotary_st_file *f, rotary_model *m) {
                                f->path, mt->name);
         memcpy(m->params + mt->offset, f->data + e->begin, e->end - e->begin);
     }
-    for (int i = 0; i < f->n_entries; i++) {
+    /* Every model tensor was found and file names are unique, so the file
+     * has extras exactly when it has more entries; among any n_tensors + 1
+     * of them one is unexpected, which bounds this search. */
+    for (int i = 0; f->n_entries > m->n_tensors && i < f->n_entries; i++) {
         if (!rotary_model_tensor(m, f->entries[i].name))
             return rotary_fail(ROTARY_EFORMAT,
                                "%s: unexpected tensor '%s' (the configured model has no such "

@@ -521,6 +521,10 @@ static void test_bad_st_files(void) {
     expect_open_fail("entry not an object", tpath("entry.st"), "not a JSON object");
     write_st(tpath("meta.st"), "{\"__metadata__\":{\"k\":5}}", NULL, 0);
     expect_open_fail("metadata value not a string", tpath("meta.st"), "not a string");
+    write_st(tpath("metadup.st"), "{\"__metadata__\":{\"k\":\"a\",\"k\":\"b\"}}", NULL, 0);
+    expect_open_fail("duplicate metadata key", tpath("metadup.st"), "appears twice");
+    write_st(tpath("metaarr.st"), "{\"__metadata__\":[\"k\"]}", NULL, 0);
+    expect_open_fail("metadata not an object", tpath("metaarr.st"), "__metadata__");
     write_st(tpath("dupname.st"),
              "{\"x\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
              "\"x\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}",

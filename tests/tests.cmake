@@ -28,3 +28,11 @@ set_tests_properties(rope_parity_torch model_parity_torch PROPERTIES ENVIRONMENT
 add_test(NAME cli_bad_input
   COMMAND bash ${CMAKE_SOURCE_DIR}/tests/cli_bad_input.sh $<TARGET_FILE:rotary_cli>
   WORKING_DIRECTORY ${CMAKE_BINARY_DIR})
+
+# Under AddressSanitizer, let huge allocations fail with NULL (the tests check
+# that we report them) instead of aborting.
+if(ROTARY_SANITIZE)
+  get_property(all_tests DIRECTORY PROPERTY TESTS)
+  set_property(TEST ${all_tests} APPEND PROPERTY ENVIRONMENT
+    "ASAN_OPTIONS=allocator_may_return_null=1:detect_leaks=1")
+endif()

@@ -14,15 +14,21 @@ static const struct {
     int (*run)(int, char **);
     const char *help;
 } commands[] = {
-    {"demo", cmd_demo, "train a small RoPE model on built-in text and sample from it"},
+    {"train", cmd_train, "train a model on a text and write a run directory"},
+    {"eval", cmd_eval, "validation loss and bits per byte of a model on a text"},
+    {"sample", cmd_sample, "generate text from a model (KV cache, temperature, top-k, top-p)"},
+    {"corpus", cmd_corpus, "extract a built-in corpus (english, chinese) from Debian packages"},
+    {"prepare", cmd_prepare, "tokenize a text into a token file"},
+    {"demo", cmd_demo, "train a tiny RoPE model on built-in text in seconds and sample from it"},
     {"info", cmd_info, "print the config and tensors of a checkpoint"},
+    {"tokenizer", cmd_tokenizer, "train a BPE vocabulary or encode a file with one"},
 };
 
 static void usage(FILE *f) {
     fprintf(f, "usage: rotary <command> [options]   (rotary <command> --help)\n\ncommands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
-        fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].help);
-    fprintf(f, "  %-8s %s\n", "version", "print the version");
+        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].help);
+    fprintf(f, "  %-10s %s\n", "version", "print the version");
 }
 
 int main(int argc, char **argv) {

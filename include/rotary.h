@@ -30,10 +30,15 @@ enum {
     ROTARY_ENOMEM = -2,  /* allocation failed or size overflow */
     ROTARY_EIO = -3,     /* open/read/write/rename failed */
     ROTARY_EFORMAT = -4, /* a file is malformed or not what was expected */
+    ROTARY_EINTR = -5,   /* stopped on request (training saved a checkpoint) */
 };
 
 /* The message of the last failure on this thread ("" if none). */
 const char *rotary_last_error(void);
+
+/* splitmix64-seeded xorshift64*; the same stream on every platform.
+ * Functions at the end of this header. */
+typedef struct { uint64_t s; } rotary_rng;
 
 /* -------------------------------------------------------------------- RoPE */
 
@@ -139,7 +144,8 @@ typedef struct {
     rotary_tensor *tensors;
     int n_tensors;
     rotary_rope rope;      /* tables for positions 0..ctx-1 (pos == ROPE) */
-    float *pos_table;      /* (ctx, d_model) sinusoidal table or NULL */
+    int pos_len;           /* positions the tables cover (ctx, or more after extend) */
+    float *pos_table;      /* (pos_len, d_model) sinusoidal table or NULL */
     float *alibi;          /* (n_head) slopes or NULL */
     rotary_layout *layout; /* where each layer's weights are */
     rotary_acts *acts;     /* sized by rotary_model_reserve */
@@ -225,14 +231,156 @@ const char *rotary_st_meta(const rotary_st_file *f, const char *key);
  * __metadata__, plus n_extra (key, value) pairs of extra metadata. */
 int rotary_checkpoint_save(const char *path, const rotary_model *m,
                            const char *const *extra_meta, int n_extra);
-/* Build *m from a checkpoint (config from its metadata, then weights).
+/* The same plus the AdamW state (tensors "optim.m", "optim.v" and metadata
+ * "optim.step"), for resuming training; opt may be NULL. */
+int rotary_checkpoint_save_state(const char *path, const rotary_model *m,
+                                 const rotary_adamw *opt, const char *const *extra_meta,
+                                 int n_extra);
+/* Read the AdamW state of such a checkpoint into opt (sized for m). */
+int rotary_checkpoint_load_optim(const char *path, const rotary_model *m, rotary_adamw *opt);
+/* Build *m from a checkpoint (config from its metadata, then weights; any
+ * optimizer state is ignored).
  * On failure *m is left empty and the message says what was wrong. */
 int rotary_checkpoint_load(const char *path, rotary_model *m);
 
+/* -------------------------------------------------------------------- data */
+
+/* Token file: a 32-byte header (magic "RTOKENS1", u32 vocab, u32 bytes per
+ * token (2 or 4), u64 token count, 8 zero bytes), then the little-endian ids.
+ * See docs/formats.md. */
+int rotary_tokens_save(const char *path, const int *ids, size_t n, int vocab);
+/* Reads and validates a token file (every id < vocab); *ids is malloc'd. */
+int rotary_tokens_load(const char *path, int **ids, size_t *n, int *vocab);
+/* 1 if the file starts with the token-file magic, 0 if not, <0 on error. */
+int rotary_tokens_is_file(const char *path);
+
+/* A training batch: B windows of T+1 tokens from ids (n >= T+1), their
+ * starts drawn from (seed, step) alone, so any step's batch can be rebuilt
+ * without replaying the ones before it. tok, tgt: (B, T). */
+void rotary_batch(const int *ids, size_t n, int B, int T, uint64_t seed, uint64_t step,
+                  int *tok, int *tgt);
+
+/* -------------------------------------------------------------- training */
+
+typedef struct {
+    long step;          /* steps done */
+    long steps;         /* total */
+    float train_loss;   /* of the last step */
+    float val_loss;     /* of the last evaluation, NAN before the first */
+    int evaluated;      /* this step ran an evaluation */
+    float lr;
+    double tokens_per_s;
+    double elapsed_s;   /* training time, across resumes */
+} rotary_train_status;
+
+typedef struct {
+    const char *run_dir;          /* metrics.csv, checkpoint.safetensors */
+    const int *train_ids, *val_ids;
+    size_t n_train, n_val;
+    int batch;                    /* sequences per step; T is the model's ctx */
+    long steps, warmup;
+    float lr, min_lr, weight_decay, clip, beta1, beta2, eps;
+    long eval_every, ckpt_every;  /* 0: only at the end */
+    int eval_batches;
+    uint64_t seed;
+    int resume;                   /* continue from run_dir/checkpoint.safetensors */
+    /* Called after every step; a non-zero return stops the run after a
+     * checkpoint (rotary_train then returns ROTARY_EINTR). May be NULL. */
+    int (*on_step)(void *ctx, const rotary_train_status *s);
+    void *ctx;
+} rotary_train_opts;
+
+/* Train m (built, initialised, or loaded from the run's checkpoint when
+ * resuming) with AdamW and the warmup + cosine schedule. Writes
+ * run_dir/metrics.csv and run_dir/checkpoint.safetensors (with optimizer
+ * state). Same seed and threads give the same bits, resumed or not. A
+ * non-finite loss stops the run, keeping the last checkpoint. */
+int rotary_train(rotary_model *m, const rotary_train_opts *o);
+/* Mean validation loss over n_batches fixed windows (drawn from seed). */
+int rotary_eval_loss(rotary_model *m, const int *ids, size_t n, int B, int n_batches,
+                     uint64_t seed, float *loss);
+
+/* -------------------------------------------------- decoding and sampling */
+
+/* Grow the position tables so the model accepts sequences of T tokens
+ * (T may exceed ctx for rope, sinusoidal, alibi and none; not for learned). */
+int rotary_model_extend(rotary_model *m, int T);
+
+/* Incremental decoding with a key/value cache: each step costs one
+ * position. Positions run 0..max_T-1. */
+typedef struct {
+    rotary_model *m;
+    int max_T, n;       /* capacity, tokens in the cache */
+    float *buf;         /* one allocation for everything below */
+    float *k, *v;       /* (n_layer, max_T, n_kv_head * head_dim) */
+    float *x, *h, *qkv, *att, *attout, *up, *act, *logits;
+} rotary_decoder;
+
+int rotary_decoder_init(rotary_decoder *d, rotary_model *m, int max_T);
+void rotary_decoder_free(rotary_decoder *d);
+void rotary_decoder_reset(rotary_decoder *d);
+/* Feed one token at position d->n; *logits (vocab) stays valid until the
+ * next call. Fails when the cache is full or the token is out of range. */
+int rotary_decoder_step(rotary_decoder *d, int token, const float **logits);
+
+typedef struct {
+    float temperature;  /* 0: greedy */
+    int top_k;          /* 0: off */
+    float top_p;        /* 1: off */
+    rotary_rng rng;
+    int vocab;
+    void *work;         /* (vocab) candidates, internal */
+} rotary_sampler;
+
+int rotary_sampler_init(rotary_sampler *s, int vocab, float temperature, int top_k,
+                        float top_p, uint64_t seed);
+void rotary_sampler_free(rotary_sampler *s);
+int rotary_sample(rotary_sampler *s, const float *logits);
+
+/* --------------------------------------------------------------- tokenizer */
+
+/* A tokenizer maps bytes to ids and back, exactly, for any byte string.
+ * bytes: 256 ids, id = byte value.
+ * bpe:   byte-level BPE: ids 0..255 are the bytes, id 256+i is merge i, a pair
+ *        of earlier ids. Text is first cut into chunks (docs/tokenizer.md,
+ *        rule "rotary-v1") and merges never cross a chunk boundary. */
+typedef struct rotary_tokenizer rotary_tokenizer;
+
+int rotary_tokenizer_bytes(rotary_tokenizer **t);
+/* Learn up to vocab_size - 256 merges (256 <= vocab_size <= 65536) from text,
+ * which must be non-empty valid UTF-8 (ROTARY_EINVAL names the byte offset of
+ * the first bad sequence). Stops early when no pair occurs twice, so the
+ * vocabulary may come out smaller. Ties go to the smallest (left, right) ids.
+ * progress (may be NULL) is called after each merge. */
+int rotary_tokenizer_train(rotary_tokenizer **t, const unsigned char *text, size_t n,
+                           int vocab_size,
+                           void (*progress)(void *ctx, int merges_done, int merges_total),
+                           void *ctx);
+void rotary_tokenizer_free(rotary_tokenizer *t);
+
+/* Encode any bytes (valid UTF-8 or not). *ids is allocated (free()) and holds
+ * *n_ids ids; decoding them gives the input back bit for bit. */
+int rotary_tokenizer_encode(const rotary_tokenizer *t, const unsigned char *text, size_t n,
+                            int **ids, size_t *n_ids);
+/* Concatenate the pieces of ids into *out (allocated, free()); ROTARY_EINVAL
+ * on an id outside [0, vocab_size). */
+int rotary_tokenizer_decode(const rotary_tokenizer *t, const int *ids, size_t n,
+                            unsigned char **out, size_t *n_out);
+/* The bytes of one token (not NUL-terminated), *len set; NULL if out of range.
+ * Valid until rotary_tokenizer_free. */
+const unsigned char *rotary_tokenizer_piece(const rotary_tokenizer *t, int id, int *len);
+int rotary_tokenizer_vocab_size(const rotary_tokenizer *t);
+int rotary_tokenizer_is_bytes(const rotary_tokenizer *t);
+
+/* JSON file (docs/tokenizer.md), written atomically (temp file, fsync, rename).
+ * load checks format, version, type, sizes and that each merge refers only to
+ * earlier ids. */
+int rotary_tokenizer_save(const rotary_tokenizer *t, const char *path);
+int rotary_tokenizer_load(rotary_tokenizer **t, const char *path);
+
 /* ------------------------------------------------------------------- misc */
 
-/* splitmix64-seeded xorshift; deterministic across platforms. */
-typedef struct { uint64_t s; } rotary_rng;
+/* The random number generator (rotary_rng) is declared at the top. */
 void rotary_rng_seed(rotary_rng *r, uint64_t seed);
 uint64_t rotary_rng_next(rotary_rng *r);
 float rotary_rng_uniform(rotary_rng *r); /* [0, 1) */

@@ -743,6 +743,11 @@ static void format_float(char *buf, size_t cap, float v) {
 
 int rotary_checkpoint_save(const char *path, const rotary_model *m,
                            const char *const *extra_meta, int n_extra) {
+    return rotary_checkpoint_save_state(path, m, NULL, extra_meta, n_extra);
+}
+
+int rotary_checkpoint_save_state(const char *path, const rotary_model *m, const rotary_adamw *opt,
+                                 const char *const *extra_meta, int n_extra) {
     if (!path || !path[0]) return rotary_fail(ROTARY_EINVAL, "checkpoint save: empty path");
     if (!m || !m->params || !m->tensors || m->n_tensors <= 0)
         return rotary_fail(ROTARY_EINVAL, "%s: checkpoint save: the model is not built", path);
@@ -774,9 +779,13 @@ int rotary_checkpoint_save(const char *path, const rotary_model *m,
     format_float(v[16], sizeof v[16], c->init_std);
     format_float(v[17], sizeof v[17], c->sin_amplitude);
 
-    int n_meta = 2 + CK_N_CONFIG + n_extra;
+    if (opt && (opt->n != m->n_params || !opt->m || !opt->v))
+        return rotary_fail(ROTARY_EINVAL, "%s: optimizer state does not match the model", path);
+    char step_s[32];
+    snprintf(step_s, sizeof step_s, "%ld", opt ? opt->step : 0L);
+    int n_meta = 2 + CK_N_CONFIG + n_extra + (opt ? 1 : 0);
     const char **meta = malloc((size_t)n_meta * 2 * sizeof *meta);
-    rotary_st_tensor *t = malloc((size_t)m->n_tensors * sizeof *t);
+    rotary_st_tensor *t = malloc((size_t)(m->n_tensors + 2) * sizeof *t);
     int rc = ROTARY_OK;
     if (!meta || !t) {
         rc = rotary_fail(ROTARY_ENOMEM, "%s: out of memory", path);
@@ -828,7 +837,14 @@ int rotary_checkpoint_save(const char *path, const rotary_model *m,
         }
         t[i].data = m->params + mt->offset;
     }
-    rc = rotary_st_write(path, t, m->n_tensors, meta, n_meta);
+    int n_t = m->n_tensors;
+    if (opt) {
+        meta[2 * (n_meta - 1)] = "optim.step";
+        meta[2 * (n_meta - 1) + 1] = step_s;
+        t[n_t++] = (rotary_st_tensor){"optim.m", ROTARY_F32, 1, {(int64_t)opt->n}, opt->m};
+        t[n_t++] = (rotary_st_tensor){"optim.v", ROTARY_F32, 1, {(int64_t)opt->n}, opt->v};
+    }
+    rc = rotary_st_write(path, t, n_t, meta, n_meta);
 out:
     free(meta);
     free(t);
@@ -984,11 +1000,11 @@ static int load_tensors(const rotary_st_file *f, rotary_model *m) {
                                f->path, mt->name);
         memcpy(m->params + mt->offset, f->data + e->begin, e->end - e->begin);
     }
-    /* Every model tensor was found and file names are unique, so the file
-     * has extras exactly when it has more entries; among any n_tensors + 1
-     * of them one is unexpected, which bounds this search. */
+    /* Anything else must be optimizer state ("optim.*", read by
+     * rotary_checkpoint_load_optim). */
     for (int i = 0; f->n_entries > m->n_tensors && i < f->n_entries; i++) {
-        if (!rotary_model_tensor(m, f->entries[i].name))
+        if (strncmp(f->entries[i].name, "optim.", 6) != 0 &&
+            !rotary_model_tensor(m, f->entries[i].name))
             return rotary_fail(ROTARY_EFORMAT,
                                "%s: unexpected tensor '%s' (the configured model has no such "
                                "parameter)",
@@ -1028,6 +1044,34 @@ out:
         if (built) rotary_model_free(m);
         memset(m, 0, sizeof *m);
     }
+    rotary_st_close(f);
+    return rc;
+}
+
+int rotary_checkpoint_load_optim(const char *path, const rotary_model *m, rotary_adamw *opt) {
+    if (!m || !opt || opt->n != m->n_params || !opt->m || !opt->v)
+        return rotary_fail(ROTARY_EINVAL, "%s: optimizer not initialised for this model", path);
+    rotary_st_file *f = NULL;
+    int rc = rotary_st_open(&f, path);
+    if (rc != ROTARY_OK) return rc;
+    const char *names[2] = {"optim.m", "optim.v"};
+    float *dst[2] = {opt->m, opt->v};
+    for (int i = 0; i < 2 && rc == ROTARY_OK; i++) {
+        const st_entry *e = find_entry(f, names[i]);
+        if (!e)
+            rc = rotary_fail(ROTARY_EFORMAT, "%s: no optimizer state ('%s' missing)", path, names[i]);
+        else if (e->dtype != ROTARY_F32 || e->ndim != 1 || (uint64_t)e->shape[0] != m->n_params)
+            rc = rotary_fail(ROTARY_EFORMAT, "%s: '%s' does not match the model's %zu parameters",
+                             path, names[i], m->n_params);
+        else
+            memcpy(dst[i], f->data + e->begin, m->n_params * sizeof(float));
+    }
+    const char *s = rotary_st_meta(f, "optim.step");
+    char *end = NULL;
+    long step = s ? strtol(s, &end, 10) : -1;
+    if (rc == ROTARY_OK && (!s || *end || step < 0))
+        rc = rotary_fail(ROTARY_EFORMAT, "%s: bad or missing metadata 'optim.step'", path);
+    if (rc == ROTARY_OK) opt->step = step;
     rotary_st_close(f);
     return rc;
 }

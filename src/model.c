@@ -2,6 +2,7 @@
  * and backward. Parameters, gradients and activations each live in one
  * allocation; the step itself allocates nothing. */
 #include "internal.h"
+#include "model_internal.h"
 #include "ops.h"
 
 #include <math.h>
@@ -9,20 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define ABSENT SIZE_MAX
-
-/* Offsets (in floats) of one layer's parameters; ABSENT when not present.
- * q, k, v weights are adjacent, so together they are one (QKV, C) matrix;
- * the same holds for their biases and for swiglu's gate and up. */
-typedef struct {
-    size_t norm1_w, norm1_b, wqkv, bqkv, wo, bo, norm2_w, norm2_b, wup, bup, wdown, bdown;
-} layer_params;
-
-struct rotary_layout {
-    size_t tok_emb, pos_emb, normf_w, normf_b, head;
-    layer_params layer[]; /* n_layer entries */
-};
 
 struct rotary_acts {
     int B, T;           /* capacity */
@@ -219,6 +206,7 @@ int rotary_model_build(rotary_model *m, const rotary_config *cfg) {
         return ROTARY_ENOMEM;
     }
     int C = cfg->d_model, hd = C / cfg->n_head;
+    m->pos_len = cfg->ctx;
     if (cfg->pos == ROTARY_POS_ROPE) {
         rc = rotary_rope_init(&m->rope, hd, cfg->rotary_dim, cfg->rope_base,
                               (rotary_rope_pairing)cfg->rope_pairing, cfg->ctx);
@@ -294,8 +282,9 @@ void rotary_model_init(rotary_model *m, uint64_t seed) {
 
 int rotary_model_reserve(rotary_model *m, int B, int T) {
     const rotary_config *c = &m->cfg;
-    if (B < 1 || T < 1 || T > c->ctx)
-        return rotary_fail(ROTARY_EINVAL, "reserve: batch %d x %d tokens (ctx is %d)", B, T, c->ctx);
+    if (B < 1 || T < 1 || T > m->pos_len)
+        return rotary_fail(ROTARY_EINVAL, "reserve: batch %d x %d tokens (the model takes up to %d; "
+                           "see rotary_model_extend)", B, T, m->pos_len);
     rotary_acts *a = m->acts;
     if (a && a->B >= B && a->T >= T) return ROTARY_OK;
     free_acts(a);

@@ -2,7 +2,7 @@
 set(ROTARY_DATA_DIR "${CMAKE_SOURCE_DIR}/../shared/data" CACHE PATH "shared test data")
 find_program(TORCH_PYTHON NAMES python3 PATHS /usr/bin NO_DEFAULT_PATH)
 
-foreach(t test_rope test_model test_checkpoint)
+foreach(t test_rope test_model test_checkpoint test_tokenizer)
   add_executable(${t} tests/${t}.c)
   target_include_directories(${t} PRIVATE src)
   target_link_libraries(${t} rotary)

@@ -1,0 +1,24 @@
+/* model_internal.h: where the weights of each layer live (shared by the
+ * training path in model.c and the decoder in sample.c). */
+#ifndef ROTARY_MODEL_INTERNAL_H
+#define ROTARY_MODEL_INTERNAL_H
+
+#include "rotary.h"
+
+#include <stdint.h>
+
+#define ABSENT SIZE_MAX
+
+/* Offsets (in floats) of one layer's parameters; ABSENT when not present.
+ * q, k, v weights are adjacent, so together they are one (QKV, C) matrix;
+ * the same holds for their biases and for swiglu's gate and up. */
+typedef struct {
+    size_t norm1_w, norm1_b, wqkv, bqkv, wo, bo, norm2_w, norm2_b, wup, bup, wdown, bdown;
+} layer_params;
+
+struct rotary_layout {
+    size_t tok_emb, pos_emb, normf_w, normf_b, head;
+    layer_params layer[]; /* n_layer entries */
+};
+
+#endif

@@ -1,0 +1,219 @@
+/* sample.c: incremental decoding with a key/value cache, and the sampler. */
+#include "internal.h"
+#include "model_internal.h"
+#include "ops.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+int rotary_model_extend(rotary_model *m, int T) {
+    const rotary_config *c = &m->cfg;
+    if (T < 1 || T > (1 << 22)) return rotary_fail(ROTARY_EINVAL, "sequence length %d", T);
+    if (c->pos == ROTARY_POS_LEARNED && T > c->ctx)
+        return rotary_fail(ROTARY_EINVAL, "learned positions stop at ctx %d; %d tokens need a "
+                           "model with another position encoding", c->ctx, T);
+    if (c->pos == ROTARY_POS_ROPE && T > m->rope.max_pos) {
+        rotary_rope r;
+        int rc = rotary_rope_init(&r, m->rope.head_dim, m->rope.rotary_dim, m->rope.base,
+                                  (rotary_rope_pairing)m->rope.pairing, T);
+        if (rc) return rc;
+        rotary_rope_free(&m->rope);
+        m->rope = r;
+    }
+    if (c->pos == ROTARY_POS_SINUSOIDAL && T > m->pos_len) {
+        float *t = rotary_alloc_floats((size_t)T * c->d_model, "sinusoidal table");
+        if (!t) return ROTARY_ENOMEM;
+        rotary_sinusoidal_table(t, T, c->d_model, c->sin_amplitude);
+        free(m->pos_table);
+        m->pos_table = t;
+    }
+    if (T > m->pos_len) m->pos_len = T;
+    return ROTARY_OK;
+}
+
+/* ----------------------------------------------------------------- decoder */
+
+int rotary_decoder_init(rotary_decoder *d, rotary_model *m, int max_T) {
+    memset(d, 0, sizeof *d);
+    int rc = rotary_model_extend(m, max_T);
+    if (rc) return rc;
+    const rotary_config *c = &m->cfg;
+    size_t C = (size_t)c->d_model, hd = C / (size_t)c->n_head, kv = (size_t)c->n_kv_head * hd;
+    size_t QKV = (size_t)(c->n_head + 2 * c->n_kv_head) * hd, F = (size_t)c->d_ff;
+    size_t U = c->mlp == ROTARY_MLP_SWIGLU ? 2 * F : F;
+    double need = 2.0 * c->n_layer * (double)max_T * kv + 2.0 * C + QKV + max_T + (double)c->n_head * hd
+                + U + F + c->vocab;
+    if (need > (double)((size_t)1 << 37))
+        return rotary_fail(ROTARY_ENOMEM, "KV cache for %d positions needs %.1f GiB", max_T,
+                           need * 4 / 1073741824.0);
+    d->buf = rotary_alloc_floats((size_t)need, "KV cache");
+    if (!d->buf) return ROTARY_ENOMEM;
+    float *p = d->buf;
+    d->k = p, p += (size_t)c->n_layer * max_T * kv;
+    d->v = p, p += (size_t)c->n_layer * max_T * kv;
+    d->x = p, p += C;
+    d->h = p, p += C;
+    d->qkv = p, p += QKV;
+    d->att = p, p += max_T;
+    d->attout = p, p += (size_t)c->n_head * hd;
+    d->up = p, p += U;
+    d->act = p, p += F;
+    d->logits = p;
+    d->m = m;
+    d->max_T = max_T;
+    return ROTARY_OK;
+}
+
+void rotary_decoder_free(rotary_decoder *d) {
+    free(d->buf);
+    memset(d, 0, sizeof *d);
+}
+
+void rotary_decoder_reset(rotary_decoder *d) { d->n = 0; }
+
+#define P(off) ((off) == ABSENT ? NULL : m->params + (off))
+
+static void norm(const rotary_model *m, float *out, const float *x, const float *w,
+                 const float *b) {
+    float mean, rstd;
+    if (m->cfg.norm == ROTARY_NORM_LAYER)
+        layernorm_forward(out, &mean, &rstd, x, w, b, 1, m->cfg.d_model, m->cfg.norm_eps);
+    else
+        rmsnorm_forward(out, &rstd, x, w, 1, m->cfg.d_model, m->cfg.norm_eps);
+}
+
+int rotary_decoder_step(rotary_decoder *d, int token, const float **logits) {
+    rotary_model *m = d->m;
+    const rotary_config *c = &m->cfg;
+    if (token < 0 || token >= c->vocab)
+        return rotary_fail(ROTARY_EINVAL, "token %d outside vocab %d", token, c->vocab);
+    if (d->n >= d->max_T)
+        return rotary_fail(ROTARY_EINVAL, "the KV cache is full (%d positions)", d->max_T);
+    const int pos = d->n, C = c->d_model, nh = c->n_head, nkv = c->n_kv_head, hd = C / nh;
+    const int kv = nkv * hd, QKV = (nh + 2 * nkv) * hd, F = c->d_ff, group = nh / nkv;
+    const int U = c->mlp == ROTARY_MLP_SWIGLU ? 2 * F : F;
+    const float scale = 1.0f / sqrtf((float)hd);
+    const rotary_layout *lo = m->layout;
+
+    memcpy(d->x, P(lo->tok_emb) + (size_t)token * C, (size_t)C * sizeof(float));
+    const float *ptab = c->pos == ROTARY_POS_LEARNED ? P(lo->pos_emb) : m->pos_table;
+    if (ptab)
+        for (int i = 0; i < C; i++) d->x[i] += ptab[(size_t)pos * C + i];
+
+    for (int l = 0; l < c->n_layer; l++) {
+        const layer_params *lp = &lo->layer[l];
+        float *kc = d->k + (size_t)l * d->max_T * kv, *vc = d->v + (size_t)l * d->max_T * kv;
+        norm(m, d->h, d->x, P(lp->norm1_w), P(lp->norm1_b));
+        linear_forward(d->qkv, d->h, P(lp->wqkv), P(lp->bqkv), 1, C, QKV, 0);
+        if (c->pos == ROTARY_POS_ROPE) {
+            rotary_rope_forward(&m->rope, d->qkv, 1, 1, nh, QKV, &pos);
+            rotary_rope_forward(&m->rope, d->qkv + nh * hd, 1, 1, nkv, QKV, &pos);
+        }
+        memcpy(kc + (size_t)pos * kv, d->qkv + nh * hd, (size_t)kv * sizeof(float));
+        memcpy(vc + (size_t)pos * kv, d->qkv + nh * hd + kv, (size_t)kv * sizeof(float));
+        for (int h = 0; h < nh; h++) {
+            const float *q = d->qkv + h * hd;
+            const int g = h / group;
+            float slope = m->alibi ? m->alibi[h] : 0.0f, mx = -INFINITY, sum = 0;
+            for (int j = 0; j <= pos; j++) {
+                const float *kj = kc + (size_t)j * kv + g * hd;
+                float s = 0;
+                for (int i = 0; i < hd; i++) s += q[i] * kj[i];
+                d->att[j] = s * scale - slope * (float)(pos - j);
+                mx = d->att[j] > mx ? d->att[j] : mx;
+            }
+            for (int j = 0; j <= pos; j++) sum += d->att[j] = expf(d->att[j] - mx);
+            float *o = d->attout + h * hd;
+            memset(o, 0, (size_t)hd * sizeof(float));
+            for (int j = 0; j <= pos; j++) {
+                const float *vj = vc + (size_t)j * kv + g * hd, p = d->att[j] / sum;
+                for (int i = 0; i < hd; i++) o[i] += p * vj[i];
+            }
+        }
+        linear_forward(d->x, d->attout, P(lp->wo), P(lp->bo), 1, nh * hd, C, 1);
+        norm(m, d->h, d->x, P(lp->norm2_w), P(lp->norm2_b));
+        linear_forward(d->up, d->h, P(lp->wup), P(lp->bup), 1, C, U, 0);
+        if (c->mlp == ROTARY_MLP_SWIGLU)
+            swiglu_forward(d->act, d->up, 1, F);
+        else
+            gelu_forward(d->act, d->up, (size_t)F);
+        linear_forward(d->x, d->act, P(lp->wdown), P(lp->bdown), 1, F, C, 1);
+    }
+    norm(m, d->h, d->x, P(lo->normf_w), P(lo->normf_b));
+    linear_forward(d->logits, d->h, P(lo->head), NULL, 1, C, c->vocab, 0);
+    d->n++;
+    *logits = d->logits;
+    return ROTARY_OK;
+}
+
+/* ----------------------------------------------------------------- sampler */
+
+typedef struct {
+    float p;
+    int id;
+} candidate;
+
+int rotary_sampler_init(rotary_sampler *s, int vocab, float temperature, int top_k,
+                        float top_p, uint64_t seed) {
+    memset(s, 0, sizeof *s);
+    if (vocab < 1 || !(temperature >= 0) || top_k < 0 || !(top_p > 0 && top_p <= 1))
+        return rotary_fail(ROTARY_EINVAL, "sampler: need temperature >= 0, top-k >= 0, "
+                           "0 < top-p <= 1");
+    s->work = malloc((size_t)vocab * sizeof(candidate));
+    if (!s->work) return rotary_fail(ROTARY_ENOMEM, "sampler: out of memory");
+    s->vocab = vocab;
+    s->temperature = temperature;
+    s->top_k = top_k;
+    s->top_p = top_p;
+    rotary_rng_seed(&s->rng, seed);
+    return ROTARY_OK;
+}
+
+void rotary_sampler_free(rotary_sampler *s) {
+    free(s->work);
+    memset(s, 0, sizeof *s);
+}
+
+static int by_prob_desc(const void *a, const void *b) {
+    const candidate *x = a, *y = b;
+    if (x->p != y->p) return x->p < y->p ? 1 : -1;
+    return x->id - y->id; /* ties: lower id first, so the order is total */
+}
+
+int rotary_sample(rotary_sampler *s, const float *logits) {
+    const int V = s->vocab;
+    candidate *c = s->work;
+    int best = 0;
+    for (int i = 1; i < V; i++) best = logits[i] > logits[best] ? i : best;
+    if (s->temperature == 0) return best;
+    float sum = 0;
+    for (int i = 0; i < V; i++) {
+        c[i].p = expf((logits[i] - logits[best]) / s->temperature);
+        c[i].id = i;
+        sum += c[i].p;
+    }
+    int n = V;
+    if (s->top_k > 0 || s->top_p < 1) {
+        qsort(c, (size_t)V, sizeof *c, by_prob_desc);
+        if (s->top_k > 0 && s->top_k < n) n = s->top_k;
+        if (s->top_p < 1) {
+            float cum = 0;
+            for (int i = 0; i < n; i++) {
+                cum += c[i].p / sum;
+                if (cum >= s->top_p) {
+                    n = i + 1;
+                    break;
+                }
+            }
+        }
+        sum = 0;
+        for (int i = 0; i < n; i++) sum += c[i].p;
+    }
+    float r = rotary_rng_uniform(&s->rng) * sum, cum = 0;
+    for (int i = 0; i < n; i++) {
+        cum += c[i].p;
+        if (r < cum) return c[i].id;
+    }
+    return c[n - 1].id;
+}

@@ -1,7 +1,12 @@
 /* main.c: the `rotary` command: dispatch to one subcommand per file. */
+#define _POSIX_C_SOURCE 200809L
 #include "cli.h"
 
+#include <cblas.h>
+#include <omp.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
 #include <string.h>
 
 int cli_fail(const char *what, const char *why) {
@@ -32,13 +37,18 @@ static void usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
+    /* Pick OpenBLAS's AVX-512 kernels where its CPU detection misses them
+     * (see rotary_blas_coretype_hint); ROTARY_NO_REEXEC=1 turns this off. */
+    const char *core = getenv("ROTARY_NO_REEXEC") ? NULL : rotary_blas_coretype_hint();
+    if (core && setenv("OPENBLAS_CORETYPE", core, 1) == 0) execv("/proc/self/exe", argv);
     if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") ||
         !strcmp(argv[1], "help")) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
     if (!strcmp(argv[1], "version") || !strcmp(argv[1], "--version")) {
-        printf("rotary %s\n", ROTARY_VERSION);
+        printf("rotary %s (OpenBLAS %s kernels, %d threads)\n", ROTARY_VERSION,
+               openblas_get_corename(), omp_get_max_threads());
         return 0;
     }
     for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)

@@ -1,6 +1,8 @@
 /* common.c: error reporting, allocation and the random number generator. */
 #include "internal.h"
 
+#include <cblas.h>
+
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -62,4 +64,15 @@ float rotary_rng_normal(rotary_rng *r) {
     double u1 = ((double)(rotary_rng_next(r) >> 11) + 1.0) * (1.0 / 9007199254740992.0);
     double u2 = (double)(rotary_rng_next(r) >> 11) * (1.0 / 9007199254740992.0);
     return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+}
+
+const char *rotary_blas_coretype_hint(void) {
+    if (getenv("OPENBLAS_CORETYPE")) return NULL; /* the user chose */
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("avx512f") || !__builtin_cpu_supports("avx512bw") ||
+        !__builtin_cpu_supports("avx512vl") || !__builtin_cpu_supports("avx512dq"))
+        return NULL;
+    const char *core = openblas_get_corename();
+    if (!core || (strcmp(core, "Haswell") != 0 && strcmp(core, "Zen") != 0)) return NULL;
+    return "SkylakeX";
 }

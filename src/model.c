@@ -299,7 +299,7 @@ int rotary_model_reserve(rotary_model *m, int B, int T) {
     /* Every size below is a product of validated dims; doubles catch overflow. */
     double need = (double)N * (double)(L + 1) * C + (double)L * N * (3 * C + 4 + QKV + nh * hd + U + F)
                 + (double)L * B * nh * T * T + (double)N * (C + 3 + V)
-                + (double)N * (2 * C + QKV + nh * hd + U + F) + (double)n_threads * T * T;
+                + (double)N * (2 * C + QKV + nh * hd + U + F) + (double)n_threads * ATTN_SCRATCH(T, hd);
     if (need > (double)((size_t)1 << 40))
         return rotary_fail(ROTARY_ENOMEM, "reserve: activations for batch %d x %d need %.0f floats",
                            B, T, need);
@@ -344,7 +344,7 @@ int rotary_model_reserve(rotary_model *m, int B, int T) {
     CARVE(dattout, N * nh * hd);
     CARVE(dup, N * U);
     CARVE(dact, N * F);
-    CARVE(scratch, (size_t)n_threads * T * T);
+    CARVE(scratch, (size_t)n_threads * ATTN_SCRATCH(T, hd));
 #undef CARVE
     m->acts = a;
     return ROTARY_OK;
@@ -429,7 +429,7 @@ int rotary_model_forward(rotary_model *m, const int *tokens, const int *targets,
             if (!rc) rc = rotary_rope_forward(&m->rope, qkv + nh * hd, B, T, nkv, QKV, a->pos);
             if (rc) return rc;
         }
-        attention_forward(attout, att, qkv, m->alibi, B, T, nh, nkv, hd);
+        attention_forward(attout, att, qkv, m->alibi, B, T, nh, nkv, hd, a->scratch);
         memcpy(xmid, x, NC * sizeof(float));
         linear_forward(xmid, attout, P(lp->wo), OPT(m->params, lp->bo), N, nh * hd, C, 1);
 

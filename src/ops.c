@@ -148,7 +148,8 @@ void swiglu_forward(float *out, const float *gu, int N, int F) {
     for (int n = 0; n < N; n++) {
         const float *g = gu + (size_t)n * 2 * F, *u = g + F;
         float *o = out + (size_t)n * F;
-        for (int i = 0; i < F; i++) o[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+#pragma omp simd
+        for (int i = 0; i < F; i++) o[i] = g[i] / (1.0f + rotary_expf(-g[i])) * u[i];
     }
 }
 
@@ -157,8 +158,9 @@ void swiglu_backward(float *dgu, const float *dout, const float *gu, int N, int 
     for (int n = 0; n < N; n++) {
         const float *g = gu + (size_t)n * 2 * F, *u = g + F, *d = dout + (size_t)n * F;
         float *dg = dgu + (size_t)n * 2 * F, *du = dg + F;
+#pragma omp simd
         for (int i = 0; i < F; i++) {
-            float sg = 1.0f / (1.0f + expf(-g[i]));
+            float sg = 1.0f / (1.0f + rotary_expf(-g[i]));
             float silu = g[i] * sg;
             du[i] = d[i] * silu;
             dg[i] = d[i] * u[i] * sg * (1.0f + g[i] * (1.0f - sg));
@@ -171,10 +173,11 @@ double crossentropy_forward(float *lse, const float *logits, const int *targets,
 #pragma omp parallel for
     for (int n = 0; n < N; n++) {
         const float *z = logits + (size_t)n * V;
-        float mx = z[0];
+        float mx = z[0], s = 0.0f;
+#pragma omp simd reduction(max : mx)
         for (int i = 1; i < V; i++) mx = z[i] > mx ? z[i] : mx;
-        float s = 0.0f;
-        for (int i = 0; i < V; i++) s += expf(z[i] - mx);
+#pragma omp simd reduction(+ : s)
+        for (int i = 0; i < V; i++) s += rotary_expf(z[i] - mx);
         lse[n] = mx + logf(s);
     }
     double total = 0.0; /* serial sum: the same bits for any thread count */
@@ -187,7 +190,8 @@ void crossentropy_backward(float *logits, const float *lse, const int *targets,
 #pragma omp parallel for
     for (int n = 0; n < N; n++) {
         float *z = logits + (size_t)n * V;
-        for (int i = 0; i < V; i++) z[i] = expf(z[i] - lse[n]) * scale;
+#pragma omp simd
+        for (int i = 0; i < V; i++) z[i] = rotary_expf(z[i] - lse[n]) * scale;
         z[targets[n]] -= scale;
     }
 }

@@ -392,6 +392,12 @@ int cmd_train(int argc, char **argv) {
     fprintf(stderr, "rotary: reading %s\n", a.data);
     if (load_data(a.data, tok, a.val_fraction, &d)) return 1;
 
+    if (d.n_train < (size_t)cfg.ctx + 1 || d.n_val < (size_t)cfg.ctx + 1) {
+        char why[200];
+        snprintf(why, sizeof why, "%zu training and %zu validation tokens; each needs more than "
+                 "one context window (%d + 1)", d.n_train, d.n_val, cfg.ctx);
+        return cli_fail(a.data, why);
+    }
     rotary_model m;
     char ckpt[4200];
     snprintf(ckpt, sizeof ckpt, "%s/checkpoint.safetensors", dir);

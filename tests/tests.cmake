@@ -2,7 +2,7 @@
 set(ROTARY_DATA_DIR "${CMAKE_SOURCE_DIR}/../shared/data" CACHE PATH "shared test data")
 find_program(TORCH_PYTHON NAMES python3 PATHS /usr/bin NO_DEFAULT_PATH)
 
-foreach(t test_rope test_model test_checkpoint test_tokenizer)
+foreach(t test_rope test_model test_checkpoint test_tokenizer test_train)
   add_executable(${t} tests/${t}.c)
   target_include_directories(${t} PRIVATE src)
   target_link_libraries(${t} rotary)
@@ -27,6 +27,10 @@ set_tests_properties(rope_parity_torch model_parity_torch PROPERTIES ENVIRONMENT
 # The command's handling of bad input.
 add_test(NAME cli_bad_input
   COMMAND bash ${CMAKE_SOURCE_DIR}/tests/cli_bad_input.sh $<TARGET_FILE:rotary_cli>
+  WORKING_DIRECTORY ${CMAKE_BINARY_DIR})
+
+add_test(NAME cli_train
+  COMMAND bash ${CMAKE_SOURCE_DIR}/tests/cli_train.sh $<TARGET_FILE:rotary_cli> ${CMAKE_SOURCE_DIR}
   WORKING_DIRECTORY ${CMAKE_BINARY_DIR})
 
 # Under AddressSanitizer, let huge allocations fail with NULL (the tests check

@@ -1,0 +1,322 @@
+/* test_train: the KV-cache decoder against the full forward pass, resumed
+ * training against uninterrupted training (bit for bit), a NaN loss, the
+ * sampler, token files and batches. */
+#define _POSIX_C_SOURCE 200809L
+#include "rotary.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static int failures;
+#define EXPECT(cond, ...)                                       \
+    do {                                                        \
+        if (!(cond)) {                                          \
+            printf("FAIL %s:%d: ", __FILE__, __LINE__);         \
+            printf(__VA_ARGS__);                                \
+            printf("\n");                                       \
+            failures++;                                         \
+        }                                                       \
+    } while (0)
+
+static char tmpdir[64];
+
+static void tiny(rotary_config *c, int pos) {
+    rotary_config_default(c);
+    c->n_layer = 2, c->n_head = 4, c->n_kv_head = 2, c->d_model = 32, c->d_ff = 64;
+    c->ctx = 16, c->vocab = 29, c->pos = pos, c->init_std = 0.2f;
+}
+
+/* Decoder logits at every position equal the full forward's. */
+static void test_decoder(void) {
+    for (int pos = ROTARY_POS_ROPE; pos <= ROTARY_POS_NONE; pos++) {
+        for (int variant = 0; variant < 2; variant++) {
+            rotary_config c;
+            tiny(&c, pos);
+            if (variant) c.norm = ROTARY_NORM_LAYER, c.mlp = ROTARY_MLP_GELU, c.bias = 1, c.tied = 0,
+                         c.rope_pairing = ROTARY_ROPE_HALF, c.rotary_dim = 4, c.n_kv_head = 1;
+            rotary_model m;
+            EXPECT(rotary_model_build(&m, &c) == 0, "build");
+            rotary_model_init(&m, 11);
+            int tok[16];
+            for (int t = 0; t < 16; t++) tok[t] = (t * 7 + 3) % c.vocab;
+            EXPECT(rotary_model_forward(&m, tok, NULL, 1, 16, NULL) == 0, "forward");
+            float *full = malloc(sizeof(float) * 16 * c.vocab);
+            memcpy(full, rotary_model_logits(&m), sizeof(float) * 16 * c.vocab);
+            rotary_decoder d;
+            EXPECT(rotary_decoder_init(&d, &m, 16) == 0, "decoder init: %s", rotary_last_error());
+            double worst = 0, scale = 0;
+            for (int t = 0; t < 16; t++) {
+                const float *lg;
+                EXPECT(rotary_decoder_step(&d, tok[t], &lg) == 0, "step");
+                for (int i = 0; i < c.vocab; i++) {
+                    double e = fabs(lg[i] - full[t * c.vocab + i]);
+                    worst = e > worst ? e : worst;
+                    scale = fabs(full[t * c.vocab + i]) > scale ? fabs(full[t * c.vocab + i]) : scale;
+                }
+            }
+            const float *lg;
+            EXPECT(rotary_decoder_step(&d, 0, &lg) != 0, "a full cache is an error");
+            EXPECT(worst <= 1e-5 * scale, "%s: decoder vs forward max error %g (scale %g)",
+                   rotary_pos_name(pos), worst, scale);
+            printf("decoder %-10s %s: max |decoder - forward| = %.2e (logits up to %.2f)\n",
+                   rotary_pos_name(pos), variant ? "variant" : "default", worst, scale);
+            rotary_decoder_free(&d);
+            /* Beyond the training context: allowed except for learned. */
+            int rc = rotary_decoder_init(&d, &m, 64);
+            EXPECT((rc == 0) == (pos != ROTARY_POS_LEARNED), "extend to 64 for %s", rotary_pos_name(pos));
+            if (rc == 0) {
+                for (int t = 0; t < 64 && rc == 0; t++) rc = rotary_decoder_step(&d, t % c.vocab, &lg);
+                EXPECT(rc == 0 && isfinite(lg[0]), "decode 64 positions");
+                rotary_decoder_free(&d);
+            }
+            free(full);
+            rotary_model_free(&m);
+        }
+    }
+}
+
+/* --------------------------------------------------------------- training */
+
+typedef struct {
+    int stop_at;     /* stop (as Ctrl-C would) after this step; 0 = never */
+    int poison_at;   /* write a NaN into the weights after this step */
+    rotary_model *m;
+} hook;
+
+static int on_step(void *ctx, const rotary_train_status *s) {
+    hook *h = ctx;
+    if (h->poison_at && s->step == h->poison_at) h->m->params[0] = NAN;
+    return h->stop_at && s->step == h->stop_at;
+}
+
+static int *corpus(size_t n, int vocab) {
+    int *ids = malloc(n * sizeof(int));
+    rotary_rng r;
+    rotary_rng_seed(&r, 5);
+    for (size_t i = 0; i < n; i++) /* a learnable pattern with noise */
+        ids[i] = (int)((i % 7 == 0 ? rotary_rng_next(&r) : i * 3) % (uint64_t)vocab);
+    return ids;
+}
+
+static rotary_train_opts opts(const char *dir, const int *ids, size_t n, hook *h) {
+    rotary_train_opts o = {.run_dir = dir, .train_ids = ids, .val_ids = ids + n * 9 / 10,
+                           .n_train = n * 9 / 10, .n_val = n - n * 9 / 10, .batch = 4,
+                           .steps = 20, .warmup = 5, .lr = 3e-3f, .min_lr = 3e-4f,
+                           .weight_decay = 0.1f, .clip = 1.0f, .beta1 = 0.9f, .beta2 = 0.99f,
+                           .eps = 1e-8f, .eval_every = 5, .ckpt_every = 5, .eval_batches = 3,
+                           .seed = 9, .on_step = on_step, .ctx = h};
+    return o;
+}
+
+static char *read_all(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    rewind(f);
+    char *s = calloc((size_t)n + 1, 1);
+    if (fread(s, 1, (size_t)n, f) != (size_t)n) s[0] = 0;
+    fclose(f);
+    return s;
+}
+
+/* metrics.csv without the timing columns (tokens_per_s, elapsed_s). */
+static void strip_timing(char *s) {
+    char *out = s;
+    for (char *line = s; *line;) {
+        char *end = strchr(line, '\n');
+        size_t len = end ? (size_t)(end - line) : strlen(line);
+        int commas = 0;
+        for (size_t i = 0; i < len; i++) {
+            if (line[i] == ',' && ++commas == 4) break;
+            *out++ = line[i];
+        }
+        *out++ = '\n';
+        line += len + (end ? 1 : 0);
+    }
+    *out = 0;
+}
+
+static void test_resume(void) {
+    rotary_config c;
+    tiny(&c, ROTARY_POS_ROPE);
+    const size_t n = 3000;
+    int *ids = corpus(n, c.vocab);
+    char a[128], b[128], path[256];
+    snprintf(a, sizeof a, "%s/straight", tmpdir);
+    snprintf(b, sizeof b, "%s/stopped", tmpdir);
+    mkdir(a, 0755), mkdir(b, 0755);
+
+    rotary_model m1, m2, m3;
+    hook h1 = {0, 0, &m1}, h2 = {7, 0, &m2}, h3 = {0, 0, &m3};
+    rotary_model_build(&m1, &c), rotary_model_init(&m1, 9);
+    rotary_train_opts o1 = opts(a, ids, n, &h1);
+    EXPECT(rotary_train(&m1, &o1) == 0, "uninterrupted run: %s", rotary_last_error());
+
+    rotary_model_build(&m2, &c), rotary_model_init(&m2, 9);
+    rotary_train_opts o2 = opts(b, ids, n, &h2);
+    EXPECT(rotary_train(&m2, &o2) == ROTARY_EINTR, "stopped run returns ROTARY_EINTR");
+    /* A kill after the stop would leave extra metric rows: resume trims them. */
+    snprintf(path, sizeof path, "%s/metrics.csv", b);
+    FILE *f = fopen(path, "ab");
+    fputs("8,1.0,,1.0,1.0,1.0\n9,1.0,", f); /* a row past the checkpoint and a torn one */
+    fclose(f);
+    snprintf(path, sizeof path, "%s/checkpoint.safetensors", b);
+    EXPECT(rotary_checkpoint_load(path, &m3) == 0, "load the stopped run: %s", rotary_last_error());
+    rotary_train_opts o3 = opts(b, ids, n, &h3);
+    o3.resume = 1;
+    EXPECT(rotary_train(&m3, &o3) == 0, "resumed run: %s", rotary_last_error());
+    EXPECT(memcmp(m1.params, m3.params, m1.n_params * sizeof(float)) == 0,
+           "resumed weights equal the uninterrupted run's, bit for bit");
+
+    snprintf(path, sizeof path, "%s/metrics.csv", a);
+    char *ma = read_all(path);
+    snprintf(path, sizeof path, "%s/metrics.csv", b);
+    char *mb = read_all(path);
+    EXPECT(ma && mb, "metrics written");
+    if (ma && mb) {
+        strip_timing(ma), strip_timing(mb);
+        EXPECT(strcmp(ma, mb) == 0, "metrics (step, losses, lr) equal:\n%s---\n%s", ma, mb);
+        int lines = 0;
+        for (char *p = ma; *p; p++) lines += *p == '\n';
+        EXPECT(lines == 21, "header + 20 rows, got %d lines", lines);
+    }
+    printf("resume: stopped at step 7, resumed to 20: weights and metrics identical\n");
+    free(ma), free(mb);
+
+    /* A NaN stops the run and keeps the last good checkpoint. */
+    rotary_model m4, m5;
+    hook h4 = {0, 12, &m4};
+    snprintf(a, sizeof a, "%s/nan", tmpdir);
+    mkdir(a, 0755);
+    rotary_model_build(&m4, &c), rotary_model_init(&m4, 9);
+    rotary_train_opts o4 = opts(a, ids, n, &h4);
+    int rc = rotary_train(&m4, &o4);
+    EXPECT(rc != 0 && strstr(rotary_last_error(), "nan") && strstr(rotary_last_error(), "step 10"),
+           "NaN loss: rc %d, %s", rc, rotary_last_error());
+    printf("nan: %s\n", rotary_last_error());
+    snprintf(path, sizeof path, "%s/checkpoint.safetensors", a);
+    EXPECT(rotary_checkpoint_load(path, &m5) == 0, "the last good checkpoint loads");
+    for (size_t i = 0; m5.params && i < m5.n_params; i++)
+        if (!isfinite(m5.params[i])) {
+            EXPECT(0, "checkpoint holds a non-finite weight");
+            break;
+        }
+    rotary_model_free(&m5);
+
+    /* Too little data for one window. */
+    rotary_train_opts o5 = opts(a, ids, 30, &h1);
+    EXPECT(rotary_train(&m1, &o5) != 0 && strstr(rotary_last_error(), "context window"),
+           "short data: %s", rotary_last_error());
+    rotary_model_free(&m1), rotary_model_free(&m2), rotary_model_free(&m3), rotary_model_free(&m4);
+    free(ids);
+}
+
+/* --------------------------------------------------------------- sampler */
+
+static void test_sampler(void) {
+    enum { V = 6, DRAWS = 60000 };
+    const float logits[V] = {1.0f, 2.0f, 0.5f, -1.0f, 2.0f, 0.0f};
+    rotary_sampler s;
+    EXPECT(rotary_sampler_init(&s, V, 0.0f, 0, 1.0f, 1) == 0, "init");
+    EXPECT(rotary_sample(&s, logits) == 1, "greedy picks the first maximum");
+    rotary_sampler_free(&s);
+    /* Temperature 0.7: frequencies match softmax(logits / 0.7). */
+    double p[V], z = 0;
+    for (int i = 0; i < V; i++) z += p[i] = exp(logits[i] / 0.7);
+    rotary_sampler_init(&s, V, 0.7f, 0, 1.0f, 3);
+    int count[V] = {0};
+    for (int k = 0; k < DRAWS; k++) count[rotary_sample(&s, logits)]++;
+    double worst = 0;
+    for (int i = 0; i < V; i++) {
+        double expect = DRAWS * p[i] / z, sd = sqrt(expect);
+        double dev = fabs(count[i] - expect) / (sd > 1 ? sd : 1);
+        worst = dev > worst ? dev : worst;
+    }
+    EXPECT(worst < 5, "sampled frequencies within 5 sigma (worst %.2f)", worst);
+    rotary_sampler_free(&s);
+    /* top-k 2 keeps ids 1 and 4 only; top-p 0.5 at T=1 keeps the best two too. */
+    rotary_sampler_init(&s, V, 1.0f, 2, 1.0f, 4);
+    int ok = 1;
+    for (int k = 0; k < 2000; k++) {
+        int id = rotary_sample(&s, logits);
+        ok &= id == 1 || id == 4;
+    }
+    EXPECT(ok, "top-k 2 samples only the two best");
+    rotary_sampler_free(&s);
+    rotary_sampler_init(&s, V, 1.0f, 0, 0.5f, 4);
+    ok = 1;
+    for (int k = 0; k < 2000; k++) {
+        int id = rotary_sample(&s, logits);
+        ok &= id == 1 || id == 4;
+    }
+    EXPECT(ok, "top-p 0.5 samples only the smallest set holding half the mass");
+    rotary_sampler_free(&s);
+    EXPECT(rotary_sampler_init(&s, V, -1.0f, 0, 1.0f, 1) != 0, "negative temperature refused");
+    EXPECT(rotary_sampler_init(&s, V, 1.0f, 0, 0.0f, 1) != 0, "top-p 0 refused");
+    printf("sampler: greedy, temperature (worst deviation %.2f sigma), top-k, top-p\n", worst);
+}
+
+/* ----------------------------------------------------------- token files */
+
+static void test_tokens(void) {
+    char path[256];
+    snprintf(path, sizeof path, "%s/t.tok", tmpdir);
+    int ids[5] = {0, 5, 70000, 3, 69999};
+    EXPECT(rotary_tokens_save(path, ids, 5, 70001) == 0, "save 4-byte ids");
+    int *got, vocab;
+    size_t n;
+    EXPECT(rotary_tokens_load(path, &got, &n, &vocab) == 0 && n == 5 && vocab == 70001 &&
+               memcmp(got, ids, sizeof ids) == 0, "round trip");
+    free(got);
+    EXPECT(rotary_tokens_is_file(path) == 1, "magic recognised");
+    ids[2] = 70001;
+    EXPECT(rotary_tokens_save(path, ids, 5, 70001) != 0, "id outside vocab refused");
+    int small[3] = {1, 2, 3};
+    rotary_tokens_save(path, small, 3, 256);
+    FILE *f = fopen(path, "r+b");
+    fseek(f, 8, SEEK_SET);
+    const unsigned char two[4] = {2, 0, 0, 0}; /* vocab 2: ids 2 and 3 now out of range */
+    fwrite(two, 1, 4, f);
+    fclose(f);
+    EXPECT(rotary_tokens_load(path, &got, &n, &vocab) != 0, "out-of-range id in file: %s", rotary_last_error());
+    rotary_tokens_save(path, small, 3, 256);
+    EXPECT(truncate(path, 35) == 0, "truncate");
+    EXPECT(rotary_tokens_load(path, &got, &n, &vocab) != 0 && strstr(rotary_last_error(), "tokens"),
+           "truncated file: %s", rotary_last_error());
+    f = fopen(path, "wb");
+    fputs("hello, I am text", f);
+    fclose(f);
+    EXPECT(rotary_tokens_is_file(path) == 0 && rotary_tokens_load(path, &got, &n, &vocab) != 0,
+           "text is not a token file");
+    /* Batches depend on (seed, step) only. */
+    int all[100], t1[12], g1[12], t2[12], g2[12];
+    for (int i = 0; i < 100; i++) all[i] = i;
+    rotary_batch(all, 100, 3, 4, 7, 5, t1, g1);
+    rotary_batch(all, 100, 3, 4, 7, 5, t2, g2);
+    EXPECT(!memcmp(t1, t2, sizeof t1) && !memcmp(g1, g2, sizeof g1), "batch is reproducible");
+    int shifted = 1;
+    for (int i = 0; i < 12; i++) shifted &= g1[i] == t1[i] + 1;
+    EXPECT(shifted, "targets are the next tokens");
+    rotary_batch(all, 100, 3, 4, 7, 6, t2, g2);
+    EXPECT(memcmp(t1, t2, sizeof t1) != 0, "another step gives another batch");
+    printf("token files and batches: ok\n");
+}
+
+int main(void) {
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/rotary_train_XXXXXX");
+    if (!mkdtemp(tmpdir)) return 1;
+    test_decoder();
+    test_resume();
+    test_sampler();
+    test_tokens();
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
+    if (system(cmd) != 0) printf("note: could not remove %s\n", tmpdir);
+    printf("%s (%d failures)\n", failures ? "FAILED" : "passed", failures);
+    return failures != 0;
+}

@@ -321,7 +321,19 @@ int main(int argc, char **argv) {
     else snprintf(shakespeare, sizeof shakespeare, "%s/tinyshakespeare.txt",
                   dir && *dir ? dir : "../../shared/data");
     corpus("bpe: tinyshakespeare, vocab 1024", shakespeare, 1024, 2.0);
-    corpus("bpe: Chinese fortunes, vocab 1024", "/usr/share/games/fortunes/chinese", 1024, 1.5);
+    corpus("bpe: Chinese fortunes, vocab 4096", "/usr/share/games/fortunes/chinese", 4096, 2.5);
+    /* The English corpus as `rotary corpus english` makes it (bible-kjv). */
+    FILE *bible = popen("/usr/bin/bible Gen1:1-Rev22:21 2>/dev/null", "r"), *kjv = NULL;
+    if (bible && (kjv = fopen("test_tokenizer_kjv.txt", "wb"))) {
+        char buf[65536];
+        size_t k;
+        while ((k = fread(buf, 1, sizeof buf, bible)) > 0) fwrite(buf, 1, k, kjv);
+        fclose(kjv);
+    }
+    if (bible) pclose(bible);
+    corpus("bpe: King James Bible, vocab 4096", kjv ? "test_tokenizer_kjv.txt" : "/usr/bin/bible",
+           4096, 3.0);
+    remove("test_tokenizer_kjv.txt");
 
     rotary_tokenizer_free(bpe);
     rotary_tokenizer_free(bytes);

@@ -40,3 +40,4 @@ if(ROTARY_SANITIZE)
   set_property(TEST ${all_tests} APPEND PROPERTY ENVIRONMENT
     "ASAN_OPTIONS=allocator_may_return_null=1:detect_leaks=1")
 endif()
+set_property(TEST test_tokenizer APPEND PROPERTY ENVIRONMENT "ROTARY_DATA_DIR=${ROTARY_DATA_DIR}")

@@ -2,7 +2,7 @@
  *
  * usage: train_bench [--layers L] [--heads H] [--dim D] [--ff F] [--ctx T]
  *                    [--batch B] [--vocab V] [--steps N] [--warmup-steps W]
- *                    [--threads P] [--pos rope|learned|sinusoidal|alibi|none]
+ *                    [--threads P] [--pos rope|learned|sinusoidal|alibi|none|t5]
  *
  * The model is rotary_config_default (RMSNorm, SwiGLU, interleaved RoPE, tied
  * head, no bias) with the shape given on the command line. One step is
@@ -35,7 +35,7 @@ static void usage(void) {
     fprintf(stderr,
             "usage: train_bench [--layers L] [--heads H] [--dim D] [--ff F] [--ctx T]\n"
             "                   [--batch B] [--vocab V] [--steps N] [--warmup-steps W]\n"
-            "                   [--threads P] [--pos rope|learned|sinusoidal|alibi|none]\n");
+            "                   [--threads P] [--pos rope|learned|sinusoidal|alibi|none|t5]\n");
 }
 
 int main(int argc, char **argv) {

@@ -2,6 +2,7 @@
 #ifndef ROTARY_CLI_H
 #define ROTARY_CLI_H
 
+#include "args.h"
 #include "rotary.h"
 
 /* Print "rotary: <what>: <why>" to stderr; returns 1 (the exit status). */
@@ -27,6 +28,31 @@ int cmd_eval(int argc, char **argv);
 int cmd_sample(int argc, char **argv);
 int cmd_corpus(int argc, char **argv);
 int cmd_prepare(int argc, char **argv);
+int cmd_compare(int argc, char **argv);
 int cmd_tokenizer(int argc, char **argv);
+int cmd_rope(int argc, char **argv);
+
+/* --rope-scaling TYPE --rope-factor S --rope-original-ctx N --yarn-alpha A
+ * --yarn-beta B, shared by train, eval, sample and rope decay. */
+typedef struct {
+    const char *type;  /* NULL: not given */
+    float factor;      /* 0: not given */
+    int original_ctx;  /* 0: the model's ctx */
+    float yarn_alpha, yarn_beta;
+} cli_rope_args;
+#define CLI_ROPE_N_SPECS 5
+void cli_rope_args_default(cli_rope_args *a);
+/* Fill s[0..CLI_ROPE_N_SPECS-1] with the flags; returns CLI_ROPE_N_SPECS. */
+int cli_rope_specs(arg_spec *s, cli_rope_args *a);
+/* The scaling the flags ask for (none when --rope-scaling is absent); specs
+ * are the parsed ones, so flags given without --rope-scaling are caught. ctx
+ * is the default original context (0: --rope-original-ctx is required).
+ * 0, or 1 after printing the error. */
+int cli_rope_scaling(const cli_rope_args *a, arg_spec *specs, int n, int ctx,
+                     rotary_rope_scaling *s);
+/* eval and sample: when --rope-scaling is given, it replaces the checkpoint's
+ * scaling (original ctx defaulting to the checkpoint's ctx) and the tables are
+ * rebuilt; says so on stderr. 0, or 1 after printing the error. */
+int cli_apply_rope_scaling(rotary_model *m, const cli_rope_args *a, arg_spec *specs, int n);
 
 #endif

@@ -71,3 +71,70 @@ int cli_load_model(const char *run, const char *ckpt, const char *tok_spec, rota
     }
     return 0;
 }
+
+/* ------------------------------------------------------- rope scaling flags */
+
+void cli_rope_args_default(cli_rope_args *a) {
+    memset(a, 0, sizeof *a);
+    a->yarn_alpha = 1.0f;
+    a->yarn_beta = 32.0f;
+}
+
+int cli_rope_specs(arg_spec *s, cli_rope_args *a) {
+    s[0] = (arg_spec){"--rope-scaling", ARG_STR, &a->type, 0, 0,
+                      "RoPE frequency scaling: none, linear, ntk, dynamic-ntk, yarn, llama3", 0};
+    s[1] = (arg_spec){"--rope-factor", ARG_FLOAT, &a->factor, 0, 1e6,
+                      "scaling factor s >= 1 (new context / original context; 0 = not given)", 0};
+    s[2] = (arg_spec){"--rope-original-ctx", ARG_INT, &a->original_ctx, 0, 1 << 30,
+                      "context the model was trained at (default: the model's ctx)", 0};
+    s[3] = (arg_spec){"--yarn-alpha", ARG_FLOAT, &a->yarn_alpha, 0, 1e9,
+                      "YaRN: pairs with fewer turns than this over the original context are interpolated", 0};
+    s[4] = (arg_spec){"--yarn-beta", ARG_FLOAT, &a->yarn_beta, 0, 1e9,
+                      "YaRN: pairs with more turns than this are kept", 0};
+    return CLI_ROPE_N_SPECS;
+}
+
+int cli_rope_scaling(const cli_rope_args *a, arg_spec *specs, int n, int ctx,
+                     rotary_rope_scaling *s) {
+    rotary_rope_scaling_default(s);
+    if (!a->type || !*a->type) { /* "" is how a run's config.json says "not given" */
+        const char *deps[] = {"--rope-factor", "--rope-original-ctx", "--yarn-alpha", "--yarn-beta"};
+        for (int i = 0; i < 4; i++) {
+            const arg_spec *d = args_find(specs, n, deps[i]);
+            if (d && d->seen) return cli_fail(deps[i], "needs --rope-scaling TYPE");
+        }
+        return 0;
+    }
+    s->type = rotary_rope_scaling_parse(a->type);
+    if (s->type < 0)
+        return cli_fail("--rope-scaling", "unknown type (none, linear, ntk, dynamic-ntk, yarn, llama3)");
+    if (s->type == ROTARY_ROPE_SCALING_NONE) return 0;
+    /* Dynamic NTK takes its factor from the length; the others need one. */
+    if (a->factor == 0 && s->type != ROTARY_ROPE_SCALING_DYNAMIC_NTK)
+        return cli_fail("--rope-scaling", "needs --rope-factor S");
+    s->factor = a->factor ? a->factor : 1.0;
+    s->original_ctx = a->original_ctx ? a->original_ctx : ctx;
+    if (s->original_ctx <= 0) return cli_fail("--rope-scaling", "needs --rope-original-ctx N");
+    s->yarn_alpha = a->yarn_alpha;
+    s->yarn_beta = a->yarn_beta;
+    if (rotary_rope_scaling_validate(s)) return cli_fail("--rope-scaling", rotary_last_error());
+    return 0;
+}
+
+int cli_apply_rope_scaling(rotary_model *m, const cli_rope_args *a, arg_spec *specs, int n) {
+    rotary_rope_scaling s;
+    if (cli_rope_scaling(a, specs, n, m->cfg.ctx, &s)) return 1;
+    if (!a->type || !*a->type) return 0;
+    const char *was = rotary_rope_scaling_name(m->cfg.rope_scaling.type);
+    if (rotary_model_set_rope_scaling(m, &s)) return cli_fail("--rope-scaling", rotary_last_error());
+    if (s.type == ROTARY_ROPE_SCALING_NONE)
+        fprintf(stderr, "rotary: rope scaling none (the checkpoint has %s)\n", was ? was : "?");
+    else if (s.type == ROTARY_ROPE_SCALING_DYNAMIC_NTK)
+        fprintf(stderr, "rotary: rope scaling dynamic-ntk, factor max(1, length / %d) (the "
+                "checkpoint has %s)\n", s.original_ctx, was ? was : "?");
+    else
+        fprintf(stderr, "rotary: rope scaling %s, factor %g, original ctx %d, attention factor "
+                "%g (the checkpoint has %s)\n", rotary_rope_scaling_name(s.type), s.factor,
+                s.original_ctx, rotary_rope_scaling_mscale(&s), was ? was : "?");
+    return 0;
+}

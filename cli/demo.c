@@ -40,7 +40,7 @@ static float rotated_score(const rotary_rope *r, const float *q, const float *k,
 }
 
 static int usage(void) {
-    printf("usage: rotary demo [--steps N] [--pos rope|learned|sinusoidal|alibi|none] [--seed N]\n"
+    printf("usage: rotary demo [--steps N] [--pos rope|learned|sinusoidal|alibi|none|t5] [--seed N]\n"
            "                   [--threads N] [--save FILE]\n");
     return 0;
 }
@@ -75,7 +75,7 @@ int cmd_demo(int argc, char **argv) {
 
     /* 1. The property RoPE is built on. */
     rotary_rope r;
-    if (rotary_rope_init(&r, 64, 0, 10000.0, ROTARY_ROPE_INTERLEAVED, 70000))
+    if (rotary_rope_init(&r, 64, 0, 10000.0, ROTARY_ROPE_INTERLEAVED, 70000, NULL))
         return cli_fail("demo", rotary_last_error());
     rotary_rng rng;
     rotary_rng_seed(&rng, (uint64_t)seed);

@@ -37,7 +37,9 @@ int cmd_eval(int argc, char **argv) {
     const char *run = NULL, *ckpt = NULL, *tok_spec = NULL, *data = NULL, *split = "val";
     int ctx = 0, batch = 8, threads = 0, max_windows = 0;
     float frac = 0.1f;
-    arg_spec specs[] = {
+    cli_rope_args ra;
+    cli_rope_args_default(&ra);
+    arg_spec specs[10 + CLI_ROPE_N_SPECS] = {
         {"--run", ARG_STR, &run, 0, 0, "run directory (checkpoint, tokenizer and data)", 0},
         {"--checkpoint", ARG_STR, &ckpt, 0, 0, "checkpoint file", 0},
         {"--tokenizer", ARG_STR, &tok_spec, 0, 0, "bytes or a tokenizer file (default: the run's)", 0},
@@ -49,7 +51,7 @@ int cmd_eval(int argc, char **argv) {
         {"--max-windows", ARG_INT, &max_windows, 0, 1 << 30, "evaluate at most this many windows (0 = all)", 0},
         {"--threads", ARG_INT, &threads, 0, 1024, "threads (0 = all cores)", 0},
     };
-    int n_specs = (int)(sizeof specs / sizeof *specs);
+    int n_specs = 10 + cli_rope_specs(specs + 10, &ra);
     int rc = args_parse(specs, n_specs, argc, argv,
                         "rotary eval (--run DIR | --checkpoint FILE) [--data FILE] [--ctx N] [options]");
     if (rc) return rc < 0 ? 0 : rc;
@@ -67,6 +69,7 @@ int cmd_eval(int argc, char **argv) {
     rotary_model m;
     rotary_tokenizer *tok;
     if (cli_load_model(run, ckpt, tok_spec, &m, &tok)) return 1;
+    if (cli_apply_rope_scaling(&m, &ra, specs, n_specs)) return 1;
     int T = ctx ? ctx : m.cfg.ctx;
     if (rotary_model_extend(&m, T)) return cli_fail("--ctx", rotary_last_error());
 

@@ -21,6 +21,11 @@ int cmd_info(int argc, char **argv) {
         printf(" (%s, base %g, rotary_dim %d)", c->rope_pairing == ROTARY_ROPE_HALF ? "half" : "interleaved",
                c->rope_base, c->rotary_dim ? c->rotary_dim : c->d_model / c->n_head);
     printf("  tied %d  bias %d\n", c->tied, c->bias);
+    const rotary_rope_scaling *s = &c->rope_scaling;
+    if (s->type != ROTARY_ROPE_SCALING_NONE)
+        printf("  rope scaling %s  factor %g  original ctx %d  attention factor %g\n",
+               rotary_rope_scaling_name(s->type), s->factor, s->original_ctx,
+               rotary_rope_scaling_mscale(s));
     for (int i = 0; i < m.n_tensors; i++) {
         const rotary_tensor *t = &m.tensors[i];
         if (t->ndim == 2) printf("  %-28s (%d, %d)\n", t->name, t->shape[0], t->shape[1]);

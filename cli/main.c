@@ -22,10 +22,12 @@ static const struct {
     {"train", cmd_train, "train a model on a text and write a run directory"},
     {"eval", cmd_eval, "validation loss and bits per byte of a model on a text"},
     {"sample", cmd_sample, "generate text from a model (KV cache, temperature, top-k, top-p)"},
+    {"compare", cmd_compare, "train with each position encoding and seed; table and plots"},
     {"corpus", cmd_corpus, "extract a built-in corpus (english, chinese) from Debian packages"},
     {"prepare", cmd_prepare, "tokenize a text into a token file"},
     {"demo", cmd_demo, "train a tiny RoPE model on built-in text in seconds and sample from it"},
     {"info", cmd_info, "print the config and tensors of a checkpoint"},
+    {"rope", cmd_rope, "RoPE tools: rope decay, the long-term decay bound (RoFormer 3.4.3)"},
     {"tokenizer", cmd_tokenizer, "train a BPE vocabulary or encode a file with one"},
 };
 

@@ -27,7 +27,10 @@ int cmd_sample(int argc, char **argv) {
     int n_new = 200, top_k = 0, threads = 0;
     long seed = 1;
     float temperature = 0.8f, top_p = 0.95f;
-    arg_spec specs[] = {
+    int ctx = 0;
+    cli_rope_args ra;
+    cli_rope_args_default(&ra);
+    arg_spec specs[11 + CLI_ROPE_N_SPECS] = {
         {"--run", ARG_STR, &run, 0, 0, "run directory", 0},
         {"--checkpoint", ARG_STR, &ckpt, 0, 0, "checkpoint file", 0},
         {"--tokenizer", ARG_STR, &tok_spec, 0, 0, "bytes or a tokenizer file (default: the run's)", 0},
@@ -38,20 +41,23 @@ int cmd_sample(int argc, char **argv) {
         {"--top-p", ARG_FLOAT, &top_p, 1e-6, 1, "nucleus: the smallest set with this much probability", 0},
         {"--seed", ARG_LONG, &seed, 0, 9e15, "random seed", 0},
         {"--threads", ARG_INT, &threads, 0, 1024, "threads (0 = all cores)", 0},
+        {"--ctx", ARG_INT, &ctx, 0, 1 << 20, "tokens the model sees at once (0 = the model's ctx)", 0},
     };
-    int rc = args_parse(specs, (int)(sizeof specs / sizeof *specs), argc, argv,
+    int n_specs = 11 + cli_rope_specs(specs + 11, &ra);
+    int rc = args_parse(specs, n_specs, argc, argv,
                         "rotary sample (--run DIR | --checkpoint FILE) [--prompt TEXT] [-n N] [options]");
     if (rc) return rc < 0 ? 0 : rc;
     if (threads) omp_set_num_threads(threads);
     rotary_model m;
     rotary_tokenizer *tok;
     if (cli_load_model(run, ckpt, tok_spec, &m, &tok)) return 1;
+    if (cli_apply_rope_scaling(&m, &ra, specs, n_specs)) return 1;
     int *ids;
     size_t n_prompt;
     if (!*prompt) prompt = "\n";
     if (rotary_tokenizer_encode(tok, (const unsigned char *)prompt, strlen(prompt), &ids, &n_prompt))
         return cli_fail("prompt", rotary_last_error());
-    const int T = m.cfg.ctx;
+    const int T = ctx ? ctx : m.cfg.ctx;
     if (n_prompt >= (size_t)T) {
         char why[128];
         snprintf(why, sizeof why, "%zu tokens, but the model's context is %d", n_prompt, T);

@@ -17,14 +17,16 @@
 #include <unistd.h>
 
 typedef struct {
-    const char *data, *tokenizer, *out, *resume, *pos, *norm, *mlp, *pairing;
+    const char *data, *tokenizer, *out, *resume, *pos, *norm, *mlp, *pairing, *attn;
+    int t5_buckets, t5_max_distance;
     int layers, heads, kv_heads, dim, ff, ctx, batch, threads, eval_batches, rotary_dim;
     int tied, bias, force, sample_tokens;
     long steps, warmup, eval_every, ckpt_every, seed;
     float lr, min_lr_frac, weight_decay, clip, beta1, beta2, rope_base, val_fraction, init_std;
+    cli_rope_args rope;
 } train_args;
 
-#define N_SPECS 36
+#define N_SPECS (39 + CLI_ROPE_N_SPECS)
 static int make_specs(arg_spec *s, train_args *a) {
     int n = 0;
 #define SPEC(name, type, ptr, lo, hi, help) s[n++] = (arg_spec){name, type, ptr, lo, hi, help, 0}
@@ -33,7 +35,10 @@ static int make_specs(arg_spec *s, train_args *a) {
     SPEC("--out", ARG_STR, &a->out, 0, 0, "run directory");
     SPEC("--resume", ARG_STR, &a->resume, 0, 0, "continue the run in this directory");
     SPEC("--force", ARG_FLAG, &a->force, 0, 1, "overwrite a run already in --out");
-    SPEC("--pos", ARG_STR, &a->pos, 0, 0, "position encoding: rope, learned, sinusoidal, alibi, none");
+    SPEC("--pos", ARG_STR, &a->pos, 0, 0, "position encoding: rope, learned, sinusoidal, alibi, none, t5");
+    SPEC("--attn", ARG_STR, &a->attn, 0, 0, "softmax, or linear (elu+1 features; RoPE in the numerator; not with alibi, t5)");
+    SPEC("--t5-buckets", ARG_INT, &a->t5_buckets, 2, 4096, "T5 bias: distance buckets (--pos t5)");
+    SPEC("--t5-max-distance", ARG_INT, &a->t5_max_distance, 2, 1 << 20, "T5 bias: distance where the last bucket starts (--pos t5)");
     SPEC("--layers", ARG_INT, &a->layers, 1, 4096, "transformer blocks");
     SPEC("--heads", ARG_INT, &a->heads, 1, 4096, "attention heads");
     SPEC("--kv-heads", ARG_INT, &a->kv_heads, 0, 4096, "key/value heads (grouped-query attention; 0 = heads)");
@@ -45,6 +50,7 @@ static int make_specs(arg_spec *s, train_args *a) {
     SPEC("--rope-pairing", ARG_STR, &a->pairing, 0, 0, "interleaved (RoFormer, GPT-J) or half (GPT-NeoX)");
     SPEC("--rope-base", ARG_FLOAT, &a->rope_base, 1.0001, 1e12, "RoPE base");
     SPEC("--rotary-dim", ARG_INT, &a->rotary_dim, 0, 1 << 20, "rotated dims per head (0 = all)");
+    n += cli_rope_specs(s + n, &a->rope);
     SPEC("--tied", ARG_INT, &a->tied, 0, 1, "output head shares the token embedding");
     SPEC("--bias", ARG_INT, &a->bias, 0, 1, "biases in linear layers and LayerNorm");
     SPEC("--init-std", ARG_FLOAT, &a->init_std, 1e-6, 1, "weight init standard deviation");
@@ -77,6 +83,9 @@ static void defaults(train_args *a) {
     a->norm = "rmsnorm";
     a->mlp = "swiglu";
     a->pairing = "interleaved";
+    a->attn = "softmax";
+    a->t5_buckets = 32, a->t5_max_distance = 128;
+    cli_rope_args_default(&a->rope);
     a->layers = 4, a->heads = 4, a->dim = 128, a->ctx = 128, a->batch = 32;
     a->tied = 1, a->rope_base = 10000, a->init_std = 0.02f;
     a->steps = 600, a->warmup = 100, a->eval_every = 100, a->eval_batches = 20, a->seed = 1;
@@ -90,13 +99,24 @@ static int may_change_on_resume(const char *name) {
            !strcmp(name, "--sample-tokens") || !strcmp(name, "--out");
 }
 
-static int to_config(const train_args *a, rotary_config *c) {
+/* Options added after the first release: a run's config.json without them
+ * was trained with their defaults. */
+static int newer_option(const char *name) {
+    return !strcmp(name, "--rope-scaling") || !strcmp(name, "--rope-factor") ||
+           !strcmp(name, "--rope-original-ctx") || !strncmp(name, "--yarn-", 7) ||
+           !strcmp(name, "--attn") || !strncmp(name, "--t5-", 5);
+}
+
+static int to_config(const train_args *a, arg_spec *specs, int n, rotary_config *c) {
     rotary_config_default(c);
     c->n_layer = a->layers, c->n_head = a->heads, c->n_kv_head = a->kv_heads ? a->kv_heads : a->heads;
     c->d_model = a->dim, c->ctx = a->ctx, c->rotary_dim = a->rotary_dim;
     c->tied = a->tied, c->bias = a->bias, c->rope_base = a->rope_base, c->init_std = a->init_std;
     c->pos = rotary_pos_parse(a->pos);
-    if (c->pos < 0) return cli_fail("--pos", "unknown encoding (rope, learned, sinusoidal, alibi, none)");
+    if (c->pos < 0) return cli_fail("--pos", "unknown encoding (rope, learned, sinusoidal, alibi, none, t5)");
+    if (strcmp(a->attn, "softmax") && strcmp(a->attn, "linear")) return cli_fail("--attn", "softmax or linear");
+    c->attn = strcmp(a->attn, "linear") ? ROTARY_ATTN_SOFTMAX : ROTARY_ATTN_LINEAR;
+    c->t5_buckets = a->t5_buckets, c->t5_max_distance = a->t5_max_distance;
     if (strcmp(a->norm, "rmsnorm") && strcmp(a->norm, "layernorm")) return cli_fail("--norm", "rmsnorm or layernorm");
     if (strcmp(a->mlp, "swiglu") && strcmp(a->mlp, "gelu")) return cli_fail("--mlp", "swiglu or gelu");
     if (strcmp(a->pairing, "interleaved") && strcmp(a->pairing, "half"))
@@ -104,6 +124,7 @@ static int to_config(const train_args *a, rotary_config *c) {
     c->norm = strcmp(a->norm, "rmsnorm") ? ROTARY_NORM_LAYER : ROTARY_NORM_RMS;
     c->mlp = strcmp(a->mlp, "swiglu") ? ROTARY_MLP_GELU : ROTARY_MLP_SWIGLU;
     c->rope_pairing = strcmp(a->pairing, "half") ? ROTARY_ROPE_INTERLEAVED : ROTARY_ROPE_HALF;
+    if (cli_rope_scaling(&a->rope, specs, n, a->ctx, &c->rope_scaling)) return 1;
     c->d_ff = a->ff;
     if (!c->d_ff) {
         long ff = c->mlp == ROTARY_MLP_SWIGLU ? (8L * a->dim + 2) / 3 : 4L * a->dim;
@@ -164,6 +185,7 @@ static int load_run_options(const char *dir, arg_spec *specs, int n) {
     for (int i = 0; i < n && !rc; i++) {
         if (may_change_on_resume(specs[i].name)) continue;
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(opts, specs[i].name + 2);
+        if (!v && newer_option(specs[i].name)) continue;
         if (!cJSON_IsString(v)) {
             rc = cli_fail(path, "missing an option; was it written by another version?");
             break;
@@ -325,9 +347,16 @@ static int config_mismatch(const rotary_config *a, const rotary_config *b, char 
     }
     CMP(n_layer, "layers") CMP(n_head, "heads") CMP(n_kv_head, "kv-heads") CMP(d_model, "dim")
     CMP(d_ff, "ff") CMP(ctx, "ctx") CMP(vocab, "vocab") CMP(norm, "norm") CMP(mlp, "mlp")
-    CMP(pos, "pos") CMP(tied, "tied") CMP(bias, "bias")
+    CMP(pos, "pos") CMP(tied, "tied") CMP(bias, "bias") CMP(attn, "attn (0 softmax, 1 linear)")
+    if (a->pos == ROTARY_POS_T5) { CMP(t5_buckets, "t5-buckets") CMP(t5_max_distance, "t5-max-distance") }
     if (a->pos == ROTARY_POS_ROPE) { CMP(rope_pairing, "rope-pairing") CMP(rope_base, "rope-base") CMP(rotary_dim, "rotary-dim") }
 #undef CMP
+    if (memcmp(&a->rope_scaling, &b->rope_scaling, sizeof a->rope_scaling)) {
+        snprintf(why, cap, "the checkpoint's rope scaling (%s) differs from the options' (%s)",
+                 rotary_rope_scaling_name(a->rope_scaling.type),
+                 rotary_rope_scaling_name(b->rope_scaling.type));
+        return 1;
+    }
     return 0;
 }
 
@@ -380,7 +409,7 @@ int cmd_train(int argc, char **argv) {
     if (a.threads) omp_set_num_threads(a.threads);
 
     rotary_config cfg;
-    if (to_config(&a, &cfg)) return 1;
+    if (to_config(&a, specs, n, &cfg)) return 1;
     rotary_tokenizer *tok = NULL;
     char tok_path[4200];
     snprintf(tok_path, sizeof tok_path, "%s/tokenizer.json", dir);

@@ -1,7 +1,7 @@
 /* rotary.h: the public API of librotary.
  *
  * A C11 library for decoder-only transformers with rotary position embeddings
- * (RoPE) and the alternatives (learned, sinusoidal, ALiBi, none).
+ * (RoPE) and the alternatives (learned, sinusoidal, ALiBi, T5 bias, none).
  *
  * Conventions (see docs/ and DESIGN.md):
  * - Arrays are row-major float32; each function states its layout.
@@ -47,22 +47,78 @@ typedef struct { uint64_t s; } rotary_rng;
  * HALF:        pairs (i, i + rotary_dim/2), as GPT-NeoX and HF LLaMA. */
 typedef enum { ROTARY_ROPE_INTERLEAVED = 0, ROTARY_ROPE_HALF = 1 } rotary_rope_pairing;
 
+/* Frequency scaling for running a model past the context it was trained at
+ * (docs/rope.md has each formula and its paper). s = factor, L0 = original_ctx,
+ * d = rotary_dim, w_i = 2 pi / inv_freq_i (the wavelength of pair i).
+ * NONE:        inv_freq_i = base^(-2i/d).
+ * LINEAR:      inv_freq_i / s (position interpolation, Chen et al. 2023).
+ * NTK:         base' = base * s^(d/(d-2)) ("NTK-aware" scaling).
+ * DYNAMIC_NTK: NTK with s = max(1, L / L0), L the length the tables are built
+ *              for (factor is not used).
+ * YARN:        per-pair ramp between inv_freq_i / s and inv_freq_i by
+ *              r_i = L0 / w_i (Peng et al. 2023), and the tables scaled by
+ *              mscale = 0.1 ln s + 1.
+ * LLAMA3:      w_i > L0/low_freq_factor: inv_freq_i / s; w_i < L0/high_freq_factor:
+ *              unchanged; between: a smooth mix (Meta's Llama 3.1). */
+typedef enum {
+    ROTARY_ROPE_SCALING_NONE = 0,
+    ROTARY_ROPE_SCALING_LINEAR,
+    ROTARY_ROPE_SCALING_NTK,
+    ROTARY_ROPE_SCALING_DYNAMIC_NTK,
+    ROTARY_ROPE_SCALING_YARN,
+    ROTARY_ROPE_SCALING_LLAMA3,
+} rotary_rope_scaling_type;
+
+/* Ints first: no padding, so two configs compare with memcmp. */
+typedef struct {
+    int type;                /* rotary_rope_scaling_type */
+    int original_ctx;        /* L0, the training context (> 0 unless NONE) */
+    double factor;           /* s >= 1 */
+    double yarn_alpha;       /* YaRN ramp: r <= alpha interpolates fully (default 1) */
+    double yarn_beta;        /* r >= beta keeps the frequency (default 32) */
+    double low_freq_factor;  /* Llama 3 (default 1) */
+    double high_freq_factor; /* Llama 3 (default 4), > low_freq_factor */
+    double mscale;           /* factor on cos and sin; 0 = the type's own
+                              * (YaRN: 0.1 ln s + 1, the others: 1) */
+} rotary_rope_scaling;
+
+/* NONE with the default parameters above (factor 1). */
+void rotary_rope_scaling_default(rotary_rope_scaling *s);
+/* Checks the fields the type uses; ROTARY_EINVAL with a message naming one. */
+int rotary_rope_scaling_validate(const rotary_rope_scaling *s);
+/* The factor the tables are multiplied by (mscale resolved); NULL: 1. */
+double rotary_rope_scaling_mscale(const rotary_rope_scaling *s);
+/* "none", "linear", "ntk", "dynamic-ntk", "yarn", "llama3"; parse returns -1
+ * for an unknown name, name NULL for an unknown type. */
+const char *rotary_rope_scaling_name(int type);
+int rotary_rope_scaling_parse(const char *name);
+
+/* The scaled inverse frequencies in float64: out (rotary_dim/2). seq_len is
+ * the length L for DYNAMIC_NTK (ignored by the others); s NULL = NONE. */
+int rotary_rope_inv_freq(double *out, int rotary_dim, double base, const rotary_rope_scaling *s,
+                         int seq_len);
+
 /* Precomputed RoPE tables for positions 0..max_pos-1.
- * inv_freq[i] = base^(-2i/rotary_dim), i < rotary_dim/2 (float64).
- * cos/sin: (max_pos, rotary_dim/2), computed in float64, stored as float32. */
+ * inv_freq: (rotary_dim/2) from rotary_rope_inv_freq with seq_len = max_pos.
+ * cos/sin: (max_pos, rotary_dim/2) of mscale * cos|sin(pos * inv_freq[i]),
+ * computed in float64, stored as float32. */
 typedef struct {
     int head_dim;    /* size of one head */
     int rotary_dim;  /* leading dims of each head that rotate (even, <= head_dim) */
     int pairing;     /* rotary_rope_pairing */
     int max_pos;     /* number of table rows */
     double base;
+    rotary_rope_scaling scaling;
+    double mscale;   /* resolved: what cos and sin are multiplied by */
     double *inv_freq;
     float *cos, *sin;
 } rotary_rope;
 
-/* Build the tables. rotary_dim == 0 means head_dim. */
+/* Build the tables. rotary_dim == 0 means head_dim; scaling NULL = none.
+ * DYNAMIC_NTK takes its factor from max_pos, so rebuild to extend. */
 int rotary_rope_init(rotary_rope *r, int head_dim, int rotary_dim, double base,
-                     rotary_rope_pairing pairing, int max_pos);
+                     rotary_rope_pairing pairing, int max_pos,
+                     const rotary_rope_scaling *scaling);
 void rotary_rope_free(rotary_rope *r);
 
 /* Rotate x in place. x: (B, T, n_head, head_dim); consecutive tokens are
@@ -84,6 +140,7 @@ typedef enum {
     ROTARY_POS_SINUSOIDAL,  /* fixed sin/cos table added to token embeddings */
     ROTARY_POS_ALIBI,       /* per-head linear bias on attention scores */
     ROTARY_POS_NONE,        /* NoPE: causal mask only */
+    ROTARY_POS_T5,          /* learned bias per (distance bucket, head) on scores */
 } rotary_pos;
 
 /* Sinusoidal table out: (T, C). out[t][2i] = a*sin(t*w_i), out[t][2i+1] =
@@ -94,6 +151,12 @@ void rotary_sinusoidal_table(float *out, int T, int C, float amplitude);
  * interleaved extension for head counts that are not powers of two. */
 void rotary_alibi_slopes(float *slopes, int n_head);
 
+/* The T5 bucket (0..n_buckets-1) of a causal distance n = i - j >= 0:
+ * n itself below n_buckets/2, then logarithmically wider buckets up to
+ * max_distance, past which all distances share the last bucket. Needs
+ * n_buckets >= 2 and max_distance > n_buckets/2 (rotary_config_validate). */
+int rotary_t5_bucket(int n, int n_buckets, int max_distance);
+
 /* Name <-> enum helpers; the parse functions return -1 for unknown names. */
 const char *rotary_pos_name(int pos);
 int rotary_pos_parse(const char *s);
@@ -102,6 +165,10 @@ int rotary_pos_parse(const char *s);
 
 typedef enum { ROTARY_NORM_LAYER = 0, ROTARY_NORM_RMS = 1 } rotary_norm;
 typedef enum { ROTARY_MLP_GELU = 0, ROTARY_MLP_SWIGLU = 1 } rotary_mlp;
+/* SOFTMAX: causal softmax attention. LINEAR: causal linear attention with
+ * the feature map elu(x) + 1, RoPE in the numerator only (RoFormer section
+ * 3.3; docs/model.md); not with pos ALIBI or T5. */
+typedef enum { ROTARY_ATTN_SOFTMAX = 0, ROTARY_ATTN_LINEAR = 1 } rotary_attn;
 
 typedef struct {
     int n_layer, n_head, n_kv_head; /* n_head % n_kv_head == 0 (GQA) */
@@ -112,11 +179,15 @@ typedef struct {
     int rope_pairing;               /* rotary_rope_pairing */
     double rope_base;
     int rotary_dim;                 /* 0 = head_dim */
+    rotary_rope_scaling rope_scaling; /* NONE by default; only with pos ROPE */
     int tied;                       /* output head shares tok_emb */
     int bias;                       /* biases in linear layers and LayerNorm */
     float norm_eps;
     float init_std;                 /* weight init std (default 0.02) */
     float sin_amplitude;            /* sinusoidal table amplitude, see docs/model.md */
+    int attn;                       /* rotary_attn: softmax | linear */
+    int t5_buckets;                 /* pos T5: buckets (default 32) */
+    int t5_max_distance;            /* pos T5: distance of the last bucket (default 128) */
 } rotary_config;
 
 /* A small, trainable default (byte vocabulary, RoPE, RMSNorm, SwiGLU). */
@@ -160,6 +231,10 @@ void rotary_model_free(rotary_model *m);
 void rotary_model_init(rotary_model *m, uint64_t seed);
 /* Allocate activations for batches of up to B sequences of T <= ctx tokens. */
 int rotary_model_reserve(rotary_model *m, int B, int T);
+/* Switch the RoPE frequency scaling (NULL = none) and rebuild the tables for
+ * the positions they cover now; m->cfg.rope_scaling follows. On failure the
+ * model is unchanged. Only for pos ROPE (NONE is accepted for any). */
+int rotary_model_set_rope_scaling(rotary_model *m, const rotary_rope_scaling *s);
 /* Look up a tensor by name; NULL if the model has none. */
 const rotary_tensor *rotary_model_tensor(const rotary_model *m, const char *name);
 
@@ -303,16 +378,24 @@ int rotary_eval_loss(rotary_model *m, const int *ids, size_t n, int B, int n_bat
 /* -------------------------------------------------- decoding and sampling */
 
 /* Grow the position tables so the model accepts sequences of T tokens
- * (T may exceed ctx for rope, sinusoidal, alibi and none; not for learned). */
+ * (T may exceed ctx for every encoding but learned; T5 buckets saturate).
+ * RoPE tables are rebuilt for T with the model's scaling, so dynamic NTK
+ * takes its factor from T. */
 int rotary_model_extend(rotary_model *m, int T);
 
 /* Incremental decoding with a key/value cache: each step costs one
- * position. Positions run 0..max_T-1. */
+ * position. Positions run 0..max_T-1. Linear attention keeps its running
+ * sums instead of a cache, so a step costs the same at every position. */
 typedef struct {
     rotary_model *m;
     int max_T, n;       /* capacity, tokens in the cache */
     float *buf;         /* one allocation for everything below */
-    float *k, *v;       /* (n_layer, max_T, n_kv_head * head_dim) */
+    float *k, *v;       /* (n_layer, max_T, n_kv_head * head_dim); softmax only */
+    float *S, *z;       /* (n_layer, n_kv_head, head_dim, head_dim) and
+                           (n_layer, n_kv_head, head_dim); linear only */
+    float *feat, *rfeat; /* ((n_head + n_kv_head) * head_dim) phi(q) | phi(k),
+                            and rotated (linear only) */
+    int *bucket;        /* (max_T) T5 bucket of each distance, or NULL */
     float *x, *h, *qkv, *att, *attout, *up, *act, *logits;
 } rotary_decoder;
 

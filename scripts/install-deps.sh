@@ -1,9 +1,10 @@
 #!/bin/bash
 # Install the Debian packages rotary needs to build, test and benchmark, and
-# the two corpora (bible-kjv: English, fortunes-zh: Chinese).
+# the two corpora (bible-kjv: English, fortunes-zh: Chinese); gnuplot-nox
+# draws `rotary rope decay --plot`.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
   build-essential cmake libopenblas-dev libopenblas0-openmp libcjson-dev \
-  python3 python3-torch python3-numpy bible-kjv fortunes-zh >/dev/null
+  python3 python3-torch python3-numpy bible-kjv fortunes-zh gnuplot-nox >/dev/null

@@ -130,7 +130,8 @@ static void scores(float *sc, int ldsc, const float *a, int lda, const float *bt
 }
 
 void attention_forward(float *out, float *att, const float *qkv, const float *alibi,
-                       int B, int T, int nh, int nkv, int hd, float *scratch) {
+                       const float *dist_bias, int B, int T, int nh, int nkv, int hd,
+                       float *scratch) {
     const int S = (nh + 2 * nkv) * hd; /* floats per token in qkv */
     const int group = nh / nkv, Tp = round16(T), ldo = nh * hd;
     const float scale = 1.0f / sqrtf((float)hd);
@@ -144,6 +145,7 @@ void attention_forward(float *out, float *att, const float *qkv, const float *al
             const float *v = k + nkv * hd;
             float *p = att + ((size_t)b * nh + h) * T * T;
             const float slope = alibi ? alibi[h] : 0.0f;
+            const float *db = dist_bias ? dist_bias + (size_t)h * T : NULL;
             transpose(kt, Tp, k, T, hd, S);
             for (int t0 = 0; t0 < T; t0 += 4) {
                 const int rows = T - t0 < 4 ? T - t0 : 4;
@@ -152,11 +154,20 @@ void attention_forward(float *out, float *att, const float *qkv, const float *al
                     const int t = t0 + r;
                     const float *s = sc + (size_t)r * Tp;
                     float *row = p + (size_t)t * T, mx = -INFINITY, sum = 0.0f;
+                    if (db) {
 #pragma omp simd reduction(max : mx)
-                    for (int j = 0; j <= t; j++) {
-                        const float x = s[j] - slope * (float)(t - j);
-                        row[j] = x;
-                        mx = x > mx ? x : mx;
+                        for (int j = 0; j <= t; j++) {
+                            const float x = s[j] + db[t - j];
+                            row[j] = x;
+                            mx = x > mx ? x : mx;
+                        }
+                    } else {
+#pragma omp simd reduction(max : mx)
+                        for (int j = 0; j <= t; j++) {
+                            const float x = s[j] - slope * (float)(t - j);
+                            row[j] = x;
+                            mx = x > mx ? x : mx;
+                        }
                     }
 #pragma omp simd reduction(+ : sum)
                     for (int j = 0; j <= t; j++) {
@@ -226,7 +237,7 @@ static void rank4(float *acc, int lda, const float *w, int ldw, const float *x, 
         }
 }
 
-void attention_backward(float *dqkv, float *scratch, const float *dout,
+void attention_backward(float *dqkv, float *dbias, float *scratch, const float *dout,
                         const float *qkv, const float *att, int B, int T, int nh,
                         int nkv, int hd) {
     const int S = (nh + 2 * nkv) * hd;
@@ -253,6 +264,9 @@ void attention_backward(float *dqkv, float *scratch, const float *dout,
                 const float *q = base + h * hd, *p = att + ((size_t)b * nh + h) * T * T;
                 const float *dO = dout + (size_t)b * T * ldo + h * hd;
                 float *dq = dbase + h * hd;
+                /* This task owns row (b, h) of dbias: a fixed summation order. */
+                float *db = dbias ? dbias + ((size_t)b * nh + h) * T : NULL;
+                if (db) memset(db, 0, (size_t)T * sizeof(float));
                 for (int t0 = 0; t0 < T; t0 += 4) {
                     const int rows = T - t0 < 4 ? T - t0 : 4, n = t0 + rows;
                     /* dp = dO v^T, then ds = p * (dp - rowsum(p * dp)) * scale */
@@ -263,14 +277,154 @@ void attention_backward(float *dqkv, float *scratch, const float *dout,
                         float *d = sc + (size_t)r * Tp, dot = 0.0f;
 #pragma omp simd reduction(+ : dot)
                         for (int j = 0; j <= t; j++) dot += pr[j] * d[j];
+                        if (db) {
 #pragma omp simd
-                        for (int j = 0; j <= t; j++) d[j] = pr[j] * (d[j] - dot) * scale;
+                            for (int j = 0; j <= t; j++) {
+                                const float ds = pr[j] * (d[j] - dot); /* d loss / d score */
+                                db[t - j] += ds;
+                                d[j] = ds * scale;
+                            }
+                        } else {
+#pragma omp simd
+                            for (int j = 0; j <= t; j++) d[j] = pr[j] * (d[j] - dot) * scale;
+                        }
                         for (int j = t + 1; j < n; j++) d[j] = 0.0f;
                     }
                     /* dq_t = sum_j ds_tj k_j; dk_j += ds_tj q_t; dv_j += p_tj dO_t */
                     wsum4(dq + (size_t)t0 * S, S, sc, Tp, k, S, 0, n, hd, rows, 0);
                     rank4(dk, S, sc, Tp, q + (size_t)t0 * S, S, n, hd, rows);
                     rank4(dv, S, p + (size_t)t0 * T, T, dO + (size_t)t0 * ldo, ldo, n, hd, rows);
+                }
+            }
+        }
+    }
+}
+
+/* -------------------------------------------------------- linear attention */
+
+void linear_attention_update(float *S, float *z, const float *rk, const float *fk,
+                             const float *v, int hd) {
+    for (int a = 0; a < hd; a++) {
+        float *s = S + (size_t)a * hd;
+        const float r = rk[a];
+#pragma omp simd
+        for (int c = 0; c < hd; c++) s[c] += r * v[c];
+        z[a] += fk[a];
+    }
+}
+
+float linear_attention_query(float *out, const float *S, const float *z, const float *rq,
+                             const float *fq, int hd) {
+    float den = 0.0f;
+    for (int c = 0; c < hd; c++) out[c] = 0.0f;
+    for (int a = 0; a < hd; a++) {
+        const float *s = S + (size_t)a * hd, r = rq[a];
+#pragma omp simd
+        for (int c = 0; c < hd; c++) out[c] += r * s[c];
+        den += fq[a] * z[a];
+    }
+    for (int c = 0; c < hd; c++) out[c] /= den;
+    return den;
+}
+
+void linear_attention_forward(float *out, float *den, const float *feat, const float *rfeat,
+                              const float *qkv, int B, int T, int nh, int nkv, int hd,
+                              float *scratch) {
+    const int S = (nh + 2 * nkv) * hd, Fs = (nh + nkv) * hd, group = nh / nkv, ldo = nh * hd;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < B; b++) {
+        for (int g = 0; g < nkv; g++) {
+            float *St = scratch + (size_t)omp_get_thread_num() * LINATTN_SCRATCH(hd);
+            float *z = St + (size_t)hd * hd;
+            memset(St, 0, ((size_t)hd * hd + hd) * sizeof(float));
+            for (int t = 0; t < T; t++) {
+                const size_t n = (size_t)b * T + t;
+                const float *f = feat + n * Fs, *r = rfeat + n * Fs;
+                const float *v = qkv + n * S + (nh + nkv + g) * hd;
+                linear_attention_update(St, z, r + (nh + g) * hd, f + (nh + g) * hd, v, hd);
+                for (int h = g * group; h < (g + 1) * group; h++)
+                    den[n * nh + h] = linear_attention_query(out + n * ldo + h * hd, St, z,
+                                                             r + h * hd, f + h * hd, hd);
+            }
+        }
+    }
+}
+
+/* out = num / den: dnum (hd) = dout / den; returns dden = -(dout . out) / den. */
+static float linear_grad_num(float *dnum, const float *dO, const float *o, float den, int hd) {
+    float dot = 0.0f;
+    for (int c = 0; c < hd; c++) {
+        dnum[c] = dO[c] / den;
+        dot += dO[c] * o[c];
+    }
+    return -dot / den;
+}
+
+void linear_attention_backward(float *dfeat, float *drfeat, float *dqkv, float *scratch,
+                               const float *dout, const float *feat, const float *rfeat,
+                               const float *qkv, const float *out, const float *den, int B,
+                               int T, int nh, int nkv, int hd) {
+    const int S = (nh + 2 * nkv) * hd, Fs = (nh + nkv) * hd, group = nh / nkv, ldo = nh * hd;
+    /* One task per (batch, kv head): its query heads, its k and v. */
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < B; b++) {
+        for (int g = 0; g < nkv; g++) {
+            float *M = scratch + (size_t)omp_get_thread_num() * LINATTN_SCRATCH(hd);
+            float *z = M + (size_t)hd * hd, *dn = z + hd;
+            /* Query side, forward in time: S_t, z_t recomputed;
+             * drq_t = S_t dnum_t, dfq_t = dden_t z_t. */
+            memset(M, 0, ((size_t)hd * hd + hd) * sizeof(float));
+            for (int t = 0; t < T; t++) {
+                const size_t n = (size_t)b * T + t;
+                const float *f = feat + n * Fs, *r = rfeat + n * Fs;
+                const float *v = qkv + n * S + (nh + nkv + g) * hd;
+                linear_attention_update(M, z, r + (nh + g) * hd, f + (nh + g) * hd, v, hd);
+                for (int h = g * group; h < (g + 1) * group; h++) {
+                    const float dd = linear_grad_num(dn, dout + n * ldo + h * hd,
+                                                     out + n * ldo + h * hd, den[n * nh + h], hd);
+                    float *drq = drfeat + n * Fs + h * hd, *dfq = dfeat + n * Fs + h * hd;
+                    for (int a = 0; a < hd; a++) {
+                        const float *m = M + (size_t)a * hd;
+                        float s = 0.0f;
+                        for (int c = 0; c < hd; c++) s += m[c] * dn[c];
+                        drq[a] = s;
+                        dfq[a] = dd * z[a];
+                    }
+                }
+            }
+            /* Key side, backward in time: U_t = sum_{i>=t} rq_i dnum_i^T (in M)
+             * and w_t = sum_{i>=t} dden_i fq_i (in z) are what reach S_i and
+             * z_i for every i >= t; drk_t = U_t v_t, dv_t = U_t^T rk_t,
+             * dfk_t = w_t. */
+            memset(M, 0, ((size_t)hd * hd + hd) * sizeof(float));
+            for (int t = T - 1; t >= 0; t--) {
+                const size_t n = (size_t)b * T + t;
+                const float *f = feat + n * Fs, *r = rfeat + n * Fs;
+                for (int h = g * group; h < (g + 1) * group; h++) {
+                    const float dd = linear_grad_num(dn, dout + n * ldo + h * hd,
+                                                     out + n * ldo + h * hd, den[n * nh + h], hd);
+                    const float *rq = r + h * hd, *fq = f + h * hd;
+                    for (int a = 0; a < hd; a++) {
+                        float *m = M + (size_t)a * hd;
+                        const float ra = rq[a];
+#pragma omp simd
+                        for (int c = 0; c < hd; c++) m[c] += ra * dn[c];
+                        z[a] += dd * fq[a];
+                    }
+                }
+                const float *v = qkv + n * S + (nh + nkv + g) * hd, *rk = r + (nh + g) * hd;
+                float *drk = drfeat + n * Fs + (nh + g) * hd, *dfk = dfeat + n * Fs + (nh + g) * hd;
+                float *dv = dqkv + n * S + (nh + nkv + g) * hd;
+                for (int c = 0; c < hd; c++) dv[c] = 0.0f;
+                for (int a = 0; a < hd; a++) {
+                    const float *m = M + (size_t)a * hd;
+                    float s = 0.0f;
+                    for (int c = 0; c < hd; c++) {
+                        s += m[c] * v[c];
+                        dv[c] += m[c] * rk[a];
+                    }
+                    drk[a] = s;
+                    dfk[a] = z[a];
                 }
             }
         }

@@ -722,6 +722,27 @@ static const char *const ck_config_keys[CK_N_CONFIG] = {
     "vocab",    "norm",         "mlp",       "pos",        "rope_pairing", "rope_base",
     "rotary_dim", "tied",       "bias",      "norm_eps",   "init_std", "sin_amplitude"};
 
+/* RoPE frequency scaling: optional keys, written only when the scaling is
+ * not none (so such checkpoints read as before), reserved always. */
+#define CK_N_ROPE 8
+static const char *const ck_rope_keys[CK_N_ROPE] = {
+    "rope_scaling",    "rope_factor",          "rope_original_ctx",     "rope_yarn_alpha",
+    "rope_yarn_beta",  "rope_low_freq_factor", "rope_high_freq_factor", "rope_mscale"};
+
+/* Attention kind and T5 buckets: optional keys too (absent: softmax and the
+ * defaults of rotary_config_default). attn is always written, the T5 keys
+ * only for pos t5. */
+#define CK_N_ARCH 3
+static const char *const ck_arch_keys[CK_N_ARCH] = {"attn", "t5_buckets", "t5_max_distance"};
+
+static int arch_meta(const rotary_config *c, char v[CK_N_ARCH][40]) {
+    snprintf(v[0], sizeof v[0], "%s", c->attn == ROTARY_ATTN_LINEAR ? "linear" : "softmax");
+    if (c->pos != ROTARY_POS_T5) return 1;
+    snprintf(v[1], sizeof v[1], "%d", c->t5_buckets);
+    snprintf(v[2], sizeof v[2], "%d", c->t5_max_distance);
+    return CK_N_ARCH;
+}
+
 /* The shortest %g form (at most 17 / 9 significant digits) that reads back
  * as exactly the same double / float, so "1e-05" rather than
  * "9.99999975e-06" while still round-tripping bit for bit. */
@@ -739,6 +760,22 @@ static void format_float(char *buf, size_t cap, float v) {
         if (strtof(buf, NULL) == v) return;
     }
     snprintf(buf, cap, "%.9g", (double)v);
+}
+
+/* The values of ck_rope_keys for s, in that order; returns how many to write
+ * (0 for none, all of them otherwise, so the config reads back exactly). */
+static int rope_scaling_meta(const rotary_rope_scaling *s, char v[CK_N_ROPE][40]) {
+    const char *name = rotary_rope_scaling_name(s->type);
+    if (s->type == ROTARY_ROPE_SCALING_NONE || !name) return 0;
+    snprintf(v[0], sizeof v[0], "%s", name);
+    format_double(v[1], sizeof v[1], s->factor);
+    snprintf(v[2], sizeof v[2], "%d", s->original_ctx);
+    format_double(v[3], sizeof v[3], s->yarn_alpha);
+    format_double(v[4], sizeof v[4], s->yarn_beta);
+    format_double(v[5], sizeof v[5], s->low_freq_factor);
+    format_double(v[6], sizeof v[6], s->high_freq_factor);
+    format_double(v[7], sizeof v[7], s->mscale);
+    return CK_N_ROPE;
 }
 
 int rotary_checkpoint_save(const char *path, const rotary_model *m,
@@ -778,12 +815,17 @@ int rotary_checkpoint_save_state(const char *path, const rotary_model *m, const 
     format_float(v[15], sizeof v[15], c->norm_eps);
     format_float(v[16], sizeof v[16], c->init_std);
     format_float(v[17], sizeof v[17], c->sin_amplitude);
+    char rv[CK_N_ROPE][40];
+    int n_rope = rope_scaling_meta(&c->rope_scaling, rv);
+    char av[CK_N_ARCH][40];
+    int n_arch = arch_meta(c, av);
 
     if (opt && (opt->n != m->n_params || !opt->m || !opt->v))
         return rotary_fail(ROTARY_EINVAL, "%s: optimizer state does not match the model", path);
     char step_s[32];
     snprintf(step_s, sizeof step_s, "%ld", opt ? opt->step : 0L);
-    int n_meta = 2 + CK_N_CONFIG + n_extra + (opt ? 1 : 0);
+    const int n_fixed = 2 + CK_N_CONFIG + n_rope + n_arch;
+    int n_meta = n_fixed + n_extra + (opt ? 1 : 0);
     const char **meta = malloc((size_t)n_meta * 2 * sizeof *meta);
     rotary_st_tensor *t = malloc((size_t)(m->n_tensors + 2) * sizeof *t);
     int rc = ROTARY_OK;
@@ -799,6 +841,14 @@ int rotary_checkpoint_save_state(const char *path, const rotary_model *m, const 
         meta[4 + 2 * i] = ck_config_keys[i];
         meta[5 + 2 * i] = v[i];
     }
+    for (int i = 0; i < n_rope; i++) {
+        meta[2 * (2 + CK_N_CONFIG + i)] = ck_rope_keys[i];
+        meta[2 * (2 + CK_N_CONFIG + i) + 1] = rv[i];
+    }
+    for (int i = 0; i < n_arch; i++) {
+        meta[2 * (2 + CK_N_CONFIG + n_rope + i)] = ck_arch_keys[i];
+        meta[2 * (2 + CK_N_CONFIG + n_rope + i) + 1] = av[i];
+    }
     for (int i = 0; i < n_extra; i++) {
         const char *k = extra_meta[2 * i];
         if (!k || !extra_meta[2 * i + 1]) {
@@ -806,16 +856,25 @@ int rotary_checkpoint_save_state(const char *path, const rotary_model *m, const 
                              path, i);
             goto out;
         }
-        for (int j = 0; j < 2 + CK_N_CONFIG; j++) {
-            if (strcmp(k, meta[2 * j]) == 0) {
+        for (int j = 0; j < 2 + CK_N_CONFIG + CK_N_ROPE; j++) {
+            const char *r = j < 2 + CK_N_CONFIG ? meta[2 * j] : ck_rope_keys[j - 2 - CK_N_CONFIG];
+            if (strcmp(k, r) == 0) {
                 rc = rotary_fail(ROTARY_EINVAL,
                                  "%s: extra metadata key '%s' is reserved for the model config",
                                  path, k);
                 goto out;
             }
         }
-        meta[2 * (2 + CK_N_CONFIG + i)] = k;
-        meta[2 * (2 + CK_N_CONFIG + i) + 1] = extra_meta[2 * i + 1];
+        for (int j = 0; j < CK_N_ARCH; j++) {
+            if (strcmp(k, ck_arch_keys[j]) == 0) {
+                rc = rotary_fail(ROTARY_EINVAL,
+                                 "%s: extra metadata key '%s' is reserved for the model config",
+                                 path, k);
+                goto out;
+            }
+        }
+        meta[2 * (n_fixed + i)] = k;
+        meta[2 * (n_fixed + i) + 1] = extra_meta[2 * i + 1];
     }
     for (int i = 0; i < m->n_tensors; i++) {
         const rotary_tensor *mt = &m->tensors[i];
@@ -926,6 +985,54 @@ static int meta_enum(const rotary_st_file *f, const char *key, const char *const
                        f->path, key, s, opts[0], opts[1]);
 }
 
+/* key into *out if the file has it; absent keys keep their default. */
+static int meta_double_opt(const rotary_st_file *f, const char *key, double *out) {
+    return rotary_st_meta(f, key) ? meta_double(f, key, out) : ROTARY_OK;
+}
+
+/* The optional RoPE scaling keys: none when rope_scaling is absent (older
+ * checkpoints); otherwise factor and original_ctx are required and the rest
+ * default. Ranges are checked later, by rotary_config_validate. */
+static int read_rope_scaling(const rotary_st_file *f, rotary_rope_scaling *s) {
+    rotary_rope_scaling_default(s);
+    const char *type = rotary_st_meta(f, "rope_scaling");
+    if (!type) return ROTARY_OK;
+    s->type = rotary_rope_scaling_parse(type);
+    if (s->type < 0)
+        return rotary_fail(ROTARY_EFORMAT, "%s: metadata 'rope_scaling' = '%.40s' is not one of "
+                           "none|linear|ntk|dynamic-ntk|yarn|llama3", f->path, type);
+    if (s->type == ROTARY_ROPE_SCALING_NONE) return ROTARY_OK;
+    int rc;
+    if ((rc = meta_double(f, "rope_factor", &s->factor)) ||
+        (rc = meta_int(f, "rope_original_ctx", 0, INT_MAX, &s->original_ctx)) ||
+        (rc = meta_double_opt(f, "rope_yarn_alpha", &s->yarn_alpha)) ||
+        (rc = meta_double_opt(f, "rope_yarn_beta", &s->yarn_beta)) ||
+        (rc = meta_double_opt(f, "rope_low_freq_factor", &s->low_freq_factor)) ||
+        (rc = meta_double_opt(f, "rope_high_freq_factor", &s->high_freq_factor)) ||
+        (rc = meta_double_opt(f, "rope_mscale", &s->mscale)))
+        return rc;
+    return ROTARY_OK;
+}
+
+/* The optional attention and T5 keys; absent ones keep the defaults. */
+static int read_arch(const rotary_st_file *f, rotary_config *c) {
+    static const char *const attns[] = {"softmax", "linear"};
+    rotary_config d;
+    rotary_config_default(&d);
+    c->attn = d.attn;
+    c->t5_buckets = d.t5_buckets;
+    c->t5_max_distance = d.t5_max_distance;
+    int rc;
+    if (rotary_st_meta(f, "attn") && (rc = meta_enum(f, "attn", attns, 2, &c->attn))) return rc;
+    if (rotary_st_meta(f, "t5_buckets") &&
+        (rc = meta_int(f, "t5_buckets", 0, INT_MAX, &c->t5_buckets)))
+        return rc;
+    if (rotary_st_meta(f, "t5_max_distance") &&
+        (rc = meta_int(f, "t5_max_distance", 0, INT_MAX, &c->t5_max_distance)))
+        return rc;
+    return ROTARY_OK;
+}
+
 /* Read the model config from a checkpoint's metadata. */
 static int read_config(const rotary_st_file *f, rotary_config *c) {
     static const char *const norms[] = {"layernorm", "rmsnorm"};
@@ -969,7 +1076,8 @@ static int read_config(const rotary_st_file *f, rotary_config *c) {
         (rc = meta_float(f, "init_std", &c->init_std)) ||
         (rc = meta_float(f, "sin_amplitude", &c->sin_amplitude)))
         return rc;
-    return ROTARY_OK;
+    if ((rc = read_arch(f, c))) return rc;
+    return read_rope_scaling(f, &c->rope_scaling);
 }
 
 /* Copy every model tensor out of f; every file tensor must be used. */

@@ -20,6 +20,9 @@ struct rotary_acts {
     float *res, *res_mid, *h1, *mean1, *rstd1, *qkv, *att, *attout;
     float *h2, *mean2, *rstd2, *up, *act, *hf, *meanf, *rstdf, *logits, *lse;
     float *dres, *dh, *dqkv, *dattout, *dup, *dact, *scratch;
+    float *tbias, *dtbias;    /* T5: (n_head, T) bias by distance, (B, n_head, T) its grad */
+    float *feat, *rfeat, *den; /* linear attention: phi(q)|phi(k), rotated, denominators */
+    float *dfeat, *drfeat;
     int *tokens, *targets, *pos;
 };
 
@@ -40,6 +43,7 @@ void rotary_config_default(rotary_config *c) {
     c->rope_pairing = ROTARY_ROPE_INTERLEAVED;
     c->rope_base = 10000.0;
     c->rotary_dim = 0;
+    rotary_rope_scaling_default(&c->rope_scaling);
     c->tied = 1;
     c->bias = 0;
     c->norm_eps = 1e-5f;
@@ -47,6 +51,14 @@ void rotary_config_default(rotary_config *c) {
     /* RMS of a sinusoid is amplitude/sqrt(2): this matches the RMS of the
      * token embeddings at init instead of swamping them. */
     c->sin_amplitude = 0.02f * 1.41421356f;
+    c->attn = ROTARY_ATTN_SOFTMAX;
+    c->t5_buckets = 32; /* T5's defaults */
+    c->t5_max_distance = 128;
+}
+
+static const char *scaling_name(int type) {
+    const char *n = rotary_rope_scaling_name(type);
+    return n ? n : "(unknown)";
 }
 
 #define CHECK(cond, ...) \
@@ -66,7 +78,13 @@ int rotary_config_validate(const rotary_config *c) {
     CHECK(c->vocab >= 2 && c->vocab <= 16 * big, "vocab %d: must be 2..%d", c->vocab, 16 * big);
     CHECK(c->norm == ROTARY_NORM_LAYER || c->norm == ROTARY_NORM_RMS, "norm %d: unknown", c->norm);
     CHECK(c->mlp == ROTARY_MLP_GELU || c->mlp == ROTARY_MLP_SWIGLU, "mlp %d: unknown", c->mlp);
-    CHECK(c->pos >= ROTARY_POS_ROPE && c->pos <= ROTARY_POS_NONE, "pos %d: unknown", c->pos);
+    CHECK(c->pos >= ROTARY_POS_ROPE && c->pos <= ROTARY_POS_T5, "pos %d: unknown", c->pos);
+    CHECK(c->attn == ROTARY_ATTN_SOFTMAX || c->attn == ROTARY_ATTN_LINEAR, "attn %d: unknown",
+          c->attn);
+    /* Linear attention never forms the score matrix these would bias. */
+    CHECK(c->attn != ROTARY_ATTN_LINEAR || (c->pos != ROTARY_POS_ALIBI && c->pos != ROTARY_POS_T5),
+          "pos %s: a bias on attention scores has no meaning for linear attention (use rope, "
+          "learned, sinusoidal or none)", rotary_pos_name(c->pos));
     CHECK(c->tied == 0 || c->tied == 1, "tied %d: must be 0 or 1", c->tied);
     CHECK(c->bias == 0 || c->bias == 1, "bias %d: must be 0 or 1", c->bias);
     CHECK(c->norm_eps > 0 && c->norm_eps < 1, "norm_eps %g: must be in (0, 1)", c->norm_eps);
@@ -82,9 +100,21 @@ int rotary_config_validate(const rotary_config *c) {
         int rd = c->rotary_dim ? c->rotary_dim : hd;
         CHECK(rd > 0 && rd <= hd && rd % 2 == 0,
               "rotary_dim %d: must be even and at most head_dim %d", c->rotary_dim, hd);
+        if (rotary_rope_scaling_validate(&c->rope_scaling)) return ROTARY_EINVAL;
+    } else {
+        CHECK(c->rope_scaling.type == ROTARY_ROPE_SCALING_NONE,
+              "rope_scaling %s: only for pos rope (pos is %s)",
+              scaling_name(c->rope_scaling.type), rotary_pos_name(c->pos));
     }
     if (c->pos == ROTARY_POS_SINUSOIDAL)
         CHECK(c->d_model % 2 == 0, "d_model %d: must be even for sinusoidal", c->d_model);
+    if (c->pos == ROTARY_POS_T5) {
+        CHECK(c->t5_buckets >= 2 && c->t5_buckets <= 4096, "t5_buckets %d: must be 2..4096",
+              c->t5_buckets);
+        CHECK(c->t5_max_distance > c->t5_buckets / 2 && c->t5_max_distance <= big,
+              "t5_max_distance %d: must be in (t5_buckets/2 = %d, %d]", c->t5_max_distance,
+              c->t5_buckets / 2, big);
+    }
     return ROTARY_OK;
 }
 
@@ -128,6 +158,10 @@ static void build_table(table_builder *tb) {
     int has_nb = c->norm == ROTARY_NORM_LAYER && c->bias;
     char nm[64];
     lo->tok_emb = add_tensor(tb, "tok_emb.weight", 2, c->vocab, C, 1);
+    /* One table shared by all layers, as in T5; a bias, so no weight decay. */
+    lo->rel_bias = c->pos == ROTARY_POS_T5
+                       ? add_tensor(tb, "rel_bias.weight", 2, c->t5_buckets, c->n_head, 0)
+                       : ABSENT;
     lo->pos_emb = c->pos == ROTARY_POS_LEARNED ? add_tensor(tb, "pos_emb.weight", 2, c->ctx, C, 1)
                                                : ABSENT;
     for (int l = 0; l < c->n_layer; l++) {
@@ -209,7 +243,8 @@ int rotary_model_build(rotary_model *m, const rotary_config *cfg) {
     m->pos_len = cfg->ctx;
     if (cfg->pos == ROTARY_POS_ROPE) {
         rc = rotary_rope_init(&m->rope, hd, cfg->rotary_dim, cfg->rope_base,
-                              (rotary_rope_pairing)cfg->rope_pairing, cfg->ctx);
+                              (rotary_rope_pairing)cfg->rope_pairing, cfg->ctx,
+                              &cfg->rope_scaling);
         if (rc) {
             rotary_model_free(m);
             return rc;
@@ -251,6 +286,28 @@ void rotary_model_free(rotary_model *m) {
     memset(m, 0, sizeof *m);
 }
 
+int rotary_model_set_rope_scaling(rotary_model *m, const rotary_rope_scaling *s) {
+    rotary_rope_scaling none;
+    rotary_rope_scaling_default(&none);
+    if (!s) s = &none;
+    if (!m || !m->params) return rotary_fail(ROTARY_EINVAL, "rope scaling: the model is not built");
+    if (m->cfg.pos != ROTARY_POS_ROPE) {
+        if (s->type == ROTARY_ROPE_SCALING_NONE) return ROTARY_OK;
+        return rotary_fail(ROTARY_EINVAL, "rope scaling %s: the model uses pos %s, not rope",
+                           scaling_name(s->type), rotary_pos_name(m->cfg.pos));
+    }
+    /* Build the new tables first, so a failure leaves the model as it was. */
+    rotary_rope r;
+    const rotary_rope *old = &m->rope;
+    int rc = rotary_rope_init(&r, old->head_dim, old->rotary_dim, old->base,
+                              (rotary_rope_pairing)old->pairing, old->max_pos, s);
+    if (rc) return rc;
+    rotary_rope_free(&m->rope);
+    m->rope = r;
+    m->cfg.rope_scaling = *s;
+    return ROTARY_OK;
+}
+
 const rotary_tensor *rotary_model_tensor(const rotary_model *m, const char *name) {
     for (int i = 0; i < m->n_tensors; i++)
         if (strcmp(m->tensors[i].name, name) == 0) return &m->tensors[i];
@@ -267,7 +324,11 @@ void rotary_model_init(rotary_model *m, uint64_t seed) {
         size_t len = strlen(t->name);
         int is_norm = strstr(t->name, "norm") != NULL;
         int is_bias = len > 5 && strcmp(t->name + len - 5, ".bias") == 0;
-        if (t->ndim == 2) {
+        if (t->offset == m->layout->rel_bias) {
+            /* Zero: the model starts as NoPE and draws nothing from rng, so
+             * the other weights equal those of the same seed without T5. */
+            memset(p, 0, t->numel * sizeof(float));
+        } else if (t->ndim == 2) {
             float std = m->cfg.init_std;
             if (strstr(t->name, "attn.o.") || strstr(t->name, "mlp.down.")) std *= resid_scale;
             for (size_t j = 0; j < t->numel; j++) p[j] = std * rotary_rng_normal(&rng);
@@ -296,10 +357,21 @@ int rotary_model_reserve(rotary_model *m, int B, int T) {
     size_t F = (size_t)c->d_ff, U = c->mlp == ROTARY_MLP_SWIGLU ? 2 * F : F;
     size_t V = (size_t)c->vocab;
     int n_threads = omp_get_max_threads();
+    /* Only what the attention kind needs: softmax keeps the probabilities
+     * (B, nh, T, T) per layer; linear attention keeps the features (twice
+     * with RoPE: plain and rotated) and one denominator per (token, head). */
+    const int linear = c->attn == ROTARY_ATTN_LINEAR;
+    size_t FS = linear ? (size_t)(c->n_head + c->n_kv_head) * hd : 0;
+    size_t RF = linear && c->pos == ROTARY_POS_ROPE ? FS : 0;
+    double att_n = linear ? 0 : (double)B * nh * T * T;
+    double den_n = linear ? (double)N * nh : 0;
+    double scratch_n = linear ? (double)LINATTN_SCRATCH(hd) : (double)ATTN_SCRATCH(T, hd);
+    size_t TB = c->pos == ROTARY_POS_T5 ? nh * T : 0;
     /* Every size below is a product of validated dims; doubles catch overflow. */
     double need = (double)N * (double)(L + 1) * C + (double)L * N * (3 * C + 4 + QKV + nh * hd + U + F)
-                + (double)L * B * nh * T * T + (double)N * (C + 3 + V)
-                + (double)N * (2 * C + QKV + nh * hd + U + F) + (double)n_threads * ATTN_SCRATCH(T, hd);
+                + (double)L * (att_n + den_n + (double)N * (FS + RF)) + (double)N * (C + 3 + V)
+                + (double)N * (2 * C + QKV + nh * hd + U + F + 2 * FS) + (double)n_threads * scratch_n
+                + (double)TB * (B + 1);
     if (need > (double)((size_t)1 << 40))
         return rotary_fail(ROTARY_ENOMEM, "reserve: activations for batch %d x %d need %.0f floats",
                            B, T, need);
@@ -326,7 +398,10 @@ int rotary_model_reserve(rotary_model *m, int B, int T) {
     CARVE(mean1, L * N);
     CARVE(rstd1, L * N);
     CARVE(qkv, L * N * QKV);
-    CARVE(att, L * (size_t)B * nh * T * T);
+    CARVE(att, L * (size_t)att_n);
+    CARVE(den, L * (size_t)den_n);
+    CARVE(feat, L * N * FS);
+    CARVE(rfeat, L * N * RF);
     CARVE(attout, L * N * nh * hd);
     CARVE(h2, L * N * C);
     CARVE(mean2, L * N);
@@ -344,7 +419,11 @@ int rotary_model_reserve(rotary_model *m, int B, int T) {
     CARVE(dattout, N * nh * hd);
     CARVE(dup, N * U);
     CARVE(dact, N * F);
-    CARVE(scratch, (size_t)n_threads * ATTN_SCRATCH(T, hd));
+    CARVE(dfeat, N * FS);
+    CARVE(drfeat, N * FS);
+    CARVE(scratch, (size_t)n_threads * (size_t)scratch_n);
+    CARVE(tbias, TB);
+    CARVE(dtbias, (size_t)B * TB);
 #undef CARVE
     m->acts = a;
     return ROTARY_OK;
@@ -373,6 +452,118 @@ static void norm_backward(rotary_model *m, float *dinp, const float *dout, const
                            c->d_model);
     else
         rmsnorm_backward(dinp, G(w), dout, inp, P(w), rstd, N, c->d_model);
+}
+
+/* T5: tab (n_head, T), the bias of each head by distance, from the table
+ * shared by all layers. */
+static void t5_bias_forward(const rotary_model *m, float *tab, int T) {
+    const rotary_config *c = &m->cfg;
+    const float *rel = P(m->layout->rel_bias);
+    for (int n = 0; n < T; n++) {
+        const int b = rotary_t5_bucket(n, c->t5_buckets, c->t5_max_distance);
+        for (int h = 0; h < c->n_head; h++) tab[(size_t)h * T + n] = rel[(size_t)b * c->n_head + h];
+    }
+}
+
+/* dtab (B, n_head, T) into the table's gradient, in a fixed order. */
+static void t5_bias_backward(rotary_model *m, const float *dtab, int B, int T) {
+    const int nh = m->cfg.n_head;
+    float *drel = G(m->layout->rel_bias);
+    for (int n = 0; n < T; n++) {
+        const int bk = rotary_t5_bucket(n, m->cfg.t5_buckets, m->cfg.t5_max_distance);
+        for (int h = 0; h < nh; h++) {
+            float s = 0.0f;
+            for (int b = 0; b < B; b++) s += dtab[((size_t)b * nh + h) * T + n];
+            drel[(size_t)bk * nh + h] += s;
+        }
+    }
+}
+
+/* What layer l's attention saves for the backward; NULL where the kind
+ * (softmax or linear) has none. rfeat is feat when nothing rotates. */
+typedef struct {
+    float *att, *feat, *rfeat, *den;
+} attn_saved;
+
+static attn_saved attn_slices(const rotary_model *m, int l) {
+    const rotary_config *c = &m->cfg;
+    const rotary_acts *a = m->acts;
+    const size_t capN = (size_t)a->B * a->T, nh = (size_t)c->n_head;
+    const size_t FS = (nh + (size_t)c->n_kv_head) * (size_t)(c->d_model / c->n_head);
+    attn_saved s = {NULL, NULL, NULL, NULL};
+    if (c->attn == ROTARY_ATTN_LINEAR) {
+        s.feat = a->feat + l * capN * FS;
+        s.rfeat = c->pos == ROTARY_POS_ROPE ? a->rfeat + l * capN * FS : s.feat;
+        s.den = a->den + l * capN * nh;
+    } else {
+        s.att = a->att + l * (size_t)a->B * nh * a->T * a->T;
+    }
+    return s;
+}
+
+/* RoPE on x (B, T, nh | nkv heads, rows ld floats apart): q heads, then k. */
+static int rope_qk(rotary_model *m, float *x, int B, int T, int ld, int backward) {
+    const int nh = m->cfg.n_head, nkv = m->cfg.n_kv_head, hd = m->cfg.d_model / nh;
+    const int *pos = m->acts->pos;
+    if (backward) {
+        int rc = rotary_rope_backward(&m->rope, x, B, T, nh, ld, pos);
+        return rc ? rc : rotary_rope_backward(&m->rope, x + nh * hd, B, T, nkv, ld, pos);
+    }
+    int rc = rotary_rope_forward(&m->rope, x, B, T, nh, ld, pos);
+    return rc ? rc : rotary_rope_forward(&m->rope, x + nh * hd, B, T, nkv, ld, pos);
+}
+
+/* Layer l's attention from its q | k | v (qkv) to attout. */
+static int attention_block_forward(rotary_model *m, int l, float *qkv, float *attout, int B,
+                                   int T) {
+    const rotary_config *c = &m->cfg;
+    rotary_acts *a = m->acts;
+    const int nh = c->n_head, nkv = c->n_kv_head, hd = c->d_model / nh, N = B * T;
+    const int QKV = (nh + 2 * nkv) * hd, FS = (nh + nkv) * hd;
+    const attn_saved s = attn_slices(m, l);
+    int rc = ROTARY_OK;
+    if (c->attn == ROTARY_ATTN_LINEAR) {
+        /* RoPE rotates the features in the numerator, not q and k. */
+        elu1_forward(s.feat, qkv, N, FS, QKV);
+        if (c->pos == ROTARY_POS_ROPE) {
+            memcpy(s.rfeat, s.feat, (size_t)N * FS * sizeof(float));
+            if ((rc = rope_qk(m, s.rfeat, B, T, FS, 0))) return rc;
+        }
+        linear_attention_forward(attout, s.den, s.feat, s.rfeat, qkv, B, T, nh, nkv, hd,
+                                 a->scratch);
+        return ROTARY_OK;
+    }
+    if (c->pos == ROTARY_POS_ROPE && (rc = rope_qk(m, qkv, B, T, QKV, 0))) return rc;
+    attention_forward(attout, s.att, qkv, m->alibi, c->pos == ROTARY_POS_T5 ? a->tbias : NULL, B,
+                      T, nh, nkv, hd, a->scratch);
+    return ROTARY_OK;
+}
+
+/* a->dattout to a->dqkv (=), and into the T5 table's gradient. */
+static int attention_block_backward(rotary_model *m, int l, const float *qkv,
+                                    const float *attout, int B, int T) {
+    const rotary_config *c = &m->cfg;
+    rotary_acts *a = m->acts;
+    const int nh = c->n_head, nkv = c->n_kv_head, hd = c->d_model / nh, N = B * T;
+    const int QKV = (nh + 2 * nkv) * hd, FS = (nh + nkv) * hd;
+    const attn_saved s = attn_slices(m, l);
+    int rc = ROTARY_OK;
+    if (c->attn == ROTARY_ATTN_LINEAR) {
+        linear_attention_backward(a->dfeat, a->drfeat, a->dqkv, a->scratch, a->dattout, s.feat,
+                                  s.rfeat, qkv, attout, s.den, B, T, nh, nkv, hd);
+        if (c->pos == ROTARY_POS_ROPE && (rc = rope_qk(m, a->drfeat, B, T, FS, 1))) return rc;
+        const size_t n = (size_t)N * FS;
+#pragma omp parallel for
+        for (size_t i = 0; i < n; i++) a->dfeat[i] += a->drfeat[i];
+        elu1_backward(a->dqkv, a->dfeat, qkv, N, FS, QKV);
+        return ROTARY_OK;
+    }
+    const int t5 = c->pos == ROTARY_POS_T5;
+    attention_backward(a->dqkv, t5 ? a->dtbias : NULL, a->scratch, a->dattout, qkv, s.att, B, T,
+                       nh, nkv, hd);
+    if (t5) t5_bias_backward(m, a->dtbias, B, T);
+    if (c->pos == ROTARY_POS_ROPE && (rc = rope_qk(m, a->dqkv, B, T, QKV, 1))) return rc;
+    return ROTARY_OK;
 }
 
 int rotary_model_forward(rotary_model *m, const int *tokens, const int *targets, int B, int T,
@@ -414,22 +605,18 @@ int rotary_model_forward(rotary_model *m, const int *tokens, const int *targets,
         }
     }
 
+    if (c->pos == ROTARY_POS_T5) t5_bias_forward(m, a->tbias, T);
+
     for (int l = 0; l < c->n_layer; l++) {
         const layer_params *lp = &lo->layer[l];
         float *x = a->res + l * capN * C, *xmid = a->res_mid + l * capN * C;
         float *h1 = a->h1 + l * capN * C, *h2 = a->h2 + l * capN * C;
         float *qkv = a->qkv + l * capN * QKV, *attout = a->attout + l * capN * nh * hd;
-        float *att = a->att + l * (size_t)a->B * nh * a->T * a->T;
         float *up = a->up + l * capN * U, *act = a->act + l * capN * F;
 
         norm_forward(m, h1, a->mean1 + l * capN, a->rstd1 + l * capN, x, lp->norm1_w, lp->norm1_b, N);
         linear_forward(qkv, h1, P(lp->wqkv), OPT(m->params, lp->bqkv), N, C, QKV, 0);
-        if (c->pos == ROTARY_POS_ROPE) {
-            rc = rotary_rope_forward(&m->rope, qkv, B, T, nh, QKV, a->pos);
-            if (!rc) rc = rotary_rope_forward(&m->rope, qkv + nh * hd, B, T, nkv, QKV, a->pos);
-            if (rc) return rc;
-        }
-        attention_forward(attout, att, qkv, m->alibi, B, T, nh, nkv, hd, a->scratch);
+        if ((rc = attention_block_forward(m, l, qkv, attout, B, T))) return rc;
         memcpy(xmid, x, NC * sizeof(float));
         linear_forward(xmid, attout, P(lp->wo), OPT(m->params, lp->bo), N, nh * hd, C, 1);
 
@@ -489,7 +676,6 @@ int rotary_model_backward(rotary_model *m) {
         const float *x = a->res + l * capN * C, *xmid = a->res_mid + l * capN * C;
         const float *h1 = a->h1 + l * capN * C, *h2 = a->h2 + l * capN * C;
         const float *qkv = a->qkv + l * capN * QKV, *attout = a->attout + l * capN * nh * hd;
-        const float *att = a->att + l * (size_t)a->B * nh * a->T * a->T;
         const float *up = a->up + l * capN * U, *act = a->act + l * capN * F;
 
         /* MLP block: dres holds the gradient of this layer's output. */
@@ -506,12 +692,7 @@ int rotary_model_backward(rotary_model *m) {
         /* Attention block. */
         linear_backward(a->dattout, G(lp->wo), OPT(m->grads, lp->bo), a->dres, attout, P(lp->wo),
                         N, nh * hd, C);
-        attention_backward(a->dqkv, a->scratch, a->dattout, qkv, att, B, T, nh, nkv, hd);
-        if (c->pos == ROTARY_POS_ROPE) {
-            rc = rotary_rope_backward(&m->rope, a->dqkv, B, T, nh, QKV, a->pos);
-            if (!rc) rc = rotary_rope_backward(&m->rope, a->dqkv + nh * hd, B, T, nkv, QKV, a->pos);
-            if (rc) return rc;
-        }
+        if ((rc = attention_block_backward(m, l, qkv, attout, B, T))) return rc;
         linear_backward(a->dh, G(lp->wqkv), OPT(m->grads, lp->bqkv), a->dqkv, h1, P(lp->wqkv), N,
                         C, QKV);
         norm_backward(m, a->dres, a->dh, x, a->mean1 + l * capN, a->rstd1 + l * capN,

@@ -18,6 +18,7 @@ typedef struct {
 
 struct rotary_layout {
     size_t tok_emb, pos_emb, normf_w, normf_b, head;
+    size_t rel_bias; /* (t5_buckets, n_head), pos T5 only */
     layer_params layer[]; /* n_layer entries */
 };
 

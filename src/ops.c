@@ -143,6 +143,26 @@ void gelu_backward(float *dinp, const float *dout, const float *inp, size_t n) {
     }
 }
 
+/* expf rather than rotary_expf: these are few (2 per q/k element) and the
+ * decoder must reproduce them exactly. */
+void elu1_forward(float *out, const float *inp, int N, int C, int ldi) {
+#pragma omp parallel for
+    for (int n = 0; n < N; n++) {
+        const float *x = inp + (size_t)n * ldi;
+        float *o = out + (size_t)n * C;
+        for (int i = 0; i < C; i++) o[i] = x[i] > 0 ? x[i] + 1.0f : expf(x[i]);
+    }
+}
+
+void elu1_backward(float *dinp, const float *dout, const float *inp, int N, int C, int ldi) {
+#pragma omp parallel for
+    for (int n = 0; n < N; n++) {
+        const float *x = inp + (size_t)n * ldi, *d = dout + (size_t)n * C;
+        float *o = dinp + (size_t)n * ldi;
+        for (int i = 0; i < C; i++) o[i] = x[i] > 0 ? d[i] : d[i] * expf(x[i]);
+    }
+}
+
 void swiglu_forward(float *out, const float *gu, int N, int F) {
 #pragma omp parallel for
     for (int n = 0; n < N; n++) {

@@ -78,13 +78,51 @@ void crossentropy_backward(float *logits, const float *lse, const int *targets,
 /* Causal attention. qkv (B, T, (nh + 2*nkv)*hd) holds q | k | v per token;
  * out (B, T, nh*hd); att (B, nh, T, T) saves the probabilities (zero above
  * the diagonal). Query head h reads kv head h / (nh/nkv). alibi (nh) slopes
- * or NULL. Both passes need ATTN_SCRATCH(T, hd) floats per thread. */
+ * or NULL; dist_bias (nh, T) or NULL: dist_bias[h][i - j] is added to the
+ * scaled score of query i and key j (T5). Both passes need
+ * ATTN_SCRATCH(T, hd) floats per thread. */
 #define ATTN_SCRATCH(T, hd) ((((size_t)(T) + 15) & ~(size_t)15) * ((size_t)(hd) + 4))
 void attention_forward(float *out, float *att, const float *qkv, const float *alibi,
-                       int B, int T, int nh, int nkv, int hd, float *scratch);
-/* dqkv (=) from dout (B, T, nh*hd). */
-void attention_backward(float *dqkv, float *scratch, const float *dout,
+                       const float *dist_bias, int B, int T, int nh, int nkv, int hd,
+                       float *scratch);
+/* dqkv (=) from dout (B, T, nh*hd). dbias (B, nh, T) or NULL: dbias[b][h][n]
+ * (=) the sum over i of the gradient of the biased score (i, i - n). */
+void attention_backward(float *dqkv, float *dbias, float *scratch, const float *dout,
                         const float *qkv, const float *att, int B, int T, int nh,
                         int nkv, int hd);
+
+/* Causal linear attention (RoFormer section 3.3), per query head h of kv head g:
+ *   out_i = sum_{j<=i} (rq_i . rk_j) v_j / sum_{j<=i} (fq_i . fk_j)
+ * with fq = phi(q), fk = phi(k), phi(x) = elu(x) + 1 > 0, and rq, rk the same
+ * features rotated by RoPE (or equal to them without it). Running sums
+ * S_i = sum_{j<=i} rk_j v_j^T (hd, hd) and z_i = sum_{j<=i} fk_j make it O(T).
+ * feat, rfeat (B, T, (nh + nkv)*hd): fq | fk per token, and rq | rk (rfeat
+ * may equal feat); v is read from qkv (B, T, (nh + 2*nkv)*hd) as above.
+ * out (B, T, nh*hd); den (B, T, nh) saves the denominators. Both passes need
+ * LINATTN_SCRATCH(hd) floats per thread. */
+#define LINATTN_SCRATCH(hd) ((size_t)(hd) * (size_t)(hd) + 2 * (size_t)(hd))
+void linear_attention_forward(float *out, float *den, const float *feat, const float *rfeat,
+                              const float *qkv, int B, int T, int nh, int nkv, int hd,
+                              float *scratch);
+/* Gradients (=): dfeat through the denominators, drfeat through the
+ * numerators (the caller rotates it back and adds), dv into the v part of
+ * dqkv (its q and k parts are left alone). The backward recomputes S_i and
+ * z_i forward in time for the query side, and sums the gradients reaching
+ * S and z backward in time for the key side, so it stores no states. */
+void linear_attention_backward(float *dfeat, float *drfeat, float *dqkv, float *scratch,
+                               const float *dout, const float *feat, const float *rfeat,
+                               const float *qkv, const float *out, const float *den, int B,
+                               int T, int nh, int nkv, int hd);
+/* One step of the same, for the decoder: S (hd, hd) += rk v^T, z (hd) += fk. */
+void linear_attention_update(float *S, float *z, const float *rk, const float *fk,
+                             const float *v, int hd);
+/* out (hd) = S^T rq / (fq . z); returns the denominator. */
+float linear_attention_query(float *out, const float *S, const float *z, const float *rq,
+                             const float *fq, int hd);
+/* phi(x) = elu(x) + 1: out (N, C) = x + 1 for x > 0, exp(x) otherwise, from
+ * inp rows `ldi` floats apart. Backward: dinp (=, rows ldi apart, like inp)
+ * = dout (N, C) * phi'(inp), phi' = 1 for x > 0, exp(x) otherwise. */
+void elu1_forward(float *out, const float *inp, int N, int C, int ldi);
+void elu1_backward(float *dinp, const float *dout, const float *inp, int N, int C, int ldi);
 
 #endif

@@ -26,7 +26,19 @@ void rotary_alibi_slopes(float *slopes, int n_head) {
     }
 }
 
-static const char *const pos_names[] = {"rope", "learned", "sinusoidal", "alibi", "none"};
+/* T5's causal ("unidirectional") bucketing (Raffel et al., 2020; their
+ * _relative_position_bucket with bidirectional=False). The logarithm is
+ * taken in double; every caller (forward, backward, decoder, the PyTorch
+ * reference) uses this one definition, so they agree at bucket edges. */
+int rotary_t5_bucket(int n, int n_buckets, int max_distance) {
+    const int exact = n_buckets / 2;
+    if (n < exact) return n < 0 ? 0 : n;
+    int b = exact + (int)floor(log((double)n / exact) / log((double)max_distance / exact) *
+                               (n_buckets - exact));
+    return b < n_buckets - 1 ? b : n_buckets - 1;
+}
+
+static const char *const pos_names[] = {"rope", "learned", "sinusoidal", "alibi", "none", "t5"};
 
 const char *rotary_pos_name(int pos) {
     if (pos < 0 || pos >= (int)(sizeof pos_names / sizeof *pos_names)) return "?";

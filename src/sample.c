@@ -16,7 +16,7 @@ int rotary_model_extend(rotary_model *m, int T) {
     if (c->pos == ROTARY_POS_ROPE && T > m->rope.max_pos) {
         rotary_rope r;
         int rc = rotary_rope_init(&r, m->rope.head_dim, m->rope.rotary_dim, m->rope.base,
-                                  (rotary_rope_pairing)m->rope.pairing, T);
+                                  (rotary_rope_pairing)m->rope.pairing, T, &c->rope_scaling);
         if (rc) return rc;
         rotary_rope_free(&m->rope);
         m->rope = r;
@@ -42,16 +42,37 @@ int rotary_decoder_init(rotary_decoder *d, rotary_model *m, int max_T) {
     size_t C = (size_t)c->d_model, hd = C / (size_t)c->n_head, kv = (size_t)c->n_kv_head * hd;
     size_t QKV = (size_t)(c->n_head + 2 * c->n_kv_head) * hd, F = (size_t)c->d_ff;
     size_t U = c->mlp == ROTARY_MLP_SWIGLU ? 2 * F : F;
-    double need = 2.0 * c->n_layer * (double)max_T * kv + 2.0 * C + QKV + max_T + (double)c->n_head * hd
-                + U + F + c->vocab;
+    /* Softmax attention caches k and v of every position; linear attention
+     * keeps S and z per kv head instead, whatever the length. */
+    const int linear = c->attn == ROTARY_ATTN_LINEAR;
+    size_t FS = (size_t)(c->n_head + c->n_kv_head) * hd;
+    double cache = linear ? (double)c->n_layer * c->n_kv_head * (hd * hd + hd) + 2.0 * FS
+                          : 2.0 * c->n_layer * (double)max_T * kv;
+    double need = cache + 2.0 * C + QKV + max_T + (double)c->n_head * hd + U + F + c->vocab;
     if (need > (double)((size_t)1 << 37))
         return rotary_fail(ROTARY_ENOMEM, "KV cache for %d positions needs %.1f GiB", max_T,
                            need * 4 / 1073741824.0);
     d->buf = rotary_alloc_floats((size_t)need, "KV cache");
     if (!d->buf) return ROTARY_ENOMEM;
+    if (c->pos == ROTARY_POS_T5) {
+        d->bucket = malloc((size_t)max_T * sizeof(int));
+        if (!d->bucket) {
+            rotary_decoder_free(d);
+            return rotary_fail(ROTARY_ENOMEM, "decoder: out of memory");
+        }
+        for (int n = 0; n < max_T; n++)
+            d->bucket[n] = rotary_t5_bucket(n, c->t5_buckets, c->t5_max_distance);
+    }
     float *p = d->buf;
-    d->k = p, p += (size_t)c->n_layer * max_T * kv;
-    d->v = p, p += (size_t)c->n_layer * max_T * kv;
+    if (linear) {
+        d->S = p, p += (size_t)c->n_layer * c->n_kv_head * hd * hd;
+        d->z = p, p += (size_t)c->n_layer * c->n_kv_head * hd;
+        d->feat = p, p += FS;
+        d->rfeat = p, p += FS;
+    } else {
+        d->k = p, p += (size_t)c->n_layer * max_T * kv;
+        d->v = p, p += (size_t)c->n_layer * max_T * kv;
+    }
     d->x = p, p += C;
     d->h = p, p += C;
     d->qkv = p, p += QKV;
@@ -67,6 +88,7 @@ int rotary_decoder_init(rotary_decoder *d, rotary_model *m, int max_T) {
 
 void rotary_decoder_free(rotary_decoder *d) {
     free(d->buf);
+    free(d->bucket);
     memset(d, 0, sizeof *d);
 }
 
@@ -83,6 +105,71 @@ static void norm(const rotary_model *m, float *out, const float *x, const float 
         rmsnorm_forward(out, &rstd, x, w, 1, m->cfg.d_model, m->cfg.norm_eps);
 }
 
+/* Softmax attention of position pos over the cache: d->qkv to d->attout. */
+static void softmax_step(rotary_decoder *d, int l, int pos) {
+    const rotary_model *m = d->m;
+    const rotary_config *c = &m->cfg;
+    const int nh = c->n_head, nkv = c->n_kv_head, hd = c->d_model / nh, kv = nkv * hd;
+    const int group = nh / nkv;
+    const float scale = 1.0f / sqrtf((float)hd);
+    const float *rel = c->pos == ROTARY_POS_T5 ? P(m->layout->rel_bias) : NULL;
+    float *kc = d->k + (size_t)l * d->max_T * kv, *vc = d->v + (size_t)l * d->max_T * kv;
+    if (c->pos == ROTARY_POS_ROPE) {
+        rotary_rope_forward(&m->rope, d->qkv, 1, 1, nh, (nh + 2 * nkv) * hd, &pos);
+        rotary_rope_forward(&m->rope, d->qkv + nh * hd, 1, 1, nkv, (nh + 2 * nkv) * hd, &pos);
+    }
+    memcpy(kc + (size_t)pos * kv, d->qkv + nh * hd, (size_t)kv * sizeof(float));
+    memcpy(vc + (size_t)pos * kv, d->qkv + nh * hd + kv, (size_t)kv * sizeof(float));
+    for (int h = 0; h < nh; h++) {
+        const float *q = d->qkv + h * hd;
+        const int g = h / group;
+        float slope = m->alibi ? m->alibi[h] : 0.0f, mx = -INFINITY, sum = 0;
+        for (int j = 0; j <= pos; j++) {
+            const float *kj = kc + (size_t)j * kv + g * hd;
+            float s = 0;
+            for (int i = 0; i < hd; i++) s += q[i] * kj[i];
+            if (rel)
+                d->att[j] = s * scale + rel[(size_t)d->bucket[pos - j] * nh + h];
+            else
+                d->att[j] = s * scale - slope * (float)(pos - j);
+            mx = d->att[j] > mx ? d->att[j] : mx;
+        }
+        for (int j = 0; j <= pos; j++) sum += d->att[j] = expf(d->att[j] - mx);
+        float *o = d->attout + h * hd;
+        memset(o, 0, (size_t)hd * sizeof(float));
+        for (int j = 0; j <= pos; j++) {
+            const float *vj = vc + (size_t)j * kv + g * hd, p = d->att[j] / sum;
+            for (int i = 0; i < hd; i++) o[i] += p * vj[i];
+        }
+    }
+}
+
+/* Linear attention: fold position pos into the running sums S and z of
+ * layer l, then read them; the same arithmetic as the full forward. */
+static void linear_step(rotary_decoder *d, int l, int pos) {
+    rotary_model *m = d->m;
+    const rotary_config *c = &m->cfg;
+    const int nh = c->n_head, nkv = c->n_kv_head, hd = c->d_model / nh, group = nh / nkv;
+    const int FS = (nh + nkv) * hd;
+    float *S = d->S + (size_t)l * nkv * hd * hd, *z = d->z + (size_t)l * nkv * hd;
+    if (pos == 0) { /* a fresh sequence (after init or reset) */
+        memset(S, 0, (size_t)nkv * hd * hd * sizeof(float));
+        memset(z, 0, (size_t)nkv * hd * sizeof(float));
+    }
+    elu1_forward(d->feat, d->qkv, 1, FS, (nh + 2 * nkv) * hd);
+    memcpy(d->rfeat, d->feat, (size_t)FS * sizeof(float));
+    if (c->pos == ROTARY_POS_ROPE) {
+        rotary_rope_forward(&m->rope, d->rfeat, 1, 1, nh, FS, &pos);
+        rotary_rope_forward(&m->rope, d->rfeat + nh * hd, 1, 1, nkv, FS, &pos);
+    }
+    for (int g = 0; g < nkv; g++)
+        linear_attention_update(S + (size_t)g * hd * hd, z + g * hd, d->rfeat + (nh + g) * hd,
+                                d->feat + (nh + g) * hd, d->qkv + (nh + nkv + g) * hd, hd);
+    for (int h = 0; h < nh; h++)
+        linear_attention_query(d->attout + h * hd, S + (size_t)(h / group) * hd * hd,
+                               z + (h / group) * hd, d->rfeat + h * hd, d->feat + h * hd, hd);
+}
+
 int rotary_decoder_step(rotary_decoder *d, int token, const float **logits) {
     rotary_model *m = d->m;
     const rotary_config *c = &m->cfg;
@@ -91,9 +178,8 @@ int rotary_decoder_step(rotary_decoder *d, int token, const float **logits) {
     if (d->n >= d->max_T)
         return rotary_fail(ROTARY_EINVAL, "the KV cache is full (%d positions)", d->max_T);
     const int pos = d->n, C = c->d_model, nh = c->n_head, nkv = c->n_kv_head, hd = C / nh;
-    const int kv = nkv * hd, QKV = (nh + 2 * nkv) * hd, F = c->d_ff, group = nh / nkv;
+    const int QKV = (nh + 2 * nkv) * hd, F = c->d_ff;
     const int U = c->mlp == ROTARY_MLP_SWIGLU ? 2 * F : F;
-    const float scale = 1.0f / sqrtf((float)hd);
     const rotary_layout *lo = m->layout;
 
     memcpy(d->x, P(lo->tok_emb) + (size_t)token * C, (size_t)C * sizeof(float));
@@ -103,34 +189,12 @@ int rotary_decoder_step(rotary_decoder *d, int token, const float **logits) {
 
     for (int l = 0; l < c->n_layer; l++) {
         const layer_params *lp = &lo->layer[l];
-        float *kc = d->k + (size_t)l * d->max_T * kv, *vc = d->v + (size_t)l * d->max_T * kv;
         norm(m, d->h, d->x, P(lp->norm1_w), P(lp->norm1_b));
         linear_forward(d->qkv, d->h, P(lp->wqkv), P(lp->bqkv), 1, C, QKV, 0);
-        if (c->pos == ROTARY_POS_ROPE) {
-            rotary_rope_forward(&m->rope, d->qkv, 1, 1, nh, QKV, &pos);
-            rotary_rope_forward(&m->rope, d->qkv + nh * hd, 1, 1, nkv, QKV, &pos);
-        }
-        memcpy(kc + (size_t)pos * kv, d->qkv + nh * hd, (size_t)kv * sizeof(float));
-        memcpy(vc + (size_t)pos * kv, d->qkv + nh * hd + kv, (size_t)kv * sizeof(float));
-        for (int h = 0; h < nh; h++) {
-            const float *q = d->qkv + h * hd;
-            const int g = h / group;
-            float slope = m->alibi ? m->alibi[h] : 0.0f, mx = -INFINITY, sum = 0;
-            for (int j = 0; j <= pos; j++) {
-                const float *kj = kc + (size_t)j * kv + g * hd;
-                float s = 0;
-                for (int i = 0; i < hd; i++) s += q[i] * kj[i];
-                d->att[j] = s * scale - slope * (float)(pos - j);
-                mx = d->att[j] > mx ? d->att[j] : mx;
-            }
-            for (int j = 0; j <= pos; j++) sum += d->att[j] = expf(d->att[j] - mx);
-            float *o = d->attout + h * hd;
-            memset(o, 0, (size_t)hd * sizeof(float));
-            for (int j = 0; j <= pos; j++) {
-                const float *vj = vc + (size_t)j * kv + g * hd, p = d->att[j] / sum;
-                for (int i = 0; i < hd; i++) o[i] += p * vj[i];
-            }
-        }
+        if (c->attn == ROTARY_ATTN_LINEAR)
+            linear_step(d, l, pos);
+        else
+            softmax_step(d, l, pos);
         linear_forward(d->x, d->attout, P(lp->wo), P(lp->bo), 1, nh * hd, C, 1);
         norm(m, d->h, d->x, P(lp->norm2_w), P(lp->norm2_b));
         linear_forward(d->up, d->h, P(lp->wup), P(lp->bup), 1, C, U, 0);

@@ -108,5 +108,20 @@ expect_error "prompt too long" "context" "$rotary" sample --run "$tmp/a" --promp
 [ "$(sha256sum "$tmp/a/checkpoint.safetensors")" = "$sum_before" ] && ok "the existing checkpoint is untouched" ||
     bad "the existing checkpoint changed"
 
+# 5. The T5 bias and linear attention: train, eval past ctx, sample.
+for kind in "t5:--pos t5 --t5-buckets 8 --t5-max-distance 20" "linear:--attn linear --rope-pairing half"; do
+    name=${kind%%:*}
+    read -r -a flags <<< "${kind#*:}"
+    if "$rotary" train "${tiny[@]}" "${flags[@]}" --steps 20 --out "$tmp/$name" >/dev/null 2>"$tmp/$name.err" &&
+        [[ "$("$rotary" eval --run "$tmp/$name" --ctx 64 2>/dev/null)" == *"ctx 64"* ]] &&
+        [ -n "$("$rotary" sample --run "$tmp/$name" --prompt "First" -n 20 2>/dev/null)" ]; then
+        ok "$name: train, eval at twice the context, sample"
+    else
+        bad "$name run"; cat "$tmp/$name.err"
+    fi
+done
+expect_error "linear attention with alibi" "linear attention" "$rotary" train "${tiny[@]}" --attn linear --pos alibi --out "$tmp/c5"
+expect_error "unknown attention" "--attn" "$rotary" train "${tiny[@]}" --attn cubic --out "$tmp/c6"
+
 echo "$passes passed, $fails failed"
 [ $fails -eq 0 ]

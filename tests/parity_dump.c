@@ -16,12 +16,14 @@ static int set_field(rotary_config *c, const char *k, const char *v) {
     struct { const char *name; int *p; } ints[] = {
         {"n_layer", &c->n_layer}, {"n_head", &c->n_head}, {"n_kv_head", &c->n_kv_head},
         {"d_model", &c->d_model}, {"d_ff", &c->d_ff}, {"ctx", &c->ctx}, {"vocab", &c->vocab},
-        {"rotary_dim", &c->rotary_dim}, {"tied", &c->tied}, {"bias", &c->bias}};
+        {"rotary_dim", &c->rotary_dim}, {"tied", &c->tied}, {"bias", &c->bias},
+        {"t5_buckets", &c->t5_buckets}, {"t5_max_distance", &c->t5_max_distance}};
     for (size_t i = 0; i < sizeof ints / sizeof *ints; i++)
         if (!strcmp(k, ints[i].name)) return *ints[i].p = atoi(v), 0;
     if (!strcmp(k, "norm")) return c->norm = strcmp(v, "rmsnorm") ? ROTARY_NORM_LAYER : ROTARY_NORM_RMS, 0;
     if (!strcmp(k, "mlp")) return c->mlp = strcmp(v, "swiglu") ? ROTARY_MLP_GELU : ROTARY_MLP_SWIGLU, 0;
     if (!strcmp(k, "pos")) return c->pos = rotary_pos_parse(v), 0;
+    if (!strcmp(k, "attn")) return c->attn = strcmp(v, "linear") ? ROTARY_ATTN_SOFTMAX : ROTARY_ATTN_LINEAR, 0;
     if (!strcmp(k, "rope_pairing"))
         return c->rope_pairing = strcmp(v, "half") ? ROTARY_ROPE_INTERLEAVED : ROTARY_ROPE_HALF, 0;
     if (!strcmp(k, "rope_base")) return c->rope_base = atof(v), 0;
@@ -57,6 +59,11 @@ int main(int argc, char **argv) {
     if (rotary_model_build(&m, &c)) return die("build");
     if (rotary_adamw_init(&opt, m.n_params)) return die("adamw");
     rotary_model_init(&m, 1234);
+    /* T5's table starts at zero; give it values so the forward has a bias. */
+    const rotary_tensor *rb = rotary_model_tensor(&m, "rel_bias.weight");
+    rotary_rng brng;
+    rotary_rng_seed(&brng, 77);
+    for (size_t j = 0; rb && j < rb->numel; j++) m.params[rb->offset + j] = 0.5f * rotary_rng_normal(&brng);
     char path[MAXT];
     snprintf(path, sizeof path, "%s/model.safetensors", argv[1]);
     if (rotary_checkpoint_save(path, &m, NULL, 0)) return die(path);

@@ -67,7 +67,7 @@ int main(int argc, char **argv) {
         if (c->pos0 < 0) pos[k][T - 1] = MAX_POS - 1;
 
         rotary_rope r;
-        if (rotary_rope_init(&r, c->head_dim, c->rotary_dim, c->base, c->pairing, MAX_POS))
+        if (rotary_rope_init(&r, c->head_dim, c->rotary_dim, c->base, c->pairing, MAX_POS, NULL))
             return fail("init");
         memcpy(fwd, x, n * sizeof(float));
         memcpy(bwd, g, n * sizeof(float));

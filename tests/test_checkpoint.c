@@ -324,6 +324,7 @@ static int same_config(const rotary_config *a, const rotary_config *b) {
     SAME(n_layer) SAME(n_head) SAME(n_kv_head) SAME(d_model) SAME(d_ff) SAME(ctx) SAME(vocab)
     SAME(norm) SAME(mlp) SAME(pos) SAME(rope_pairing) SAME(rope_base) SAME(rotary_dim)
     SAME(tied) SAME(bias) SAME(norm_eps) SAME(init_std) SAME(sin_amplitude)
+    SAME(rope_scaling) SAME(attn) SAME(t5_buckets) SAME(t5_max_distance)
 #undef SAME
     return ok;
 }
@@ -372,6 +373,32 @@ static void v_gqa_half(rotary_config *c) {
     c->norm_eps = 1e-6f;
     c->bias = 1;
 }
+static void v_yarn(rotary_config *c) {
+    c->rope_scaling.type = ROTARY_ROPE_SCALING_YARN;
+    c->rope_scaling.factor = 4.125;
+    c->rope_scaling.original_ctx = 12;
+    c->rope_scaling.yarn_alpha = 0.5;
+    c->rope_scaling.yarn_beta = 24.25;
+    c->rope_scaling.mscale = 1.0625;
+}
+static void v_llama3(rotary_config *c) {
+    c->rope_pairing = ROTARY_ROPE_HALF;
+    c->rope_scaling.type = ROTARY_ROPE_SCALING_LLAMA3;
+    c->rope_scaling.factor = 8;
+    c->rope_scaling.original_ctx = 16;
+    c->rope_scaling.low_freq_factor = 1.5;
+    c->rope_scaling.high_freq_factor = 3.1;
+}
+static void v_t5(rotary_config *c) {
+    c->pos = ROTARY_POS_T5;
+    c->n_kv_head = 2;
+    c->t5_buckets = 12;
+    c->t5_max_distance = 40;
+}
+static void v_linear(rotary_config *c) {
+    c->attn = ROTARY_ATTN_LINEAR;
+    c->rope_pairing = ROTARY_ROPE_HALF;
+}
 static void v_alibi(rotary_config *c) {
     c->pos = ROTARY_POS_ALIBI;
     c->n_kv_head = 1;
@@ -392,8 +419,10 @@ static void v_none(rotary_config *c) {
 static void test_checkpoint_roundtrip(void) {
     printf("(b) checkpoint round trip\n");
     const variant vs[] = {{"default", v_default},   {"learned+ln+gelu+bias+untied", v_learned},
-                          {"gqa+half+rd4+bias", v_gqa_half}, {"alibi+mqa+untied", v_alibi},
-                          {"sinusoidal+gelu", v_sin}, {"nope+ln", v_none}};
+                          {"gqa+half+rd4+bias", v_gqa_half}, {"rope yarn x4.125", v_yarn},
+                          {"rope half llama3 x8", v_llama3}, {"alibi+mqa+untied", v_alibi},
+                          {"sinusoidal+gelu", v_sin}, {"nope+ln", v_none},
+                          {"t5 12 buckets+gqa", v_t5}, {"linear attention+rope half", v_linear}};
     for (size_t k = 0; k < sizeof vs / sizeof vs[0]; k++) {
         rotary_config c;
         small_config(&c);
@@ -424,6 +453,15 @@ static void test_checkpoint_roundtrip(void) {
             CHECK(fmt && !strcmp(fmt, "rotary"), "format metadata missing");
             CHECK(step && !strcmp(step, "77"), "extra metadata missing");
             CHECK(pos && !strcmp(pos, rotary_pos_name(c.pos)), "pos metadata wrong");
+            /* The scaling keys are optional: written only when there is a scaling. */
+            const char *sc = rotary_st_meta(f, "rope_scaling");
+            if (c.rope_scaling.type == ROTARY_ROPE_SCALING_NONE)
+                CHECK(!sc && !rotary_st_meta(f, "rope_factor"), "%s: scaling keys written for none",
+                      vs[k].label);
+            else
+                CHECK(sc && !strcmp(sc, rotary_rope_scaling_name(c.rope_scaling.type)) &&
+                          rotary_st_meta(f, "rope_original_ctx"),
+                      "%s: scaling metadata missing", vs[k].label);
             /* Names the docs promise, for the variant that has them all. */
             if (vs[k].tweak == v_learned) {
                 const char *names[] = {"tok_emb.weight", "pos_emb.weight",
@@ -640,7 +678,9 @@ typedef struct {
 static const char *const ck_keys[] = {
     "format", "format_version", "n_layer", "n_head", "n_kv_head", "d_model", "d_ff", "ctx",
     "vocab", "norm", "mlp", "pos", "rope_pairing", "rope_base", "rotary_dim", "tied", "bias",
-    "norm_eps", "init_std", "sin_amplitude"};
+    "norm_eps", "init_std", "sin_amplitude", "rope_scaling", "rope_factor", "rope_original_ctx",
+    "rope_yarn_alpha", "rope_yarn_beta", "rope_low_freq_factor", "rope_high_freq_factor",
+    "rope_mscale", "attn", "t5_buckets", "t5_max_distance"};
 #define N_CK_KEYS ((int)(sizeof ck_keys / sizeof ck_keys[0]))
 
 static int write_mutated(const char *path, const rotary_model *m, const char *good,
@@ -735,6 +775,9 @@ static void test_bad_checkpoints(void) {
         {"rope_pairing = 'spiral'", {.mkey = "rope_pairing", .mval = "spiral"}, "rope_pairing", NULL},
         {"rope_base = '1e999'", {.mkey = "rope_base", .mval = "1e999"}, "rope_base", "out of range"},
         {"rope_base = 'nan'", {.mkey = "rope_base", .mval = "nan"}, "rope_base", "not a number"},
+        {"rope_scaling = 'warp'", {.mkey = "rope_scaling", .mval = "warp"}, "rope_scaling", "warp"},
+        {"rope_scaling linear, no factor", {.mkey = "rope_scaling", .mval = "linear"}, "rope_factor",
+         "lacks"},
         {"norm_eps = '1e-5junk'", {.mkey = "norm_eps", .mval = "1e-5junk"}, "norm_eps", "not a number"},
         {"init_std = '1e300'", {.mkey = "init_std", .mval = "1e300"}, "init_std", "float range"},
         {"n_head = '3' (invalid config)", {.mkey = "n_head", .mval = "3"}, "config", "n_head"},
@@ -881,6 +924,139 @@ static void test_atomicity(void) {
     rotary_model_free(&m2);
 }
 
+/* (d) the RoPE scaling keys are optional: a checkpoint without them (as
+ * written before they existed) loads as no scaling; bad values are refused. */
+static void test_rope_scaling_keys(void) {
+    printf("(c) rope scaling metadata (optional keys)\n");
+    rotary_config c;
+    small_config(&c);
+    c.rope_scaling.type = ROTARY_ROPE_SCALING_LINEAR;
+    c.rope_scaling.factor = 4;
+    c.rope_scaling.original_ctx = 16;
+    rotary_model m, b;
+    if (rotary_model_build(&m, &c) != 0) {
+        CHECK(0, "build: %s", rotary_last_error());
+        return;
+    }
+    rotary_model_init(&m, 9);
+    char good[512];
+    snprintf(good, sizeof good, "%s", tpath("scaled.ck"));
+    CHECK(rotary_checkpoint_save(good, &m, NULL, 0) == 0, "save: %s", rotary_last_error());
+
+    mutation old = {.mkey = "rope_scaling", .remove_key = 1};
+    const char *p = tpath("old.ck");
+    CHECK(write_mutated(p, &m, good, &old) == 0, "write: %s", rotary_last_error());
+    int rc = rotary_checkpoint_load(p, &b);
+    CHECK(rc == 0, "no rope_scaling key: load: %s", rotary_last_error());
+    if (rc == 0) {
+        CHECK(b.cfg.rope_scaling.type == ROTARY_ROPE_SCALING_NONE && b.rope.mscale == 1.0 &&
+                  b.rope.inv_freq[1] == pow(c.rope_base, -2.0 / (c.d_model / c.n_head)),
+              "a checkpoint without rope_scaling is not loaded as none");
+        printf("  %-34s loads as none\n", "no rope_scaling key");
+        rotary_model_free(&b);
+    }
+    const struct {
+        const char *label;
+        mutation mu;
+        const char *needle, *needle2;
+    } cases[] = {
+        {"rope_factor = '0.5'", {.mkey = "rope_factor", .mval = "0.5"}, "factor", "0.5"},
+        {"rope_factor = 'big'", {.mkey = "rope_factor", .mval = "big"}, "rope_factor", "not a number"},
+        {"rope_original_ctx = '0'", {.mkey = "rope_original_ctx", .mval = "0"}, "original_ctx", NULL},
+        {"rope_original_ctx missing", {.mkey = "rope_original_ctx", .remove_key = 1},
+         "rope_original_ctx", "lacks"},
+        {"rope_scaling = 'yarn', beta < alpha", {.mkey = "rope_yarn_beta", .mval = "0.5"}, "yarn",
+         "alpha"},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        mutation mu = cases[k].mu;
+        if (k == 4) { /* first make the checkpoint a YaRN one */
+            mutation to_yarn = {.mkey = "rope_scaling", .mval = "yarn"};
+            CHECK(write_mutated(tpath("yarn.ck"), &m, good, &to_yarn) == 0, "write yarn");
+            rc = write_mutated(p, &m, tpath("yarn.ck"), &mu);
+        } else {
+            rc = write_mutated(p, &m, good, &mu);
+        }
+        CHECK(rc == 0, "%s: cannot write the test file: %s", cases[k].label, rotary_last_error());
+        if (rc == 0) expect_load_fail(cases[k].label, p, cases[k].needle, cases[k].needle2);
+    }
+    rotary_model_free(&m);
+}
+
+/* The attention and T5 keys are optional too: without "attn" a checkpoint
+ * is softmax, without the T5 keys it has T5's default buckets. */
+static void test_arch_keys(void) {
+    printf("(c) attn and t5 metadata (optional keys)\n");
+    const struct {
+        const char *label;
+        int pos, attn, buckets, remove_same; /* remove_same: loads as the same model */
+        const char *key;
+    } cases[] = {
+        {"softmax, no attn key", ROTARY_POS_ROPE, ROTARY_ATTN_SOFTMAX, 32, 1, "attn"},
+        {"t5 32 buckets, no t5_buckets key", ROTARY_POS_T5, ROTARY_ATTN_SOFTMAX, 32, 1, "t5_buckets"},
+        {"t5, no t5_max_distance key", ROTARY_POS_T5, ROTARY_ATTN_SOFTMAX, 32, 1, "t5_max_distance"},
+        {"linear, no attn key", ROTARY_POS_ROPE, ROTARY_ATTN_LINEAR, 32, 0, "attn"},
+        {"t5 16 buckets, no t5_buckets key", ROTARY_POS_T5, ROTARY_ATTN_SOFTMAX, 16, 0, "t5_buckets"},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        rotary_config c;
+        small_config(&c);
+        c.pos = cases[k].pos, c.attn = cases[k].attn, c.t5_buckets = cases[k].buckets;
+        rotary_model m, b;
+        if (rotary_model_build(&m, &c) != 0) {
+            CHECK(0, "%s: build: %s", cases[k].label, rotary_last_error());
+            continue;
+        }
+        rotary_model_init(&m, 3);
+        const char *good = tpath("arch.ck"), *p = tpath("arch_old.ck");
+        CHECK(rotary_checkpoint_save(good, &m, NULL, 0) == 0, "save: %s", rotary_last_error());
+        rotary_st_file *f = NULL;
+        if (rotary_st_open(&f, good) == 0) {
+            const char *a = rotary_st_meta(f, "attn"), *tb = rotary_st_meta(f, "t5_buckets");
+            CHECK(a && !strcmp(a, c.attn ? "linear" : "softmax"), "%s: attn key", cases[k].label);
+            CHECK((tb != NULL) == (c.pos == ROTARY_POS_T5), "%s: t5 keys only for t5", cases[k].label);
+            rotary_st_close(f);
+        }
+        mutation mu = {.mkey = cases[k].key, .remove_key = 1};
+        CHECK(write_mutated(p, &m, good, &mu) == 0, "write: %s", rotary_last_error());
+        int rc = rotary_checkpoint_load(p, &b);
+        if (cases[k].remove_same) {
+            CHECK(rc == 0 && same_model(&m, &b), "%s: does not load as the same model: %s",
+                  cases[k].label, rotary_last_error());
+            printf("  %-34s loads as before\n", cases[k].label);
+        } else if (c.attn == ROTARY_ATTN_LINEAR) {
+            /* The same tensors: only the key tells the kinds apart. */
+            CHECK(rc == 0 && b.cfg.attn == ROTARY_ATTN_SOFTMAX, "%s: not read as softmax",
+                  cases[k].label);
+            printf("  %-34s loads as softmax (the default)\n", cases[k].label);
+        } else {
+            CHECK(rc != 0 && contains_ci(rotary_last_error(), "rel_bias.weight"),
+                  "%s: loaded with the wrong table shape", cases[k].label);
+            printf("  %-34s -> %s\n", cases[k].label, rotary_last_error());
+        }
+        if (rc == 0) rotary_model_free(&b);
+        rotary_model_free(&m);
+    }
+    rotary_config c;
+    small_config(&c);
+    rotary_model m;
+    if (rotary_model_build(&m, &c) == 0) {
+        rotary_model_init(&m, 4);
+        const char *good = tpath("arch.ck"), *p = tpath("arch_bad.ck");
+        CHECK(rotary_checkpoint_save(good, &m, NULL, 0) == 0, "save: %s", rotary_last_error());
+        mutation bad[] = {{.mkey = "attn", .mval = "quadratic"}, {.mkey = "t5_buckets", .mval = "many"}};
+        const char *needles[][2] = {{"attn", "quadratic"}, {"t5_buckets", "not an integer"}};
+        for (int k = 0; k < 2; k++) {
+            CHECK(write_mutated(p, &m, good, &bad[k]) == 0, "write: %s", rotary_last_error());
+            expect_load_fail(bad[k].mval, p, needles[k][0], needles[k][1]);
+        }
+        const char *extra[] = {"attn", "linear"};
+        CHECK(rotary_checkpoint_save(p, &m, extra, 1) != 0 &&
+                  contains_ci(rotary_last_error(), "reserved"), "extra key 'attn' accepted");
+        rotary_model_free(&m);
+    }
+}
+
 int main(void) {
     const char *base = getenv("TMPDIR");
     snprintf(tmpdir, sizeof tmpdir, "%s/rotary_ckpt_XXXXXX", base && base[0] ? base : "/tmp");
@@ -894,6 +1070,8 @@ int main(void) {
     test_bad_st_files();
     test_mutations();
     test_bad_checkpoints();
+    test_rope_scaling_keys();
+    test_arch_keys();
     test_atomicity();
     remove_tree(tmpdir);
     printf("%d checks passed, %d failed\n", n_pass, n_fail);

@@ -44,6 +44,9 @@ static double gradcheck(const char *label, rotary_config *c) {
     rotary_model_init(&m, 7);
     rotary_rng rng;
     rotary_rng_seed(&rng, 3);
+    /* T5's table starts at zero; give the forward a bias to differentiate. */
+    const rotary_tensor *rb = rotary_model_tensor(&m, "rel_bias.weight");
+    for (size_t j = 0; rb && j < rb->numel; j++) m.params[rb->offset + j] = 0.5f * rotary_rng_normal(&rng);
     int tok[B * T], tgt[B * T];
     for (int i = 0; i < B * T; i++) {
         tok[i] = (int)(rotary_rng_next(&rng) % (uint64_t)c->vocab);
@@ -81,26 +84,53 @@ static double gradcheck(const char *label, rotary_config *c) {
     }
     free(g);
     rotary_model_free(&m);
-    printf("gradcheck %-34s worst relative error %.2e (|grad| > 1e-2)\n", label, worst);
+    printf("gradcheck %-40s worst relative error %.2e (|grad| > 1e-2)\n", label, worst);
     return worst;
 }
 
 static void test_gradients(void) {
-    const char *pos[] = {"rope", "learned", "sinusoidal", "alibi", "none"};
-    for (int p = 0; p < 5; p++) {
-        for (int variant = 0; variant < 2; variant++) {
-            rotary_config c;
-            tiny(&c);
-            c.pos = rotary_pos_parse(pos[p]);
-            if (variant) {
-                c.norm = ROTARY_NORM_LAYER, c.mlp = ROTARY_MLP_GELU, c.bias = 1, c.tied = 0;
-                c.rope_pairing = ROTARY_ROPE_HALF, c.rotary_dim = 2;
+    const char *pos[] = {"rope", "learned", "sinusoidal", "alibi", "none", "t5"};
+    for (int attn = ROTARY_ATTN_SOFTMAX; attn <= ROTARY_ATTN_LINEAR; attn++) {
+        for (int p = 0; p < 6; p++) {
+            if (attn == ROTARY_ATTN_LINEAR && (p == 3 || p == 5)) continue; /* refused */
+            for (int variant = 0; variant < 2; variant++) {
+                rotary_config c;
+                tiny(&c);
+                c.pos = rotary_pos_parse(pos[p]);
+                c.attn = attn;
+                /* Few buckets, so T = 7 reaches the logarithmic ones. */
+                c.t5_buckets = 8, c.t5_max_distance = 12;
+                if (variant) {
+                    c.norm = ROTARY_NORM_LAYER, c.mlp = ROTARY_MLP_GELU, c.bias = 1, c.tied = 0;
+                    c.rope_pairing = ROTARY_ROPE_HALF, c.rotary_dim = 2;
+                }
+                char label[64];
+                snprintf(label, sizeof label, "%s%s/%s", attn ? "linear," : "", pos[p],
+                         variant ? "layernorm,gelu,bias" : "rms,swiglu");
+                gradcheck(label, &c);
             }
-            char label[64];
-            snprintf(label, sizeof label, "%s/%s", pos[p], variant ? "layernorm,gelu,bias" : "rms,swiglu");
-            gradcheck(label, &c);
         }
     }
+}
+
+/* The T5 buckets of the definition: exact below n_buckets/2, then
+ * logarithmic up to max_distance, then saturated. */
+static void test_t5_buckets(void) {
+    EXPECT(rotary_t5_bucket(0, 32, 128) == 0 && rotary_t5_bucket(15, 32, 128) == 15, "exact");
+    EXPECT(rotary_t5_bucket(16, 32, 128) == 16, "first log bucket");
+    EXPECT(rotary_t5_bucket(32, 32, 128) == 21, "32 -> 16 + floor(16 log 2 / log 8) = 21, got %d",
+           rotary_t5_bucket(32, 32, 128));
+    EXPECT(rotary_t5_bucket(127, 32, 128) == 31 && rotary_t5_bucket(100000, 32, 128) == 31,
+           "saturates at the last bucket");
+    int prev = 0, mono = 1;
+    for (int n = 0; n < 1000; n++) {
+        int b = rotary_t5_bucket(n, 32, 128);
+        mono &= b >= prev && b - prev <= 1 && b < 32;
+        prev = b;
+    }
+    EXPECT(mono, "buckets rise by at most one per distance");
+    EXPECT(rotary_t5_bucket(5, 6, 8) == 4 && rotary_t5_bucket(7, 6, 8) == 5, "6 buckets");
+    printf("t5 buckets: ok\n");
 }
 
 static void test_determinism(void) {
@@ -153,6 +183,15 @@ static void test_bad_input(void) {
     tiny(&c); c.pos = 9; expect_error(rotary_model_build(&m, &c), "unknown pos");
     tiny(&c); c.rope_base = 0.5; expect_error(rotary_model_build(&m, &c), "rope_base below 1");
     tiny(&c); c.norm_eps = 0; expect_error(rotary_model_build(&m, &c), "norm_eps 0");
+    tiny(&c); c.pos = ROTARY_POS_T5, c.t5_buckets = 1;
+    expect_error(rotary_model_build(&m, &c), "t5_buckets 1");
+    tiny(&c); c.pos = ROTARY_POS_T5, c.t5_buckets = 32, c.t5_max_distance = 16;
+    expect_error(rotary_model_build(&m, &c), "t5_max_distance <= buckets/2");
+    tiny(&c); c.attn = 2; expect_error(rotary_model_build(&m, &c), "unknown attn");
+    tiny(&c); c.attn = ROTARY_ATTN_LINEAR, c.pos = ROTARY_POS_ALIBI;
+    expect_error(rotary_model_build(&m, &c), "linear attention with alibi");
+    tiny(&c); c.attn = ROTARY_ATTN_LINEAR, c.pos = ROTARY_POS_T5;
+    expect_error(rotary_model_build(&m, &c), "linear attention with t5");
     tiny(&c); c.vocab = 16 << 20, c.d_model = 1 << 20, c.n_head = 1 << 10;
     expect_error(rotary_model_build(&m, &c), "absurd size");
     tiny(&c);
@@ -176,6 +215,7 @@ static void test_bad_input(void) {
 }
 
 int main(void) {
+    test_t5_buckets();
     test_gradients();
     test_determinism();
     test_bad_input();

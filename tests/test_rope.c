@@ -78,7 +78,7 @@ static void check_relative(void) {
                 int hd = hds[ih];
                 double base = bases[ib];
                 rotary_rope r;
-                must(rotary_rope_init(&r, hd, 0, base, pairing, max_pos), "init");
+                must(rotary_rope_init(&r, hd, 0, base, pairing, max_pos, NULL), "init");
                 float q[128], k[128], qk[256];
                 double kref[128];
                 double err_shift = 0, err_ref = 0;
@@ -123,7 +123,7 @@ static void check_against_reference(int hd, int rd, double base, int check_norm)
     double ref[128];
     for (int pairing = 0; pairing < 2; pairing++) {
         rotary_rope r;
-        must(rotary_rope_init(&r, hd, rd, base, pairing, max_pos), "init");
+        must(rotary_rope_init(&r, hd, rd, base, pairing, max_pos, NULL), "init");
         int pos[9];
         for (int t = 0; t < T; t++) pos[t] = t < 3 ? t : rand_int(max_pos);
         pos[T - 1] = max_pos - 1;
@@ -181,7 +181,7 @@ static void check_transpose(void) {
     for (int pairing = 0; pairing < 2; pairing++)
         for (int rd = 16; rd >= 8; rd -= 8) {
             rotary_rope r;
-            must(rotary_rope_init(&r, hd, rd, 10000.0, pairing, max_pos), "init");
+            must(rotary_rope_init(&r, hd, rd, 10000.0, pairing, max_pos, NULL), "init");
             int pos[3] = {5, 1234, 69999};
             double err_t = 0, err_fd = 0;
             for (int trial = 0; trial < 10; trial++) {
@@ -229,7 +229,7 @@ static void check_strided(void) {
     for (int pairing = 0; pairing < 2; pairing++)
         for (int dir = 0; dir < 2; dir++) {
             rotary_rope r;
-            must(rotary_rope_init(&r, hd, 0, 10000.0, pairing, 4096), "init");
+            must(rotary_rope_init(&r, hd, 0, 10000.0, pairing, 4096, NULL), "init");
             int pos[7] = {100, 101, 102, 4095, 0, 7, 3000};
             fill_normal(qkv, rows * C);
             memcpy(orig, qkv, rows * C * sizeof(float));
@@ -273,7 +273,7 @@ static void check_threaded(void) {
     int pos[200];
     for (int pairing = 0; pairing < 2; pairing++) {
         rotary_rope r;
-        must(rotary_rope_init(&r, hd, 48, 10000.0, pairing, max_pos), "init");
+        must(rotary_rope_init(&r, hd, 48, 10000.0, pairing, max_pos, NULL), "init");
         for (int t = 0; t < T; t++) pos[t] = rand_int(max_pos);
         fill_normal(x, n);
         memcpy(y, x, n * sizeof(float));
@@ -309,20 +309,20 @@ static void expect_error(int rc, const char *what) {
 static void check_bad_input(void) {
     rotary_rope r;
     rotary_fail(ROTARY_OK, "%s", "");
-    expect_error(rotary_rope_init(&r, 64, 15, 1e4, ROTARY_ROPE_HALF, 16), "odd rotary_dim");
-    expect_error(rotary_rope_init(&r, 64, 66, 1e4, ROTARY_ROPE_HALF, 16), "rotary_dim > head_dim");
-    expect_error(rotary_rope_init(&r, 64, -2, 1e4, ROTARY_ROPE_HALF, 16), "negative rotary_dim");
-    expect_error(rotary_rope_init(&r, 0, 0, 1e4, ROTARY_ROPE_HALF, 16), "head_dim 0");
-    expect_error(rotary_rope_init(&r, 63, 0, 1e4, ROTARY_ROPE_HALF, 16), "odd head_dim, full");
-    expect_error(rotary_rope_init(&r, 64, 0, 1.0, ROTARY_ROPE_HALF, 16), "base 1");
-    expect_error(rotary_rope_init(&r, 64, 0, NAN, ROTARY_ROPE_HALF, 16), "base NaN");
-    expect_error(rotary_rope_init(&r, 64, 0, INFINITY, ROTARY_ROPE_HALF, 16), "base inf");
-    expect_error(rotary_rope_init(&r, 64, 0, 1e4, (rotary_rope_pairing)7, 16), "pairing 7");
-    expect_error(rotary_rope_init(&r, 64, 0, 1e4, ROTARY_ROPE_HALF, 0), "max_pos 0");
-    expect_error(rotary_rope_init(&r, 64, 0, 1e4, ROTARY_ROPE_HALF, -5), "max_pos < 0");
-    expect_error(rotary_rope_init(&r, INT_MAX - 1, 0, 1e4, ROTARY_ROPE_HALF, INT_MAX),
+    expect_error(rotary_rope_init(&r, 64, 15, 1e4, ROTARY_ROPE_HALF, 16, NULL), "odd rotary_dim");
+    expect_error(rotary_rope_init(&r, 64, 66, 1e4, ROTARY_ROPE_HALF, 16, NULL), "rotary_dim > head_dim");
+    expect_error(rotary_rope_init(&r, 64, -2, 1e4, ROTARY_ROPE_HALF, 16, NULL), "negative rotary_dim");
+    expect_error(rotary_rope_init(&r, 0, 0, 1e4, ROTARY_ROPE_HALF, 16, NULL), "head_dim 0");
+    expect_error(rotary_rope_init(&r, 63, 0, 1e4, ROTARY_ROPE_HALF, 16, NULL), "odd head_dim, full");
+    expect_error(rotary_rope_init(&r, 64, 0, 1.0, ROTARY_ROPE_HALF, 16, NULL), "base 1");
+    expect_error(rotary_rope_init(&r, 64, 0, NAN, ROTARY_ROPE_HALF, 16, NULL), "base NaN");
+    expect_error(rotary_rope_init(&r, 64, 0, INFINITY, ROTARY_ROPE_HALF, 16, NULL), "base inf");
+    expect_error(rotary_rope_init(&r, 64, 0, 1e4, (rotary_rope_pairing)7, 16, NULL), "pairing 7");
+    expect_error(rotary_rope_init(&r, 64, 0, 1e4, ROTARY_ROPE_HALF, 0, NULL), "max_pos 0");
+    expect_error(rotary_rope_init(&r, 64, 0, 1e4, ROTARY_ROPE_HALF, -5, NULL), "max_pos < 0");
+    expect_error(rotary_rope_init(&r, INT_MAX - 1, 0, 1e4, ROTARY_ROPE_HALF, INT_MAX, NULL),
                  "huge table");
-    expect_error(rotary_rope_init(NULL, 64, 0, 1e4, ROTARY_ROPE_HALF, 16), "NULL rope");
+    expect_error(rotary_rope_init(NULL, 64, 0, 1e4, ROTARY_ROPE_HALF, 16, NULL), "NULL rope");
     rotary_rope_free(&r); /* zeroed by the failed init: must be harmless */
 
     rotary_rope empty = {0};
@@ -331,7 +331,7 @@ static void check_bad_input(void) {
     memcpy(x0, x, sizeof x);
     int ok_pos[4] = {0, 1, 2, 3};
     expect_error(rotary_rope_forward(&empty, x, 1, 4, 2, 16, ok_pos), "uninitialised rope");
-    must(rotary_rope_init(&r, 8, 0, 1e4, ROTARY_ROPE_INTERLEAVED, 16), "init");
+    must(rotary_rope_init(&r, 8, 0, 1e4, ROTARY_ROPE_INTERLEAVED, 16, NULL), "init");
     int neg[4] = {0, 1, 2, -1}, big[4] = {0, 1, 2, 16}, huge[4] = {0, INT_MAX, 2, 3};
     for (int dir = 0; dir < 2; dir++) {
         int (*apply)(const rotary_rope *, float *, int, int, int, int, const int *) =

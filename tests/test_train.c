@@ -32,15 +32,22 @@ static void tiny(rotary_config *c, int pos) {
 
 /* Decoder logits at every position equal the full forward's. */
 static void test_decoder(void) {
-    for (int pos = ROTARY_POS_ROPE; pos <= ROTARY_POS_NONE; pos++) {
+    for (int attn = ROTARY_ATTN_SOFTMAX; attn <= ROTARY_ATTN_LINEAR; attn++)
+    for (int pos = ROTARY_POS_ROPE; pos <= ROTARY_POS_T5; pos++) {
+        if (attn == ROTARY_ATTN_LINEAR && (pos == ROTARY_POS_ALIBI || pos == ROTARY_POS_T5)) continue;
         for (int variant = 0; variant < 2; variant++) {
             rotary_config c;
             tiny(&c, pos);
+            c.attn = attn;
+            c.t5_buckets = 8, c.t5_max_distance = 12; /* 16 positions saturate them */
             if (variant) c.norm = ROTARY_NORM_LAYER, c.mlp = ROTARY_MLP_GELU, c.bias = 1, c.tied = 0,
                          c.rope_pairing = ROTARY_ROPE_HALF, c.rotary_dim = 4, c.n_kv_head = 1;
             rotary_model m;
             EXPECT(rotary_model_build(&m, &c) == 0, "build");
             rotary_model_init(&m, 11);
+            const rotary_tensor *rb = rotary_model_tensor(&m, "rel_bias.weight");
+            for (size_t j = 0; rb && j < rb->numel; j++) /* starts at zero: give it values */
+                m.params[rb->offset + j] = (float)((j * 37 % 11) - 5) * 0.3f;
             int tok[16];
             for (int t = 0; t < 16; t++) tok[t] = (t * 7 + 3) % c.vocab;
             EXPECT(rotary_model_forward(&m, tok, NULL, 1, 16, NULL) == 0, "forward");
@@ -60,17 +67,40 @@ static void test_decoder(void) {
             }
             const float *lg;
             EXPECT(rotary_decoder_step(&d, 0, &lg) != 0, "a full cache is an error");
-            EXPECT(worst <= 1e-5 * scale, "%s: decoder vs forward max error %g (scale %g)",
+            /* After a reset the first step sees nothing of the old sequence
+             * (linear attention must clear its running sums). */
+            rotary_decoder_reset(&d);
+            EXPECT(rotary_decoder_step(&d, tok[0], &lg) == 0 &&
+                       fabs(lg[0] - full[0]) <= 1e-5 * (fabs(full[0]) + 1),
+                   "reset: first step differs");
+            const char *kind = attn ? "linear" : "softmax";
+            EXPECT(worst <= 1e-5 * scale, "%s %s: decoder vs forward max error %g (scale %g)", kind,
                    rotary_pos_name(pos), worst, scale);
-            printf("decoder %-10s %s: max |decoder - forward| = %.2e (logits up to %.2f)\n",
-                   rotary_pos_name(pos), variant ? "variant" : "default", worst, scale);
+            printf("decoder %-7s %-10s %s: max |decoder - forward| = %.2e (logits up to %.2f)\n",
+                   kind, rotary_pos_name(pos), variant ? "variant" : "default", worst, scale);
             rotary_decoder_free(&d);
-            /* Beyond the training context: allowed except for learned. */
+            /* Beyond the training context: allowed except for learned, and
+             * the full forward then agrees with the decoder there too. */
             int rc = rotary_decoder_init(&d, &m, 64);
             EXPECT((rc == 0) == (pos != ROTARY_POS_LEARNED), "extend to 64 for %s", rotary_pos_name(pos));
             if (rc == 0) {
-                for (int t = 0; t < 64 && rc == 0; t++) rc = rotary_decoder_step(&d, t % c.vocab, &lg);
+                int tok64[64];
+                for (int t = 0; t < 64; t++) tok64[t] = (t * 5 + 1) % c.vocab;
+                EXPECT(rotary_model_forward(&m, tok64, NULL, 1, 64, NULL) == 0, "forward T = 64: %s",
+                       rotary_last_error());
+                const float *full64 = rotary_model_logits(&m);
+                double w64 = 0, s64 = 0;
+                for (int t = 0; t < 64 && rc == 0; t++) {
+                    rc = rotary_decoder_step(&d, tok64[t], &lg);
+                    for (int i = 0; rc == 0 && i < c.vocab; i++) {
+                        double e = fabs(lg[i] - full64[t * c.vocab + i]);
+                        w64 = e > w64 ? e : w64;
+                        s64 = fabs(full64[t * c.vocab + i]) > s64 ? fabs(full64[t * c.vocab + i]) : s64;
+                    }
+                }
                 EXPECT(rc == 0 && isfinite(lg[0]), "decode 64 positions");
+                EXPECT(w64 <= 1e-5 * s64, "%s %s: 64 positions, decoder vs forward max error %g",
+                       kind, rotary_pos_name(pos), w64);
                 rotary_decoder_free(&d);
             }
             free(full);

@@ -2,7 +2,7 @@
 set(ROTARY_DATA_DIR "${CMAKE_SOURCE_DIR}/../shared/data" CACHE PATH "shared test data")
 find_program(TORCH_PYTHON NAMES python3 PATHS /usr/bin NO_DEFAULT_PATH)
 
-foreach(t test_rope test_model test_checkpoint test_tokenizer test_train)
+foreach(t test_rope test_rope_scaling test_model test_checkpoint test_tokenizer test_train)
   add_executable(${t} tests/${t}.c)
   target_include_directories(${t} PRIVATE src)
   target_link_libraries(${t} rotary)
@@ -31,6 +31,11 @@ add_test(NAME cli_bad_input
 
 add_test(NAME cli_train
   COMMAND bash ${CMAKE_SOURCE_DIR}/tests/cli_train.sh $<TARGET_FILE:rotary_cli> ${CMAKE_SOURCE_DIR}
+  WORKING_DIRECTORY ${CMAKE_BINARY_DIR})
+
+# rope decay against Python, its plot, and --rope-scaling on train/eval/sample.
+add_test(NAME cli_rope
+  COMMAND bash ${CMAKE_SOURCE_DIR}/tests/cli_rope.sh $<TARGET_FILE:rotary_cli>
   WORKING_DIRECTORY ${CMAKE_BINARY_DIR})
 
 # Under AddressSanitizer, let huge allocations fail with NULL (the tests check

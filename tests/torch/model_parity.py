@@ -36,6 +36,14 @@ CONFIGS = [
     "pos=alibi n_head=6 n_kv_head=3 d_model=48 norm=layernorm bias=1",
     "pos=none mlp=swiglu bias=1 tied=0",
     "pos=rope n_head=2 n_kv_head=2 d_model=32 rope_base=500000 mlp=swiglu norm=layernorm tied=0",
+    "pos=t5 t5_buckets=6 t5_max_distance=8",
+    "pos=t5 n_head=8 n_kv_head=2 d_model=48 norm=layernorm mlp=gelu tied=0",
+    "attn=linear pos=rope rope_pairing=interleaved",
+    "attn=linear pos=rope rope_pairing=half",
+    "attn=linear pos=rope rope_pairing=half rotary_dim=4 n_kv_head=2 norm=layernorm bias=1",
+    "attn=linear pos=rope rope_pairing=interleaved n_head=8 n_kv_head=2 d_model=48",
+    "attn=linear pos=learned norm=layernorm mlp=gelu bias=1 tied=0",
+    "attn=linear pos=none n_kv_head=1",
 ]
 
 
@@ -73,6 +81,26 @@ def alibi_slopes(n):
     return pow2(p) + alibi_slopes(2 * p)[0::2][: n - p]
 
 
+def t5_bucket(n, nb, md):
+    """T5's causal bucket of distance n = i - j >= 0 (docs/model.md)."""
+    exact = nb // 2
+    if n < exact:
+        return n
+    return min(nb - 1, exact + math.floor(math.log(n / exact) / math.log(md / exact) * (nb - exact)))
+
+
+def linear_attention(q, k, v, cfg):
+    """RoFormer eq. 19 as a masked quadratic form: phi = elu + 1; RoPE (if
+    any) rotates phi(q), phi(k) in the numerator only. q, k, v: (B, H, T, hd)."""
+    T = q.shape[2]
+    fq, fk = F.elu(q) + 1, F.elu(k) + 1
+    rq, rk = (apply_rope(fq, cfg), apply_rope(fk, cfg)) if cfg["pos"] == "rope" else (fq, fk)
+    mask = torch.ones(T, T, dtype=torch.float64).tril()
+    num = ((rq @ rk.transpose(-1, -2)) * mask) @ v
+    den = ((fq @ fk.transpose(-1, -2)) * mask).sum(-1, keepdim=True)
+    return num / den
+
+
 def sinusoid(T, C, amp):
     pos = torch.arange(T, dtype=torch.float64)[:, None]
     w = 10000.0 ** (-torch.arange(0, C, 2, dtype=torch.float64) / C)
@@ -105,22 +133,30 @@ def forward(P, cfg, tokens, targets):
         x = x + sinusoid(T, C, cfg["sin_amplitude"])
     mask = torch.ones(T, T, dtype=torch.bool).tril()
     dist = (torch.arange(T)[:, None] - torch.arange(T)[None, :]).to(torch.float64)
+    buckets = torch.tensor([[t5_bucket(max(i - j, 0), cfg["t5_buckets"], cfg["t5_max_distance"])
+                             for j in range(T)] for i in range(T)])
     for l in range(cfg["n_layer"]):
         pre = f"layers.{l}."
         h = norm(x, P, pre + "norm1", cfg)
         q = linear(h, P, pre + "attn.q").view(B, T, nh, hd).transpose(1, 2)
         k = linear(h, P, pre + "attn.k").view(B, T, nkv, hd).transpose(1, 2)
         v = linear(h, P, pre + "attn.v").view(B, T, nkv, hd).transpose(1, 2)
-        if cfg["pos"] == "rope":
-            q, k = apply_rope(q, cfg), apply_rope(k, cfg)
         k = k.repeat_interleave(nh // nkv, dim=1)
         v = v.repeat_interleave(nh // nkv, dim=1)
-        s = q @ k.transpose(-1, -2) / math.sqrt(hd)
-        if cfg["pos"] == "alibi":
-            slopes = torch.tensor(alibi_slopes(nh), dtype=torch.float64)
-            s = s - slopes[:, None, None] * dist
-        s = s.masked_fill(~mask, float("-inf"))
-        a = (s.softmax(-1) @ v).transpose(1, 2).reshape(B, T, C)
+        if cfg["attn"] == "linear":
+            a = linear_attention(q, k, v, cfg).transpose(1, 2).reshape(B, T, C)
+        else:
+            if cfg["pos"] == "rope":
+                q, k = apply_rope(q, cfg), apply_rope(k, cfg)
+            s = q @ k.transpose(-1, -2) / math.sqrt(hd)
+            if cfg["pos"] == "alibi":
+                slopes = torch.tensor(alibi_slopes(nh), dtype=torch.float64)
+                s = s - slopes[:, None, None] * dist
+            elif cfg["pos"] == "t5":
+                # bias[h, i, j] = rel_bias[bucket(i - j), h], after the scaling
+                s = s + P["rel_bias.weight"][buckets].permute(2, 0, 1)
+            s = s.masked_fill(~mask, float("-inf"))
+            a = (s.softmax(-1) @ v).transpose(1, 2).reshape(B, T, C)
         x = x + linear(a, P, pre + "attn.o")
         h = norm(x, P, pre + "norm2", cfg)
         if cfg["mlp"] == "swiglu":
@@ -144,6 +180,10 @@ def parse_config(meta):
         cfg[k] = float(meta[k])
     for k in ["norm", "mlp", "pos", "rope_pairing"]:
         cfg[k] = meta[k]
+    # Optional keys (docs/formats.md) and their defaults.
+    cfg["attn"] = meta.get("attn", "softmax")
+    cfg["t5_buckets"] = int(meta.get("t5_buckets", 32))
+    cfg["t5_max_distance"] = int(meta.get("t5_max_distance", 128))
     return cfg
 
 
@@ -188,9 +228,11 @@ def check_config(tool, overrides, tmp):
                 worst = (f"grad{step + 1}.{n}", e)
     # Optimizer: torch's clip_grad_norm_ and AdamW fed with our gradients, so
     # this isolates the update from the (already checked) gradients.
-    opt = torch.optim.AdamW([{"params": [P[n] for n in names if P[n].dim() == 2],
+    # Decay: matrices and embeddings, not vectors nor T5's bias table.
+    decay = {n: P[n].dim() == 2 and n != "rel_bias.weight" for n in names}
+    opt = torch.optim.AdamW([{"params": [P[n] for n in names if decay[n]],
                               "weight_decay": float(rmeta["weight_decay"])},
-                             {"params": [P[n] for n in names if P[n].dim() < 2], "weight_decay": 0.0}],
+                             {"params": [P[n] for n in names if not decay[n]], "weight_decay": 0.0}],
                             lr=float(rmeta["lr"]), betas=(float(rmeta["beta1"]), float(rmeta["beta2"])),
                             eps=float(rmeta["eps"]))
     for step in range(2):

@@ -18,6 +18,8 @@ int cli_load_tokenizer(const char *spec, rotary_tokenizer **t);
 /* A model and its tokenizer from a run directory or a checkpoint file. */
 int cli_load_model(const char *run, const char *ckpt, const char *tok_spec, rotary_model *m,
                    rotary_tokenizer **tok);
+/* An option's value in DIR/config.json (a run directory), or NULL; free() it. */
+char *cli_run_option(const char *dir, const char *name);
 /* Path of a corpus (english, chinese), extracted on first use. */
 int cli_corpus_path(const char *name, char *path, size_t cap);
 

@@ -3,6 +3,8 @@
 #define _POSIX_C_SOURCE 200809L
 #include "cli.h"
 
+#include <cjson/cJSON.h>
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -137,4 +139,21 @@ int cli_apply_rope_scaling(rotary_model *m, const cli_rope_args *a, arg_spec *sp
                 "%g (the checkpoint has %s)\n", rotary_rope_scaling_name(s.type), s.factor,
                 s.original_ctx, rotary_rope_scaling_mscale(&s), was ? was : "?");
     return 0;
+}
+
+char *cli_run_option(const char *dir, const char *name) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    char buf[65536];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    cJSON *root = cJSON_Parse(buf);
+    const cJSON *o = root ? cJSON_GetObjectItemCaseSensitive(root, "options") : NULL;
+    const cJSON *v = o ? cJSON_GetObjectItemCaseSensitive(o, name) : NULL;
+    char *out = cJSON_IsString(v) ? strdup(v->valuestring) : NULL;
+    cJSON_Delete(root);
+    return out;
 }

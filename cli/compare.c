@@ -5,7 +5,6 @@
 #define _POSIX_C_SOURCE 200809L
 #include "cli.h"
 
-#include <cjson/cJSON.h>
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -99,24 +98,6 @@ static int read_curve(const char *dir, curve *cv, long *last) {
     return 0;
 }
 
-/* The option's value in a run's config.json, or NULL (caller frees). */
-static char *run_option(const char *dir, const char *name) {
-    char path[4200];
-    snprintf(path, sizeof path, "%s/config.json", dir);
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    char buf[65536];
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    cJSON *root = cJSON_Parse(buf);
-    const cJSON *o = root ? cJSON_GetObjectItemCaseSensitive(root, "options") : NULL;
-    const cJSON *v = o ? cJSON_GetObjectItemCaseSensitive(o, name) : NULL;
-    char *out = cJSON_IsString(v) ? strdup(v->valuestring) : NULL;
-    cJSON_Delete(root);
-    return out;
-}
-
 static int train_all(compare *c) {
     int total = c->n_pos * c->n_seeds, k = 0;
     for (int s = 0; s < c->n_seeds; s++) {
@@ -152,7 +133,7 @@ static int train_all(compare *c) {
             }
             curve cv;
             long last;
-            char *want = access(cfg, F_OK) == 0 ? run_option(dir, "steps") : NULL;
+            char *want = access(cfg, F_OK) == 0 ? cli_run_option(dir, "steps") : NULL;
             if (want && read_curve(dir, &cv, &last) == 0 && last == atol(want)) {
                 fprintf(stderr, "rotary: compare: run %d/%d (%s, seed %s) is complete\n", k, total,
                         c->pos[p], seed);
@@ -492,7 +473,7 @@ int cmd_compare(int argc, char **argv) {
     if (rc) return rc;
     char dir[4096];
     run_dir(dir, sizeof dir, &c, 0, 0);
-    char *ctx = run_option(dir, "ctx");
+    char *ctx = cli_run_option(dir, "ctx");
     c.ctx = ctx ? atoi(ctx) : 0;
     free(ctx);
     if (c.ctx <= 0) return cli_fail(dir, "cannot read the run's ctx");

@@ -5,7 +5,6 @@
 #include "args.h"
 #include "cli.h"
 
-#include <cjson/cJSON.h>
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -14,23 +13,15 @@
 
 /* The data and validation fraction a run was trained with. */
 static int run_data(const char *run, char *data, size_t cap, float *frac) {
-    char path[4200];
-    snprintf(path, sizeof path, "%s/config.json", run);
-    unsigned char *buf;
-    size_t n;
-    if (cli_read_file(path, &buf, &n)) return 1;
-    cJSON *root = cJSON_Parse((const char *)buf);
-    free(buf);
-    const cJSON *o = root ? cJSON_GetObjectItemCaseSensitive(root, "options") : NULL;
-    const cJSON *d = o ? cJSON_GetObjectItemCaseSensitive(o, "data") : NULL;
-    const cJSON *f = o ? cJSON_GetObjectItemCaseSensitive(o, "val-fraction") : NULL;
-    int ok = cJSON_IsString(d) && cJSON_IsString(f);
+    char *d = cli_run_option(run, "data"), *f = cli_run_option(run, "val-fraction");
+    int ok = d && f;
     if (ok) {
-        snprintf(data, cap, "%s", d->valuestring);
-        *frac = (float)atof(f->valuestring);
+        snprintf(data, cap, "%s", d);
+        *frac = (float)atof(f);
     }
-    cJSON_Delete(root);
-    return ok ? 0 : cli_fail(path, "no data options");
+    free(d);
+    free(f);
+    return ok ? 0 : cli_fail(run, "config.json: no data options (not a rotary run directory?)");
 }
 
 int cmd_eval(int argc, char **argv) {

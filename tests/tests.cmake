@@ -38,6 +38,10 @@ add_test(NAME cli_rope
   COMMAND bash ${CMAKE_SOURCE_DIR}/tests/cli_rope.sh $<TARGET_FILE:rotary_cli>
   WORKING_DIRECTORY ${CMAKE_BINARY_DIR})
 
+add_test(NAME cli_compare
+  COMMAND bash ${CMAKE_SOURCE_DIR}/tests/cli_compare.sh $<TARGET_FILE:rotary_cli> ${CMAKE_SOURCE_DIR}
+  WORKING_DIRECTORY ${CMAKE_BINARY_DIR})
+
 # Under AddressSanitizer, let huge allocations fail with NULL (the tests check
 # that we report them) instead of aborting.
 if(ROTARY_SANITIZE)

@@ -33,8 +33,16 @@ SHAKESPEARE="$ROOT/../shared/data/tinyshakespeare.txt"
 S=(--layers 4 --heads 4 --dim 128 --ctx 128 --batch 32 --eval-every 100 --sample-tokens 200)
 
 part() { [ -z "$ONLY" ] || [ "$ONLY" = "$1" ]; }
-publish() { # DIR NAME
+# Copy a comparison's report to docs/study/ and splice its table into
+# docs/study.md between the markers <!-- BEGIN NAME --> and <!-- END NAME -->.
+publish() { # DIR NAME DOCNAME
     for ext in md csv png svg; do cp "$1/$2.$ext" "$DOCS/$3.$ext"; done
+    local doc="$ROOT/docs/study.md"
+    grep -q "<!-- BEGIN $3 -->" "$doc" || return 0
+    awk -v name="$3" -v table="$DOCS/$3.md" '
+        $0 == "<!-- BEGIN " name " -->" { print; while ((getline line < table) > 0) print line; skip = 1; next }
+        $0 == "<!-- END " name " -->" { skip = 0 }
+        !skip { print }' "$doc" > "$doc.tmp" && mv "$doc.tmp" "$doc"
 }
 
 if part shakespeare; then # every encoding, one seed, with extrapolation

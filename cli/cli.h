@@ -20,6 +20,12 @@ int cli_load_model(const char *run, const char *ckpt, const char *tok_spec, rota
                    rotary_tokenizer **tok);
 /* An option's value in DIR/config.json (a run directory), or NULL; free() it. */
 char *cli_run_option(const char *dir, const char *name);
+/* The file behind --data: a corpus name (english, chinese) resolves to its
+ * extracted copy, anything else is a path. NULL after printing the error. */
+const char *cli_data_path(const char *spec, char *buf, size_t cap);
+/* Where the held-out end of a text starts: the last `frac` of its bytes,
+ * moved forward to a character boundary. train and eval must agree on it. */
+size_t cli_val_split(const unsigned char *text, size_t n, float frac);
 /* Path of a corpus (english, chinese), extracted on first use. */
 int cli_corpus_path(const char *name, char *path, size_t cap);
 

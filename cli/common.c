@@ -157,3 +157,14 @@ char *cli_run_option(const char *dir, const char *name) {
     cJSON_Delete(root);
     return out;
 }
+
+const char *cli_data_path(const char *spec, char *buf, size_t cap) {
+    if (strcmp(spec, "english") != 0 && strcmp(spec, "chinese") != 0) return spec;
+    return cli_corpus_path(spec, buf, cap) ? NULL : buf;
+}
+
+size_t cli_val_split(const unsigned char *text, size_t n, float frac) {
+    size_t at = (size_t)((double)n * (1.0 - frac));
+    while (at < n && (text[at] & 0xC0) == 0x80) at++;
+    return at;
+}

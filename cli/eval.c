@@ -65,18 +65,11 @@ int cmd_eval(int argc, char **argv) {
     if (rotary_model_extend(&m, T)) return cli_fail("--ctx", rotary_last_error());
 
     char cpath[4096];
-    if (!strcmp(data, "english") || !strcmp(data, "chinese")) {
-        if (cli_corpus_path(data, cpath, sizeof cpath)) return 1;
-        data = cpath;
-    }
+    if (!(data = cli_data_path(data, cpath, sizeof cpath))) return 1;
     unsigned char *text;
     size_t n_text;
     if (cli_read_file(data, &text, &n_text)) return 1;
-    size_t at = 0;
-    if (!strcmp(split, "val")) {
-        at = (size_t)((double)n_text * (1.0 - frac));
-        while (at < n_text && (text[at] & 0xC0) == 0x80) at++;
-    }
+    size_t at = strcmp(split, "val") ? 0 : cli_val_split(text, n_text, frac);
     int *ids;
     size_t n_ids;
     if (rotary_tokenizer_encode(tok, text + at, n_text - at, &ids, &n_ids))

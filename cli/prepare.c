@@ -18,10 +18,7 @@ int cmd_prepare(int argc, char **argv) {
     if (rc) return rc < 0 ? 0 : rc;
     if (!data || !out) return cli_fail("prepare", "give --data and -o");
     char cpath[4096];
-    if (!strcmp(data, "english") || !strcmp(data, "chinese")) {
-        if (cli_corpus_path(data, cpath, sizeof cpath)) return 1;
-        data = cpath;
-    }
+    if (!(data = cli_data_path(data, cpath, sizeof cpath))) return 1;
     rotary_tokenizer *tok;
     if (cli_load_tokenizer(tok_spec, &tok)) return 1;
     unsigned char *text;

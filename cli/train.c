@@ -220,11 +220,8 @@ typedef struct {
 
 static int load_data(const char *spec, const rotary_tokenizer *tok, float frac, token_split *s) {
     char path[4096];
-    const char *file = spec;
-    if (!strcmp(spec, "english") || !strcmp(spec, "chinese")) {
-        if (cli_corpus_path(spec, path, sizeof path)) return 1;
-        file = path;
-    }
+    const char *file = cli_data_path(spec, path, sizeof path);
+    if (!file) return 1;
     memset(s, 0, sizeof *s);
     int is_tok = rotary_tokens_is_file(file);
     if (is_tok < 0) return cli_fail("--data", rotary_last_error());
@@ -247,8 +244,7 @@ static int load_data(const char *spec, const rotary_tokenizer *tok, float frac, 
     unsigned char *text;
     size_t n;
     if (cli_read_file(file, &text, &n)) return 1;
-    size_t at = (size_t)((double)n * (1.0 - frac));
-    while (at < n && (text[at] & 0xC0) == 0x80) at++; /* split between characters */
+    size_t at = cli_val_split(text, n, frac);
     int rc = rotary_tokenizer_encode(tok, text, at, &s->train, &s->n_train) ||
              rotary_tokenizer_encode(tok, text + at, n - at, &s->val, &s->n_val);
     free(text);

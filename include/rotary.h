@@ -405,6 +405,11 @@ void rotary_decoder_reset(rotary_decoder *d);
 /* Feed one token at position d->n; *logits (vocab) stays valid until the
  * next call. Fails when the cache is full or the token is out of range. */
 int rotary_decoder_step(rotary_decoder *d, int token, const float **logits);
+/* Switch the decoder's matrix-vector products to 8-bit weights: every
+ * matrix quantized in groups of 32 values with one scale each (GGUF's Q8_0),
+ * the input vector likewise. Call after init; costs about 1.06 bytes per
+ * weight in memory. */
+int rotary_decoder_quantize(rotary_decoder *d);
 
 typedef struct {
     float temperature;  /* 0: greedy */
@@ -428,6 +433,8 @@ int rotary_sample(rotary_sampler *s, const float *logits);
  *        of earlier ids. Text is first cut into chunks (docs/tokenizer.md,
  *        rule "rotary-v1") and merges never cross a chunk boundary. */
 typedef struct rotary_tokenizer rotary_tokenizer;
+typedef struct rotary_gguf rotary_gguf;
+typedef struct rotary_gguf_writer rotary_gguf_writer;
 
 int rotary_tokenizer_bytes(rotary_tokenizer **t);
 /* Learn up to vocab_size - 256 merges (256 <= vocab_size <= 65536) from text,
@@ -460,6 +467,124 @@ int rotary_tokenizer_is_bytes(const rotary_tokenizer *t);
  * earlier ids. */
 int rotary_tokenizer_save(const rotary_tokenizer *t, const char *path);
 int rotary_tokenizer_load(rotary_tokenizer **t, const char *path);
+
+/* Tokenizers of existing models (docs/tokenizer.md). Their ids and pieces
+ * are the model's own: encode follows that model's rules (SentencePiece adds
+ * a leading space and falls back to <0xXX> byte tokens; GPT-2 splits with its
+ * pattern and maps bytes to printable characters), and rotary_tokenizer_piece
+ * gives the bytes a token stands for (empty for control tokens such as BOS).
+ * Special tokens written in the text are encoded as plain text; BOS is never
+ * added by encode. */
+int rotary_tokenizer_load_llama2c(rotary_tokenizer **t, const char *path, int vocab_size);
+/* tokenizer.ggml.model "llama" (SentencePiece BPE) or "gpt2" (byte-level BPE);
+ * also our own tokenizers as rotary_tokenizer_to_gguf writes them. */
+int rotary_tokenizer_from_gguf(rotary_tokenizer **t, const rotary_gguf *g);
+/* Add the tokenizer.ggml.* keys from which rotary_tokenizer_from_gguf
+ * rebuilds t exactly (our byte and BPE tokenizers, as model "gpt2" with
+ * pre-tokenizer "rotary-v1"). */
+int rotary_tokenizer_to_gguf(const rotary_tokenizer *t, rotary_gguf_writer *w);
+int rotary_tokenizer_bos(const rotary_tokenizer *t);     /* -1: none */
+int rotary_tokenizer_eos(const rotary_tokenizer *t);     /* -1: none */
+int rotary_tokenizer_add_bos(const rotary_tokenizer *t); /* prompts start with BOS */
+
+/* -------------------------------------------------------------------- GGUF */
+
+/* GGUF (versions 2 and 3), llama.cpp's file format: typed metadata
+ * key/values, then tensor descriptions, then aligned tensor data
+ * (docs/formats.md). The reader maps the file read-only and validates every
+ * count, length, type, dimension and offset before anything is used. */
+typedef enum {
+    ROTARY_GGUF_U8 = 0, ROTARY_GGUF_I8 = 1, ROTARY_GGUF_U16 = 2, ROTARY_GGUF_I16 = 3,
+    ROTARY_GGUF_U32 = 4, ROTARY_GGUF_I32 = 5, ROTARY_GGUF_F32 = 6, ROTARY_GGUF_BOOL = 7,
+    ROTARY_GGUF_STRING = 8, ROTARY_GGUF_ARRAY = 9, ROTARY_GGUF_U64 = 10, ROTARY_GGUF_I64 = 11,
+    ROTARY_GGUF_F64 = 12,
+} rotary_gguf_type;
+
+/* Tensor types we read (ggml's numbering). Q8_0: blocks of 32 values, each
+ * a float16 scale d then 32 int8 q; value = d * q. */
+enum { ROTARY_GGML_F32 = 0, ROTARY_GGML_F16 = 1, ROTARY_GGML_Q8_0 = 8, ROTARY_GGML_BF16 = 30 };
+
+typedef struct {
+    const char *name;   /* NUL-terminated */
+    int type;           /* ROTARY_GGML_* */
+    int n_dims;         /* 1..4 */
+    int64_t ne[4];      /* ggml order: ne[0] is the contiguous dimension; unused = 1 */
+    int64_t n_elements;
+    size_t n_bytes;
+    const void *data;   /* into the mapping; valid until rotary_gguf_close */
+} rotary_gguf_tensor;
+
+/* typedef struct rotary_gguf rotary_gguf; (declared with the tokenizer) */
+
+int rotary_gguf_open(rotary_gguf **g, const char *path);
+void rotary_gguf_close(rotary_gguf *g);
+int rotary_gguf_version(const rotary_gguf *g);
+int rotary_gguf_n_kv(const rotary_gguf *g);
+const char *rotary_gguf_kv_key(const rotary_gguf *g, int i); /* NUL-terminated */
+int rotary_gguf_kv_type(const rotary_gguf *g, int i);        /* rotary_gguf_type */
+int rotary_gguf_find(const rotary_gguf *g, const char *key); /* index or -1 */
+/* Scalar values. get_int takes any integer type or bool (EFORMAT if the
+ * value does not fit int64); get_float takes any float or integer type;
+ * get_string a STRING (not NUL-terminated: use len). Each returns
+ * ROTARY_EFORMAT with a message naming the key when it is missing or of
+ * another type. */
+int rotary_gguf_get_int(const rotary_gguf *g, const char *key, int64_t *out);
+int rotary_gguf_get_float(const rotary_gguf *g, const char *key, double *out);
+int rotary_gguf_get_string(const rotary_gguf *g, const char *key, const char **s, size_t *len);
+/* Arrays: the element type and length, then element i (O(1) for every
+ * element type, strings included), converted as the scalar getters do. */
+int rotary_gguf_get_array(const rotary_gguf *g, const char *key, int *elem_type, uint64_t *n);
+int rotary_gguf_array_int(const rotary_gguf *g, const char *key, uint64_t i, int64_t *out);
+int rotary_gguf_array_float(const rotary_gguf *g, const char *key, uint64_t i, double *out);
+int rotary_gguf_array_string(const rotary_gguf *g, const char *key, uint64_t i, const char **s,
+                             size_t *len);
+
+int rotary_gguf_n_tensors(const rotary_gguf *g);
+const rotary_gguf_tensor *rotary_gguf_tensor_at(const rotary_gguf *g, int i);
+const rotary_gguf_tensor *rotary_gguf_find_tensor(const rotary_gguf *g, const char *name);
+/* All n_elements values of t as float32 (F32, F16, BF16, Q8_0). */
+int rotary_gguf_tensor_f32(const rotary_gguf_tensor *t, float *out);
+
+/* Writer: collect key/values and tensors, then write a version-3 file
+ * (alignment 32) atomically (temp file, fsync, rename). Keys are written in
+ * the order they were set; setting a key again replaces its value.
+ * (rotary_gguf_writer is declared with the tokenizer.) */
+int rotary_gguf_writer_new(rotary_gguf_writer **w);
+void rotary_gguf_writer_free(rotary_gguf_writer *w);
+int rotary_gguf_set_u32(rotary_gguf_writer *w, const char *key, uint32_t v);
+int rotary_gguf_set_i32(rotary_gguf_writer *w, const char *key, int32_t v);
+int rotary_gguf_set_f32(rotary_gguf_writer *w, const char *key, float v);
+int rotary_gguf_set_bool(rotary_gguf_writer *w, const char *key, int v);
+int rotary_gguf_set_string(rotary_gguf_writer *w, const char *key, const char *s, size_t len);
+/* A numeric array (elem_type not STRING or ARRAY); data is copied. */
+int rotary_gguf_set_array(rotary_gguf_writer *w, const char *key, int elem_type,
+                          const void *data, uint64_t n);
+/* A string array; the strings are copied. */
+int rotary_gguf_set_strings(rotary_gguf_writer *w, const char *key, const char *const *s,
+                            const size_t *len, uint64_t n);
+/* A tensor of type F32 or Q8_0 (ne in ggml order); data is referenced, not
+ * copied: it must stay valid until rotary_gguf_write. */
+int rotary_gguf_add_tensor(rotary_gguf_writer *w, const char *name, int type, int n_dims,
+                           const int64_t *ne, const void *data);
+int rotary_gguf_write(const rotary_gguf_writer *w, const char *path);
+
+/* ------------------------------------------------- other model formats */
+
+/* A llama2.c checkpoint (.bin: 7 int32 dim, hidden_dim, n_layers, n_heads,
+ * n_kv_heads, vocab_size (negative: separate classifier), seq_len, then
+ * float32 weights) into *m: RMSNorm (eps 1e-5), SwiGLU, interleaved RoPE
+ * with base 10000 over the whole head. Weights are copied into our layout. */
+int rotary_model_load_llama2c(rotary_model *m, const char *path);
+/* A GGUF model of architecture `llama` into *m (weights converted to
+ * float32). GGUF's llama rotates adjacent pairs, so m gets the interleaved
+ * pairing; rope scaling keys become m->cfg.rope_scaling. */
+int rotary_model_load_gguf(rotary_model *m, const rotary_gguf *g);
+/* Write m as GGUF architecture `llama` with tokenizer t inside. Refuses
+ * models that architecture cannot express (LayerNorm, GELU, biases, position
+ * encodings other than RoPE, linear attention). A half-pairing model has
+ * the rows of wq and wk permuted within each head into the adjacent-pair
+ * order, so both programs compute the same function. */
+int rotary_model_export_gguf(const rotary_model *m, const rotary_tokenizer *t, const char *path);
 
 /* ------------------------------------------------------------------- misc */
 

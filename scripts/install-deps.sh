@@ -6,5 +6,5 @@ set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
-  build-essential cmake libopenblas-dev libopenblas0-openmp libcjson-dev \
+  build-essential cmake libopenblas-dev libopenblas0-openmp libcjson-dev libpcre2-dev \
   python3 python3-torch python3-numpy bible-kjv fortunes-zh gnuplot-nox >/dev/null

@@ -1,0 +1,1 @@
+/* generate.c: (in progress) */

@@ -1,0 +1,2 @@
+/* io_gguf.c: (in progress) */
+#include "internal.h"

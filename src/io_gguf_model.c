@@ -1,0 +1,2 @@
+/* io_gguf_model.c: (in progress) */
+#include "internal.h"

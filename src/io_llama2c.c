@@ -1,0 +1,2 @@
+/* io_llama2c.c: (in progress) */
+#include "internal.h"

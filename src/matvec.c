@@ -1,0 +1,2 @@
+/* matvec.c: (in progress) */
+#include "internal.h"

@@ -1,0 +1,2 @@
+/* tokenizer_gpt2.c: (in progress) */
+#include "internal.h"

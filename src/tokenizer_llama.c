@@ -1,0 +1,2 @@
+/* tokenizer_llama.c: (in progress) */
+#include "internal.h"

@@ -42,6 +42,11 @@ add_test(NAME cli_compare
   COMMAND bash ${CMAKE_SOURCE_DIR}/tests/cli_compare.sh $<TARGET_FILE:rotary_cli> ${CMAKE_SOURCE_DIR}
   WORKING_DIRECTORY ${CMAKE_BINARY_DIR})
 
+include(tests/gguf.cmake)
+include(tests/tokenizers.cmake)
+include(tests/decode.cmake)
+include(tests/llama.cmake)
+
 # Under AddressSanitizer, let huge allocations fail with NULL (the tests check
 # that we report them) instead of aborting.
 if(ROTARY_SANITIZE)

@@ -1,0 +1,1 @@
+# Tests of issue 5 (llama); included from tests/tests.cmake.

@@ -214,6 +214,10 @@ static void build_table(table_builder *tb) {
 }
 
 int rotary_model_build(rotary_model *m, const rotary_config *cfg) {
+    return model_build(m, cfg, 1);
+}
+
+int model_build(rotary_model *m, const rotary_config *cfg, int with_grads) {
     memset(m, 0, sizeof *m);
     int rc = rotary_config_validate(cfg);
     if (rc) return rc;
@@ -234,8 +238,8 @@ int rotary_model_build(rotary_model *m, const rotary_config *cfg) {
         return rotary_fail(ROTARY_ENOMEM, "model: %zu parameters is more than supported", n);
     }
     m->params = rotary_alloc_floats(m->n_params, "model parameters");
-    m->grads = m->params ? rotary_alloc_floats(m->n_params, "model gradients") : NULL;
-    if (!m->grads) {
+    if (m->params && with_grads) m->grads = rotary_alloc_floats(m->n_params, "model gradients");
+    if (!m->params || (with_grads && !m->grads)) {
         rotary_model_free(m);
         return ROTARY_ENOMEM;
     }
@@ -647,7 +651,7 @@ const float *rotary_model_logits(const rotary_model *m) {
 }
 
 void rotary_model_zero_grad(rotary_model *m) {
-    memset(m->grads, 0, m->n_params * sizeof(float));
+    if (m->grads) memset(m->grads, 0, m->n_params * sizeof(float));
 }
 
 /* ----------------------------------------------------------- backward pass */
@@ -657,6 +661,7 @@ int rotary_model_backward(rotary_model *m) {
     rotary_acts *a = m->acts;
     if (!a || !a->has_targets)
         return rotary_fail(ROTARY_EINVAL, "backward: no forward pass with targets to differentiate");
+    if (!m->grads) return rotary_fail(ROTARY_EINVAL, "backward: the model was loaded for inference only");
     const rotary_layout *lo = m->layout;
     const int B = a->cur_B, T = a->cur_T, N = B * T, C = c->d_model, nh = c->n_head;
     const int nkv = c->n_kv_head, hd = C / nh, QKV = (nh + 2 * nkv) * hd, F = c->d_ff;

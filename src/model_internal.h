@@ -22,4 +22,8 @@ struct rotary_layout {
     layer_params layer[]; /* n_layer entries */
 };
 
+/* rotary_model_build without gradients when with_grads is 0 (models loaded
+ * for inference only: backward then fails cleanly). */
+int model_build(rotary_model *m, const rotary_config *cfg, int with_grads);
+
 #endif

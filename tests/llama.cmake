@@ -1,1 +1,11 @@
-# Tests of issue 5 (llama); included from tests/tests.cmake.
+# Tests of issue 5 (llama2.c models, generation); included from tests/tests.cmake.
+add_executable(llama2c_greedy tests/llama2c_greedy.c)
+target_link_libraries(llama2c_greedy rotary)
+
+# Greedy ids of the two real llama2.c files against a PyTorch float64
+# implementation of the format.
+add_test(NAME llama2c_torch
+  COMMAND ${TORCH_PYTHON} ${CMAKE_SOURCE_DIR}/tests/torch/llama2c_ref.py $<TARGET_FILE:llama2c_greedy>
+          ${ROTARY_DATA_DIR}/aidreams260K.bin ${ROTARY_DATA_DIR}/stories260K.bin
+  WORKING_DIRECTORY ${CMAKE_BINARY_DIR})
+set_tests_properties(llama2c_torch PROPERTIES ENVIRONMENT "OMP_NUM_THREADS=2")

@@ -9,3 +9,7 @@ add_test(NAME llama2c_torch
           ${ROTARY_DATA_DIR}/aidreams260K.bin ${ROTARY_DATA_DIR}/stories260K.bin
   WORKING_DIRECTORY ${CMAKE_BINARY_DIR})
 set_tests_properties(llama2c_torch PROPERTIES ENVIRONMENT "OMP_NUM_THREADS=2")
+
+add_executable(test_llama2c tests/test_llama2c.c)
+target_link_libraries(test_llama2c rotary)
+add_test(NAME test_llama2c COMMAND test_llama2c WORKING_DIRECTORY ${CMAKE_BINARY_DIR})

@@ -13,10 +13,13 @@ int cli_fail(const char *what, const char *why);
 /* Read a whole regular, non-empty file (NUL-terminated copy); 0 or 1 after
  * printing the error. */
 int cli_read_file(const char *path, unsigned char **buf, size_t *n);
-/* "bytes" or a tokenizer file. */
-int cli_load_tokenizer(const char *spec, rotary_tokenizer **t);
-/* A model and its tokenizer from a run directory or a checkpoint file. */
-int cli_load_model(const char *run, const char *ckpt, const char *tok_spec, rotary_model *m,
+/* "bytes" or a tokenizer file: ours (JSON), a GGUF file's, or llama2.c's
+ * tokenizer.bin (which does not store its size: vocab > 0 gives it). */
+int cli_load_tokenizer(const char *spec, int vocab, rotary_tokenizer **t);
+/* A model and its tokenizer from a run directory or a model file (our
+ * safetensors, GGUF, llama2.c .bin), told apart by their first bytes.
+ * tok_spec NULL: the run's tokenizer, the GGUF's own, or bytes. */
+int cli_load_model(const char *path, const char *tok_spec, rotary_model *m,
                    rotary_tokenizer **tok);
 /* An option's value in DIR/config.json (a run directory), or NULL; free() it. */
 char *cli_run_option(const char *dir, const char *name);
@@ -33,7 +36,8 @@ int cmd_demo(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
-int cmd_sample(int argc, char **argv);
+int cmd_generate(int argc, char **argv);
+int cmd_export(int argc, char **argv);
 int cmd_corpus(int argc, char **argv);
 int cmd_prepare(int argc, char **argv);
 int cmd_compare(int argc, char **argv);

@@ -43,25 +43,90 @@ int cli_read_file(const char *path, unsigned char **buf, size_t *n) {
     return 0;
 }
 
-int cli_load_tokenizer(const char *spec, rotary_tokenizer **t) {
-    int rc = !strcmp(spec, "bytes") ? rotary_tokenizer_bytes(t) : rotary_tokenizer_load(t, spec);
+/* What a file is, from its first bytes. */
+typedef enum { FILE_OTHER, FILE_GGUF, FILE_SAFETENSORS, FILE_JSON } file_kind;
+
+static file_kind sniff(const char *path) {
+    unsigned char b[16] = {0};
+    FILE *f = fopen(path, "rb");
+    size_t n = f ? fread(b, 1, sizeof b, f) : 0;
+    if (f) fclose(f);
+    if (n >= 4 && !memcmp(b, "GGUF", 4)) return FILE_GGUF;
+    /* safetensors: u64 header length, then the JSON header */
+    if (n >= 9 && b[8] == '{') return FILE_SAFETENSORS;
+    for (size_t i = 0; i < n; i++)
+        if (b[i] != ' ' && b[i] != '\n' && b[i] != '\t' && b[i] != '\r')
+            return b[i] == '{' ? FILE_JSON : FILE_OTHER;
+    return FILE_OTHER;
+}
+
+static int is_dir(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+int cli_load_tokenizer(const char *spec, int vocab, rotary_tokenizer **t) {
+    int rc;
+    if (!strcmp(spec, "bytes")) {
+        rc = rotary_tokenizer_bytes(t);
+    } else {
+        file_kind k = sniff(spec);
+        if (k == FILE_GGUF) {
+            rotary_gguf *g = NULL;
+            rc = rotary_gguf_open(&g, spec);
+            if (rc == ROTARY_OK) rc = rotary_tokenizer_from_gguf(t, g);
+            rotary_gguf_close(g);
+        } else if (k == FILE_JSON || vocab <= 0) {
+            rc = rotary_tokenizer_load(t, spec);
+        } else {
+            rc = rotary_tokenizer_load_llama2c(t, spec, vocab);
+        }
+    }
     return rc ? cli_fail("tokenizer", rotary_last_error()) : 0;
 }
 
-int cli_load_model(const char *run, const char *ckpt, const char *tok_spec, rotary_model *m,
+int cli_load_model(const char *path, const char *tok_spec, rotary_model *m,
                    rotary_tokenizer **tok) {
-    char path[4096], tpath[4096];
-    if (run) {
-        snprintf(path, sizeof path, "%s/checkpoint.safetensors", run);
-        snprintf(tpath, sizeof tpath, "%s/tokenizer.json", run);
-        ckpt = path;
+    if (!path) return cli_fail("model", "give a model: a run directory or a model file");
+    char ckpt[4096], tpath[4096];
+    int rc = 0;
+    rotary_gguf *g = NULL;
+    file_kind k = FILE_OTHER;
+    if (is_dir(path)) {
+        snprintf(ckpt, sizeof ckpt, "%s/checkpoint.safetensors", path);
+        snprintf(tpath, sizeof tpath, "%s/tokenizer.json", path);
         if (!tok_spec) tok_spec = tpath;
+        rc = rotary_checkpoint_load(ckpt, m);
+    } else if ((k = sniff(path)) == FILE_GGUF) {
+        rc = rotary_gguf_open(&g, path);
+        if (rc == ROTARY_OK) rc = rotary_model_load_gguf(m, g);
+    } else if (k == FILE_SAFETENSORS) {
+        rc = rotary_checkpoint_load(path, m);
+    } else {
+        rc = rotary_model_load_llama2c(m, path);
+        if (rc == ROTARY_OK && !tok_spec) {
+            rotary_model_free(m);
+            return cli_fail(path, "a llama2.c checkpoint has no tokenizer inside: give -z "
+                            "tokenizer.bin");
+        }
     }
-    if (!ckpt) return cli_fail("model", "give --run DIR or --checkpoint FILE");
-    if (rotary_checkpoint_load(ckpt, m)) return cli_fail("checkpoint", rotary_last_error());
-    if (cli_load_tokenizer(tok_spec ? tok_spec : "bytes", tok)) {
-        rotary_model_free(m);
-        return 1;
+    if (rc) {
+        rotary_gguf_close(g);
+        return cli_fail("model", rotary_last_error());
+    }
+    if (g && !tok_spec) { /* the GGUF's own tokenizer */
+        rc = rotary_tokenizer_from_gguf(tok, g);
+        rotary_gguf_close(g);
+        if (rc) {
+            rotary_model_free(m);
+            return cli_fail("tokenizer", rotary_last_error());
+        }
+    } else {
+        rotary_gguf_close(g);
+        if (cli_load_tokenizer(tok_spec ? tok_spec : "bytes", m->cfg.vocab, tok)) {
+            rotary_model_free(m);
+            return 1;
+        }
     }
     if (rotary_tokenizer_vocab_size(*tok) != m->cfg.vocab) {
         char why[160];

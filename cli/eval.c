@@ -59,7 +59,8 @@ int cmd_eval(int argc, char **argv) {
 
     rotary_model m;
     rotary_tokenizer *tok;
-    if (cli_load_model(run, ckpt, tok_spec, &m, &tok)) return 1;
+    if (run && ckpt) return cli_fail("eval", "give --run or --checkpoint, not both");
+    if (cli_load_model(run ? run : ckpt, tok_spec, &m, &tok)) return 1;
     if (cli_apply_rope_scaling(&m, &ra, specs, n_specs)) return 1;
     int T = ctx ? ctx : m.cfg.ctx;
     if (rotary_model_extend(&m, T)) return cli_fail("--ctx", rotary_last_error());

@@ -1,1 +1,173 @@
-/* generate.c: (in progress) */
+/* generate.c: `rotary generate` (also `rotary sample`): stream text from any
+ * model we read (run directory, our safetensors checkpoint, llama2.c .bin,
+ * GGUF) with a KV cache, and report prefill and decode speed. */
+#define _POSIX_C_SOURCE 200809L
+#include "args.h"
+#include "cli.h"
+
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Print a token's bytes. The first piece of a SentencePiece text starts
+ * with the space the encoder adds, which is not part of the text. */
+static void emit(const rotary_tokenizer *tok, int id, int after_bos, int show_ids) {
+    if (show_ids) {
+        printf("%d ", id);
+        fflush(stdout);
+        return;
+    }
+    int len;
+    const unsigned char *p = rotary_tokenizer_piece(tok, id, &len);
+    if (after_bos && len > 0 && p[0] == ' ') p++, len--;
+    fwrite(p, 1, (size_t)len, stdout);
+    fflush(stdout);
+}
+
+/* Bytes of memory available to us (MemAvailable), or 0 if unknown. */
+static double mem_available(void) {
+    FILE *f = fopen("/proc/meminfo", "r");
+    char line[256];
+    double kb = 0;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %lf kB", &kb) == 1) break;
+    if (f) fclose(f);
+    return kb * 1024.0;
+}
+
+/* Refuse a context whose KV cache cannot fit in memory, before allocating. */
+static int check_cache(const rotary_config *c, int T) {
+    double hd = (double)c->d_model / c->n_head;
+    double bytes = c->attn == ROTARY_ATTN_LINEAR ? 0.0
+                   : 2.0 * c->n_layer * (double)T * c->n_kv_head * hd * sizeof(float);
+    double avail = mem_available();
+    if (avail > 0 && bytes > 0.9 * avail) {
+        char why[256];
+        snprintf(why, sizeof why, "a KV cache for %d positions needs %.2f GiB, but only %.2f GiB "
+                 "of memory is available; ask for a shorter --ctx", T, bytes / 1073741824.0,
+                 avail / 1073741824.0);
+        return cli_fail("--ctx", why);
+    }
+    return 0;
+}
+
+int cmd_generate(int argc, char **argv) {
+    const char *model = NULL, *ckpt = NULL, *tok_spec = NULL, *prompt = "";
+    int n_new = 256, top_k = 0, threads = 0, ctx = 0, int8 = 0, show_ids = 0, no_stop = 0;
+    long seed = 1;
+    float temperature = 0.8f, top_p = 0.95f;
+    cli_rope_args ra;
+    cli_rope_args_default(&ra);
+    /* The first argument, if it is not an option, is the model. */
+    if (argc > 1 && argv[1][0] != '-') model = argv[1], argv[1] = argv[0], argv++, argc--;
+    enum { N_SPECS = 17 };
+    arg_spec specs[N_SPECS + CLI_ROPE_N_SPECS] = {
+        {"--run", ARG_STR, &model, 0, 0, "run directory (same as MODEL)", 0},
+        {"--checkpoint", ARG_STR, &ckpt, 0, 0, "model file (same as MODEL)", 0},
+        {"-z", ARG_STR, &tok_spec, 0, 0, "tokenizer: bytes, ours (.json), llama2.c tokenizer.bin "
+         "or a GGUF file (default: the run's or the GGUF's own)", 0},
+        {"--tokenizer", ARG_STR, &tok_spec, 0, 0, "same as -z", 0},
+        {"-p", ARG_STR, &prompt, 0, 0, "prompt text", 0},
+        {"--prompt", ARG_STR, &prompt, 0, 0, "same as -p", 0},
+        {"-n", ARG_INT, &n_new, 0, 1 << 24, "tokens to generate", 0},
+        {"-t", ARG_FLOAT, &temperature, 0, 100, "temperature (0 = greedy)", 0},
+        {"--temperature", ARG_FLOAT, &temperature, 0, 100, "same as -t", 0},
+        {"--top-k", ARG_INT, &top_k, 0, 1 << 24, "sample among the k most likely (0 = off)", 0},
+        {"--top-p", ARG_FLOAT, &top_p, 1e-6, 1, "nucleus: the smallest set with this much probability", 0},
+        {"--seed", ARG_LONG, &seed, 0, 9e15, "random seed", 0},
+        {"--threads", ARG_INT, &threads, 0, 1024, "threads (0 = all cores)", 0},
+        {"--ctx", ARG_INT, &ctx, 0, 1 << 24, "KV cache positions (0 = the model's context)", 0},
+        {"--int8", ARG_FLAG, &int8, 0, 0, "8-bit weights for the matrix products (Q8_0-style)", 0},
+        {"--ids", ARG_FLAG, &show_ids, 0, 0, "print token ids instead of text", 0},
+        {"--no-stop", ARG_FLAG, &no_stop, 0, 0, "do not stop at the end-of-text token", 0},
+    };
+    int n_specs = N_SPECS + cli_rope_specs(specs + N_SPECS, &ra);
+    int rc = args_parse(specs, n_specs, argc, argv,
+                        "rotary generate MODEL [-z TOKENIZER] [-p PROMPT] [-n N] [-t TEMP] [options]\n"
+                        "MODEL: a run directory, a .safetensors checkpoint, a llama2.c .bin or a GGUF file");
+    if (rc) return rc < 0 ? 0 : rc;
+    if (threads) omp_set_num_threads(threads);
+    if (ckpt && model) return cli_fail("generate", "give the model once");
+    rotary_model m;
+    rotary_tokenizer *tok;
+    if (cli_load_model(model ? model : ckpt, tok_spec, &m, &tok)) return 1;
+    if (cli_apply_rope_scaling(&m, &ra, specs, n_specs)) return 1;
+
+    const int bos = rotary_tokenizer_add_bos(tok) ? rotary_tokenizer_bos(tok) : -1;
+    const int eos = no_stop ? -1 : rotary_tokenizer_eos(tok);
+    int *ids = NULL;
+    size_t n_text = 0;
+    if (*prompt && rotary_tokenizer_encode(tok, (const unsigned char *)prompt, strlen(prompt),
+                                           &ids, &n_text))
+        return cli_fail("prompt", rotary_last_error());
+    /* Our byte-level models need at least one token to start from. */
+    const char *start = bos < 0 && n_text == 0 ? "\n" : NULL;
+    if (start && rotary_tokenizer_encode(tok, (const unsigned char *)start, 1, &ids, &n_text))
+        return cli_fail("prompt", rotary_last_error());
+    size_t n_prompt = n_text + (bos >= 0);
+    const int T = ctx ? ctx : m.cfg.ctx;
+    if (n_prompt > (size_t)T) {
+        char why[160];
+        snprintf(why, sizeof why, "%zu tokens, but the context is %d (--ctx)", n_prompt, T);
+        return cli_fail("prompt", why);
+    }
+    int *all = malloc((n_prompt + (size_t)n_new + 1) * sizeof(int));
+    if (!all) return cli_fail("generate", "out of memory");
+    if (bos >= 0) all[0] = bos;
+    if (n_text) memcpy(all + (bos >= 0), ids, n_text * sizeof(int));
+    free(ids);
+    if (check_cache(&m.cfg, T)) return 1;
+    rotary_decoder dec;
+    rotary_sampler smp;
+    if (rotary_decoder_init(&dec, &m, T) || (int8 && rotary_decoder_quantize(&dec)) ||
+        rotary_sampler_init(&smp, m.cfg.vocab, temperature, top_k, top_p, (uint64_t)seed))
+        return cli_fail("generate", rotary_last_error());
+
+    if (show_ids)
+        for (size_t i = 0; i < n_prompt; i++) emit(tok, all[i], 0, 1);
+    else if (!start) {
+        fputs(prompt, stdout);
+        fflush(stdout);
+    }
+    const float *logits = NULL;
+    double t0 = now_s();
+    for (size_t i = 0; i < n_prompt; i++)
+        if (rotary_decoder_step(&dec, all[i], &logits)) return cli_fail("generate", rotary_last_error());
+    double t1 = now_s();
+    size_t n = n_prompt;
+    int made = 0;
+    for (; made < n_new; made++) {
+        if (dec.n == dec.max_T) { /* full: keep the last half of the window */
+            rotary_decoder_reset(&dec);
+            for (size_t j = n - (size_t)T / 2; j < n; j++)
+                if (rotary_decoder_step(&dec, all[j], &logits))
+                    return cli_fail("generate", rotary_last_error());
+        }
+        all[n] = rotary_sample(&smp, logits);
+        if (all[n] == eos || (all[n] == bos && bos >= 0)) break; /* end of text */
+        emit(tok, all[n], n == 1 && rotary_tokenizer_space_prefix(tok), show_ids);
+        if (rotary_decoder_step(&dec, all[n++], &logits))
+            return cli_fail("generate", rotary_last_error());
+    }
+    double t2 = now_s();
+    printf("\n");
+    fflush(stdout);
+    fprintf(stderr, "rotary: prefill %zu tokens at %.1f tok/s, decode %d tokens at %.1f tok/s%s\n",
+            n_prompt, n_prompt / (t1 - t0 + 1e-12), made, made / (t2 - t1 + 1e-12),
+            int8 ? " (int8)" : "");
+    free(all);
+    rotary_sampler_free(&smp);
+    rotary_decoder_free(&dec);
+    rotary_tokenizer_free(tok);
+    rotary_model_free(&m);
+    return 0;
+}

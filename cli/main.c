@@ -21,7 +21,9 @@ static const struct {
 } commands[] = {
     {"train", cmd_train, "train a model on a text and write a run directory"},
     {"eval", cmd_eval, "validation loss and bits per byte of a model on a text"},
-    {"sample", cmd_sample, "generate text from a model (KV cache, temperature, top-k, top-p)"},
+    {"generate", cmd_generate, "generate text from any model we read (run, safetensors, llama2.c, GGUF)"},
+    {"sample", cmd_generate, "the same as generate"},
+    {"export", cmd_export, "write a trained model as GGUF (llama architecture) for llama.cpp"},
     {"compare", cmd_compare, "train with each position encoding and seed; table and plots"},
     {"corpus", cmd_corpus, "extract a built-in corpus (english, chinese) from Debian packages"},
     {"prepare", cmd_prepare, "tokenize a text into a token file"},

@@ -20,7 +20,7 @@ int cmd_prepare(int argc, char **argv) {
     char cpath[4096];
     if (!(data = cli_data_path(data, cpath, sizeof cpath))) return 1;
     rotary_tokenizer *tok;
-    if (cli_load_tokenizer(tok_spec, &tok)) return 1;
+    if (cli_load_tokenizer(tok_spec, 0, &tok)) return 1;
     unsigned char *text;
     size_t n;
     if (cli_read_file(data, &text, &n)) return 1;

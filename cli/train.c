@@ -409,7 +409,7 @@ int cmd_train(int argc, char **argv) {
     rotary_tokenizer *tok = NULL;
     char tok_path[4200];
     snprintf(tok_path, sizeof tok_path, "%s/tokenizer.json", dir);
-    if (cli_load_tokenizer(a.resume ? tok_path : a.tokenizer, &tok)) return 1;
+    if (cli_load_tokenizer(a.resume ? tok_path : a.tokenizer, 0, &tok)) return 1;
     cfg.vocab = rotary_tokenizer_vocab_size(tok);
     if (rotary_config_validate(&cfg)) return cli_fail("model", rotary_last_error());
 

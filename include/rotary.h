@@ -396,7 +396,11 @@ typedef struct {
     float *feat, *rfeat; /* ((n_head + n_kv_head) * head_dim) phi(q) | phi(k),
                             and rotated (linear only) */
     int *bucket;        /* (max_T) T5 bucket of each distance, or NULL */
-    float *x, *h, *qkv, *att, *attout, *up, *act, *logits;
+    float *x, *h, *qkv, *att, *attout, *up, *act, *logits; /* att: (n_head, max_T) */
+    void *q8;           /* rotary_decoder_quantize: one allocation with the
+                           Q8_0 copy of every matrix and the quantized input;
+                           NULL: the step reads the float32 weights */
+    size_t q8_bytes;    /* its size */
 } rotary_decoder;
 
 int rotary_decoder_init(rotary_decoder *d, rotary_model *m, int max_T);
@@ -406,9 +410,13 @@ void rotary_decoder_reset(rotary_decoder *d);
  * next call. Fails when the cache is full or the token is out of range. */
 int rotary_decoder_step(rotary_decoder *d, int token, const float **logits);
 /* Switch the decoder's matrix-vector products to 8-bit weights: every
- * matrix quantized in groups of 32 values with one scale each (GGUF's Q8_0),
- * the input vector likewise. Call after init; costs about 1.06 bytes per
- * weight in memory. */
+ * matrix (q|k|v, output, MLP, classifier) quantized in groups of 32 values
+ * with one float16 scale each (GGUF's Q8_0), the input vector likewise per
+ * group with a float32 scale, products summed in integers. Call after init
+ * (again after changing the model's weights); costs about 1.06 bytes per
+ * weight in memory. The token embedding stays float32. Logits differ from
+ * the float32 path by the rounding of weights and inputs (about 0.4% of
+ * each group's largest value). rotary_decoder_free releases the copy. */
 int rotary_decoder_quantize(rotary_decoder *d);
 
 typedef struct {
@@ -475,17 +483,26 @@ int rotary_tokenizer_load(rotary_tokenizer **t, const char *path);
  * gives the bytes a token stands for (empty for control tokens such as BOS).
  * Special tokens written in the text are encoded as plain text; BOS is never
  * added by encode. */
+/* llama2.c's tokenizer.bin: vocab_size entries (the model's vocab_size;
+ * fewer in the file is an error), or with vocab_size 0 every entry up to the
+ * end of the file. Ids 0 <unk>, 1 BOS, 2 EOS, <0xXX> byte tokens; add_bos. */
 int rotary_tokenizer_load_llama2c(rotary_tokenizer **t, const char *path, int vocab_size);
-/* tokenizer.ggml.model "llama" (SentencePiece BPE) or "gpt2" (byte-level BPE);
- * also our own tokenizers as rotary_tokenizer_to_gguf writes them. */
+/* tokenizer.ggml.model "llama" (SentencePiece BPE) or "gpt2" (byte-level BPE,
+ * pre-tokenizer "gpt-2"); also our own tokenizers as rotary_tokenizer_to_gguf
+ * writes them. Every count, id, type, merge and spelling is checked. */
 int rotary_tokenizer_from_gguf(rotary_tokenizer **t, const rotary_gguf *g);
 /* Add the tokenizer.ggml.* keys from which rotary_tokenizer_from_gguf
  * rebuilds t exactly (our byte and BPE tokenizers, as model "gpt2" with
- * pre-tokenizer "rotary-v1"). */
+ * pre-tokenizer "rotary-v1" plus rotary.tokenizer.merges, the merges' ids;
+ * a model's tokenizer with its own tokens, types, scores or merges). */
 int rotary_tokenizer_to_gguf(const rotary_tokenizer *t, rotary_gguf_writer *w);
 int rotary_tokenizer_bos(const rotary_tokenizer *t);     /* -1: none */
 int rotary_tokenizer_eos(const rotary_tokenizer *t);     /* -1: none */
 int rotary_tokenizer_add_bos(const rotary_tokenizer *t); /* prompts start with BOS */
+/* 1 if encode puts a space in front of non-empty text (SentencePiece): the
+ * first piece after BOS then starts with that space, which a program
+ * printing the text drops (as llama2.c and SentencePiece's decoder do). */
+int rotary_tokenizer_space_prefix(const rotary_tokenizer *t);
 
 /* -------------------------------------------------------------------- GGUF */
 
@@ -500,39 +517,62 @@ typedef enum {
     ROTARY_GGUF_F64 = 12,
 } rotary_gguf_type;
 
-/* Tensor types we read (ggml's numbering). Q8_0: blocks of 32 values, each
- * a float16 scale d then 32 int8 q; value = d * q. */
+/* Tensor types we convert (ggml's numbering). Q8_0: blocks of 32 values,
+ * each a float16 scale d then 32 int8 q (34 bytes); value = d * q.
+ * rotary_gguf_open also accepts tensors of ggml's other types (Q4_K, I32,
+ * ...: their sizes are checked like any other), so that the metadata of
+ * any model can be read; rotary_gguf_tensor_f32 refuses those by name.
+ * A type number ggml does not define fails the open. */
 enum { ROTARY_GGML_F32 = 0, ROTARY_GGML_F16 = 1, ROTARY_GGML_Q8_0 = 8, ROTARY_GGML_BF16 = 30 };
 
 typedef struct {
-    const char *name;   /* NUL-terminated */
-    int type;           /* ROTARY_GGML_* */
+    const char *name;   /* NUL-terminated, 1..64 bytes */
+    int type;           /* ggml type: ROTARY_GGML_* or another ggml type */
     int n_dims;         /* 1..4 */
     int64_t ne[4];      /* ggml order: ne[0] is the contiguous dimension; unused = 1 */
     int64_t n_elements;
     size_t n_bytes;
-    const void *data;   /* into the mapping; valid until rotary_gguf_close */
+    const void *data;   /* into the mapping; valid until rotary_gguf_close.
+                           Aligned to the file's alignment (32 unless the
+                           file says otherwise): read with memcpy if that
+                           may be smaller than the element */
 } rotary_gguf_tensor;
 
 /* typedef struct rotary_gguf rotary_gguf; (declared with the tokenizer) */
 
+/* Open and validate path (little-endian GGUF v2 or v3; v1 and big-endian
+ * files are refused). On failure *g is NULL and the message names the file,
+ * the item and its byte offset. Keys and tensor names are 1..65535 and
+ * 1..64 bytes without NUL and unique; bools are 0 or 1; general.alignment,
+ * if present, is a U32 power of two. Cost: one pass over the header; string
+ * arrays get an index (8 bytes per element). */
 int rotary_gguf_open(rotary_gguf **g, const char *path);
-void rotary_gguf_close(rotary_gguf *g);
+void rotary_gguf_close(rotary_gguf *g); /* NULL is fine */
 int rotary_gguf_version(const rotary_gguf *g);
+/* Key/values in file order, i in [0, n_kv); out of range: NULL and -1. */
 int rotary_gguf_n_kv(const rotary_gguf *g);
 const char *rotary_gguf_kv_key(const rotary_gguf *g, int i); /* NUL-terminated */
 int rotary_gguf_kv_type(const rotary_gguf *g, int i);        /* rotary_gguf_type */
-int rotary_gguf_find(const rotary_gguf *g, const char *key); /* index or -1 */
+int rotary_gguf_find(const rotary_gguf *g, const char *key); /* index or -1; O(1) */
+/* The bytes of value i as stored (little-endian), for what the typed
+ * getters below cannot give (a U64 above INT64_MAX, arrays of arrays):
+ * *data points into the mapping at the value (a STRING: its u64 length then
+ * the bytes; an ARRAY: its u32 element type, u64 count, then the elements)
+ * and *n_bytes is its size. */
+int rotary_gguf_kv_value(const rotary_gguf *g, int i, const void **data, size_t *n_bytes);
 /* Scalar values. get_int takes any integer type or bool (EFORMAT if the
- * value does not fit int64); get_float takes any float or integer type;
- * get_string a STRING (not NUL-terminated: use len). Each returns
- * ROTARY_EFORMAT with a message naming the key when it is missing or of
- * another type. */
+ * value does not fit int64); get_float takes any float or integer type
+ * (U64/I64 rounded to the nearest double); get_string a STRING (not
+ * NUL-terminated, may hold NUL: use len; it points into the mapping). Each
+ * returns ROTARY_EFORMAT with a message naming the key when it is missing or
+ * of another type (ROTARY_EINVAL for NULL arguments). */
 int rotary_gguf_get_int(const rotary_gguf *g, const char *key, int64_t *out);
 int rotary_gguf_get_float(const rotary_gguf *g, const char *key, double *out);
 int rotary_gguf_get_string(const rotary_gguf *g, const char *key, const char **s, size_t *len);
 /* Arrays: the element type and length, then element i (O(1) for every
- * element type, strings included), converted as the scalar getters do. */
+ * element type, strings included), converted as the scalar getters do.
+ * ROTARY_EINVAL when i >= n. Arrays of arrays are accepted by open, but only
+ * get_array and rotary_gguf_kv_value read them. */
 int rotary_gguf_get_array(const rotary_gguf *g, const char *key, int *elem_type, uint64_t *n);
 int rotary_gguf_array_int(const rotary_gguf *g, const char *key, uint64_t i, int64_t *out);
 int rotary_gguf_array_float(const rotary_gguf *g, const char *key, uint64_t i, double *out);
@@ -542,12 +582,20 @@ int rotary_gguf_array_string(const rotary_gguf *g, const char *key, uint64_t i, 
 int rotary_gguf_n_tensors(const rotary_gguf *g);
 const rotary_gguf_tensor *rotary_gguf_tensor_at(const rotary_gguf *g, int i);
 const rotary_gguf_tensor *rotary_gguf_find_tensor(const rotary_gguf *g, const char *name);
-/* All n_elements values of t as float32 (F32, F16, BF16, Q8_0). */
+/* All n_elements values of t as float32 into out (n_elements, ggml order:
+ * ne[0] fastest): F32 copied, F16 and BF16 converted exactly (subnormals,
+ * inf, NaN), Q8_0 dequantized exactly (d * q in float32). Other types:
+ * ROTARY_EFORMAT naming the type and the tensor. OpenMP above 64k values. */
 int rotary_gguf_tensor_f32(const rotary_gguf_tensor *t, float *out);
 
 /* Writer: collect key/values and tensors, then write a version-3 file
  * (alignment 32) atomically (temp file, fsync, rename). Keys are written in
- * the order they were set; setting a key again replaces its value.
+ * the order they were first set; setting a key again replaces its value
+ * (and type) in place. Keys must be 1..65535 bytes, tensor names 1..63
+ * bytes (what llama.cpp reads) and unique (ROTARY_EINVAL otherwise); the
+ * writer refuses, and allocates nothing for, bad input at the set/add call,
+ * and a failed write leaves no file behind. A general.alignment key set
+ * as a U32 power of two changes the alignment the file is laid out with.
  * (rotary_gguf_writer is declared with the tokenizer.) */
 int rotary_gguf_writer_new(rotary_gguf_writer **w);
 void rotary_gguf_writer_free(rotary_gguf_writer *w);
@@ -556,14 +604,21 @@ int rotary_gguf_set_i32(rotary_gguf_writer *w, const char *key, int32_t v);
 int rotary_gguf_set_f32(rotary_gguf_writer *w, const char *key, float v);
 int rotary_gguf_set_bool(rotary_gguf_writer *w, const char *key, int v);
 int rotary_gguf_set_string(rotary_gguf_writer *w, const char *key, const char *s, size_t len);
-/* A numeric array (elem_type not STRING or ARRAY); data is copied. */
+/* Any scalar type but STRING and ARRAY: value points to one value of that
+ * type (uint8_t ... double; BOOL: a uint8_t 0 or 1). */
+int rotary_gguf_set_scalar(rotary_gguf_writer *w, const char *key, int type, const void *value);
+/* A numeric array (elem_type not STRING or ARRAY; BOOL elements are bytes
+ * 0 or 1); data (n elements) is copied. */
 int rotary_gguf_set_array(rotary_gguf_writer *w, const char *key, int elem_type,
                           const void *data, uint64_t n);
-/* A string array; the strings are copied. */
+/* A string array: string i is s[i] of len[i] bytes (len NULL: each s[i]
+ * is NUL-terminated); the strings are copied. */
 int rotary_gguf_set_strings(rotary_gguf_writer *w, const char *key, const char *const *s,
                             const size_t *len, uint64_t n);
-/* A tensor of type F32 or Q8_0 (ne in ggml order); data is referenced, not
- * copied: it must stay valid until rotary_gguf_write. */
+/* A tensor of type F32, F16, BF16 or Q8_0 (ne[0..n_dims) in ggml order,
+ * ne[0] contiguous, each >= 1; Q8_0 needs ne[0] % 32 == 0 and data already
+ * in blocks); data is referenced, not copied: it must stay valid until
+ * rotary_gguf_write. Tensors are written in the order added. */
 int rotary_gguf_add_tensor(rotary_gguf_writer *w, const char *name, int type, int n_dims,
                            const int64_t *ne, const void *data);
 int rotary_gguf_write(const rotary_gguf_writer *w, const char *path);

@@ -8,3 +8,11 @@ apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
   build-essential cmake libopenblas-dev libopenblas0-openmp libcjson-dev libpcre2-dev \
   python3 python3-torch python3-numpy bible-kjv fortunes-zh gnuplot-nox >/dev/null
+
+# The GGUF cross-check (tests/gguf_npm) parses files with @huggingface/gguf,
+# pinned by tests/gguf_npm/package-lock.json; Debian's nodejs and npm only if
+# node is missing (the package needs node >= 20).
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+fi
+npm ci --prefix "$(dirname "$0")/../tests/gguf_npm" --no-audit --no-fund --loglevel=error

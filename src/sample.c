@@ -1,5 +1,6 @@
 /* sample.c: incremental decoding with a key/value cache, and the sampler. */
 #include "internal.h"
+#include "matvec.h"
 #include "model_internal.h"
 #include "ops.h"
 
@@ -48,7 +49,8 @@ int rotary_decoder_init(rotary_decoder *d, rotary_model *m, int max_T) {
     size_t FS = (size_t)(c->n_head + c->n_kv_head) * hd;
     double cache = linear ? (double)c->n_layer * c->n_kv_head * (hd * hd + hd) + 2.0 * FS
                           : 2.0 * c->n_layer * (double)max_T * kv;
-    double need = cache + 2.0 * C + QKV + max_T + (double)c->n_head * hd + U + F + c->vocab;
+    double need = cache + 2.0 * C + QKV + (double)c->n_head * max_T + (double)c->n_head * hd + U +
+                  F + c->vocab;
     if (need > (double)((size_t)1 << 37))
         return rotary_fail(ROTARY_ENOMEM, "KV cache for %d positions needs %.1f GiB", max_T,
                            need * 4 / 1073741824.0);
@@ -76,7 +78,7 @@ int rotary_decoder_init(rotary_decoder *d, rotary_model *m, int max_T) {
     d->x = p, p += C;
     d->h = p, p += C;
     d->qkv = p, p += QKV;
-    d->att = p, p += max_T;
+    d->att = p, p += (size_t)c->n_head * max_T;
     d->attout = p, p += (size_t)c->n_head * hd;
     d->up = p, p += U;
     d->act = p, p += F;
@@ -88,6 +90,7 @@ int rotary_decoder_init(rotary_decoder *d, rotary_model *m, int max_T) {
 
 void rotary_decoder_free(rotary_decoder *d) {
     free(d->buf);
+    free(d->q8);
     free(d->bucket);
     memset(d, 0, sizeof *d);
 }
@@ -120,25 +123,31 @@ static void softmax_step(rotary_decoder *d, int l, int pos) {
     }
     memcpy(kc + (size_t)pos * kv, d->qkv + nh * hd, (size_t)kv * sizeof(float));
     memcpy(vc + (size_t)pos * kv, d->qkv + nh * hd + kv, (size_t)kv * sizeof(float));
+    /* Heads in parallel, each with its own row of att; a short cache is not
+     * worth starting the threads for. */
+#pragma omp parallel for schedule(static) if ((size_t)(pos + 1) * nh * hd >= 16384)
     for (int h = 0; h < nh; h++) {
         const float *q = d->qkv + h * hd;
         const int g = h / group;
+        float *att = d->att + (size_t)h * d->max_T;
         float slope = m->alibi ? m->alibi[h] : 0.0f, mx = -INFINITY, sum = 0;
         for (int j = 0; j <= pos; j++) {
             const float *kj = kc + (size_t)j * kv + g * hd;
-            float s = 0;
-            for (int i = 0; i < hd; i++) s += q[i] * kj[i];
+            const float s = dot_f32(q, kj, hd);
             if (rel)
-                d->att[j] = s * scale + rel[(size_t)d->bucket[pos - j] * nh + h];
+                att[j] = s * scale + rel[(size_t)d->bucket[pos - j] * nh + h];
             else
-                d->att[j] = s * scale - slope * (float)(pos - j);
-            mx = d->att[j] > mx ? d->att[j] : mx;
+                att[j] = s * scale - slope * (float)(pos - j);
+            mx = att[j] > mx ? att[j] : mx;
         }
-        for (int j = 0; j <= pos; j++) sum += d->att[j] = expf(d->att[j] - mx);
+#pragma omp simd reduction(+ : sum)
+        for (int j = 0; j <= pos; j++) sum += att[j] = rotary_expf(att[j] - mx);
         float *o = d->attout + h * hd;
         memset(o, 0, (size_t)hd * sizeof(float));
+        const float inv = 1.0f / sum;
         for (int j = 0; j <= pos; j++) {
-            const float *vj = vc + (size_t)j * kv + g * hd, p = d->att[j] / sum;
+            const float *vj = vc + (size_t)j * kv + g * hd, p = att[j] * inv;
+#pragma omp simd /* o and vj never overlap (attout vs the cache) */
             for (int i = 0; i < hd; i++) o[i] += p * vj[i];
         }
     }
@@ -170,6 +179,83 @@ static void linear_step(rotary_decoder *d, int l, int pos) {
                                z + (h / group) * hd, d->rfeat + h * hd, d->feat + h * hd, hd);
 }
 
+/* ------------------------------------------------------ int8 weights */
+
+/* The Q8_0 allocation (d->q8): the quantized input vector first (64-byte
+ * aligned scratch for inputs up to the widest matrix), then per layer the
+ * matrices (matvec.h's layout) in the order wqkv (QKV, C), wo (C, A),
+ * wup (U, C), wdown (C, F), A = n_head * head_dim, then the classifier
+ * (vocab, C), each starting on a 64-byte boundary. Offsets follow from the
+ * shapes, so the struct keeps only the pointer. */
+enum { Q8_WQKV, Q8_WO, Q8_WUP, Q8_WDOWN, Q8_N };
+
+static void q8_shapes(const rotary_config *c, int rows[Q8_N], int cols[Q8_N]) {
+    const int C = c->d_model, hd = C / c->n_head, F = c->d_ff;
+    rows[Q8_WQKV] = (c->n_head + 2 * c->n_kv_head) * hd, cols[Q8_WQKV] = C;
+    rows[Q8_WO] = C, cols[Q8_WO] = c->n_head * hd;
+    rows[Q8_WUP] = c->mlp == ROTARY_MLP_SWIGLU ? 2 * F : F, cols[Q8_WUP] = C;
+    rows[Q8_WDOWN] = C, cols[Q8_WDOWN] = F;
+}
+
+static size_t q8_scratch(const rotary_config *c) {
+    int w = c->d_model > c->d_ff ? c->d_model : c->d_ff;
+    return q8_act_bytes(w); /* a multiple of 64 */
+}
+
+static size_t q8_size(int rows, int cols) { return (q8_matrix_bytes(rows, cols) + 63) & ~(size_t)63; }
+
+/* Matrix `which` of layer l (l == n_layer: the classifier). */
+static void *q8_matrix(const rotary_decoder *d, int l, int which) {
+    const rotary_config *c = &d->m->cfg;
+    int rows[Q8_N], cols[Q8_N];
+    q8_shapes(c, rows, cols);
+    size_t per_layer = 0, before = 0;
+    for (int i = 0; i < Q8_N; i++) {
+        size_t n = q8_size(rows[i], cols[i]);
+        before += i < which ? n : 0;
+        per_layer += n;
+    }
+    return (char *)d->q8 + q8_scratch(c) + (size_t)l * per_layer + (l < c->n_layer ? before : 0);
+}
+
+int rotary_decoder_quantize(rotary_decoder *d) {
+    if (!d->m || !d->buf) return rotary_fail(ROTARY_EINVAL, "quantize: decoder not initialised");
+    rotary_model *m = d->m;
+    const rotary_config *c = &m->cfg;
+    const rotary_layout *lo = m->layout;
+    int rows[Q8_N], cols[Q8_N];
+    q8_shapes(c, rows, cols);
+    double bytes = (double)q8_scratch(c) + (double)q8_size(c->vocab, c->d_model);
+    for (int i = 0; i < Q8_N; i++) bytes += (double)c->n_layer * q8_size(rows[i], cols[i]);
+    if (bytes > (double)((size_t)1 << 40))
+        return rotary_fail(ROTARY_ENOMEM, "quantize: %.1f GiB of int8 weights", bytes / 1073741824.0);
+    /* rotary_alloc_floats gives 64-byte alignment (for the scratch). */
+    void *q8 = rotary_alloc_floats(((size_t)bytes + 3) / 4, "int8 weights");
+    if (!q8) return ROTARY_ENOMEM;
+    free(d->q8);
+    d->q8 = q8;
+    d->q8_bytes = (size_t)bytes;
+    for (int l = 0; l < c->n_layer; l++) {
+        const layer_params *lp = &lo->layer[l];
+        const size_t off[Q8_N] = {lp->wqkv, lp->wo, lp->wup, lp->wdown};
+        for (int i = 0; i < Q8_N; i++)
+            q8_quantize_matrix(q8_matrix(d, l, i), m->params + off[i], rows[i], cols[i]);
+    }
+    q8_quantize_matrix(q8_matrix(d, c->n_layer, 0), m->params + lo->head, c->vocab, c->d_model);
+    return ROTARY_OK;
+}
+
+/* out (OC) (+)= W x + b with matrix `which` of layer l: the int8 copy after
+ * rotary_decoder_quantize, the float32 weights (at offset w) before. */
+static void mv(rotary_decoder *d, float *out, const float *x, int l, int which, size_t w,
+               size_t b, int C, int OC, int accumulate) {
+    const rotary_model *m = d->m;
+    if (d->q8)
+        matvec_q8(out, q8_matrix(d, l, which), x, P(b), C, OC, accumulate, d->q8);
+    else
+        matvec_f32(out, P(w), x, P(b), C, OC, accumulate);
+}
+
 int rotary_decoder_step(rotary_decoder *d, int token, const float **logits) {
     rotary_model *m = d->m;
     const rotary_config *c = &m->cfg;
@@ -190,22 +276,22 @@ int rotary_decoder_step(rotary_decoder *d, int token, const float **logits) {
     for (int l = 0; l < c->n_layer; l++) {
         const layer_params *lp = &lo->layer[l];
         norm(m, d->h, d->x, P(lp->norm1_w), P(lp->norm1_b));
-        linear_forward(d->qkv, d->h, P(lp->wqkv), P(lp->bqkv), 1, C, QKV, 0);
+        mv(d, d->qkv, d->h, l, Q8_WQKV, lp->wqkv, lp->bqkv, C, QKV, 0);
         if (c->attn == ROTARY_ATTN_LINEAR)
             linear_step(d, l, pos);
         else
             softmax_step(d, l, pos);
-        linear_forward(d->x, d->attout, P(lp->wo), P(lp->bo), 1, nh * hd, C, 1);
+        mv(d, d->x, d->attout, l, Q8_WO, lp->wo, lp->bo, nh * hd, C, 1);
         norm(m, d->h, d->x, P(lp->norm2_w), P(lp->norm2_b));
-        linear_forward(d->up, d->h, P(lp->wup), P(lp->bup), 1, C, U, 0);
+        mv(d, d->up, d->h, l, Q8_WUP, lp->wup, lp->bup, C, U, 0);
         if (c->mlp == ROTARY_MLP_SWIGLU)
             swiglu_forward(d->act, d->up, 1, F);
         else
             gelu_forward(d->act, d->up, (size_t)F);
-        linear_forward(d->x, d->act, P(lp->wdown), P(lp->bdown), 1, F, C, 1);
+        mv(d, d->x, d->act, l, Q8_WDOWN, lp->wdown, lp->bdown, F, C, 1);
     }
     norm(m, d->h, d->x, P(lo->normf_w), P(lo->normf_b));
-    linear_forward(d->logits, d->h, P(lo->head), NULL, 1, C, c->vocab, 0);
+    mv(d, d->logits, d->h, c->n_layer, 0, lo->head, ABSENT, C, c->vocab, 0);
     d->n++;
     *logits = d->logits;
     return ROTARY_OK;

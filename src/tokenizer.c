@@ -5,7 +5,7 @@
  * token is a byte string, and a chunk's tokens concatenate to the chunk. */
 #define _POSIX_C_SOURCE 200809L
 #define _DEFAULT_SOURCE /* mkstemp, fchmod */
-#include "internal.h"
+#include "tokenizer_internal.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -21,23 +21,11 @@
 #define MAX_PIECE 4096               /* bytes of one token in a loaded file */
 #define MAX_FILE (64l * 1024 * 1024) /* tokenizer JSON size limit */
 
-struct rotary_tokenizer {
-    int is_bytes;
-    int n_merges;
-    int *merges;          /* (n_merges, 2) left, right */
-    uint32_t *piece_off;  /* (vocab) into pieces */
-    uint32_t *piece_len;  /* (vocab) */
-    unsigned char *pieces;
-    uint64_t *rank_key;   /* open addressing: pair key + 1 (0 = empty) */
-    int *rank_val;        /* merge index of that pair */
-    size_t rank_cap;      /* power of two */
-};
-
 /* ------------------------------------------------------------------ UTF-8 */
 
 /* Length of the valid UTF-8 sequence at s (n bytes left) and its code point,
  * or 0 with *why set. Rejects overlongs, surrogates, > U+10FFFF, truncation. */
-static int utf8_next(const unsigned char *s, size_t n, uint32_t *cp, const char **why) {
+int tok_utf8_next(const unsigned char *s, size_t n, uint32_t *cp, const char **why) {
     unsigned c = s[0];
     if (c < 0x80) {
         *cp = c;
@@ -81,7 +69,7 @@ static int utf8_check(const unsigned char *s, size_t n) {
     for (size_t i = 0; i < n;) {
         uint32_t cp;
         const char *why = "";
-        int k = utf8_next(s + i, n - i, &cp, &why);
+        int k = tok_utf8_next(s + i, n - i, &cp, &why);
         if (!k)
             return rotary_fail(ROTARY_EINVAL, "tokenizer train: text is not valid UTF-8 at byte %zu "
                                "(0x%02X): %s", i, s[i], why);
@@ -123,7 +111,7 @@ static int cp_class(uint32_t c) {
 static int char_at(const unsigned char *s, size_t n, int *len) {
     uint32_t cp;
     const char *why;
-    int k = utf8_next(s, n, &cp, &why);
+    int k = tok_utf8_next(s, n, &cp, &why);
     if (!k) {
         *len = 1;
         return C_BAD;
@@ -245,33 +233,71 @@ static int rank_of(const rotary_tokenizer *t, int a, int b) {
 
 void rotary_tokenizer_free(rotary_tokenizer *t) {
     if (!t) return;
+    if (t->free_ext) t->free_ext(t);
     free(t->merges);
     free(t->piece_off);
     free(t->piece_len);
     free(t->pieces);
     free(t->rank_key);
     free(t->rank_val);
+    free(t->type);
+    free(t->score);
+    tok_strtab_free(&t->str);
+    free(t->str_token);
+    free(t->user);
+    free(t->text_off);
+    free(t->text_len);
+    free(t->text);
+    free(t->bpe);
+    free(t->bpe_key);
+    free(t->bpe_val);
     free(t);
+}
+
+rotary_tokenizer *tok_alloc(int kind, int vocab, const char *what) {
+    if (vocab < 1 || vocab > TOK_MAX_VOCAB) {
+        rotary_fail(ROTARY_EFORMAT, "%s: %d tokens (a vocabulary has 1 to %d)", what, vocab,
+                    TOK_MAX_VOCAB);
+        return NULL;
+    }
+    rotary_tokenizer *t = calloc(1, sizeof *t);
+    if (t) {
+        t->kind = kind;
+        t->vocab = vocab;
+        t->bos = t->eos = t->unk = -1;
+        for (int i = 0; i < 256; i++) t->byte_token[i] = -1;
+        t->piece_off = calloc((size_t)vocab, sizeof(uint32_t));
+        t->piece_len = calloc((size_t)vocab, sizeof(uint32_t));
+        t->type = malloc((size_t)vocab);
+        if (t->type) memset(t->type, TT_NORMAL, (size_t)vocab);
+    }
+    if (!t || !t->piece_off || !t->piece_len || !t->type) {
+        rotary_tokenizer_free(t);
+        rotary_fail(ROTARY_ENOMEM, "%s: out of memory (%d tokens)", what, vocab);
+        return NULL;
+    }
+    return t;
 }
 
 /* Build a tokenizer from n merges (copied); checks that each merge refers to
  * earlier ids, is not a repeat, and makes a piece of at most MAX_PIECE bytes. */
-static int build(rotary_tokenizer **out, int is_bytes, const int *merges, int n, const char *what) {
+int tok_build_bpe(rotary_tokenizer **out, int is_bytes, const int *merges, int n,
+                  const char *what) {
     *out = NULL;
-    rotary_tokenizer *t = calloc(1, sizeof *t);
-    if (!t) return rotary_fail(ROTARY_ENOMEM, "%s: out of memory", what);
+    if (n < 0 || n > 65536 - 256 || (is_bytes && n))
+        return rotary_fail(ROTARY_EFORMAT, "%s: %d merges (at most %d, none for bytes)", what, n,
+                           65536 - 256);
     int vocab = 256 + n;
+    rotary_tokenizer *t = tok_alloc(is_bytes ? TOK_BYTES : TOK_BPE, vocab, what);
+    if (!t) return ROTARY_ENOMEM;
     size_t cap = 16;
     while (cap < 2 * (size_t)n + 2) cap *= 2;
-    t->is_bytes = is_bytes;
     t->n_merges = n;
     t->merges = malloc(2 * (size_t)n * sizeof(int) + 1);
-    t->piece_off = malloc((size_t)vocab * sizeof(uint32_t));
-    t->piece_len = malloc((size_t)vocab * sizeof(uint32_t));
     t->rank_key = calloc(cap, sizeof(uint64_t));
     t->rank_val = malloc(cap * sizeof(int));
     t->rank_cap = cap;
-    if (!t->merges || !t->piece_off || !t->piece_len || !t->rank_key || !t->rank_val) goto oom;
+    if (!t->merges || !t->rank_key || !t->rank_val) goto oom;
     if (n) memcpy(t->merges, merges, 2 * (size_t)n * sizeof(int));
 
     size_t total = 256;
@@ -326,16 +352,169 @@ oom:
 
 int rotary_tokenizer_bytes(rotary_tokenizer **t) {
     if (!t) return rotary_fail(ROTARY_EINVAL, "tokenizer: NULL argument");
-    return build(t, 1, NULL, 0, "byte tokenizer");
+    return tok_build_bpe(t, 1, NULL, 0, "byte tokenizer");
 }
 
-int rotary_tokenizer_vocab_size(const rotary_tokenizer *t) { return t ? 256 + t->n_merges : 0; }
-int rotary_tokenizer_is_bytes(const rotary_tokenizer *t) { return t ? t->is_bytes : 0; }
+int rotary_tokenizer_vocab_size(const rotary_tokenizer *t) { return t ? t->vocab : 0; }
+int rotary_tokenizer_is_bytes(const rotary_tokenizer *t) { return t ? t->kind == TOK_BYTES : 0; }
+int rotary_tokenizer_bos(const rotary_tokenizer *t) { return t ? t->bos : -1; }
+int rotary_tokenizer_eos(const rotary_tokenizer *t) { return t ? t->eos : -1; }
+int rotary_tokenizer_add_bos(const rotary_tokenizer *t) { return t && t->bos >= 0 && t->add_bos; }
+int rotary_tokenizer_space_prefix(const rotary_tokenizer *t) {
+    return t && t->kind == TOK_SPM && t->add_space_prefix;
+}
 
 const unsigned char *rotary_tokenizer_piece(const rotary_tokenizer *t, int id, int *len) {
-    if (!t || id < 0 || id >= 256 + t->n_merges) return NULL;
+    if (!t || id < 0 || id >= t->vocab) return NULL;
     if (len) *len = (int)t->piece_len[id];
-    return t->pieces + t->piece_off[id];
+    return t->pieces ? t->pieces + t->piece_off[id] : (const unsigned char *)"";
+}
+
+/* ------------------------------------------------ shared with the models */
+
+size_t tok_utf8_valid_prefix(const unsigned char *s, size_t n) {
+    size_t i = 0;
+    while (i < n) {
+        uint32_t cp;
+        const char *why;
+        int k = s[i] < 0x80 ? 1 : tok_utf8_next(s + i, n - i, &cp, &why);
+        if (!k) break;
+        i += (size_t)k;
+    }
+    return i;
+}
+
+void tok_strtab_free(tok_strtab *st) {
+    free(st->buf);
+    free(st->off);
+    free(st->len);
+    free(st->slot);
+    memset(st, 0, sizeof *st);
+}
+
+int tok_strtab_find(const tok_strtab *st, const void *s, size_t n) {
+    if (!st->slot_cap) return -1;
+    for (size_t i = hash_bytes(s, n) & (st->slot_cap - 1);; i = (i + 1) & (st->slot_cap - 1)) {
+        int k = st->slot[i] - 1;
+        if (k < 0) return -1;
+        if (st->len[k] == n && !memcmp(st->buf + st->off[k], s, n)) return k;
+    }
+}
+
+int tok_strtab_intern(tok_strtab *st, const void *s, size_t n, int *added) {
+    if (added) *added = 0;
+    int k = tok_strtab_find(st, s, n);
+    if (k >= 0) return k;
+    if (n > UINT32_MAX || st->n >= INT32_MAX / 2) return -1;
+    if (2 * ((size_t)st->n + 1) > st->slot_cap) { /* grow and rehash */
+        size_t cap = st->slot_cap ? 2 * st->slot_cap : 1024;
+        int *slot = calloc(cap, sizeof *slot);
+        if (!slot) return -1;
+        for (int i = 0; i < st->n; i++) {
+            size_t j = hash_bytes(st->buf + st->off[i], st->len[i]) & (cap - 1);
+            while (slot[j]) j = (j + 1) & (cap - 1);
+            slot[j] = i + 1;
+        }
+        free(st->slot);
+        st->slot = slot;
+        st->slot_cap = cap;
+    }
+    if (st->n == st->cap) { /* off and len share cap */
+        int cap = st->cap ? 2 * st->cap : 1024;
+        uint32_t *off = realloc(st->off, (size_t)cap * sizeof(uint32_t));
+        if (!off) return -1;
+        st->off = off;
+        uint32_t *len = realloc(st->len, (size_t)cap * sizeof(uint32_t));
+        if (!len) return -1;
+        st->len = len;
+        st->cap = cap;
+    }
+    if (st->buf_len + n > UINT32_MAX) return -1;
+    if (st->buf_len + n > st->buf_cap) {
+        size_t cap = st->buf_cap ? st->buf_cap : 4096;
+        while (cap < st->buf_len + n) cap *= 2;
+        unsigned char *b = realloc(st->buf, cap);
+        if (!b) return -1;
+        st->buf = b;
+        st->buf_cap = cap;
+    }
+    if (n) memcpy(st->buf + st->buf_len, s, n);
+    k = st->n++;
+    st->off[k] = (uint32_t)st->buf_len;
+    st->len[k] = (uint32_t)n;
+    st->buf_len += n;
+    size_t j = hash_bytes(s, n) & (st->slot_cap - 1);
+    while (st->slot[j]) j = (j + 1) & (st->slot_cap - 1);
+    st->slot[j] = k + 1;
+    if (added) *added = 1;
+    return k;
+}
+
+int tok_ids_push(tok_ids *a, int id) {
+    if (a->n == a->cap) {
+        size_t cap = a->cap ? 2 * a->cap : 256;
+        int *v = realloc(a->v, cap * sizeof *v);
+        if (!v) return rotary_fail(ROTARY_ENOMEM, "tokenizer encode: out of memory");
+        a->v = v;
+        a->cap = cap;
+    }
+    a->v[a->n++] = id;
+    return ROTARY_OK;
+}
+
+typedef struct {
+    uint32_t len;
+    int id;
+} user_key;
+
+static int by_len_desc(const void *x, const void *y) {
+    const user_key *a = x, *b = y;
+    if (a->len != b->len) return a->len > b->len ? -1 : 1;
+    return a->id < b->id ? -1 : a->id > b->id;
+}
+
+int tok_sort_user(rotary_tokenizer *t) {
+    memset(t->user_first, 0, sizeof t->user_first);
+    if (!t->n_user) return ROTARY_OK;
+    user_key *k = malloc((size_t)t->n_user * sizeof *k);
+    if (!k) return rotary_fail(ROTARY_ENOMEM, "tokenizer: out of memory");
+    for (int i = 0; i < t->n_user; i++) k[i] = (user_key){t->piece_len[t->user[i]], t->user[i]};
+    qsort(k, (size_t)t->n_user, sizeof *k, by_len_desc);
+    for (int i = 0; i < t->n_user; i++) {
+        t->user[i] = k[i].id;
+        unsigned char c = t->pieces[t->piece_off[k[i].id]];
+        t->user_first[c >> 3] |= (unsigned char)(1u << (c & 7));
+    }
+    free(k);
+    return ROTARY_OK;
+}
+
+int tok_split_user(const rotary_tokenizer *t, const unsigned char *s, size_t n,
+                   int (*emit)(void *ctx, int id, const unsigned char *s, size_t n), void *ctx) {
+    if (!t->n_user) return n ? emit(ctx, -1, s, n) : ROTARY_OK;
+    size_t start = 0, i = 0;
+    while (i < n) {
+        int hit = -1;
+        for (int u = 0; u < t->n_user && (t->user_first[s[i] >> 3] >> (s[i] & 7) & 1); u++) {
+            /* longest first */
+            int id = t->user[u];
+            size_t len = t->piece_len[id];
+            if (len && len <= n - i && !memcmp(s + i, t->pieces + t->piece_off[id], len)) {
+                hit = id;
+                break;
+            }
+        }
+        if (hit < 0) {
+            i++;
+            continue;
+        }
+        int rc;
+        if (i > start && (rc = emit(ctx, -1, s + start, i - start))) return rc;
+        if ((rc = emit(ctx, hit, s + i, t->piece_len[hit]))) return rc;
+        i += t->piece_len[hit];
+        start = i;
+    }
+    return start < n ? emit(ctx, -1, s + start, n - start) : ROTARY_OK;
 }
 
 /* -------------------------------------------------------------- training */
@@ -650,7 +829,7 @@ int rotary_tokenizer_train(rotary_tokenizer **out, const unsigned char *text, si
         if (!rc && progress) progress(ctx, done, total);
     }
     trainer_free(&tr);
-    if (!rc) rc = build(out, 0, merges, done, "tokenizer train");
+    if (!rc) rc = tok_build_bpe(out, 0, merges, done, "tokenizer train");
     free(merges);
     return rc;
 }
@@ -690,12 +869,13 @@ int rotary_tokenizer_encode(const rotary_tokenizer *t, const unsigned char *text
         return rotary_fail(ROTARY_EINVAL, "tokenizer encode: NULL argument");
     *ids_out = NULL;
     *n_out = 0;
+    if (t->encode) return t->encode(t, text, n, ids_out, n_out);
     size_t bytes;
     if (rotary_mul_size(n ? n : 1, sizeof(int), &bytes))
         return rotary_fail(ROTARY_ENOMEM, "tokenizer encode: %zu bytes is too long", n);
     int *ids = malloc(bytes); /* a token covers at least one byte */
     if (!ids) return rotary_fail(ROTARY_ENOMEM, "tokenizer encode: out of memory");
-    if (t->is_bytes || t->n_merges == 0) {
+    if (t->kind == TOK_BYTES || t->n_merges == 0) {
         for (size_t i = 0; i < n; i++) ids[i] = text[i];
         *ids_out = ids;
         *n_out = n;
@@ -749,13 +929,13 @@ int rotary_tokenizer_decode(const rotary_tokenizer *t, const int *ids, size_t n,
         return rotary_fail(ROTARY_EINVAL, "tokenizer decode: NULL argument");
     *out = NULL;
     *n_out = 0;
-    int vocab = 256 + t->n_merges;
+    int vocab = t->vocab;
     size_t total = 0;
     for (size_t i = 0; i < n; i++) {
         if (ids[i] < 0 || ids[i] >= vocab)
             return rotary_fail(ROTARY_EINVAL, "tokenizer decode: id %d at position %zu is outside "
                                "the vocabulary [0, %d)", ids[i], i, vocab);
-        if (total > SIZE_MAX - MAX_PIECE)
+        if (total > SIZE_MAX - TOK_MAX_PIECE)
             return rotary_fail(ROTARY_ENOMEM, "tokenizer decode: output too long");
         total += t->piece_len[ids[i]];
     }
@@ -830,14 +1010,18 @@ static int write_atomic(const char *path, const char *data, size_t n) {
 
 int rotary_tokenizer_save(const rotary_tokenizer *t, const char *path) {
     if (!t || !path || !path[0]) return rotary_fail(ROTARY_EINVAL, "tokenizer save: no path");
+    if (t->kind != TOK_BYTES && t->kind != TOK_BPE)
+        return rotary_fail(ROTARY_EINVAL, "%s: only our own tokenizers (bytes, bpe) are saved as "
+                           "JSON; a model's tokenizer stays with its model file", path);
+    int is_bytes = t->kind == TOK_BYTES;
     cJSON *root = cJSON_CreateObject(), *merges = cJSON_CreateArray();
     if (!root || !merges) goto oom;
     cJSON_AddItemToObject(root, "format", cJSON_CreateString("rotary-tokenizer"));
     cJSON_AddItemToObject(root, "version", cJSON_CreateNumber(1));
-    cJSON_AddItemToObject(root, "type", cJSON_CreateString(t->is_bytes ? "bytes" : "bpe"));
+    cJSON_AddItemToObject(root, "type", cJSON_CreateString(is_bytes ? "bytes" : "bpe"));
     cJSON_AddItemToObject(root, "vocab_size", cJSON_CreateNumber(256 + t->n_merges));
     cJSON_AddItemToObject(root, "pretokenizer",
-                          cJSON_CreateString(t->is_bytes ? "none" : PRETOKENIZER));
+                          cJSON_CreateString(is_bytes ? "none" : PRETOKENIZER));
     cJSON_AddItemToObject(root, "merges", merges);
     for (int i = 0; i < t->n_merges; i++) {
         cJSON *m = cJSON_CreateIntArray(t->merges + 2 * i, 2);
@@ -943,7 +1127,7 @@ static int load_json(rotary_tokenizer **out, const char *path, const char *text,
         }
         i++;
     }
-    rc = build(out, is_bytes, merges, n_merges, path);
+    rc = tok_build_bpe(out, is_bytes, merges, n_merges, path);
 done:
     free(merges);
     cJSON_Delete(root);

@@ -25,6 +25,10 @@ static const char *PATH = "test_llama2c.bin";
 static void write_file(const int32_t h[7], const float *w, size_t n, size_t cut) {
     FILE *f = fopen(PATH, "wb");
     unsigned char *buf = malloc(28 + n * 4);
+    if (!f || !buf) {
+        fprintf(stderr, "test_llama2c: cannot write %s\n", PATH);
+        exit(1);
+    }
     memcpy(buf, h, 28);
     memcpy(buf + 28, w, n * 4);
     size_t len = 28 + n * 4;

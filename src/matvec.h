@@ -1,0 +1,103 @@
+/* matvec.h: matrix-vector products for decoding one token (internal).
+ *
+ * Decoding reads every weight once per token, so these kernels are bound by
+ * memory bandwidth; each OpenMP thread takes one contiguous range of rows,
+ * so that it streams one long region of memory. Each output is computed by
+ * one thread in a fixed order: the results do not depend on the number of
+ * threads.
+ *
+ * Q8_0 (the numbers of GGUF's Q8_0): a row of C weights is nb = ceil(C/32)
+ * blocks of 32 int8 values q in [-127, 127] and one float16 scale d, weight
+ * = d * q; a row whose C is not a multiple of 32 is padded with zeros. The
+ * matrix stores all the int8 rows first, then all the scales (34 bytes per
+ * 32 weights, as GGUF), so that the int8 rows are contiguous for 64-byte
+ * loads. The input vector is quantized the same way per block of 32 (with a
+ * float32 scale); each block's dot product is summed in 32-bit integers and
+ * scaled by d_w * d_x. */
+#ifndef ROTARY_MATVEC_H
+#define ROTARY_MATVEC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* out (OC) = w (OC, C) x (C) + b (OC); b may be NULL. With accumulate, the
+ * result is added to out instead. x and out must not overlap w or each
+ * other. */
+void matvec_f32(float *out, const float *w, const float *x, const float *b, int C, int OC,
+                int accumulate);
+
+/* a . b over n floats; for short vectors such as one attention head. */
+#if defined(__AVX512F__)
+#include <immintrin.h>
+static inline float dot_f32(const float *a, const float *b, int n) {
+    __m512 s0 = _mm512_setzero_ps(), s1 = s0;
+    int i = 0;
+    for (; i + 32 <= n; i += 32) {
+        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
+        s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), s1);
+    }
+    for (; i < n; i += 16) {
+        const __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), s0);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+}
+#else
+static inline float dot_f32(const float *a, const float *b, int n) {
+    float s[8] = {0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) s[j] += a[i + j] * b[i + j];
+    for (; i < n; i++) s[0] += a[i] * b[i];
+    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+}
+#endif
+
+#define Q8_BLOCK 32
+
+static inline int q8_blocks(int C) { return (C + Q8_BLOCK - 1) / Q8_BLOCK; }
+
+/* A Q8_0 matrix (OC, C) in memory: q (OC, nb * 32) int8, then d (OC, nb)
+ * float16; q8_matrix_bytes = OC * nb * 34. Any byte alignment works; 64
+ * is fastest. */
+size_t q8_matrix_bytes(int OC, int C);
+static inline const int8_t *q8_matrix_q(const void *m) { return (const int8_t *)m; }
+static inline const uint16_t *q8_matrix_d(const void *m, int OC, int C) {
+    return (const uint16_t *)(const void *)((const char *)m + (size_t)OC * q8_blocks(C) * Q8_BLOCK);
+}
+
+/* Quantize one row src (C): per block d = max |x| / 127 rounded to float16,
+ * q = round(x / d) to nearest even, clamped to +-127 (all 0 when d is 0).
+ * q gets q8_blocks(C) * 32 values (zero padded), d q8_blocks(C). */
+void q8_quantize_row(int8_t *q, uint16_t *d, const float *src, int C);
+/* The whole matrix w (OC, C) into dst (q8_matrix_bytes), rows in parallel. */
+void q8_quantize_matrix(void *dst, const float *w, int OC, int C);
+/* Row r of a Q8_0 matrix back to floats: dst (C) = d * q. */
+void q8_dequantize_row(float *dst, const void *m, int OC, int C, int r);
+
+/* The quantized input, padded to whole groups of 16 blocks with zeros:
+ * q (int8), a = |q| (uint8), neg (one bit per value: q < 0, 64 per word),
+ * d (float32 scale per block). */
+typedef struct {
+    int8_t *q;
+    uint8_t *a;
+    uint64_t *neg;
+    float *d;
+} q8_act;
+
+/* Bytes of scratch for inputs of up to C values (a multiple of 64). */
+size_t q8_act_bytes(int C);
+/* Carve a q8_act for C values out of scratch (64-byte aligned). */
+q8_act q8_act_view(void *scratch, int C);
+/* x (C) into a: per block d = max |x| / 127 (float32), q = round(x / d). */
+void q8_quantize_act(q8_act *a, const float *x, int C);
+
+/* out (OC) = w x + b as matvec_f32, w a Q8_0 matrix (OC, C). x is quantized
+ * into scratch (q8_act_bytes(C) bytes, 64-byte aligned) first. */
+void matvec_q8(float *out, const void *w, const float *x, const float *b, int C, int OC,
+               int accumulate, void *scratch);
+/* The same with x already quantized (a from q8_quantize_act). */
+void matvec_q8_act(float *out, const void *w, const q8_act *a, const float *b, int C, int OC,
+                   int accumulate);
+
+#endif

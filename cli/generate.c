@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -33,7 +34,8 @@ static void emit(const rotary_tokenizer *tok, int id, int after_bos, int show_id
     fflush(stdout);
 }
 
-/* Bytes of memory available to us (MemAvailable), or 0 if unknown. */
+/* Bytes of memory available to us: MemAvailable, or less under a limit on
+ * the address space (ulimit -v); 0 if unknown. */
 static double mem_available(void) {
     FILE *f = fopen("/proc/meminfo", "r");
     char line[256];
@@ -41,7 +43,12 @@ static double mem_available(void) {
     while (f && fgets(line, sizeof line, f))
         if (sscanf(line, "MemAvailable: %lf kB", &kb) == 1) break;
     if (f) fclose(f);
-    return kb * 1024.0;
+    double avail = kb * 1024.0;
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_AS, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+        (avail == 0 || (double)rl.rlim_cur < avail))
+        avail = (double)rl.rlim_cur;
+    return avail;
 }
 
 /* Refuse a context whose KV cache cannot fit in memory, before allocating. */
@@ -88,7 +95,7 @@ int cmd_generate(int argc, char **argv) {
         {"--ctx", ARG_INT, &ctx, 0, 1 << 24, "KV cache positions (0 = the model's context)", 0},
         {"--int8", ARG_FLAG, &int8, 0, 0, "8-bit weights for the matrix products (Q8_0-style)", 0},
         {"--ids", ARG_FLAG, &show_ids, 0, 0, "print token ids instead of text", 0},
-        {"--no-stop", ARG_FLAG, &no_stop, 0, 0, "do not stop at the end-of-text token", 0},
+        {"--no-stop", ARG_FLAG, &no_stop, 0, 0, "do not stop at the end-of-text token (or BOS)", 0},
     };
     int n_specs = N_SPECS + cli_rope_specs(specs + N_SPECS, &ra);
     int rc = args_parse(specs, n_specs, argc, argv,
@@ -115,6 +122,7 @@ int cmd_generate(int argc, char **argv) {
         return cli_fail("prompt", rotary_last_error());
     size_t n_prompt = n_text + (bos >= 0);
     const int T = ctx ? ctx : m.cfg.ctx;
+    if (T > (1 << 22)) return cli_fail("--ctx", "at most 4194304 positions");
     if (n_prompt > (size_t)T) {
         char why[160];
         snprintf(why, sizeof why, "%zu tokens, but the context is %d (--ctx)", n_prompt, T);
@@ -153,7 +161,8 @@ int cmd_generate(int argc, char **argv) {
                     return cli_fail("generate", rotary_last_error());
         }
         all[n] = rotary_sample(&smp, logits);
-        if (all[n] == eos || (all[n] == bos && bos >= 0)) break; /* end of text */
+        if (!no_stop && bos >= 0 && all[n] == bos) break; /* llama2.c: between texts */
+        if (all[n] == eos) break;                             /* end of text */
         emit(tok, all[n], n == 1 && rotary_tokenizer_space_prefix(tok), show_ids);
         if (rotary_decoder_step(&dec, all[n++], &logits))
             return cli_fail("generate", rotary_last_error());

@@ -114,34 +114,34 @@ size_t q8_matrix_bytes(int OC, int C) {
     return (size_t)OC * (size_t)q8_blocks(C) * (Q8_BLOCK + sizeof(uint16_t));
 }
 
-void q8_quantize_row(int8_t *q, uint16_t *d, const float *src, int C) {
+void q8_quantize_row(uint8_t *u, uint16_t *d, const float *src, int C) {
     const int nb = q8_blocks(C);
     for (int k = 0; k < nb; k++) {
         const int n = C - k * Q8_BLOCK < Q8_BLOCK ? C - k * Q8_BLOCK : Q8_BLOCK;
         const float *x = src + (size_t)k * Q8_BLOCK;
-        int8_t *qk = q + (size_t)k * Q8_BLOCK;
+        uint8_t *uk = u + (size_t)k * Q8_BLOCK;
         const uint16_t dh = rotary_f32_to_f16(absmax(x, n) / 127.0f);
         const float dk = rotary_f16_to_f32(dh), id = dk > 0 ? 1.0f / dk : 0.0f;
         d[k] = dh;
-        for (int i = 0; i < n; i++) qk[i] = (int8_t)clamp127(round_even(x[i] * id));
-        for (int i = n; i < Q8_BLOCK; i++) qk[i] = 0;
+        for (int i = 0; i < n; i++) uk[i] = (uint8_t)(int)(clamp127(round_even(x[i] * id)) + 128.0f);
+        for (int i = n; i < Q8_BLOCK; i++) uk[i] = 128;
     }
 }
 
 void q8_quantize_matrix(void *dst, const float *w, int OC, int C) {
     const size_t nb = (size_t)q8_blocks(C);
-    int8_t *q = (int8_t *)dst;
+    uint8_t *u = (uint8_t *)dst;
     uint16_t *d = (uint16_t *)(void *)((char *)dst + (size_t)OC * nb * Q8_BLOCK);
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < OC; r++)
-        q8_quantize_row(q + (size_t)r * nb * Q8_BLOCK, d + (size_t)r * nb, w + (size_t)r * C, C);
+        q8_quantize_row(u + (size_t)r * nb * Q8_BLOCK, d + (size_t)r * nb, w + (size_t)r * C, C);
 }
 
 void q8_dequantize_row(float *dst, const void *m, int OC, int C, int r) {
     const size_t nb = (size_t)q8_blocks(C);
-    const int8_t *q = q8_matrix_q(m) + (size_t)r * nb * Q8_BLOCK;
+    const uint8_t *u = q8_matrix_u(m) + (size_t)r * nb * Q8_BLOCK;
     const uint16_t *d = q8_matrix_d(m, OC, C) + (size_t)r * nb;
-    for (int i = 0; i < C; i++) dst[i] = rotary_f16_to_f32(d[i / Q8_BLOCK]) * (float)q[i];
+    for (int i = 0; i < C; i++) dst[i] = rotary_f16_to_f32(d[i / Q8_BLOCK]) * (float)(u[i] - 128);
 }
 
 /* The input is padded to a multiple of 16 blocks, so the kernel can load
@@ -150,8 +150,8 @@ static inline size_t act_blocks(int C) { return ((size_t)q8_blocks(C) + 15) & ~(
 
 size_t q8_act_bytes(int C) {
     const size_t nbp = act_blocks(C);
-    /* q, a: 32 bytes per block; neg: 4 (a bit per value); d: 4 */
-    return nbp * (2 * Q8_BLOCK + 4 + 4);
+    /* per block: q 32 bytes, corr 8 int32, d 1 float */
+    return nbp * (Q8_BLOCK + 8 * 4 + 4);
 }
 
 q8_act q8_act_view(void *scratch, int C) {
@@ -159,8 +159,7 @@ q8_act q8_act_view(void *scratch, int C) {
     unsigned char *p = scratch;
     q8_act a;
     a.q = (int8_t *)p, p += nbp * Q8_BLOCK;
-    a.a = p, p += nbp * Q8_BLOCK;
-    a.neg = (uint64_t *)(void *)p, p += nbp * 4;
+    a.corr = (int32_t *)(void *)p, p += nbp * 8 * 4;
     a.d = (float *)(void *)p;
     return a;
 }
@@ -172,28 +171,15 @@ void q8_quantize_act(q8_act *a, const float *x, int C) {
         const float *xb = x + (size_t)k * Q8_BLOCK;
         const float d = absmax(xb, n) / 127.0f, id = d > 0 ? 1.0f / d : 0.0f;
         int8_t *q = a->q + (size_t)k * Q8_BLOCK;
-        uint8_t *ab = a->a + (size_t)k * Q8_BLOCK;
         a->d[k] = d;
 #pragma omp simd
-        for (int i = 0; i < n; i++) {
-            const float v = clamp127(round_even(xb[i] * id));
-            q[i] = (int8_t)v;
-            ab[i] = (uint8_t)fabsf(v);
-        }
+        for (int i = 0; i < n; i++) q[i] = (int8_t)clamp127(round_even(xb[i] * id));
     }
     const size_t used = (size_t)C, all = (size_t)nbp * Q8_BLOCK;
     memset(a->q + used, 0, all - used);
-    memset(a->a + used, 0, all - used);
     for (int k = nb; k < nbp; k++) a->d[k] = 0;
-    for (int p = 0; p < nbp / 2; p++) {
-#ifdef Q8_AVX512
-        a->neg[p] = _mm512_movepi8_mask(_mm512_load_si512((const void *)(a->q + 64 * p)));
-#else
-        uint64_t m = 0;
-        for (int i = 0; i < 64; i++) m |= (uint64_t)(a->q[64 * p + i] < 0) << i;
-        a->neg[p] = m;
-#endif
-    }
+    for (size_t j = 0; j < all / 4; j++)
+        a->corr[j] = -128 * (a->q[4 * j] + a->q[4 * j + 1] + a->q[4 * j + 2] + a->q[4 * j + 3]);
 }
 
 /* -------------------------------------------------------- Q8_0 product */
@@ -203,31 +189,32 @@ void q8_quantize_act(q8_act *a, const float *x, int C) {
 #define Q8_PREFETCH 2048
 #endif
 
-/* R rows (1..GROUP) from row r. Two blocks (64 bytes) per step: the weights
- * take x's sign (a masked 0 - w; |w| <= 127 so it does not overflow) so
- * that vpdpbusd can multiply the unsigned |x| by them, giving 8 int32
- * partial sums per block. Their float conversion is multiplied by that
- * block's d_w * d_x, picked out of 16 scales converted at once. */
-static inline __attribute__((always_inline)) void q8_rows(float *out, const int8_t *Q,
+/* R rows (1..GROUP) from row r. Two blocks (64 bytes) per step: vpdpbusd
+ * multiplies the unsigned u = q + 128 by the signed x and adds groups of 4
+ * products to int32 lanes that start at -128 * (the sum of those 4 x), so
+ * each lane ends as a partial sum of q x; 8 lanes per block. Their float
+ * conversion is multiplied by that block's d_w * d_x, picked out of 16
+ * scales converted at once. */
+static inline __attribute__((always_inline)) void q8_rows(float *out, const uint8_t *U,
                                                           const uint16_t *D, const q8_act *a,
                                                           const float *b, int nb, int r,
                                                           const int R, int accumulate) {
-    const int8_t *q[GROUP];
+    const uint8_t *u[GROUP];
     const uint16_t *d[GROUP];
     __m512 acc[GROUP];
 #pragma GCC unroll 4
     for (int i = 0; i < R; i++) {
-        q[i] = Q + (size_t)(r + i) * nb * Q8_BLOCK;
+        u[i] = U + (size_t)(r + i) * nb * Q8_BLOCK;
         d[i] = D + (size_t)(r + i) * nb;
         acc[i] = _mm512_setzero_ps();
     }
-    const __m512i zero = _mm512_setzero_si512(), two = _mm512_set1_epi32(2);
+    const __m512i two = _mm512_set1_epi32(2);
     const __m512i idx0 = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
     /* The hardware prefetchers do not see four short interleaved rows as a
      * stream (without this, 5 instead of 20 GB/s from memory on one core):
-     * while these R rows run, fetch the next R rows' int8 values, one
-     * 64-byte line per row and step, Q8_PREFETCH bytes further on. */
-    const char *pf = (const char *)(q[0] + (size_t)R * nb * Q8_BLOCK) + Q8_PREFETCH;
+     * while these R rows run, fetch the next R rows, one 64-byte line per
+     * row and step, Q8_PREFETCH bytes further on. */
+    const char *pf = (const char *)(u[0] + (size_t)R * nb * Q8_BLOCK) + Q8_PREFETCH;
     for (int k0 = 0; k0 < nb; k0 += 16) {
         const int nk = nb - k0 < 16 ? nb - k0 : 16;
         const __mmask16 dm = (__mmask16)((1u << nk) - 1);
@@ -239,16 +226,15 @@ static inline __attribute__((always_inline)) void q8_rows(float *out, const int8
         __m512i idx = idx0;
         const int p1 = (k0 + nk + 1) / 2;
         for (int p = k0 / 2; p < p1; p++) {
-            const __m512i xa = _mm512_load_si512((const void *)(a->a + 64 * p));
-            const __mmask64 ng = a->neg[p];
+            const __m512i xq = _mm512_load_si512((const void *)(a->q + 64 * p));
+            const __m512i c = _mm512_load_si512((const void *)(a->corr + 16 * p));
             /* an odd last block: load only its 32 bytes (x is 0 past it) */
             const __mmask64 lm = 2 * p + 1 < nb ? ~(__mmask64)0 : (__mmask64)0xffffffffu;
 #pragma GCC unroll 4
             for (int i = 0; i < R; i++) {
                 _mm_prefetch(pf + (size_t)64 * (R * p + i), _MM_HINT_T0);
-                __m512i w = _mm512_maskz_loadu_epi8(lm, q[i] + 64 * p);
-                w = _mm512_mask_sub_epi8(w, ng, zero, w);
-                const __m512i dot = _mm512_dpbusd_epi32(zero, xa, w);
+                const __m512i w = _mm512_maskz_loadu_epi8(lm, u[i] + 64 * p);
+                const __m512i dot = _mm512_dpbusd_epi32(c, w, xq);
                 acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot),
                                          _mm512_permutexvar_ps(idx, s[i]), acc[i]);
             }
@@ -259,23 +245,24 @@ static inline __attribute__((always_inline)) void q8_rows(float *out, const int8
     for (int i = 0; i < R; i++) put(out, r + i, _mm512_reduce_add_ps(acc[i]), b, accumulate);
 }
 
-static void rows_q8(float *out, const int8_t *Q, const uint16_t *D, const q8_act *a,
+static void rows_q8(float *out, const uint8_t *U, const uint16_t *D, const q8_act *a,
                     const float *b, int nb, int r0, int r1, int accumulate) {
     int r = r0;
-    for (; r + GROUP <= r1; r += GROUP) q8_rows(out, Q, D, a, b, nb, r, GROUP, accumulate);
-    for (; r < r1; r++) q8_rows(out, Q, D, a, b, nb, r, 1, accumulate);
+    for (; r + GROUP <= r1; r += GROUP) q8_rows(out, U, D, a, b, nb, r, GROUP, accumulate);
+    for (; r < r1; r++) q8_rows(out, U, D, a, b, nb, r, 1, accumulate);
 }
 #else
-static void rows_q8(float *out, const int8_t *Q, const uint16_t *D, const q8_act *a,
+static void rows_q8(float *out, const uint8_t *U, const uint16_t *D, const q8_act *a,
                     const float *b, int nb, int r0, int r1, int accumulate) {
     for (int r = r0; r < r1; r++) {
-        const int8_t *qr = Q + (size_t)r * nb * Q8_BLOCK;
+        const uint8_t *ur = U + (size_t)r * nb * Q8_BLOCK;
         const uint16_t *dr = D + (size_t)r * nb;
         float y = 0;
         for (int k = 0; k < nb; k++) {
-            const int8_t *wq = qr + (size_t)k * Q8_BLOCK, *xq = a->q + (size_t)k * Q8_BLOCK;
+            const uint8_t *wu = ur + (size_t)k * Q8_BLOCK;
+            const int8_t *xq = a->q + (size_t)k * Q8_BLOCK;
             int32_t s = 0;
-            for (int i = 0; i < Q8_BLOCK; i++) s += (int32_t)wq[i] * xq[i];
+            for (int i = 0; i < Q8_BLOCK; i++) s += ((int32_t)wu[i] - 128) * xq[i];
             y += (float)s * (rotary_f16_to_f32(dr[k]) * a->d[k]);
         }
         put(out, r, y, b, accumulate);
@@ -286,12 +273,12 @@ static void rows_q8(float *out, const int8_t *Q, const uint16_t *D, const q8_act
 void matvec_q8_act(float *out, const void *w, const q8_act *a, const float *b, int C, int OC,
                    int accumulate) {
     const int nb = q8_blocks(C), ngroups = (OC + GROUP - 1) / GROUP;
-    const int8_t *Q = q8_matrix_q(w);
+    const uint8_t *U = q8_matrix_u(w);
     const uint16_t *D = q8_matrix_d(w, OC, C);
 #pragma omp parallel for schedule(runtime) if ((size_t)OC * C >= PAR_MIN_WEIGHTS)
     for (int g = 0; g < ngroups; g++) {
         const int r0 = g * GROUP, r1 = r0 + GROUP < OC ? r0 + GROUP : OC;
-        rows_q8(out, Q, D, a, b, nb, r0, r1, accumulate);
+        rows_q8(out, U, D, a, b, nb, r0, r1, accumulate);
     }
 }
 

@@ -7,13 +7,15 @@
  * threads.
  *
  * Q8_0 (the numbers of GGUF's Q8_0): a row of C weights is nb = ceil(C/32)
- * blocks of 32 int8 values q in [-127, 127] and one float16 scale d, weight
- * = d * q; a row whose C is not a multiple of 32 is padded with zeros. The
- * matrix stores all the int8 rows first, then all the scales (34 bytes per
- * 32 weights, as GGUF), so that the int8 rows are contiguous for 64-byte
- * loads. The input vector is quantized the same way per block of 32 (with a
- * float32 scale); each block's dot product is summed in 32-bit integers and
- * scaled by d_w * d_x. */
+ * blocks of 32 integers q in [-127, 127] and one float16 scale d, weight =
+ * d * q; a row whose C is not a multiple of 32 is padded with zeros. Our
+ * layout differs from GGUF's in two ways that save instructions in the
+ * kernel: the matrix stores all the rows of q first, then all the scales
+ * (still 34 bytes per 32 weights), so that q rows are contiguous for 64-byte
+ * loads; and q is stored as the unsigned byte u = q + 128, the operand
+ * vpdpbusd wants unsigned. The input vector is quantized per block of 32 to
+ * int8 with a float32 scale; each block's dot product is summed in 32-bit
+ * integers, sum u x - 128 sum x = sum q x, and scaled by d_w * d_x. */
 #ifndef ROTARY_MATVEC_H
 #define ROTARY_MATVEC_H
 
@@ -57,31 +59,32 @@ static inline float dot_f32(const float *a, const float *b, int n) {
 
 static inline int q8_blocks(int C) { return (C + Q8_BLOCK - 1) / Q8_BLOCK; }
 
-/* A Q8_0 matrix (OC, C) in memory: q (OC, nb * 32) int8, then d (OC, nb)
- * float16; q8_matrix_bytes = OC * nb * 34. Any byte alignment works; 64
- * is fastest. */
+/* A Q8_0 matrix (OC, C) in memory: u (OC, nb * 32) uint8 = q + 128, then
+ * d (OC, nb) float16; q8_matrix_bytes = OC * nb * 34. Any byte alignment
+ * works; 64 is fastest. */
 size_t q8_matrix_bytes(int OC, int C);
-static inline const int8_t *q8_matrix_q(const void *m) { return (const int8_t *)m; }
+static inline const uint8_t *q8_matrix_u(const void *m) { return (const uint8_t *)m; }
 static inline const uint16_t *q8_matrix_d(const void *m, int OC, int C) {
     return (const uint16_t *)(const void *)((const char *)m + (size_t)OC * q8_blocks(C) * Q8_BLOCK);
 }
 
 /* Quantize one row src (C): per block d = max |x| / 127 rounded to float16,
  * q = round(x / d) to nearest even, clamped to +-127 (all 0 when d is 0).
- * q gets q8_blocks(C) * 32 values (zero padded), d q8_blocks(C). */
-void q8_quantize_row(int8_t *q, uint16_t *d, const float *src, int C);
+ * u gets q8_blocks(C) * 32 values q + 128 (padding: q = 0), d gets
+ * q8_blocks(C) scales. */
+void q8_quantize_row(uint8_t *u, uint16_t *d, const float *src, int C);
 /* The whole matrix w (OC, C) into dst (q8_matrix_bytes), rows in parallel. */
 void q8_quantize_matrix(void *dst, const float *w, int OC, int C);
 /* Row r of a Q8_0 matrix back to floats: dst (C) = d * q. */
 void q8_dequantize_row(float *dst, const void *m, int OC, int C, int r);
 
 /* The quantized input, padded to whole groups of 16 blocks with zeros:
- * q (int8), a = |q| (uint8), neg (one bit per value: q < 0, 64 per word),
- * d (float32 scale per block). */
+ * q (int8), corr (-128 times the sum of each 4 consecutive q: what the
+ * kernel starts each block's integer sums from), d (float32 scale per
+ * block). */
 typedef struct {
     int8_t *q;
-    uint8_t *a;
-    uint64_t *neg;
+    int32_t *corr;
     float *d;
 } q8_act;
 

@@ -20,8 +20,8 @@ target_link_libraries(gguf_list rotary)
 # The cross-check takes a list of files (add yours before --damaged). The
 # copies of llama.cpp's vocabulary files in shared/data are damaged (they went
 # through a UTF-8 text conversion): after --damaged, both readers refusing
-# them counts as agreement. It skips (exit 77) when node or
-# tests/gguf_npm/node_modules is missing: run scripts/install-deps.sh.
+# them counts as agreement. It fails when node or tests/gguf_npm/node_modules
+# is missing: run scripts/install-deps.sh.
 add_test(NAME gguf_npm_compare
   COMMAND bash ${CMAKE_SOURCE_DIR}/tests/gguf_npm/compare.sh $<TARGET_FILE:gguf_list>
     ${CMAKE_BINARY_DIR}/gguf_test_all.gguf
@@ -31,5 +31,4 @@ add_test(NAME gguf_npm_compare
     ${ROTARY_DATA_DIR}/gguf/ggml-vocab-gpt-2.gguf
   WORKING_DIRECTORY ${CMAKE_BINARY_DIR})
 set_tests_properties(gguf_npm_compare PROPERTIES
-  FIXTURES_REQUIRED gguf_file
-  SKIP_RETURN_CODE 77)
+  FIXTURES_REQUIRED gguf_file)

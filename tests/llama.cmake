@@ -13,3 +13,14 @@ set_tests_properties(llama2c_torch PROPERTIES ENVIRONMENT "OMP_NUM_THREADS=2")
 add_executable(test_llama2c tests/test_llama2c.c)
 target_link_libraries(test_llama2c rotary)
 add_test(NAME test_llama2c COMMAND test_llama2c WORKING_DIRECTORY ${CMAKE_BINARY_DIR})
+
+# Our models through GGUF and back: both pairings, scalings, refusals.
+add_executable(test_export tests/test_export.c)
+target_link_libraries(test_export rotary)
+add_test(NAME test_export COMMAND test_export WORKING_DIRECTORY ${CMAKE_BINARY_DIR})
+
+# generate and export through the command; ASan runs it too (make test).
+add_test(NAME cli_generate
+  COMMAND bash ${CMAKE_SOURCE_DIR}/tests/cli_generate.sh $<TARGET_FILE:rotary_cli>
+          $<TARGET_FILE:llama2c_greedy> $<TARGET_FILE:gguf_list> ${CMAKE_SOURCE_DIR} ${ROTARY_DATA_DIR}
+  WORKING_DIRECTORY ${CMAKE_BINARY_DIR})

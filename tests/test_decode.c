@@ -163,7 +163,7 @@ static void test_q8_roundtrip(void) {
     void *m = xalloc(q8_matrix_bytes(OC, C)), *m2 = xalloc(q8_matrix_bytes(OC, C));
     EXPECT(q8_matrix_bytes(OC, C) == (size_t)OC * nb * 34, "q8_matrix_bytes");
     q8_quantize_matrix(m, w, OC, C);
-    const int8_t *Q = q8_matrix_q(m);
+    const uint8_t *U = q8_matrix_u(m);
     const uint16_t *D = q8_matrix_d(m, OC, C);
     double worst = 0;
     for (int r = 0; r < OC; r++) {
@@ -176,7 +176,7 @@ static void test_q8_roundtrip(void) {
             EXPECT(fabs(d - amax / 127.0) <= amax / 127.0 * 0x1p-11 + 0x1p-25, "row %d block %d: d %g for max %g",
                    r, k, d, amax);
             for (int i = 0; i < 32; i++) {
-                const int q = Q[(size_t)r * nb * 32 + 32 * k + i];
+                const int q = U[(size_t)r * nb * 32 + 32 * k + i] - 128;
                 EXPECT(q >= -127 && q <= 127 && (i < n || q == 0), "row %d block %d: q[%d] = %d", r,
                        k, i, q);
                 if (i >= n) continue;
@@ -228,12 +228,12 @@ static void test_matvec_q8(void) {
         q8_act a = q8_act_view(scratch, C);
         q8_quantize_act(&a, x, C);
         for (int i = 0; i < C; i++) xq[i] = a.d[i / 32] * a.q[i];
-        for (int i = C; i < nb * 32; i++) EXPECT(a.q[i] == 0 && a.a[i] == 0, "act padding");
-        for (int i = 0; i < C; i++) {
+        for (int i = C; i < nb * 32; i++) EXPECT(a.q[i] == 0, "act padding");
+        for (int i = 0; i < C; i++)
             EXPECT(fabs(xq[i] - x[i]) <= a.d[i / 32] / 2 * (1 + 1e-6), "act %d: %g vs %g", i, xq[i], x[i]);
-            EXPECT(a.a[i] == abs(a.q[i]) && ((a.neg[i / 64] >> (i % 64)) & 1) == (a.q[i] < 0),
-                   "act %d: |q| or sign bit", i);
-        }
+        for (int j = 0; j < nb * 8; j++)
+            EXPECT(a.corr[j] == -128 * (a.q[4 * j] + a.q[4 * j + 1] + a.q[4 * j + 2] + a.q[4 * j + 3]),
+                   "act corr %d", j);
         for (int variant = 0; variant < 3; variant++) {
             memcpy(y, y0, (size_t)OC * 4);
             if (variant == 0) matvec_q8(y, m, x, NULL, C, OC, 0, scratch);

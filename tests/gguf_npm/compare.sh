@@ -5,19 +5,19 @@
 # from tests/gguf_list.c) with the one @huggingface/gguf gives
 # (tests/gguf_npm/list.mjs): they must be identical. Files after --damaged
 # are known to be broken copies: they pass if both readers refuse them (or
-# both read them the same). Exit 77 (skip) without node or the package;
-# install both with scripts/install-deps.sh.
+# both read them the same). Without node or the package it fails (CI must
+# run it): install both with scripts/install-deps.sh.
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 list=${1:?usage: compare.sh GGUF_LIST FILE... [--damaged FILE...]}
 shift
 if ! command -v node >/dev/null; then
   echo "skip: node is not installed (scripts/install-deps.sh installs it)"
-  exit 77
+  exit 1
 fi
 if [ ! -d "$here/node_modules/@huggingface/gguf" ]; then
   echo "skip: $here/node_modules lacks @huggingface/gguf (run: npm ci --prefix $here)"
-  exit 77
+  exit 1
 fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT

@@ -1,0 +1,76 @@
+#!/bin/bash
+# rotary generate and rotary export end to end: the real llama2.c files,
+# our runs exported to GGUF (read by @huggingface/gguf too) and generated
+# from again, and bad input.
+# usage: cli_generate.sh ROTARY LLAMA2C_GREEDY GGUF_LIST SOURCE_DIR DATA_DIR
+set -u
+rotary="$1" greedy="$2" gguf_list="$3" src="$4" data="$5"
+. "$src/tests/lib.sh"
+
+# 1. llama2.c: the command's greedy ids equal the decoder test tool's (which
+#    tests/torch/llama2c_ref.py checks against PyTorch), and the tokenizer.
+want=$("$greedy" "$data/aidreams260K.bin" 200)
+got=$("$rotary" generate "$data/aidreams260K.bin" -z "$data/aidreams_tok512.bin" -p "" -n 200 \
+      -t 0 --ctx 256 --no-stop --ids 2>/dev/null | tr -s ' \n' ' ' | sed 's/ $//')
+[ "$got" = "1 $want" ] && ok "aidreams260K: 200 greedy ids from BOS" || bad "aidreams260K ids: $got"
+ids=$("$rotary" generate "$data/stories260K.bin" -z "$data/tok512.bin" -p "Once upon a time" -n 0 --ids 2>/dev/null)
+[ "$(echo $ids)" = "1 403 407 261 378" ] && ok "tok512 encodes the prompt as 1 403 407 261 378" ||
+    bad "tok512 prompt ids: $ids"
+text=$("$rotary" generate "$data/aidreams260K.bin" -z "$data/aidreams_tok512.bin" \
+       -p "Once upon a time" -n 60 -t 0 2>"$tmp/err")
+[[ "$text" == "Once upon a time"* ]] && [ ${#text} -gt 100 ] && grep -q "decode 60 tokens at" "$tmp/err" &&
+    ok "aidreams260K text and speed line" || bad "aidreams260K text: $text / $(cat "$tmp/err")"
+"$rotary" export "$data/aidreams260K.bin" -z "$data/aidreams_tok512.bin" -o "$tmp/aid.gguf" 2>/dev/null
+t2=$("$rotary" generate "$tmp/aid.gguf" -p "Once upon a time" -n 60 -t 0 2>/dev/null)
+[ "$text" = "$t2" ] && ok "aidreams260K through GGUF (its tokenizer inside) generates the same" ||
+    bad "aidreams via GGUF: $t2"
+
+# 2. Our runs, both pairings: export, cross-read, generate the same tokens.
+corpus="$data/tinyshakespeare.txt"
+tiny=(--data "$corpus" --layers 2 --heads 4 --kv-heads 2 --dim 32 --ctx 32 --batch 4 --steps 30
+      --eval-every 30 --eval-batches 1 --warmup 5 --sample-tokens 0 --threads 2)
+files=()
+for pairing in interleaved half; do
+    "$rotary" train "${tiny[@]}" --rope-pairing "$pairing" --out "$tmp/$pairing" >/dev/null 2>&1 ||
+        bad "train $pairing"
+    "$rotary" export "$tmp/$pairing" -o "$tmp/$pairing.gguf" 2>/dev/null && ok "export $pairing" ||
+        bad "export $pairing"
+    files+=("$tmp/$pairing.gguf")
+    a=$("$rotary" generate "$tmp/$pairing" -p "ROMEO:" -n 80 -t 0 --ids 2>/dev/null)
+    b=$("$rotary" generate "$tmp/$pairing.gguf" -p "ROMEO:" -n 80 -t 0 --ids 2>/dev/null)
+    [ -n "$a" ] && [ "$a" = "$b" ] && ok "$pairing: the GGUF generates the run's 80 greedy tokens" ||
+        bad "$pairing: run '$a' vs gguf '$b'"
+    a=$("$rotary" generate "$tmp/$pairing" -p "ROMEO:" -n 40 --seed 9 2>/dev/null)
+    b=$("$rotary" generate "$tmp/$pairing.gguf" -p "ROMEO:" -n 40 --seed 9 2>/dev/null)
+    [ "$a" = "$b" ] && ok "$pairing: the same sampled text from a seed" || bad "$pairing sampled"
+done
+bash "$src/tests/gguf_npm/compare.sh" "$gguf_list" "${files[@]}" "$tmp/aid.gguf" &&
+    ok "@huggingface/gguf lists the exported files as we do" || bad "@huggingface/gguf listing differs"
+
+# 3. Bad input.
+"$rotary" train "${tiny[@]}" --norm layernorm --out "$tmp/ln" >/dev/null 2>&1
+expect_error "export LayerNorm" "LayerNorm" "$rotary" export "$tmp/ln" -o "$tmp/ln.gguf"
+[ ! -e "$tmp/ln.gguf" ] && ok "no file after a refused export" || bad "refused export left a file"
+size=$(stat -c %s "$tmp/half.gguf")
+for cut in 3 24 200 $((size / 2)) $((size - 1)); do
+    head -c $cut "$tmp/half.gguf" > "$tmp/cut.gguf"
+    expect_error "GGUF truncated at $cut" "" "$rotary" generate "$tmp/cut.gguf" -n 2
+done
+head -c 1000 "$data/stories260K.bin" > "$tmp/cut.bin"
+expect_error "llama2.c truncated" "needs" "$rotary" generate "$tmp/cut.bin" -z "$data/tok512.bin" -n 2
+expect_error "llama2.c without a tokenizer" "-z" "$rotary" generate "$data/stories260K.bin" -n 2
+expect_error "tokenizer of another size" "vocabulary" "$rotary" generate "$data/stories260K.bin" \
+    -z "$tmp/interleaved/tokenizer.json" -n 2
+expect_error "prompt longer than the context" "context" "$rotary" generate "$data/stories260K.bin" \
+    -z "$data/tok512.bin" --ctx 4 -p "Once upon a time there was"
+# Under a 1 GiB address-space limit, 4M positions of aidreams260K's cache
+# (8 GiB) cannot fit (AddressSanitizer needs far more address space: skipped).
+if [ -z "${ROTARY_SANITIZED:-}" ]; then
+    expect_error "a KV cache larger than memory" "GiB" bash -c "ulimit -v 1048576; exec \"\$0\" \"\$@\"" \
+        "$rotary" generate "$data/aidreams260K.bin" -z "$data/aidreams_tok512.bin" --ctx 4000000
+fi
+expect_error "--ctx too large" "ctx" "$rotary" generate "$data/aidreams260K.bin" \
+    -z "$data/aidreams_tok512.bin" --ctx 16000000
+expect_error "not a model" "" "$rotary" generate "$corpus" -z "$data/tok512.bin"
+expect_error "missing model" "" "$rotary" generate "$tmp/nope.gguf"
+finish

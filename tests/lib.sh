@@ -1,0 +1,25 @@
+# Shared by the tests/cli_*.sh scripts: a temporary directory, pass/fail
+# counters, and expect_error. Source it after setting `rotary`.
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fails=0
+passes=0
+ok() { echo "ok   $1"; passes=$((passes + 1)); }
+bad() { echo "FAIL $1"; fails=$((fails + 1)); }
+# expect_error DESCRIPTION PATTERN COMMAND...: the command must fail (not by a
+# signal) with "rotary: ...PATTERN..." on stderr.
+expect_error() {
+    local what="$1" pattern="$2"; shift 2
+    local err status
+    err=$("$@" 2>&1 >/dev/null); status=$?
+    if [ $status -ne 0 ] && [ $status -lt 128 ] && [[ "$err" == *"rotary: "*"$pattern"* ]]; then
+        ok "$what: $(echo "$err" | tail -1)"
+    else
+        bad "$what: status $status, stderr: $err"
+    fi
+}
+# The summary line and exit status.
+finish() {
+    echo "$passes passed, $fails failed"
+    [ $fails -eq 0 ]
+}

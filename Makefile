@@ -15,8 +15,15 @@ train: all
 demo: all
 	./$(BUILD)/rotary demo
 
+# Every test, then the tests of our file readers again under AddressSanitizer
+# and UBSan (labelled "reader" in tests/tests.cmake).
+READER_TARGETS = rotary_cli test_checkpoint test_tokenizer test_gguf test_vocab test_llama2c \
+	test_export llama2c_greedy gguf_list
 test: all
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+	cmake -S . -B $(BUILD)-asan -DROTARY_WERROR=ON -DROTARY_SANITIZE=ON >/dev/null
+	cmake --build $(BUILD)-asan -j $(JOBS) --target $(READER_TARGETS)
+	cd $(BUILD)-asan && ctest --output-on-failure -j $(JOBS) -L reader
 
 clean:
-	rm -rf $(BUILD)
+	rm -rf $(BUILD) $(BUILD)-asan

@@ -1,9 +1,9 @@
 /* matvec.c: y = W x for decoding, in float32 and in Q8_0 (matvec.h).
  *
- * Each OpenMP thread gets one contiguous range of rows (schedule static over
- * groups of 4 rows). With -march=native on a CPU with AVX-512 (F, BW, VL,
- * VNNI) the inner loops are intrinsics; the portable C after them computes
- * the same sums and is what every other compiler or CPU gets.
+ * Rows go to the OpenMP threads in groups of 4, schedule guided (see
+ * min_chunk). With -march=native on a CPU with AVX-512 (F, BW, VL, VNNI)
+ * the inner loops are intrinsics; the portable C after them computes the
+ * same sums and is what every other compiler or CPU gets.
  *
  * Measured on this project's 2-core AMD EPYC (Zen 4, a VM), 2 OpenMP
  * threads, the rotary-study job paused, best of 8 passes over matrices much
@@ -37,6 +37,18 @@
  * a parallel region costs a few microseconds, more than they take. */
 #define PAR_MIN_WEIGHTS 65536
 #define GROUP 4
+
+/* Rows go to the threads in chunks of groups, schedule guided: the first
+ * chunks are large (half the remaining rows over the threads), so each
+ * thread streams long runs of memory, and they shrink towards the end, so a
+ * thread that was slowed down (by another process on its core, or by its
+ * share of the memory bandwidth) is helped out instead of waited for. The
+ * smallest chunk is about 32 KiB of weights. Which thread computes a row
+ * never changes its value. */
+static inline int min_chunk(size_t row_bytes) {
+    const size_t g = ((size_t)32 << 10) / (row_bytes * GROUP);
+    return g < 1 ? 1 : (int)g;
+}
 
 static inline void put(float *out, int r, float y, const float *b, int accumulate) {
     if (b) y += b[r];
@@ -87,8 +99,8 @@ static void rows_f32(float *out, const float *w, const float *x, const float *b,
 
 void matvec_f32(float *out, const float *w, const float *x, const float *b, int C, int OC,
                 int accumulate) {
-    const int ngroups = (OC + GROUP - 1) / GROUP;
-#pragma omp parallel for schedule(runtime) if ((size_t)OC * C >= PAR_MIN_WEIGHTS)
+    const int ngroups = (OC + GROUP - 1) / GROUP, chunk = min_chunk((size_t)C * sizeof(float));
+#pragma omp parallel for schedule(guided, chunk) if ((size_t)OC * C >= PAR_MIN_WEIGHTS)
     for (int g = 0; g < ngroups; g++) {
         const int r0 = g * GROUP, r1 = r0 + GROUP < OC ? r0 + GROUP : OC;
         rows_f32(out, w, x, b, C, r0, r1, accumulate);
@@ -273,9 +285,10 @@ static void rows_q8(float *out, const uint8_t *U, const uint16_t *D, const q8_ac
 void matvec_q8_act(float *out, const void *w, const q8_act *a, const float *b, int C, int OC,
                    int accumulate) {
     const int nb = q8_blocks(C), ngroups = (OC + GROUP - 1) / GROUP;
+    const int chunk = min_chunk((size_t)nb * (Q8_BLOCK + 2));
     const uint8_t *U = q8_matrix_u(w);
     const uint16_t *D = q8_matrix_d(w, OC, C);
-#pragma omp parallel for schedule(runtime) if ((size_t)OC * C >= PAR_MIN_WEIGHTS)
+#pragma omp parallel for schedule(guided, chunk) if ((size_t)OC * C >= PAR_MIN_WEIGHTS)
     for (int g = 0; g < ngroups; g++) {
         const int r0 = g * GROUP, r1 = r0 + GROUP < OC ? r0 + GROUP : OC;
         rows_q8(out, U, D, a, b, nb, r0, r1, accumulate);

@@ -47,11 +47,17 @@ include(tests/tokenizers.cmake)
 include(tests/decode.cmake)
 include(tests/llama.cmake)
 
+# The tests that feed outside input (files, options) to our readers; `make
+# test` runs them again under AddressSanitizer and UBSan.
+set_tests_properties(test_checkpoint test_tokenizer test_gguf test_vocab test_llama2c test_export
+  cli_bad_input cli_generate gguf_npm_compare PROPERTIES LABELS reader)
+
 # Under AddressSanitizer, let huge allocations fail with NULL (the tests check
 # that we report them) instead of aborting.
 if(ROTARY_SANITIZE)
   get_property(all_tests DIRECTORY PROPERTY TESTS)
   set_property(TEST ${all_tests} APPEND PROPERTY ENVIRONMENT
-    "ASAN_OPTIONS=allocator_may_return_null=1:detect_leaks=1")
+    "ASAN_OPTIONS=allocator_may_return_null=1:detect_leaks=1:halt_on_error=1"
+    "UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1" "ROTARY_SANITIZED=1")
 endif()
 set_property(TEST test_tokenizer APPEND PROPERTY ENVIRONMENT "ROTARY_DATA_DIR=${ROTARY_DATA_DIR}")

@@ -60,21 +60,21 @@ if part kjv; then # English with a BPE vocabulary of 4096
     tok="$RUNS/kjv-bpe4096.json"
     [ -f "$tok" ] || "$ROTARY" tokenizer train --vocab 4096 -o "$tok" "$("$ROTARY" corpus english)"
     "$ROTARY" compare "${S[@]}" --data english --tokenizer "$tok" --steps "$(steps 2000)" \
-        --pos rope,learned,alibi --seeds 1 --out "$RUNS/kjv" --name kjv
+        --pos rope,learned --seeds 1 --out "$RUNS/kjv" --name kjv
     publish "$RUNS/kjv" kjv kjv-bpe
 fi
 # The Chinese and linear-attention parts run 1000 steps each so that the whole
 # study fits one session on 2 cores; --scale 2 gives them 2000.
 if part chinese; then # Chinese, byte tokens
     "$ROTARY" compare "${S[@]}" --data chinese --steps "$(steps 1000)" \
-        --pos rope,learned,alibi --seeds 1 --out "$RUNS/chinese-bytes" --name chinese
+        --pos rope,learned --seeds 1 --out "$RUNS/chinese-bytes" --name chinese
     publish "$RUNS/chinese-bytes" chinese chinese-bytes
 fi
 if part chinese-bpe; then # Chinese, BPE vocabulary of 4096
     tok="$RUNS/chinese-bpe4096.json"
     [ -f "$tok" ] || "$ROTARY" tokenizer train --vocab 4096 -o "$tok" "$("$ROTARY" corpus chinese)"
     "$ROTARY" compare "${S[@]}" --data chinese --tokenizer "$tok" --steps "$(steps 1000)" \
-        --pos rope,learned,alibi --seeds 1 --out "$RUNS/chinese-bpe" --name chinese-bpe
+        --pos rope,learned --seeds 1 --out "$RUNS/chinese-bpe" --name chinese-bpe
     publish "$RUNS/chinese-bpe" chinese-bpe chinese-bpe
 fi
 if part linear; then # RoPE with linear attention (RoFormer section 3.3)

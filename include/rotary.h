@@ -396,10 +396,15 @@ typedef struct {
     float *feat, *rfeat; /* ((n_head + n_kv_head) * head_dim) phi(q) | phi(k),
                             and rotated (linear only) */
     int *bucket;        /* (max_T) T5 bucket of each distance, or NULL */
-    float *x, *h, *qkv, *att, *attout, *up, *act, *logits; /* att: (n_head, max_T) */
+    float *x, *h, *qkv, *att, *attout, *up, *act, *logits; /* att: (n_head, max_T);
+                           h, act: one row per thread (threads, d_model|d_ff,
+                           rows padded to 16 floats) */
+    int threads;        /* OpenMP threads a step may use: omp_get_max_threads()
+                           at init (fewer if fewer are set when it runs) */
     void *q8;           /* rotary_decoder_quantize: one allocation with the
-                           Q8_0 copy of every matrix and the quantized input;
-                           NULL: the step reads the float32 weights */
+                           Q8_0 copy of every matrix and each thread's
+                           quantized input; NULL: the step reads the float32
+                           weights */
     size_t q8_bytes;    /* its size */
 } rotary_decoder;
 

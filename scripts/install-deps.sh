@@ -1,13 +1,16 @@
 #!/bin/bash
 # Install the Debian packages rotary needs to build, test and benchmark, and
 # the two corpora (bible-kjv: English, fortunes-zh: Chinese); gnuplot-nox
-# draws `rotary rope decay --plot`.
+# draws `rotary rope decay --plot`; clang, libclang-rt-14-dev (libFuzzer and
+# the sanitizer runtimes) and libomp-14-dev (OpenMP for clang) build the
+# fuzz harnesses (fuzz/run.sh).
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
   build-essential cmake libopenblas-dev libopenblas0-openmp libcjson-dev libpcre2-dev \
-  python3 python3-torch python3-numpy bible-kjv fortunes-zh gnuplot-nox >/dev/null
+  python3 python3-torch python3-numpy bible-kjv fortunes-zh gnuplot-nox \
+  clang libclang-rt-14-dev libomp-14-dev >/dev/null
 
 # The GGUF cross-check (tests/gguf_npm) parses files with @huggingface/gguf,
 # pinned by tests/gguf_npm/package-lock.json; Debian's nodejs and npm only if

@@ -22,4 +22,35 @@ static inline int rotary_mul_size(size_t a, size_t b, size_t *out) {
  * (with the message set). Free with free(). */
 float *rotary_alloc_floats(size_t n, const char *what);
 
+/* Map the regular file at path read-only: *data, *size (bytes). An empty
+ * file gives *size 0 and a valid pointer to no bytes (nothing is mapped), so
+ * callers check the size against their format's minimum themselves. Fails
+ * with ROTARY_EIO ("cannot open", "cannot stat", "not a regular file",
+ * "cannot map") or ROTARY_ENOMEM (larger than the address space), the
+ * message naming path. Release with rotary_unmap_file(*data, *size). */
+int rotary_map_file(const char *path, const void **data, size_t *size);
+void rotary_unmap_file(const void *data, size_t size);
+
+/* Read the regular file at path into a new buffer of *size bytes plus a
+ * terminating NUL (free() it). Fails as rotary_map_file does, with
+ * ROTARY_EFORMAT when the file holds more than max bytes ("N bytes is too
+ * large for a <what> (at most max)"), ROTARY_ENOMEM, or ROTARY_EIO when the
+ * read fails. */
+int rotary_read_file(const char *path, size_t max, const char *what, char **data, size_t *size);
+
+/* Writing a file so that a crash leaves the old one or the new one, never
+ * half of one: the bytes go to a temporary file next to path ("PATH.tmp.XXXXXX",
+ * mode 0644), which commit fsyncs, renames onto path and makes durable with
+ * an fsync of the directory. Each function returns ROTARY_OK or ROTARY_EIO /
+ * ROTARY_ENOMEM with a message naming path; after a failure the temporary file
+ * is gone and there is nothing to clean up. */
+typedef struct {
+    const char *path; /* the destination */
+    char *tmp;        /* the temporary file */
+    int fd;
+} rotary_tmpfile;
+int rotary_tmpfile_open(rotary_tmpfile *f, const char *path);
+int rotary_tmpfile_write(rotary_tmpfile *f, const void *buf, size_t n);
+int rotary_tmpfile_commit(rotary_tmpfile *f);
+
 #endif

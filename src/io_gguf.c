@@ -25,16 +25,12 @@
 #include "internal.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #define GGUF_HEADER 24           /* magic, version, tensor_count, kv_count */
 #define GGUF_DEFAULT_ALIGN 32
@@ -156,7 +152,7 @@ typedef struct {
 
 struct rotary_gguf {
     char *path;
-    unsigned char *map;
+    const unsigned char *map;
     size_t size;
     int version;
     uint32_t alignment;
@@ -205,7 +201,7 @@ static const char *tensor_name_at(const void *ctx, int32_t i, size_t *len) {
 
 void rotary_gguf_close(rotary_gguf *g) {
     if (!g) return;
-    if (g->map) munmap(g->map, g->size);
+    rotary_unmap_file(g->map, g->size);
     for (int i = 0; g->kv && i < g->n_kv; i++) {
         free(g->kv[i].key);
         free(g->kv[i].str);
@@ -565,57 +561,17 @@ int rotary_gguf_open(rotary_gguf **out, const char *path) {
         free(g);
         return rotary_fail(ROTARY_ENOMEM, "%s: out of memory", path);
     }
-    int rc;
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) {
-        rc = rotary_fail(ROTARY_EIO, "%s: cannot open: %s", path, strerror(errno));
-        goto fail;
-    }
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
-        rc = rotary_fail(ROTARY_EIO, "%s: cannot stat: %s", path, strerror(errno));
-        close(fd);
-        goto fail;
-    }
-    if (!S_ISREG(st.st_mode)) {
-        rc = rotary_fail(ROTARY_EIO, "%s: not a regular file", path);
-        close(fd);
-        goto fail;
-    }
-    if (st.st_size < GGUF_HEADER) {
-        /* Too short for the header; still say why precisely. */
-        unsigned char head[GGUF_HEADER];
-        ssize_t got = st.st_size > 0 ? pread(fd, head, (size_t)st.st_size, 0) : 0;
-        close(fd);
-        if (got < 0 || got != st.st_size) {
-            rc = rotary_fail(ROTARY_EIO, "%s: cannot read: %s", path, strerror(errno));
-            goto fail;
-        }
-        g->map = head;
-        g->size = (size_t)got;
-        rc = parse(g); /* fails on the magic, the version or a count */
-        g->map = NULL;
-        g->size = 0;
-        if (rc == ROTARY_OK)
-            rc = rotary_fail(ROTARY_EFORMAT, "%s: truncated: %lld bytes, shorter than the %d-byte "
-                             "GGUF header", path, (long long)st.st_size, GGUF_HEADER);
-        goto fail;
-    }
-    if ((uint64_t)st.st_size > SIZE_MAX) {
-        rc = rotary_fail(ROTARY_ENOMEM, "%s: file too large to map", path);
-        close(fd);
-        goto fail;
-    }
-    g->size = (size_t)st.st_size;
-    void *map = mmap(NULL, g->size, PROT_READ, MAP_PRIVATE, fd, 0);
-    close(fd);
-    if (map == MAP_FAILED) {
-        g->size = 0;
-        rc = rotary_fail(ROTARY_EIO, "%s: cannot map: %s", path, strerror(errno));
-        goto fail;
-    }
+    const void *map;
+    int rc = rotary_map_file(path, &map, &g->size);
+    if (rc != ROTARY_OK) goto fail;
     g->map = map;
+    /* A file shorter than the header fails in parse on the magic, the
+     * version or a count, which says why precisely; the check after it is
+     * a guard. */
     rc = parse(g);
+    if (rc == ROTARY_OK && g->size < GGUF_HEADER)
+        rc = rotary_fail(ROTARY_EFORMAT, "%s: truncated: %zu bytes, shorter than the %d-byte "
+                         "GGUF header", path, g->size, GGUF_HEADER);
     if (rc != ROTARY_OK) goto fail;
     *out = g;
     return ROTARY_OK;
@@ -868,6 +824,16 @@ void rotary_q8_0_quantize(void *out, const float *x, size_t n) {
     }
 }
 
+/* out[i] = the 16-bit float at p + 2 i: float16, or bfloat16 when bf16. */
+static void widen16(float *out, const unsigned char *p, size_t n, int bf16) {
+#pragma omp parallel for schedule(static) if (n >= PAR_MIN)
+    for (size_t i = 0; i < n; i++) {
+        uint16_t h;
+        memcpy(&h, p + 2 * i, 2);
+        out[i] = bf16 ? rotary_bf16_to_f32(h) : rotary_f16_to_f32(h);
+    }
+}
+
 int rotary_gguf_tensor_f32(const rotary_gguf_tensor *t, float *out) {
     if (!t || !out || !t->data) return rotary_fail(ROTARY_EINVAL, "gguf: NULL tensor or output");
     const size_t n = (size_t)t->n_elements;
@@ -877,20 +843,8 @@ int rotary_gguf_tensor_f32(const rotary_gguf_tensor *t, float *out) {
         memcpy(out, p, n * sizeof(float));
         return ROTARY_OK;
     case ROTARY_GGML_F16:
-#pragma omp parallel for schedule(static) if (n >= PAR_MIN)
-        for (size_t i = 0; i < n; i++) {
-            uint16_t h;
-            memcpy(&h, p + 2 * i, 2);
-            out[i] = rotary_f16_to_f32(h);
-        }
-        return ROTARY_OK;
     case ROTARY_GGML_BF16:
-#pragma omp parallel for schedule(static) if (n >= PAR_MIN)
-        for (size_t i = 0; i < n; i++) {
-            uint16_t h;
-            memcpy(&h, p + 2 * i, 2);
-            out[i] = rotary_bf16_to_f32(h);
-        }
+        widen16(out, p, n, t->type == ROTARY_GGML_BF16);
         return ROTARY_OK;
     case ROTARY_GGML_Q8_0:
         rotary_q8_0_dequantize(out, p, n);
@@ -1146,58 +1100,6 @@ int rotary_gguf_add_tensor(rotary_gguf_writer *w, const char *name, int type, in
     return ROTARY_OK;
 }
 
-/* Write all of buf to fd; 0 or -1 with errno set. */
-static int write_all(int fd, const void *buf, size_t n) {
-    const unsigned char *p = buf;
-    while (n > 0) {
-        size_t chunk = n > ((size_t)1 << 30) ? ((size_t)1 << 30) : n;
-        ssize_t wr = write(fd, p, chunk);
-        if (wr < 0) {
-            if (errno == EINTR) continue;
-            return -1;
-        }
-        if (wr == 0) {
-            errno = EIO;
-            return -1;
-        }
-        p += wr;
-        n -= (size_t)wr;
-    }
-    return 0;
-}
-
-/* fsync the directory holding path so the rename is durable. */
-static int fsync_parent_dir(const char *path) {
-    const char *slash = strrchr(path, '/');
-    char *dir;
-    if (!slash) {
-        dir = strdup(".");
-    } else if (slash == path) {
-        dir = strdup("/");
-    } else {
-        dir = malloc((size_t)(slash - path) + 1);
-        if (dir) {
-            memcpy(dir, path, (size_t)(slash - path));
-            dir[slash - path] = '\0';
-        }
-    }
-    if (!dir) return rotary_fail(ROTARY_ENOMEM, "%s: out of memory", path);
-    int fd = open(dir, O_RDONLY);
-    if (fd < 0) {
-        int rc = rotary_fail(ROTARY_EIO, "%s: cannot open directory '%s' to sync it: %s", path,
-                             dir, strerror(errno));
-        free(dir);
-        return rc;
-    }
-    int rc = ROTARY_OK;
-    if (fsync(fd) != 0 && errno != EINVAL && errno != ENOTSUP && errno != EROFS)
-        rc = rotary_fail(ROTARY_EIO, "%s: cannot sync directory '%s': %s", path, dir,
-                         strerror(errno));
-    close(fd);
-    free(dir);
-    return rc;
-}
-
 /* Append n bytes to the header buffer (sized in advance). */
 static void put(unsigned char *buf, size_t *off, const void *p, size_t n) {
     memcpy(buf + *off, p, n);
@@ -1297,59 +1199,21 @@ int rotary_gguf_write(const rotary_gguf_writer *w, const char *path) {
     memset(head + off, 0, hpad);
     free(offs);
 
-    size_t plen = strlen(path);
-    char *tmp = malloc(plen + sizeof ".tmp.XXXXXX");
-    if (!tmp) {
-        free(head);
-        return rotary_fail(ROTARY_ENOMEM, "%s: out of memory", path);
-    }
-    memcpy(tmp, path, plen);
-    memcpy(tmp + plen, ".tmp.XXXXXX", sizeof ".tmp.XXXXXX");
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        rc = rotary_fail(ROTARY_EIO, "%s: cannot create a temporary file: %s", path,
-                         strerror(errno));
-        free(tmp);
-        free(head);
-        return rc;
-    }
-    (void)fchmod(fd, 0644);
+    rotary_tmpfile out;
+    rc = rotary_tmpfile_open(&out, path);
+    if (rc == ROTARY_OK) rc = rotary_tmpfile_write(&out, head, hsize + hpad);
     static const unsigned char zeros[256];
-    if (write_all(fd, head, hsize + hpad) != 0) goto write_err;
-    for (int i = 0; i < w->n_t; i++) {
+    for (int i = 0; i < w->n_t && rc == ROTARY_OK; i++) {
         const wtensor *t = &w->t[i];
-        if (write_all(fd, t->data, t->n_bytes) != 0) goto write_err;
+        rc = rotary_tmpfile_write(&out, t->data, t->n_bytes);
         size_t pad = (align - t->n_bytes % align) % align; /* the last one too, as ggml */
-        while (pad > 0) {
+        while (pad > 0 && rc == ROTARY_OK) {
             size_t k = pad < sizeof zeros ? pad : sizeof zeros;
-            if (write_all(fd, zeros, k) != 0) goto write_err;
+            rc = rotary_tmpfile_write(&out, zeros, k);
             pad -= k;
         }
     }
-    if (fsync(fd) != 0) {
-        rc = rotary_fail(ROTARY_EIO, "%s: cannot sync '%s': %s", path, tmp, strerror(errno));
-        goto fail_open;
-    }
-    if (close(fd) != 0) {
-        rc = rotary_fail(ROTARY_EIO, "%s: cannot close '%s': %s", path, tmp, strerror(errno));
-        goto fail_closed;
-    }
-    if (rename(tmp, path) != 0) {
-        rc = rotary_fail(ROTARY_EIO, "%s: cannot rename '%s' into place: %s", path, tmp,
-                         strerror(errno));
-        goto fail_closed;
-    }
-    free(tmp);
-    free(head);
-    return fsync_parent_dir(path);
-
-write_err:
-    rc = rotary_fail(ROTARY_EIO, "%s: write to '%s' failed: %s", path, tmp, strerror(errno));
-fail_open:
-    close(fd);
-fail_closed:
-    unlink(tmp);
-    free(tmp);
+    if (rc == ROTARY_OK) rc = rotary_tmpfile_commit(&out);
     free(head);
     return rc;
 }

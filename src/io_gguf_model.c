@@ -141,11 +141,48 @@ static int take(rotary_model *m, const rotary_gguf *g, const char *theirs, const
     return rotary_gguf_tensor_f32(t, m->params + o->offset);
 }
 
+/* The tensor `theirs` is present with ne {ne0} (ne1 == 0) or {ne0, ne1} and a
+ * type we convert: checked for every tensor before anything is allocated,
+ * so a small file cannot make us allocate the model its header describes. */
+static int expect(const rotary_gguf *g, const char *theirs, int ne0, int ne1) {
+    const rotary_gguf_tensor *t = rotary_gguf_find_tensor(g, theirs);
+    if (!t) return rotary_fail(ROTARY_EFORMAT, "GGUF: no tensor %s", theirs);
+    int ok = ne1 == 0 ? t->n_dims == 1 && t->ne[0] == ne0
+                      : t->n_dims == 2 && t->ne[0] == ne0 && t->ne[1] == ne1;
+    if (!ok)
+        return rotary_fail(ROTARY_EFORMAT, "GGUF: %s has shape {%lld, %lld}, the config needs "
+                           "{%d, %d}", theirs, (long long)t->ne[0],
+                           (long long)(t->n_dims > 1 ? t->ne[1] : 1), ne0, ne1 ? ne1 : 1);
+    if (t->type != ROTARY_GGML_F32 && t->type != ROTARY_GGML_F16 &&
+        t->type != ROTARY_GGML_BF16 && t->type != ROTARY_GGML_Q8_0)
+        return rotary_fail(ROTARY_EFORMAT, "GGUF: tensor '%s' has ggml type %d, which rotary "
+                           "cannot convert to float32 (it reads F32, F16, BF16 and Q8_0)",
+                           theirs, t->type);
+    return ROTARY_OK;
+}
+
+static int expect_all(const rotary_gguf *g, const rotary_config *c) {
+    const int D = c->d_model, F = c->d_ff, KV = c->n_kv_head * (c->d_model / c->n_head);
+    /* ne of THEIRS[i]: {in, out} for matrices, {D} for norms */
+    const int ne[9][2] = {{D, 0}, {D, D}, {D, KV}, {D, KV}, {D, D}, {D, 0}, {D, F}, {D, F}, {F, D}};
+    int rc = expect(g, "token_embd.weight", D, c->vocab);
+    for (int l = 0; l < c->n_layer && rc == ROTARY_OK; l++)
+        for (int i = 0; i < 9 && rc == ROTARY_OK; i++) {
+            char theirs[64];
+            snprintf(theirs, sizeof theirs, "blk.%d.%s", l, THEIRS[i]);
+            rc = expect(g, theirs, ne[i][0], ne[i][1]);
+        }
+    if (rc == ROTARY_OK) rc = expect(g, "output_norm.weight", D, 0);
+    if (rc == ROTARY_OK && !c->tied) rc = expect(g, "output.weight", D, c->vocab);
+    return rc;
+}
+
 int rotary_model_load_gguf(rotary_model *m, const rotary_gguf *g) {
     memset(m, 0, sizeof *m);
     rotary_config c;
     int rc = read_config(g, &c);
     if (rc) return rc;
+    if ((rc = expect_all(g, &c))) return rc;
     if ((rc = model_build(m, &c, 0))) return rc;
     rc = take(m, g, "token_embd.weight", "tok_emb.weight");
     for (int l = 0; l < c.n_layer && rc == ROTARY_OK; l++)

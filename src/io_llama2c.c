@@ -11,14 +11,9 @@
 #include "internal.h"
 #include "model_internal.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 /* Sizes of the arrays above, in floats, in file order. */
 typedef struct {
@@ -89,27 +84,20 @@ static int put(rotary_model *m, const float *src, size_t per_layer, int l, const
 
 int rotary_model_load_llama2c(rotary_model *m, const char *path) {
     memset(m, 0, sizeof *m);
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) return rotary_fail(ROTARY_EIO, "%s: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return rotary_fail(ROTARY_EIO, "%s: not a regular file", path);
-    }
-    size_t size = (size_t)st.st_size;
+    const void *map;
+    size_t size;
+    int rc = rotary_map_file(path, &map, &size);
+    if (rc != ROTARY_OK) return rc;
     int32_t h[7];
     if (size < sizeof h) {
-        close(fd);
+        rotary_unmap_file(map, size);
         return rotary_fail(ROTARY_EFORMAT, "%s: %zu bytes is too short for a llama2.c header",
                            path, size);
     }
-    void *map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
-    close(fd);
-    if (map == MAP_FAILED) return rotary_fail(ROTARY_EIO, "%s: mmap: %s", path, strerror(errno));
     memcpy(h, map, sizeof h);
     rotary_config c;
     sizes z = {0};
-    int rc = header_config(h, path, &c, &z);
+    rc = header_config(h, path, &c, &z);
     size_t n = rc ? 0 : total_floats(&z);
     if (rc == ROTARY_OK && (n == 0 || size != sizeof h + n * sizeof(float)))
         rc = rotary_fail(ROTARY_EFORMAT, "%s: %zu bytes, but its header (dim %d, hidden %d, "
@@ -118,7 +106,7 @@ int rotary_model_load_llama2c(rotary_model *m, const char *path) {
                          sizeof h + n * sizeof(float));
     if (rc == ROTARY_OK) rc = model_build(m, &c, 0);
     if (rc != ROTARY_OK) {
-        munmap(map, size);
+        rotary_unmap_file(map, size);
         return rc;
     }
     const float *p = (const float *)((const char *)map + sizeof h);
@@ -139,7 +127,7 @@ int rotary_model_load_llama2c(rotary_model *m, const char *path) {
     }
     if (rc == ROTARY_OK) rc = copy_to(m, "norm_f.weight", rms_f, z.rms_f);
     if (rc == ROTARY_OK && !c.tied) rc = copy_to(m, "lm_head.weight", cls, z.cls);
-    munmap(map, size);
+    rotary_unmap_file(map, size);
     if (rc != ROTARY_OK) rotary_model_free(m);
     return rc;
 }

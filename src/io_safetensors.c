@@ -19,7 +19,6 @@
 #include <cjson/cJSON.h>
 
 #include <errno.h>
-#include <fcntl.h>
 #include <float.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -27,9 +26,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #define ST_MAX_HEADER ((uint64_t)100 * 1000 * 1000) /* bytes of JSON we accept */
 #define ST_MAX_NDIM 4
@@ -77,26 +73,6 @@ static const char *shape_str(char *buf, size_t cap, const int64_t *shape, int nd
 }
 
 /* ------------------------------------------------------------------ write */
-
-/* Write all of buf to fd; 0 or -1 with errno set. */
-static int write_all(int fd, const void *buf, size_t n) {
-    const unsigned char *p = buf;
-    while (n > 0) {
-        size_t chunk = n > ((size_t)1 << 30) ? ((size_t)1 << 30) : n;
-        ssize_t w = write(fd, p, chunk);
-        if (w < 0) {
-            if (errno == EINTR) continue;
-            return -1;
-        }
-        if (w == 0) {
-            errno = EIO;
-            return -1;
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
 
 /* Bytes of a tensor whose shape check_write_args has already accepted. */
 static size_t tensor_bytes(const rotary_st_tensor *t) {
@@ -221,40 +197,6 @@ static int check_write_args(const char *path, const rotary_st_tensor *t, int n,
     return ROTARY_OK;
 }
 
-/* fsync the directory holding path so the rename is durable. */
-static int fsync_parent_dir(const char *path) {
-    const char *slash = strrchr(path, '/');
-    char *dir;
-    if (!slash) {
-        dir = strdup(".");
-    } else if (slash == path) {
-        dir = strdup("/");
-    } else {
-        dir = malloc((size_t)(slash - path) + 1);
-        if (dir) {
-            memcpy(dir, path, (size_t)(slash - path));
-            dir[slash - path] = '\0';
-        }
-    }
-    if (!dir) return rotary_fail(ROTARY_ENOMEM, "%s: out of memory", path);
-    int fd = open(dir, O_RDONLY);
-    if (fd < 0) {
-        int e = errno;
-        int rc = rotary_fail(ROTARY_EIO, "%s: cannot open directory '%s' to sync it: %s", path,
-                             dir, strerror(e));
-        free(dir);
-        return rc;
-    }
-    int rc = ROTARY_OK;
-    /* Some file systems do not support fsync on directories (EINVAL). */
-    if (fsync(fd) != 0 && errno != EINVAL && errno != ENOTSUP && errno != EROFS)
-        rc = rotary_fail(ROTARY_EIO, "%s: cannot sync directory '%s': %s", path, dir,
-                         strerror(errno));
-    close(fd);
-    free(dir);
-    return rc;
-}
-
 int rotary_st_write(const char *path, const rotary_st_tensor *t, int n,
                     const char *const *meta, int n_meta) {
     if (!path || !path[0]) return rotary_fail(ROTARY_EINVAL, "safetensors write: empty path");
@@ -278,56 +220,14 @@ int rotary_st_write(const char *path, const rotary_st_tensor *t, int n,
     memset(head + 8 + jlen, ' ', hlen - jlen);
     free(json);
 
-    size_t plen = strlen(path);
-    char *tmp = malloc(plen + sizeof ".tmp.XXXXXX");
-    if (!tmp) {
-        free(head);
-        return rotary_fail(ROTARY_ENOMEM, "%s: out of memory", path);
-    }
-    memcpy(tmp, path, plen);
-    memcpy(tmp + plen, ".tmp.XXXXXX", sizeof ".tmp.XXXXXX");
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        rc = rotary_fail(ROTARY_EIO, "%s: cannot create a temporary file: %s", path,
-                         strerror(errno));
-        free(tmp);
-        free(head);
-        return rc;
-    }
-    /* mkstemp makes the file 0600; checkpoints are ordinary data files. */
-    (void)fchmod(fd, 0644);
-
-    if (write_all(fd, head, 8 + hlen) != 0) goto write_err;
-    for (int i = 0; i < n; i++) {
+    rotary_tmpfile out;
+    rc = rotary_tmpfile_open(&out, path);
+    if (rc == ROTARY_OK) rc = rotary_tmpfile_write(&out, head, 8 + hlen);
+    for (int i = 0; i < n && rc == ROTARY_OK; i++) {
         size_t bytes = tensor_bytes(&t[i]);
-        if (bytes && write_all(fd, t[i].data, bytes) != 0) goto write_err;
+        if (bytes) rc = rotary_tmpfile_write(&out, t[i].data, bytes);
     }
-    if (fsync(fd) != 0) {
-        rc = rotary_fail(ROTARY_EIO, "%s: cannot sync '%s': %s", path, tmp, strerror(errno));
-        goto fail_open;
-    }
-    if (close(fd) != 0) {
-        fd = -1;
-        rc = rotary_fail(ROTARY_EIO, "%s: cannot close '%s': %s", path, tmp, strerror(errno));
-        goto fail_closed;
-    }
-    fd = -1;
-    if (rename(tmp, path) != 0) {
-        rc = rotary_fail(ROTARY_EIO, "%s: cannot rename '%s' into place: %s", path, tmp,
-                         strerror(errno));
-        goto fail_closed;
-    }
-    free(tmp);
-    free(head);
-    return fsync_parent_dir(path);
-
-write_err:
-    rc = rotary_fail(ROTARY_EIO, "%s: write to '%s' failed: %s", path, tmp, strerror(errno));
-fail_open:
-    close(fd);
-fail_closed:
-    unlink(tmp);
-    free(tmp);
+    if (rc == ROTARY_OK) rc = rotary_tmpfile_commit(&out);
     free(head);
     return rc;
 }
@@ -347,7 +247,7 @@ typedef struct {
 
 struct rotary_st_file {
     char *path;
-    void *map;
+    const void *map;
     size_t map_size;
     const unsigned char *data; /* start of the data buffer */
     size_t data_size;
@@ -359,7 +259,7 @@ struct rotary_st_file {
 
 void rotary_st_close(rotary_st_file *f) {
     if (!f) return;
-    if (f->map) munmap(f->map, f->map_size);
+    rotary_unmap_file(f->map, f->map_size);
     for (int i = 0; i < f->n_meta; i++) {
         free(f->meta[i].key);
         free(f->meta[i].value);
@@ -606,47 +506,17 @@ int rotary_st_open(rotary_st_file **out, const char *path) {
         free(f);
         return rotary_fail(ROTARY_ENOMEM, "%s: out of memory", path);
     }
-    int rc;
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) {
-        rc = rotary_fail(ROTARY_EIO, "%s: cannot open: %s", path, strerror(errno));
-        goto fail;
-    }
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
-        rc = rotary_fail(ROTARY_EIO, "%s: cannot stat: %s", path, strerror(errno));
-        close(fd);
-        goto fail;
-    }
-    if (!S_ISREG(st.st_mode)) {
-        rc = rotary_fail(ROTARY_EIO, "%s: not a regular file", path);
-        close(fd);
-        goto fail;
-    }
-    if (st.st_size < 8) {
+    int rc = rotary_map_file(path, &f->map, &f->map_size);
+    if (rc != ROTARY_OK) goto fail;
+    if (f->map_size < 8) {
         rc = rotary_fail(ROTARY_EFORMAT,
-                         "%s: not a safetensors file (%lld bytes, shorter than the 8-byte "
+                         "%s: not a safetensors file (%zu bytes, shorter than the 8-byte "
                          "header length)",
-                         path, (long long)st.st_size);
-        close(fd);
+                         path, f->map_size);
         goto fail;
     }
-    if ((uint64_t)st.st_size > SIZE_MAX) {
-        rc = rotary_fail(ROTARY_ENOMEM, "%s: file too large to map", path);
-        close(fd);
-        goto fail;
-    }
-    f->map_size = (size_t)st.st_size;
-    void *map = mmap(NULL, f->map_size, PROT_READ, MAP_PRIVATE, fd, 0);
-    int map_errno = errno;
-    close(fd);
-    if (map == MAP_FAILED) {
-        rc = rotary_fail(ROTARY_EIO, "%s: cannot map: %s", path, strerror(map_errno));
-        goto fail;
-    }
-    f->map = map;
 
-    const unsigned char *p = map;
+    const unsigned char *p = f->map;
     uint64_t n = 0;
     for (int i = 0; i < 8; i++) n |= (uint64_t)p[i] << (8 * i);
     size_t avail = f->map_size - 8;
@@ -1080,6 +950,47 @@ static int read_config(const rotary_st_file *f, rotary_config *c) {
     return read_rope_scaling(f, &c->rope_scaling);
 }
 
+/* The file's tensor `name` is F32 of shape [d0, d1]; the message as
+ * load_tensors would give it. */
+static int expect_entry(const rotary_st_file *f, const char *name, int d0, int d1) {
+    const st_entry *e = find_entry(f, name);
+    if (!e)
+        return rotary_fail(ROTARY_EFORMAT, "%s: checkpoint lacks tensor '%s'", f->path, name);
+    if (e->dtype != ROTARY_F32)
+        return rotary_fail(ROTARY_EFORMAT, "%s: tensor '%s' has dtype %s, expected F32", f->path,
+                           name, dtype_name(e->dtype));
+    if (e->ndim != 2 || e->shape[0] != d0 || e->shape[1] != d1) {
+        char got_s[128], want_s[128];
+        const int64_t want[2] = {d0, d1};
+        return rotary_fail(ROTARY_EFORMAT,
+                           "%s: tensor '%s' has shape %s in the file but the model expects %s",
+                           f->path, name, shape_str(got_s, sizeof got_s, e->shape, e->ndim),
+                           shape_str(want_s, sizeof want_s, want, 2));
+    }
+    return ROTARY_OK;
+}
+
+/* Before the model is allocated: the file must hold the large matrices the
+ * config in its metadata implies (embeddings, heads, attention q and o,
+ * MLP up and down: together most of the parameters), so that a small file
+ * cannot make us allocate (and zero) the model its metadata describes. */
+static int expect_matrices(const rotary_st_file *f, const rotary_config *c) {
+    const int C = c->d_model, F = c->d_ff;
+    int rc = expect_entry(f, "tok_emb.weight", c->vocab, C);
+    if (!rc && c->pos == ROTARY_POS_LEARNED) rc = expect_entry(f, "pos_emb.weight", c->ctx, C);
+    if (!rc && !c->tied) rc = expect_entry(f, "lm_head.weight", c->vocab, C);
+    static const char *const mats[4] = {"attn.q.weight", "attn.o.weight", "mlp.up.weight",
+                                        "mlp.down.weight"};
+    for (int l = 0; l < c->n_layer && !rc; l++) {
+        for (int i = 0; i < 4 && !rc; i++) {
+            char name[64];
+            snprintf(name, sizeof name, "layers.%d.%s", l, mats[i]);
+            rc = expect_entry(f, name, i < 2 ? C : i == 2 ? F : C, i < 2 ? C : i == 2 ? C : F);
+        }
+    }
+    return rc;
+}
+
 /* Copy every model tensor out of f; every file tensor must be used. */
 static int load_tensors(const rotary_st_file *f, rotary_model *m) {
     for (int i = 0; i < m->n_tensors; i++) {
@@ -1138,6 +1049,8 @@ int rotary_checkpoint_load(const char *path, rotary_model *m) {
         rc = rotary_fail(ROTARY_EFORMAT, "%s: bad model config in checkpoint: %s", path, why);
         goto out;
     }
+    rc = expect_matrices(f, &c);
+    if (rc != ROTARY_OK) goto out;
     rc = rotary_model_build(m, &c);
     if (rc != ROTARY_OK) {
         char why[512];

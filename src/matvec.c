@@ -97,14 +97,20 @@ static void rows_f32(float *out, const float *w, const float *x, const float *b,
 }
 #endif
 
-void matvec_f32(float *out, const float *w, const float *x, const float *b, int C, int OC,
-                int accumulate) {
+void matvec_f32_team(float *out, const float *w, const float *x, const float *b, int C, int OC,
+                     int accumulate) {
     const int ngroups = (OC + GROUP - 1) / GROUP, chunk = min_chunk((size_t)C * sizeof(float));
-#pragma omp parallel for schedule(guided, chunk) if ((size_t)OC * C >= PAR_MIN_WEIGHTS)
+#pragma omp for schedule(guided, chunk)
     for (int g = 0; g < ngroups; g++) {
         const int r0 = g * GROUP, r1 = r0 + GROUP < OC ? r0 + GROUP : OC;
         rows_f32(out, w, x, b, C, r0, r1, accumulate);
     }
+}
+
+void matvec_f32(float *out, const float *w, const float *x, const float *b, int C, int OC,
+                int accumulate) {
+#pragma omp parallel if ((size_t)OC * C >= PAR_MIN_WEIGHTS)
+    matvec_f32_team(out, w, x, b, C, OC, accumulate);
 }
 
 /* ---------------------------------------------------- Q8_0 quantization */
@@ -282,17 +288,23 @@ static void rows_q8(float *out, const uint8_t *U, const uint16_t *D, const q8_ac
 }
 #endif
 
-void matvec_q8_act(float *out, const void *w, const q8_act *a, const float *b, int C, int OC,
-                   int accumulate) {
+void matvec_q8_act_team(float *out, const void *w, const q8_act *a, const float *b, int C,
+                        int OC, int accumulate) {
     const int nb = q8_blocks(C), ngroups = (OC + GROUP - 1) / GROUP;
     const int chunk = min_chunk((size_t)nb * (Q8_BLOCK + 2));
     const uint8_t *U = q8_matrix_u(w);
     const uint16_t *D = q8_matrix_d(w, OC, C);
-#pragma omp parallel for schedule(guided, chunk) if ((size_t)OC * C >= PAR_MIN_WEIGHTS)
+#pragma omp for schedule(guided, chunk)
     for (int g = 0; g < ngroups; g++) {
         const int r0 = g * GROUP, r1 = r0 + GROUP < OC ? r0 + GROUP : OC;
         rows_q8(out, U, D, a, b, nb, r0, r1, accumulate);
     }
+}
+
+void matvec_q8_act(float *out, const void *w, const q8_act *a, const float *b, int C, int OC,
+                   int accumulate) {
+#pragma omp parallel if ((size_t)OC * C >= PAR_MIN_WEIGHTS)
+    matvec_q8_act_team(out, w, a, b, C, OC, accumulate);
 }
 
 void matvec_q8(float *out, const void *w, const float *x, const float *b, int C, int OC,

@@ -28,6 +28,14 @@
 void matvec_f32(float *out, const float *w, const float *x, const float *b, int C, int OC,
                 int accumulate);
 
+/* The _team variants do the same from inside a parallel region: every
+ * thread of the team calls them with the same arguments, the rows are
+ * shared out by an orphaned `omp for`, and its closing barrier means out is
+ * complete when they return. Called outside a parallel region they run on
+ * the calling thread alone. */
+void matvec_f32_team(float *out, const float *w, const float *x, const float *b, int C, int OC,
+                     int accumulate);
+
 /* a . b over n floats; for short vectors such as one attention head. */
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -99,8 +107,11 @@ void q8_quantize_act(q8_act *a, const float *x, int C);
  * into scratch (q8_act_bytes(C) bytes, 64-byte aligned) first. */
 void matvec_q8(float *out, const void *w, const float *x, const float *b, int C, int OC,
                int accumulate, void *scratch);
-/* The same with x already quantized (a from q8_quantize_act). */
+/* The same with x already quantized (a from q8_quantize_act), and its team
+ * variant (threads may pass their own copies of a, equal in value). */
 void matvec_q8_act(float *out, const void *w, const q8_act *a, const float *b, int C, int OC,
                    int accumulate);
+void matvec_q8_act_team(float *out, const void *w, const q8_act *a, const float *b, int C,
+                        int OC, int accumulate);
 
 #endif

@@ -5,6 +5,7 @@
 #include "ops.h"
 
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -35,6 +36,19 @@ int rotary_model_extend(rotary_model *m, int T) {
 
 /* ----------------------------------------------------------------- decoder */
 
+/* A step runs as one parallel region (rotary_decoder_step): the threads
+ * share out the rows of each matrix and the attention heads, and meet at
+ * the barrier that ends each of those loops, six per layer; each thread
+ * computes the small serial parts (norms, the MLP activation, quantizing
+ * the input of a matrix) itself, into its own row of h, act and the int8
+ * scratch, which saves the barriers around them. A step of a model with
+ * fewer than this many matrix weights runs on one thread: it takes about as
+ * long as the 6 * n_layer barriers would (~1 us each on an idle machine,
+ * far more when other processes compete for the cores). */
+#define STEP_PAR_MIN_WEIGHTS (1 << 20)
+
+static size_t pad16(size_t n) { return (n + 15) & ~(size_t)15; } /* 64 bytes */
+
 int rotary_decoder_init(rotary_decoder *d, rotary_model *m, int max_T) {
     memset(d, 0, sizeof *d);
     int rc = rotary_model_extend(m, max_T);
@@ -43,14 +57,16 @@ int rotary_decoder_init(rotary_decoder *d, rotary_model *m, int max_T) {
     size_t C = (size_t)c->d_model, hd = C / (size_t)c->n_head, kv = (size_t)c->n_kv_head * hd;
     size_t QKV = (size_t)(c->n_head + 2 * c->n_kv_head) * hd, F = (size_t)c->d_ff;
     size_t U = c->mlp == ROTARY_MLP_SWIGLU ? 2 * F : F;
+    int threads = omp_get_max_threads();
+    threads = threads < 1 ? 1 : threads > 1024 ? 1024 : threads;
     /* Softmax attention caches k and v of every position; linear attention
      * keeps S and z per kv head instead, whatever the length. */
     const int linear = c->attn == ROTARY_ATTN_LINEAR;
     size_t FS = (size_t)(c->n_head + c->n_kv_head) * hd;
     double cache = linear ? (double)c->n_layer * c->n_kv_head * (hd * hd + hd) + 2.0 * FS
                           : 2.0 * c->n_layer * (double)max_T * kv;
-    double need = cache + 2.0 * C + QKV + (double)c->n_head * max_T + (double)c->n_head * hd + U +
-                  F + c->vocab;
+    double need = cache + C + QKV + (double)c->n_head * max_T + (double)c->n_head * hd + U +
+                  c->vocab + (double)threads * (pad16(C) + pad16(F)) + 16.0;
     if (need > (double)((size_t)1 << 37))
         return rotary_fail(ROTARY_ENOMEM, "KV cache for %d positions needs %.1f GiB", max_T,
                            need * 4 / 1073741824.0);
@@ -66,6 +82,9 @@ int rotary_decoder_init(rotary_decoder *d, rotary_model *m, int max_T) {
             d->bucket[n] = rotary_t5_bucket(n, c->t5_buckets, c->t5_max_distance);
     }
     float *p = d->buf;
+    /* the per-thread rows first, each on its own cache lines */
+    d->h = p, p += (size_t)threads * pad16(C);
+    d->act = p, p += (size_t)threads * pad16(F);
     if (linear) {
         d->S = p, p += (size_t)c->n_layer * c->n_kv_head * hd * hd;
         d->z = p, p += (size_t)c->n_layer * c->n_kv_head * hd;
@@ -76,15 +95,14 @@ int rotary_decoder_init(rotary_decoder *d, rotary_model *m, int max_T) {
         d->v = p, p += (size_t)c->n_layer * max_T * kv;
     }
     d->x = p, p += C;
-    d->h = p, p += C;
     d->qkv = p, p += QKV;
     d->att = p, p += (size_t)c->n_head * max_T;
     d->attout = p, p += (size_t)c->n_head * hd;
     d->up = p, p += U;
-    d->act = p, p += F;
     d->logits = p;
     d->m = m;
     d->max_T = max_T;
+    d->threads = threads;
     return ROTARY_OK;
 }
 
@@ -99,16 +117,57 @@ void rotary_decoder_reset(rotary_decoder *d) { d->n = 0; }
 
 #define P(off) ((off) == ABSENT ? NULL : m->params + (off))
 
-static void norm(const rotary_model *m, float *out, const float *x, const float *w,
-                 const float *b) {
-    float mean, rstd;
-    if (m->cfg.norm == ROTARY_NORM_LAYER)
-        layernorm_forward(out, &mean, &rstd, x, w, b, 1, m->cfg.d_model, m->cfg.norm_eps);
-    else
-        rmsnorm_forward(out, &rstd, x, w, 1, m->cfg.d_model, m->cfg.norm_eps);
+/* One row of LayerNorm or RMSNorm, the arithmetic of ops.c's (which open a
+ * parallel region of their own). */
+static void norm_row(const rotary_model *m, float *out, const float *x, const float *w,
+                     const float *b) {
+    const int C = m->cfg.d_model;
+    const float eps = m->cfg.norm_eps;
+    if (m->cfg.norm == ROTARY_NORM_LAYER) {
+        float mean = 0.0f, v = 0.0f;
+        for (int i = 0; i < C; i++) mean += x[i];
+        mean /= C;
+        for (int i = 0; i < C; i++) v += (x[i] - mean) * (x[i] - mean);
+        const float s = 1.0f / sqrtf(v / C + eps);
+        for (int i = 0; i < C; i++) out[i] = (x[i] - mean) * s * w[i] + (b ? b[i] : 0.0f);
+    } else {
+        float ss = 0.0f;
+        for (int i = 0; i < C; i++) ss += x[i] * x[i];
+        const float s = 1.0f / sqrtf(ss / C + eps);
+        for (int i = 0; i < C; i++) out[i] = x[i] * s * w[i];
+    }
 }
 
-/* Softmax attention of position pos over the cache: d->qkv to d->attout. */
+/* RoPE on n_head consecutive heads of one token at position pos, with the
+ * tables and the arithmetic of rotary_rope_forward, which the step cannot
+ * call: its parallel region, nested in the step's, would allocate a team
+ * on every call. */
+static void rope_row(const rotary_rope *r, float *x, int n_head, int pos) {
+    const int hd = r->head_dim, half = r->rotary_dim / 2;
+    const float *c = r->cos + (size_t)pos * half, *s = r->sin + (size_t)pos * half;
+    for (int h = 0; h < n_head; h++) {
+        float *xh = x + (size_t)h * hd;
+        if (r->pairing == ROTARY_ROPE_HALF) {
+            float *x2 = xh + half;
+#pragma omp simd
+            for (int i = 0; i < half; i++) {
+                const float a = xh[i], b = x2[i];
+                xh[i] = a * c[i] - b * s[i];
+                x2[i] = a * s[i] + b * c[i];
+            }
+        } else {
+#pragma omp simd
+            for (int i = 0; i < half; i++) {
+                const float a = xh[2 * i], b = xh[2 * i + 1];
+                xh[2 * i] = a * c[i] - b * s[i];
+                xh[2 * i + 1] = a * s[i] + b * c[i];
+            }
+        }
+    }
+}
+
+/* Softmax attention of position pos over the cache, d->qkv to d->attout;
+ * called by every thread of the step's team. */
 static void softmax_step(rotary_decoder *d, int l, int pos) {
     const rotary_model *m = d->m;
     const rotary_config *c = &m->cfg;
@@ -117,15 +176,14 @@ static void softmax_step(rotary_decoder *d, int l, int pos) {
     const float scale = 1.0f / sqrtf((float)hd);
     const float *rel = c->pos == ROTARY_POS_T5 ? P(m->layout->rel_bias) : NULL;
     float *kc = d->k + (size_t)l * d->max_T * kv, *vc = d->v + (size_t)l * d->max_T * kv;
-    if (c->pos == ROTARY_POS_ROPE) {
-        rotary_rope_forward(&m->rope, d->qkv, 1, 1, nh, (nh + 2 * nkv) * hd, &pos);
-        rotary_rope_forward(&m->rope, d->qkv + nh * hd, 1, 1, nkv, (nh + 2 * nkv) * hd, &pos);
+#pragma omp single
+    {
+        if (c->pos == ROTARY_POS_ROPE) rope_row(&m->rope, d->qkv, nh + nkv, pos); /* q and k */
+        memcpy(kc + (size_t)pos * kv, d->qkv + nh * hd, (size_t)kv * sizeof(float));
+        memcpy(vc + (size_t)pos * kv, d->qkv + nh * hd + kv, (size_t)kv * sizeof(float));
     }
-    memcpy(kc + (size_t)pos * kv, d->qkv + nh * hd, (size_t)kv * sizeof(float));
-    memcpy(vc + (size_t)pos * kv, d->qkv + nh * hd + kv, (size_t)kv * sizeof(float));
-    /* Heads in parallel, each with its own row of att; a short cache is not
-     * worth starting the threads for. */
-#pragma omp parallel for schedule(static) if ((size_t)(pos + 1) * nh * hd >= 16384)
+    /* heads in parallel, each with its own row of att */
+#pragma omp for schedule(static)
     for (int h = 0; h < nh; h++) {
         const float *q = d->qkv + h * hd;
         const int g = h / group;
@@ -145,16 +203,28 @@ static void softmax_step(rotary_decoder *d, int l, int pos) {
         float *o = d->attout + h * hd;
         memset(o, 0, (size_t)hd * sizeof(float));
         const float inv = 1.0f / sum;
-        for (int j = 0; j <= pos; j++) {
+        int j = 0;
+        /* four positions per pass over o: a quarter of the loads and stores
+         * of o (o and the cache never overlap) */
+        for (; j + 4 <= pos + 1; j += 4) {
+            const float *v0 = vc + (size_t)j * kv + g * hd, *v1 = v0 + kv, *v2 = v1 + kv,
+                        *v3 = v2 + kv;
+            const float p0 = att[j] * inv, p1 = att[j + 1] * inv, p2 = att[j + 2] * inv,
+                        p3 = att[j + 3] * inv;
+#pragma omp simd
+            for (int i = 0; i < hd; i++) o[i] += (p0 * v0[i] + p1 * v1[i]) + (p2 * v2[i] + p3 * v3[i]);
+        }
+        for (; j <= pos; j++) {
             const float *vj = vc + (size_t)j * kv + g * hd, p = att[j] * inv;
-#pragma omp simd /* o and vj never overlap (attout vs the cache) */
+#pragma omp simd
             for (int i = 0; i < hd; i++) o[i] += p * vj[i];
         }
     }
 }
 
 /* Linear attention: fold position pos into the running sums S and z of
- * layer l, then read them; the same arithmetic as the full forward. */
+ * layer l, then read them; the same arithmetic as the full forward (phi as
+ * elu1_forward, inlined like rope_row). One thread runs it. */
 static void linear_step(rotary_decoder *d, int l, int pos) {
     rotary_model *m = d->m;
     const rotary_config *c = &m->cfg;
@@ -165,12 +235,9 @@ static void linear_step(rotary_decoder *d, int l, int pos) {
         memset(S, 0, (size_t)nkv * hd * hd * sizeof(float));
         memset(z, 0, (size_t)nkv * hd * sizeof(float));
     }
-    elu1_forward(d->feat, d->qkv, 1, FS, (nh + 2 * nkv) * hd);
+    for (int i = 0; i < FS; i++) d->feat[i] = d->qkv[i] > 0 ? d->qkv[i] + 1.0f : expf(d->qkv[i]);
     memcpy(d->rfeat, d->feat, (size_t)FS * sizeof(float));
-    if (c->pos == ROTARY_POS_ROPE) {
-        rotary_rope_forward(&m->rope, d->rfeat, 1, 1, nh, FS, &pos);
-        rotary_rope_forward(&m->rope, d->rfeat + nh * hd, 1, 1, nkv, FS, &pos);
-    }
+    if (c->pos == ROTARY_POS_ROPE) rope_row(&m->rope, d->rfeat, nh + nkv, pos);
     for (int g = 0; g < nkv; g++)
         linear_attention_update(S + (size_t)g * hd * hd, z + g * hd, d->rfeat + (nh + g) * hd,
                                 d->feat + (nh + g) * hd, d->qkv + (nh + nkv + g) * hd, hd);
@@ -181,12 +248,12 @@ static void linear_step(rotary_decoder *d, int l, int pos) {
 
 /* ------------------------------------------------------ int8 weights */
 
-/* The Q8_0 allocation (d->q8): the quantized input vector first (64-byte
- * aligned scratch for inputs up to the widest matrix), then per layer the
- * matrices (matvec.h's layout) in the order wqkv (QKV, C), wo (C, A),
- * wup (U, C), wdown (C, F), A = n_head * head_dim, then the classifier
- * (vocab, C), each starting on a 64-byte boundary. Offsets follow from the
- * shapes, so the struct keeps only the pointer. */
+/* The Q8_0 allocation (d->q8): one quantized-input scratch per thread
+ * first (64-byte aligned, for inputs up to the widest matrix), then per
+ * layer the matrices (matvec.h's layout) in the order wqkv (QKV, C),
+ * wo (C, A), wup (U, C), wdown (C, F), A = n_head * head_dim, then the
+ * classifier (vocab, C), each starting on a 64-byte boundary. Offsets
+ * follow from the shapes, so the struct keeps only the pointer. */
 enum { Q8_WQKV, Q8_WO, Q8_WUP, Q8_WDOWN, Q8_N };
 
 static void q8_shapes(const rotary_config *c, int rows[Q8_N], int cols[Q8_N]) {
@@ -197,9 +264,9 @@ static void q8_shapes(const rotary_config *c, int rows[Q8_N], int cols[Q8_N]) {
     rows[Q8_WDOWN] = C, cols[Q8_WDOWN] = F;
 }
 
+/* bytes of one thread's scratch (q8_act_bytes is a multiple of 64) */
 static size_t q8_scratch(const rotary_config *c) {
-    int w = c->d_model > c->d_ff ? c->d_model : c->d_ff;
-    return q8_act_bytes(w); /* a multiple of 64 */
+    return q8_act_bytes(c->d_model > c->d_ff ? c->d_model : c->d_ff);
 }
 
 static size_t q8_size(int rows, int cols) { return (q8_matrix_bytes(rows, cols) + 63) & ~(size_t)63; }
@@ -215,7 +282,8 @@ static void *q8_matrix(const rotary_decoder *d, int l, int which) {
         before += i < which ? n : 0;
         per_layer += n;
     }
-    return (char *)d->q8 + q8_scratch(c) + (size_t)l * per_layer + (l < c->n_layer ? before : 0);
+    return (char *)d->q8 + (size_t)d->threads * q8_scratch(c) + (size_t)l * per_layer +
+           (l < c->n_layer ? before : 0);
 }
 
 int rotary_decoder_quantize(rotary_decoder *d) {
@@ -225,7 +293,7 @@ int rotary_decoder_quantize(rotary_decoder *d) {
     const rotary_layout *lo = m->layout;
     int rows[Q8_N], cols[Q8_N];
     q8_shapes(c, rows, cols);
-    double bytes = (double)q8_scratch(c) + (double)q8_size(c->vocab, c->d_model);
+    double bytes = (double)d->threads * q8_scratch(c) + (double)q8_size(c->vocab, c->d_model);
     for (int i = 0; i < Q8_N; i++) bytes += (double)c->n_layer * q8_size(rows[i], cols[i]);
     if (bytes > (double)((size_t)1 << 40))
         return rotary_fail(ROTARY_ENOMEM, "quantize: %.1f GiB of int8 weights", bytes / 1073741824.0);
@@ -245,15 +313,61 @@ int rotary_decoder_quantize(rotary_decoder *d) {
     return ROTARY_OK;
 }
 
-/* out (OC) (+)= W x + b with matrix `which` of layer l: the int8 copy after
- * rotary_decoder_quantize, the float32 weights (at offset w) before. */
+/* out (OC) (+)= W x + b with matrix `which` of layer l, shared out over the
+ * team: the int8 copy after rotary_decoder_quantize (x quantized by each
+ * thread into its own scratch), the float32 weights (at offset w) before. */
 static void mv(rotary_decoder *d, float *out, const float *x, int l, int which, size_t w,
                size_t b, int C, int OC, int accumulate) {
     const rotary_model *m = d->m;
-    if (d->q8)
-        matvec_q8(out, q8_matrix(d, l, which), x, P(b), C, OC, accumulate, d->q8);
-    else
-        matvec_f32(out, P(w), x, P(b), C, OC, accumulate);
+    if (d->q8) {
+        void *scratch = (char *)d->q8 + (size_t)omp_get_thread_num() * q8_scratch(&m->cfg);
+        q8_act a = q8_act_view(scratch, C);
+        q8_quantize_act(&a, x, C);
+        matvec_q8_act_team(out, q8_matrix(d, l, which), &a, P(b), C, OC, accumulate);
+    } else {
+        matvec_f32_team(out, P(w), x, P(b), C, OC, accumulate);
+    }
+}
+
+/* The body of a step, run by every thread of the team (see the top of the
+ * decoder section); d->x holds the input embedding. */
+static void step_team(rotary_decoder *d, int pos) {
+    rotary_model *m = d->m;
+    const rotary_config *c = &m->cfg;
+    const int C = c->d_model, nh = c->n_head, nkv = c->n_kv_head, hd = C / nh;
+    const int QKV = (nh + 2 * nkv) * hd, F = c->d_ff;
+    const int U = c->mlp == ROTARY_MLP_SWIGLU ? 2 * F : F;
+    const rotary_layout *lo = m->layout;
+    const int t = omp_get_thread_num();
+    float *h = d->h + (size_t)t * pad16((size_t)C), *act = d->act + (size_t)t * pad16((size_t)F);
+
+    for (int l = 0; l < c->n_layer; l++) {
+        const layer_params *lp = &lo->layer[l];
+        norm_row(m, h, d->x, P(lp->norm1_w), P(lp->norm1_b));
+        mv(d, d->qkv, h, l, Q8_WQKV, lp->wqkv, lp->bqkv, C, QKV, 0);
+        if (c->attn == ROTARY_ATTN_LINEAR) {
+#pragma omp single
+            linear_step(d, l, pos);
+        } else {
+            softmax_step(d, l, pos);
+        }
+        mv(d, d->x, d->attout, l, Q8_WO, lp->wo, lp->bo, nh * hd, C, 1);
+        norm_row(m, h, d->x, P(lp->norm2_w), P(lp->norm2_b));
+        mv(d, d->up, h, l, Q8_WUP, lp->wup, lp->bup, C, U, 0);
+        if (c->mlp == ROTARY_MLP_SWIGLU) { /* as swiglu_forward: silu(gate) * up */
+            const float *g = d->up, *u = d->up + F;
+#pragma omp simd
+            for (int i = 0; i < F; i++) act[i] = g[i] / (1.0f + rotary_expf(-g[i])) * u[i];
+        } else { /* as gelu_forward (tanh approximation) */
+            for (int i = 0; i < F; i++) {
+                const float x = d->up[i];
+                act[i] = 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
+            }
+        }
+        mv(d, d->x, act, l, Q8_WDOWN, lp->wdown, lp->bdown, F, C, 1);
+    }
+    norm_row(m, h, d->x, P(lo->normf_w), P(lo->normf_b));
+    mv(d, d->logits, h, c->n_layer, 0, lo->head, ABSENT, C, c->vocab, 0);
 }
 
 int rotary_decoder_step(rotary_decoder *d, int token, const float **logits) {
@@ -263,9 +377,7 @@ int rotary_decoder_step(rotary_decoder *d, int token, const float **logits) {
         return rotary_fail(ROTARY_EINVAL, "token %d outside vocab %d", token, c->vocab);
     if (d->n >= d->max_T)
         return rotary_fail(ROTARY_EINVAL, "the KV cache is full (%d positions)", d->max_T);
-    const int pos = d->n, C = c->d_model, nh = c->n_head, nkv = c->n_kv_head, hd = C / nh;
-    const int QKV = (nh + 2 * nkv) * hd, F = c->d_ff;
-    const int U = c->mlp == ROTARY_MLP_SWIGLU ? 2 * F : F;
+    const int pos = d->n, C = c->d_model;
     const rotary_layout *lo = m->layout;
 
     memcpy(d->x, P(lo->tok_emb) + (size_t)token * C, (size_t)C * sizeof(float));
@@ -273,25 +385,16 @@ int rotary_decoder_step(rotary_decoder *d, int token, const float **logits) {
     if (ptab)
         for (int i = 0; i < C; i++) d->x[i] += ptab[(size_t)pos * C + i];
 
-    for (int l = 0; l < c->n_layer; l++) {
-        const layer_params *lp = &lo->layer[l];
-        norm(m, d->h, d->x, P(lp->norm1_w), P(lp->norm1_b));
-        mv(d, d->qkv, d->h, l, Q8_WQKV, lp->wqkv, lp->bqkv, C, QKV, 0);
-        if (c->attn == ROTARY_ATTN_LINEAR)
-            linear_step(d, l, pos);
-        else
-            softmax_step(d, l, pos);
-        mv(d, d->x, d->attout, l, Q8_WO, lp->wo, lp->bo, nh * hd, C, 1);
-        norm(m, d->h, d->x, P(lp->norm2_w), P(lp->norm2_b));
-        mv(d, d->up, d->h, l, Q8_WUP, lp->wup, lp->bup, C, U, 0);
-        if (c->mlp == ROTARY_MLP_SWIGLU)
-            swiglu_forward(d->act, d->up, 1, F);
-        else
-            gelu_forward(d->act, d->up, (size_t)F);
-        mv(d, d->x, d->act, l, Q8_WDOWN, lp->wdown, lp->bdown, F, C, 1);
-    }
-    norm(m, d->h, d->x, P(lo->normf_w), P(lo->normf_b));
-    mv(d, d->logits, d->h, c->n_layer, 0, lo->head, ABSENT, C, c->vocab, 0);
+    /* as many threads as OpenMP would use now, but no more than init made
+     * rows for */
+    int threads = omp_get_max_threads();
+    threads = threads < d->threads ? threads : d->threads;
+    int rows[Q8_N], cols[Q8_N];
+    q8_shapes(c, rows, cols);
+    double weights = (double)c->vocab * C;
+    for (int i = 0; i < Q8_N; i++) weights += (double)c->n_layer * rows[i] * cols[i];
+#pragma omp parallel num_threads(threads) if (weights >= STEP_PAR_MIN_WEIGHTS)
+    step_team(d, pos);
     d->n++;
     *logits = d->logits;
     return ROTARY_OK;

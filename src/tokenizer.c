@@ -19,7 +19,7 @@
 #define PRETOKENIZER "rotary-v1"
 #define MAX_CHUNK 64                 /* bytes; longer runs are cut (at a character boundary) */
 #define MAX_PIECE 4096               /* bytes of one token in a loaded file */
-#define MAX_FILE (64l * 1024 * 1024) /* tokenizer JSON size limit */
+#define MAX_FILE ((size_t)64 * 1024 * 1024) /* tokenizer JSON size limit */
 
 /* ------------------------------------------------------------------ UTF-8 */
 
@@ -165,13 +165,6 @@ static uint64_t hash_bytes(const unsigned char *s, size_t n) {
     return h;
 }
 
-static uint64_t hash_u64(uint64_t x) {
-    x ^= x >> 33;
-    x *= 0xFF51AFD7ED558CCDull;
-    x ^= x >> 33;
-    return x;
-}
-
 /* Chunk map: byte strings (views into a text that outlives the map) -> int. */
 typedef struct {
     size_t off;
@@ -218,15 +211,48 @@ static int chunk_map_reserve(chunk_map *m) {
     return ROTARY_OK;
 }
 
-static uint64_t pair_key(int a, int b) { return (uint64_t)(uint32_t)a << 32 | (uint32_t)b; }
-
-/* Merge index of pair (a, b), or -1. */
-static int rank_of(const rotary_tokenizer *t, int a, int b) {
-    uint64_t key = pair_key(a, b) + 1;
-    for (size_t i = hash_u64(key) & (t->rank_cap - 1);; i = (i + 1) & (t->rank_cap - 1)) {
-        if (t->rank_key[i] == key) return t->rank_val[i];
-        if (!t->rank_key[i]) return -1;
+int tok_pair_map_reserve(tok_pair_map *m, size_t n) {
+    if (n > SIZE_MAX / 8) return -1;
+    size_t cap = m->cap ? m->cap : 16;
+    while (cap < 2 * n + 2) cap *= 2;
+    if (cap == m->cap) return 0;
+    uint64_t *k = calloc(cap, sizeof *k);
+    int *v = malloc(cap * sizeof *v);
+    if (!k || !v) {
+        free(k);
+        free(v);
+        return -1;
     }
+    for (size_t i = 0; i < m->cap; i++) {
+        if (!m->key[i]) continue;
+        size_t j = tok_hash_u64(m->key[i]) & (cap - 1);
+        while (k[j]) j = (j + 1) & (cap - 1);
+        k[j] = m->key[i];
+        v[j] = m->val[i];
+    }
+    free(m->key);
+    free(m->val);
+    m->key = k;
+    m->val = v;
+    m->cap = cap;
+    return 0;
+}
+
+int tok_pair_map_put(tok_pair_map *m, int a, int b, int v) {
+    const uint64_t key = tok_pair_key(a, b);
+    size_t j = tok_hash_u64(key) & (m->cap - 1);
+    while (m->key[j] && m->key[j] != key) j = (j + 1) & (m->cap - 1);
+    if (m->key[j]) return m->val[j];
+    m->key[j] = key;
+    m->val[j] = v;
+    m->used++;
+    return v;
+}
+
+void tok_pair_map_free(tok_pair_map *m) {
+    free(m->key);
+    free(m->val);
+    *m = (tok_pair_map){0};
 }
 
 /* ------------------------------------------------------------ the object */
@@ -238,8 +264,7 @@ void rotary_tokenizer_free(rotary_tokenizer *t) {
     free(t->piece_off);
     free(t->piece_len);
     free(t->pieces);
-    free(t->rank_key);
-    free(t->rank_val);
+    tok_pair_map_free(&t->rank);
     free(t->type);
     free(t->score);
     tok_strtab_free(&t->str);
@@ -249,9 +274,37 @@ void rotary_tokenizer_free(rotary_tokenizer *t) {
     free(t->text_len);
     free(t->text);
     free(t->bpe);
-    free(t->bpe_key);
-    free(t->bpe_val);
     free(t);
+}
+
+int tok_set_special(rotary_tokenizer *t, int bos, int eos, int unk, int add_bos,
+                    const char *what) {
+    const int ids[3] = {bos, eos, unk};
+    static const char *const names[3] = {"BOS", "EOS", "unknown token"};
+    for (int k = 0; k < 3; k++)
+        if (ids[k] < -1 || ids[k] >= t->vocab)
+            return rotary_fail(ROTARY_EFORMAT, "%s: the %s id %d is outside the vocabulary "
+                               "[0, %d)", what, names[k], ids[k], t->vocab);
+    t->bos = bos;
+    t->eos = eos;
+    t->unk = unk;
+    t->add_bos = add_bos;
+    return ROTARY_OK;
+}
+
+int tok_total_len(const size_t *len, int n, size_t max_total, size_t *total, const char *what) {
+    size_t sum = 0;
+    for (int i = 0; i < n; i++) {
+        if (len[i] > TOK_MAX_PIECE)
+            return rotary_fail(ROTARY_EFORMAT, "%s: token %d is %zu bytes long (at most %d)",
+                               what, i, len[i], TOK_MAX_PIECE);
+        sum += len[i];
+    }
+    if (sum > max_total)
+        return rotary_fail(ROTARY_EFORMAT, "%s: the tokens add up to %zu bytes (at most %zu)",
+                           what, sum, max_total);
+    *total = sum;
+    return ROTARY_OK;
 }
 
 rotary_tokenizer *tok_alloc(int kind, int vocab, const char *what) {
@@ -290,14 +343,9 @@ int tok_build_bpe(rotary_tokenizer **out, int is_bytes, const int *merges, int n
     int vocab = 256 + n;
     rotary_tokenizer *t = tok_alloc(is_bytes ? TOK_BYTES : TOK_BPE, vocab, what);
     if (!t) return ROTARY_ENOMEM;
-    size_t cap = 16;
-    while (cap < 2 * (size_t)n + 2) cap *= 2;
     t->n_merges = n;
     t->merges = malloc(2 * (size_t)n * sizeof(int) + 1);
-    t->rank_key = calloc(cap, sizeof(uint64_t));
-    t->rank_val = malloc(cap * sizeof(int));
-    t->rank_cap = cap;
-    if (!t->merges || !t->rank_key || !t->rank_val) goto oom;
+    if (!t->merges || tok_pair_map_reserve(&t->rank, (size_t)n)) goto oom;
     if (n) memcpy(t->merges, merges, 2 * (size_t)n * sizeof(int));
 
     size_t total = 256;
@@ -313,17 +361,12 @@ int tok_build_bpe(rotary_tokenizer **out, int is_bytes, const int *merges, int n
                                "refer to ids below %d (bytes and earlier merges)", what, i, a, b,
                                256 + i);
         }
-        uint64_t key = pair_key(a, b) + 1;
-        size_t j = hash_u64(key) & (cap - 1);
-        while (t->rank_key[j] && t->rank_key[j] != key) j = (j + 1) & (cap - 1);
-        if (t->rank_key[j]) {
-            int first = t->rank_val[j];
+        int first = tok_pair_map_put(&t->rank, a, b, i);
+        if (first != i) {
             rotary_tokenizer_free(t);
             return rotary_fail(ROTARY_EFORMAT, "%s: merge %d [%d, %d] repeats merge %d", what, i,
                                a, b, first);
         }
-        t->rank_key[j] = key;
-        t->rank_val[j] = i;
         size_t len = (size_t)t->piece_len[a] + t->piece_len[b];
         if (len > MAX_PIECE) {
             rotary_tokenizer_free(t);
@@ -462,6 +505,19 @@ int tok_ids_push(tok_ids *a, int id) {
     return ROTARY_OK;
 }
 
+int tok_ids_finish(tok_ids *a, int rc, int **ids, size_t *n_ids) {
+    if (!rc && !a->v && !(a->v = malloc(sizeof(int))))
+        rc = rotary_fail(ROTARY_ENOMEM, "tokenizer encode: out of memory");
+    if (rc) {
+        free(a->v);
+        *a = (tok_ids){0};
+        return rc;
+    }
+    *ids = a->v;
+    *n_ids = a->n;
+    return ROTARY_OK;
+}
+
 typedef struct {
     uint32_t len;
     int id;
@@ -473,11 +529,21 @@ static int by_len_desc(const void *x, const void *y) {
     return a->id < b->id ? -1 : a->id > b->id;
 }
 
-int tok_sort_user(rotary_tokenizer *t) {
+int tok_collect_user(rotary_tokenizer *t) {
     memset(t->user_first, 0, sizeof t->user_first);
+    free(t->user);
+    t->user = NULL;
+    t->n_user = 0;
+    for (int i = 0; i < t->vocab; i++) t->n_user += t->type[i] == TT_USER && t->piece_len[i];
     if (!t->n_user) return ROTARY_OK;
+    t->user = malloc((size_t)t->n_user * sizeof(int));
     user_key *k = malloc((size_t)t->n_user * sizeof *k);
-    if (!k) return rotary_fail(ROTARY_ENOMEM, "tokenizer: out of memory");
+    if (!t->user || !k) {
+        free(k);
+        return rotary_fail(ROTARY_ENOMEM, "tokenizer: out of memory");
+    }
+    for (int i = 0, u = 0; i < t->vocab; i++)
+        if (t->type[i] == TT_USER && t->piece_len[i]) t->user[u++] = i;
     for (int i = 0; i < t->n_user; i++) k[i] = (user_key){t->piece_len[t->user[i]], t->user[i]};
     qsort(k, (size_t)t->n_user, sizeof *k, by_len_desc);
     for (int i = 0; i < t->n_user; i++) {
@@ -546,9 +612,7 @@ typedef struct {
     /* pairs */
     pair_t *pairs;
     int n_pairs, cap_pairs;
-    uint64_t *pkey; /* open addressing: key + 1 (0 = empty) */
-    int *pval;
-    size_t pcap, pused;
+    tok_pair_map pair_id; /* (a, b) -> index in pairs */
     /* max-heap by (count desc, a asc, b asc), lazily updated */
     heap_ent *heap;
     size_t n_heap, cap_heap;
@@ -569,38 +633,14 @@ static int grow(void **p, int *cap, int need, size_t elem) {
 
 /* Index of pair (a, b), created with count 0 if new; -1 on allocation failure. */
 static int pair_get(trainer *tr, int a, int b) {
-    if (2 * (tr->pused + 1) > tr->pcap) {
-        size_t cap = tr->pcap ? tr->pcap * 2 : 1024;
-        uint64_t *k = calloc(cap, sizeof *k);
-        int *v = malloc(cap * sizeof *v);
-        if (!k || !v) {
-            free(k);
-            free(v);
-            return -1;
-        }
-        for (size_t i = 0; i < tr->pcap; i++) {
-            if (!tr->pkey[i]) continue;
-            size_t j = hash_u64(tr->pkey[i]) & (cap - 1);
-            while (k[j]) j = (j + 1) & (cap - 1);
-            k[j] = tr->pkey[i];
-            v[j] = tr->pval[i];
-        }
-        free(tr->pkey);
-        free(tr->pval);
-        tr->pkey = k;
-        tr->pval = v;
-        tr->pcap = cap;
-    }
-    uint64_t key = pair_key(a, b) + 1;
-    size_t j = hash_u64(key) & (tr->pcap - 1);
-    for (; tr->pkey[j]; j = (j + 1) & (tr->pcap - 1))
-        if (tr->pkey[j] == key) return tr->pval[j];
-    if (grow((void **)&tr->pairs, &tr->cap_pairs, tr->n_pairs + 1, sizeof(pair_t))) return -1;
-    int id = tr->n_pairs++;
+    int id = tok_pair_map_get(&tr->pair_id, a, b);
+    if (id >= 0) return id;
+    if (tok_pair_map_reserve(&tr->pair_id, tr->pair_id.used + 1) ||
+        grow((void **)&tr->pairs, &tr->cap_pairs, tr->n_pairs + 1, sizeof(pair_t)))
+        return -1;
+    id = tr->n_pairs++;
     tr->pairs[id] = (pair_t){.a = a, .b = b, .stamp = -1};
-    tr->pkey[j] = key;
-    tr->pval[j] = id;
-    tr->pused++;
+    tok_pair_map_put(&tr->pair_id, a, b, id);
     return id;
 }
 
@@ -617,9 +657,12 @@ static int pair_add(trainer *tr, int a, int b, int64_t delta, int w) {
     return p;
 }
 
-static int heap_before(const trainer *tr, heap_ent x, heap_ent y) {
-    if (x.count != y.count) return x.count > y.count;
-    const pair_t *p = &tr->pairs[x.pair], *q = &tr->pairs[y.pair];
+/* x leaves the heap before y: higher count, then lower a, then lower b. */
+static int heap_before(const void *ctx, const void *px, const void *py) {
+    const trainer *tr = ctx;
+    const heap_ent *x = px, *y = py;
+    if (x->count != y->count) return x->count > y->count;
+    const pair_t *p = &tr->pairs[x->pair], *q = &tr->pairs[y->pair];
     if (p->a != q->a) return p->a < q->a;
     return p->b < q->b;
 }
@@ -633,27 +676,13 @@ static int heap_push(trainer *tr, int pair) {
         tr->cap_heap = cap;
     }
     heap_ent e = {tr->pairs[pair].count, pair};
-    size_t i = tr->n_heap++;
-    while (i > 0 && heap_before(tr, e, tr->heap[(i - 1) / 2])) {
-        tr->heap[i] = tr->heap[(i - 1) / 2];
-        i = (i - 1) / 2;
-    }
-    tr->heap[i] = e;
+    tok_heap_push(tr->heap, &tr->n_heap, &e, sizeof e, heap_before, tr);
     return 0;
 }
 
 static heap_ent heap_pop(trainer *tr) {
-    heap_ent top = tr->heap[0], e = tr->heap[--tr->n_heap];
-    size_t i = 0, n = tr->n_heap;
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= n) break;
-        if (c + 1 < n && heap_before(tr, tr->heap[c + 1], tr->heap[c])) c++;
-        if (!heap_before(tr, tr->heap[c], e)) break;
-        tr->heap[i] = tr->heap[c];
-        i = c;
-    }
-    if (n) tr->heap[i] = e;
+    heap_ent top;
+    tok_heap_pop(tr->heap, &tr->n_heap, &top, sizeof top, heap_before, tr);
     return top;
 }
 
@@ -665,8 +694,7 @@ static void trainer_free(trainer *tr) {
     free(tr->visited);
     for (int i = 0; i < tr->n_pairs; i++) free(tr->pairs[i].words);
     free(tr->pairs);
-    free(tr->pkey);
-    free(tr->pval);
+    tok_pair_map_free(&tr->pair_id);
     free(tr->heap);
     free(tr->touched);
 }
@@ -843,7 +871,7 @@ static int encode_chunk(const rotary_tokenizer *t, const unsigned char *s, size_
     while (L > 1) {
         int best = -1;
         for (int i = 0; i + 1 < L; i++) {
-            int r = rank_of(t, ids[i], ids[i + 1]);
+            int r = tok_pair_map_get(&t->rank, ids[i], ids[i + 1]);
             if (r >= 0 && (best < 0 || r < best)) best = r;
         }
         if (best < 0) break;
@@ -1137,32 +1165,11 @@ done:
 int rotary_tokenizer_load(rotary_tokenizer **out, const char *path) {
     if (!out || !path) return rotary_fail(ROTARY_EINVAL, "tokenizer load: NULL argument");
     *out = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) return rotary_fail(ROTARY_EIO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-        fclose(f);
-        return rotary_fail(ROTARY_EIO, "%s: not a regular file", path);
-    }
-    if (st.st_size > MAX_FILE) {
-        fclose(f);
-        return rotary_fail(ROTARY_EFORMAT, "%s: %lld bytes is too large for a tokenizer file "
-                           "(at most %ld)", path, (long long)st.st_size, MAX_FILE);
-    }
-    size_t n = (size_t)st.st_size;
-    char *text = malloc(n + 1);
-    if (!text) {
-        fclose(f);
-        return rotary_fail(ROTARY_ENOMEM, "%s: out of memory", path);
-    }
-    size_t got = fread(text, 1, n, f);
-    int err = ferror(f);
-    fclose(f);
-    if (got != n || err) {
-        free(text);
-        return rotary_fail(ROTARY_EIO, "%s: read failed", path);
-    }
-    int rc = load_json(out, path, text, n);
+    char *text;
+    size_t n;
+    int rc = rotary_read_file(path, MAX_FILE, "tokenizer file", &text, &n);
+    if (rc != ROTARY_OK) return rc;
+    rc = load_json(out, path, text, n);
     free(text);
     return rc;
 }

@@ -131,58 +131,21 @@ typedef struct {
     tok_ids out;
 } bpe_work;
 
-static int bpe_before(const bpe_pair *a, const bpe_pair *b) {
+/* x leaves the heap before y: lower rank, then further left. */
+static int bpe_before(const void *ctx, const void *x, const void *y) {
+    const bpe_pair *a = x, *b = y;
+    (void)ctx;
     return a->rank < b->rank || (a->rank == b->rank && a->left < b->left);
 }
 
-static void bpe_push(bpe_work *w, bpe_pair p) {
-    size_t i = w->n_heap++; /* capacity: 3 per byte, reserved by the caller */
-    while (i > 0) {
-        size_t up = (i - 1) / 2;
-        if (!bpe_before(&p, &w->heap[up])) break;
-        w->heap[i] = w->heap[up];
-        i = up;
-    }
-    w->heap[i] = p;
-}
-
-static bpe_pair bpe_pop(bpe_work *w) {
-    bpe_pair top = w->heap[0], last = w->heap[--w->n_heap];
-    size_t i = 0, n = w->n_heap;
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= n) break;
-        if (c + 1 < n && bpe_before(&w->heap[c + 1], &w->heap[c])) c++;
-        if (!bpe_before(&w->heap[c], &last)) break;
-        w->heap[i] = w->heap[c];
-        i = c;
-    }
-    if (n) w->heap[i] = last;
-    return top;
-}
-
-static uint64_t hash_pair(uint64_t x) {
-    x ^= x >> 33;
-    x *= 0xFF51AFD7ED558CCDull;
-    x ^= x >> 33;
-    return x;
-}
-
-static uint64_t pair_key(int a, int b) { return ((uint64_t)(uint32_t)a << 32 | (uint32_t)b) + 1; }
-
-/* Rank of merge (a, b), or -1. */
-static int bpe_rank(const rotary_tokenizer *t, int a, int b) {
-    uint64_t key = pair_key(a, b);
-    for (size_t i = hash_pair(key) & (t->bpe_cap - 1);; i = (i + 1) & (t->bpe_cap - 1)) {
-        if (t->bpe_key[i] == key) return t->bpe_val[i];
-        if (!t->bpe_key[i]) return -1;
-    }
-}
-
+/* Queue the pair (l, r) if it is a merge. */
 static void bpe_try(bpe_work *w, int l, int r) {
     if (l < 0 || r < 0) return;
-    int rank = bpe_rank(w->t, w->sym[l].sid, w->sym[r].sid);
-    if (rank >= 0) bpe_push(w, (bpe_pair){rank, l, r, w->sym[l].sid, w->sym[r].sid});
+    int rank = tok_pair_map_get(&w->t->rank, w->sym[l].sid, w->sym[r].sid);
+    if (rank < 0) return;
+    bpe_pair p = {rank, l, r, w->sym[l].sid, w->sym[r].sid};
+    /* capacity: 3 per byte, reserved by the caller */
+    tok_heap_push(w->heap, &w->n_heap, &p, sizeof p, bpe_before, NULL);
 }
 
 /* BPE over the bytes of one word. */
@@ -193,7 +156,8 @@ static int bpe_word(bpe_work *w, const unsigned char *s, size_t n) {
     w->n_heap = 0;
     for (int i = 0; i + 1 < m; i++) bpe_try(w, i, i + 1);
     while (w->n_heap) {
-        bpe_pair p = bpe_pop(w);
+        bpe_pair p;
+        tok_heap_pop(w->heap, &w->n_heap, &p, sizeof p, bpe_before, NULL);
         bpe_sym *a = &w->sym[p.left], *b = &w->sym[p.right];
         if (!a->len || !b->len || a->next != p.right || a->sid != p.sid_l || b->sid != p.sid_r)
             continue; /* out of date */
@@ -287,15 +251,7 @@ static int gpt2_encode(const rotary_tokenizer *t, const unsigned char *text, siz
     free(w.sym);
     free(w.heap);
     pcre2_match_data_free(w.md);
-    if (!rc && !w.out.v && !(w.out.v = malloc(sizeof(int))))
-        rc = rotary_fail(ROTARY_ENOMEM, "tokenizer encode: out of memory");
-    if (rc) {
-        free(w.out.v);
-        return rc;
-    }
-    *ids = w.out.v;
-    *n_ids = w.out.n;
-    return ROTARY_OK;
+    return tok_ids_finish(&w.out, rc, ids, n_ids);
 }
 
 /* ------------------------------------------------------------- building */
@@ -306,18 +262,8 @@ int tok_build_gpt2(rotary_tokenizer **out, const tok_gpt2_spec *sp, const char *
     rotary_tokenizer *t = tok_alloc(TOK_GPT2, n, what);
     if (!t) return ROTARY_ENOMEM;
     unsigned char *tmp = NULL;
-    const int *ids[3] = {&sp->bos, &sp->eos, &sp->unk};
-    static const char *const names[3] = {"BOS", "EOS", "unknown token"};
-    for (int k = 0; k < 3; k++)
-        if (*ids[k] < -1 || *ids[k] >= n) {
-            rc = rotary_fail(ROTARY_EFORMAT, "%s: the %s id %d is outside the vocabulary [0, %d)",
-                             what, names[k], *ids[k], n);
-            goto fail;
-        }
-    t->bos = sp->bos;
-    t->eos = sp->eos;
-    t->unk = sp->unk;
-    t->add_bos = sp->add_bos;
+    rc = tok_set_special(t, sp->bos, sp->eos, sp->unk, sp->add_bos, what);
+    if (rc != ROTARY_OK) goto fail;
 
     const char *pattern = NULL;
     for (size_t i = 0; i < sizeof PRETOKENIZERS / sizeof *PRETOKENIZERS; i++)
@@ -341,20 +287,9 @@ int tok_build_gpt2(rotary_tokenizer **out, const tok_gpt2_spec *sp, const char *
     (void)pcre2_jit_compile(t->re, PCRE2_JIT_COMPLETE); /* faster where JIT exists; optional */
 
     /* Spelling, type and piece of every token. */
-    size_t total = 0;
-    for (int i = 0; i < n; i++) {
-        if (sp->len[i] > TOK_MAX_PIECE) {
-            rc = rotary_fail(ROTARY_EFORMAT, "%s: token %d is %zu bytes long (at most %d)", what,
-                             i, sp->len[i], TOK_MAX_PIECE);
-            goto fail;
-        }
-        total += sp->len[i];
-    }
-    if (total > UINT32_MAX) {
-        rc = rotary_fail(ROTARY_EFORMAT, "%s: the tokens add up to %zu bytes (too many)", what,
-                         total);
-        goto fail;
-    }
+    size_t total;
+    rc = tok_total_len(sp->len, n, UINT32_MAX, &total, what);
+    if (rc != ROTARY_OK) goto fail;
     t->text_off = malloc((size_t)n * sizeof(uint32_t));
     t->text_len = malloc((size_t)n * sizeof(uint32_t));
     t->text = malloc(total + 1);
@@ -387,7 +322,6 @@ int tok_build_gpt2(rotary_tokenizer **out, const tok_gpt2_spec *sp, const char *
         } else if (type == TT_USER) { /* written as itself, not in the alphabet */
             memcpy(t->pieces + po, s, len);
             po += len;
-            t->n_user += len > 0;
         }
         t->piece_len[i] = (uint32_t)(po - t->piece_off[i]);
     }
@@ -408,14 +342,9 @@ int tok_build_gpt2(rotary_tokenizer **out, const tok_gpt2_spec *sp, const char *
         goto fail;
     }
     int nm = (int)sp->n_merges;
-    size_t cap = 16;
-    while (cap < 2 * (size_t)nm + 2) cap *= 2;
     t->bpe = malloc(3 * (size_t)nm * sizeof(int) + 1);
-    t->bpe_key = calloc(cap, sizeof(uint64_t));
-    t->bpe_val = malloc(cap * sizeof(int));
-    t->bpe_cap = cap;
     tmp = malloc(2 * TOK_MAX_PIECE + 2);
-    if (!t->bpe || !t->bpe_key || !t->bpe_val || !tmp) goto oom;
+    if (!t->bpe || !tmp || tok_pair_map_reserve(&t->rank, (size_t)nm)) goto oom;
     for (int r = 0; r < nm; r++) {
         const unsigned char *s = (const unsigned char *)sp->merges[r];
         size_t len = sp->merge_len[r], sep = 1;
@@ -444,13 +373,7 @@ int tok_build_gpt2(rotary_tokenizer **out, const tok_gpt2_spec *sp, const char *
         t->bpe[3 * r] = sl;
         t->bpe[3 * r + 1] = sr;
         t->bpe[3 * r + 2] = so;
-        uint64_t key = pair_key(sl, sr);
-        size_t j = hash_pair(key) & (cap - 1);
-        while (t->bpe_key[j] && t->bpe_key[j] != key) j = (j + 1) & (cap - 1);
-        if (!t->bpe_key[j]) { /* a repeated merge keeps its first rank */
-            t->bpe_key[j] = key;
-            t->bpe_val[j] = r;
-        }
+        tok_pair_map_put(&t->rank, sl, sr, r); /* a repeated merge keeps its first rank */
     }
     t->n_bpe = nm;
     t->str_token = malloc((size_t)t->str.n * sizeof(int));
@@ -462,14 +385,7 @@ int tok_build_gpt2(rotary_tokenizer **out, const tok_gpt2_spec *sp, const char *
             if (t->str_token[k] < 0) t->str_token[k] = i;
         }
     for (int b = 0; b < 256; b++) t->byte_token[b] = t->str_token[b];
-    if (t->n_user) {
-        t->user = malloc((size_t)t->n_user * sizeof(int));
-        if (!t->user) goto oom;
-        int k = 0;
-        for (int i = 0; i < n; i++)
-            if (t->type[i] == TT_USER && t->piece_len[i]) t->user[k++] = i;
-        if (tok_sort_user(t)) goto oom;
-    }
+    if (tok_collect_user(t)) goto oom;
     free(tmp);
     t->encode = gpt2_encode;
     *out = t;

@@ -12,6 +12,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 enum { TOK_BYTES = 0, TOK_BPE = 1, TOK_SPM = 2, TOK_GPT2 = 3 };
 
@@ -48,6 +49,80 @@ static inline const unsigned char *tok_strtab_str(const tok_strtab *st, int i) {
     return st->buf + st->off[i];
 }
 
+/* 64-bit mix (the finaliser of MurmurHash3) for hash tables of integers. */
+static inline uint64_t tok_hash_u64(uint64_t x) {
+    x ^= x >> 33;
+    x *= 0xFF51AFD7ED558CCDull;
+    x ^= x >> 33;
+    return x;
+}
+
+/* Open-addressing map from a pair of non-negative ints (a, b) to an int. */
+typedef struct {
+    uint64_t *key; /* (cap) tok_pair_key(a, b); 0 = empty */
+    int *val;      /* (cap) */
+    size_t cap;    /* 0 or a power of two, at least 2 used + 2 */
+    size_t used;
+} tok_pair_map;
+
+static inline uint64_t tok_pair_key(int a, int b) {
+    return ((uint64_t)(uint32_t)a << 32 | (uint32_t)b) + 1;
+}
+/* Room for n pairs in all (the table grows, keeping its contents); -1 when
+ * out of memory, with no message set. */
+int tok_pair_map_reserve(tok_pair_map *m, size_t n);
+/* Map (a, b) to v unless it is mapped already; returns the value it has
+ * then (v when added). The caller has reserved room for it. */
+int tok_pair_map_put(tok_pair_map *m, int a, int b, int v);
+void tok_pair_map_free(tok_pair_map *m);
+/* The value of (a, b), or -1. */
+static inline int tok_pair_map_get(const tok_pair_map *m, int a, int b) {
+    if (!m->cap) return -1;
+    const uint64_t key = tok_pair_key(a, b);
+    for (size_t i = tok_hash_u64(key) & (m->cap - 1);; i = (i + 1) & (m->cap - 1)) {
+        if (m->key[i] == key) return m->val[i];
+        if (!m->key[i]) return -1;
+    }
+}
+
+/* Binary heaps over arrays of `size`-byte elements, in the order of
+ * before(ctx, x, y): x leaves the heap before y. The caller reserves room
+ * for push. Inline, so that each caller's before() is inlined too. */
+typedef int (*tok_heap_before)(const void *ctx, const void *x, const void *y);
+
+static inline void tok_heap_push(void *heap, size_t *n, const void *e, size_t size,
+                                 tok_heap_before before, const void *ctx) {
+    unsigned char *h = heap;
+    size_t i = (*n)++;
+    while (i > 0) {
+        size_t up = (i - 1) / 2;
+        if (!before(ctx, e, h + up * size)) break;
+        memcpy(h + i * size, h + up * size, size);
+        i = up;
+    }
+    memcpy(h + i * size, e, size);
+}
+
+/* Take the first element out into *top (*n > 0). */
+static inline void tok_heap_pop(void *heap, size_t *n, void *top, size_t size,
+                                tok_heap_before before, const void *ctx) {
+    unsigned char *h = heap;
+    memcpy(top, h, size);
+    /* The last element stays at h[n] (past the new end) while its place is found. */
+    const size_t m = --*n;
+    const unsigned char *last = h + m * size;
+    size_t i = 0;
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= m) break;
+        if (c + 1 < m && before(ctx, h + (c + 1) * size, h + c * size)) c++;
+        if (!before(ctx, h + c * size, last)) break;
+        memcpy(h + i * size, h + c * size, size);
+        i = c;
+    }
+    if (m) memcpy(h + i * size, last, size);
+}
+
 struct rotary_tokenizer {
     int kind; /* TOK_* */
     int vocab;
@@ -60,9 +135,8 @@ struct rotary_tokenizer {
     /* bytes, bpe (tokenizer.c) */
     int n_merges;
     int *merges;          /* (n_merges, 2) left, right */
-    uint64_t *rank_key;   /* open addressing: pair key + 1 (0 = empty) */
-    int *rank_val;        /* merge index of that pair */
-    size_t rank_cap;      /* power of two */
+    tok_pair_map rank;    /* bpe: (left, right) id -> merge index; gpt2: (left,
+                           * right) string index -> rank, the first of repeats */
 
     /* spm, gpt2 (tokenizer_llama.c, tokenizer_gpt2.c) */
     unsigned char *type;  /* (vocab) TT_* */
@@ -80,9 +154,6 @@ struct rotary_tokenizer {
     /* gpt2 */
     int n_bpe;            /* merges, by rank */
     int *bpe;             /* (n_bpe, 3) left, right, result: string indices */
-    uint64_t *bpe_key;    /* open addressing: (left, right) key + 1 */
-    int *bpe_val;         /* rank */
-    size_t bpe_cap;
     char pre[32];         /* pre-tokenizer name */
     void *re;             /* its compiled pattern (pcre2_code) */
 
@@ -100,6 +171,12 @@ size_t tok_utf8_valid_prefix(const unsigned char *s, size_t n);
 /* A zeroed tokenizer of `kind` with `vocab` ids: pieces empty, type NORMAL,
  * bos/eos/unk -1, byte_token -1. NULL on failure (message set). */
 rotary_tokenizer *tok_alloc(int kind, int vocab, const char *what);
+/* Check that bos, eos and unk are ids of t or -1 (none), and set them and add_bos. */
+int tok_set_special(rotary_tokenizer *t, int bos, int eos, int unk, int add_bos,
+                    const char *what);
+/* Sum of the n token lengths len[]; fails when one is over TOK_MAX_PIECE or
+ * the sum over max_total. */
+int tok_total_len(const size_t *len, int n, size_t max_total, size_t *total, const char *what);
 /* Our own tokenizers from merges (copied): kind TOK_BYTES (n == 0) or TOK_BPE. */
 int tok_build_bpe(rotary_tokenizer **out, int is_bytes, const int *merges, int n,
                   const char *what);
@@ -110,8 +187,9 @@ int tok_build_bpe(rotary_tokenizer **out, int is_bytes, const int *merges, int n
  * user-defined token (its id, s and n its piece in the text). */
 int tok_split_user(const rotary_tokenizer *t, const unsigned char *s, size_t n,
                    int (*emit)(void *ctx, int id, const unsigned char *s, size_t n), void *ctx);
-/* Sort t->user (already filled) longest piece first; fills user_first. */
-int tok_sort_user(rotary_tokenizer *t);
+/* Fill t->user with the user-defined ids (type TT_USER, non-empty piece),
+ * longest piece first, and user_first. */
+int tok_collect_user(rotary_tokenizer *t);
 
 /* Growable id array. */
 typedef struct {
@@ -119,6 +197,9 @@ typedef struct {
     size_t n, cap;
 } tok_ids;
 int tok_ids_push(tok_ids *a, int id);
+/* The end of an encode: on success hand a's ids out (a valid pointer even for
+ * none: callers free() it); otherwise free them. Returns rc, or ROTARY_ENOMEM. */
+int tok_ids_finish(tok_ids *a, int rc, int **ids, size_t *n_ids);
 
 /* The model tokenizers' constructors (arrays are copied). tokens[i] is the
  * model's spelling (len[i] bytes), types may be NULL (inferred: see

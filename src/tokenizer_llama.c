@@ -14,14 +14,12 @@
 #define _POSIX_C_SOURCE 200809L
 #include "tokenizer_internal.h"
 
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
-#define LLAMA2C_MAX_FILE (256l * 1024 * 1024)
+#define LLAMA2C_MAX_FILE ((size_t)256 * 1024 * 1024)
 
 static const unsigned char SPM_SPACE[3] = {0xE2, 0x96, 0x81}; /* U+2581 */
 
@@ -68,38 +66,16 @@ int tok_build_spm(rotary_tokenizer **out, const tok_spm_spec *sp, const char *wh
     int n = sp->n;
     rotary_tokenizer *t = tok_alloc(TOK_SPM, n, what);
     if (!t) return ROTARY_ENOMEM;
-    int rc = ROTARY_OK;
-    const int *ids[3] = {&sp->bos, &sp->eos, &sp->unk};
-    static const char *const names[3] = {"BOS", "EOS", "unknown token"};
-    for (int k = 0; k < 3; k++)
-        if (*ids[k] < -1 || *ids[k] >= n) {
-            rc = rotary_fail(ROTARY_EFORMAT, "%s: the %s id %d is outside the vocabulary [0, %d)",
-                             what, names[k], *ids[k], n);
-            goto fail;
-        }
-    t->bos = sp->bos;
-    t->eos = sp->eos;
-    t->unk = sp->unk;
-    t->add_bos = sp->add_bos;
+    int rc = tok_set_special(t, sp->bos, sp->eos, sp->unk, sp->add_bos, what);
+    if (rc != ROTARY_OK) goto fail;
     t->add_space_prefix = sp->add_space_prefix;
     t->encode = NULL; /* set on success */
 
     /* The model's spelling (spaces as U+2581) and the piece (spaces as ' '). */
-    size_t total_text = 0, total_piece = 0;
-    for (int i = 0; i < n; i++) {
-        if (sp->len[i] > TOK_MAX_PIECE) {
-            rc = rotary_fail(ROTARY_EFORMAT, "%s: token %d is %zu bytes long (at most %d)", what,
-                             i, sp->len[i], TOK_MAX_PIECE);
-            goto fail;
-        }
-        total_text += 3 * sp->len[i];
-        total_piece += sp->len[i];
-    }
-    if (total_text > UINT32_MAX) {
-        rc = rotary_fail(ROTARY_EFORMAT, "%s: the tokens add up to %zu bytes (at most %u)", what,
-                         total_piece, UINT32_MAX / 3);
-        goto fail;
-    }
+    size_t total_piece;
+    rc = tok_total_len(sp->len, n, UINT32_MAX / 3, &total_piece, what);
+    if (rc != ROTARY_OK) goto fail;
+    const size_t total_text = 3 * total_piece; /* a space may become U+2581 */
     t->text_off = malloc((size_t)n * sizeof(uint32_t));
     t->text_len = malloc((size_t)n * sizeof(uint32_t));
     t->text = malloc(total_text + 1);
@@ -174,16 +150,8 @@ int tok_build_spm(rotary_tokenizer **out, const tok_spm_spec *sp, const char *wh
                                          &added);
         if (k < 0) goto oom;
         if (added) map[k] = i; /* str.n <= n, so map is large enough */
-        if (t->type[i] == TT_USER) t->n_user++;
     }
-    if (t->n_user) {
-        t->user = malloc((size_t)t->n_user * sizeof(int));
-        if (!t->user) goto oom;
-        int k = 0;
-        for (int i = 0; i < n; i++)
-            if (t->type[i] == TT_USER && t->piece_len[i]) t->user[k++] = i;
-        if (tok_sort_user(t)) goto oom;
-    }
+    if (tok_collect_user(t)) goto oom;
     t->encode = spm_encode;
     *out = t;
     return ROTARY_OK;
@@ -214,35 +182,11 @@ typedef struct {
     tok_ids out;
 } spm_work;
 
-/* a comes out of the heap before b: higher score, then further left. */
-static int spm_before(const spm_pair *a, const spm_pair *b) {
+/* x comes out of the heap before y: higher score, then further left. */
+static int spm_before(const void *ctx, const void *x, const void *y) {
+    const spm_pair *a = x, *b = y;
+    (void)ctx;
     return a->score > b->score || (a->score == b->score && a->left < b->left);
-}
-
-static void spm_push(spm_work *w, spm_pair p) {
-    size_t i = w->n_heap++; /* capacity reserved by the caller */
-    while (i > 0) {
-        size_t up = (i - 1) / 2;
-        if (!spm_before(&p, &w->heap[up])) break;
-        w->heap[i] = w->heap[up];
-        i = up;
-    }
-    w->heap[i] = p;
-}
-
-static spm_pair spm_pop(spm_work *w) {
-    spm_pair top = w->heap[0], last = w->heap[--w->n_heap];
-    size_t i = 0, n = w->n_heap;
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= n) break;
-        if (c + 1 < n && spm_before(&w->heap[c + 1], &w->heap[c])) c++;
-        if (!spm_before(&w->heap[c], &last)) break;
-        w->heap[i] = w->heap[c];
-        i = c;
-    }
-    if (n) w->heap[i] = last;
-    return top;
 }
 
 /* Queue the pair (l, r) if their concatenation is a mergeable token. */
@@ -251,7 +195,8 @@ static void spm_try(spm_work *w, const unsigned char *s, int l, int r) {
     const spm_sym *a = &w->sym[l], *b = &w->sym[r];
     int k = tok_strtab_find(&w->t->str, s + a->start, (size_t)(a->len + b->len));
     if (k < 0) return;
-    spm_push(w, (spm_pair){w->t->score[w->t->str_token[k]], l, r, a->len + b->len});
+    spm_pair p = {w->t->score[w->t->str_token[k]], l, r, a->len + b->len};
+    tok_heap_push(w->heap, &w->n_heap, &p, sizeof p, spm_before, NULL); /* room reserved */
 }
 
 static int spm_segment(spm_work *w, const unsigned char *s, size_t n) {
@@ -269,7 +214,8 @@ static int spm_segment(spm_work *w, const unsigned char *s, size_t n) {
     w->n_heap = 0;
     for (int i = 0; i + 1 < m; i++) spm_try(w, s, i, i + 1);
     while (w->n_heap) {
-        spm_pair p = spm_pop(w);
+        spm_pair p;
+        tok_heap_pop(w->heap, &w->n_heap, &p, sizeof p, spm_before, NULL);
         spm_sym *a = &w->sym[p.left], *b = &w->sym[p.right];
         if (!a->len || !b->len || a->len + b->len != p.size) continue; /* out of date */
         a->len += b->len;
@@ -333,15 +279,7 @@ static int spm_encode(const rotary_tokenizer *t, const unsigned char *text, size
     free(buf);
     free(w.sym);
     free(w.heap);
-    if (rc) {
-        free(w.out.v);
-        return rc;
-    }
-    if (!w.out.v && !(w.out.v = malloc(sizeof(int)))) /* callers free() even when empty */
-        return rotary_fail(ROTARY_ENOMEM, "tokenizer encode: out of memory");
-    *ids = w.out.v;
-    *n_ids = w.out.n;
-    return ROTARY_OK;
+    return tok_ids_finish(&w.out, rc, ids, n_ids);
 }
 
 /* ------------------------------------------------------------- llama2.c */
@@ -358,33 +296,13 @@ int rotary_tokenizer_load_llama2c(rotary_tokenizer **out, const char *path, int 
     if (vocab_size < 0 || vocab_size > TOK_MAX_VOCAB)
         return rotary_fail(ROTARY_EINVAL, "%s: vocab size %d is outside [0, %d]", path,
                            vocab_size, TOK_MAX_VOCAB);
-    FILE *f = fopen(path, "rb");
-    if (!f) return rotary_fail(ROTARY_EIO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-        fclose(f);
-        return rotary_fail(ROTARY_EIO, "%s: not a regular file", path);
-    }
-    if (st.st_size > LLAMA2C_MAX_FILE) {
-        fclose(f);
-        return rotary_fail(ROTARY_EFORMAT, "%s: %lld bytes is too large for a tokenizer file",
-                           path, (long long)st.st_size);
-    }
-    size_t size = (size_t)st.st_size;
-    unsigned char *data = malloc(size + 1);
-    if (!data) {
-        fclose(f);
-        return rotary_fail(ROTARY_ENOMEM, "%s: out of memory", path);
-    }
-    size_t got = fread(data, 1, size, f);
-    int err = ferror(f);
-    fclose(f);
-    if (got != size || err) {
-        free(data);
-        return rotary_fail(ROTARY_EIO, "%s: read failed", path);
-    }
+    char *text;
+    size_t size;
+    int rc = rotary_read_file(path, LLAMA2C_MAX_FILE, "tokenizer file", &text, &size);
+    if (rc != ROTARY_OK) return rc;
+    const unsigned char *data = (const unsigned char *)text;
 
-    int rc = ROTARY_OK, n = 0, cap = 0;
+    int n = 0, cap = 0;
     const char **tok = NULL;
     size_t *len = NULL;
     float *score = NULL;
@@ -469,6 +387,6 @@ done:
     free(tok);
     free(len);
     free(score);
-    free(data);
+    free(text);
     return rc;
 }

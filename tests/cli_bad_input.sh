@@ -3,20 +3,7 @@
 # non-zero status, never a crash (a status >= 128 would be a signal).
 set -u
 rotary="$1"
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fails=0; passes=0
-
-expect_error() { # description, pattern the message must contain, command...
-    local what="$1" pattern="$2"; shift 2
-    local err status
-    err=$("$@" 2>&1 >/dev/null); status=$?
-    if [ $status -ne 0 ] && [ $status -lt 128 ] && [[ "$err" == rotary:* ]] && [[ "$err" == *"$pattern"* ]]; then
-        echo "ok   $what: $err"; passes=$((passes + 1))
-    else
-        echo "FAIL $what: status $status, stderr: $err"; fails=$((fails + 1))
-    fi
-}
+. "$(dirname "$0")/lib.sh"
 
 printf 'just some text, not a checkpoint\n' > "$tmp/text.safetensors"
 : > "$tmp/empty.safetensors"
@@ -30,16 +17,16 @@ import struct, sys
 open(sys.argv[1], "wb").write(struct.pack("<Q", 1 << 40) + b"{}")
 PY
 
-expect_error "missing file" "$tmp/nope" "$rotary" info "$tmp/nope.safetensors"
-expect_error "empty file" "empty" "$rotary" info "$tmp/empty.safetensors"
-expect_error "text file" "text.safetensors" "$rotary" info "$tmp/text.safetensors"
-expect_error "cut in the header" "cut-header" "$rotary" info "$tmp/cut-header.safetensors"
-expect_error "cut in the data" "cut-data" "$rotary" info "$tmp/cut-data.safetensors"
-expect_error "header past end" "huge" "$rotary" info "$tmp/huge.safetensors"
-expect_error "unknown command" "unknown command" "$rotary" frobnicate
-expect_error "unknown option" "--bogus" "$rotary" demo --bogus 1
-expect_error "bad number" "--steps" "$rotary" demo --steps ten
-expect_error "bad encoding" "--pos" "$rotary" demo --pos spiral
-"$rotary" info "$tmp/good.safetensors" | grep -q "tok_emb.weight" && { echo "ok   good checkpoint lists its tensors"; passes=$((passes+1)); } || { echo "FAIL good checkpoint"; fails=$((fails+1)); }
-echo "$passes passed, $fails failed"
-[ $fails -eq 0 ]
+expect_error --first "missing file" "$tmp/nope" "$rotary" info "$tmp/nope.safetensors"
+expect_error --first "empty file" "empty" "$rotary" info "$tmp/empty.safetensors"
+expect_error --first "text file" "text.safetensors" "$rotary" info "$tmp/text.safetensors"
+expect_error --first "cut in the header" "cut-header" "$rotary" info "$tmp/cut-header.safetensors"
+expect_error --first "cut in the data" "cut-data" "$rotary" info "$tmp/cut-data.safetensors"
+expect_error --first "header past end" "huge" "$rotary" info "$tmp/huge.safetensors"
+expect_error --first "unknown command" "unknown command" "$rotary" frobnicate
+expect_error --first "unknown option" "--bogus" "$rotary" demo --bogus 1
+expect_error --first "bad number" "--steps" "$rotary" demo --steps ten
+expect_error --first "bad encoding" "--pos" "$rotary" demo --pos spiral
+"$rotary" info "$tmp/good.safetensors" | grep -q "tok_emb.weight" && ok "good checkpoint lists its tensors" ||
+    bad "good checkpoint"
+finish

@@ -5,12 +5,7 @@
 set -u
 rotary="$1"
 src="$2"
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fails=0
-passes=0
-ok() { echo "ok   $1"; passes=$((passes + 1)); }
-bad() { echo "FAIL $1"; fails=$((fails + 1)); }
+. "$src/tests/lib.sh"
 data="$src/../shared/data/tinyshakespeare.txt"
 if [ ! -f "$data" ]; then
     data="$tmp/text.txt"
@@ -43,5 +38,4 @@ err=$("$rotary" compare "${args[@]}" --steps 50 --pos rope --seeds 1 --out "$tmp
 [ $? -ne 0 ] && [[ "$err" == *"other options"* ]] && ok "runs made with other options are refused" || bad "mismatch: $err"
 err=$("$rotary" compare "${args[@]}" --pos rope,spiral --out "$tmp/d" 2>&1 >/dev/null)
 [ $? -ne 0 ] && [[ "$err" == *"--pos"* ]] && ok "unknown encoding refused" || bad "bad --pos: $err"
-echo "$passes passed, $fails failed"
-[ $fails -eq 0 ]
+finish

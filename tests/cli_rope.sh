@@ -6,12 +6,7 @@
 set -u
 rotary="$1"
 py=/usr/bin/python3
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fails=0
-passes=0
-ok() { echo "ok   $1"; passes=$((passes + 1)); }
-bad() { echo "FAIL $1"; fails=$((fails + 1)); }
+. "$(dirname "$0")/lib.sh"
 
 # Compare a --csv output with RoFormer's bound, (1/(d/2)) sum_j |S_j|,
 # S_j = sum_{k<j} exp(i r theta_k); theta from the scaling named in $4.
@@ -83,16 +78,6 @@ else
 fi
 
 # 4. Bad input: one "rotary: ..." line, non-zero status, no crash.
-expect_error() { # description, pattern, command...
-    local what="$1" pattern="$2"; shift 2
-    local err status
-    err=$("$@" 2>&1 >/dev/null); status=$?
-    if [ $status -ne 0 ] && [ $status -lt 128 ] && [[ "$err" == *"rotary: "*"$pattern"* ]]; then
-        ok "$what: $(echo "$err" | tail -1)"
-    else
-        bad "$what: status $status, stderr: $err"
-    fi
-}
 expect_error "odd --dim" "even" "$rotary" rope decay --dim 127
 expect_error "unknown subcommand" "unknown subcommand" "$rotary" rope frobnicate
 expect_error "plot format" ".png or .svg" "$rotary" rope decay --plot "$tmp/x.jpg"
@@ -136,5 +121,4 @@ s2=$("$rotary" "${smp[@]}" 2>/dev/null | sha256sum)
 "$rotary" train "${tiny[@]}" --pos alibi --steps 1 --out "$tmp/alibi" > /dev/null 2>&1 || bad "train alibi"
 expect_error "eval scaling on alibi" "not rope" "$rotary" eval --run "$tmp/alibi" --rope-scaling linear --rope-factor 2
 
-echo "$passes passed, $fails failed"
-[ $fails -eq 0 ]
+finish

@@ -6,12 +6,7 @@ set -u
 rotary="$1"
 src="$2"
 py=/usr/bin/python3
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fails=0
-passes=0
-ok() { echo "ok   $1"; passes=$((passes + 1)); }
-bad() { echo "FAIL $1"; fails=$((fails + 1)); }
+. "$src/tests/lib.sh"
 
 # Some English text: the shared corpus when present, else generated.
 data="$src/../shared/data/tinyshakespeare.txt"
@@ -79,16 +74,6 @@ g=$("$rotary" sample --run "$tmp/a" --prompt "First" -n 40 --temperature 0 2>/de
 [ ${#g} -ge 40 ] && ok "greedy sample" || bad "greedy sample '$g'"
 
 # 4. Bad input: one "rotary: ..." line, non-zero status, no crash, no damage.
-expect_error() { # description, pattern, command...
-    local what="$1" pattern="$2"; shift 2
-    local err status
-    err=$("$@" 2>&1 >/dev/null); status=$?
-    if [ $status -ne 0 ] && [ $status -lt 128 ] && [[ "$err" == *"rotary: "*"$pattern"* ]]; then
-        ok "$what: $(echo "$err" | tail -1)"
-    else
-        bad "$what: status $status, stderr: $err"
-    fi
-}
 : > "$tmp/empty.txt"
 printf 'too short' > "$tmp/short.txt"
 printf 'ok \xce\x00 then \xff bad\n' > "$tmp/bad-utf8.txt"
@@ -123,5 +108,4 @@ done
 expect_error "linear attention with alibi" "linear attention" "$rotary" train "${tiny[@]}" --attn linear --pos alibi --out "$tmp/c5"
 expect_error "unknown attention" "--attn" "$rotary" train "${tiny[@]}" --attn cubic --out "$tmp/c6"
 
-echo "$passes passed, $fails failed"
-[ $fails -eq 0 ]
+finish

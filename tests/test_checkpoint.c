@@ -7,7 +7,7 @@
 #define _POSIX_C_SOURCE 200809L
 #define _DEFAULT_SOURCE
 
-#include "rotary.h"
+#include "check.h"
 
 #include <ctype.h>
 #include <dirent.h>
@@ -19,20 +19,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static int n_fail, n_pass;
 static char tmpdir[256];
-
-#define CHECK(cond, ...)                                   \
-    do {                                                   \
-        if (cond) {                                        \
-            n_pass++;                                      \
-        } else {                                           \
-            n_fail++;                                      \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__);    \
-            printf(__VA_ARGS__);                           \
-            printf("\n");                                  \
-        }                                                  \
-    } while (0)
 
 /* ------------------------------------------------------------- file helpers */
 
@@ -154,10 +141,10 @@ static void expect_open_fail(const char *label, const char *path, const char *ne
     int rc = rotary_st_open(&f, path);
     const char *msg = rotary_last_error();
     printf("  %-34s rc=%d msg=\"%s\"\n", label, rc, msg);
-    CHECK(rc != 0, "%s: open succeeded", label);
-    CHECK(f == NULL, "%s: *f not NULL after failure", label);
-    CHECK(msg[0] != '\0', "%s: empty error message", label);
-    CHECK(contains_ci(msg, needle), "%s: message lacks \"%s\"", label, needle);
+    EXPECT(rc != 0, "%s: open succeeded", label);
+    EXPECT(f == NULL, "%s: *f not NULL after failure", label);
+    EXPECT(msg[0] != '\0', "%s: empty error message", label);
+    EXPECT(contains_ci(msg, needle), "%s: message lacks \"%s\"", label, needle);
     if (rc == 0 && f) rotary_st_close(f);
 }
 
@@ -174,11 +161,11 @@ static void expect_load_fail(const char *label, const char *path, const char *ne
     int rc = rotary_checkpoint_load(path, &m);
     const char *msg = rotary_last_error();
     printf("  %-34s rc=%d msg=\"%s\"\n", label, rc, msg);
-    CHECK(rc != 0, "%s: load succeeded", label);
-    CHECK(msg[0] != '\0', "%s: empty error message", label);
-    CHECK(contains_ci(msg, needle), "%s: message lacks \"%s\"", label, needle);
-    if (needle2) CHECK(contains_ci(msg, needle2), "%s: message lacks \"%s\"", label, needle2);
-    CHECK(model_is_empty(&m), "%s: model not left empty", label);
+    EXPECT(rc != 0, "%s: load succeeded", label);
+    EXPECT(msg[0] != '\0', "%s: empty error message", label);
+    EXPECT(contains_ci(msg, needle), "%s: message lacks \"%s\"", label, needle);
+    if (needle2) EXPECT(contains_ci(msg, needle2), "%s: message lacks \"%s\"", label, needle2);
+    EXPECT(model_is_empty(&m), "%s: model not left empty", label);
     if (rc == 0) rotary_model_free(&m);
 }
 
@@ -213,33 +200,33 @@ static void test_st_roundtrip(void) {
     const char *path = tpath("round.safetensors");
     int rc = rotary_st_write(path, t, 6, meta, 3);
     printf("  write rc=%d %s\n", rc, rc ? rotary_last_error() : "");
-    CHECK(rc == 0, "st_write failed: %s", rotary_last_error());
+    EXPECT(rc == 0, "st_write failed: %s", rotary_last_error());
 
     /* Layout: data starts 8-byte aligned, length prefix is little-endian. */
     size_t n = 0;
     unsigned char *raw = read_all(path, &n);
-    CHECK(raw != NULL, "cannot read back %s", path);
+    EXPECT(raw != NULL, "cannot read back %s", path);
     if (raw) {
         uint64_t hl = 0;
         for (int i = 0; i < 8; i++) hl |= (uint64_t)raw[i] << (8 * i);
         size_t data_bytes = 4 + 20 + 48 + 48 + 48 + 0;
         printf("  file %zu bytes, header %llu bytes, data %zu bytes\n", n,
                (unsigned long long)hl, data_bytes);
-        CHECK((8 + hl) % 8 == 0, "data start %llu not 8-aligned", (unsigned long long)(8 + hl));
-        CHECK(8 + hl + data_bytes == n, "size %zu != 8 + %llu + %zu", n, (unsigned long long)hl,
-              data_bytes);
-        CHECK(raw[8] == '{', "header does not start with '{'");
+        EXPECT((8 + hl) % 8 == 0, "data start %llu not 8-aligned", (unsigned long long)(8 + hl));
+        EXPECT(8 + hl + data_bytes == n, "size %zu != 8 + %llu + %zu", n, (unsigned long long)hl,
+               data_bytes);
+        EXPECT(raw[8] == '{', "header does not start with '{'");
         free(raw);
     }
 
     rotary_st_file *f = NULL;
     rc = rotary_st_open(&f, path);
-    CHECK(rc == 0 && f, "st_open failed: %s", rotary_last_error());
+    EXPECT(rc == 0 && f, "st_open failed: %s", rotary_last_error());
     if (!f) return;
     for (int i = 0; i < 6; i++) {
         rotary_st_tensor got;
         rc = rotary_st_find(f, t[i].name, &got);
-        CHECK(rc == 0, "find %s: %s", t[i].name, rotary_last_error());
+        EXPECT(rc == 0, "find %s: %s", t[i].name, rotary_last_error());
         if (rc) continue;
         size_t numel = 1;
         int same_shape = got.ndim == t[i].ndim;
@@ -251,54 +238,54 @@ static void test_st_roundtrip(void) {
         printf("  %-10s dtype=%d ndim=%d numel=%zu shape %s, bits %s\n", got.name, got.dtype,
                got.ndim, numel, same_shape ? "same" : "DIFFERENT",
                same_bits ? "same" : "DIFFERENT");
-        CHECK(strcmp(got.name, t[i].name) == 0, "name %s != %s", got.name, t[i].name);
-        CHECK(got.dtype == t[i].dtype, "%s dtype %d != %d", t[i].name, got.dtype, t[i].dtype);
-        CHECK(same_shape, "%s shape differs", t[i].name);
-        CHECK(same_bits, "%s data differs", t[i].name);
-        CHECK(((uintptr_t)got.data & 3) == 0, "%s data not 4-byte aligned", t[i].name);
+        EXPECT(strcmp(got.name, t[i].name) == 0, "name %s != %s", got.name, t[i].name);
+        EXPECT(got.dtype == t[i].dtype, "%s dtype %d != %d", t[i].name, got.dtype, t[i].dtype);
+        EXPECT(same_shape, "%s shape differs", t[i].name);
+        EXPECT(same_bits, "%s data differs", t[i].name);
+        EXPECT(((uintptr_t)got.data & 3) == 0, "%s data not 4-byte aligned", t[i].name);
     }
     for (int i = 0; i < 3; i++) {
         const char *v = rotary_st_meta(f, meta[2 * i]);
         printf("  meta %s = \"%s\"\n", meta[2 * i], v ? v : "(null)");
-        CHECK(v && strcmp(v, meta[2 * i + 1]) == 0, "meta %s wrong", meta[2 * i]);
+        EXPECT(v && strcmp(v, meta[2 * i + 1]) == 0, "meta %s wrong", meta[2 * i]);
     }
-    CHECK(rotary_st_meta(f, "nope") == NULL, "absent meta key found");
+    EXPECT(rotary_st_meta(f, "nope") == NULL, "absent meta key found");
     rotary_st_tensor got;
     rc = rotary_st_find(f, "missing.tensor", &got);
     printf("  find absent tensor: rc=%d msg=\"%s\"\n", rc, rotary_last_error());
-    CHECK(rc == ROTARY_EFORMAT, "find of an absent tensor returned %d", rc);
-    CHECK(contains_ci(rotary_last_error(), "missing.tensor"), "message lacks the name");
+    EXPECT(rc == ROTARY_EFORMAT, "find of an absent tensor returned %d", rc);
+    EXPECT(contains_ci(rotary_last_error(), "missing.tensor"), "message lacks the name");
     rotary_st_close(f);
 
     /* No tensors, no metadata: still a valid file. */
     rc = rotary_st_write(tpath("empty.safetensors"), NULL, 0, NULL, 0);
-    CHECK(rc == 0, "write of an empty file: %s", rotary_last_error());
+    EXPECT(rc == 0, "write of an empty file: %s", rotary_last_error());
     rc = rotary_st_open(&f, tpath("empty.safetensors"));
-    CHECK(rc == 0, "open of an empty file: %s", rotary_last_error());
+    EXPECT(rc == 0, "open of an empty file: %s", rotary_last_error());
     if (rc == 0) rotary_st_close(f);
 
     /* Bad arguments to write. */
     rotary_st_tensor dup[2] = {t[0], t[0]};
     rc = rotary_st_write(tpath("dup.safetensors"), dup, 2, NULL, 0);
     printf("  write duplicate names: rc=%d msg=\"%s\"\n", rc, rotary_last_error());
-    CHECK(rc != 0 && contains_ci(rotary_last_error(), "twice"), "duplicate names accepted");
+    EXPECT(rc != 0 && contains_ci(rotary_last_error(), "twice"), "duplicate names accepted");
     rotary_st_tensor bad = t[2];
     bad.dtype = 7;
     rc = rotary_st_write(tpath("bad.safetensors"), &bad, 1, NULL, 0);
     printf("  write bad dtype: rc=%d msg=\"%s\"\n", rc, rotary_last_error());
-    CHECK(rc != 0 && contains_ci(rotary_last_error(), "dtype"), "bad dtype accepted");
+    EXPECT(rc != 0 && contains_ci(rotary_last_error(), "dtype"), "bad dtype accepted");
     bad = t[2];
     bad.shape[0] = -3;
     rc = rotary_st_write(tpath("bad.safetensors"), &bad, 1, NULL, 0);
     printf("  write negative shape: rc=%d msg=\"%s\"\n", rc, rotary_last_error());
-    CHECK(rc != 0 && contains_ci(rotary_last_error(), "shape"), "negative shape accepted");
+    EXPECT(rc != 0 && contains_ci(rotary_last_error(), "shape"), "negative shape accepted");
     bad = t[2];
     bad.name = "this.name.is.much.longer.than.sixty.three.bytes.which.is.our.limit.x";
     rc = rotary_st_write(tpath("bad.safetensors"), &bad, 1, NULL, 0);
     printf("  write long name: rc=%d msg=\"%s\"\n", rc, rotary_last_error());
-    CHECK(rc != 0 && contains_ci(rotary_last_error(), "name"), "long name accepted");
-    CHECK(access(tpath("bad.safetensors"), F_OK) != 0, "a failed write left a file");
-    CHECK(count_entries(tmpdir, ".tmp.") == 0, "temp files left behind");
+    EXPECT(rc != 0 && contains_ci(rotary_last_error(), "name"), "long name accepted");
+    EXPECT(access(tpath("bad.safetensors"), F_OK) != 0, "a failed write left a file");
+    EXPECT(count_entries(tmpdir, ".tmp.") == 0, "temp files left behind");
 }
 
 /* ------------------------------------------------- (b) checkpoint round trip */
@@ -429,20 +416,20 @@ static void test_checkpoint_roundtrip(void) {
         vs[k].tweak(&c);
         rotary_model a, b;
         int rc = rotary_model_build(&a, &c);
-        CHECK(rc == 0, "%s: build: %s", vs[k].label, rotary_last_error());
+        EXPECT(rc == 0, "%s: build: %s", vs[k].label, rotary_last_error());
         if (rc) continue;
         rotary_model_init(&a, 1234 + k);
         const char *path = tpath("ck.safetensors");
         const char *extra[] = {"step", "77", "note", "hello"};
         rc = rotary_checkpoint_save(path, &a, extra, 2);
-        CHECK(rc == 0, "%s: save: %s", vs[k].label, rotary_last_error());
+        EXPECT(rc == 0, "%s: save: %s", vs[k].label, rotary_last_error());
         rc = rotary_checkpoint_load(path, &b);
-        CHECK(rc == 0, "%s: load: %s", vs[k].label, rotary_last_error());
+        EXPECT(rc == 0, "%s: load: %s", vs[k].label, rotary_last_error());
         if (rc == 0) {
             int same = same_model(&a, &b);
             printf("  %-28s %d tensors, %zu params: %s\n", vs[k].label, b.n_tensors,
                    b.n_params, same ? "config and params identical" : "DIFFERENT");
-            CHECK(same, "%s: round trip differs", vs[k].label);
+            EXPECT(same, "%s: round trip differs", vs[k].label);
             rotary_model_free(&b);
         }
         rotary_st_file *f = NULL;
@@ -450,18 +437,18 @@ static void test_checkpoint_roundtrip(void) {
             const char *fmt = rotary_st_meta(f, "format");
             const char *step = rotary_st_meta(f, "step");
             const char *pos = rotary_st_meta(f, "pos");
-            CHECK(fmt && !strcmp(fmt, "rotary"), "format metadata missing");
-            CHECK(step && !strcmp(step, "77"), "extra metadata missing");
-            CHECK(pos && !strcmp(pos, rotary_pos_name(c.pos)), "pos metadata wrong");
+            EXPECT(fmt && !strcmp(fmt, "rotary"), "format metadata missing");
+            EXPECT(step && !strcmp(step, "77"), "extra metadata missing");
+            EXPECT(pos && !strcmp(pos, rotary_pos_name(c.pos)), "pos metadata wrong");
             /* The scaling keys are optional: written only when there is a scaling. */
             const char *sc = rotary_st_meta(f, "rope_scaling");
             if (c.rope_scaling.type == ROTARY_ROPE_SCALING_NONE)
-                CHECK(!sc && !rotary_st_meta(f, "rope_factor"), "%s: scaling keys written for none",
-                      vs[k].label);
+                EXPECT(!sc && !rotary_st_meta(f, "rope_factor"),
+                       "%s: scaling keys written for none", vs[k].label);
             else
-                CHECK(sc && !strcmp(sc, rotary_rope_scaling_name(c.rope_scaling.type)) &&
+                EXPECT(sc && !strcmp(sc, rotary_rope_scaling_name(c.rope_scaling.type)) &&
                           rotary_st_meta(f, "rope_original_ctx"),
-                      "%s: scaling metadata missing", vs[k].label);
+                       "%s: scaling metadata missing", vs[k].label);
             /* Names the docs promise, for the variant that has them all. */
             if (vs[k].tweak == v_learned) {
                 const char *names[] = {"tok_emb.weight", "pos_emb.weight",
@@ -471,16 +458,16 @@ static void test_checkpoint_roundtrip(void) {
                                        "lm_head.weight"};
                 for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
                     rotary_st_tensor t;
-                    CHECK(rotary_st_find(f, names[i], &t) == 0, "%s missing", names[i]);
+                    EXPECT(rotary_st_find(f, names[i], &t) == 0, "%s missing", names[i]);
                 }
             }
             rotary_st_close(f);
         } else {
-            CHECK(0, "reopen: %s", rotary_last_error());
+            EXPECT(0, "reopen: %s", rotary_last_error());
         }
         rotary_model_free(&a);
     }
-    CHECK(count_entries(tmpdir, ".tmp.") == 0, "temp files left behind");
+    EXPECT(count_entries(tmpdir, ".tmp.") == 0, "temp files left behind");
 }
 
 /* ------------------------------------------------------------ (c) bad input */
@@ -510,7 +497,7 @@ static void test_bad_st_files(void) {
     /* A valid file cut short by 5 bytes. */
     rotary_st_tensor t[2] = {{"a", ROTARY_F32, 1, {4}, data}, {"b", ROTARY_F32, 2, {2, 2}, data + 4}};
     int rc = rotary_st_write(tpath("full.st"), t, 2, NULL, 0);
-    CHECK(rc == 0, "write: %s", rotary_last_error());
+    EXPECT(rc == 0, "write: %s", rotary_last_error());
     size_t n = 0;
     unsigned char *raw = read_all(tpath("full.st"), &n);
     if (raw) {
@@ -599,7 +586,7 @@ static void test_mutations(void) {
     const char *meta[] = {"format", "rotary"};
     char src[512];
     snprintf(src, sizeof src, "%s", tpath("small.st"));
-    CHECK(rotary_st_write(src, t, 3, meta, 1) == 0, "write: %s", rotary_last_error());
+    EXPECT(rotary_st_write(src, t, 3, meta, 1) == 0, "write: %s", rotary_last_error());
     size_t n = 0;
     unsigned char *raw = read_all(src, &n);
     if (!raw) return;
@@ -618,8 +605,8 @@ static void test_mutations(void) {
     }
     printf("  %zu prefixes of a %zu-byte file: %d opened, %d refused, %d without a message\n",
            n, n, prefix_ok, prefix_fail, silent);
-    CHECK(prefix_ok == 0, "a truncated file opened");
-    CHECK(silent == 0, "a failure without a message");
+    EXPECT(prefix_ok == 0, "a truncated file opened");
+    EXPECT(silent == 0, "a failure without a message");
 
     rotary_rng rng;
     rotary_rng_seed(&rng, 99);
@@ -659,7 +646,7 @@ static void test_mutations(void) {
     }
     printf("  2000 mutated headers: %d opened, %d refused, %d without a message\n", opened,
            refused, silent);
-    CHECK(silent == 0, "a failure without a message");
+    EXPECT(silent == 0, "a failure without a message");
     free(mut);
     free(raw);
 }
@@ -741,13 +728,13 @@ static void test_bad_checkpoints(void) {
     small_config(&c);
     rotary_model m;
     if (rotary_model_build(&m, &c) != 0) {
-        CHECK(0, "build: %s", rotary_last_error());
+        EXPECT(0, "build: %s", rotary_last_error());
         return;
     }
     rotary_model_init(&m, 7);
     char good[512];
     snprintf(good, sizeof good, "%s", tpath("good.ck"));
-    CHECK(rotary_checkpoint_save(good, &m, NULL, 0) == 0, "save: %s", rotary_last_error());
+    EXPECT(rotary_checkpoint_save(good, &m, NULL, 0) == 0, "save: %s", rotary_last_error());
 
     expect_load_fail("nonexistent path", tpath("nope.ck"), "cannot open", NULL);
     write_bytes(tpath("text.ck"), "just some words in a file\n", 26);
@@ -792,7 +779,7 @@ static void test_bad_checkpoints(void) {
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
         const char *p = tpath("bad.ck");
         int rc = write_mutated(p, &m, good, &cases[k].mu);
-        CHECK(rc == 0, "%s: cannot write the test file: %s", cases[k].label, rotary_last_error());
+        EXPECT(rc == 0, "%s: cannot write the test file: %s", cases[k].label, rotary_last_error());
         if (rc == 0) expect_load_fail(cases[k].label, p, cases[k].needle, cases[k].needle2);
     }
 
@@ -800,7 +787,7 @@ static void test_bad_checkpoints(void) {
     {
         mutation mu = {.as_i32 = "tok_emb.weight"};
         const char *p = tpath("f16.ck");
-        CHECK(write_mutated(p, &m, good, &mu) == 0, "write: %s", rotary_last_error());
+        EXPECT(write_mutated(p, &m, good, &mu) == 0, "write: %s", rotary_last_error());
         size_t n = 0;
         unsigned char *raw = read_all(p, &n);
         int patched = 0;
@@ -809,7 +796,7 @@ static void test_bad_checkpoints(void) {
                 memcpy(raw + i, "\"F16\"", 5);
                 patched = 1;
             }
-        CHECK(patched, "could not patch the dtype");
+        EXPECT(patched, "could not patch the dtype");
         if (raw) write_bytes(p, raw, n);
         free(raw);
         expect_load_fail("F16 model tensor", p, "unsupported dtype F16", "tok_emb.weight");
@@ -827,8 +814,8 @@ static void test_bad_checkpoints(void) {
     /* The good one still loads (the mutations did not touch it). */
     rotary_model b;
     int rc = rotary_checkpoint_load(good, &b);
-    CHECK(rc == 0 && same_model(&m, &b), "good checkpoint no longer loads: %s",
-          rotary_last_error());
+    EXPECT(rc == 0 && same_model(&m, &b), "good checkpoint no longer loads: %s",
+           rotary_last_error());
     if (rc == 0) rotary_model_free(&b);
     rotary_model_free(&m);
 }
@@ -841,7 +828,7 @@ static void test_atomicity(void) {
     small_config(&c);
     rotary_model m1, m2, got;
     if (rotary_model_build(&m1, &c) || rotary_model_build(&m2, &c)) {
-        CHECK(0, "build: %s", rotary_last_error());
+        EXPECT(0, "build: %s", rotary_last_error());
         return;
     }
     rotary_model_init(&m1, 1);
@@ -851,9 +838,9 @@ static void test_atomicity(void) {
     const char *p = tpath("no_such_dir/ck.safetensors");
     int rc = rotary_checkpoint_save(p, &m1, NULL, 0);
     printf("  save into a missing directory: rc=%d msg=\"%s\"\n", rc, rotary_last_error());
-    CHECK(rc == ROTARY_EIO, "expected ROTARY_EIO, got %d", rc);
-    CHECK(rotary_last_error()[0] != '\0', "empty message");
-    CHECK(access(p, F_OK) != 0, "file created anyway");
+    EXPECT(rc == ROTARY_EIO, "expected ROTARY_EIO, got %d", rc);
+    EXPECT(rotary_last_error()[0] != '\0', "empty message");
+    EXPECT(access(p, F_OK) != 0, "file created anyway");
 
     /* Overwrite: the new contents win, no temp files stay. */
     char dir[512];
@@ -861,26 +848,27 @@ static void test_atomicity(void) {
     mkdir(dir, 0755);
     char path[600];
     snprintf(path, sizeof path, "%s/ck.safetensors", dir);
-    CHECK(rotary_checkpoint_save(path, &m1, NULL, 0) == 0, "save 1: %s", rotary_last_error());
-    CHECK(rotary_checkpoint_save(path, &m2, NULL, 0) == 0, "save 2: %s", rotary_last_error());
+    EXPECT(rotary_checkpoint_save(path, &m1, NULL, 0) == 0, "save 1: %s", rotary_last_error());
+    EXPECT(rotary_checkpoint_save(path, &m2, NULL, 0) == 0, "save 2: %s", rotary_last_error());
     rc = rotary_checkpoint_load(path, &got);
     int same2 = rc == 0 && same_model(&m2, &got);
     if (rc == 0) rotary_model_free(&got);
     int n_tmp = count_entries(dir, ".tmp.");
     printf("  overwrite: load rc=%d, matches the second save: %s, temp files left: %d\n", rc,
            same2 ? "yes" : "NO", n_tmp);
-    CHECK(same2, "overwritten checkpoint does not hold the new model");
-    CHECK(n_tmp == 0, "temp files left behind after overwrite");
+    EXPECT(same2, "overwritten checkpoint does not hold the new model");
+    EXPECT(n_tmp == 0, "temp files left behind after overwrite");
     struct stat st;
-    CHECK(stat(path, &st) == 0 && (st.st_mode & 0444) == 0444, "checkpoint is not readable by all");
+    EXPECT(stat(path, &st) == 0 && (st.st_mode & 0444) == 0444,
+           "checkpoint is not readable by all");
 
     /* A failing save (bad extra metadata) leaves the old file as it was. */
     const char *clash[] = {"n_layer", "99"};
     rc = rotary_checkpoint_save(path, &m1, clash, 1);
     printf("  save with a clashing extra key: rc=%d msg=\"%s\"\n", rc, rotary_last_error());
-    CHECK(rc != 0 && contains_ci(rotary_last_error(), "n_layer"), "clashing key accepted");
+    EXPECT(rc != 0 && contains_ci(rotary_last_error(), "n_layer"), "clashing key accepted");
     rc = rotary_checkpoint_load(path, &got);
-    CHECK(rc == 0 && same_model(&m2, &got), "old file damaged by a failed save");
+    EXPECT(rc == 0 && same_model(&m2, &got), "old file damaged by a failed save");
     if (rc == 0) rotary_model_free(&got);
 
     /* The rename fails (the destination is a non-empty directory): the temp
@@ -894,9 +882,9 @@ static void test_atomicity(void) {
     n_tmp = count_entries(dir, ".tmp.");
     printf("  save onto a directory: rc=%d msg=\"%s\", temp files left: %d\n", rc,
            rotary_last_error(), n_tmp);
-    CHECK(rc == ROTARY_EIO, "save onto a directory returned %d", rc);
-    CHECK(n_tmp == 0, "temp file left after a failed rename");
-    CHECK(access(inside, F_OK) == 0, "directory contents disturbed");
+    EXPECT(rc == ROTARY_EIO, "save onto a directory returned %d", rc);
+    EXPECT(n_tmp == 0, "temp file left after a failed rename");
+    EXPECT(access(inside, F_OK) == 0, "directory contents disturbed");
 
     /* Read-only directory: the save fails and the old file is intact. */
     chmod(dir, 0555);
@@ -905,11 +893,11 @@ static void test_atomicity(void) {
     } else {
         rc = rotary_checkpoint_save(path, &m1, NULL, 0);
         printf("  save into a read-only directory: rc=%d msg=\"%s\"\n", rc, rotary_last_error());
-        CHECK(rc != 0 && rotary_last_error()[0], "save into a read-only directory succeeded");
+        EXPECT(rc != 0 && rotary_last_error()[0], "save into a read-only directory succeeded");
         rc = rotary_checkpoint_load(path, &got);
-        CHECK(rc == 0 && same_model(&m2, &got), "old file damaged by a failed save");
+        EXPECT(rc == 0 && same_model(&m2, &got), "old file damaged by a failed save");
         if (rc == 0) rotary_model_free(&got);
-        CHECK(count_entries(dir, ".tmp.") == 0, "temp files left behind");
+        EXPECT(count_entries(dir, ".tmp.") == 0, "temp files left behind");
     }
     chmod(dir, 0755);
 
@@ -918,7 +906,7 @@ static void test_atomicity(void) {
     memset(&empty, 0, sizeof empty);
     rc = rotary_checkpoint_save(tpath("empty.ck"), &empty, NULL, 0);
     printf("  save an unbuilt model: rc=%d msg=\"%s\"\n", rc, rotary_last_error());
-    CHECK(rc == ROTARY_EINVAL, "unbuilt model saved");
+    EXPECT(rc == ROTARY_EINVAL, "unbuilt model saved");
 
     rotary_model_free(&m1);
     rotary_model_free(&m2);
@@ -935,23 +923,23 @@ static void test_rope_scaling_keys(void) {
     c.rope_scaling.original_ctx = 16;
     rotary_model m, b;
     if (rotary_model_build(&m, &c) != 0) {
-        CHECK(0, "build: %s", rotary_last_error());
+        EXPECT(0, "build: %s", rotary_last_error());
         return;
     }
     rotary_model_init(&m, 9);
     char good[512];
     snprintf(good, sizeof good, "%s", tpath("scaled.ck"));
-    CHECK(rotary_checkpoint_save(good, &m, NULL, 0) == 0, "save: %s", rotary_last_error());
+    EXPECT(rotary_checkpoint_save(good, &m, NULL, 0) == 0, "save: %s", rotary_last_error());
 
     mutation old = {.mkey = "rope_scaling", .remove_key = 1};
     const char *p = tpath("old.ck");
-    CHECK(write_mutated(p, &m, good, &old) == 0, "write: %s", rotary_last_error());
+    EXPECT(write_mutated(p, &m, good, &old) == 0, "write: %s", rotary_last_error());
     int rc = rotary_checkpoint_load(p, &b);
-    CHECK(rc == 0, "no rope_scaling key: load: %s", rotary_last_error());
+    EXPECT(rc == 0, "no rope_scaling key: load: %s", rotary_last_error());
     if (rc == 0) {
-        CHECK(b.cfg.rope_scaling.type == ROTARY_ROPE_SCALING_NONE && b.rope.mscale == 1.0 &&
+        EXPECT(b.cfg.rope_scaling.type == ROTARY_ROPE_SCALING_NONE && b.rope.mscale == 1.0 &&
                   b.rope.inv_freq[1] == pow(c.rope_base, -2.0 / (c.d_model / c.n_head)),
-              "a checkpoint without rope_scaling is not loaded as none");
+               "a checkpoint without rope_scaling is not loaded as none");
         printf("  %-34s loads as none\n", "no rope_scaling key");
         rotary_model_free(&b);
     }
@@ -972,12 +960,12 @@ static void test_rope_scaling_keys(void) {
         mutation mu = cases[k].mu;
         if (k == 4) { /* first make the checkpoint a YaRN one */
             mutation to_yarn = {.mkey = "rope_scaling", .mval = "yarn"};
-            CHECK(write_mutated(tpath("yarn.ck"), &m, good, &to_yarn) == 0, "write yarn");
+            EXPECT(write_mutated(tpath("yarn.ck"), &m, good, &to_yarn) == 0, "write yarn");
             rc = write_mutated(p, &m, tpath("yarn.ck"), &mu);
         } else {
             rc = write_mutated(p, &m, good, &mu);
         }
-        CHECK(rc == 0, "%s: cannot write the test file: %s", cases[k].label, rotary_last_error());
+        EXPECT(rc == 0, "%s: cannot write the test file: %s", cases[k].label, rotary_last_error());
         if (rc == 0) expect_load_fail(cases[k].label, p, cases[k].needle, cases[k].needle2);
     }
     rotary_model_free(&m);
@@ -1004,34 +992,35 @@ static void test_arch_keys(void) {
         c.pos = cases[k].pos, c.attn = cases[k].attn, c.t5_buckets = cases[k].buckets;
         rotary_model m, b;
         if (rotary_model_build(&m, &c) != 0) {
-            CHECK(0, "%s: build: %s", cases[k].label, rotary_last_error());
+            EXPECT(0, "%s: build: %s", cases[k].label, rotary_last_error());
             continue;
         }
         rotary_model_init(&m, 3);
         const char *good = tpath("arch.ck"), *p = tpath("arch_old.ck");
-        CHECK(rotary_checkpoint_save(good, &m, NULL, 0) == 0, "save: %s", rotary_last_error());
+        EXPECT(rotary_checkpoint_save(good, &m, NULL, 0) == 0, "save: %s", rotary_last_error());
         rotary_st_file *f = NULL;
         if (rotary_st_open(&f, good) == 0) {
             const char *a = rotary_st_meta(f, "attn"), *tb = rotary_st_meta(f, "t5_buckets");
-            CHECK(a && !strcmp(a, c.attn ? "linear" : "softmax"), "%s: attn key", cases[k].label);
-            CHECK((tb != NULL) == (c.pos == ROTARY_POS_T5), "%s: t5 keys only for t5", cases[k].label);
+            EXPECT(a && !strcmp(a, c.attn ? "linear" : "softmax"), "%s: attn key", cases[k].label);
+            EXPECT((tb != NULL) == (c.pos == ROTARY_POS_T5), "%s: t5 keys only for t5",
+                   cases[k].label);
             rotary_st_close(f);
         }
         mutation mu = {.mkey = cases[k].key, .remove_key = 1};
-        CHECK(write_mutated(p, &m, good, &mu) == 0, "write: %s", rotary_last_error());
+        EXPECT(write_mutated(p, &m, good, &mu) == 0, "write: %s", rotary_last_error());
         int rc = rotary_checkpoint_load(p, &b);
         if (cases[k].remove_same) {
-            CHECK(rc == 0 && same_model(&m, &b), "%s: does not load as the same model: %s",
-                  cases[k].label, rotary_last_error());
+            EXPECT(rc == 0 && same_model(&m, &b), "%s: does not load as the same model: %s",
+                   cases[k].label, rotary_last_error());
             printf("  %-34s loads as before\n", cases[k].label);
         } else if (c.attn == ROTARY_ATTN_LINEAR) {
             /* The same tensors: only the key tells the kinds apart. */
-            CHECK(rc == 0 && b.cfg.attn == ROTARY_ATTN_SOFTMAX, "%s: not read as softmax",
-                  cases[k].label);
+            EXPECT(rc == 0 && b.cfg.attn == ROTARY_ATTN_SOFTMAX, "%s: not read as softmax",
+                   cases[k].label);
             printf("  %-34s loads as softmax (the default)\n", cases[k].label);
         } else {
-            CHECK(rc != 0 && contains_ci(rotary_last_error(), "rel_bias.weight"),
-                  "%s: loaded with the wrong table shape", cases[k].label);
+            EXPECT(rc != 0 && contains_ci(rotary_last_error(), "rel_bias.weight"),
+                   "%s: loaded with the wrong table shape", cases[k].label);
             printf("  %-34s -> %s\n", cases[k].label, rotary_last_error());
         }
         if (rc == 0) rotary_model_free(&b);
@@ -1043,15 +1032,15 @@ static void test_arch_keys(void) {
     if (rotary_model_build(&m, &c) == 0) {
         rotary_model_init(&m, 4);
         const char *good = tpath("arch.ck"), *p = tpath("arch_bad.ck");
-        CHECK(rotary_checkpoint_save(good, &m, NULL, 0) == 0, "save: %s", rotary_last_error());
+        EXPECT(rotary_checkpoint_save(good, &m, NULL, 0) == 0, "save: %s", rotary_last_error());
         mutation bad[] = {{.mkey = "attn", .mval = "quadratic"}, {.mkey = "t5_buckets", .mval = "many"}};
         const char *needles[][2] = {{"attn", "quadratic"}, {"t5_buckets", "not an integer"}};
         for (int k = 0; k < 2; k++) {
-            CHECK(write_mutated(p, &m, good, &bad[k]) == 0, "write: %s", rotary_last_error());
+            EXPECT(write_mutated(p, &m, good, &bad[k]) == 0, "write: %s", rotary_last_error());
             expect_load_fail(bad[k].mval, p, needles[k][0], needles[k][1]);
         }
         const char *extra[] = {"attn", "linear"};
-        CHECK(rotary_checkpoint_save(p, &m, extra, 1) != 0 &&
+        EXPECT(rotary_checkpoint_save(p, &m, extra, 1) != 0 &&
                   contains_ci(rotary_last_error(), "reserved"), "extra key 'attn' accepted");
         rotary_model_free(&m);
     }
@@ -1074,6 +1063,5 @@ int main(void) {
     test_arch_keys();
     test_atomicity();
     remove_tree(tmpdir);
-    printf("%d checks passed, %d failed\n", n_pass, n_fail);
-    return n_fail ? 1 : 0;
+    return check_summary("test_checkpoint");
 }

@@ -3,25 +3,13 @@
  * rotary, GQA, untied heads and each exportable rope scaling, the model read
  * back from the file gives the same logits; the tokenizer comes back
  * identical; layouts the llama architecture cannot express are refused. */
-#include "rotary.h"
+#include "check.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-static int failures, checks;
-#define EXPECT(cond, ...)                                       \
-    do {                                                        \
-        checks++;                                               \
-        if (!(cond)) {                                          \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__);         \
-            printf(__VA_ARGS__);                                \
-            printf("\n");                                       \
-            failures++;                                         \
-        }                                                       \
-    } while (0)
 
 static const char *PATH = "test_export.gguf";
 enum { T = 24 };
@@ -176,6 +164,5 @@ int main(void) {
     unlink(PATH);
     rotary_tokenizer_free(bytes);
     rotary_tokenizer_free(bpe);
-    printf("test_export: %d checks, %d failures\n", checks, failures);
-    return failures ? 1 : 0;
+    return check_summary("test_export");
 }

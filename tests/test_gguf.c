@@ -13,42 +13,17 @@
  * in the working directory: the cross-check with @huggingface/gguf in
  * tests/gguf_npm reads them. Exit 0 when all pass. */
 #define _POSIX_C_SOURCE 200809L
-#include "rotary.h"
+#include "check.h"
 
 #include "half.h"
 
 #include <inttypes.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-static int failures, checks;
-
-static void check(int ok, const char *name, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void check(int ok, const char *name, const char *fmt, ...) {
-    checks++;
-    if (!ok) failures++;
-    /* Print failures always, passes only for named groups (keeps logs short). */
-    if (ok && name[0] == '.') return;
-    printf("%-4s %-44s ", ok ? "ok" : "FAIL", name[0] == '.' ? name + 1 : name);
-    va_list ap;
-    va_start(ap, fmt);
-    vprintf(fmt, ap);
-    va_end(ap);
-    printf("\n");
-}
-
-static void must(int rc, const char *what) {
-    if (rc != ROTARY_OK) {
-        printf("FAIL %s: %s\n", what, rotary_last_error());
-        exit(1);
-    }
-}
 
 /* ------------------------------------------------------------ byte builder */
 
@@ -79,11 +54,18 @@ static void b_pad(buf *b, size_t align) {
     static const unsigned char z[64];
     while (b->n % align) b_bytes(b, z, 1);
 }
-static void b_header(buf *b, uint32_t version, uint64_t nt, uint64_t nkv) {
+/* Empty b, then the header of a version 3 file. */
+static void b_start(buf *b, uint64_t nt, uint64_t nkv) {
+    b->n = 0;
     b_bytes(b, "GGUF", 4);
-    b_u32(b, version);
+    b_u32(b, 3);
     b_u64(b, nt);
     b_u64(b, nkv);
+}
+/* The key of a key/value and the type of its value. */
+static void b_key(buf *b, const char *key, uint32_t type) {
+    b_cstr(b, key);
+    b_u32(b, type);
 }
 /* A tensor info; returns the offset of its name length. */
 static size_t b_tensor(buf *b, const char *name, uint32_t nd, const uint64_t *ne, uint32_t type,
@@ -819,27 +801,21 @@ static void test_bad_built(void) {
     /* alignment: 0, 3, 2^31 + 1, U64-typed; then 64 (valid) and 64 with offsets of 32 */
     const uint32_t bad_align[3] = {0, 3, 0x80000001u};
     for (int k = 0; k < 3; k++) {
-        b.n = 0;
-        b_header(&b, 3, 0, 1);
-        b_cstr(&b, "general.alignment");
-        b_u32(&b, ROTARY_GGUF_U32);
+        b_start(&b, 0, 1);
+        b_key(&b, "general.alignment", ROTARY_GGUF_U32);
         b_u32(&b, bad_align[k]);
         char name[64];
         snprintf(name, sizeof name, "refuse alignment %" PRIu32, bad_align[k]);
         OPEN_EXPECT(name, "power of two");
     }
-    b.n = 0;
-    b_header(&b, 3, 0, 1);
-    b_cstr(&b, "general.alignment");
-    b_u32(&b, ROTARY_GGUF_U64);
+    b_start(&b, 0, 1);
+    b_key(&b, "general.alignment", ROTARY_GGUF_U64);
     b_u64(&b, 32);
     OPEN_EXPECT("refuse alignment of type U64", "must be U32");
 
     for (int misalign = 0; misalign < 2; misalign++) {
-        b.n = 0;
-        b_header(&b, 3, 2, 1);
-        b_cstr(&b, "general.alignment");
-        b_u32(&b, ROTARY_GGUF_U32);
+        b_start(&b, 2, 1);
+        b_key(&b, "general.alignment", ROTARY_GGUF_U32);
         b_u32(&b, 64);
         b_tensor(&b, "a", 1, ne32, ROTARY_GGML_F32, 0);
         b_tensor(&b, "b", 1, ne32, ROTARY_GGML_F32, misalign ? 160 : 128);
@@ -867,17 +843,13 @@ static void test_bad_built(void) {
     }
 
     /* duplicate key, duplicate tensor name, tensor name of 65 bytes */
-    b.n = 0;
-    b_header(&b, 3, 0, 2);
-    b_cstr(&b, "k");
-    b_u32(&b, ROTARY_GGUF_U8);
+    b_start(&b, 0, 2);
+    b_key(&b, "k", ROTARY_GGUF_U8);
     b_u8(&b, 1);
-    b_cstr(&b, "k");
-    b_u32(&b, ROTARY_GGUF_U8);
+    b_key(&b, "k", ROTARY_GGUF_U8);
     b_u8(&b, 2);
     OPEN_EXPECT("refuse duplicate key", "appears twice");
-    b.n = 0;
-    b_header(&b, 3, 2, 0);
+    b_start(&b, 2, 0);
     b_tensor(&b, "w", 1, ne32, ROTARY_GGML_F32, 0);
     b_tensor(&b, "w", 1, ne32, ROTARY_GGML_F32, 128);
     b_pad(&b, 32);
@@ -887,14 +859,12 @@ static void test_bad_built(void) {
     char long_name[66];
     memset(long_name, 'n', 65);
     long_name[65] = 0;
-    b.n = 0;
-    b_header(&b, 3, 1, 0);
+    b_start(&b, 1, 0);
     b_tensor(&b, long_name, 1, ne32, ROTARY_GGML_F32, 0);
     b_pad(&b, 32);
     b_bytes(&b, zeros, 128);
     OPEN_EXPECT("refuse tensor name of 65 bytes", "65 bytes long (1..64");
-    b.n = 0;
-    b_header(&b, 3, 1, 0);
+    b_start(&b, 1, 0);
     b_str(&b, "a\0b", 3);
     b_u32(&b, 1);
     b_u64(&b, 32);
@@ -905,10 +875,8 @@ static void test_bad_built(void) {
     OPEN_EXPECT("refuse tensor name with NUL", "NUL");
 
     /* arrays of arrays: well-formed ones open; too deep ones do not */
-    b.n = 0;
-    b_header(&b, 3, 0, 2);
-    b_cstr(&b, "nested");
-    b_u32(&b, ROTARY_GGUF_ARRAY);
+    b_start(&b, 0, 2);
+    b_key(&b, "nested", ROTARY_GGUF_ARRAY);
     b_u32(&b, ROTARY_GGUF_ARRAY); /* 2 arrays: [1, 2] of U32 and ["x"] */
     b_u64(&b, 2);
     b_u32(&b, ROTARY_GGUF_U32);
@@ -918,8 +886,7 @@ static void test_bad_built(void) {
     b_u32(&b, ROTARY_GGUF_STRING);
     b_u64(&b, 1);
     b_cstr(&b, "x");
-    b_cstr(&b, "after");
-    b_u32(&b, ROTARY_GGUF_U16);
+    b_key(&b, "after", ROTARY_GGUF_U16);
     uint16_t u16 = 777;
     b_bytes(&b, &u16, 2);
     rc = open_bytes(b.p, b.n, &g);
@@ -936,10 +903,8 @@ static void test_bad_built(void) {
     check(ok, "array of arrays accepted, getters refuse", "%s", rc ? rotary_last_error() : "");
     rotary_gguf_close(g);
     g = NULL;
-    b.n = 0;
-    b_header(&b, 3, 0, 1);
-    b_cstr(&b, "deep");
-    b_u32(&b, ROTARY_GGUF_ARRAY);
+    b_start(&b, 0, 1);
+    b_key(&b, "deep", ROTARY_GGUF_ARRAY);
     for (int d = 0; d < 20; d++) {
         b_u32(&b, ROTARY_GGUF_ARRAY);
         b_u64(&b, 1);
@@ -948,19 +913,15 @@ static void test_bad_built(void) {
     b_u64(&b, 0);
     OPEN_EXPECT("refuse arrays nested 20 deep", "nested more than");
     /* 2^40 empty strings in a 100-byte file */
-    b.n = 0;
-    b_header(&b, 3, 0, 1);
-    b_cstr(&b, "s");
-    b_u32(&b, ROTARY_GGUF_ARRAY);
+    b_start(&b, 0, 1);
+    b_key(&b, "s", ROTARY_GGUF_ARRAY);
     b_u32(&b, ROTARY_GGUF_STRING);
     b_u64(&b, 1ull << 40);
     for (int i = 0; i < 4; i++) b_cstr(&b, "");
     OPEN_EXPECT("refuse 2^40 strings", "claims");
     /* a v3 file with no tensors and nothing after the key/values */
-    b.n = 0;
-    b_header(&b, 3, 0, 1);
-    b_cstr(&b, "k");
-    b_u32(&b, ROTARY_GGUF_STRING);
+    b_start(&b, 0, 1);
+    b_key(&b, "k", ROTARY_GGUF_STRING);
     b_cstr(&b, "v");
     rc = open_bytes(b.p, b.n, &g);
     check(rc == ROTARY_OK && rotary_gguf_n_tensors(g) == 0, "no tensors, no padding: opens", "%s",
@@ -968,16 +929,14 @@ static void test_bad_built(void) {
     rotary_gguf_close(g);
     g = NULL;
     /* many tensors whose infos fit but whose data would not */
-    b.n = 0;
     const uint64_t ne_big[2] = {1ull << 20, 1ull << 20};
-    b_header(&b, 3, 1, 0);
+    b_start(&b, 1, 0);
     b_tensor(&b, "huge", 2, ne_big, ROTARY_GGML_F32, 0);
     b_pad(&b, 32);
     b_bytes(&b, zeros, 128);
     OPEN_EXPECT("refuse 2^40 elements (4 TiB) in a tiny file", "runs past the end");
     const uint64_t ne_ovf[4] = {1ull << 20, 1ull << 20, 1ull << 20, 1ull << 20};
-    b.n = 0;
-    b_header(&b, 3, 1, 0);
+    b_start(&b, 1, 0);
     b_tensor(&b, "ovf", 4, ne_ovf, ROTARY_GGML_F32, 0);
     OPEN_EXPECT("refuse 2^80 elements", "overflows 64 bits");
     free(b.p);
@@ -1247,6 +1206,5 @@ int main(int argc, char **argv) {
         printf("skip real files: set ROTARY_DATA_DIR\n");
     remove(BAD_PATH);
     free(small.p);
-    printf("%d checks, %d passed, %d failed\n", checks, checks - failures, failures);
-    return failures ? 1 : 0;
+    return check_summary("test_gguf");
 }

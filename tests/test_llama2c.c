@@ -1,24 +1,12 @@
 /* test_llama2c: the llama2.c checkpoint reader on files we write here
  * (every weight lands in the right tensor) and on bad files (each a clean
  * error, never a crash or a read past the end). */
-#include "rotary.h"
+#include "check.h"
 
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static int failures = 0, checks = 0;
-#define EXPECT(cond, ...)                                   \
-    do {                                                    \
-        checks++;                                           \
-        if (!(cond)) {                                      \
-            failures++;                                     \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-            fprintf(stderr, __VA_ARGS__);                   \
-            fprintf(stderr, "\n");                          \
-        }                                                   \
-    } while (0)
 
 static const char *PATH = "test_llama2c.bin";
 
@@ -124,6 +112,5 @@ int main(void) {
     remove(PATH);
     free(w);
     free(w2);
-    printf("test_llama2c: %d checks, %d failures\n", checks, failures);
-    return failures ? 1 : 0;
+    return check_summary("test_llama2c");
 }

@@ -1,6 +1,6 @@
 /* test_model: finite-difference gradient check of a tiny model for every
  * position encoding and block variant; determinism; bad input. */
-#include "rotary.h"
+#include "check.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -8,17 +8,6 @@
 #include <string.h>
 
 enum { B = 2, T = 7 };
-static int failures;
-
-#define EXPECT(cond, ...)                      \
-    do {                                       \
-        if (!(cond)) {                         \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__); \
-            printf(__VA_ARGS__);               \
-            printf("\n");                      \
-            failures++;                        \
-        }                                      \
-    } while (0)
 
 static void tiny(rotary_config *c) {
     rotary_config_default(c);
@@ -37,8 +26,7 @@ static double loss_at(rotary_model *m, const int *tok, const int *tgt) {
 static double gradcheck(const char *label, rotary_config *c) {
     rotary_model m;
     if (rotary_model_build(&m, c)) {
-        printf("FAIL %s: build: %s\n", label, rotary_last_error());
-        failures++;
+        EXPECT(0, "%s: build: %s", label, rotary_last_error());
         return INFINITY;
     }
     rotary_model_init(&m, 7);
@@ -219,6 +207,5 @@ int main(void) {
     test_gradients();
     test_determinism();
     test_bad_input();
-    printf("%s (%d failures)\n", failures ? "FAILED" : "passed", failures);
-    return failures != 0;
+    return check_summary("test_model");
 }

@@ -4,34 +4,12 @@
  * argv[1] or $ROTARY_DATA_DIR (default ../../shared/data from the build dir),
  * and the Chinese fortunes if installed. Exit 0 when every check passes. */
 #define _POSIX_C_SOURCE 200809L
-#include "rotary.h"
+#include "check.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-static int failures;
-
-static void check(int ok, const char *name, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void check(int ok, const char *name, const char *fmt, ...) {
-    printf("%-4s %-44s ", ok ? "ok" : "FAIL", name);
-    va_list ap;
-    va_start(ap, fmt);
-    vprintf(fmt, ap);
-    va_end(ap);
-    printf("\n");
-    if (!ok) failures++;
-}
-
-static void must(int rc, const char *what) {
-    if (rc != ROTARY_OK) {
-        printf("FAIL %s: %s\n", what, rotary_last_error());
-        exit(1);
-    }
-}
 
 static double now(void) {
     struct timespec ts;
@@ -339,6 +317,5 @@ int main(int argc, char **argv) {
     rotary_tokenizer_free(bytes);
     free(text);
     free(rnd);
-    printf("%s: %d failure(s)\n", failures ? "FAILED" : "passed", failures);
-    return failures ? 1 : 0;
+    return check_summary("test_tokenizer");
 }

@@ -2,7 +2,7 @@
  * training against uninterrupted training (bit for bit), a NaN loss, the
  * sampler, token files and batches. */
 #define _POSIX_C_SOURCE 200809L
-#include "rotary.h"
+#include "check.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -10,17 +10,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-static int failures;
-#define EXPECT(cond, ...)                                       \
-    do {                                                        \
-        if (!(cond)) {                                          \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__);         \
-            printf(__VA_ARGS__);                                \
-            printf("\n");                                       \
-            failures++;                                         \
-        }                                                       \
-    } while (0)
 
 static char tmpdir[64];
 
@@ -347,6 +336,5 @@ int main(void) {
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
     if (system(cmd) != 0) printf("note: could not remove %s\n", tmpdir);
-    printf("%s (%d failures)\n", failures ? "FAILED" : "passed", failures);
-    return failures != 0;
+    return check_summary("test_train");
 }

@@ -20,6 +20,12 @@ text=$("$rotary" generate "$data/aidreams260K.bin" -z "$data/aidreams_tok512.bin
        -p "Once upon a time" -n 60 -t 0 2>"$tmp/err")
 [[ "$text" == "Once upon a time"* ]] && [ ${#text} -gt 100 ] && grep -q "decode 60 tokens at" "$tmp/err" &&
     ok "aidreams260K text and speed line" || bad "aidreams260K text: $text / $(cat "$tmp/err")"
+# int8 weights: the same 64 greedy tokens after the prompt as float32.
+gen=("$rotary" generate "$data/aidreams260K.bin" -z "$data/aidreams_tok512.bin" -p "Once upon a time"
+     -n 64 -t 0 --no-stop --ids)
+a=$("${gen[@]}" 2>/dev/null); b=$("${gen[@]}" --int8 2>/dev/null)
+[ -n "$a" ] && [ "$a" = "$b" ] && ok "aidreams260K --int8: the first 64 greedy tokens equal float32's" ||
+    bad "int8 differs: $a / $b"
 "$rotary" export "$data/aidreams260K.bin" -z "$data/aidreams_tok512.bin" -o "$tmp/aid.gguf" 2>/dev/null
 t2=$("$rotary" generate "$tmp/aid.gguf" -p "Once upon a time" -n 60 -t 0 2>/dev/null)
 [ "$text" = "$t2" ] && ok "aidreams260K through GGUF (its tokenizer inside) generates the same" ||

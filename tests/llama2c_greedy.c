@@ -24,7 +24,7 @@ int main(int argc, char **argv) {
     a += int8;
     rotary_decoder d;
     /* Past the file's seq_len RoPE extends; the reference does the same. */
-    if (rotary_decoder_init(&d, &m, n + 1 > m.cfg.ctx ? n + 1 : m.cfg.ctx)  /* INT8 */) {
+    if (rotary_decoder_init(&d, &m, n + 1 > m.cfg.ctx ? n + 1 : m.cfg.ctx) || (int8 && rotary_decoder_quantize(&d))) {
         fprintf(stderr, "llama2c_greedy: %s\n", rotary_last_error());
         return 1;
     }

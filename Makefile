@@ -2,7 +2,7 @@
 BUILD ?= build
 JOBS ?= 2
 
-.PHONY: all train demo test clean
+.PHONY: all train demo test fuzz clean
 
 all:
 	cmake -S . -B $(BUILD) -DROTARY_WERROR=ON >/dev/null
@@ -18,12 +18,18 @@ demo: all
 # Every test, then the tests of our file readers again under AddressSanitizer
 # and UBSan (labelled "reader" in tests/tests.cmake).
 READER_TARGETS = rotary_cli test_checkpoint test_tokenizer test_gguf test_vocab test_llama2c \
-	test_export llama2c_greedy gguf_list
+	test_export llama2c_greedy gguf_list fuzz_replay
 test: all
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 	cmake -S . -B $(BUILD)-asan -DROTARY_WERROR=ON -DROTARY_SANITIZE=ON >/dev/null
 	cmake --build $(BUILD)-asan -j $(JOBS) --target $(READER_TARGETS)
 	cd $(BUILD)-asan && ctest --output-on-failure -j $(JOBS) -L reader
 
+# Every libFuzzer harness in fuzz/ for FUZZ_SECONDS each, under ASan and UBSan
+# (clang); CI runs 30 s each. docs/reliability.md.
+FUZZ_SECONDS ?= 60
+fuzz:
+	fuzz/run.sh $(FUZZ_SECONDS)
+
 clean:
-	rm -rf $(BUILD) $(BUILD)-asan
+	rm -rf $(BUILD) $(BUILD)-asan build-fuzz

@@ -18,6 +18,7 @@
 static inline float rotary_expf(float x) {
     float xc = x < -87.33654f ? -87.33654f : x;
     xc = xc > 88.72283f ? 88.72283f : xc;
+    xc = x != x ? 0.0f : xc; /* NaN: keep the float->int conversion defined */
     const float n = (xc * 1.44269504f + 12582912.0f) - 12582912.0f; /* round to nearest */
     float r = xc - n * 0.693145751953125f;
     r = r - n * 1.428606765330187e-6f;

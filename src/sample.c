@@ -38,12 +38,12 @@ int rotary_model_extend(rotary_model *m, int T) {
 
 /* A step runs as one parallel region (rotary_decoder_step): the threads
  * share out the rows of each matrix and the attention heads, and meet at
- * the barrier that ends each of those loops, six per layer; each thread
+ * the barrier that ends each of those loops, five per layer; each thread
  * computes the small serial parts (norms, the MLP activation, quantizing
  * the input of a matrix) itself, into its own row of h, act and the int8
  * scratch, which saves the barriers around them. A step of a model with
  * fewer than this many matrix weights runs on one thread: it takes about as
- * long as the 6 * n_layer barriers would (~1 us each on an idle machine,
+ * long as the 5 * n_layer barriers would (~1 us each on an idle machine,
  * far more when other processes compete for the cores). */
 #define STEP_PAR_MIN_WEIGHTS (1 << 20)
 
@@ -138,37 +138,42 @@ static void norm_row(const rotary_model *m, float *out, const float *x, const fl
     }
 }
 
-/* RoPE on n_head consecutive heads of one token at position pos, with the
- * tables and the arithmetic of rotary_rope_forward, which the step cannot
- * call: its parallel region, nested in the step's, would allocate a team
- * on every call. */
-static void rope_row(const rotary_rope *r, float *x, int n_head, int pos) {
+/* RoPE on n_head consecutive heads of one token at position pos, x to out
+ * (which may be x), with the tables and the arithmetic of
+ * rotary_rope_forward, which the step cannot call: its parallel region,
+ * nested in the step's, would allocate a team on every call. */
+static void rope_row(const rotary_rope *r, float *out, const float *x, int n_head, int pos) {
     const int hd = r->head_dim, half = r->rotary_dim / 2;
     const float *c = r->cos + (size_t)pos * half, *s = r->sin + (size_t)pos * half;
     for (int h = 0; h < n_head; h++) {
-        float *xh = x + (size_t)h * hd;
+        const float *xh = x + (size_t)h * hd;
+        float *oh = out + (size_t)h * hd;
+        if (out != x) memcpy(oh + 2 * half, xh + 2 * half, (size_t)(hd - 2 * half) * sizeof(float));
         if (r->pairing == ROTARY_ROPE_HALF) {
-            float *x2 = xh + half;
 #pragma omp simd
             for (int i = 0; i < half; i++) {
-                const float a = xh[i], b = x2[i];
-                xh[i] = a * c[i] - b * s[i];
-                x2[i] = a * s[i] + b * c[i];
+                const float a = xh[i], b = xh[half + i];
+                oh[i] = a * c[i] - b * s[i];
+                oh[half + i] = a * s[i] + b * c[i];
             }
         } else {
 #pragma omp simd
             for (int i = 0; i < half; i++) {
                 const float a = xh[2 * i], b = xh[2 * i + 1];
-                xh[2 * i] = a * c[i] - b * s[i];
-                xh[2 * i + 1] = a * s[i] + b * c[i];
+                oh[2 * i] = a * c[i] - b * s[i];
+                oh[2 * i + 1] = a * s[i] + b * c[i];
             }
         }
     }
 }
 
 /* Softmax attention of position pos over the cache, d->qkv to d->attout;
- * called by every thread of the step's team. */
-static void softmax_step(rotary_decoder *d, int l, int pos) {
+ * called by every thread of the step's team, one barrier in all (kr: the
+ * thread's row of d->h, free between the norm and the q|k|v product). The
+ * thread of head h rotates q_h in place, and k of position pos into kr
+ * (hd floats of its own), so that the first head of each kv head can write
+ * that k and v into the cache while the others read only rows < pos. */
+static void softmax_step(rotary_decoder *d, int l, int pos, float *kr) {
     const rotary_model *m = d->m;
     const rotary_config *c = &m->cfg;
     const int nh = c->n_head, nkv = c->n_kv_head, hd = c->d_model / nh, kv = nkv * hd;
@@ -176,21 +181,25 @@ static void softmax_step(rotary_decoder *d, int l, int pos) {
     const float scale = 1.0f / sqrtf((float)hd);
     const float *rel = c->pos == ROTARY_POS_T5 ? P(m->layout->rel_bias) : NULL;
     float *kc = d->k + (size_t)l * d->max_T * kv, *vc = d->v + (size_t)l * d->max_T * kv;
-#pragma omp single
-    {
-        if (c->pos == ROTARY_POS_ROPE) rope_row(&m->rope, d->qkv, nh + nkv, pos); /* q and k */
-        memcpy(kc + (size_t)pos * kv, d->qkv + nh * hd, (size_t)kv * sizeof(float));
-        memcpy(vc + (size_t)pos * kv, d->qkv + nh * hd + kv, (size_t)kv * sizeof(float));
-    }
     /* heads in parallel, each with its own row of att */
 #pragma omp for schedule(static)
     for (int h = 0; h < nh; h++) {
-        const float *q = d->qkv + h * hd;
+        float *q = d->qkv + h * hd;
         const int g = h / group;
+        const float *kn = d->qkv + nh * hd + g * hd, *vn = d->qkv + nh * hd + kv + g * hd;
+        if (c->pos == ROTARY_POS_ROPE) {
+            rope_row(&m->rope, q, q, 1, pos);
+            rope_row(&m->rope, kr, kn, 1, pos);
+            kn = kr;
+        }
+        if (h % group == 0) {
+            memcpy(kc + (size_t)pos * kv + g * hd, kn, (size_t)hd * sizeof(float));
+            memcpy(vc + (size_t)pos * kv + g * hd, vn, (size_t)hd * sizeof(float));
+        }
         float *att = d->att + (size_t)h * d->max_T;
         float slope = m->alibi ? m->alibi[h] : 0.0f, mx = -INFINITY, sum = 0;
         for (int j = 0; j <= pos; j++) {
-            const float *kj = kc + (size_t)j * kv + g * hd;
+            const float *kj = j < pos ? kc + (size_t)j * kv + g * hd : kn;
             const float s = dot_f32(q, kj, hd);
             if (rel)
                 att[j] = s * scale + rel[(size_t)d->bucket[pos - j] * nh + h];
@@ -206,7 +215,7 @@ static void softmax_step(rotary_decoder *d, int l, int pos) {
         int j = 0;
         /* four positions per pass over o: a quarter of the loads and stores
          * of o (o and the cache never overlap) */
-        for (; j + 4 <= pos + 1; j += 4) {
+        for (; j + 4 <= pos; j += 4) {
             const float *v0 = vc + (size_t)j * kv + g * hd, *v1 = v0 + kv, *v2 = v1 + kv,
                         *v3 = v2 + kv;
             const float p0 = att[j] * inv, p1 = att[j + 1] * inv, p2 = att[j + 2] * inv,
@@ -215,7 +224,7 @@ static void softmax_step(rotary_decoder *d, int l, int pos) {
             for (int i = 0; i < hd; i++) o[i] += (p0 * v0[i] + p1 * v1[i]) + (p2 * v2[i] + p3 * v3[i]);
         }
         for (; j <= pos; j++) {
-            const float *vj = vc + (size_t)j * kv + g * hd, p = att[j] * inv;
+            const float *vj = j < pos ? vc + (size_t)j * kv + g * hd : vn, p = att[j] * inv;
 #pragma omp simd
             for (int i = 0; i < hd; i++) o[i] += p * vj[i];
         }
@@ -237,7 +246,7 @@ static void linear_step(rotary_decoder *d, int l, int pos) {
     }
     for (int i = 0; i < FS; i++) d->feat[i] = d->qkv[i] > 0 ? d->qkv[i] + 1.0f : expf(d->qkv[i]);
     memcpy(d->rfeat, d->feat, (size_t)FS * sizeof(float));
-    if (c->pos == ROTARY_POS_ROPE) rope_row(&m->rope, d->rfeat, nh + nkv, pos);
+    if (c->pos == ROTARY_POS_ROPE) rope_row(&m->rope, d->rfeat, d->rfeat, nh + nkv, pos);
     for (int g = 0; g < nkv; g++)
         linear_attention_update(S + (size_t)g * hd * hd, z + g * hd, d->rfeat + (nh + g) * hd,
                                 d->feat + (nh + g) * hd, d->qkv + (nh + nkv + g) * hd, hd);
@@ -349,7 +358,7 @@ static void step_team(rotary_decoder *d, int pos) {
 #pragma omp single
             linear_step(d, l, pos);
         } else {
-            softmax_step(d, l, pos);
+            softmax_step(d, l, pos, h);
         }
         mv(d, d->x, d->attout, l, Q8_WO, lp->wo, lp->bo, nh * hd, C, 1);
         norm_row(m, h, d->x, P(lp->norm2_w), P(lp->norm2_b));

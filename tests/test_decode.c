@@ -308,11 +308,14 @@ static void config(rotary_config *c, int variant) {
     c->n_layer = 2, c->n_head = 4, c->n_kv_head = 4, c->d_model = 256, c->d_ff = 352;
     c->ctx = 32, c->vocab = 1501, c->init_std = 0.06f;
     c->norm = ROTARY_NORM_RMS, c->mlp = ROTARY_MLP_SWIGLU, c->pos = ROTARY_POS_ROPE, c->tied = 1;
-    if (variant == 1) /* GQA, LayerNorm, GELU, biases, untied head, d_ff not a multiple of 32 */
+    if (variant == 1) /* GQA, LayerNorm, GELU, biases, untied head, d_ff not a multiple
+                       * of 32, RoPE on half of each head with the half pairing */
         c->n_kv_head = 2, c->norm = ROTARY_NORM_LAYER, c->mlp = ROTARY_MLP_GELU, c->bias = 1,
-        c->tied = 0, c->d_ff = 360;
+        c->tied = 0, c->d_ff = 360, c->rope_pairing = ROTARY_ROPE_HALF, c->rotary_dim = 32;
     if (variant == 2) /* linear attention */
         c->attn = ROTARY_ATTN_LINEAR;
+    if (variant == 3) /* ALiBi, one kv head for all 4 heads (they run on different threads) */
+        c->pos = ROTARY_POS_ALIBI, c->n_kv_head = 1;
 }
 
 /* Decoder logits at every position equal the full forward's (float32),
@@ -410,7 +413,7 @@ static void test_decoder(int variant) {
     EXPECT(same >= T * 8 / 10, "int8 vs float32: same argmax at %d of %d positions", same, T);
     printf("decoder %s: float32 vs forward max %.2e; int8 vs float32 max %.2e, mean %.2e "
            "(logits up to %.2f), argmax equal at %d/%d; %zu bytes of int8 weights\n",
-           variant == 2 ? "linear " : variant ? "variant" : "llama  ", worst, qworst, qsum / (T * (double)V), scale, same, T,
+           variant == 3 ? "alibi  " : variant == 2 ? "linear " : variant ? "variant" : "llama  ", worst, qworst, qsum / (T * (double)V), scale, same, T,
            d.q8_bytes);
     /* quantize twice (after changing weights): the copy is replaced */
     EXPECT(rotary_decoder_quantize(&d) == 0, "quantize again");
@@ -432,6 +435,7 @@ int main(void) {
     test_decoder(0);
     test_decoder(1);
     test_decoder(2);
+    test_decoder(3);
     if (failures) {
         printf("%d failures\n", failures);
         return 1;

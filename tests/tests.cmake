@@ -46,6 +46,7 @@ include(tests/gguf.cmake)
 include(tests/tokenizers.cmake)
 include(tests/decode.cmake)
 include(tests/llama.cmake)
+include(tests/fuzz.cmake)
 
 # The tests that feed outside input (files, options) to our readers; `make
 # test` runs them again under AddressSanitizer and UBSan.

@@ -70,40 +70,61 @@ static float sum_floats(const float *buf, size_t n) {
 }
 
 /* Read bandwidth in GB/s (1e9 bytes/s): each thread sums its contiguous
- * share of a `bytes` buffer (first written by the same threads with the
- * same split, so its pages sit near them). The buffer is 512 MiB: five
- * times the 96 MiB L3 this VM's CPU has, so nearly all of it comes from
- * memory. Returns the best of `reps` passes, the rate the machine can
- * deliver (background load only ever lowers a pass); *median gets the
- * median. */
-static double read_bandwidth(size_t bytes, int reps, double *median) {
-    const size_t n = bytes / sizeof(float) / 128 * 128;
-    float *buf = xalloc(n * sizeof(float));
-    double *gbs = malloc((size_t)reps * sizeof(double)), sink = 0;
+ * share of a 512 MiB buffer (first written by the same threads with the
+ * same split, so its pages sit near them): five times the 96 MiB L3 this
+ * VM's CPU has, so nearly all of it comes from memory. The bound uses the
+ * best pass over the whole run (10 passes at the start and one before
+ * every pair of decoding passes): the rate the machine can deliver, since
+ * other processes only ever lower a pass. */
+typedef struct {
+    float *buf;
+    size_t n;
+    double best;
+    double *all; /* every pass, for the median */
+    int n_all, cap;
+    double sink;
+} bandwidth;
+
+static void bw_init(bandwidth *b, size_t bytes) {
+    memset(b, 0, sizeof *b);
+    b->n = bytes / sizeof(float) / 128 * 128;
+    b->buf = xalloc(b->n * sizeof(float));
+    b->cap = 1024;
+    b->all = malloc((size_t)b->cap * sizeof(double));
+    const size_t n = b->n;
+    float *buf = b->buf;
 #pragma omp parallel
     {
         const int t = omp_get_thread_num(), nt = omp_get_num_threads();
         const size_t lo = n / 64 * t / nt * 64, hi = n / 64 * (t + 1) / nt * 64;
         for (size_t i = lo; i < hi; i++) buf[i] = (float)(i & 255) * 1e-3f;
     }
-    for (int r = 0; r < reps; r++) {
-        double total = 0, t0 = now();
+}
+
+static double bw_pass(bandwidth *b) {
+    const size_t n = b->n;
+    const float *buf = b->buf;
+    double total = 0, t0 = now();
 #pragma omp parallel reduction(+ : total)
-        {
-            const int t = omp_get_thread_num(), nt = omp_get_num_threads();
-            const size_t lo = n / 64 * t / nt * 64, hi = n / 64 * (t + 1) / nt * 64;
-            total += sum_floats(buf + lo, hi - lo);
-        }
-        gbs[r] = (double)(n * sizeof(float)) / (now() - t0) / 1e9;
-        sink += total;
+    {
+        const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+        const size_t lo = n / 64 * t / nt * 64, hi = n / 64 * (t + 1) / nt * 64;
+        total += sum_floats(buf + lo, hi - lo);
     }
-    if (sink == 42.0) fprintf(stderr, "(sink)\n"); /* keeps the sums alive */
-    qsort(gbs, (size_t)reps, sizeof(double), cmp_double);
-    *median = gbs[reps / 2];
-    double best = gbs[reps - 1];
-    free(gbs);
-    free(buf);
-    return best;
+    const double gbs = (double)(n * sizeof(float)) / (now() - t0) / 1e9;
+    b->sink += total;
+    if (b->n_all < b->cap) b->all[b->n_all++] = gbs;
+    b->best = gbs > b->best ? gbs : b->best;
+    return gbs;
+}
+
+static double bw_median(bandwidth *b) {
+    double *c = malloc((size_t)b->n_all * sizeof(double));
+    memcpy(c, b->all, (size_t)b->n_all * sizeof(double));
+    qsort(c, (size_t)b->n_all, sizeof(double), cmp_double);
+    double m = c[b->n_all / 2];
+    free(c);
+    return m;
 }
 
 /* ------------------------------------------------------------- matvec */
@@ -211,83 +232,100 @@ static double weight_bytes(const rotary_config *c, int int8) {
 }
 
 typedef struct {
-    double tok_s;     /* best of reps */
-    double median;    /* median of reps */
-    double kv_bytes;  /* KV cache bytes read per timed token, on average */
-    int tokens[1024]; /* the greedy continuation of the last rep */
-} decode_result;
-
-/* Greedy decoding: a prompt of `prompt` fixed tokens (not timed), then
- * ntok timed steps, each feeding back the argmax (rotary_sample at
- * temperature 0, so the sampler's time is included). Best and median of
- * reps. */
-static int decode_rate(rotary_decoder *d, int prompt, int ntok, int reps, decode_result *res) {
-    const rotary_config *c = &d->m->cfg;
+    rotary_decoder d;
     rotary_sampler s;
-    if (rotary_sampler_init(&s, c->vocab, 0.0f, 0, 1.0f, 1234)) return -1;
-    double *rates = malloc((size_t)reps * sizeof(double));
-    res->tok_s = 0;
-    for (int r = 0; r < reps; r++) {
-        rotary_decoder_reset(d);
-        const float *logits = NULL;
-        for (int i = 0; i < prompt; i++)
-            if (rotary_decoder_step(d, (i * 7919 + 1) % c->vocab, &logits)) return -1;
-        int tok = rotary_sample(&s, logits);
-        double t0 = now();
-        for (int i = 0; i < ntok; i++) {
-            if (i < 1024) res->tokens[i] = tok;
-            if (rotary_decoder_step(d, tok, &logits)) return -1;
-            tok = rotary_sample(&s, logits);
-        }
-        rates[r] = ntok / (now() - t0);
-        res->tok_s = rates[r] > res->tok_s ? rates[r] : res->tok_s;
+    double best, *rates;
+    int n_rates;
+    int tokens[1024]; /* the greedy continuation of the last pass */
+} decode_run;
+
+/* One pass of greedy decoding: a prompt of `prompt` fixed tokens (not
+ * timed), then ntok timed steps, each feeding back the argmax
+ * (rotary_sample at temperature 0, so the sampler's time is included). */
+static int decode_pass(decode_run *r, int prompt, int ntok) {
+    const int V = r->d.m->cfg.vocab;
+    rotary_decoder_reset(&r->d);
+    const float *logits = NULL;
+    for (int i = 0; i < prompt; i++)
+        if (rotary_decoder_step(&r->d, (i * 7919 + 1) % V, &logits)) return -1;
+    int tok = rotary_sample(&r->s, logits);
+    double t0 = now();
+    for (int i = 0; i < ntok; i++) {
+        if (i < 1024) r->tokens[i] = tok;
+        if (rotary_decoder_step(&r->d, tok, &logits)) return -1;
+        tok = rotary_sample(&r->s, logits);
     }
-    qsort(rates, (size_t)reps, sizeof(double), cmp_double);
-    res->median = rates[reps / 2];
-    free(rates);
-    /* positions prompt .. prompt+ntok-1 read 1..pos+1 cached k and v rows */
-    const double kv = (double)c->n_kv_head * (c->d_model / c->n_head);
-    res->kv_bytes = c->attn == ROTARY_ATTN_SOFTMAX
-                        ? 2.0 * c->n_layer * kv * 4 * (prompt + (ntok + 1) / 2.0)
-                        : 0;
-    rotary_sampler_free(&s);
+    const double rate = ntok / (now() - t0);
+    r->rates[r->n_rates++] = rate;
+    r->best = rate > r->best ? rate : r->best;
     return 0;
 }
 
-/* Decode with m in float32 and int8; prints one line each; returns the
- * rates and the float32 bound. */
-static int bench_model(const char *name, rotary_model *m, double bw, int prompt, int ntok,
+static double median_rate(const decode_run *r) {
+    double *c = malloc((size_t)r->n_rates * sizeof(double));
+    memcpy(c, r->rates, (size_t)r->n_rates * sizeof(double));
+    qsort(c, (size_t)r->n_rates, sizeof(double), cmp_double);
+    double m = c[r->n_rates / 2];
+    free(c);
+    return m;
+}
+
+/* Decode with m in float32 and in int8 (two decoders), passes taking
+ * turns with a bandwidth pass before each pair, so that a busy spell of
+ * the machine falls on all three alike; best of reps each. Prints one line
+ * per dtype and one comparing them; returns the rates and the float32
+ * bound. */
+static int bench_model(const char *name, rotary_model *m, bandwidth *bw, int prompt, int ntok,
                        int reps, double *f32, double *i8, double *bound_f32) {
     const rotary_config *c = &m->cfg;
     if (prompt + ntok > c->ctx) ntok = c->ctx - prompt;
-    rotary_decoder d;
-    if (rotary_decoder_init(&d, m, c->ctx)) return -1;
-    static decode_result res[2];
-    for (int int8 = 0; int8 < 2; int8++) {
-        if (int8 && rotary_decoder_quantize(&d)) return -1;
-        fprintf(stderr, "decode %s %s: %d tokens x %d reps...\n", name, int8 ? "int8" : "f32",
-                ntok, reps);
-        if (decode_rate(&d, prompt, ntok, reps, &res[int8])) return -1;
-        const double wb = weight_bytes(c, int8), bound = bw * 1e9 / wb;
-        const double bound_kv = bw * 1e9 / (wb + res[int8].kv_bytes);
+    static decode_run run[2];
+    for (int q = 0; q < 2; q++) {
+        memset(&run[q], 0, sizeof run[q]);
+        if (rotary_decoder_init(&run[q].d, m, c->ctx) ||
+            rotary_sampler_init(&run[q].s, c->vocab, 0.0f, 0, 1.0f, 1234))
+            return -1;
+        if (q && rotary_decoder_quantize(&run[q].d)) return -1;
+        run[q].rates = malloc((size_t)reps * sizeof(double));
+    }
+    fprintf(stderr, "decode %s: %d passes of %d tokens, float32 and int8...\n", name, reps, ntok);
+    for (int r = 0; r < reps; r++) {
+        bw_pass(bw);
+        for (int q = 0; q < 2; q++)
+            if (decode_pass(&run[q], prompt, ntok)) return -1;
+    }
+    /* positions prompt .. prompt+ntok-1 read 1..pos+1 cached k and v rows */
+    const double kvd = (double)c->n_kv_head * (c->d_model / c->n_head);
+    const double kv_bytes = c->attn == ROTARY_ATTN_SOFTMAX
+                                ? 2.0 * c->n_layer * kvd * 4 * (prompt + (ntok + 1) / 2.0)
+                                : 0;
+    for (int q = 0; q < 2; q++) {
+        const double wb = weight_bytes(c, q), bound = bw->best * 1e9 / wb;
+        const double bound_kv = bw->best * 1e9 / (wb + kv_bytes);
         printf("decode model=%s dtype=%s layers=%d dim=%d hidden=%d heads=%d vocab=%d "
-               "prompt=%d tokens=%d weight_mb_per_token=%.2f kv_mb_per_token=%.2f "
-               "tok_s=%.2f tok_s_median=%.2f bound_tok_s=%.2f of_bound=%.3f "
+               "prompt=%d tokens=%d passes=%d weight_mb_per_token=%.2f kv_mb_per_token=%.2f "
+               "read_bw_gbs=%.2f tok_s=%.2f tok_s_median=%.2f bound_tok_s=%.2f of_bound=%.3f "
                "of_bound_with_kv=%.3f\n",
-               name, int8 ? "int8" : "f32", c->n_layer, c->d_model, c->d_ff, c->n_head,
-               c->vocab, prompt, ntok, wb / 1e6, res[int8].kv_bytes / 1e6, res[int8].tok_s,
-               res[int8].median, bound, res[int8].tok_s / bound, res[int8].tok_s / bound_kv);
-        fflush(stdout);
-        fprintf(stderr, "  %.1f tok/s, %.0f%% of the bound %.1f tok/s\n", res[int8].tok_s,
-                100 * res[int8].tok_s / bound, bound);
-        if (int8) *i8 = res[1].tok_s;
-        else *f32 = res[0].tok_s, *bound_f32 = bound;
+               name, q ? "int8" : "f32", c->n_layer, c->d_model, c->d_ff, c->n_head, c->vocab,
+               prompt, ntok, reps, wb / 1e6, kv_bytes / 1e6, bw->best, run[q].best,
+               median_rate(&run[q]), bound, run[q].best / bound, run[q].best / bound_kv);
+        fprintf(stderr, "  %s %s: %.1f tok/s (median %.1f), %.0f%% of the bound %.1f tok/s\n", name,
+                q ? "int8" : "f32 ", run[q].best, median_rate(&run[q]), 100 * run[q].best / bound,
+                bound);
+        if (q) *i8 = run[1].best;
+        else *f32 = run[0].best, *bound_f32 = bound;
     }
     int same = 0;
-    for (int i = 0; i < ntok && i < 1024; i++) same += res[0].tokens[i] == res[1].tokens[i];
-    printf("decode model=%s int8_speedup=%.2f greedy_tokens_equal=%d/%d\n", name, *i8 / *f32,
-           same, ntok < 1024 ? ntok : 1024);
-    rotary_decoder_free(&d);
+    for (int i = 0; i < ntok && i < 1024; i++) same += run[0].tokens[i] == run[1].tokens[i];
+    printf("decode model=%s int8_speedup=%.2f int8_speedup_median=%.2f greedy_tokens_equal=%d/%d\n",
+           name, *i8 / *f32, median_rate(&run[1]) / median_rate(&run[0]), same,
+           ntok < 1024 ? ntok : 1024);
+    fflush(stdout);
+    for (int q = 0; q < 2; q++) {
+        rotary_decoder_free(&run[q].d);
+        rotary_sampler_free(&run[q].s);
+        free(run[q].rates);
+    }
     return 0;
 }
 
@@ -327,13 +365,12 @@ int main(int argc, char **argv) {
 
     const int threads = omp_get_max_threads();
     fprintf(stderr, "decode: measuring read bandwidth (%d threads)...\n", threads);
-    double median, bw = read_bandwidth((size_t)512 << 20, 10, &median);
-    printf("read_bw_gbs=%.2f read_bw_median_gbs=%.2f threads=%d buffer_mib=512 passes=10\n", bw,
-           median, threads);
-    fflush(stdout);
-    fprintf(stderr, "  %.1f GB/s (best of 10), median %.1f\n", bw, median);
+    bandwidth bw;
+    bw_init(&bw, (size_t)512 << 20);
+    for (int i = 0; i < 10; i++) bw_pass(&bw);
+    fprintf(stderr, "  %.1f GB/s (best of 10), median %.1f\n", bw.best, bw_median(&bw));
 
-    if (do_matvec) bench_matvec(8, bw);
+    if (do_matvec) bench_matvec(8, bw.best);
 
     double f32 = 0, i8 = 0, bound = 0;
     if (path) {
@@ -341,7 +378,7 @@ int main(int argc, char **argv) {
         if (rotary_model_load_llama2c(&m, path)) {
             fprintf(stderr, "decode: %s: %s (skipped)\n", path, rotary_last_error());
         } else {
-            if (bench_model(path, &m, bw, prompt, ntok, reps, &f32, &i8, &bound))
+            if (bench_model(path, &m, &bw, prompt, ntok, reps, &f32, &i8, &bound))
                 fprintf(stderr, "decode: %s: %s\n", path, rotary_last_error());
             rotary_model_free(&m);
         }
@@ -349,7 +386,7 @@ int main(int argc, char **argv) {
     if (!only || !strcmp(only, "15M")) {
         rotary_model m;
         if (random_model(&m, 6, 288, 768, 6, 32000, 256) ||
-            bench_model("15M", &m, bw, prompt, ntok, reps, &f32, &i8, &bound)) {
+            bench_model("15M", &m, &bw, prompt, ntok, reps, &f32, &i8, &bound)) {
             fprintf(stderr, "decode: 15M: %s\n", rotary_last_error());
             return 1;
         }
@@ -360,12 +397,16 @@ int main(int argc, char **argv) {
         rotary_model m;
         fprintf(stderr, "decode: building the 110M model...\n");
         if (random_model(&m, 12, 768, 2048, 12, 32000, 1024) ||
-            bench_model("110M", &m, bw, prompt, ntok, reps, &f32, &i8, &bound)) {
+            bench_model("110M", &m, &bw, prompt, ntok, reps, &f32, &i8, &bound)) {
             fprintf(stderr, "decode: 110M: %s\n", rotary_last_error());
             return 1;
         }
         rotary_model_free(&m);
     }
+    /* the bandwidth over the whole run: the bounds above used this best */
+    printf("read_bw_gbs=%.2f read_bw_median_gbs=%.2f read_bw_passes=%d threads=%d buffer_mib=512\n",
+           bw.best, bw_median(&bw), bw.n_all, threads);
+    if (bw.sink == 42.0) fprintf(stderr, "(sink)\n"); /* keeps the sums alive */
     printf("decode_110M tok_s_f32=%.2f tok_s_int8=%.2f bound_f32=%.2f\n", f32, i8, bound);
     return 0;
 }

@@ -204,74 +204,72 @@ void q8_quantize_act(q8_act *a, const float *x, int C) {
 
 #ifdef Q8_AVX512
 #ifndef Q8_PREFETCH
-#define Q8_PREFETCH 2048
+#define Q8_PREFETCH 4096
 #endif
 
-/* R rows (1..GROUP) from row r. Two blocks (64 bytes) per step: vpdpbusd
- * multiplies the unsigned u = q + 128 by the signed x and adds groups of 4
- * products to int32 lanes that start at -128 * (the sum of those 4 x), so
- * each lane ends as a partial sum of q x; 8 lanes per block. Their float
- * conversion is multiplied by that block's d_w * d_x, picked out of 16
- * scales converted at once. */
-static inline __attribute__((always_inline)) void q8_rows(float *out, const uint8_t *U,
-                                                          const uint16_t *D, const q8_act *a,
-                                                          const float *b, int nb, int r,
-                                                          const int R, int accumulate) {
-    const uint8_t *u[GROUP];
-    const uint16_t *d[GROUP];
-    __m512 acc[GROUP];
-#pragma GCC unroll 4
-    for (int i = 0; i < R; i++) {
-        u[i] = U + (size_t)(r + i) * nb * Q8_BLOCK;
-        d[i] = D + (size_t)(r + i) * nb;
-        acc[i] = _mm512_setzero_ps();
-    }
-    const __m512i two = _mm512_set1_epi32(2);
-    const __m512i idx0 = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
-    /* The hardware prefetchers do not see four short interleaved rows as a
-     * stream (without this, 5 instead of 20 GB/s from memory on one core):
-     * while these R rows run, fetch the next R rows, one 64-byte line per
-     * row and step, Q8_PREFETCH bytes further on. */
-    const char *pf = (const char *)(u[0] + (size_t)R * nb * Q8_BLOCK) + Q8_PREFETCH;
+/* One row, one block (32 bytes) per vpdpbusd: it multiplies the unsigned
+ * u = q + 128 by the signed x and adds groups of 4 products to 8 int32
+ * lanes that start at -128 * (the sum of those 4 x), so the lanes end as
+ * partial sums of q x. Their float conversion is multiplied by the block's
+ * d_w * d_x, broadcast from a row of 16 scales converted at once, and whole
+ * chunks of 16 blocks run unrolled.
+ * Measured from memory with 2 threads (bench/README.md), this form beat
+ * the others tried: 512-bit steps of two blocks (which need a permute to
+ * spread the two scales, ~15% slower from memory though faster in cache),
+ * four rows sharing the loads of x (four streams per thread, which the
+ * hardware prefetcher followed badly), and masked loads (several times
+ * slower from memory on this CPU, so only the matrix's last row uses one).
+ * The software prefetch, Q8_PREFETCH bytes ahead on the row's stream,
+ * adds 10-30%. */
+static void row_q8(float *out, const uint8_t *U, const uint16_t *D, const q8_act *a,
+                   const float *b, int nb, int r, int rows_left, int accumulate) {
+    const uint8_t *u = U + (size_t)r * nb * Q8_BLOCK;
+    const uint16_t *d = D + (size_t)r * nb;
+    const char *pf = (const char *)u + Q8_PREFETCH;
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0;
+    float sc[16] __attribute__((aligned(64)));
     for (int k0 = 0; k0 < nb; k0 += 16) {
         const int nk = nb - k0 < 16 ? nb - k0 : 16;
         const __mmask16 dm = (__mmask16)((1u << nk) - 1);
-        const __m512 dx = _mm512_load_ps(a->d + k0);
-        __m512 s[GROUP];
-#pragma GCC unroll 4
-        for (int i = 0; i < R; i++)
-            s[i] = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(dm, d[i] + k0)), dx);
-        __m512i idx = idx0;
-        const int p1 = (k0 + nk + 1) / 2;
-        for (int p = k0 / 2; p < p1; p++) {
-            const __m512i xq = _mm512_load_si512((const void *)(a->q + 64 * p));
-            const __m512i c = _mm512_load_si512((const void *)(a->corr + 16 * p));
-            /* an odd last block: load only its 32 bytes (x is 0 past it) */
-            const __mmask64 lm = 2 * p + 1 < nb ? ~(__mmask64)0 : (__mmask64)0xffffffffu;
-#pragma GCC unroll 4
-            for (int i = 0; i < R; i++) {
-                _mm_prefetch(pf + (size_t)64 * (R * p + i), _MM_HINT_T0);
-                const __m512i w = _mm512_maskz_loadu_epi8(lm, u[i] + 64 * p);
-                const __m512i dot = _mm512_dpbusd_epi32(c, w, xq);
-                acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot),
-                                         _mm512_permutexvar_ps(idx, s[i]), acc[i]);
+        /* 16 scales; near the end of the matrix only the row's own */
+        const __m256i dh = (size_t)rows_left * nb - k0 < 16
+                               ? _mm256_maskz_loadu_epi16(dm, d + k0)
+                               : _mm256_loadu_si256((const void *)(d + k0));
+        _mm512_store_ps(sc, _mm512_maskz_mul_ps(dm, _mm512_cvtph_ps(dh), _mm512_load_ps(a->d + k0)));
+#define Q8_STEP(acc, k, j)                                                                  \
+    acc = _mm256_fmadd_ps(                                                                  \
+        _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(                                             \
+            _mm256_load_si256((const void *)(a->corr + 8 * (k))),                           \
+            _mm256_loadu_si256((const void *)(u + Q8_BLOCK * (k))),                         \
+            _mm256_load_si256((const void *)(a->q + Q8_BLOCK * (k))))),                     \
+        _mm256_set1_ps(sc[j]), acc)
+        if (nk == 16) {
+#pragma GCC unroll 8
+            for (int j = 0; j < 16; j += 2) {
+                _mm_prefetch(pf + Q8_BLOCK * (k0 + j), _MM_HINT_T0); /* a line per 2 blocks */
+                Q8_STEP(acc0, k0 + j, j);
+                Q8_STEP(acc1, k0 + j + 1, j + 1);
             }
-            idx = _mm512_add_epi32(idx, two);
+        } else {
+            for (int j = 0; j < nk; j++) Q8_STEP(acc0, k0 + j, j);
         }
+#undef Q8_STEP
     }
-#pragma GCC unroll 4
-    for (int i = 0; i < R; i++) put(out, r + i, _mm512_reduce_add_ps(acc[i]), b, accumulate);
+    const __m256 acc = _mm256_add_ps(acc0, acc1);
+    __m128 t = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+    t = _mm_add_ps(t, _mm_movehl_ps(t, t));
+    t = _mm_add_ss(t, _mm_movehdup_ps(t));
+    put(out, r, _mm_cvtss_f32(t), b, accumulate);
 }
 
 static void rows_q8(float *out, const uint8_t *U, const uint16_t *D, const q8_act *a,
-                    const float *b, int nb, int r0, int r1, int accumulate) {
-    int r = r0;
-    for (; r + GROUP <= r1; r += GROUP) q8_rows(out, U, D, a, b, nb, r, GROUP, accumulate);
-    for (; r < r1; r++) q8_rows(out, U, D, a, b, nb, r, 1, accumulate);
+                    const float *b, int nb, int r0, int r1, int OC, int accumulate) {
+    for (int r = r0; r < r1; r++) row_q8(out, U, D, a, b, nb, r, OC - r, accumulate);
 }
 #else
 static void rows_q8(float *out, const uint8_t *U, const uint16_t *D, const q8_act *a,
-                    const float *b, int nb, int r0, int r1, int accumulate) {
+                    const float *b, int nb, int r0, int r1, int OC, int accumulate) {
+    (void)OC;
     for (int r = r0; r < r1; r++) {
         const uint8_t *ur = U + (size_t)r * nb * Q8_BLOCK;
         const uint16_t *dr = D + (size_t)r * nb;
@@ -297,7 +295,7 @@ void matvec_q8_act_team(float *out, const void *w, const q8_act *a, const float 
 #pragma omp for schedule(guided, chunk)
     for (int g = 0; g < ngroups; g++) {
         const int r0 = g * GROUP, r1 = r0 + GROUP < OC ? r0 + GROUP : OC;
-        rows_q8(out, U, D, a, b, nb, r0, r1, accumulate);
+        rows_q8(out, U, D, a, b, nb, r0, r1, OC, accumulate);
     }
 }
 

@@ -86,7 +86,7 @@ static int rope_decay(int argc, char **argv) {
     const char *plot_file = NULL;
     cli_rope_args ra;
     cli_rope_args_default(&ra);
-    arg_spec specs[5 + CLI_ROPE_N_SPECS] = {
+    arg_spec specs[6 + CLI_ROPE_N_SPECS] = { /* the last one is --plot, below */
         {"--dim", ARG_INT, &dim, 2, 1 << 16, "rotated dimensions d (even)", 0},
         {"--base", ARG_FLOAT, &base, 1.0001, 1e12, "RoPE base: theta_k = base^(-2k/d)", 0},
         {"--max-dist", ARG_INT, &max_dist, 0, 1 << 24, "largest relative distance m - n", 0},

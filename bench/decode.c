@@ -4,14 +4,15 @@
  * (read bandwidth) / (bytes of weights read per token). This program
  *   1. measures the read bandwidth of the OpenMP threads it runs with (sum a
  *      512 MiB float buffer, far larger than the caches, split evenly
- *      between the threads; the best of several passes),
+ *      between the threads; the best of all passes, 10 at the start and one
+ *      before each pair of decoding passes),
  *   2. (--matvec) times y = W x at the decoder's matrix shapes with
  *      OpenBLAS cblas_sgemv, cblas_sgemm with M = 1, our float32 kernel and
  *      our Q8_0 kernel, each streaming a pool of copies larger than the caches,
  *   3. decodes greedily with random-weight models of the llama2.c
  *      stories15M and stories110M shapes (and an optional llama2.c .bin), in
- *      float32 and with rotary_decoder_quantize, and prints tokens/s against
- *      the bound.
+ *      float32 and with rotary_decoder_quantize, passes of the two taking
+ *      turns, and prints tokens/s (best and median pass) against the bound.
  * stdout: key=value lines, the last one
  *   decode_110M tok_s_f32=<x> tok_s_int8=<y> bound_f32=<z>
  * stderr: progress. See bench/README.md. */
@@ -225,7 +226,8 @@ static double weight_bytes(const rotary_config *c, int int8) {
 #define MAT(rows, cols) \
     (int8 ? (rows) * (double)q8_blocks((int)(cols)) * (Q8_BLOCK + 2) : (rows) * (cols) * 4.0)
     double per_layer = MAT(QKV, C) + MAT(C, A) + MAT(U, C) + MAT(C, F);
-    double norms = (2.0 * c->n_layer + 1) * C * 4 * (c->norm == ROTARY_NORM_LAYER && c->bias ? 2 : 1);
+    double norms =
+        (2.0 * c->n_layer + 1) * C * 4 * (c->norm == ROTARY_NORM_LAYER && c->bias ? 2 : 1);
     double bias = c->bias ? 4.0 * c->n_layer * (QKV + C + U + C) : 0;
     return c->n_layer * per_layer + MAT((double)c->vocab, C) + norms + bias + 4 * C;
 #undef MAT
@@ -344,8 +346,8 @@ static int random_model(rotary_model *m, int layers, int dim, int hidden, int he
 }
 
 static void usage(void) {
-    fprintf(stderr, "usage: decode [--matvec] [--reps N] [--tokens N] [--prompt N] [--only 15M|110M]\n"
-                    "              [llama2c.bin]\n");
+    fprintf(stderr, "usage: decode [--matvec] [--reps N] [--tokens N] [--prompt N]\n"
+                    "              [--only 15M|110M|file] [llama2c.bin]\n");
     exit(2);
 }
 

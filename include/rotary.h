@@ -390,7 +390,7 @@ typedef struct {
     rotary_model *m;
     int max_T, n;       /* capacity, tokens in the cache */
     float *buf;         /* one allocation for everything below */
-    float *k, *v;       /* (n_layer, max_T, n_kv_head * head_dim); softmax only */
+    float *k, *v;       /* (n_layer, n_kv_head, max_T, head_dim); softmax only */
     float *S, *z;       /* (n_layer, n_kv_head, head_dim, head_dim) and
                            (n_layer, n_kv_head, head_dim); linear only */
     float *feat, *rfeat; /* ((n_head + n_kv_head) * head_dim) phi(q) | phi(k),

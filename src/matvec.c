@@ -5,19 +5,28 @@
  * the inner loops are intrinsics; the portable C after them computes the
  * same sums and is what every other compiler or CPU gets.
  *
- * Measured on this project's 2-core AMD EPYC (Zen 4, a VM), 2 OpenMP
- * threads, the rotary-study job paused, best of 8 passes over matrices much
- * larger than the caches (GB/s read; bench/decode --matvec, bench/README.md):
+ * Why our own float32 kernel and not the BLAS. Measured on this project's
+ * 2-core AMD EPYC (Zen 4, 96 MiB L3, a VM), OpenBLAS 0.3.21 with its
+ * Haswell kernels (OPENBLAS_CORETYPE=Haswell, as this machine sets it),
+ * 2 OpenMP threads, the rotary-study job paused: GB/s of weights read, each
+ * call on a new copy from a 512 MiB pool, best of 8 passes, against a
+ * plain streaming sum of 512 MiB in the same run (56 GB/s); bench/decode
+ * --matvec prints this table (bench/README.md):
  *
- *   matrix        read bw   ours f32   cblas_sgemv   sgemm M=1   ours q8
- *   200000 x 768   64       62         35            -           -
- *   75000 x 2048   66       58         42            -           -
+ *   matrix (OC x C)   sgemm M=1   cblas_sgemv   ours f32   ours Q8_0
+ *   2304 x 768        18 (0.32)   43 (0.77)     59 (1.04)  56 (1.00)
+ *    768 x 768        19 (0.35)   48 (0.85)     59 (1.04)  36 (0.64)
+ *   4096 x 768        19 (0.34)   44 (0.79)     61 (1.08)  61 (1.08)
+ *    768 x 2048       20 (0.35)   56 (0.99)     64 (1.14)  49 (0.86)
+ *  32000 x 768        16 (0.28)   46 (0.82)     64 (1.13)  52 (0.93)
  *
- * OpenBLAS 0.3.21 (Haswell kernels, as OPENBLAS_CORETYPE sets them here):
- * sgemv reaches 55-65% of the read bandwidth and the sgemm with M = 1 that
- * linear_forward uses about 35%; this kernel 90-97%, so the decoder uses it.
- * One row at a time with four accumulators streams better than four rows
- * interleaved (51 GB/s), which reuse x but make four streams per thread. */
+ * (fractions of the streaming sum; above 1 the kernels' access pattern
+ * streamed better than the plain sum did, or a little came from L3). The
+ * sgemm with M = 1 that linear_forward did for one row reaches a third of
+ * the bandwidth, sgemv about 0.8, this kernel all of it: the decoder uses
+ * it. One row at a time with four accumulators, one stream per thread,
+ * did better than four rows interleaved (51 against 62 GB/s), which share
+ * the loads of x but make four streams. */
 #include "matvec.h"
 
 #include "half.h"
@@ -37,6 +46,9 @@
  * a parallel region costs a few microseconds, more than they take. */
 #define PAR_MIN_WEIGHTS 65536
 #define GROUP 4
+#ifndef MIN_CHUNK_BYTES
+#define MIN_CHUNK_BYTES (32 << 10)
+#endif
 
 /* Rows go to the threads in chunks of groups, schedule guided: the first
  * chunks are large (half the remaining rows over the threads), so each
@@ -46,7 +58,7 @@
  * smallest chunk is about 32 KiB of weights. Which thread computes a row
  * never changes its value. */
 static inline int min_chunk(size_t row_bytes) {
-    const size_t g = ((size_t)32 << 10) / (row_bytes * GROUP);
+    const size_t g = ((size_t)MIN_CHUNK_BYTES) / (row_bytes * GROUP);
     return g < 1 ? 1 : (int)g;
 }
 
@@ -76,8 +88,8 @@ static void rows_f32(float *out, const float *w, const float *x, const float *b,
         if (tail)
             s1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, wr + i),
                                  _mm512_maskz_loadu_ps(tail, x + i), s1);
-        put(out, r, _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3))),
-            b, accumulate);
+        const __m512 s = _mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3));
+        put(out, r, _mm512_reduce_add_ps(s), b, accumulate);
     }
 }
 #else
@@ -141,7 +153,8 @@ void q8_quantize_row(uint8_t *u, uint16_t *d, const float *src, int C) {
         const uint16_t dh = rotary_f32_to_f16(absmax(x, n) / 127.0f);
         const float dk = rotary_f16_to_f32(dh), id = dk > 0 ? 1.0f / dk : 0.0f;
         d[k] = dh;
-        for (int i = 0; i < n; i++) uk[i] = (uint8_t)(int)(clamp127(round_even(x[i] * id)) + 128.0f);
+        for (int i = 0; i < n; i++)
+            uk[i] = (uint8_t)(int)(clamp127(round_even(x[i] * id)) + 128.0f);
         for (int i = n; i < Q8_BLOCK; i++) uk[i] = 128;
     }
 }
@@ -183,7 +196,37 @@ q8_act q8_act_view(void *scratch, int C) {
 }
 
 void q8_quantize_act(q8_act *a, const float *x, int C) {
-    const int nb = q8_blocks(C), nbp = (int)act_blocks(C);
+    const int nbp = (int)act_blocks(C);
+#ifdef Q8_AVX512
+    /* The same numbers as the C below (rounding to nearest even: the
+     * default mode of the conversion), ~10x faster: it runs before every
+     * int8 product, in every thread. */
+    const __m512 sign = _mm512_set1_ps(-0.0f);
+    const __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127);
+    const __m256i ones = _mm256_set1_epi8(1);
+    for (int k = 0; k < nbp; k++) {
+        const int left = C - k * Q8_BLOCK, n = left < 0 ? 0 : left < Q8_BLOCK ? left : Q8_BLOCK;
+        const __mmask32 m = n == Q8_BLOCK ? 0xffffffffu : (__mmask32)((1ull << n) - 1);
+        const float *xb = x + (size_t)k * Q8_BLOCK;
+        const __m512 v0 = _mm512_maskz_loadu_ps((__mmask16)m, xb);
+        const __m512 v1 = _mm512_maskz_loadu_ps((__mmask16)(m >> 16), xb + 16);
+        const float amax = _mm512_reduce_max_ps(
+            _mm512_max_ps(_mm512_andnot_ps(sign, v0), _mm512_andnot_ps(sign, v1)));
+        const float d = amax / 127.0f, id = d > 0 ? 1.0f / d : 0.0f;
+        const __m512 s = _mm512_set1_ps(id);
+#define Q8_INT(v) _mm512_min_epi32(hi, _mm512_max_epi32(lo, _mm512_cvtps_epi32(_mm512_mul_ps(v, s))))
+        const __m512i i0 = Q8_INT(v0), i1 = Q8_INT(v1);
+#undef Q8_INT
+        const __m256i q = _mm256_set_m128i(_mm512_cvtepi32_epi8(i1), _mm512_cvtepi32_epi8(i0));
+        _mm256_store_si256((void *)(a->q + (size_t)k * Q8_BLOCK), q);
+        /* sums of each 4 q: vpdpbusd with ones as the unsigned operand */
+        const __m256i s4 = _mm256_dpbusd_epi32(_mm256_setzero_si256(), ones, q);
+        _mm256_store_si256((void *)(a->corr + (size_t)k * 8),
+                           _mm256_mullo_epi32(s4, _mm256_set1_epi32(-128)));
+        a->d[k] = n ? d : 0.0f;
+    }
+#else
+    const int nb = q8_blocks(C);
     for (int k = 0; k < nb; k++) {
         const int n = C - k * Q8_BLOCK < Q8_BLOCK ? C - k * Q8_BLOCK : Q8_BLOCK;
         const float *xb = x + (size_t)k * Q8_BLOCK;
@@ -198,6 +241,7 @@ void q8_quantize_act(q8_act *a, const float *x, int C) {
     for (int k = nb; k < nbp; k++) a->d[k] = 0;
     for (size_t j = 0; j < all / 4; j++)
         a->corr[j] = -128 * (a->q[4 * j] + a->q[4 * j + 1] + a->q[4 * j + 2] + a->q[4 * j + 3]);
+#endif
 }
 
 /* -------------------------------------------------------- Q8_0 product */
@@ -215,12 +259,14 @@ void q8_quantize_act(q8_act *a, const float *x, int C) {
  * chunks of 16 blocks run unrolled.
  * Measured from memory with 2 threads (bench/README.md), this form beat
  * the others tried: 512-bit steps of two blocks (which need a permute to
- * spread the two scales, ~15% slower from memory though faster in cache),
- * four rows sharing the loads of x (four streams per thread, which the
- * hardware prefetcher followed badly), and masked loads (several times
- * slower from memory on this CPU, so only the matrix's last row uses one).
- * The software prefetch, Q8_PREFETCH bytes ahead on the row's stream,
- * adds 10-30%. */
+ * spread the two scales: ~15% slower from memory, though faster in cache),
+ * two or four rows sharing the loads of x (several streams per thread,
+ * which the hardware prefetcher follows badly: 4 rows ran at 14 GB/s
+ * without software prefetch), starting the sums from zero and correcting
+ * once per row (no faster), and masked loads (several times slower from
+ * memory on this CPU; only the scale loads of the matrix's last rows use
+ * them). The software prefetch, Q8_PREFETCH bytes ahead on the row's
+ * stream, adds 20-30%; 2-16 KiB ahead all did about as well. */
 static void row_q8(float *out, const uint8_t *U, const uint16_t *D, const q8_act *a,
                    const float *b, int nb, int r, int rows_left, int accumulate) {
     const uint8_t *u = U + (size_t)r * nb * Q8_BLOCK;
@@ -235,7 +281,8 @@ static void row_q8(float *out, const uint8_t *U, const uint16_t *D, const q8_act
         const __m256i dh = (size_t)rows_left * nb - k0 < 16
                                ? _mm256_maskz_loadu_epi16(dm, d + k0)
                                : _mm256_loadu_si256((const void *)(d + k0));
-        _mm512_store_ps(sc, _mm512_maskz_mul_ps(dm, _mm512_cvtph_ps(dh), _mm512_load_ps(a->d + k0)));
+        _mm512_store_ps(sc,
+                        _mm512_maskz_mul_ps(dm, _mm512_cvtph_ps(dh), _mm512_load_ps(a->d + k0)));
 #define Q8_STEP(acc, k, j)                                                                  \
     acc = _mm256_fmadd_ps(                                                                  \
         _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(                                             \

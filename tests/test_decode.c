@@ -39,7 +39,8 @@ static void *xalloc(size_t n) {
 static void check_f16_rounding(float f, uint16_t h) {
     const double v = rotary_f16_to_f32(h), x = f;
     if (fabs(x) >= 65520.0) {
-        EXPECT((h & 0x7fff) == 0x7c00 && (h >> 15) == (f < 0), "f16(%a) = %04x: not infinity", f, h);
+        EXPECT((h & 0x7fff) == 0x7c00 && (h >> 15) == (f < 0), "f16(%a) = %04x: not infinity", f,
+               h);
         return;
     }
     EXPECT((h & 0x7c00) != 0x7c00, "f16(%a) = %04x: not finite", f, h);
@@ -74,7 +75,8 @@ static void test_half(void) {
     /* ties: halfway between subnormals, between normals, at the top */
     EXPECT(rotary_f32_to_f16(0x1p-25f) == 0 && rotary_f32_to_f16(0x3p-25f) == 2 &&
                rotary_f32_to_f16(0x1.8p-25f) == 1 && rotary_f32_to_f16(1.0f + 0x1p-11f) == 0x3c00 &&
-               rotary_f32_to_f16(1.0f + 0x3p-11f) == 0x3c02 && rotary_f32_to_f16(65519.99f) == 0x7bff &&
+               rotary_f32_to_f16(1.0f + 0x3p-11f) == 0x3c02 &&
+               rotary_f32_to_f16(65519.99f) == 0x7bff &&
                rotary_f32_to_f16(65520.0f) == 0x7c00 && rotary_f32_to_f16(-1e-30f) == 0x8000,
            "f16 rounding of ties and edges");
     /* random floats over the f16 range and around it */
@@ -105,8 +107,9 @@ static void test_half(void) {
 
 /* ---------------------------------------------------------------- matvec */
 
-static const int shapes[][2] = {{1, 1},   {3, 17},   {5, 32},   {7, 100},   {33, 288}, {13, 512}, {11, 530},
-                                {64, 96}, {130, 64}, {37, 768}, {300, 2048}, {1000, 300}};
+static const int shapes[][2] = {{1, 1},    {3, 17},   {5, 32},   {7, 100},
+                                {33, 288},  {13, 512}, {11, 530}, {64, 96},
+                                {130, 64},  {37, 768}, {300, 2048}, {1000, 300}};
 enum { N_SHAPES = sizeof shapes / sizeof *shapes };
 
 static void fill(float *x, size_t n, rotary_rng *rng, float scale) {
@@ -122,7 +125,8 @@ static void test_matvec_f32(void) {
     double worst = 0;
     for (int s = 0; s < N_SHAPES; s++) {
         const int OC = shapes[s][0], C = shapes[s][1];
-        float *w = xalloc((size_t)OC * C * 4), *x = xalloc((size_t)C * 4), *b = xalloc((size_t)OC * 4);
+        float *w = xalloc((size_t)OC * C * 4), *x = xalloc((size_t)C * 4);
+        float *b = xalloc((size_t)OC * 4);
         float *y = xalloc((size_t)OC * 4), *y0 = xalloc((size_t)OC * 4);
         fill(w, (size_t)OC * C, &rng, 1), fill(x, (size_t)C, &rng, 1), fill(b, (size_t)OC, &rng, 1);
         fill(y0, (size_t)OC, &rng, 1);
@@ -155,7 +159,8 @@ static void test_q8_roundtrip(void) {
     rotary_rng_seed(&rng, 2);
     const int OC = 9, C = 200; /* 7 blocks, the last one 8 values long */
     const int nb = q8_blocks(C);
-    float *w = xalloc((size_t)OC * C * 4), *back = xalloc((size_t)C * 4), *back2 = xalloc((size_t)C * 4);
+    float *w = xalloc((size_t)OC * C * 4), *back = xalloc((size_t)C * 4);
+    float *back2 = xalloc((size_t)C * 4);
     fill(w, (size_t)OC * C, &rng, 0.05f);
     for (int i = 0; i < 32; i++) w[(size_t)3 * C + 32 + i] = 0; /* an all-zero block */
     w[(size_t)4 * C + 5] = 1e-9f;                               /* d underflows float16 */
@@ -173,8 +178,8 @@ static void test_q8_roundtrip(void) {
             float amax = 0;
             for (int i = 0; i < n; i++) amax = fmaxf(amax, fabsf(w[(size_t)r * C + 32 * k + i]));
             const double d = rotary_f16_to_f32(D[(size_t)r * nb + k]);
-            EXPECT(fabs(d - amax / 127.0) <= amax / 127.0 * 0x1p-11 + 0x1p-25, "row %d block %d: d %g for max %g",
-                   r, k, d, amax);
+            EXPECT(fabs(d - amax / 127.0) <= amax / 127.0 * 0x1p-11 + 0x1p-25,
+                   "row %d block %d: d %g for max %g", r, k, d, amax);
             for (int i = 0; i < 32; i++) {
                 const int q = U[(size_t)r * nb * 32 + 32 * k + i] - 128;
                 EXPECT(q >= -127 && q <= 127 && (i < n || q == 0), "row %d block %d: q[%d] = %d", r,
@@ -195,7 +200,8 @@ static void test_q8_roundtrip(void) {
     EXPECT(memcmp(m, m2, q8_matrix_bytes(OC, C)) == 0, "quantize(dequantize(q)) != q");
     for (int r = 0; r < OC; r++) {
         q8_dequantize_row(back2, m2, OC, C, r);
-        EXPECT(memcmp(back2, wb + (size_t)r * C, (size_t)C * 4) == 0, "row %d: second round trip", r);
+        EXPECT(memcmp(back2, wb + (size_t)r * C, (size_t)C * 4) == 0, "row %d: second round trip",
+               r);
     }
     printf("Q8_0 round trip: worst error %.3f of half a step\n", worst);
     free(w), free(back), free(back2), free(wb), free(m), free(m2);
@@ -217,10 +223,12 @@ static void test_matvec_q8(void) {
     long n_rows = 0;
     for (int s = 0; s < N_SHAPES; s++) {
         const int OC = shapes[s][0], C = shapes[s][1], nb = q8_blocks(C);
-        float *w = xalloc((size_t)OC * C * 4), *x = xalloc((size_t)C * 4), *b = xalloc((size_t)OC * 4);
+        float *w = xalloc((size_t)OC * C * 4), *x = xalloc((size_t)C * 4);
+        float *b = xalloc((size_t)OC * 4);
         float *y = xalloc((size_t)OC * 4), *y0 = xalloc((size_t)OC * 4);
         float *wq = xalloc((size_t)C * 4), *xq = xalloc((size_t)nb * 32 * 4);
-        fill(w, (size_t)OC * C, &rng, 0.02f), fill(x, (size_t)C, &rng, 1), fill(b, (size_t)OC, &rng, 1);
+        fill(w, (size_t)OC * C, &rng, 0.02f), fill(x, (size_t)C, &rng, 1);
+        fill(b, (size_t)OC, &rng, 1);
         fill(y0, (size_t)OC, &rng, 1);
         x[C / 2] = 7; /* an outlier, as activations have */
         void *m = xalloc(q8_matrix_bytes(OC, C)), *scratch = xalloc(q8_act_bytes(C));
@@ -230,7 +238,8 @@ static void test_matvec_q8(void) {
         for (int i = 0; i < C; i++) xq[i] = a.d[i / 32] * a.q[i];
         for (int i = C; i < nb * 32; i++) EXPECT(a.q[i] == 0, "act padding");
         for (int i = 0; i < C; i++)
-            EXPECT(fabs(xq[i] - x[i]) <= a.d[i / 32] / 2 * (1 + 1e-6), "act %d: %g vs %g", i, xq[i], x[i]);
+            EXPECT(fabs(xq[i] - x[i]) <= a.d[i / 32] / 2 * (1 + 1e-6), "act %d: %g vs %g", i, xq[i],
+                   x[i]);
         for (int j = 0; j < nb * 8; j++)
             EXPECT(a.corr[j] == -128 * (a.q[4 * j] + a.q[4 * j + 1] + a.q[4 * j + 2] + a.q[4 * j + 3]),
                    "act corr %d", j);
@@ -292,7 +301,8 @@ static void test_threads(void) {
         omp_set_num_threads(2);
         if (q8) matvec_q8(y2, m, x, NULL, C, OC, 0, scratch);
         else matvec_f32(y2, w, x, NULL, C, OC, 0);
-        EXPECT(memcmp(y1, y2, (size_t)OC * 4) == 0, "%s: 1 and 2 threads differ", q8 ? "q8" : "f32");
+        EXPECT(memcmp(y1, y2, (size_t)OC * 4) == 0, "%s: 1 and 2 threads differ",
+               q8 ? "q8" : "f32");
     }
     omp_set_num_threads(nt);
     free(w), free(x), free(y1), free(y2), free(m), free(scratch);
@@ -308,14 +318,14 @@ static void config(rotary_config *c, int variant) {
     c->n_layer = 2, c->n_head = 4, c->n_kv_head = 4, c->d_model = 256, c->d_ff = 352;
     c->ctx = 32, c->vocab = 1501, c->init_std = 0.06f;
     c->norm = ROTARY_NORM_RMS, c->mlp = ROTARY_MLP_SWIGLU, c->pos = ROTARY_POS_ROPE, c->tied = 1;
-    if (variant == 1) /* GQA, LayerNorm, GELU, biases, untied head, d_ff not a multiple
+    if (variant == 1) /* MQA, LayerNorm, GELU, biases, untied head, d_ff not a multiple
                        * of 32, RoPE on half of each head with the half pairing */
-        c->n_kv_head = 2, c->norm = ROTARY_NORM_LAYER, c->mlp = ROTARY_MLP_GELU, c->bias = 1,
+        c->n_kv_head = 1, c->norm = ROTARY_NORM_LAYER, c->mlp = ROTARY_MLP_GELU, c->bias = 1,
         c->tied = 0, c->d_ff = 360, c->rope_pairing = ROTARY_ROPE_HALF, c->rotary_dim = 32;
     if (variant == 2) /* linear attention */
         c->attn = ROTARY_ATTN_LINEAR;
-    if (variant == 3) /* ALiBi, one kv head for all 4 heads (they run on different threads) */
-        c->pos = ROTARY_POS_ALIBI, c->n_kv_head = 1;
+    if (variant == 3) /* ALiBi, GQA */
+        c->pos = ROTARY_POS_ALIBI, c->n_kv_head = 2;
 }
 
 /* Decoder logits at every position equal the full forward's (float32),
@@ -349,7 +359,8 @@ static void test_decoder(int variant) {
     for (int t = 0; t < T; t++) tok[t] = (t * 37 + 11) % c.vocab;
     rotary_decoder d;
     EXPECT(rotary_decoder_init(&d, &m, T) == 0, "decoder init: %s", rotary_last_error());
-    EXPECT(rotary_model_forward(&m, tok, NULL, 1, T, NULL) == 0, "forward: %s", rotary_last_error());
+    EXPECT(rotary_model_forward(&m, tok, NULL, 1, T, NULL) == 0, "forward: %s",
+           rotary_last_error());
     const size_t V = (size_t)c.vocab;
     float *full = malloc(T * V * sizeof(float)), *f32 = malloc(T * V * sizeof(float));
     float *q8 = malloc(T * V * sizeof(float));
@@ -364,14 +375,15 @@ static void test_decoder(int variant) {
             scale = fmax(scale, fabs(full[t * V + i]));
         }
     }
-    EXPECT(worst <= 1e-5 * scale, "decoder vs forward: max error %g (logits up to %g)", worst, scale);
+    EXPECT(worst <= 1e-5 * scale, "decoder vs forward: max error %g (logits up to %g)", worst,
+           scale);
     EXPECT(d.q8 == NULL, "float32 decoder has int8 weights");
 
     EXPECT(rotary_decoder_quantize(&d) == 0, "quantize: %s", rotary_last_error());
     EXPECT(d.q8 != NULL && d.q8_bytes > 0, "quantize: no copy");
+    const double mlp = (c.mlp == ROTARY_MLP_SWIGLU ? 3.0 : 2.0) * c.d_ff * c.d_model;
     const double nw = (double)c.n_layer * ((c.n_head + 2 * c.n_kv_head) * 64.0 * c.d_model +
-                                           (double)c.d_model * c.d_model +
-                                           (c.mlp == ROTARY_MLP_SWIGLU ? 3.0 : 2.0) * c.d_ff * c.d_model) +
+                                           (double)c.d_model * c.d_model + mlp) +
                       (double)c.vocab * c.d_model;
     EXPECT(nw >= 1 << 20, "the test model has only %.0f matrix weights", nw);
     EXPECT(d.q8_bytes < nw * 1.1 + 65536, "quantize: %zu bytes for %.0f weights", d.q8_bytes, nw);
@@ -411,10 +423,10 @@ static void test_decoder(int variant) {
     EXPECT(qworst <= 0.08 * scale, "int8 vs float32 logits: max difference %g (logits up to %g)",
            qworst, scale);
     EXPECT(same >= T * 8 / 10, "int8 vs float32: same argmax at %d of %d positions", same, T);
+    static const char *const names[] = {"llama  ", "variant", "linear ", "alibi  "};
     printf("decoder %s: float32 vs forward max %.2e; int8 vs float32 max %.2e, mean %.2e "
            "(logits up to %.2f), argmax equal at %d/%d; %zu bytes of int8 weights\n",
-           variant == 3 ? "alibi  " : variant == 2 ? "linear " : variant ? "variant" : "llama  ", worst, qworst, qsum / (T * (double)V), scale, same, T,
-           d.q8_bytes);
+           names[variant], worst, qworst, qsum / (T * (double)V), scale, same, T, d.q8_bytes);
     /* quantize twice (after changing weights): the copy is replaced */
     EXPECT(rotary_decoder_quantize(&d) == 0, "quantize again");
     rotary_decoder_free(&d);

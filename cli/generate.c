@@ -52,11 +52,8 @@ static double mem_available(void) {
 }
 
 /* Refuse a context whose KV cache cannot fit in memory, before allocating. */
-static int check_cache(const rotary_config *c, int T) {
-    double hd = (double)c->d_model / c->n_head;
-    double bytes = c->attn == ROTARY_ATTN_LINEAR ? 0.0
-                   : 2.0 * c->n_layer * (double)T * c->n_kv_head * hd * sizeof(float);
-    double avail = mem_available();
+static int check_cache(const rotary_model *m, int T) {
+    double bytes = rotary_decoder_bytes(m, T), avail = mem_available();
     if (avail > 0 && bytes > 0.9 * avail) {
         char why[256];
         snprintf(why, sizeof why, "a KV cache for %d positions needs %.2f GiB, but only %.2f GiB "
@@ -133,7 +130,7 @@ int cmd_generate(int argc, char **argv) {
     if (bos >= 0) all[0] = bos;
     if (n_text) memcpy(all + (bos >= 0), ids, n_text * sizeof(int));
     free(ids);
-    if (check_cache(&m.cfg, T)) return 1;
+    if (check_cache(&m, T)) return 1;
     rotary_decoder dec;
     rotary_sampler smp;
     if (rotary_decoder_init(&dec, &m, T) || (int8 && rotary_decoder_quantize(&dec)) ||

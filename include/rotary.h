@@ -409,6 +409,9 @@ typedef struct {
 } rotary_decoder;
 
 int rotary_decoder_init(rotary_decoder *d, rotary_model *m, int max_T);
+/* Bytes rotary_decoder_init would allocate for m and max_T positions (the
+ * KV cache and the step's buffers), for checking memory before asking. */
+double rotary_decoder_bytes(const rotary_model *m, int max_T);
 void rotary_decoder_free(rotary_decoder *d);
 void rotary_decoder_reset(rotary_decoder *d);
 /* Feed one token at position d->n; *logits (vocab) stays valid until the

@@ -49,6 +49,30 @@ int rotary_model_extend(rotary_model *m, int T) {
 
 static size_t pad16(size_t n) { return (n + 15) & ~(size_t)15; } /* 64 bytes */
 
+static int decoder_threads(void) {
+    int threads = omp_get_max_threads();
+    return threads < 1 ? 1 : threads > 1024 ? 1024 : threads;
+}
+
+/* Floats of the decoder's one allocation (laid out in rotary_decoder_init). */
+static double decoder_floats(const rotary_config *c, int max_T, int threads) {
+    size_t C = (size_t)c->d_model, hd = C / (size_t)c->n_head, kv = (size_t)c->n_kv_head * hd;
+    size_t QKV = (size_t)(c->n_head + 2 * c->n_kv_head) * hd, F = (size_t)c->d_ff;
+    size_t U = c->mlp == ROTARY_MLP_SWIGLU ? 2 * F : F;
+    /* Softmax attention caches k and v of every position; linear attention
+     * keeps S and z per kv head instead, whatever the length. */
+    size_t FS = (size_t)(c->n_head + c->n_kv_head) * hd;
+    double cache = c->attn == ROTARY_ATTN_LINEAR
+                       ? (double)c->n_layer * c->n_kv_head * (hd * hd + hd) + 2.0 * FS
+                       : 2.0 * c->n_layer * (double)max_T * kv;
+    return cache + C + QKV + (double)c->n_head * max_T + (double)c->n_head * hd + U + c->vocab +
+           (double)threads * (pad16(C) + pad16(F)) + 16.0;
+}
+
+double rotary_decoder_bytes(const rotary_model *m, int max_T) {
+    return 4.0 * decoder_floats(&m->cfg, max_T, decoder_threads());
+}
+
 int rotary_decoder_init(rotary_decoder *d, rotary_model *m, int max_T) {
     memset(d, 0, sizeof *d);
     int rc = rotary_model_extend(m, max_T);
@@ -57,16 +81,10 @@ int rotary_decoder_init(rotary_decoder *d, rotary_model *m, int max_T) {
     size_t C = (size_t)c->d_model, hd = C / (size_t)c->n_head, kv = (size_t)c->n_kv_head * hd;
     size_t QKV = (size_t)(c->n_head + 2 * c->n_kv_head) * hd, F = (size_t)c->d_ff;
     size_t U = c->mlp == ROTARY_MLP_SWIGLU ? 2 * F : F;
-    int threads = omp_get_max_threads();
-    threads = threads < 1 ? 1 : threads > 1024 ? 1024 : threads;
-    /* Softmax attention caches k and v of every position; linear attention
-     * keeps S and z per kv head instead, whatever the length. */
+    const int threads = decoder_threads();
     const int linear = c->attn == ROTARY_ATTN_LINEAR;
     size_t FS = (size_t)(c->n_head + c->n_kv_head) * hd;
-    double cache = linear ? (double)c->n_layer * c->n_kv_head * (hd * hd + hd) + 2.0 * FS
-                          : 2.0 * c->n_layer * (double)max_T * kv;
-    double need = cache + C + QKV + (double)c->n_head * max_T + (double)c->n_head * hd + U +
-                  c->vocab + (double)threads * (pad16(C) + pad16(F)) + 16.0;
+    double need = decoder_floats(c, max_T, threads);
     if (need > (double)((size_t)1 << 37))
         return rotary_fail(ROTARY_ENOMEM, "KV cache for %d positions needs %.1f GiB", max_T,
                            need * 4 / 1073741824.0);

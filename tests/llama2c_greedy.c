@@ -28,18 +28,22 @@ int main(int argc, char **argv) {
         fprintf(stderr, "llama2c_greedy: %s\n", rotary_last_error());
         return 1;
     }
+    rotary_sampler greedy; /* temperature 0: the argmax */
+    if (rotary_sampler_init(&greedy, m.cfg.vocab, 0.0f, 0, 1.0f, 1)) {
+        fprintf(stderr, "llama2c_greedy: %s\n", rotary_last_error());
+        return 1;
+    }
     const float *logits = NULL;
     int tok = 1, rc = rotary_decoder_step(&d, tok, &logits);
     for (; a < argc && !rc; a++) rc = rotary_decoder_step(&d, atoi(argv[a]), &logits);
     for (int i = 0; i < n && !rc; i++) {
-        int best = 0;
-        for (int v = 1; v < m.cfg.vocab; v++)
-            if (logits[v] > logits[best]) best = v;
+        int best = rotary_sample(&greedy, logits);
         printf("%s%d", i ? " " : "", best);
         if (i + 1 < n) rc = rotary_decoder_step(&d, best, &logits);
     }
     printf("\n");
     if (rc) fprintf(stderr, "llama2c_greedy: %s\n", rotary_last_error());
+    rotary_sampler_free(&greedy);
     rotary_decoder_free(&d);
     rotary_model_free(&m);
     return rc ? 1 : 0;

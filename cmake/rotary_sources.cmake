@@ -1,0 +1,21 @@
+# The library's sources, shared by CMakeLists.txt and fuzz/CMakeLists.txt.
+set(ROTARY_SOURCES
+  src/common.c
+  src/rope.c
+  src/posenc.c
+  src/ops.c
+  src/attention.c
+  src/model.c
+  src/optim.c
+  src/io_safetensors.c
+  src/tokenizer.c
+  src/data.c
+  src/train.c
+  src/sample.c
+  src/matvec.c
+  src/io_gguf.c
+  src/io_llama2c.c
+  src/io_gguf_model.c
+  src/tokenizer_llama.c
+  src/tokenizer_gpt2.c
+)

@@ -2,7 +2,7 @@
 BUILD ?= build
 JOBS ?= 2
 
-.PHONY: all train demo test fuzz clean
+.PHONY: all train demo test test-cuda-build fuzz clean
 
 all:
 	cmake -S . -B $(BUILD) -DROTARY_WERROR=ON >/dev/null
@@ -24,6 +24,18 @@ test: all
 	cmake -S . -B $(BUILD)-asan -DROTARY_WERROR=ON -DROTARY_SANITIZE=ON >/dev/null
 	cmake --build $(BUILD)-asan -j $(JOBS) --target $(READER_TARGETS)
 	cd $(BUILD)-asan && ctest --output-on-failure -j $(JOBS) -L reader
+	$(MAKE) test-cuda-build
+
+# The CUDA backend (docs/performance.md) where nvcc is installed: build
+# everything with -DROTARY_CUDA=ON and run the tests; those that need a GPU
+# report "Skipped" without one (tests/cuda/run.sh runs them on a GPU).
+NVCC ?= /usr/local/cuda/bin/nvcc
+test-cuda-build:
+	@if [ ! -x $(NVCC) ]; then echo "test-cuda-build: skipped: no nvcc at $(NVCC)"; exit 0; fi; \
+	set -e; cmake -S . -B $(BUILD)-cuda -DROTARY_WERROR=ON -DROTARY_CUDA=ON \
+	  -DCMAKE_CUDA_COMPILER=$(NVCC) >/dev/null; \
+	cmake --build $(BUILD)-cuda -j $(JOBS); \
+	cd $(BUILD)-cuda && ctest --output-on-failure -j $(JOBS)
 
 # Every libFuzzer harness in fuzz/ for FUZZ_SECONDS each, under ASan and UBSan
 # (clang); CI runs 30 s each. docs/reliability.md.
@@ -32,4 +44,4 @@ fuzz:
 	fuzz/run.sh $(FUZZ_SECONDS)
 
 clean:
-	rm -rf $(BUILD) $(BUILD)-asan build-fuzz
+	rm -rf $(BUILD) $(BUILD)-asan $(BUILD)-cuda build-fuzz

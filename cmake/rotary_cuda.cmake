@@ -1,0 +1,26 @@
+# The CUDA backend (option ROTARY_CUDA, docs/performance.md): kernels in
+# src/cuda/*.cu compiled by nvcc for sm_90 (H100/H200) plus PTX for newer
+# GPUs, the device model and training loop in src/cuda/*.c, all linked into
+# librotary with cudart and cuBLAS. Without it, src/cuda/stub.c answers every
+# device call with "built without CUDA".
+if(ROTARY_CUDA)
+  if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
+    set(CMAKE_CUDA_ARCHITECTURES "90-real;90-virtual")
+  endif()
+  enable_language(CUDA)
+  find_package(CUDAToolkit REQUIRED)
+  set(CMAKE_CUDA_STANDARD 17)
+  set(CMAKE_CUDA_STANDARD_REQUIRED ON)
+  # rotary was created before CUDA was enabled: give it the architectures.
+  set_target_properties(rotary PROPERTIES CUDA_ARCHITECTURES "${CMAKE_CUDA_ARCHITECTURES}")
+  target_sources(rotary PRIVATE src/cuda/gemm.cu src/cuda/layer.cu src/cuda/attention.cu
+    src/cuda/device.cu src/cuda/cuda_model.c src/cuda/cuda_train.c)
+  # Host-side warnings as for the C code; -Werror applies to them too.
+  target_compile_options(rotary PRIVATE
+    "$<$<COMPILE_LANGUAGE:CUDA>:-Xcompiler=-Wall,-Wextra;-lineinfo>"
+    "$<$<AND:$<COMPILE_LANGUAGE:CUDA>,$<BOOL:${ROTARY_WERROR}>>:-Werror=all-warnings>")
+  target_compile_definitions(rotary PUBLIC ROTARY_HAVE_CUDA=1)
+  target_link_libraries(rotary PUBLIC CUDA::cudart CUDA::cublas CUDA::cublasLt)
+else()
+  target_sources(rotary PRIVATE src/cuda/stub.c)
+endif()

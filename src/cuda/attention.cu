@@ -1,0 +1,321 @@
+/* attention.cu: the qkv split with RoPE fused in, and causal attention with
+ * an online softmax in the manner of FlashAttention (Dao et al. 2022): the
+ * forward keeps one query row per thread and streams key/value tiles through
+ * shared memory, saving only the log-sum-exp of each row; the backward
+ * recomputes the probabilities from it, one kernel per key row (dk, dv) and
+ * one per query row (dq), so every gradient element has a single writer and
+ * no T x T matrix exists. Rows are fp32 and head sizes are padded up to a
+ * compile-time HD (32, 64 or 128) with zeros, which leave dot products
+ * unchanged. This is the straightforward first version: tensor-core (mma)
+ * tiles are the next step for speed (docs/performance.md). */
+#include "common.cuh"
+
+#include <math.h>
+
+/* ------------------------------------------------------- split and RoPE */
+
+/* One thread per coordinate pair of one head of one token. Pairs below
+ * rd/2 rotate (q and k heads only) as rotary_rope pairs them; the rest of
+ * the head, and v, are copied pairwise. Forward: token-major qkv -> per-head
+ * q, k, v rotated by theta; backward: per-head gradients -> token-major dqkv
+ * rotated by -theta. */
+__global__ void split_rope_kernel(float *q, float *k, float *v, float *qkv, const float *cs,
+                                  const float *sn, int B, int T, int nh, int nkv, int hd, int rd,
+                                  int half_pairs, int backward) {
+    const int hp = hd / 2, S = nh + 2 * nkv;
+    const size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= (size_t)B * T * S * hp) return;
+    const int i = (int)(idx % hp), s = (int)(idx / hp % S);
+    const size_t n = idx / hp / S;
+    const int t = (int)(n % T), b = (int)(n / T), r2 = rd / 2;
+    int e0, e1, rot = 0;
+    if (i < r2) {
+        rot = cs && s < nh + nkv;
+        e0 = half_pairs ? i : 2 * i;
+        e1 = half_pairs ? i + r2 : 2 * i + 1;
+    } else {
+        e0 = rd + 2 * (i - r2);
+        e1 = e0 + 1;
+    }
+    float *dst;
+    int head, heads;
+    if (s < nh) dst = q, head = s, heads = nh;
+    else if (s < nh + nkv) dst = k, head = s - nh, heads = nkv;
+    else dst = v, head = s - nh - nkv, heads = nkv;
+    float *hm = dst + (((size_t)b * heads + head) * T + t) * hd;
+    float *tm = qkv + n * (size_t)S * hd + (size_t)s * hd;
+    const float c = rot ? cs[(size_t)t * r2 + i] : 1.0f, si = rot ? sn[(size_t)t * r2 + i] : 0.0f;
+    if (!backward) {
+        const float a = tm[e0], bb = tm[e1];
+        hm[e0] = a * c - bb * si;
+        hm[e1] = a * si + bb * c;
+    } else {
+        const float a = hm[e0], bb = hm[e1];
+        tm[e0] = a * c + bb * si;
+        tm[e1] = bb * c - a * si;
+    }
+}
+
+extern "C" void gpu_qkv_split_rope(float *q, float *k, float *v, const float *qkv, const float *cos,
+                                   const float *sin, int B, int T, int nh, int nkv, int hd, int rd,
+                                   int pairing) {
+    const size_t n = (size_t)B * T * (nh + 2 * nkv) * (hd / 2);
+    split_rope_kernel<<<cdiv(n, 256), 256>>>(q, k, v, (float *)qkv, cos, sin, B, T, nh, nkv, hd,
+                                             cos ? rd : 0, pairing == 1, 0);
+}
+
+extern "C" void gpu_qkv_merge_rope_backward(float *dqkv, const float *dq, const float *dk,
+                                            const float *dv, const float *cos, const float *sin,
+                                            int B, int T, int nh, int nkv, int hd, int rd,
+                                            int pairing) {
+    const size_t n = (size_t)B * T * (nh + 2 * nkv) * (hd / 2);
+    split_rope_kernel<<<cdiv(n, 256), 256>>>((float *)dq, (float *)dk, (float *)dv, dqkv, cos, sin,
+                                             B, T, nh, nkv, hd, cos ? rd : 0, pairing == 1, 1);
+}
+
+/* ---------------------------------------------------------- forward pass */
+
+enum { FWD_BR = 64, FWD_BC = 32, BWD_BR = 64, BWD_BC = 32, BWD_BK = 32, BWD_BQ = 32 };
+
+/* grid (T / FWD_BR, B*nh), one query row per thread. */
+template <int HD>
+__global__ void __launch_bounds__(FWD_BR)
+    flash_forward_kernel(float *out, float *lse, const float *q, const float *k, const float *v,
+                         const float *alibi, int T, int nh, int nkv, int hd, float scale) {
+    __shared__ float Ks[FWD_BC][HD], Vs[FWD_BC][HD];
+    const int bh = blockIdx.y, b = bh / nh, h = bh % nh, g = h / (nh / nkv);
+    const int i = blockIdx.x * FWD_BR + threadIdx.x, valid = i < T;
+    const float *qh = q + (size_t)bh * T * hd;
+    const float *kh = k + ((size_t)b * nkv + g) * T * hd, *vh = v + ((size_t)b * nkv + g) * T * hd;
+    const float slope = alibi ? alibi[h] : 0.0f;
+    float qr[HD], o[HD];
+#pragma unroll
+    for (int d = 0; d < HD; d++) {
+        qr[d] = valid && d < hd ? qh[(size_t)i * hd + d] * scale : 0.0f;
+        o[d] = 0.0f;
+    }
+    float m = -INFINITY, l = 0.0f;
+    const int last = min(T - 1, (int)blockIdx.x * FWD_BR + FWD_BR - 1);
+    for (int j0 = 0; j0 <= last; j0 += FWD_BC) {
+        __syncthreads();
+        for (int e = threadIdx.x; e < FWD_BC * HD; e += FWD_BR) {
+            const int jj = e / HD, d = e % HD, j = j0 + jj, ok = j < T && d < hd;
+            Ks[jj][d] = ok ? kh[(size_t)j * hd + d] : 0.0f;
+            Vs[jj][d] = ok ? vh[(size_t)j * hd + d] : 0.0f;
+        }
+        __syncthreads();
+        if (!valid || j0 > i) continue;
+        /* Scores of the tile, then one rescale of the running sums. */
+        float s[FWD_BC], mt = -INFINITY;
+#pragma unroll
+        for (int jj = 0; jj < FWD_BC; jj++) {
+            const int j = j0 + jj;
+            float x = -INFINITY;
+            if (j <= i) {
+                float dot = 0.0f;
+#pragma unroll
+                for (int d = 0; d < HD; d++) dot += qr[d] * Ks[jj][d];
+                x = dot - slope * (float)(i - j);
+            }
+            s[jj] = x;
+            mt = fmaxf(mt, x);
+        }
+        const float mn = fmaxf(m, mt), corr = expf(m - mn);
+        l *= corr;
+#pragma unroll
+        for (int d = 0; d < HD; d++) o[d] *= corr;
+#pragma unroll
+        for (int jj = 0; jj < FWD_BC; jj++) {
+            const float p = expf(s[jj] - mn);
+            l += p;
+#pragma unroll
+            for (int d = 0; d < HD; d++) o[d] += p * Vs[jj][d];
+        }
+        m = mn;
+    }
+    if (!valid) return;
+    float *orow = out + (((size_t)b * T + i) * nh + h) * hd;
+    const float inv = 1.0f / l;
+#pragma unroll
+    for (int d = 0; d < HD; d++)
+        if (d < hd) orow[d] = o[d] * inv;
+    lse[(size_t)bh * T + i] = m + logf(l);
+}
+
+/* --------------------------------------------------------- backward pass */
+
+/* dsum (B, nh, T) = rowsum(dout * out): the D of the softmax backward. */
+__global__ void dsum_kernel(float *dsum, const float *dout, const float *out, int B, int T, int nh,
+                            int hd) {
+    const size_t r = (size_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    if (r >= (size_t)B * nh * T) return;
+    const int t = (int)(r % T), h = (int)(r / T % nh);
+    const size_t b = r / T / nh, at = ((b * T + t) * nh + h) * hd;
+    float s = 0.0f;
+    for (int d = threadIdx.x % 32; d < hd; d += 32) s += dout[at + d] * out[at + d];
+    s = warp_sum(s);
+    if (threadIdx.x % 32 == 0) dsum[r] = s;
+}
+
+/* dq: grid (T / BWD_BR, B*nh), one query row per thread, key tiles streamed. */
+template <int HD>
+__global__ void __launch_bounds__(BWD_BR)
+    flash_backward_q_kernel(float *dq, const float *dout, const float *q, const float *k,
+                            const float *v, const float *lse, const float *dsum,
+                            const float *alibi, int T, int nh, int nkv, int hd, float scale) {
+    __shared__ float Ks[BWD_BC][HD], Vs[BWD_BC][HD];
+    const int bh = blockIdx.y, b = bh / nh, h = bh % nh, g = h / (nh / nkv);
+    const int i = blockIdx.x * BWD_BR + threadIdx.x, valid = i < T;
+    const float *kh = k + ((size_t)b * nkv + g) * T * hd, *vh = v + ((size_t)b * nkv + g) * T * hd;
+    const float *dorow = dout + (((size_t)b * T + (valid ? i : 0)) * nh + h) * hd;
+    const float slope = alibi ? alibi[h] : 0.0f;
+    float qr[HD], dor[HD], dqr[HD];
+#pragma unroll
+    for (int d = 0; d < HD; d++) {
+        qr[d] = valid && d < hd ? q[((size_t)bh * T + i) * hd + d] * scale : 0.0f;
+        dor[d] = valid && d < hd ? dorow[d] : 0.0f;
+        dqr[d] = 0.0f;
+    }
+    const float li = valid ? lse[(size_t)bh * T + i] : 0.0f;
+    const float Di = valid ? dsum[(size_t)bh * T + i] : 0.0f;
+    const int last = min(T - 1, (int)blockIdx.x * BWD_BR + BWD_BR - 1);
+    for (int j0 = 0; j0 <= last; j0 += BWD_BC) {
+        __syncthreads();
+        for (int e = threadIdx.x; e < BWD_BC * HD; e += BWD_BR) {
+            const int jj = e / HD, d = e % HD, j = j0 + jj, ok = j < T && d < hd;
+            Ks[jj][d] = ok ? kh[(size_t)j * hd + d] : 0.0f;
+            Vs[jj][d] = ok ? vh[(size_t)j * hd + d] : 0.0f;
+        }
+        __syncthreads();
+        if (!valid) continue;
+        for (int jj = 0; jj < BWD_BC && j0 + jj <= i; jj++) {
+            const int j = j0 + jj;
+            float sc = 0.0f, dp = 0.0f;
+#pragma unroll
+            for (int d = 0; d < HD; d++) {
+                sc += qr[d] * Ks[jj][d];
+                dp += dor[d] * Vs[jj][d];
+            }
+            const float p = expf(sc - slope * (float)(i - j) - li), ds = p * (dp - Di);
+#pragma unroll
+            for (int d = 0; d < HD; d++) dqr[d] += ds * Ks[jj][d];
+        }
+    }
+    if (!valid) return;
+#pragma unroll
+    for (int d = 0; d < HD; d++)
+        if (d < hd) dq[((size_t)bh * T + i) * hd + d] = dqr[d] * scale;
+}
+
+/* dk, dv: grid (T / BWD_BK, B*nkv), one key row per thread, summing over the
+ * query heads of its group and the query tiles at or after it. The thread's
+ * own k and v rows sit in shared memory (rows padded to HD+1 floats: no bank
+ * conflicts), the query tile is read by all threads at once (broadcast). */
+template <int HD>
+__global__ void __launch_bounds__(BWD_BK)
+    flash_backward_kv_kernel(float *dk, float *dv, const float *dout, const float *q,
+                             const float *k, const float *v, const float *lse, const float *dsum,
+                             const float *alibi, int T, int nh, int nkv, int hd, float scale) {
+    extern __shared__ float sh[];
+    float *Kt = sh, *Vt = Kt + BWD_BK * (HD + 1), *Qs = Vt + BWD_BK * (HD + 1);
+    float *dOs = Qs + BWD_BQ * HD, *ls = dOs + BWD_BQ * HD, *Ds = ls + BWD_BQ;
+    const int bg = blockIdx.y, b = bg / nkv, g = bg % nkv, group = nh / nkv;
+    const int jb = blockIdx.x * BWD_BK, j = jb + threadIdx.x, tid = threadIdx.x;
+    const float *kh = k + (size_t)bg * T * hd, *vh = v + (size_t)bg * T * hd;
+    for (int e = tid; e < BWD_BK * HD; e += BWD_BK) {
+        const int jj = e / HD, d = e % HD, ok = jb + jj < T && d < hd;
+        Kt[jj * (HD + 1) + d] = ok ? kh[(size_t)(jb + jj) * hd + d] : 0.0f;
+        Vt[jj * (HD + 1) + d] = ok ? vh[(size_t)(jb + jj) * hd + d] : 0.0f;
+    }
+    float dkr[HD], dvr[HD];
+#pragma unroll
+    for (int d = 0; d < HD; d++) dkr[d] = dvr[d] = 0.0f;
+    const float *kr = Kt + tid * (HD + 1), *vr = Vt + tid * (HD + 1);
+    for (int hh = 0; hh < group; hh++) {
+        const int h = g * group + hh;
+        const size_t bh = (size_t)b * nh + h;
+        const float slope = alibi ? alibi[h] : 0.0f;
+        for (int i0 = jb; i0 < T; i0 += BWD_BQ) {
+            __syncthreads();
+            for (int e = tid; e < BWD_BQ * HD; e += BWD_BK) {
+                const int r = e / HD, d = e % HD, i = i0 + r, ok = i < T && d < hd;
+                Qs[e] = ok ? q[(bh * T + i) * hd + d] : 0.0f;
+                dOs[e] = ok ? dout[(((size_t)b * T + i) * nh + h) * hd + d] : 0.0f;
+            }
+            if (tid < BWD_BQ) {
+                const int i = i0 + tid;
+                ls[tid] = i < T ? lse[bh * T + i] : 0.0f;
+                Ds[tid] = i < T ? dsum[bh * T + i] : 0.0f;
+            }
+            __syncthreads();
+            if (j >= T) continue;
+            for (int r = 0; r < BWD_BQ && i0 + r < T; r++) {
+                const int i = i0 + r;
+                if (i < j) continue;
+                const float *qs = Qs + r * HD, *dos = dOs + r * HD;
+                float sc = 0.0f, dp = 0.0f;
+#pragma unroll
+                for (int d = 0; d < HD; d++) {
+                    sc += qs[d] * kr[d];
+                    dp += dos[d] * vr[d];
+                }
+                const float p = expf(sc * scale - slope * (float)(i - j) - ls[r]);
+                const float ds = p * (dp - Ds[r]);
+#pragma unroll
+                for (int d = 0; d < HD; d++) {
+                    dvr[d] += p * dos[d];
+                    dkr[d] += ds * qs[d];
+                }
+            }
+        }
+    }
+    if (j >= T) return;
+#pragma unroll
+    for (int d = 0; d < HD; d++)
+        if (d < hd) {
+            dk[((size_t)bg * T + j) * hd + d] = dkr[d] * scale;
+            dv[((size_t)bg * T + j) * hd + d] = dvr[d];
+        }
+}
+
+template <int HD>
+static void forward_hd(float *out, float *lse, const float *q, const float *k, const float *v,
+                       const float *alibi, int B, int T, int nh, int nkv, int hd) {
+    dim3 grid(cdiv(T, FWD_BR), B * nh);
+    flash_forward_kernel<HD><<<grid, FWD_BR>>>(out, lse, q, k, v, alibi, T, nh, nkv, hd,
+                                               1.0f / sqrtf((float)hd));
+}
+
+template <int HD>
+static void backward_hd(float *dq, float *dk, float *dv, const float *dsum, const float *dout,
+                        const float *q, const float *k, const float *v, const float *lse,
+                        const float *alibi, int B, int T, int nh, int nkv, int hd) {
+    const float scale = 1.0f / sqrtf((float)hd);
+    flash_backward_q_kernel<HD><<<dim3(cdiv(T, BWD_BR), B * nh), BWD_BR>>>(
+        dq, dout, q, k, v, lse, dsum, alibi, T, nh, nkv, hd, scale);
+    const size_t shmem = (2 * BWD_BK * (HD + 1) + 2 * BWD_BQ * HD + 2 * BWD_BQ) * sizeof(float);
+    if (shmem > 48 * 1024)
+        cudaFuncSetAttribute(flash_backward_kv_kernel<HD>,
+                             cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shmem);
+    flash_backward_kv_kernel<HD><<<dim3(cdiv(T, BWD_BK), B * nkv), BWD_BK, shmem>>>(
+        dk, dv, dout, q, k, v, lse, dsum, alibi, T, nh, nkv, hd, scale);
+}
+
+extern "C" void gpu_attention_forward(float *out, float *lse, const float *q, const float *k,
+                                      const float *v, const float *alibi, int B, int T, int nh,
+                                      int nkv, int hd) {
+    if (hd <= 32) forward_hd<32>(out, lse, q, k, v, alibi, B, T, nh, nkv, hd);
+    else if (hd <= 64) forward_hd<64>(out, lse, q, k, v, alibi, B, T, nh, nkv, hd);
+    else forward_hd<128>(out, lse, q, k, v, alibi, B, T, nh, nkv, hd);
+}
+
+extern "C" void gpu_attention_backward(float *dq, float *dk, float *dv, float *dsum,
+                                       const float *dout, const float *out, const float *q,
+                                       const float *k, const float *v, const float *lse,
+                                       const float *alibi, int B, int T, int nh, int nkv, int hd) {
+    const size_t rows = (size_t)B * nh * T;
+    dsum_kernel<<<cdiv(rows, 8), 256>>>(dsum, dout, out, B, T, nh, hd);
+    if (hd <= 32) backward_hd<32>(dq, dk, dv, dsum, dout, q, k, v, lse, alibi, B, T, nh, nkv, hd);
+    else if (hd <= 64) backward_hd<64>(dq, dk, dv, dsum, dout, q, k, v, lse, alibi, B, T, nh, nkv, hd);
+    else backward_hd<128>(dq, dk, dv, dsum, dout, q, k, v, lse, alibi, B, T, nh, nkv, hd);
+}

@@ -1,0 +1,21 @@
+/* common.cuh: what the .cu files share (internal). */
+#ifndef ROTARY_CUDA_COMMON_CUH
+#define ROTARY_CUDA_COMMON_CUH
+
+#include "kernels.h"
+
+#include <cuda_runtime.h>
+
+static inline unsigned cdiv(size_t a, size_t b) { return (unsigned)((a + b - 1) / b); }
+
+__device__ __forceinline__ float warp_sum(float x) {
+    for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
+    return x;
+}
+
+__device__ __forceinline__ float warp_max(float x) {
+    for (int o = 16; o > 0; o >>= 1) x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, o));
+    return x;
+}
+
+#endif

@@ -1,0 +1,425 @@
+/* cuda_model.c: the forward and backward passes of model.c on the GPU.
+ *
+ * The sequence of operations is model.c's, one kernel (kernels.h) for each
+ * of its ops, with three differences: attention saves the log-sum-exp of
+ * each row instead of the probabilities; q, k and v are stored per head,
+ * rotated as they leave the qkv projection; the classifier of a training
+ * forward leaves the loss gradient in place of the logits. */
+#include "internal.h"
+#include "model_internal.h"
+#include "cuda/cuda_model.h"
+#include "cuda/kernels.h"
+
+#include <cuda_runtime_api.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct cuda_model {
+    const rotary_model *host;
+    rotary_config cfg;
+    size_t n_params;
+    float *params, *grads, *m, *v; /* one allocation, n_params each */
+    long step;                     /* AdamW steps taken */
+    float *cos, *sin, *pos_table, *alibi; /* position tables, or NULL */
+    int pos_len;                   /* positions the tables on the device cover */
+    int B, T, cur_B, cur_T, trained; /* capacity, last forward, grads in logits */
+    float *buf;                    /* activations, one allocation */
+    float *res, *res_mid, *h1, *mean1, *rstd1, *q, *k, *v_, *attout, *lse;
+    float *h2, *mean2, *rstd2, *up, *act, *hf, *meanf, *rstdf, *logits, *lsef, *losses;
+    float *qkv, *dres, *dh, *dq, *dk, *dv, *dattout, *dup, *dact, *dsum;
+    double *partial;               /* GPU_SUMSQ_BLOCKS */
+    int *tokens, *targets;         /* (B*T) each, device */
+    float *host_losses;            /* (B*T) */
+};
+
+static int cuda_fail(cudaError_t e, const char *what) {
+    return rotary_fail(ROTARY_EIO, "cuda: %s: %s", what, cudaGetErrorString(e));
+}
+
+/* Wait for the queued kernels; a failed launch or kernel becomes an error. */
+static int sync_ok(const char *what) {
+    if (gpu_sync()) return rotary_fail(ROTARY_EIO, "cuda: %s: %s", what, gpu_last_error());
+    return ROTARY_OK;
+}
+
+int cuda_device_check(void) {
+    if (gpu_device_count() < 1) {
+        const char *why = gpu_last_error();
+        return rotary_fail(ROTARY_EINVAL, "--device cuda: no CUDA device%s%s", *why ? ": " : "",
+                           why);
+    }
+    return ROTARY_OK;
+}
+
+int cuda_config_check(const rotary_config *c) {
+    const int hd = c->d_model / c->n_head;
+    if (c->attn != ROTARY_ATTN_SOFTMAX)
+        return rotary_fail(ROTARY_EINVAL, "--device cuda: linear attention is not on the GPU yet");
+    if (c->pos == ROTARY_POS_T5)
+        return rotary_fail(ROTARY_EINVAL, "--device cuda: pos t5 is not on the GPU yet");
+    if (hd % 2 || hd > GPU_ATTN_MAX_HD)
+        return rotary_fail(ROTARY_EINVAL, "--device cuda: head_dim %d must be even and at most %d",
+                           hd, GPU_ATTN_MAX_HD);
+    if (c->d_model > 12288)
+        return rotary_fail(ROTARY_EINVAL, "--device cuda: d_model %d is above 12288", c->d_model);
+    return ROTARY_OK;
+}
+
+static void free_acts(cuda_model *g) {
+    cudaFree(g->buf);
+    cudaFree(g->tokens);
+    free(g->host_losses);
+    g->buf = NULL;
+    g->tokens = NULL;
+    g->host_losses = NULL;
+    g->B = g->T = 0;
+}
+
+void cuda_model_free(cuda_model *g) {
+    if (!g) return;
+    free_acts(g);
+    cudaFree(g->params);
+    cudaFree(g->cos);
+    cudaFree(g->sin);
+    cudaFree(g->pos_table);
+    cudaFree(g->alibi);
+    cudaFree(g->partial);
+    free(g);
+}
+
+static int upload(float **dst, const float *src, size_t n, const char *what) {
+    cudaError_t e;
+    cudaFree(*dst);
+    *dst = NULL;
+    if ((e = cudaMalloc((void **)dst, n * sizeof(float))) != cudaSuccess ||
+        (e = cudaMemcpy(*dst, src, n * sizeof(float), cudaMemcpyHostToDevice)) != cudaSuccess)
+        return cuda_fail(e, what);
+    return ROTARY_OK;
+}
+
+/* The host's position tables, when they cover more positions than ours. */
+static int upload_tables(cuda_model *g) {
+    const rotary_model *m = g->host;
+    const rotary_config *c = &g->cfg;
+    if (m->pos_len <= g->pos_len) return ROTARY_OK;
+    int rc = ROTARY_OK;
+    if (c->pos == ROTARY_POS_ROPE) {
+        const size_t n = (size_t)m->rope.max_pos * (m->rope.rotary_dim / 2);
+        if ((rc = upload(&g->cos, m->rope.cos, n, "rope cos table")) ||
+            (rc = upload(&g->sin, m->rope.sin, n, "rope sin table")))
+            return rc;
+    } else if (c->pos == ROTARY_POS_SINUSOIDAL) {
+        rc = upload(&g->pos_table, m->pos_table, (size_t)m->pos_len * c->d_model,
+                    "sinusoidal table");
+    } else if (c->pos == ROTARY_POS_ALIBI && !g->alibi) {
+        rc = upload(&g->alibi, m->alibi, (size_t)c->n_head, "alibi slopes");
+    }
+    if (!rc) g->pos_len = m->pos_len;
+    return rc;
+}
+
+int cuda_model_new(cuda_model **out, const rotary_model *m) {
+    *out = NULL;
+    int rc = cuda_device_check();
+    if (rc || (rc = cuda_config_check(&m->cfg))) return rc;
+    if (gpu_gemm_init()) return rotary_fail(ROTARY_EIO, "cuda: cannot create the cuBLAS handle");
+    cuda_model *g = calloc(1, sizeof *g);
+    if (!g) return rotary_fail(ROTARY_ENOMEM, "cuda: out of memory");
+    g->host = m;
+    g->cfg = m->cfg;
+    g->n_params = m->n_params;
+    cudaError_t e;
+    const size_t bytes = 4 * m->n_params * sizeof(float);
+    if ((e = cudaMalloc((void **)&g->params, bytes)) != cudaSuccess ||
+        (e = cudaMemset(g->params, 0, bytes)) != cudaSuccess ||
+        (e = cudaMalloc((void **)&g->partial, GPU_SUMSQ_BLOCKS * sizeof(double))) != cudaSuccess) {
+        cuda_model_free(g);
+        return cuda_fail(e, "parameters, gradients and AdamW state");
+    }
+    g->grads = g->params + m->n_params;
+    g->m = g->grads + m->n_params;
+    g->v = g->m + m->n_params;
+    if ((e = cudaMemcpy(g->params, m->params, m->n_params * sizeof(float),
+                        cudaMemcpyHostToDevice)) != cudaSuccess) {
+        cuda_model_free(g);
+        return cuda_fail(e, "copying the parameters");
+    }
+    if ((rc = upload_tables(g))) {
+        cuda_model_free(g);
+        return rc;
+    }
+    *out = g;
+    return ROTARY_OK;
+}
+
+int cuda_model_reserve(cuda_model *g, int B, int T) {
+    const rotary_config *c = &g->cfg;
+    int rc = upload_tables(g);
+    if (rc) return rc;
+    if (B < 1 || T < 1 || T > g->pos_len)
+        return rotary_fail(ROTARY_EINVAL, "cuda reserve: batch %d x %d (positions cover %d)", B, T,
+                           g->pos_len);
+    if (g->buf && B <= g->B && T <= g->T && (size_t)B * T <= (size_t)g->B * g->T) return ROTARY_OK;
+    free_acts(g);
+    const size_t N = (size_t)B * T, L = (size_t)c->n_layer, C = (size_t)c->d_model;
+    const size_t nh = (size_t)c->n_head, hd = C / nh, Q = nh * hd, KV = (size_t)c->n_kv_head * hd;
+    const size_t QKV = Q + 2 * KV, F = (size_t)c->d_ff, V = (size_t)c->vocab;
+    const size_t U = c->mlp == ROTARY_MLP_SWIGLU ? 2 * F : F;
+    const size_t per_layer = 4 * C + 4 + 2 * Q + 2 * KV + nh + U + F;
+    const size_t need = N * ((L + 1) * C + L * per_layer + C + 2 + V + 2 + QKV + 2 * C + 2 * Q +
+                             2 * KV + U + F + nh);
+    cudaError_t e;
+    if ((e = cudaMalloc((void **)&g->buf, need * sizeof(float))) != cudaSuccess ||
+        (e = cudaMalloc((void **)&g->tokens, 2 * N * sizeof(int))) != cudaSuccess) {
+        free_acts(g);
+        return rotary_fail(ROTARY_ENOMEM, "cuda reserve: %.0f MiB of activations for batch %d x "
+                           "%d: %s", need * 4 / 1048576.0, B, T, cudaGetErrorString(e));
+    }
+    g->host_losses = malloc(N * sizeof(float));
+    if (!g->host_losses) {
+        free_acts(g);
+        return rotary_fail(ROTARY_ENOMEM, "cuda reserve: out of memory");
+    }
+    g->targets = g->tokens + N;
+    g->B = B, g->T = T;
+    float *p = g->buf;
+#define CARVE(field, n) (g->field = p, p += (n))
+    CARVE(res, (L + 1) * N * C);
+    CARVE(res_mid, L * N * C);
+    CARVE(h1, L * N * C);
+    CARVE(h2, L * N * C);
+    CARVE(mean1, L * N);
+    CARVE(rstd1, L * N);
+    CARVE(mean2, L * N);
+    CARVE(rstd2, L * N);
+    CARVE(q, L * N * Q);
+    CARVE(attout, L * N * Q);
+    CARVE(k, L * N * KV);
+    CARVE(v_, L * N * KV);
+    CARVE(lse, L * N * nh);
+    CARVE(up, L * N * U);
+    CARVE(act, L * N * F);
+    CARVE(hf, N * C);
+    CARVE(meanf, N);
+    CARVE(rstdf, N);
+    CARVE(logits, N * V);
+    CARVE(lsef, N);
+    CARVE(losses, N);
+    CARVE(qkv, N * QKV);
+    CARVE(dres, N * C);
+    CARVE(dh, N * C);
+    CARVE(dq, N * Q);
+    CARVE(dattout, N * Q);
+    CARVE(dk, N * KV);
+    CARVE(dv, N * KV);
+    CARVE(dup, N * U);
+    CARVE(dact, N * F);
+    CARVE(dsum, N * nh);
+#undef CARVE
+    return ROTARY_OK;
+}
+
+#define P(off) (g->params + (off))
+#define G(off) (g->grads + (off))
+#define OPT(base, off) ((off) == ABSENT ? NULL : (base) + (off))
+
+int cuda_model_forward(cuda_model *g, const int *tokens, const int *targets, int B, int T,
+                       int train, float *loss) {
+    const rotary_config *c = &g->cfg;
+    const rotary_layout *lo = g->host->layout;
+    int rc = cuda_model_reserve(g, B, T);
+    if (rc) return rc;
+    if (train && !targets) return rotary_fail(ROTARY_EINVAL, "cuda forward: training needs targets");
+    const int N = B * T, C = c->d_model, nh = c->n_head, nkv = c->n_kv_head, hd = C / nh;
+    const int Q = nh * hd, KV = nkv * hd, QKV = Q + 2 * KV, F = c->d_ff, V = c->vocab;
+    const int U = c->mlp == ROTARY_MLP_SWIGLU ? 2 * F : F, layer_norm = c->norm == ROTARY_NORM_LAYER;
+    const int rd = c->pos == ROTARY_POS_ROPE ? g->host->rope.rotary_dim : 0;
+    const size_t capN = (size_t)g->B * g->T, NC = (size_t)N * C;
+    for (int i = 0; i < N; i++) {
+        if (tokens[i] < 0 || tokens[i] >= V)
+            return rotary_fail(ROTARY_EINVAL, "forward: token %d at index %d outside vocab %d",
+                               tokens[i], i, V);
+        if (targets && (targets[i] < 0 || targets[i] >= V))
+            return rotary_fail(ROTARY_EINVAL, "forward: target %d at index %d outside vocab %d",
+                               targets[i], i, V);
+    }
+    cudaError_t e;
+    if ((e = cudaMemcpy(g->tokens, tokens, (size_t)N * sizeof(int), cudaMemcpyHostToDevice)) ||
+        (targets && (e = cudaMemcpy(g->targets, targets, (size_t)N * sizeof(int),
+                                    cudaMemcpyHostToDevice))))
+        return cuda_fail(e, "copying tokens");
+    g->cur_B = B, g->cur_T = T, g->trained = 0;
+
+    const float *ptab = c->pos == ROTARY_POS_LEARNED ? P(lo->pos_emb) : g->pos_table;
+    gpu_embed_forward(g->res, g->tokens, P(lo->tok_emb), ptab, N, T, C);
+    for (int l = 0; l < c->n_layer; l++) {
+        const layer_params *lp = &lo->layer[l];
+        float *x = g->res + l * capN * C, *xmid = g->res_mid + l * capN * C;
+        float *h1 = g->h1 + l * capN * C, *h2 = g->h2 + l * capN * C;
+        float *q = g->q + l * capN * Q, *k = g->k + l * capN * KV, *v = g->v_ + l * capN * KV;
+        float *attout = g->attout + l * capN * Q, *lse = g->lse + l * capN * nh;
+        float *up = g->up + l * capN * U, *act = g->act + l * capN * F;
+
+        gpu_norm_forward(h1, layer_norm ? g->mean1 + l * capN : NULL, g->rstd1 + l * capN, x,
+                         P(lp->norm1_w), OPT(g->params, lp->norm1_b), N, C, c->norm_eps);
+        gpu_linear_forward(g->qkv, h1, P(lp->wqkv), OPT(g->params, lp->bqkv), N, C, QKV, 0);
+        gpu_qkv_split_rope(q, k, v, g->qkv, rd ? g->cos : NULL, rd ? g->sin : NULL, B, T, nh, nkv,
+                           hd, rd, c->rope_pairing);
+        gpu_attention_forward(attout, lse, q, k, v, g->alibi, B, T, nh, nkv, hd);
+        cudaMemcpyAsync(xmid, x, NC * sizeof(float), cudaMemcpyDeviceToDevice, 0);
+        gpu_linear_forward(xmid, attout, P(lp->wo), OPT(g->params, lp->bo), N, Q, C, 1);
+
+        gpu_norm_forward(h2, layer_norm ? g->mean2 + l * capN : NULL, g->rstd2 + l * capN, xmid,
+                         P(lp->norm2_w), OPT(g->params, lp->norm2_b), N, C, c->norm_eps);
+        gpu_linear_forward(up, h2, P(lp->wup), OPT(g->params, lp->bup), N, C, U, 0);
+        if (c->mlp == ROTARY_MLP_SWIGLU) gpu_swiglu_forward(act, up, N, F);
+        else gpu_gelu_forward(act, up, (size_t)N * F);
+        float *next = g->res + (l + 1) * capN * C;
+        cudaMemcpyAsync(next, xmid, NC * sizeof(float), cudaMemcpyDeviceToDevice, 0);
+        gpu_linear_forward(next, act, P(lp->wdown), OPT(g->params, lp->bdown), N, F, C, 1);
+    }
+    gpu_norm_forward(g->hf, layer_norm ? g->meanf : NULL, g->rstdf, g->res + c->n_layer * capN * C,
+                     P(lo->normf_w), OPT(g->params, lo->normf_b), N, C, c->norm_eps);
+    gpu_linear_forward(g->logits, g->hf, P(lo->head), NULL, N, C, V, 0);
+    if (!targets) {
+        if (loss) *loss = NAN;
+        return sync_ok("forward");
+    }
+    gpu_crossentropy(g->logits, g->lsef, g->losses, g->targets, N, V, train ? 1.0f / N : 0.0f);
+    if ((rc = sync_ok("forward"))) return rc;
+    if ((e = cudaMemcpy(g->host_losses, g->losses, (size_t)N * sizeof(float),
+                        cudaMemcpyDeviceToHost)))
+        return cuda_fail(e, "copying the losses");
+    double sum = 0; /* in order, in double: the same for every run */
+    for (int i = 0; i < N; i++) sum += g->host_losses[i];
+    if (loss) *loss = (float)(sum / N);
+    g->trained = train;
+    return ROTARY_OK;
+}
+
+int cuda_model_ctx(const cuda_model *g) { return g->cfg.ctx; }
+
+int cuda_model_logits(const cuda_model *g, float *out) {
+    if (!g->buf || g->trained)
+        return rotary_fail(ROTARY_EINVAL, "cuda logits: no forward pass without training");
+    cudaError_t e = cudaMemcpy(out, g->logits, (size_t)g->cur_B * g->cur_T * g->cfg.vocab *
+                               sizeof(float), cudaMemcpyDeviceToHost);
+    return e ? cuda_fail(e, "copying the logits") : ROTARY_OK;
+}
+
+int cuda_model_zero_grad(cuda_model *g) {
+    cudaError_t e = cudaMemset(g->grads, 0, g->n_params * sizeof(float));
+    return e ? cuda_fail(e, "zeroing the gradients") : ROTARY_OK;
+}
+
+int cuda_model_backward(cuda_model *g) {
+    const rotary_config *c = &g->cfg;
+    const rotary_layout *lo = g->host->layout;
+    if (!g->trained)
+        return rotary_fail(ROTARY_EINVAL, "backward: no training forward pass to differentiate");
+    const int B = g->cur_B, T = g->cur_T, N = B * T, C = c->d_model, nh = c->n_head;
+    const int nkv = c->n_kv_head, hd = C / nh, Q = nh * hd, KV = nkv * hd, QKV = Q + 2 * KV;
+    const int F = c->d_ff, U = c->mlp == ROTARY_MLP_SWIGLU ? 2 * F : F;
+    const int layer_norm = c->norm == ROTARY_NORM_LAYER;
+    const int rd = c->pos == ROTARY_POS_ROPE ? g->host->rope.rotary_dim : 0;
+    const size_t capN = (size_t)g->B * g->T;
+
+    /* The logits hold their gradient (the training forward's classifier). */
+    gpu_linear_backward(g->dh, G(lo->head), NULL, g->logits, g->hf, P(lo->head), N, C, c->vocab);
+    cudaMemsetAsync(g->dres, 0, (size_t)N * C * sizeof(float), 0);
+    gpu_norm_backward(g->dres, G(lo->normf_w), OPT(g->grads, lo->normf_b), g->dh,
+                      g->res + c->n_layer * capN * C, P(lo->normf_w), layer_norm ? g->meanf : NULL,
+                      g->rstdf, N, C);
+    for (int l = c->n_layer - 1; l >= 0; l--) {
+        const layer_params *lp = &lo->layer[l];
+        const float *x = g->res + l * capN * C, *xmid = g->res_mid + l * capN * C;
+        const float *h1 = g->h1 + l * capN * C, *h2 = g->h2 + l * capN * C;
+        const float *q = g->q + l * capN * Q, *k = g->k + l * capN * KV, *v = g->v_ + l * capN * KV;
+        const float *attout = g->attout + l * capN * Q, *lse = g->lse + l * capN * nh;
+        const float *up = g->up + l * capN * U, *act = g->act + l * capN * F;
+
+        gpu_linear_backward(g->dact, G(lp->wdown), OPT(g->grads, lp->bdown), g->dres, act,
+                            P(lp->wdown), N, F, C);
+        if (c->mlp == ROTARY_MLP_SWIGLU) gpu_swiglu_backward(g->dup, g->dact, up, N, F);
+        else gpu_gelu_backward(g->dup, g->dact, up, (size_t)N * F);
+        gpu_linear_backward(g->dh, G(lp->wup), OPT(g->grads, lp->bup), g->dup, h2, P(lp->wup), N,
+                            C, U);
+        gpu_norm_backward(g->dres, G(lp->norm2_w), OPT(g->grads, lp->norm2_b), g->dh, xmid,
+                          P(lp->norm2_w), layer_norm ? g->mean2 + l * capN : NULL,
+                          g->rstd2 + l * capN, N, C);
+
+        gpu_linear_backward(g->dattout, G(lp->wo), OPT(g->grads, lp->bo), g->dres, attout,
+                            P(lp->wo), N, Q, C);
+        gpu_attention_backward(g->dq, g->dk, g->dv, g->dsum, g->dattout, attout, q, k, v, lse,
+                               g->alibi, B, T, nh, nkv, hd);
+        gpu_qkv_merge_rope_backward(g->qkv, g->dq, g->dk, g->dv, rd ? g->cos : NULL,
+                                    rd ? g->sin : NULL, B, T, nh, nkv, hd, rd, c->rope_pairing);
+        gpu_linear_backward(g->dh, G(lp->wqkv), OPT(g->grads, lp->bqkv), g->qkv, h1, P(lp->wqkv),
+                            N, C, QKV);
+        gpu_norm_backward(g->dres, G(lp->norm1_w), OPT(g->grads, lp->norm1_b), g->dh, x,
+                          P(lp->norm1_w), layer_norm ? g->mean1 + l * capN : NULL,
+                          g->rstd1 + l * capN, N, C);
+    }
+    gpu_embed_backward(G(lo->tok_emb), c->pos == ROTARY_POS_LEARNED ? G(lo->pos_emb) : NULL,
+                       g->dres, g->tokens, N, T, C);
+    g->trained = 0; /* the logits were consumed */
+    return sync_ok("backward");
+}
+
+int cuda_model_grad_norm(cuda_model *g, float *norm) {
+    double part[GPU_SUMSQ_BLOCKS], s = 0;
+    gpu_sumsq(g->partial, g->grads, g->n_params);
+    cudaError_t e = cudaMemcpy(part, g->partial, sizeof part, cudaMemcpyDeviceToHost);
+    if (e) return cuda_fail(e, "gradient norm");
+    for (int i = 0; i < GPU_SUMSQ_BLOCKS; i++) s += part[i];
+    *norm = (float)sqrt(s);
+    return ROTARY_OK;
+}
+
+int cuda_model_adamw_step(cuda_model *g, const rotary_adamw_config *c, float grad_scale) {
+    const rotary_model *m = g->host;
+    g->step++;
+    /* As rotary_adamw_step (torch.optim.AdamW). */
+    const double bc1 = 1.0 - pow(c->beta1, (double)g->step);
+    const float bc2_sqrt = (float)sqrt(1.0 - pow(c->beta2, (double)g->step));
+    const float step_size = (float)(c->lr / bc1);
+    for (int ti = 0; ti < m->n_tensors; ti++) {
+        const rotary_tensor *t = &m->tensors[ti];
+        const float decay = t->decay ? 1.0f - c->lr * c->weight_decay : 1.0f;
+        gpu_adamw(g->params + t->offset, g->grads + t->offset, g->m + t->offset, g->v + t->offset,
+                  t->numel, c->beta1, c->beta2, c->eps, decay, step_size, bc2_sqrt, grad_scale);
+    }
+    return sync_ok("adamw");
+}
+
+int cuda_model_download(const cuda_model *g, float *params, float *grads, rotary_adamw *opt) {
+    const size_t bytes = g->n_params * sizeof(float);
+    cudaError_t e = cudaSuccess;
+    if (params) e = cudaMemcpy(params, g->params, bytes, cudaMemcpyDeviceToHost);
+    if (!e && grads) e = cudaMemcpy(grads, g->grads, bytes, cudaMemcpyDeviceToHost);
+    if (!e && opt) {
+        if (opt->n != g->n_params)
+            return rotary_fail(ROTARY_EINVAL, "cuda download: optimizer of %zu, not %zu values",
+                               opt->n, g->n_params);
+        if (!(e = cudaMemcpy(opt->m, g->m, bytes, cudaMemcpyDeviceToHost)))
+            e = cudaMemcpy(opt->v, g->v, bytes, cudaMemcpyDeviceToHost);
+        opt->step = g->step;
+    }
+    return e ? cuda_fail(e, "copying to the host") : ROTARY_OK;
+}
+
+int cuda_model_upload(cuda_model *g, const float *params, const rotary_adamw *opt) {
+    const size_t bytes = g->n_params * sizeof(float);
+    cudaError_t e = cudaSuccess;
+    if (params) e = cudaMemcpy(g->params, params, bytes, cudaMemcpyHostToDevice);
+    if (!e && opt) {
+        if (opt->n != g->n_params)
+            return rotary_fail(ROTARY_EINVAL, "cuda upload: optimizer of %zu, not %zu values",
+                               opt->n, g->n_params);
+        if (!(e = cudaMemcpy(g->m, opt->m, bytes, cudaMemcpyHostToDevice)))
+            e = cudaMemcpy(g->v, opt->v, bytes, cudaMemcpyHostToDevice);
+        g->step = opt->step;
+    }
+    return e ? cuda_fail(e, "copying to the device") : ROTARY_OK;
+}

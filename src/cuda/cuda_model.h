@@ -1,0 +1,64 @@
+/* cuda_model.h: the model on an NVIDIA GPU (internal; docs/performance.md).
+ *
+ * A cuda_model mirrors a host rotary_model: the same flat parameter buffer in
+ * the same order (so checkpoints move between CPU and GPU unchanged), plus
+ * gradients, AdamW moments and activations, all in device memory, fp32
+ * master weights with bf16 tensor-core GEMMs. Supported: softmax attention
+ * with pos rope (any pairing, partial rotary dim, any scaling: the tables
+ * come from the host), learned, sinusoidal, alibi or none; LayerNorm or
+ * RMSNorm; GELU or SwiGLU; GQA; tied or untied; biases; head_dim even and
+ * at most 128. Others (linear attention, T5 bias) are refused by name.
+ *
+ * Every function returns ROTARY_OK or an error code with the message in
+ * rotary_last_error(). Built without CUDA (src/cuda/stub.c), each says so. */
+#ifndef ROTARY_CUDA_MODEL_H
+#define ROTARY_CUDA_MODEL_H
+
+#include "rotary.h"
+
+typedef struct cuda_model cuda_model;
+
+/* ROTARY_OK when a CUDA device can be used; "built without CUDA" or
+ * "no CUDA device" otherwise. */
+int cuda_device_check(void);
+/* ROTARY_OK when the GPU runs this configuration, else why not. */
+int cuda_config_check(const rotary_config *c);
+
+/* Copy m's parameters to a new device model. m must outlive it: its tensor
+ * table, layout and position tables are read from there. */
+int cuda_model_new(cuda_model **g, const rotary_model *m);
+void cuda_model_free(cuda_model *g); /* NULL is fine */
+/* Activations for batches of up to B x T (T <= m->pos_len); also refreshes
+ * the device's position tables from m (after rotary_model_extend). */
+int cuda_model_reserve(cuda_model *g, int B, int T);
+/* Forward over tokens (B, T) at positions 0..T-1; with targets, *loss is the
+ * mean cross-entropy. train: the classifier also leaves the gradient of the
+ * loss in place of the logits, for cuda_model_backward. */
+int cuda_model_forward(cuda_model *g, const int *tokens, const int *targets, int B, int T,
+                       int train, float *loss);
+/* The model's training context (the T of cuda_eval_loss). */
+int cuda_model_ctx(const cuda_model *g);
+/* Logits (B, T, vocab) of the last forward with train 0, to host memory. */
+int cuda_model_logits(const cuda_model *g, float *out);
+/* Gradients of the last train forward, added into the device gradients. */
+int cuda_model_backward(cuda_model *g);
+int cuda_model_zero_grad(cuda_model *g);
+/* Global L2 norm of the gradients (summed in double, in a fixed order). */
+int cuda_model_grad_norm(cuda_model *g, float *norm);
+/* One AdamW step as rotary_adamw_step, gradients read times grad_scale
+ * (the clipping factor); counts the step itself. */
+int cuda_model_adamw_step(cuda_model *g, const rotary_adamw_config *c, float grad_scale);
+/* Copy to host: params and grads (n_params each, either may be NULL), and
+ * the AdamW state into opt (sized n_params; may be NULL). */
+int cuda_model_download(const cuda_model *g, float *params, float *grads, rotary_adamw *opt);
+/* Copy host parameters and AdamW state (may be NULL) to the device. */
+int cuda_model_upload(cuda_model *g, const float *params, const rotary_adamw *opt);
+
+/* rotary_train on the GPU: the same schedule, batches, metrics.csv,
+ * checkpoints and resume. m->params holds the trained weights on return. */
+int cuda_train(rotary_model *m, const rotary_train_opts *o);
+/* rotary_eval_loss on the GPU (g reserved for B x ctx). */
+int cuda_eval_loss(cuda_model *g, const int *ids, size_t n, int B, int n_batches, uint64_t seed,
+                   float *loss);
+
+#endif

@@ -1,0 +1,103 @@
+/* kernels.h: the CUDA kernels of the GPU backend, as C functions (internal).
+ *
+ * Each mirrors an operation of src/ops.h, src/attention.c or src/rope.c with
+ * the same shapes in its signature; every pointer is device memory, arrays
+ * are row-major float32, and launches are asynchronous on the default stream
+ * (errors surface at the next cuda_sync in cuda_model.c). Backward functions
+ * say whether they overwrite (=) or add (+=), as in ops.h. Gradients of
+ * shared parameters are summed with atomics, so GPU runs are reproducible to
+ * rounding, not bit for bit. */
+#ifndef ROTARY_CUDA_KERNELS_H
+#define ROTARY_CUDA_KERNELS_H
+
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Devices: the number of usable CUDA devices (0 when none or no driver). */
+int gpu_device_count(void);
+/* The message of the last CUDA error ("" if none), and clear it. */
+const char *gpu_last_error(void);
+/* Wait for the device; 0, or -1 when a kernel or copy failed. */
+int gpu_sync(void);
+
+/* GEMMs (gemm.cu): cuBLAS with bf16 tensor cores and fp32 accumulation
+ * (CUBLAS_COMPUTE_32F_FAST_16BF) on fp32 arrays. gpu_gemm_init creates the
+ * handle once per process; 0 or -1. */
+int gpu_gemm_init(void);
+/* out (N, OC) (+)= inp (N, C) @ w (OC, C)^T + b (OC); b may be NULL. */
+void gpu_linear_forward(float *out, const float *inp, const float *w, const float *b, int N,
+                        int C, int OC, int accumulate);
+/* dinp (N, C) = dout @ w (dinp may be NULL); dw += dout^T @ inp; db += sum dout. */
+void gpu_linear_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp,
+                         const float *w, int N, int C, int OC);
+
+/* Norms (layer.cu), one warp per row; mean NULL means RMSNorm (b ignored).
+ * C <= 12288 (the backward sums dw in shared memory). */
+void gpu_norm_forward(float *out, float *mean, float *rstd, const float *inp, const float *w,
+                      const float *b, int N, int C, float eps);
+/* dinp +=; dw +=; db += (db may be NULL). */
+void gpu_norm_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp,
+                       const float *w, const float *mean, const float *rstd, int N, int C);
+
+/* Activations (layer.cu): as ops.h. */
+void gpu_gelu_forward(float *out, const float *inp, size_t n);
+void gpu_gelu_backward(float *dinp, const float *dout, const float *inp, size_t n);
+void gpu_swiglu_forward(float *out, const float *gu, int N, int F);
+void gpu_swiglu_backward(float *dgu, const float *dout, const float *gu, int N, int F);
+
+/* Embedding: out (N, C) = tok_emb[tokens[n]] + pos[n % T] (pos (T, C) or NULL).
+ * Backward: dtok, dpos += (atomics). */
+void gpu_embed_forward(float *out, const int *tokens, const float *tok_emb, const float *pos,
+                       int N, int T, int C);
+void gpu_embed_backward(float *dtok, float *dpos, const float *dout, const int *tokens, int N,
+                        int T, int C);
+
+/* Fused classifier (layer.cu): one block per row of logits (N, V): lse (N) and
+ * losses (N) = lse - logits[target]; with dscale != 0 the same kernel then
+ * turns the row into its gradient (softmax - onehot) * dscale in place, so
+ * the probabilities are never stored. */
+void gpu_crossentropy(float *logits, float *lse, float *losses, const int *targets, int N, int V,
+                      float dscale);
+
+/* AdamW on n elements as rotary_adamw_step, the gradient read times gscale
+ * (the clipping factor) instead of clipped in a pass of its own. */
+void gpu_adamw(float *p, const float *g, float *m, float *v, size_t n, float beta1, float beta2,
+               float eps, float decay, float step_size, float bc2_sqrt, float gscale);
+/* partial (GPU_SUMSQ_BLOCKS doubles) = per-block sums of x^2; the caller adds
+ * them in order (deterministic). */
+#define GPU_SUMSQ_BLOCKS 512
+void gpu_sumsq(double *partial, const float *x, size_t n);
+
+/* Attention (attention.cu). qkv (B, T, (nh + 2*nkv)*hd) per token q | k | v
+ * (the projection's output) <-> q (B, nh, T, hd), k, v (B, nkv, T, hd) per
+ * head, RoPE applied to q and k on the way (cos, sin (>= T, rd/2): the
+ * tables of rotary_rope, position t = row t; NULL: no rotation; pairing as
+ * rotary_rope_pairing, rd the rotated dims). hd must be even.
+ * Backward: dqkv (=) from dq, dk, dv, rotated back by -theta. */
+void gpu_qkv_split_rope(float *q, float *k, float *v, const float *qkv, const float *cos,
+                        const float *sin, int B, int T, int nh, int nkv, int hd, int rd,
+                        int pairing);
+void gpu_qkv_merge_rope_backward(float *dqkv, const float *dq, const float *dk, const float *dv,
+                                 const float *cos, const float *sin, int B, int T, int nh,
+                                 int nkv, int hd, int rd, int pairing);
+/* Causal attention, tiled with an online softmax (no T x T matrix): out
+ * (B, T, nh*hd) token-major, lse (B, nh, T) the log-sum-exp of each row's
+ * scores for the backward. alibi (nh) slopes or NULL. Query head h reads kv
+ * head h / (nh/nkv). hd <= GPU_ATTN_MAX_HD. */
+#define GPU_ATTN_MAX_HD 128
+void gpu_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v,
+                           const float *alibi, int B, int T, int nh, int nkv, int hd);
+/* dq (B, nh, T, hd), dk, dv (B, nkv, T, hd) (=) from dout (B, T, nh*hd),
+ * recomputing the probabilities from lse; dsum (B, nh, T) is scratch. */
+void gpu_attention_backward(float *dq, float *dk, float *dv, float *dsum, const float *dout,
+                            const float *out, const float *q, const float *k, const float *v,
+                            const float *lse, const float *alibi, int B, int T, int nh, int nkv,
+                            int hd);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,258 @@
+/* layer.cu: norms, activations, embedding, the fused classifier and AdamW. */
+#include "common.cuh"
+
+#include <math.h>
+
+/* ------------------------------------------------------------------ norms */
+
+/* One warp per row: mean (LayerNorm only), 1/sqrt(var + eps), then the row. */
+__global__ void norm_forward_kernel(float *out, float *mean, float *rstd, const float *inp,
+                                    const float *w, const float *b, int N, int C, float eps) {
+    const int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (row >= N) return;
+    const float *x = inp + (size_t)row * C;
+    float *o = out + (size_t)row * C;
+    float m = 0.0f;
+    if (mean) {
+        float s = 0.0f;
+        for (int i = lane; i < C; i += 32) s += x[i];
+        m = warp_sum(s) / C;
+    }
+    float v = 0.0f;
+    for (int i = lane; i < C; i += 32) v += (x[i] - m) * (x[i] - m);
+    const float r = 1.0f / sqrtf(warp_sum(v) / C + eps);
+    for (int i = lane; i < C; i += 32) o[i] = (x[i] - m) * r * w[i] + (mean && b ? b[i] : 0.0f);
+    if (lane == 0) {
+        if (mean) mean[row] = m;
+        rstd[row] = r;
+    }
+}
+
+/* Warps walk rows; dw and db gather in shared memory per block, then one
+ * atomic per element and block. LayerNorm: dx = r (d w - mean(d w) -
+ * xhat mean(d w xhat)); RMSNorm drops the mean(d w) term. */
+__global__ void norm_backward_kernel(float *dinp, float *dw, float *db, const float *dout,
+                                     const float *inp, const float *w, const float *mean,
+                                     const float *rstd, int N, int C) {
+    extern __shared__ float sh[];
+    float *sdw = sh, *sdb = sh + C;
+    for (int i = threadIdx.x; i < 2 * C; i += blockDim.x) sh[i] = 0.0f;
+    __syncthreads();
+    const int warps = blockDim.x / 32, lane = threadIdx.x % 32;
+    for (int row = blockIdx.x * warps + threadIdx.x / 32; row < N; row += gridDim.x * warps) {
+        const float *x = inp + (size_t)row * C, *d = dout + (size_t)row * C;
+        float *dx = dinp + (size_t)row * C;
+        const float m = mean ? mean[row] : 0.0f, r = rstd[row];
+        float dsum = 0.0f, dxsum = 0.0f;
+        for (int i = lane; i < C; i += 32) {
+            const float dn = d[i] * w[i];
+            dsum += dn;
+            dxsum += dn * (x[i] - m) * r;
+        }
+        dsum = mean ? warp_sum(dsum) / C : 0.0f;
+        dxsum = warp_sum(dxsum) / C;
+        for (int i = lane; i < C; i += 32) {
+            const float xh = (x[i] - m) * r;
+            dx[i] += r * (d[i] * w[i] - dsum - xh * dxsum);
+            atomicAdd(&sdw[i], d[i] * xh);
+            if (db) atomicAdd(&sdb[i], d[i]);
+        }
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < C; i += blockDim.x) {
+        atomicAdd(&dw[i], sdw[i]);
+        if (db) atomicAdd(&db[i], sdb[i]);
+    }
+}
+
+extern "C" void gpu_norm_forward(float *out, float *mean, float *rstd, const float *inp,
+                                 const float *w, const float *b, int N, int C, float eps) {
+    norm_forward_kernel<<<cdiv(N, 8), 256>>>(out, mean, rstd, inp, w, b, N, C, eps);
+}
+
+extern "C" void gpu_norm_backward(float *dinp, float *dw, float *db, const float *dout,
+                                  const float *inp, const float *w, const float *mean,
+                                  const float *rstd, int N, int C) {
+    static int sms;
+    if (!sms && cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0) != cudaSuccess)
+        sms = 1;
+    const size_t shmem = 2 * (size_t)C * sizeof(float);
+    if (shmem > 48 * 1024)
+        cudaFuncSetAttribute(norm_backward_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             (int)shmem);
+    unsigned blocks = cdiv(N, 8);
+    if (blocks > 2u * (unsigned)sms) blocks = 2u * (unsigned)sms;
+    norm_backward_kernel<<<blocks, 256, shmem>>>(dinp, dw, mean ? db : NULL, dout, inp, w, mean,
+                                                 rstd, N, C);
+}
+
+/* ------------------------------------------------------------ activations */
+
+#define GELU_K 0.7978845608028654f /* sqrt(2/pi) */
+
+__global__ void gelu_forward_kernel(float *out, const float *inp, size_t n) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    const float x = inp[i];
+    out[i] = 0.5f * x * (1.0f + tanhf(GELU_K * (x + 0.044715f * x * x * x)));
+}
+
+__global__ void gelu_backward_kernel(float *dinp, const float *dout, const float *inp, size_t n) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    const float x = inp[i], th = tanhf(GELU_K * (x + 0.044715f * x * x * x));
+    const float dth = (1.0f - th * th) * GELU_K * (1.0f + 3.0f * 0.044715f * x * x);
+    dinp[i] = dout[i] * (0.5f * (1.0f + th) + 0.5f * x * dth);
+}
+
+__global__ void swiglu_forward_kernel(float *out, const float *gu, int N, int F) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (size_t)N * F) return;
+    const size_t n = i / F, f = i % F;
+    const float g = gu[n * 2 * F + f], u = gu[n * 2 * F + F + f];
+    out[i] = g / (1.0f + expf(-g)) * u;
+}
+
+__global__ void swiglu_backward_kernel(float *dgu, const float *dout, const float *gu, int N,
+                                       int F) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (size_t)N * F) return;
+    const size_t n = i / F, f = i % F;
+    const float g = gu[n * 2 * F + f], u = gu[n * 2 * F + F + f], d = dout[i];
+    const float sg = 1.0f / (1.0f + expf(-g));
+    dgu[n * 2 * F + F + f] = d * g * sg;
+    dgu[n * 2 * F + f] = d * u * sg * (1.0f + g * (1.0f - sg));
+}
+
+extern "C" void gpu_gelu_forward(float *out, const float *inp, size_t n) {
+    gelu_forward_kernel<<<cdiv(n, 256), 256>>>(out, inp, n);
+}
+extern "C" void gpu_gelu_backward(float *dinp, const float *dout, const float *inp, size_t n) {
+    gelu_backward_kernel<<<cdiv(n, 256), 256>>>(dinp, dout, inp, n);
+}
+extern "C" void gpu_swiglu_forward(float *out, const float *gu, int N, int F) {
+    swiglu_forward_kernel<<<cdiv((size_t)N * F, 256), 256>>>(out, gu, N, F);
+}
+extern "C" void gpu_swiglu_backward(float *dgu, const float *dout, const float *gu, int N, int F) {
+    swiglu_backward_kernel<<<cdiv((size_t)N * F, 256), 256>>>(dgu, dout, gu, N, F);
+}
+
+/* -------------------------------------------------------------- embedding */
+
+__global__ void embed_forward_kernel(float *out, const int *tokens, const float *tok_emb,
+                                     const float *pos, int N, int T, int C) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (size_t)N * C) return;
+    const size_t n = i / C, c = i % C;
+    float x = tok_emb[(size_t)tokens[n] * C + c];
+    if (pos) x += pos[(n % T) * C + c];
+    out[i] = x;
+}
+
+__global__ void embed_backward_kernel(float *dtok, float *dpos, const float *dout,
+                                      const int *tokens, int N, int T, int C) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (size_t)N * C) return;
+    const size_t n = i / C, c = i % C;
+    atomicAdd(&dtok[(size_t)tokens[n] * C + c], dout[i]);
+    if (dpos) atomicAdd(&dpos[(n % T) * C + c], dout[i]);
+}
+
+extern "C" void gpu_embed_forward(float *out, const int *tokens, const float *tok_emb,
+                                  const float *pos, int N, int T, int C) {
+    embed_forward_kernel<<<cdiv((size_t)N * C, 256), 256>>>(out, tokens, tok_emb, pos, N, T, C);
+}
+extern "C" void gpu_embed_backward(float *dtok, float *dpos, const float *dout, const int *tokens,
+                                   int N, int T, int C) {
+    embed_backward_kernel<<<cdiv((size_t)N * C, 256), 256>>>(dtok, dpos, dout, tokens, N, T, C);
+}
+
+/* ------------------------------------------------------------- classifier */
+
+/* (max, sum of exp(x - max)) pairs combine without a second pass. */
+__device__ __forceinline__ void lse_merge(float &m, float &s, float m2, float s2) {
+    const float mn = fmaxf(m, m2);
+    if (mn == -INFINITY) return;
+    s = s * expf(m - mn) + s2 * expf(m2 - mn);
+    m = mn;
+}
+
+#define CE_THREADS 512
+__global__ void __launch_bounds__(CE_THREADS)
+    crossentropy_kernel(float *logits, float *lse, float *losses, const int *targets, int V,
+                        float dscale) {
+    __shared__ float sm[CE_THREADS / 32], ss[CE_THREADS / 32];
+    __shared__ float row_lse;
+    const size_t n = blockIdx.x;
+    float *z = logits + n * V;
+    /* Pass 1: online max and sum per thread, then per warp, then per block. */
+    float m = -INFINITY, s = 0.0f;
+    for (int i = threadIdx.x; i < V; i += CE_THREADS) lse_merge(m, s, z[i], 1.0f);
+    for (int o = 16; o > 0; o >>= 1) {
+        const float m2 = __shfl_xor_sync(0xffffffffu, m, o), s2 = __shfl_xor_sync(0xffffffffu, s, o);
+        lse_merge(m, s, m2, s2);
+    }
+    if (threadIdx.x % 32 == 0) sm[threadIdx.x / 32] = m, ss[threadIdx.x / 32] = s;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        float bm = sm[0], bs = ss[0];
+        for (int w = 1; w < CE_THREADS / 32; w++) lse_merge(bm, bs, sm[w], ss[w]);
+        const float l = bm + logf(bs);
+        row_lse = l;
+        lse[n] = l;
+        losses[n] = l - z[targets[n]];
+    }
+    __syncthreads();
+    if (dscale == 0.0f) return;
+    /* Pass 2: the gradient in place. */
+    const float l = row_lse;
+    const int tg = targets[n];
+    for (int i = threadIdx.x; i < V; i += CE_THREADS)
+        z[i] = (expf(z[i] - l) - (i == tg ? 1.0f : 0.0f)) * dscale;
+}
+
+extern "C" void gpu_crossentropy(float *logits, float *lse, float *losses, const int *targets,
+                                 int N, int V, float dscale) {
+    crossentropy_kernel<<<N, CE_THREADS>>>(logits, lse, losses, targets, V, dscale);
+}
+
+/* ------------------------------------------------------------------ AdamW */
+
+__global__ void adamw_kernel(float *p, const float *g, float *m, float *v, size_t n, float beta1,
+                             float beta2, float eps, float decay, float step_size, float bc2_sqrt,
+                             float gscale) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    const float gi = g[i] * gscale;
+    const float mi = beta1 * m[i] + (1.0f - beta1) * gi;
+    const float vi = beta2 * v[i] + (1.0f - beta2) * gi * gi;
+    m[i] = mi;
+    v[i] = vi;
+    p[i] = p[i] * decay - step_size * mi / (sqrtf(vi) / bc2_sqrt + eps);
+}
+
+extern "C" void gpu_adamw(float *p, const float *g, float *m, float *v, size_t n, float beta1,
+                          float beta2, float eps, float decay, float step_size, float bc2_sqrt,
+                          float gscale) {
+    adamw_kernel<<<cdiv(n, 256), 256>>>(p, g, m, v, n, beta1, beta2, eps, decay, step_size,
+                                        bc2_sqrt, gscale);
+}
+
+__global__ void sumsq_kernel(double *partial, const float *x, size_t n) {
+    __shared__ double sh[256];
+    double s = 0.0;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        s += (double)x[i] * x[i];
+    sh[threadIdx.x] = s;
+    __syncthreads();
+    for (int w = 128; w > 0; w >>= 1) {
+        if ((int)threadIdx.x < w) sh[threadIdx.x] += sh[threadIdx.x + w];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) partial[blockIdx.x] = sh[0];
+}
+
+extern "C" void gpu_sumsq(double *partial, const float *x, size_t n) {
+    sumsq_kernel<<<GPU_SUMSQ_BLOCKS, 256>>>(partial, x, n);
+}

@@ -1,0 +1,40 @@
+/* stub.c: the device entry points in a build without CUDA (ROTARY_CUDA off). */
+#include "internal.h"
+#include "cuda/cuda_model.h"
+
+#define NO_CUDA rotary_fail(ROTARY_EINVAL, "--device cuda: built without CUDA (rebuild with " \
+                            "cmake -DROTARY_CUDA=ON, docs/performance.md)")
+
+int cuda_device_check(void) { return NO_CUDA; }
+int cuda_config_check(const rotary_config *c) { (void)c; return NO_CUDA; }
+int cuda_model_new(cuda_model **g, const rotary_model *m) { (void)m; *g = NULL; return NO_CUDA; }
+void cuda_model_free(cuda_model *g) { (void)g; }
+int cuda_model_reserve(cuda_model *g, int B, int T) { (void)g, (void)B, (void)T; return NO_CUDA; }
+int cuda_model_forward(cuda_model *g, const int *tokens, const int *targets, int B, int T,
+                       int train, float *loss) {
+    (void)g, (void)tokens, (void)targets, (void)B, (void)T, (void)train, (void)loss;
+    return NO_CUDA;
+}
+int cuda_model_ctx(const cuda_model *g) { (void)g; return 0; }
+int cuda_model_logits(const cuda_model *g, float *out) { (void)g, (void)out; return NO_CUDA; }
+int cuda_model_backward(cuda_model *g) { (void)g; return NO_CUDA; }
+int cuda_model_zero_grad(cuda_model *g) { (void)g; return NO_CUDA; }
+int cuda_model_grad_norm(cuda_model *g, float *norm) { (void)g, (void)norm; return NO_CUDA; }
+int cuda_model_adamw_step(cuda_model *g, const rotary_adamw_config *c, float grad_scale) {
+    (void)g, (void)c, (void)grad_scale;
+    return NO_CUDA;
+}
+int cuda_model_download(const cuda_model *g, float *params, float *grads, rotary_adamw *opt) {
+    (void)g, (void)params, (void)grads, (void)opt;
+    return NO_CUDA;
+}
+int cuda_model_upload(cuda_model *g, const float *params, const rotary_adamw *opt) {
+    (void)g, (void)params, (void)opt;
+    return NO_CUDA;
+}
+int cuda_train(rotary_model *m, const rotary_train_opts *o) { (void)m, (void)o; return NO_CUDA; }
+int cuda_eval_loss(cuda_model *g, const int *ids, size_t n, int B, int n_batches, uint64_t seed,
+                   float *loss) {
+    (void)g, (void)ids, (void)n, (void)B, (void)n_batches, (void)seed, (void)loss;
+    return NO_CUDA;
+}

@@ -1,0 +1,94 @@
+/* gpu_check.h: what the GPU comparison tests share (tests/cuda/).
+ *
+ * Inputs are fresh random numbers for every check (never zeros), from the
+ * project's rng; results are compared with the CPU implementation by the
+ * relative error max|gpu - cpu| / max|cpu| over the whole array. Tests exit
+ * with SKIP (77, CTest's SKIP_RETURN_CODE) when there is no CUDA device. */
+#ifndef ROTARY_TESTS_GPU_CHECK_H
+#define ROTARY_TESTS_GPU_CHECK_H
+
+#define CHECK_NAME_WIDTH 52
+#include "../check.h"
+#include "cuda/kernels.h"
+
+#include <cuda_runtime_api.h>
+#include <math.h>
+#include <string.h>
+
+#define SKIP 77
+
+static rotary_rng test_rng;
+static uint64_t test_seed = 1;
+
+/* Exit with SKIP unless a device is there. */
+static inline void gpu_or_skip(const char *test) {
+    if (gpu_device_count() < 1) {
+        printf("%s: skipped: no CUDA device (%s)\n", test, gpu_last_error());
+        exit(SKIP);
+    }
+    if (gpu_gemm_init()) {
+        printf("FAIL %s: cannot create the cuBLAS handle\n", test);
+        exit(1);
+    }
+}
+
+/* n floats ~ N(0, scale^2), a new stream for each call. */
+static inline float *randn(size_t n, float scale) {
+    rotary_rng_seed(&test_rng, test_seed++);
+    float *x = malloc((n ? n : 1) * sizeof(float));
+    if (!x) exit(2);
+    for (size_t i = 0; i < n; i++) x[i] = scale * rotary_rng_normal(&test_rng);
+    return x;
+}
+
+static inline float *host_copy(const float *x, size_t n) {
+    float *y = malloc((n ? n : 1) * sizeof(float));
+    if (!y) exit(2);
+    memcpy(y, x, n * sizeof(float));
+    return y;
+}
+
+/* Device copy of host x (n floats); NULL x gives zeros. */
+static inline float *dev(const float *x, size_t n) {
+    float *d;
+    if (cudaMalloc((void **)&d, (n ? n : 1) * sizeof(float)) != cudaSuccess) {
+        printf("FAIL cudaMalloc of %zu floats\n", n);
+        exit(1);
+    }
+    if (x) cudaMemcpy(d, x, n * sizeof(float), cudaMemcpyHostToDevice);
+    else cudaMemset(d, 0, n * sizeof(float));
+    return d;
+}
+
+/* Host copy of device d, after waiting for the kernels (a failure ends the test). */
+static inline float *back(const float *d, size_t n) {
+    if (gpu_sync()) {
+        printf("FAIL kernel: %s\n", gpu_last_error());
+        exit(1);
+    }
+    float *h = malloc((n ? n : 1) * sizeof(float));
+    if (!h) exit(2);
+    cudaMemcpy(h, d, n * sizeof(float), cudaMemcpyDeviceToHost);
+    return h;
+}
+
+static inline double rel_err(const float *gpu, const float *cpu, size_t n) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)gpu[i] - cpu[i]);
+        if (d != d) return INFINITY; /* a NaN fails */
+        if (d > num) num = d;
+        if (fabs(cpu[i]) > den) den = fabs(cpu[i]);
+    }
+    return num / (den > 0 ? den : 1e-30);
+}
+
+/* One comparison: name, error, threshold; frees the GPU result. */
+static inline void compare(const char *name, float *gpu_host, const float *cpu, size_t n,
+                           double tol) {
+    double e = rel_err(gpu_host, cpu, n);
+    check(e <= tol, name, "rel err %.2e (<= %.0e)", e, tol);
+    free(gpu_host);
+}
+
+#endif

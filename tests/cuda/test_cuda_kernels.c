@@ -1,0 +1,306 @@
+/* test_cuda_kernels: every CUDA kernel (src/cuda/kernels.h) against the CPU
+ * operation it mirrors (src/ops.c, src/attention.c, src/rope.c) on random
+ * inputs. Thresholds on the relative error (gpu_check.h):
+ * - GEMMs round both inputs to bf16 (8 significant bits, relative error
+ *   <= 2^-9 each) and accumulate in fp32; with random signs the error of a
+ *   sum is about 2^-8 of its typical size, so 1.5e-2 of the largest element
+ *   leaves a margin of ~4x.
+ * - Everything else is fp32 on both sides and differs only in summation
+ *   order and in expf/tanhf against rotary_expf (2 ulp): 1e-4 (5e-4 where a
+ *   row sums thousands of terms). */
+#include "gpu_check.h"
+#include "ops.h"
+
+#include <omp.h>
+
+/* ---------------------------------------------------------------- GEMMs */
+
+static void test_linear(int N, int C, int OC, int bias) {
+    char name[96];
+    float *inp = randn((size_t)N * C, 1.0f), *w = randn((size_t)OC * C, 0.5f);
+    float *b = bias ? randn(OC, 1.0f) : NULL, *out0 = randn((size_t)N * OC, 1.0f);
+    float *d_inp = dev(inp, (size_t)N * C), *d_w = dev(w, (size_t)OC * C);
+    float *d_b = b ? dev(b, OC) : NULL;
+    for (int acc = 0; acc <= 1; acc++) {
+        float *ref = host_copy(out0, (size_t)N * OC), *d_out = dev(out0, (size_t)N * OC);
+        linear_forward(ref, inp, w, b, N, C, OC, acc);
+        gpu_linear_forward(d_out, d_inp, d_w, d_b, N, C, OC, acc);
+        snprintf(name, sizeof name, "linear forward %dx%dx%d bias %d acc %d", N, C, OC, bias, acc);
+        compare(name, back(d_out, (size_t)N * OC), ref, (size_t)N * OC, 1.5e-2);
+        free(ref);
+        cudaFree(d_out);
+    }
+    /* Backward: dw and db add onto what is there (random), dinp is set. */
+    float *dout = randn((size_t)N * OC, 1.0f), *dw0 = randn((size_t)OC * C, 1.0f);
+    float *db0 = randn(OC, 1.0f);
+    float *dinp = malloc((size_t)N * C * sizeof(float)), *dw = host_copy(dw0, (size_t)OC * C);
+    float *db = host_copy(db0, OC);
+    float *d_dout = dev(dout, (size_t)N * OC), *d_dinp = dev(NULL, (size_t)N * C);
+    float *d_dw = dev(dw0, (size_t)OC * C), *d_db = dev(db0, OC);
+    linear_backward(dinp, dw, bias ? db : NULL, dout, inp, w, N, C, OC);
+    gpu_linear_backward(d_dinp, d_dw, bias ? d_db : NULL, d_dout, d_inp, d_w, N, C, OC);
+    snprintf(name, sizeof name, "linear backward dinp %dx%dx%d", N, C, OC);
+    compare(name, back(d_dinp, (size_t)N * C), dinp, (size_t)N * C, 1.5e-2);
+    snprintf(name, sizeof name, "linear backward dw (+=) %dx%dx%d", N, C, OC);
+    compare(name, back(d_dw, (size_t)OC * C), dw, (size_t)OC * C, 1.5e-2);
+    if (bias) {
+        snprintf(name, sizeof name, "linear backward db (+=) %dx%d", N, OC);
+        compare(name, back(d_db, OC), db, OC, 1e-4);
+    }
+    free(inp), free(w), free(b), free(out0), free(dout), free(dw0), free(db0), free(dinp);
+    free(dw), free(db);
+    cudaFree(d_inp), cudaFree(d_w), cudaFree(d_b), cudaFree(d_dout), cudaFree(d_dinp);
+    cudaFree(d_dw), cudaFree(d_db);
+}
+
+/* ---------------------------------------------------------------- norms */
+
+static void test_norm(int layer, int bias, int N, int C) {
+    char name[96];
+    const char *kind = layer ? "layernorm" : "rmsnorm";
+    const size_t NC = (size_t)N * C;
+    float *x = randn(NC, 2.0f), *w = randn(C, 1.0f), *b = bias ? randn(C, 1.0f) : NULL;
+    for (size_t i = 0; i < NC; i++) x[i] += 0.5f; /* a mean for LayerNorm to remove */
+    float *out = malloc(NC * sizeof(float)), *mean = malloc(N * sizeof(float));
+    float *rstd = malloc(N * sizeof(float));
+    float *d_x = dev(x, NC), *d_w = dev(w, C), *d_b = b ? dev(b, C) : NULL, *d_out = dev(NULL, NC);
+    float *d_mean = dev(NULL, N), *d_rstd = dev(NULL, N);
+    if (layer) layernorm_forward(out, mean, rstd, x, w, b, N, C, 1e-5f);
+    else rmsnorm_forward(out, rstd, x, w, N, C, 1e-5f);
+    gpu_norm_forward(d_out, layer ? d_mean : NULL, d_rstd, d_x, d_w, d_b, N, C, 1e-5f);
+    snprintf(name, sizeof name, "%s forward %dx%d bias %d", kind, N, C, bias);
+    compare(name, back(d_out, NC), out, NC, 1e-4);
+    snprintf(name, sizeof name, "%s forward rstd", kind);
+    compare(name, back(d_rstd, N), rstd, N, 1e-4);
+
+    float *dout = randn(NC, 1.0f), *dx0 = randn(NC, 1.0f), *dw0 = randn(C, 1.0f);
+    float *db0 = randn(C, 1.0f);
+    float *dx = host_copy(dx0, NC), *dw = host_copy(dw0, C), *db = host_copy(db0, C);
+    float *d_dout = dev(dout, NC), *d_dx = dev(dx0, NC), *d_dw = dev(dw0, C), *d_db = dev(db0, C);
+    if (layer) layernorm_backward(dx, dw, bias ? db : NULL, dout, x, w, mean, rstd, N, C);
+    else rmsnorm_backward(dx, dw, dout, x, w, rstd, N, C);
+    gpu_norm_backward(d_dx, d_dw, bias ? d_db : NULL, d_dout, d_x, d_w, layer ? d_mean : NULL,
+                      d_rstd, N, C);
+    snprintf(name, sizeof name, "%s backward dinp (+=)", kind);
+    compare(name, back(d_dx, NC), dx, NC, 1e-4);
+    snprintf(name, sizeof name, "%s backward dw (+=)", kind);
+    compare(name, back(d_dw, C), dw, C, 5e-4);
+    if (layer && bias) compare("layernorm backward db (+=)", back(d_db, C), db, C, 5e-4);
+    free(x), free(w), free(b), free(out), free(mean), free(rstd), free(dout), free(dx0);
+    free(dw0), free(db0), free(dx), free(dw), free(db);
+    cudaFree(d_x), cudaFree(d_w), cudaFree(d_b), cudaFree(d_out), cudaFree(d_mean);
+    cudaFree(d_rstd), cudaFree(d_dout), cudaFree(d_dx), cudaFree(d_dw), cudaFree(d_db);
+}
+
+/* ---------------------------------------------------------- activations */
+
+static void test_activations(int N, int F) {
+    const size_t n = (size_t)N * F;
+    float *x = randn(2 * n, 2.0f), *dout = randn(n, 1.0f);
+    float *out = malloc(2 * n * sizeof(float)), *dx = malloc(2 * n * sizeof(float));
+    float *d_x = dev(x, 2 * n), *d_dout = dev(dout, n), *d_out = dev(NULL, n);
+    float *d_dx = dev(NULL, 2 * n);
+    gelu_forward(out, x, n);
+    gpu_gelu_forward(d_out, d_x, n);
+    compare("gelu forward", back(d_out, n), out, n, 1e-5);
+    gelu_backward(dx, dout, x, n);
+    gpu_gelu_backward(d_dx, d_dout, d_x, n);
+    compare("gelu backward", back(d_dx, n), dx, n, 1e-5);
+    swiglu_forward(out, x, N, F);
+    gpu_swiglu_forward(d_out, d_x, N, F);
+    compare("swiglu forward", back(d_out, n), out, n, 1e-5);
+    swiglu_backward(dx, dout, x, N, F);
+    gpu_swiglu_backward(d_dx, d_dout, d_x, N, F);
+    compare("swiglu backward", back(d_dx, 2 * n), dx, 2 * n, 1e-5);
+    free(x), free(dout), free(out), free(dx);
+    cudaFree(d_x), cudaFree(d_dout), cudaFree(d_out), cudaFree(d_dx);
+}
+
+/* The embedding sum of model.c's forward, and its backward, written out. */
+static void test_embed(int B, int T, int C, int V) {
+    const int N = B * T;
+    float *emb = randn((size_t)V * C, 1.0f), *pos = randn((size_t)T * C, 1.0f);
+    float *dout = randn((size_t)N * C, 1.0f), *dtok0 = randn((size_t)V * C, 1.0f);
+    float *dpos0 = randn((size_t)T * C, 1.0f);
+    int *tok = malloc(N * sizeof(int)), *d_tok;
+    for (int i = 0; i < N; i++) tok[i] = (int)(rotary_rng_next(&test_rng) % (uint64_t)V);
+    cudaMalloc((void **)&d_tok, N * sizeof(int));
+    cudaMemcpy(d_tok, tok, N * sizeof(int), cudaMemcpyHostToDevice);
+    float *out = malloc((size_t)N * C * sizeof(float));
+    float *dtok = host_copy(dtok0, (size_t)V * C), *dpos = host_copy(dpos0, (size_t)T * C);
+    for (int n = 0; n < N; n++)
+        for (int i = 0; i < C; i++) {
+            out[(size_t)n * C + i] = emb[(size_t)tok[n] * C + i] + pos[(size_t)(n % T) * C + i];
+            dtok[(size_t)tok[n] * C + i] += dout[(size_t)n * C + i];
+            dpos[(size_t)(n % T) * C + i] += dout[(size_t)n * C + i];
+        }
+    float *d_emb = dev(emb, (size_t)V * C), *d_pos = dev(pos, (size_t)T * C);
+    float *d_out = dev(NULL, (size_t)N * C), *d_dout = dev(dout, (size_t)N * C);
+    float *d_dtok = dev(dtok0, (size_t)V * C), *d_dpos = dev(dpos0, (size_t)T * C);
+    gpu_embed_forward(d_out, d_tok, d_emb, d_pos, N, T, C);
+    compare("embedding forward (token + position)", back(d_out, (size_t)N * C), out,
+            (size_t)N * C, 1e-6);
+    gpu_embed_backward(d_dtok, d_dpos, d_dout, d_tok, N, T, C);
+    compare("embedding backward dtok (+=)", back(d_dtok, (size_t)V * C), dtok, (size_t)V * C, 1e-5);
+    compare("embedding backward dpos (+=)", back(d_dpos, (size_t)T * C), dpos, (size_t)T * C, 1e-5);
+    free(emb), free(pos), free(dout), free(dtok0), free(dpos0), free(tok), free(out), free(dtok);
+    free(dpos);
+    cudaFree(d_tok), cudaFree(d_emb), cudaFree(d_pos), cudaFree(d_out), cudaFree(d_dout);
+    cudaFree(d_dtok), cudaFree(d_dpos);
+}
+
+/* ----------------------------------------------------------- classifier */
+
+static void test_crossentropy(int N, int V) {
+    char name[96];
+    float *z = randn((size_t)N * V, 3.0f), *lse = malloc(N * sizeof(float));
+    int *tg = malloc(N * sizeof(int)), *d_tg;
+    for (int i = 0; i < N; i++) tg[i] = (int)(rotary_rng_next(&test_rng) % (uint64_t)V);
+    cudaMalloc((void **)&d_tg, N * sizeof(int));
+    cudaMemcpy(d_tg, tg, N * sizeof(int), cudaMemcpyHostToDevice);
+    float *d_z = dev(z, (size_t)N * V), *d_lse = dev(NULL, N), *d_loss = dev(NULL, N);
+    const double loss = crossentropy_forward(lse, z, tg, N, V);
+    crossentropy_backward(z, lse, tg, N, V, 1.0f / N);
+    gpu_crossentropy(d_z, d_lse, d_loss, d_tg, N, V, 1.0f / N);
+    snprintf(name, sizeof name, "classifier lse %dx%d", N, V);
+    compare(name, back(d_lse, N), lse, N, 1e-5);
+    float *l = back(d_loss, N);
+    double s = 0;
+    for (int i = 0; i < N; i++) s += l[i];
+    free(l);
+    float ref = (float)loss, got = (float)(s / N);
+    snprintf(name, sizeof name, "classifier mean loss %dx%d", N, V);
+    compare(name, host_copy(&got, 1), &ref, 1, 1e-5);
+    snprintf(name, sizeof name, "classifier fused gradient %dx%d", N, V);
+    compare(name, back(d_z, (size_t)N * V), z, (size_t)N * V, 1e-4);
+    free(z), free(lse), free(tg);
+    cudaFree(d_tg), cudaFree(d_z), cudaFree(d_lse), cudaFree(d_loss);
+}
+
+/* --------------------------------------------------- split, RoPE, attention */
+
+/* Per-head (B, heads, T, hd) from the token-major rows of x (ld floats) at col. */
+static float *heads_of(const float *x, int B, int T, int heads, int hd, int ld, int col) {
+    float *o = malloc((size_t)B * heads * T * hd * sizeof(float));
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < heads; h++)
+            for (int t = 0; t < T; t++)
+                memcpy(o + (((size_t)b * heads + h) * T + t) * hd,
+                       x + ((size_t)b * T + t) * ld + col + (size_t)h * hd, hd * sizeof(float));
+    return o;
+}
+
+static void test_split_rope(int pairing, int rd, int scaled) {
+    char name[96];
+    const int B = 2, T = 37, nh = 4, nkv = 2, hd = 16, S = (nh + 2 * nkv) * hd;
+    const size_t n = (size_t)B * T * S;
+    rotary_rope_scaling sc;
+    rotary_rope_scaling_default(&sc);
+    if (scaled) sc.type = ROTARY_ROPE_SCALING_YARN, sc.factor = 4, sc.original_ctx = 16;
+    rotary_rope r;
+    must(rotary_rope_init(&r, hd, rd, 10000.0, (rotary_rope_pairing)pairing, T, &sc), "rope init");
+    int pos[64];
+    for (int t = 0; t < T; t++) pos[t] = t;
+    const size_t tab = (size_t)T * (r.rotary_dim / 2);
+    float *d_cos = dev(r.cos, tab), *d_sin = dev(r.sin, tab);
+    float *qkv = randn(n, 1.0f), *d_qkv = dev(qkv, n);
+    float *d_q = dev(NULL, n), *d_k = dev(NULL, n), *d_v = dev(NULL, n);
+    /* CPU: rotate q and k in place as model.c does, then read out the heads. */
+    must(rotary_rope_forward(&r, qkv, B, T, nh, S, pos), "rope q");
+    must(rotary_rope_forward(&r, qkv + nh * hd, B, T, nkv, S, pos), "rope k");
+    gpu_qkv_split_rope(d_q, d_k, d_v, d_qkv, d_cos, d_sin, B, T, nh, nkv, hd, r.rotary_dim, pairing);
+    const char *pn = pairing ? "half" : "interleaved";
+    const char *what[3] = {"q", "k", "v"};
+    const int heads[3] = {nh, nkv, nkv}, col[3] = {0, nh * hd, (nh + nkv) * hd};
+    float *dd[3] = {d_q, d_k, d_v};
+    for (int i = 0; i < 3; i++) {
+        float *ref = heads_of(qkv, B, T, heads[i], hd, S, col[i]);
+        snprintf(name, sizeof name, "split+rope %s %s rd %d%s", what[i], pn, r.rotary_dim,
+                 scaled ? " yarn" : "");
+        compare(name, back(dd[i], (size_t)B * T * heads[i] * hd), ref,
+                (size_t)B * T * heads[i] * hd, 1e-6);
+        free(ref);
+    }
+    /* Backward: per-head gradients back to token-major, rotated by -theta. */
+    float *g = randn(n, 1.0f);
+    float *gq = heads_of(g, B, T, nh, hd, S, 0), *gk = heads_of(g, B, T, nkv, hd, S, nh * hd);
+    float *gv = heads_of(g, B, T, nkv, hd, S, (nh + nkv) * hd);
+    cudaMemcpy(d_q, gq, (size_t)B * T * nh * hd * sizeof(float), cudaMemcpyHostToDevice);
+    cudaMemcpy(d_k, gk, (size_t)B * T * nkv * hd * sizeof(float), cudaMemcpyHostToDevice);
+    cudaMemcpy(d_v, gv, (size_t)B * T * nkv * hd * sizeof(float), cudaMemcpyHostToDevice);
+    must(rotary_rope_backward(&r, g, B, T, nh, S, pos), "rope backward q");
+    must(rotary_rope_backward(&r, g + nh * hd, B, T, nkv, S, pos), "rope backward k");
+    gpu_qkv_merge_rope_backward(d_qkv, d_q, d_k, d_v, d_cos, d_sin, B, T, nh, nkv, hd,
+                                r.rotary_dim, pairing);
+    snprintf(name, sizeof name, "merge+rope backward dqkv %s rd %d", pn, r.rotary_dim);
+    compare(name, back(d_qkv, n), g, n, 1e-6);
+    rotary_rope_free(&r);
+    free(qkv), free(g), free(gq), free(gk), free(gv);
+    cudaFree(d_cos), cudaFree(d_sin), cudaFree(d_qkv), cudaFree(d_q), cudaFree(d_k), cudaFree(d_v);
+}
+
+static void test_attention(int B, int T, int nh, int nkv, int hd, int alibi) {
+    char name[128], cfg[64];
+    snprintf(cfg, sizeof cfg, "B%d T%d nh%d nkv%d hd%d%s", B, T, nh, nkv, hd, alibi ? " alibi" : "");
+    const int S = (nh + 2 * nkv) * hd, Q = nh * hd;
+    const size_t n = (size_t)B * T * S, no = (size_t)B * T * Q;
+    float *qkv = randn(n, 1.0f), *slopes = malloc(nh * sizeof(float));
+    rotary_alibi_slopes(slopes, nh);
+    float *out = malloc(no * sizeof(float)), *att = malloc((size_t)B * nh * T * T * sizeof(float));
+    float *scratch = malloc((size_t)omp_get_max_threads() * ATTN_SCRATCH(T, hd) * sizeof(float));
+    attention_forward(out, att, qkv, alibi ? slopes : NULL, NULL, B, T, nh, nkv, hd, scratch);
+    float *d_qkv = dev(qkv, n), *d_q = dev(NULL, no), *d_k = dev(NULL, n), *d_v = dev(NULL, n);
+    float *d_out = dev(NULL, no), *d_lse = dev(NULL, (size_t)B * nh * T);
+    float *d_alibi = dev(slopes, nh);
+    gpu_qkv_split_rope(d_q, d_k, d_v, d_qkv, NULL, NULL, B, T, nh, nkv, hd, 0, 0);
+    gpu_attention_forward(d_out, d_lse, d_q, d_k, d_v, alibi ? d_alibi : NULL, B, T, nh, nkv, hd);
+    snprintf(name, sizeof name, "attention forward %s", cfg);
+    compare(name, back(d_out, no), out, no, 1e-4);
+
+    float *dout = randn(no, 1.0f), *dqkv = malloc(n * sizeof(float));
+    attention_backward(dqkv, NULL, scratch, dout, qkv, att, B, T, nh, nkv, hd);
+    float *d_dout = dev(dout, no), *d_dq = dev(NULL, no), *d_dk = dev(NULL, n);
+    float *d_dv = dev(NULL, n), *d_dsum = dev(NULL, (size_t)B * nh * T), *d_dqkv = dev(NULL, n);
+    gpu_attention_backward(d_dq, d_dk, d_dv, d_dsum, d_dout, d_out, d_q, d_k, d_v, d_lse,
+                           alibi ? d_alibi : NULL, B, T, nh, nkv, hd);
+    gpu_qkv_merge_rope_backward(d_dqkv, d_dq, d_dk, d_dv, NULL, NULL, B, T, nh, nkv, hd, 0, 0);
+    float *got = back(d_dqkv, n);
+    /* q, k and v parts separately: each has its own scale. */
+    const char *what[3] = {"dq", "dk", "dv"};
+    const int heads[3] = {nh, nkv, nkv}, col[3] = {0, nh * hd, (nh + nkv) * hd};
+    for (int i = 0; i < 3; i++) {
+        float *g = heads_of(got, B, T, heads[i], hd, S, col[i]);
+        float *r = heads_of(dqkv, B, T, heads[i], hd, S, col[i]);
+        snprintf(name, sizeof name, "attention backward %s %s", what[i], cfg);
+        compare(name, g, r, (size_t)B * T * heads[i] * hd, 2e-4);
+        free(r);
+    }
+    free(got), free(qkv), free(slopes), free(out), free(att), free(scratch), free(dout), free(dqkv);
+    cudaFree(d_qkv), cudaFree(d_q), cudaFree(d_k), cudaFree(d_v), cudaFree(d_out), cudaFree(d_lse);
+    cudaFree(d_alibi), cudaFree(d_dout), cudaFree(d_dq), cudaFree(d_dk), cudaFree(d_dv);
+    cudaFree(d_dsum), cudaFree(d_dqkv);
+}
+
+int main(void) {
+    gpu_or_skip("test_cuda_kernels");
+    test_linear(64, 96, 80, 1);
+    test_linear(300, 256, 384, 0);
+    test_norm(1, 1, 100, 96);
+    test_norm(1, 0, 37, 768);
+    test_norm(0, 0, 100, 96);
+    test_norm(0, 0, 37, 768);
+    test_activations(50, 200);
+    test_embed(3, 20, 48, 61);
+    test_crossentropy(16, 50304);
+    test_crossentropy(40, 61);
+    for (int pairing = 0; pairing <= 1; pairing++) {
+        test_split_rope(pairing, 0, 0);
+        test_split_rope(pairing, 8, 1);
+    }
+    test_attention(2, 70, 4, 2, 32, 1);
+    test_attention(1, 130, 2, 1, 64, 0);
+    test_attention(2, 33, 3, 3, 48, 1);
+    test_attention(1, 65, 2, 2, 128, 0);
+    test_attention(1, 200, 4, 1, 16, 1);
+    return check_summary("test_cuda_kernels");
+}

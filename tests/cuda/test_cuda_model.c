@@ -1,0 +1,207 @@
+/* test_cuda_model: the GPU model (src/cuda/cuda_model.c) against the CPU
+ * model on the same weights: loss, logits and every parameter's gradient for
+ * each supported kind of model, one AdamW step with clipping from the same
+ * gradients, and a 50-step training run (cuda_train vs rotary_train) whose
+ * loss curves must agree.
+ *
+ * Thresholds: the GPU's GEMMs round their inputs to bf16 (test_cuda_kernels
+ * explains the 2^-8 per product); a two-layer model chains about a dozen of
+ * them forward and back, so logits get 2e-2 and each gradient tensor 5e-2 of
+ * its largest element. AdamW is fp32 on both sides from identical inputs:
+ * 1e-5. The loss curves drift apart as bf16 rounding changes each update a
+ * little: 3% of the loss at any step. */
+#define _POSIX_C_SOURCE 200809L
+#include "gpu_check.h"
+#include "cuda/cuda_model.h"
+
+#include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+enum { BATCH = 3 };
+
+static void base(rotary_config *c) {
+    rotary_config_default(c);
+    c->n_layer = 2, c->n_head = 4, c->n_kv_head = 2, c->d_model = 64, c->d_ff = 96;
+    c->ctx = 40, c->vocab = 61, c->init_std = 0.1f;
+}
+
+static void test_config(const char *label, const rotary_config *c) {
+    char name[128];
+    rotary_model m;
+    must(rotary_model_build(&m, c), "build");
+    rotary_model_init(&m, test_seed++);
+    /* Norm weights and biases start at 1 and 0: make them random too. */
+    for (int i = 0; i < m.n_tensors; i++)
+        if (!m.tensors[i].decay) {
+            float *r = randn(m.tensors[i].numel, 0.3f);
+            for (size_t j = 0; j < m.tensors[i].numel; j++)
+                m.params[m.tensors[i].offset + j] += r[j];
+            free(r);
+        }
+    const int B = BATCH, T = c->ctx, N = B * T;
+    int tok[BATCH * 40], tgt[BATCH * 40];
+    for (int i = 0; i < N; i++) {
+        tok[i] = (int)(rotary_rng_next(&test_rng) % (uint64_t)c->vocab);
+        tgt[i] = (int)(rotary_rng_next(&test_rng) % (uint64_t)c->vocab);
+    }
+    cuda_model *g;
+    must(cuda_model_new(&g, &m), "cuda_model_new");
+    float lc, lg;
+    must(rotary_model_forward(&m, tok, tgt, B, T, &lc), "cpu forward");
+    must(cuda_model_forward(g, tok, tgt, B, T, 0, &lg), "gpu forward");
+    float *logits = malloc((size_t)N * c->vocab * sizeof(float));
+    must(cuda_model_logits(g, logits), "gpu logits");
+    snprintf(name, sizeof name, "%s: logits", label);
+    compare(name, logits, rotary_model_logits(&m), (size_t)N * c->vocab, 2e-2);
+    snprintf(name, sizeof name, "%s: loss", label);
+    check(fabsf(lg - lc) <= 1e-2f * lc, name, "gpu %.5f cpu %.5f", lg, lc);
+
+    /* Gradients: training forward (fused classifier) then backward. */
+    rotary_model_zero_grad(&m);
+    must(rotary_model_forward(&m, tok, tgt, B, T, &lc), "cpu forward");
+    must(rotary_model_backward(&m), "cpu backward");
+    must(cuda_model_zero_grad(g), "gpu zero grad");
+    must(cuda_model_forward(g, tok, tgt, B, T, 1, &lg), "gpu train forward");
+    must(cuda_model_backward(g), "gpu backward");
+    float *grads = malloc(m.n_params * sizeof(float));
+    must(cuda_model_download(g, NULL, grads, NULL), "download grads");
+    double worst = 0;
+    const char *worst_name = "";
+    for (int i = 0; i < m.n_tensors; i++) {
+        const rotary_tensor *t = &m.tensors[i];
+        double e = rel_err(grads + t->offset, m.grads + t->offset, t->numel);
+        snprintf(name, sizeof name, ".%s: grad %s", label, t->name);
+        check(e <= 5e-2, name, "rel err %.2e (<= 5e-2)", e);
+        if (!(e <= worst)) worst = e, worst_name = t->name;
+    }
+    snprintf(name, sizeof name, "%s: %d gradients", label, m.n_tensors);
+    check(worst <= 5e-2, name, "worst %.2e (%s)", worst, worst_name);
+
+    /* AdamW from the GPU's gradients on both sides, clipped to half the norm. */
+    memcpy(m.grads, grads, m.n_params * sizeof(float));
+    float gnorm;
+    must(cuda_model_grad_norm(g, &gnorm), "gpu grad norm");
+    rotary_adamw opt;
+    must(rotary_adamw_init(&opt, m.n_params), "adamw init");
+    rotary_adamw_config ac = {3e-3f, 0.9f, 0.95f, 1e-8f, 0.1f};
+    const float cnorm = rotary_clip_grad_norm(m.grads, m.n_params, 0.5f * gnorm);
+    snprintf(name, sizeof name, "%s: gradient norm", label);
+    check(fabsf(gnorm - cnorm) <= 1e-5f * cnorm, name, "gpu %.6g cpu %.6g", gnorm, cnorm);
+    for (int s = 0; s < 2; s++) rotary_adamw_step(&opt, &m, &ac);
+    const float scale = 0.5f * gnorm / (gnorm + 1e-6f);
+    for (int s = 0; s < 2; s++) must(cuda_model_adamw_step(g, &ac, scale), "gpu adamw");
+    float *params = malloc(m.n_params * sizeof(float));
+    must(cuda_model_download(g, params, NULL, NULL), "download params");
+    snprintf(name, sizeof name, "%s: parameters after 2 AdamW steps", label);
+    compare(name, params, m.params, m.n_params, 1e-5);
+    rotary_adamw_free(&opt);
+    cuda_model_free(g);
+    rotary_model_free(&m);
+    free(grads); /* logits and params: freed by compare */
+}
+
+/* Loss column of run/metrics.csv into loss[steps]; the count read. */
+static int read_losses(const char *dir, float *loss, int steps) {
+    char path[256], line[256];
+    snprintf(path, sizeof path, "%s/metrics.csv", dir);
+    FILE *f = fopen(path, "r");
+    int n = 0;
+    if (!f) return 0;
+    if (!fgets(line, sizeof line, f)) line[0] = 0;
+    while (n < steps && fgets(line, sizeof line, f)) {
+        long s;
+        float l;
+        if (sscanf(line, "%ld,%f", &s, &l) == 2 && s == n + 1) loss[n++] = l;
+    }
+    fclose(f);
+    return n;
+}
+
+/* 50 steps on a text with structure to learn (a noisy counting sequence). */
+static void test_training_curve(void) {
+    enum { STEPS = 50, NTOK = 20000 };
+    rotary_config c;
+    base(&c);
+    c.init_std = 0.02f, c.ctx = 64;
+    static int ids[NTOK];
+    rotary_rng r;
+    rotary_rng_seed(&r, 5);
+    for (int i = 0; i < NTOK; i++)
+        ids[i] = rotary_rng_uniform(&r) < 0.8f ? (i * 7 + i / 13) % c.vocab
+                                               : (int)(rotary_rng_next(&r) % (uint64_t)c.vocab);
+    char dir[2][64] = {"cuda_curve_cpu.XXXXXX", "cuda_curve_gpu.XXXXXX"};
+    float loss[2][STEPS];
+    for (int d = 0; d < 2; d++) {
+        if (!mkdtemp(dir[d])) must(ROTARY_EIO, "mkdtemp");
+        rotary_model m;
+        must(rotary_model_build(&m, &c), "build");
+        rotary_model_init(&m, 3);
+        rotary_train_opts o = {.run_dir = dir[d], .train_ids = ids, .val_ids = ids + 18000,
+                               .n_train = 18000, .n_val = 2000, .batch = 8, .steps = STEPS,
+                               .warmup = 5, .lr = 3e-3f, .min_lr = 3e-4f, .weight_decay = 0.1f,
+                               .clip = 1.0f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f,
+                               .eval_every = 25, .eval_batches = 2, .seed = 9};
+        must(d ? cuda_train(&m, &o) : rotary_train(&m, &o), d ? "cuda_train" : "rotary_train");
+        int n = read_losses(dir[d], loss[d], STEPS);
+        check(n == STEPS, d ? "gpu run: metrics.csv" : "cpu run: metrics.csv", "%d steps", n);
+        rotary_model_free(&m);
+    }
+    double worst = 0;
+    int at = 0;
+    for (int s = 0; s < STEPS; s++) {
+        double e = fabs(loss[1][s] - loss[0][s]) / loss[0][s];
+        if (!(e <= worst)) worst = e, at = s + 1;
+    }
+    check(worst <= 3e-2, "50-step loss curve, gpu vs cpu", "worst %.2e at step %d; loss %.4f -> "
+          "%.4f (cpu), %.4f -> %.4f (gpu)", worst, at, loss[0][0], loss[0][STEPS - 1], loss[1][0],
+          loss[1][STEPS - 1]);
+    check(loss[1][STEPS - 1] < loss[1][0] - 0.5f, "gpu run learns", "%.4f -> %.4f", loss[1][0],
+          loss[1][STEPS - 1]);
+    printf("step  cpu     gpu\n");
+    for (int s = 0; s < STEPS; s += 7) printf("%4d  %.4f  %.4f\n", s + 1, loss[0][s], loss[1][s]);
+    for (int d = 0; d < 2; d++) {
+        char cmd[160];
+        snprintf(cmd, sizeof cmd, "rm -rf %s", dir[d]);
+        if (system(cmd)) printf("note: could not remove %s\n", dir[d]);
+    }
+}
+
+int main(void) {
+    gpu_or_skip("test_cuda_model");
+    rotary_config c;
+    base(&c);
+    test_config("rope interleaved rms swiglu gqa tied", &c);
+    base(&c);
+    c.norm = ROTARY_NORM_LAYER, c.mlp = ROTARY_MLP_GELU, c.bias = 1, c.tied = 0;
+    c.rope_pairing = ROTARY_ROPE_HALF, c.rotary_dim = 8, c.n_kv_head = 1;
+    test_config("rope half rd 8 layernorm gelu bias untied mqa", &c);
+    base(&c);
+    c.pos = ROTARY_POS_ALIBI, c.n_kv_head = 4;
+    test_config("alibi rms swiglu", &c);
+    base(&c);
+    c.pos = ROTARY_POS_LEARNED, c.norm = ROTARY_NORM_LAYER, c.mlp = ROTARY_MLP_GELU, c.bias = 1;
+    test_config("learned layernorm gelu bias", &c);
+    base(&c);
+    c.pos = ROTARY_POS_SINUSOIDAL, c.n_head = 2, c.n_kv_head = 2;
+    test_config("sinusoidal hd 32", &c);
+    base(&c);
+    c.pos = ROTARY_POS_NONE, c.rope_scaling.type = ROTARY_ROPE_SCALING_NONE;
+    test_config("none", &c);
+    base(&c);
+    c.rope_scaling.type = ROTARY_ROPE_SCALING_LINEAR, c.rope_scaling.factor = 2;
+    c.rope_scaling.original_ctx = 20;
+    test_config("rope linear scaling", &c);
+
+    /* What the GPU refuses, it refuses by name. */
+    base(&c);
+    c.attn = ROTARY_ATTN_LINEAR;
+    check(cuda_config_check(&c) != 0 && strstr(rotary_last_error(), "linear"), "refuses linear attention",
+          "%s", rotary_last_error());
+    base(&c);
+    c.pos = ROTARY_POS_T5;
+    check(cuda_config_check(&c) != 0 && strstr(rotary_last_error(), "t5"), "refuses t5", "%s",
+          rotary_last_error());
+    test_training_curve();
+    return check_summary("test_cuda_model");
+}

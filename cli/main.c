@@ -4,6 +4,7 @@
 
 #include <cblas.h>
 #include <omp.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -45,6 +46,9 @@ int main(int argc, char **argv) {
      * (see rotary_blas_coretype_hint); ROTARY_NO_REEXEC=1 turns this off. */
     const char *core = getenv("ROTARY_NO_REEXEC") ? NULL : rotary_blas_coretype_hint();
     if (core && setenv("OPENBLAS_CORETYPE", core, 1) == 0) execv("/proc/self/exe", argv);
+    /* A file-size limit (ulimit -f) must fail the write with EFBIG, which we
+     * report, instead of killing the process. */
+    signal(SIGXFSZ, SIG_IGN);
     if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") ||
         !strcmp(argv[1], "help")) {
         usage(argc < 2 ? stderr : stdout);

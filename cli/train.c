@@ -20,13 +20,13 @@ typedef struct {
     const char *data, *tokenizer, *out, *resume, *pos, *norm, *mlp, *pairing, *attn;
     int t5_buckets, t5_max_distance;
     int layers, heads, kv_heads, dim, ff, ctx, batch, threads, eval_batches, rotary_dim;
-    int tied, bias, force, sample_tokens;
+    int tied, bias, force, sample_tokens, zero1;
     long steps, warmup, eval_every, ckpt_every, seed;
     float lr, min_lr_frac, weight_decay, clip, beta1, beta2, rope_base, val_fraction, init_std;
     cli_rope_args rope;
 } train_args;
 
-#define N_SPECS (39 + CLI_ROPE_N_SPECS)
+#define N_SPECS (40 + CLI_ROPE_N_SPECS)
 static int make_specs(arg_spec *s, train_args *a) {
     int n = 0;
 #define SPEC(name, type, ptr, lo, hi, help) s[n++] = (arg_spec){name, type, ptr, lo, hi, help, 0}
@@ -70,6 +70,7 @@ static int make_specs(arg_spec *s, train_args *a) {
     SPEC("--seed", ARG_LONG, &a->seed, 0, 9e15, "random seed (weights and batches)");
     SPEC("--threads", ARG_INT, &a->threads, 0, 1024, "threads (0 = all cores)");
     SPEC("--sample-tokens", ARG_INT, &a->sample_tokens, 0, 1 << 20, "tokens sampled into samples.txt at the end");
+    SPEC("--zero1", ARG_FLAG, &a->zero1, 0, 1, "under mpirun: each rank keeps the AdamW state of 1/N of the weights (ZeRO-1)");
 #undef SPEC
     return n;
 }
@@ -96,7 +97,7 @@ static void defaults(train_args *a) {
 /* Flags that a resumed run may change: the rest define the run. */
 static int may_change_on_resume(const char *name) {
     return !strcmp(name, "--resume") || !strcmp(name, "--threads") || !strcmp(name, "--force") ||
-           !strcmp(name, "--sample-tokens") || !strcmp(name, "--out");
+           !strcmp(name, "--sample-tokens") || !strcmp(name, "--out") || !strcmp(name, "--zero1");
 }
 
 /* Options added after the first release: a run's config.json without them
@@ -263,12 +264,13 @@ typedef struct {
     int tty;
     long every;
     double tok_s;
+    int quiet; /* ranks other than 0 under mpirun */
 } progress;
 
 static int on_step(void *ctx, const rotary_train_status *s) {
     progress *p = ctx;
     p->tok_s = p->tok_s > 0 ? 0.9 * p->tok_s + 0.1 * s->tokens_per_s : s->tokens_per_s;
-    int show = p->tty || s->evaluated || s->step % p->every == 0 || s->step == s->steps;
+    int show = !p->quiet && (p->tty || s->evaluated || s->step % p->every == 0 || s->step == s->steps);
     if (show) {
         double eta = s->step > 0 ? s->elapsed_s / (double)s->step * (double)(s->steps - s->step) : 0;
         char val[32] = "     -";
@@ -356,7 +358,11 @@ static int config_mismatch(const rotary_config *a, const rotary_config *b, char 
     return 0;
 }
 
-int cmd_train(int argc, char **argv) {
+/* Under mpirun: which process this is (rank 0 alone writes the run
+ * directory and talks); rank 0 of 1 otherwise. */
+static rotary_dist dist;
+
+static int train(int argc, char **argv) {
     train_args a;
     defaults(&a);
     arg_spec specs[N_SPECS];
@@ -386,8 +392,9 @@ int cmd_train(int argc, char **argv) {
             }
         }
         saved.resume = a.resume, saved.threads = a.threads, saved.sample_tokens = a.sample_tokens;
+        saved.zero1 = a.zero1;
         a = saved;
-    } else {
+    } else if (dist.rank == 0) {
         if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
             char why[256];
             snprintf(why, sizeof why, "cannot create the run directory: %s", strerror(errno));
@@ -414,7 +421,7 @@ int cmd_train(int argc, char **argv) {
     if (rotary_config_validate(&cfg)) return cli_fail("model", rotary_last_error());
 
     token_split d;
-    fprintf(stderr, "rotary: reading %s\n", a.data);
+    if (dist.rank == 0) fprintf(stderr, "rotary: reading %s\n", a.data);
     if (load_data(a.data, tok, a.val_fraction, &d)) return 1;
 
     if (d.n_train < (size_t)cfg.ctx + 1 || d.n_val < (size_t)cfg.ctx + 1) {
@@ -434,22 +441,36 @@ int cmd_train(int argc, char **argv) {
     } else {
         if (rotary_model_build(&m, &cfg)) return cli_fail("model", rotary_last_error());
         rotary_model_init(&m, (uint64_t)a.seed);
-        if (!a.resume && (write_config_json(dir, specs, n, &cfg, argc, argv) ||
-                          rotary_tokenizer_save(tok, tok_path)))
+        if (!a.resume && dist.rank == 0 && (write_config_json(dir, specs, n, &cfg, argc, argv) ||
+                                            rotary_tokenizer_save(tok, tok_path)))
             return cli_fail(tok_path, rotary_last_error());
     }
-    fprintf(stderr, "rotary: %zu parameters, pos=%s, %zu training and %zu validation tokens, "
-            "%d threads%s\n", m.n_params, a.pos, d.n_train, d.n_val, omp_get_max_threads(),
-            have_ckpt ? ", resuming" : "");
+    if (dist.rank == 0)
+        fprintf(stderr, "rotary: %zu parameters, pos=%s, %zu training and %zu validation tokens, "
+                "%d threads%s\n", m.n_params, a.pos, d.n_train, d.n_val, omp_get_max_threads(),
+                have_ckpt ? ", resuming" : "");
 
-    progress pr = {isatty(2), a.steps / 20 > 0 ? a.steps / 20 : 1, 0};
+    progress pr = {isatty(2), a.steps / 20 > 0 ? a.steps / 20 : 1, 0, dist.rank != 0};
     rotary_train_opts o = {
         .run_dir = dir, .train_ids = d.train, .val_ids = d.val, .n_train = d.n_train,
         .n_val = d.n_val, .batch = a.batch, .steps = a.steps, .warmup = a.warmup, .lr = a.lr,
         .min_lr = a.lr * a.min_lr_frac, .weight_decay = a.weight_decay, .clip = a.clip,
         .beta1 = a.beta1, .beta2 = a.beta2, .eps = 1e-8f, .eval_every = a.eval_every,
         .ckpt_every = a.ckpt_every ? a.ckpt_every : a.eval_every, .eval_batches = a.eval_batches,
-        .seed = (uint64_t)a.seed, .resume = a.resume != NULL, .on_step = on_step, .ctx = &pr};
+        .seed = (uint64_t)a.seed, .resume = a.resume != NULL, .on_step = on_step, .ctx = &pr,
+        .dist = &dist, .zero1 = a.zero1};
+    if (dist.size > 1 && dist.rank == 0) {
+        rotary_dist one = {0, 1, 0, 0, NULL};
+        rotary_train_opts alone = o;
+        alone.dist = &one;
+        fprintf(stderr, "rotary: %d ranks, batch %d (%d per rank), AdamW state %.2f MB per rank "
+                "(%s)\n", dist.size, a.batch, a.batch / dist.size,
+                rotary_train_optim_bytes(&m, &o) / 1e6,
+                a.zero1 ? "ZeRO-1" : "not sharded: --zero1 divides it by the ranks");
+        if (a.zero1)
+            fprintf(stderr, "rotary: without ZeRO-1: %.2f MB per rank\n",
+                    rotary_train_optim_bytes(&m, &alone) / 1e6);
+    }
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_sigint;
@@ -457,13 +478,14 @@ int cmd_train(int argc, char **argv) {
     sigaction(SIGTERM, &sa, NULL);
     rc = rotary_train(&m, &o);
     if (rc == ROTARY_EINTR) {
-        fprintf(stderr, "\nrotary: train: interrupted; %s; continue with: rotary train --resume %s\n",
-                rotary_last_error(), dir);
+        if (dist.rank == 0)
+            fprintf(stderr, "\nrotary: train: interrupted; %s; continue with: rotary train --resume %s\n",
+                    rotary_last_error(), dir);
         rc = 130;
     } else if (rc) {
         if (pr.tty) fputc('\n', stderr);
         rc = cli_fail("train", rotary_last_error());
-    } else {
+    } else if (dist.rank == 0) {
         rc = write_sample(&m, tok, &d, dir, a.sample_tokens, (uint64_t)a.seed, a.steps);
         fprintf(stderr, "rotary: run written to %s (metrics.csv, checkpoint.safetensors, samples.txt)\n", dir);
     }
@@ -471,5 +493,20 @@ int cmd_train(int argc, char **argv) {
     free(d.val);
     rotary_tokenizer_free(tok);
     rotary_model_free(&m);
+    return rc;
+}
+
+/* `mpirun -np N rotary train ...` runs this in N processes (docs/distributed.md).
+ * A rank that fails on its own ends the whole job (MPI_Abort) rather than
+ * leave the others waiting for it; failures inside rotary_train are agreed
+ * on by all ranks, and an interrupted run leaves normally. */
+int cmd_train(int argc, char **argv) {
+    if (rotary_dist_init(&dist, &argc, &argv)) return cli_fail("mpi", rotary_last_error());
+    int rc = train(argc, argv);
+    if (rc != 0 && rc != 130 && dist.size > 1) {
+        fflush(stderr);
+        rotary_dist_abort(&dist, rc);
+    }
+    rotary_dist_finalize(&dist);
     return rc;
 }

@@ -36,6 +36,13 @@ enum {
 /* The message of the last failure on this thread ("" if none). */
 const char *rotary_last_error(void);
 
+/* Write n bytes to path so that a crash or power cut leaves either the old
+ * file or the new one, never part of one: a temporary file beside path
+ * ("PATH.tmp.XXXXXX"), fsync, rename, fsync of the directory. On failure
+ * (disk full, read-only directory...) the old file is untouched and the
+ * temporary file removed. */
+int rotary_write_file(const char *path, const void *data, size_t n);
+
 /* splitmix64-seeded xorshift64*; the same stream on every platform.
  * Functions at the end of this header. */
 typedef struct { uint64_t s; } rotary_rng;

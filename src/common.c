@@ -236,6 +236,14 @@ int rotary_tmpfile_commit(rotary_tmpfile *f) {
     return fsync_parent_dir(f->path);
 }
 
+int rotary_write_file(const char *path, const void *data, size_t n) {
+    rotary_tmpfile f;
+    int rc = rotary_tmpfile_open(&f, path);
+    if (rc == ROTARY_OK) rc = rotary_tmpfile_write(&f, data, n);
+    if (rc == ROTARY_OK) rc = rotary_tmpfile_commit(&f);
+    return rc;
+}
+
 /* splitmix64 for seeding, xorshift64* for the stream. */
 void rotary_rng_seed(rotary_rng *r, uint64_t seed) {
     uint64_t z = seed + 0x9E3779B97F4A7C15ull;

@@ -21,40 +21,28 @@ static uint32_t get32(const unsigned char *p) {
 int rotary_tokens_save(const char *path, const int *ids, size_t n, int vocab) {
     if (vocab < 1) return rotary_fail(ROTARY_EINVAL, "%s: vocab %d", path, vocab);
     const int width = vocab <= 65536 ? 2 : 4;
-    char tmp[4096];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
-        return rotary_fail(ROTARY_EINVAL, "%s: path too long", path);
-    FILE *f = fopen(tmp, "wb");
-    if (!f) return rotary_fail(ROTARY_EIO, "%s: cannot create: %s", tmp, strerror(errno));
+    for (size_t i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= vocab)
+            return rotary_fail(ROTARY_EINVAL, "%s: token %d at %zu outside vocab %d", path, ids[i],
+                               i, vocab);
+    rotary_tmpfile f;
+    int rc = rotary_tmpfile_open(&f, path);
+    if (rc) return rc;
     unsigned char h[HEADER] = {0};
     memcpy(h, MAGIC, 8);
     put32(h + 8, (uint32_t)vocab);
     put32(h + 12, (uint32_t)width);
     put32(h + 16, (uint32_t)(n & 0xffffffffu));
     put32(h + 20, (uint32_t)((uint64_t)n >> 32));
-    int ok = fwrite(h, 1, HEADER, f) == HEADER;
+    rc = rotary_tmpfile_write(&f, h, HEADER);
     unsigned char buf[8192];
-    for (size_t i = 0; ok && i < n;) {
+    for (size_t i = 0; rc == ROTARY_OK && i < n;) {
         size_t k = 0;
-        for (; i < n && k + 4 <= sizeof buf; i++) {
-            if (ids[i] < 0 || ids[i] >= vocab) {
-                fclose(f);
-                remove(tmp);
-                return rotary_fail(ROTARY_EINVAL, "%s: token %d at %zu outside vocab %d", path,
-                                   ids[i], i, vocab);
-            }
+        for (; i < n && k + 4 <= sizeof buf; i++)
             for (int b = 0; b < width; b++) buf[k++] = (unsigned char)(ids[i] >> (8 * b));
-        }
-        ok = fwrite(buf, 1, k, f) == k;
+        rc = rotary_tmpfile_write(&f, buf, k);
     }
-    ok = ok && fflush(f) == 0 && fsync(fileno(f)) == 0;
-    if (fclose(f) != 0) ok = 0;
-    if (!ok || rename(tmp, path) != 0) {
-        int e = errno;
-        remove(tmp);
-        return rotary_fail(ROTARY_EIO, "%s: write failed: %s", path, strerror(e));
-    }
-    return ROTARY_OK;
+    return rc ? rc : rotary_tmpfile_commit(&f);
 }
 
 int rotary_tokens_is_file(const char *path) {

@@ -981,61 +981,6 @@ int rotary_tokenizer_decode(const rotary_tokenizer *t, const int *ids, size_t n,
 
 /* ------------------------------------------------------------ save, load */
 
-static int write_all(int fd, const char *p, size_t n) {
-    while (n) {
-        ssize_t k = write(fd, p, n);
-        if (k < 0 && errno == EINTR) continue;
-        if (k <= 0) return -1;
-        p += k;
-        n -= (size_t)k;
-    }
-    return 0;
-}
-
-/* Write data to path via a temporary file in the same directory, fsync and
- * rename, so a crash leaves the old file or the new one, never half of one. */
-static int write_atomic(const char *path, const char *data, size_t n) {
-    size_t plen = strlen(path);
-    char *tmp = malloc(plen + sizeof ".tmp.XXXXXX");
-    if (!tmp) return rotary_fail(ROTARY_ENOMEM, "%s: out of memory", path);
-    memcpy(tmp, path, plen);
-    memcpy(tmp + plen, ".tmp.XXXXXX", sizeof ".tmp.XXXXXX");
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        int rc = rotary_fail(ROTARY_EIO, "%s: cannot create a temporary file: %s", path,
-                             strerror(errno));
-        free(tmp);
-        return rc;
-    }
-    (void)fchmod(fd, 0644); /* mkstemp makes it 0600 */
-    int rc = ROTARY_OK;
-    if (write_all(fd, data, n) != 0 || fsync(fd) != 0)
-        rc = rotary_fail(ROTARY_EIO, "%s: cannot write '%s': %s", path, tmp, strerror(errno));
-    if (close(fd) != 0 && rc == ROTARY_OK)
-        rc = rotary_fail(ROTARY_EIO, "%s: cannot close '%s': %s", path, tmp, strerror(errno));
-    if (rc == ROTARY_OK && rename(tmp, path) != 0)
-        rc = rotary_fail(ROTARY_EIO, "%s: cannot rename '%s' into place: %s", path, tmp,
-                         strerror(errno));
-    if (rc != ROTARY_OK) unlink(tmp);
-    free(tmp);
-    if (rc != ROTARY_OK) return rc;
-    /* Sync the directory so the rename itself is durable. */
-    const char *slash = strrchr(path, '/');
-    char dir[4096];
-    if (!slash) strcpy(dir, ".");
-    else if (slash == path) strcpy(dir, "/");
-    else if ((size_t)(slash - path) < sizeof dir) {
-        memcpy(dir, path, (size_t)(slash - path));
-        dir[slash - path] = '\0';
-    } else return ROTARY_OK;
-    int dfd = open(dir, O_RDONLY);
-    if (dfd >= 0) {
-        (void)fsync(dfd); /* some file systems refuse fsync on a directory */
-        close(dfd);
-    }
-    return ROTARY_OK;
-}
-
 int rotary_tokenizer_save(const rotary_tokenizer *t, const char *path) {
     if (!t || !path || !path[0]) return rotary_fail(ROTARY_EINVAL, "tokenizer save: no path");
     if (t->kind != TOK_BYTES && t->kind != TOK_BPE)
@@ -1068,7 +1013,7 @@ int rotary_tokenizer_save(const rotary_tokenizer *t, const char *path) {
     memcpy(text, json, n);
     text[n++] = '\n';
     free(json);
-    int rc = write_atomic(path, text, n);
+    int rc = rotary_write_file(path, text, n);
     free(text);
     return rc;
 oom:

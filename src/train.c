@@ -42,38 +42,26 @@ int rotary_eval_loss(rotary_model *m, const int *ids, size_t n, int B, int n_bat
 }
 
 /* Keep the header and the complete rows of metrics.csv up to `step`: a run
- * killed after its last checkpoint may have logged steps it will redo. */
+ * killed after its last checkpoint may have logged steps it will redo, and
+ * the last of them may be torn. */
 static int trim_metrics(const char *path, long step) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return rotary_fail(ROTARY_EIO, "%s: cannot open: %s", path, strerror(errno));
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *o = fopen(tmp, "wb");
-    if (!o) {
-        fclose(f);
-        return rotary_fail(ROTARY_EIO, "%s: cannot create: %s", tmp, strerror(errno));
-    }
-    char line[1024];
-    int first = 1, ok = 1;
-    while (fgets(line, sizeof line, f)) {
-        size_t len = strlen(line);
-        if (len == 0 || line[len - 1] != '\n') break; /* torn last line */
-        if (!first) {
+    char *text;
+    size_t n, keep = 0;
+    int rc = rotary_read_file(path, (size_t)1 << 34, "metrics file", &text, &n);
+    if (rc) return rc;
+    for (size_t at = 0, row = 0; at < n; row++) {
+        const char *nl = memchr(text + at, '\n', n - at);
+        if (!nl) break; /* torn last line */
+        if (row > 0) {
             char *end;
-            long s = strtol(line, &end, 10);
-            if (end == line || *end != ',' || s > step) break;
+            long s = strtol(text + at, &end, 10);
+            if (end == text + at || *end != ',' || s > step) break;
         }
-        first = 0;
-        ok = ok && fputs(line, o) >= 0;
+        at = keep = (size_t)(nl - text) + 1;
     }
-    fclose(f);
-    ok = ok && fflush(o) == 0 && fsync(fileno(o)) == 0;
-    if (fclose(o) != 0) ok = 0;
-    if (!ok || rename(tmp, path) != 0) {
-        remove(tmp);
-        return rotary_fail(ROTARY_EIO, "%s: cannot rewrite", path);
-    }
-    return ROTARY_OK;
+    rc = keep == n ? ROTARY_OK : rotary_write_file(path, text, keep);
+    free(text);
+    return rc;
 }
 
 static int save(const char *path, const rotary_model *m, const rotary_adamw *opt, long step,
@@ -180,9 +168,18 @@ int rotary_train(rotary_model *m, const rotary_train_opts *o) {
         if (st.evaluated) snprintf(val, sizeof val, "%.6f", st.val_loss);
         fprintf(mf, "%ld,%.6f,%s,%.6e,%.1f,%.3f\n", st.step, st.train_loss, val, st.lr,
                 st.tokens_per_s, st.elapsed_s);
-        fflush(mf);
+        if (fflush(mf) != 0 || ferror(mf)) {
+            rc = rotary_fail(ROTARY_EIO, "%s: cannot write: %s; the last checkpoint (step %ld) "
+                             "is kept in %s", metrics, strerror(errno), last_saved, ckpt);
+            goto out;
+        }
         int stop = o->on_step ? o->on_step(o->ctx, &st) : 0;
         if (stop || st.step == o->steps || (o->ckpt_every && st.step % o->ckpt_every == 0)) {
+            /* The rows up to a checkpoint must outlive it (a power cut). */
+            if (fsync(fileno(mf)) != 0) {
+                rc = rotary_fail(ROTARY_EIO, "%s: cannot sync: %s", metrics, strerror(errno));
+                goto out;
+            }
             if ((rc = save(ckpt, m, &opt, st.step, st.elapsed_s))) goto out;
             last_saved = st.step;
             t_prev = now_s(); /* checkpoint time is not training time */

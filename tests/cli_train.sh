@@ -84,7 +84,7 @@ expect_error "unreadable path" "cannot open" "$rotary" train "${tiny[@]}" --data
 expect_error "invalid UTF-8 for BPE" "UTF-8" "$rotary" tokenizer train --vocab 300 -o "$tmp/t.json" "$tmp/bad-utf8.txt"
 expect_error "run directory in use" "already holds a run" "$rotary" train "${tiny[@]}" --steps 10 --out "$tmp/a"
 expect_error "flags disagree on resume" "disagrees" "$rotary" train --resume "$tmp/a" --dim 64
-expect_error "resume without a run" "config.json" "$rotary" train --resume "$tmp/none"
+expect_error "resume without a run" "no such run directory" "$rotary" train --resume "$tmp/none"
 expect_error "bad number" "--lr" "$rotary" train --lr fast
 expect_error "unknown encoding" "--pos" "$rotary" train "${tiny[@]}" --pos spiral --out "$tmp/c4"
 "$rotary" train "${tiny[@]}" --pos learned --steps 5 --out "$tmp/learned" >/dev/null 2>&1 || bad "learned run"

@@ -47,6 +47,7 @@ include(tests/tokenizers.cmake)
 include(tests/decode.cmake)
 include(tests/llama.cmake)
 include(tests/fuzz.cmake)
+include(tests/reliability.cmake)
 
 # The tests that feed outside input (files, options) to our readers; `make
 # test` runs them again under AddressSanitizer and UBSan.

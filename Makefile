@@ -2,7 +2,7 @@
 BUILD ?= build
 JOBS ?= 2
 
-.PHONY: all train demo test test-cuda-build fuzz clean
+.PHONY: all train demo test test-cuda-build test-mpi fuzz clean
 
 all:
 	cmake -S . -B $(BUILD) -DROTARY_WERROR=ON >/dev/null
@@ -25,6 +25,7 @@ test: all
 	cmake --build $(BUILD)-asan -j $(JOBS) --target $(READER_TARGETS)
 	cd $(BUILD)-asan && ctest --output-on-failure -j $(JOBS) -L reader
 	$(MAKE) test-cuda-build
+	$(MAKE) test-mpi
 
 # The CUDA backend (docs/performance.md) where nvcc is installed: build
 # everything with -DROTARY_CUDA=ON and run the tests; those that need a GPU
@@ -37,6 +38,13 @@ test-cuda-build:
 	cmake --build $(BUILD)-cuda -j $(JOBS); \
 	cd $(BUILD)-cuda && ctest --output-on-failure -j $(JOBS)
 
+# Data-parallel training over MPI (docs/distributed.md): a build with
+# -DROTARY_MPI=ON and its tests labelled "mpi" (2 and 3 ranks under mpirun).
+test-mpi:
+	cmake -S . -B $(BUILD)-mpi -DROTARY_WERROR=ON -DROTARY_MPI=ON >/dev/null
+	cmake --build $(BUILD)-mpi -j $(JOBS) --target rotary_cli test_dist
+	cd $(BUILD)-mpi && ctest --output-on-failure -L mpi
+
 # Every libFuzzer harness in fuzz/ for FUZZ_SECONDS each, under ASan and UBSan
 # (clang); CI runs 30 s each. docs/reliability.md.
 FUZZ_SECONDS ?= 60
@@ -44,4 +52,4 @@ fuzz:
 	fuzz/run.sh $(FUZZ_SECONDS)
 
 clean:
-	rm -rf $(BUILD) $(BUILD)-asan $(BUILD)-cuda build-fuzz
+	rm -rf $(BUILD) $(BUILD)-asan $(BUILD)-cuda $(BUILD)-mpi build-fuzz

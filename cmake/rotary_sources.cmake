@@ -11,6 +11,7 @@ set(ROTARY_SOURCES
   src/tokenizer.c
   src/data.c
   src/train.c
+  src/dist.c
   src/sample.c
   src/matvec.c
   src/io_gguf.c

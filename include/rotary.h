@@ -264,18 +264,34 @@ typedef struct {
 
 typedef struct {
     size_t n;
-    float *m, *v; /* (n) first and second moments, parameter layout */
-    long step;    /* steps taken */
+    size_t offset; /* the state covers parameters [offset, offset + n): 0 and
+                      n_params for the whole model, a shard under ZeRO-1 */
+    float *m, *v;  /* (n) first and second moments, parameter layout */
+    long step;     /* steps taken */
 } rotary_adamw;
 
+/* State for the whole model (offset 0). For a shard, set offset after init. */
 int rotary_adamw_init(rotary_adamw *o, size_t n);
 void rotary_adamw_free(rotary_adamw *o);
 /* One AdamW step (decoupled weight decay on tensors with decay set, bias
- * correction), as torch.optim.AdamW defines it. */
+ * correction), as torch.optim.AdamW defines it, on the parameters the state
+ * covers; the others are left alone. */
 void rotary_adamw_step(rotary_adamw *o, rotary_model *m, const rotary_adamw_config *c);
 /* Scale grads so their global L2 norm is at most max_norm (as
- * torch.nn.utils.clip_grad_norm_); returns the norm before clipping. */
+ * torch.nn.utils.clip_grad_norm_); returns the norm before clipping. The
+ * squares are summed in double over blocks of ROTARY_NORM_BLOCK floats, then
+ * the block sums in order: the same bits for any thread count. */
 float rotary_clip_grad_norm(float *grads, size_t n, float max_norm);
+enum { ROTARY_NORM_BLOCK = 16384 };
+/* The pieces of rotary_clip_grad_norm, for a norm over shards held by
+ * different processes: part[k] = the sum of squares (double) of block k of
+ * grads (n floats, blocks of ROTARY_NORM_BLOCK, the last one short), and
+ * the clip factor of the norm of blocks summed in order (1 when not clipping).
+ * rotary_clip_grad_norm(g, n, c) == norm of rotary_grad_sq_blocks(g, n),
+ * factor min(1, c / (norm + 1e-6)). */
+void rotary_grad_sq_blocks(const float *grads, size_t n, double *part);
+float rotary_grad_norm_of_blocks(const double *part, size_t n_blocks);
+float rotary_clip_factor(float norm, float max_norm);
 /* Linear warmup to lr over `warmup` steps, then cosine decay to min_lr at
  * step `total`. step counts from 0. */
 float rotary_lr_at(long step, long warmup, long total, float lr, float min_lr);
@@ -318,7 +334,8 @@ int rotary_checkpoint_save(const char *path, const rotary_model *m,
 int rotary_checkpoint_save_state(const char *path, const rotary_model *m,
                                  const rotary_adamw *opt, const char *const *extra_meta,
                                  int n_extra);
-/* Read the AdamW state of such a checkpoint into opt (sized for m). */
+/* Read the AdamW state of such a checkpoint into opt (sized for m, or for a
+ * shard of it: the moments of parameters [opt->offset, opt->offset + opt->n)). */
 int rotary_checkpoint_load_optim(const char *path, const rotary_model *m, rotary_adamw *opt);
 /* Build *m from a checkpoint (config from its metadata, then weights; any
  * optimizer state is ignored).
@@ -341,6 +358,51 @@ int rotary_tokens_is_file(const char *path);
  * without replaying the ones before it. tok, tgt: (B, T). */
 void rotary_batch(const int *ids, size_t n, int B, int T, uint64_t seed, uint64_t step,
                   int *tok, int *tgt);
+/* Windows i0..i1-1 (0 <= i0 <= i1 <= B) of that batch: tok, tgt (i1-i0, T).
+ * The ranks of a data-parallel job each take a slice, and together see the
+ * batch one process would. */
+void rotary_batch_slice(const int *ids, size_t n, int B, int T, uint64_t seed, uint64_t step,
+                        int i0, int i1, int *tok, int *tgt);
+
+/* ------------------------------------------------------ data parallelism */
+
+/* Training on several processes (docs/distributed.md): started by
+ * `mpirun -np N`, each process (rank) runs the same model on its own slice
+ * of every batch, and the gradients are averaged across ranks. Needs a
+ * librotary built with -DROTARY_MPI=ON; without it, and in a process not
+ * started by mpirun, there is one rank and nothing is communicated. */
+typedef struct {
+    int rank, size;  /* this process, and the number of processes */
+    int mpi;         /* MPI was initialised by rotary_dist_init */
+    size_t bucket;   /* floats per collective call (0: ROTARY_DIST_BUCKET) */
+    int *work;       /* (2 size) counts and offsets for MPI, internal */
+} rotary_dist;
+enum { ROTARY_DIST_BUCKET = 1 << 20 };
+
+/* 1 if librotary was built with MPI. */
+int rotary_dist_available(void);
+/* Join the job when this process was started by mpirun (MPI_Init_thread;
+ * MPI errors then return instead of aborting); otherwise, or without MPI,
+ * rank 0 of 1 without touching MPI. */
+int rotary_dist_init(rotary_dist *d, int *argc, char ***argv);
+/* Leave the job (MPI_Finalize); every rank must call it. */
+void rotary_dist_finalize(rotary_dist *d);
+/* Stop every process of the job with exit status code (MPI_Abort), for a
+ * rank that failed alone (the others would wait for it forever). Returns
+ * only without MPI. */
+void rotary_dist_abort(const rotary_dist *d, int code);
+/* The parameters rank r keeps the optimizer state for under ZeRO-1:
+ * [*lo, *hi) of n, in contiguous shards whose bounds are multiples of
+ * ROTARY_NORM_BLOCK (so a norm over the shards adds the same blocks in the
+ * same order as over the whole buffer); the last shards may be empty when n
+ * is small. */
+void rotary_dist_shard(const rotary_dist *d, size_t n, int r, size_t *lo, size_t *hi);
+/* x (n floats, the same n on every rank) <- the mean over the ranks, in
+ * buckets of d->bucket floats (MPI_Allreduce sum, then times 1/size). */
+int rotary_dist_allreduce_mean(const rotary_dist *d, float *x, size_t n);
+/* The lowest (worst) of the rcs of all ranks, so ranks fail together; a rank
+ * whose rc was ROTARY_OK gets a message naming the rank that failed. */
+int rotary_dist_agree(const rotary_dist *d, int rc);
 
 /* -------------------------------------------------------------- training */
 
@@ -370,6 +432,14 @@ typedef struct {
      * checkpoint (rotary_train then returns ROTARY_EINTR). May be NULL. */
     int (*on_step)(void *ctx, const rotary_train_status *s);
     void *ctx;
+    /* Data parallelism (NULL: one process). batch is the global batch, a
+     * multiple of dist->size; rank r trains on windows [r b, (r+1) b) of
+     * it, b = batch / size. Rank 0 alone writes metrics and checkpoints;
+     * on_step runs on every rank, and any rank asking to stop stops all. */
+    const rotary_dist *dist;
+    int zero1;   /* ZeRO stage 1: each rank keeps the AdamW state of its
+                    shard (rotary_dist_shard) only; checkpoints still hold
+                    the whole state */
 } rotary_train_opts;
 
 /* Train m (built, initialised, or loaded from the run's checkpoint when
@@ -378,6 +448,8 @@ typedef struct {
  * state). Same seed and threads give the same bits, resumed or not. A
  * non-finite loss stops the run, keeping the last checkpoint. */
 int rotary_train(rotary_model *m, const rotary_train_opts *o);
+/* Bytes of AdamW state (both moments) each rank keeps for m under o. */
+size_t rotary_train_optim_bytes(const rotary_model *m, const rotary_train_opts *o);
 /* Mean validation loss over n_batches fixed windows (drawn from seed). */
 int rotary_eval_loss(rotary_model *m, const int *ids, size_t n, int B, int n_batches,
                      uint64_t seed, float *loss);

@@ -113,12 +113,19 @@ int rotary_tokens_load(const char *path, int **ids, size_t *n, int *vocab) {
 
 void rotary_batch(const int *ids, size_t n, int B, int T, uint64_t seed, uint64_t step,
                   int *tok, int *tgt) {
+    rotary_batch_slice(ids, n, B, T, seed, step, 0, B, tok, tgt);
+}
+
+void rotary_batch_slice(const int *ids, size_t n, int B, int T, uint64_t seed, uint64_t step,
+                        int i0, int i1, int *tok, int *tgt) {
     rotary_rng rng;
     rotary_rng_seed(&rng, seed * 0x9E3779B97F4A7C15ull ^ (step + 1) * 0xD1B54A32D192ED03ull);
     const uint64_t span = (uint64_t)(n - (size_t)T); /* starts 0..n-T-1 */
-    for (int b = 0; b < B; b++) {
+    /* Draw every start of the batch, in order, and keep windows i0..i1-1. */
+    for (int b = 0; b < i1 && b < B; b++) {
         size_t start = (size_t)(rotary_rng_next(&rng) % span);
-        memcpy(tok + (size_t)b * T, ids + start, (size_t)T * sizeof(int));
-        memcpy(tgt + (size_t)b * T, ids + start + 1, (size_t)T * sizeof(int));
+        if (b < i0) continue;
+        memcpy(tok + (size_t)(b - i0) * T, ids + start, (size_t)T * sizeof(int));
+        memcpy(tgt + (size_t)(b - i0) * T, ids + start + 1, (size_t)T * sizeof(int));
     }
 }

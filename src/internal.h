@@ -53,4 +53,20 @@ int rotary_tmpfile_open(rotary_tmpfile *f, const char *path);
 int rotary_tmpfile_write(rotary_tmpfile *f, const void *buf, size_t n);
 int rotary_tmpfile_commit(rotary_tmpfile *f);
 
+/* dist.c: the collectives of ZeRO-1 and of the training loop; each is a
+ * no-op with one rank. n is the flat buffer's length on every rank, shards
+ * as rotary_dist_shard cuts them. */
+/* x (n): on return x[lo, hi) of this rank's shard holds the mean over the
+ * ranks (the rest of x is scratch). */
+int dist_reduce_scatter_mean(const rotary_dist *d, float *x, size_t n);
+/* x (n): every rank's shard of x, to every rank. */
+int dist_allgather(const rotary_dist *d, float *x, size_t n);
+/* shard (hi - lo of this rank) to full (n) on rank 0 (full unused elsewhere). */
+int dist_gather(const rotary_dist *d, const float *shard, float *full, size_t n);
+/* part: the ROTARY_NORM_BLOCK block sums of an n-float buffer; each rank's
+ * shard's blocks to every rank. */
+int dist_allgather_norm_blocks(const rotary_dist *d, double *part, size_t n);
+/* x (k) <- the sum over the ranks. */
+int dist_sum(const rotary_dist *d, double *x, int k);
+
 #endif

@@ -690,7 +690,7 @@ int rotary_checkpoint_save_state(const char *path, const rotary_model *m, const 
     char av[CK_N_ARCH][40];
     int n_arch = arch_meta(c, av);
 
-    if (opt && (opt->n != m->n_params || !opt->m || !opt->v))
+    if (opt && (opt->n != m->n_params || opt->offset != 0 || !opt->m || !opt->v))
         return rotary_fail(ROTARY_EINVAL, "%s: optimizer state does not match the model", path);
     char step_s[32];
     snprintf(step_s, sizeof step_s, "%ld", opt ? opt->step : 0L);
@@ -1070,7 +1070,8 @@ out:
 }
 
 int rotary_checkpoint_load_optim(const char *path, const rotary_model *m, rotary_adamw *opt) {
-    if (!m || !opt || opt->n != m->n_params || !opt->m || !opt->v)
+    if (!m || !opt || opt->offset > m->n_params || opt->n > m->n_params - opt->offset ||
+        !opt->m || !opt->v)
         return rotary_fail(ROTARY_EINVAL, "%s: optimizer not initialised for this model", path);
     rotary_st_file *f = NULL;
     int rc = rotary_st_open(&f, path);
@@ -1085,7 +1086,8 @@ int rotary_checkpoint_load_optim(const char *path, const rotary_model *m, rotary
             rc = rotary_fail(ROTARY_EFORMAT, "%s: '%s' does not match the model's %zu parameters",
                              path, names[i], m->n_params);
         else
-            memcpy(dst[i], f->data + e->begin, m->n_params * sizeof(float));
+            memcpy(dst[i], f->data + e->begin + opt->offset * sizeof(float),
+                   opt->n * sizeof(float)); /* a ZeRO-1 shard: its slice */
     }
     const char *s = rotary_st_meta(f, "optim.step");
     char *end = NULL;

@@ -6,6 +6,7 @@
 
 int rotary_adamw_init(rotary_adamw *o, size_t n) {
     o->n = n;
+    o->offset = 0;
     o->step = 0;
     o->m = rotary_alloc_floats(n, "AdamW first moment");
     o->v = o->m ? rotary_alloc_floats(n, "AdamW second moment") : NULL;
@@ -29,12 +30,17 @@ void rotary_adamw_step(rotary_adamw *o, rotary_model *m, const rotary_adamw_conf
     const double bc1 = 1.0 - pow(c->beta1, (double)o->step);
     const float bc2_sqrt = (float)sqrt(1.0 - pow(c->beta2, (double)o->step));
     const float step_size = (float)(c->lr / bc1);
+    const size_t lo = o->offset, hi = o->offset + o->n;
     for (int ti = 0; ti < m->n_tensors; ti++) {
         const rotary_tensor *t = &m->tensors[ti];
+        /* The part of this tensor inside the state's range [lo, hi). */
+        size_t a = t->offset > lo ? t->offset : lo;
+        size_t b = t->offset + t->numel < hi ? t->offset + t->numel : hi;
+        if (a >= b) continue;
         const float decay = t->decay ? 1.0f - c->lr * c->weight_decay : 1.0f;
-        float *p = m->params + t->offset, *g = m->grads + t->offset;
-        float *mm = o->m + t->offset, *vv = o->v + t->offset;
-        const long n = (long)t->numel;
+        float *p = m->params + a, *g = m->grads + a;
+        float *mm = o->m + (a - lo), *vv = o->v + (a - lo);
+        const long n = (long)(b - a);
 #pragma omp parallel for schedule(static)
         for (long i = 0; i < n; i++) {
             mm[i] = c->beta1 * mm[i] + (1.0f - c->beta1) * g[i];
@@ -44,29 +50,45 @@ void rotary_adamw_step(rotary_adamw *o, rotary_model *m, const rotary_adamw_conf
     }
 }
 
+void rotary_grad_sq_blocks(const float *grads, size_t n, double *part) {
+    size_t nb = (n + ROTARY_NORM_BLOCK - 1) / ROTARY_NORM_BLOCK;
+#pragma omp parallel for schedule(static)
+    for (size_t b = 0; b < nb; b++) {
+        size_t end = (b + 1) * ROTARY_NORM_BLOCK < n ? (b + 1) * ROTARY_NORM_BLOCK : n;
+        double s = 0.0;
+        for (size_t i = b * ROTARY_NORM_BLOCK; i < end; i++) s += (double)grads[i] * grads[i];
+        part[b] = s;
+    }
+}
+
+float rotary_grad_norm_of_blocks(const double *part, size_t n_blocks) {
+    double total = 0.0;
+    for (size_t b = 0; b < n_blocks; b++) total += part[b];
+    return (float)sqrt(total);
+}
+
+float rotary_clip_factor(float norm, float max_norm) {
+    float s = max_norm / (norm + 1e-6f); /* torch's clip_coef */
+    return max_norm > 0 && s < 1.0f ? s : 1.0f;
+}
+
 float rotary_clip_grad_norm(float *grads, size_t n, float max_norm) {
     /* Blocked partial sums in double, added in a fixed order: the same bits
-     * for every thread count. */
-    enum { BLOCK = 16384 };
-    size_t nb = (n + BLOCK - 1) / BLOCK;
-    double total = 0.0;
-    double *part = malloc((nb ? nb : 1) * sizeof(double));
+     * for every thread count (and for shards cut at block bounds). */
+    size_t nb = (n + ROTARY_NORM_BLOCK - 1) / ROTARY_NORM_BLOCK;
+    double one, *part = nb > 1 ? malloc(nb * sizeof(double)) : &one;
+    float norm;
     if (part) {
-#pragma omp parallel for schedule(static)
-        for (size_t b = 0; b < nb; b++) {
-            size_t end = (b + 1) * BLOCK < n ? (b + 1) * BLOCK : n;
-            double s = 0.0;
-            for (size_t i = b * BLOCK; i < end; i++) s += (double)grads[i] * grads[i];
-            part[b] = s;
-        }
-        for (size_t b = 0; b < nb; b++) total += part[b];
-        free(part);
+        rotary_grad_sq_blocks(grads, n, part);
+        norm = rotary_grad_norm_of_blocks(part, nb);
+        if (part != &one) free(part);
     } else {
+        double total = 0.0;
         for (size_t i = 0; i < n; i++) total += (double)grads[i] * grads[i];
+        norm = (float)sqrt(total);
     }
-    float norm = (float)sqrt(total);
-    float s = max_norm / (norm + 1e-6f); /* torch's clip_coef */
-    if (max_norm > 0 && s < 1.0f) {
+    float s = rotary_clip_factor(norm, max_norm);
+    if (s < 1.0f) {
 #pragma omp parallel for schedule(static)
         for (size_t i = 0; i < n; i++) grads[i] *= s;
     }

@@ -1,7 +1,13 @@
 /* train.c: the training loop: schedule, evaluation, metrics, checkpoints and
  * resume. Everything a step depends on (batch, learning rate, optimizer
  * state) is a function of the seed, the step number and the checkpoint, so a
- * resumed run repeats the bits of one that never stopped. */
+ * resumed run repeats the bits of one that never stopped.
+ *
+ * With several ranks (rotary_dist) each takes its slice of every batch, the
+ * gradients are averaged (dist.c), and every rank takes the same step; with
+ * ZeRO-1 each rank updates its shard and the shards are all-gathered. Every
+ * failure that could strike one rank alone goes through rotary_dist_agree,
+ * so the ranks stop together instead of waiting for each other. */
 #define _POSIX_C_SOURCE 200809L
 #include "internal.h"
 
@@ -19,26 +25,41 @@ static double now_s(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-int rotary_eval_loss(rotary_model *m, const int *ids, size_t n, int B, int n_batches,
-                     uint64_t seed, float *loss) {
-    const int T = m->cfg.ctx;
+/* One process alone: what opts without a dist mean. */
+static const rotary_dist ONE = {0, 1, 0, 0, NULL};
+
+/* Rank r evaluates windows [r b, (r+1) b) of each batch; the per-rank means
+ * are averaged, which is the mean over the batch when the slices are equal. */
+static int eval_loss(rotary_model *m, const int *ids, size_t n, int B, int n_batches,
+                     uint64_t seed, const rotary_dist *d, float *loss) {
+    const int T = m->cfg.ctx, b = B / d->size, i0 = d->rank * b;
     if (n < (size_t)T + 1)
         return rotary_fail(ROTARY_EINVAL, "evaluation data has %zu tokens, fewer than one context "
                            "window (%d + 1)", n, T);
-    int *tok = malloc(2 * (size_t)B * T * sizeof(int));
-    if (!tok) return rotary_fail(ROTARY_ENOMEM, "eval: out of memory");
-    double total = 0;
-    int rc = ROTARY_OK;
+    int *tok = malloc(2 * (size_t)b * T * sizeof(int));
+    int rc = tok ? ROTARY_OK : rotary_fail(ROTARY_ENOMEM, "eval: out of memory");
+    double x[2] = {0, 0}; /* the sum of the batch means, failures */
     for (int i = 0; i < n_batches && rc == ROTARY_OK; i++) {
         float l;
         /* A seed of their own keeps eval windows apart from training ones. */
-        rotary_batch(ids, n, B, T, seed ^ 0x5EEDE7A1ull, (uint64_t)i, tok, tok + (size_t)B * T);
-        rc = rotary_model_forward(m, tok, tok + (size_t)B * T, B, T, &l);
-        total += l;
+        rotary_batch_slice(ids, n, B, T, seed ^ 0x5EEDE7A1ull, (uint64_t)i, i0, i0 + b, tok,
+                           tok + (size_t)b * T);
+        rc = rotary_model_forward(m, tok, tok + (size_t)b * T, b, T, &l);
+        x[0] += l;
     }
     free(tok);
-    if (rc == ROTARY_OK) *loss = (float)(total / n_batches);
+    x[1] = rc != ROTARY_OK;
+    int rc2 = dist_sum(d, x, 2);
+    if (rc == ROTARY_OK && rc2 == ROTARY_OK && x[1] > 0)
+        rc = rotary_fail(ROTARY_EINVAL, "evaluation failed on another rank");
+    if (rc == ROTARY_OK) rc = rc2;
+    if (rc == ROTARY_OK) *loss = (float)(x[0] / ((double)n_batches * d->size));
     return rc;
+}
+
+int rotary_eval_loss(rotary_model *m, const int *ids, size_t n, int B, int n_batches,
+                     uint64_t seed, float *loss) {
+    return eval_loss(m, ids, n, B, n_batches, seed, &ONE, loss);
 }
 
 /* Keep the header and the complete rows of metrics.csv up to `step`: a run
@@ -73,11 +94,59 @@ static int save(const char *path, const rotary_model *m, const rotary_adamw *opt
     return rotary_checkpoint_save_state(path, m, opt, meta, 2);
 }
 
-static int check_opts(const rotary_model *m, const rotary_train_opts *o) {
+/* FNV-1a over the weights' 32-bit words, for checking that ranks agree. */
+static uint64_t weights_hash(const rotary_model *m) {
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < m->n_params; i++) {
+        uint32_t w;
+        memcpy(&w, m->params + i, 4);
+        h = (h ^ w) * 0x100000001b3ull;
+    }
+    return h;
+}
+
+/* Rank 0 writes the checkpoint. Under ZeRO-1 the shards of the AdamW state
+ * are first gathered there (a full-size copy for the time of the save), so
+ * the file is the same as a single process writes and resumes on any
+ * number of ranks. Every rank returns the same rc. */
+static int save_all(const char *path, const rotary_model *m, const rotary_adamw *opt, int zero,
+                    long step, double elapsed, const rotary_dist *d) {
+    /* Without ZeRO-1 every rank holds its own copy of the weights, updated
+     * by the same averaged gradients: check that they still agree. */
+    double h[2] = {0, 0};
+    if (d->size > 1) {
+        uint64_t w = weights_hash(m) >> 12; /* 52 bits: exact in a double */
+        h[0] = (double)w, h[1] = d->rank == 0 ? (double)w * d->size : 0;
+    }
+    int rc = dist_sum(d, h, 2);
+    if (rc == ROTARY_OK && h[0] != h[1])
+        rc = rotary_fail(ROTARY_EINVAL, "the ranks' weights differ at step %ld", step);
+    if (rc) return rotary_dist_agree(d, rc);
+    if (!zero) {
+        rc = d->rank == 0 ? save(path, m, opt, step, elapsed) : ROTARY_OK;
+        return rotary_dist_agree(d, rc);
+    }
+    rotary_adamw full = {0};
+    if (d->rank == 0) rc = rotary_adamw_init(&full, m->n_params);
+    if ((rc = rotary_dist_agree(d, rc))) return rc;
+    full.step = opt->step;
+    if ((rc = dist_gather(d, opt->m, full.m, m->n_params)) == ROTARY_OK &&
+        (rc = dist_gather(d, opt->v, full.v, m->n_params)) == ROTARY_OK && d->rank == 0)
+        rc = save(path, m, &full, step, elapsed);
+    rotary_adamw_free(&full);
+    return rotary_dist_agree(d, rc);
+}
+
+static int check_opts(const rotary_model *m, const rotary_train_opts *o, const rotary_dist *d) {
     const int T = m->cfg.ctx;
     if (o->batch < 1 || o->steps < 1 || o->warmup < 0 || o->eval_batches < 1 ||
         o->eval_every < 0 || o->ckpt_every < 0)
         return rotary_fail(ROTARY_EINVAL, "train: batch, steps and eval batches must be positive");
+    if (d->size < 1 || d->rank < 0 || d->rank >= d->size)
+        return rotary_fail(ROTARY_EINVAL, "train: bad rank %d of %d", d->rank, d->size);
+    if (o->batch % d->size)
+        return rotary_fail(ROTARY_EINVAL, "train: the batch (%d) must be a multiple of the number "
+                           "of ranks (%d): each rank takes an equal slice", o->batch, d->size);
     if (!(o->lr > 0) || !(o->min_lr >= 0) || !(o->weight_decay >= 0) || !(o->clip >= 0) ||
         !(o->beta1 >= 0 && o->beta1 < 1) || !(o->beta2 >= 0 && o->beta2 < 1) || !(o->eps > 0))
         return rotary_fail(ROTARY_EINVAL, "train: bad optimizer settings");
@@ -90,101 +159,169 @@ static int check_opts(const rotary_model *m, const rotary_train_opts *o) {
     return ROTARY_OK;
 }
 
+size_t rotary_train_optim_bytes(const rotary_model *m, const rotary_train_opts *o) {
+    size_t lo = 0, hi = m->n_params;
+    if (o->zero1 && o->dist) rotary_dist_shard(o->dist, m->n_params, o->dist->rank, &lo, &hi);
+    return 2 * (hi - lo) * sizeof(float);
+}
+
+/* Average the gradients over the ranks, clip them by their global norm and
+ * take the AdamW step. Without ZeRO-1 every rank all-reduces the whole
+ * buffer and updates every weight; with it, each rank receives the mean of
+ * its shard only (reduce-scatter), computes the norm from every shard's
+ * block sums (the same blocks, added in the same order, as one process),
+ * updates its shard and all-gathers the weights. */
+static int update(rotary_model *m, rotary_adamw *opt, int zero, const rotary_adamw_config *ac,
+                  float clip, double *part, const rotary_dist *d) {
+    const size_t n = m->n_params, lo = opt->offset, hi = opt->offset + opt->n;
+    int rc;
+    if (!zero) { /* the whole state on every rank */
+        if ((rc = rotary_dist_allreduce_mean(d, m->grads, n))) return rc;
+        if (clip > 0) rotary_clip_grad_norm(m->grads, n, clip);
+        rotary_adamw_step(opt, m, ac);
+        return ROTARY_OK;
+    }
+    if ((rc = dist_reduce_scatter_mean(d, m->grads, n))) return rc;
+    if (clip > 0) {
+        const size_t nb = (n + ROTARY_NORM_BLOCK - 1) / ROTARY_NORM_BLOCK;
+        rotary_grad_sq_blocks(m->grads + lo, hi - lo, part + lo / ROTARY_NORM_BLOCK);
+        if ((rc = dist_allgather_norm_blocks(d, part, n))) return rc;
+        const float s = rotary_clip_factor(rotary_grad_norm_of_blocks(part, nb), clip);
+        if (s < 1.0f) {
+            float *g = m->grads;
+#pragma omp parallel for schedule(static)
+            for (size_t i = lo; i < hi; i++) g[i] *= s;
+        }
+    }
+    rotary_adamw_step(opt, m, ac);
+    return dist_allgather(d, m->params, n);
+}
+
 int rotary_train(rotary_model *m, const rotary_train_opts *o) {
-    int rc = check_opts(m, o);
+    const rotary_dist *d = o->dist ? o->dist : &ONE;
+    int rc = check_opts(m, o, d);
     if (rc) return rc;
-    const int B = o->batch, T = m->cfg.ctx;
+    const int leader = d->rank == 0;
+    const int B = o->batch, b = B / d->size, i0 = d->rank * b, T = m->cfg.ctx;
+    const size_t n = m->n_params;
     char ckpt[4096], metrics[4096];
     if (snprintf(ckpt, sizeof ckpt, "%s/checkpoint.safetensors", o->run_dir) >= (int)sizeof ckpt ||
         snprintf(metrics, sizeof metrics, "%s/metrics.csv", o->run_dir) >= (int)sizeof metrics)
         return rotary_fail(ROTARY_EINVAL, "run directory path too long");
 
-    rotary_adamw opt;
-    if ((rc = rotary_adamw_init(&opt, m->n_params))) return rc;
-    int *tok = malloc(2 * (size_t)B * T * sizeof(int));
-    if (!tok) {
-        rotary_adamw_free(&opt);
-        return rotary_fail(ROTARY_ENOMEM, "train: out of memory");
+    /* The AdamW state: all of it, or this rank's shard (ZeRO-1; with one
+     * rank the shard is everything and the plain path does the same). */
+    const int zero = o->zero1 && d->size > 1;
+    size_t lo = 0, hi = n;
+    if (zero) rotary_dist_shard(d, n, d->rank, &lo, &hi);
+    rotary_adamw opt = {0};
+    int *tok = NULL;
+    double *part = NULL;
+    FILE *mf = NULL;
+    if ((rc = rotary_adamw_init(&opt, hi - lo)) == ROTARY_OK) {
+        opt.offset = lo;
+        tok = malloc(2 * (size_t)b * T * sizeof(int));
+        if (zero) part = malloc(((n + ROTARY_NORM_BLOCK - 1) / ROTARY_NORM_BLOCK + 1) * sizeof(double));
+        if (!tok || (zero && !part)) rc = rotary_fail(ROTARY_ENOMEM, "train: out of memory");
     }
-    int *tgt = tok + (size_t)B * T;
+    if (rc == ROTARY_OK) rc = rotary_model_reserve(m, b, T);
+    if ((rc = rotary_dist_agree(d, rc))) goto out;
+    int *tgt = tok + (size_t)b * T;
+
     long start = 0;
     double elapsed0 = 0;
-    FILE *mf = NULL;
-    if (o->resume && access(ckpt, F_OK) == 0) {
+    /* Every rank reads the checkpoint (its shard of the AdamW state). */
+    double have[1] = {o->resume && access(ckpt, F_OK) == 0};
+    if ((rc = dist_sum(d, have, 1))) goto out;
+    if (have[0] > 0 && have[0] < d->size) {
+        rc = rotary_fail(ROTARY_EIO, "%s: only %g of %d ranks see the checkpoint (the run "
+                         "directory must be on a file system they share)", ckpt, have[0], d->size);
+        goto out;
+    }
+    if (have[0] > 0) {
         rotary_st_file *f;
-        if ((rc = rotary_checkpoint_load_optim(ckpt, m, &opt)) || (rc = rotary_st_open(&f, ckpt)))
-            goto out;
-        const char *s = rotary_st_meta(f, "train.step"), *e = rotary_st_meta(f, "train.elapsed_s");
-        start = s ? atol(s) : -1;
-        elapsed0 = e ? atof(e) : 0;
-        rotary_st_close(f);
-        if (start < 0 || start != opt.step) {
-            rc = rotary_fail(ROTARY_EFORMAT, "%s: inconsistent training step", ckpt);
-            goto out;
+        if ((rc = rotary_checkpoint_load_optim(ckpt, m, &opt)) == ROTARY_OK &&
+            (rc = rotary_st_open(&f, ckpt)) == ROTARY_OK) {
+            const char *s = rotary_st_meta(f, "train.step"), *e = rotary_st_meta(f, "train.elapsed_s");
+            start = s ? atol(s) : -1;
+            elapsed0 = e ? atof(e) : 0;
+            rotary_st_close(f);
+            if (start < 0 || start != opt.step)
+                rc = rotary_fail(ROTARY_EFORMAT, "%s: inconsistent training step", ckpt);
         }
-        if ((rc = trim_metrics(metrics, start))) goto out;
-        mf = fopen(metrics, "ab");
-    } else {
+        if (rc == ROTARY_OK && leader && (rc = trim_metrics(metrics, start)) == ROTARY_OK)
+            mf = fopen(metrics, "ab");
+    } else if (leader) {
         mf = fopen(metrics, "wb");
         if (mf) fputs("step,train_loss,val_loss,lr,tokens_per_s,elapsed_s\n", mf);
     }
-    if (!mf) {
+    if (rc == ROTARY_OK && leader && !mf)
         rc = rotary_fail(ROTARY_EIO, "%s: cannot write: %s", metrics, strerror(errno));
-        goto out;
-    }
-    if ((rc = rotary_model_reserve(m, B, T))) goto out;
+    if ((rc = rotary_dist_agree(d, rc))) goto out;
 
     rotary_adamw_config ac = {o->lr, o->beta1, o->beta2, o->eps, o->weight_decay};
     rotary_train_status st = {start, o->steps, NAN, NAN, 0, 0, 0, elapsed0};
     long last_saved = start;
     double t_prev = now_s();
     for (long step = start; step < o->steps; step++) {
-        rotary_batch(o->train_ids, o->n_train, B, T, o->seed, (uint64_t)step, tok, tgt);
+        rotary_batch_slice(o->train_ids, o->n_train, B, T, o->seed, (uint64_t)step, i0, i0 + b,
+                           tok, tgt);
         float loss;
         rotary_model_zero_grad(m);
-        if ((rc = rotary_model_forward(m, tok, tgt, B, T, &loss))) goto out;
+        rc = rotary_model_forward(m, tok, tgt, b, T, &loss);
+        /* The loss of the whole batch: the mean of the ranks' means (and
+         * whether any rank failed, in the same call). */
+        double x[2] = {rc == ROTARY_OK ? loss : 0, rc != ROTARY_OK};
+        int rc2 = dist_sum(d, x, 2);
+        if (rc == ROTARY_OK && rc2 == ROTARY_OK && x[1] > 0)
+            rc = rotary_fail(ROTARY_EINVAL, "the forward pass failed on another rank");
+        if (rc || (rc = rc2)) goto out;
+        loss = (float)(x[0] / d->size);
         if (!isfinite(loss)) {
             rc = rotary_fail(ROTARY_EINVAL, "loss is %f at step %ld; stopped, the last good "
                              "checkpoint (step %ld) is kept in %s", loss, step + 1, last_saved, ckpt);
             goto out;
         }
         if ((rc = rotary_model_backward(m))) goto out;
-        if (o->clip > 0) rotary_clip_grad_norm(m->grads, m->n_params, o->clip);
         ac.lr = rotary_lr_at(step, o->warmup, o->steps, o->lr, o->min_lr);
-        rotary_adamw_step(&opt, m, &ac);
+        if ((rc = update(m, &opt, zero, &ac, o->clip, part, d))) goto out;
 
         st.step = step + 1;
         st.train_loss = loss;
         st.lr = ac.lr;
         st.evaluated = (o->eval_every && st.step % o->eval_every == 0) || st.step == o->steps;
         if (st.evaluated &&
-            (rc = rotary_eval_loss(m, o->val_ids, o->n_val, B, o->eval_batches, o->seed, &st.val_loss)))
+            (rc = eval_loss(m, o->val_ids, o->n_val, B, o->eval_batches, o->seed, d, &st.val_loss)))
             goto out;
         double t = now_s();
         st.elapsed_s += t - t_prev;
         st.tokens_per_s = (double)B * T / (t - t_prev);
         t_prev = t;
-        char val[32] = "";
-        if (st.evaluated) snprintf(val, sizeof val, "%.6f", st.val_loss);
-        fprintf(mf, "%ld,%.6f,%s,%.6e,%.1f,%.3f\n", st.step, st.train_loss, val, st.lr,
-                st.tokens_per_s, st.elapsed_s);
-        if (fflush(mf) != 0 || ferror(mf)) {
-            rc = rotary_fail(ROTARY_EIO, "%s: cannot write: %s; the last checkpoint (step %ld) "
-                             "is kept in %s", metrics, strerror(errno), last_saved, ckpt);
-            goto out;
+        if (mf) {
+            char val[32] = "";
+            if (st.evaluated) snprintf(val, sizeof val, "%.6f", st.val_loss);
+            fprintf(mf, "%ld,%.6f,%s,%.6e,%.1f,%.3f\n", st.step, st.train_loss, val, st.lr,
+                    st.tokens_per_s, st.elapsed_s);
+            if (fflush(mf) != 0 || ferror(mf))
+                rc = rotary_fail(ROTARY_EIO, "%s: cannot write: %s; the last checkpoint (step %ld) "
+                                 "is kept in %s", metrics, strerror(errno), last_saved, ckpt);
         }
-        int stop = o->on_step ? o->on_step(o->ctx, &st) : 0;
-        if (stop || st.step == o->steps || (o->ckpt_every && st.step % o->ckpt_every == 0)) {
+        /* A failed metrics write (rank 0) stops every rank; any rank asked
+         * to stop (a signal) stops them all at this step. */
+        if ((rc = rotary_dist_agree(d, rc))) goto out;
+        double stop[1] = {o->on_step ? o->on_step(o->ctx, &st) != 0 : 0};
+        if ((rc = dist_sum(d, stop, 1))) goto out;
+        if (stop[0] > 0 || st.step == o->steps || (o->ckpt_every && st.step % o->ckpt_every == 0)) {
             /* The rows up to a checkpoint must outlive it (a power cut). */
-            if (fsync(fileno(mf)) != 0) {
+            if (mf && fsync(fileno(mf)) != 0)
                 rc = rotary_fail(ROTARY_EIO, "%s: cannot sync: %s", metrics, strerror(errno));
+            if ((rc = rotary_dist_agree(d, rc)) ||
+                (rc = save_all(ckpt, m, &opt, zero, st.step, st.elapsed_s, d)))
                 goto out;
-            }
-            if ((rc = save(ckpt, m, &opt, st.step, st.elapsed_s))) goto out;
             last_saved = st.step;
             t_prev = now_s(); /* checkpoint time is not training time */
         }
-        if (stop) {
+        if (stop[0] > 0) {
             rc = rotary_fail(ROTARY_EINTR, "stopped at step %ld; checkpoint saved to %s", st.step, ckpt);
             goto out;
         }
@@ -193,6 +330,7 @@ out:
     if (mf && fclose(mf) != 0 && rc == ROTARY_OK)
         rc = rotary_fail(ROTARY_EIO, "%s: write failed", metrics);
     free(tok);
+    free(part);
     rotary_adamw_free(&opt);
     return rc;
 }

@@ -63,3 +63,9 @@ if(ROTARY_SANITIZE)
     "UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1" "ROTARY_SANITIZED=1")
 endif()
 set_property(TEST test_tokenizer APPEND PROPERTY ENVIRONMENT "ROTARY_DATA_DIR=${ROTARY_DATA_DIR}")
+
+# Data-parallel training (label mpi), only in a build with -DROTARY_MPI=ON
+# (`make test-mpi`).
+if(ROTARY_MPI)
+  include(tests/mpi.cmake)
+endif()

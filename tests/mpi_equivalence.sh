@@ -1,0 +1,62 @@
+#!/bin/bash
+# Data parallelism is the same training: 2 ranks with b sequences each give
+# the losses and weights of 1 rank with 2b, with and without ZeRO-1.
+# usage: mpi_equivalence.sh ROTARY_BINARY SOURCE_DIR MPIRUN (tests/mpi.cmake
+# sets the Open MPI environment).
+#
+# Tolerance 1e-5: absolute on every weight and loss, relative to the largest
+# value of the tensor on the AdamW moments. One rank sums the gradient over 2b*T tokens in one GEMM; two ranks
+# sum b*T each and then add the halves, so the float32 sums round in a
+# different order (relative error a few 2^-24 per sum). AdamW turns a relative
+# gradient error into an update error of about lr times that, so after these
+# 30 steps the weights differ by ~1e-7 (measured: 1.6e-7 after 20 steps).
+# Any real mistake (a wrong or repeated slice, a sum instead of a mean, a
+# clip on the local norm, a skipped step) moves weights by a fraction of one
+# update, lr = 1e-3, far above 1e-5. ZeRO-1 on 2 ranks is held to the bit:
+# it adds the same two halves (a + b == b + a in IEEE arithmetic), computes
+# the norm from the same blocks in the same order, and AdamW is elementwise.
+set -u
+rotary="$1"
+src="$2"
+mpirun="$3"
+py=/usr/bin/python3
+. "$src/tests/lib.sh"
+
+data="$src/../shared/data/tinyshakespeare.txt"
+if [ ! -f "$data" ]; then
+    data="$tmp/text.txt"
+    for i in $(seq 1 3000); do echo "line $i: the quick brown fox jumps over the lazy dog $((i * 7 % 13))"; done > "$data"
+fi
+# 123k parameters: 8 norm blocks, so the two ZeRO-1 shards are 4 blocks each.
+tiny=(--data "$data" --layers 2 --heads 2 --dim 64 --ctx 32 --batch 8 --steps 30 --eval-every 10
+      --eval-batches 2 --warmup 5 --sample-tokens 0 --threads 1)
+np() { local n=$1; shift; "$mpirun" --allow-run-as-root --oversubscribe -np "$n" "$@"; }
+compare() { "$py" "$src/tests/mpi_compare.py" "$@"; }
+
+"$rotary" train "${tiny[@]}" --out "$tmp/one" >/dev/null 2>"$tmp/one.err" ||
+    { bad "1 rank, batch 8"; cat "$tmp/one.err"; }
+np 2 "$rotary" train "${tiny[@]}" --out "$tmp/two" >/dev/null 2>"$tmp/two.err" ||
+    { bad "2 ranks, batch 4 each"; cat "$tmp/two.err"; }
+np 2 "$rotary" train "${tiny[@]}" --zero1 --out "$tmp/zero" >/dev/null 2>"$tmp/zero.err" ||
+    { bad "2 ranks with ZeRO-1"; cat "$tmp/zero.err"; }
+
+grep -q "2 ranks, batch 8 (4 per rank)" "$tmp/two.err" && ok "2 ranks say how they split the batch" ||
+    bad "no rank line: $(cat "$tmp/two.err")"
+[ "$(grep -c "^step 30/30" "$tmp/two.err")" -eq 1 ] && ok "one progress line per step (rank 0 alone)" ||
+    bad "progress lines: $(grep -c "^step 30/30" "$tmp/two.err")"
+out=$(compare close "$tmp/one" "$tmp/two" 1e-5) && ok "2 ranks x 4 = 1 rank x 8: $out" || bad "2 ranks vs 1: $out"
+out=$(compare close "$tmp/one" "$tmp/zero" 1e-5) && ok "ZeRO-1 2 ranks x 4 = 1 rank x 8: $out" ||
+    bad "ZeRO-1 vs 1 rank: $out"
+out=$(compare same "$tmp/two" "$tmp/zero") && ok "ZeRO-1 = plain data parallel, bit for bit: $out" ||
+    bad "ZeRO-1 vs plain: $out"
+# The optimizer state each rank keeps: halved by ZeRO-1 (4 of the 8 blocks).
+mb_plain=$(sed -n 's/.*AdamW state \([0-9.]*\) MB per rank.*/\1/p' "$tmp/two.err")
+mb_zero=$(sed -n 's/.*AdamW state \([0-9.]*\) MB per rank.*/\1/p' "$tmp/zero.err")
+[ "$mb_plain" = "0.99" ] && [ "$mb_zero" = "0.52" ] &&
+    ok "AdamW state per rank: $mb_plain MB, $mb_zero MB with ZeRO-1" ||
+    bad "AdamW state per rank: '$mb_plain' and '$mb_zero' MB"
+
+# A batch the ranks cannot share equally is refused, by every rank at once.
+expect_error "batch not a multiple of the ranks" "multiple of the number of ranks" \
+    np 3 "$rotary" train "${tiny[@]}" --out "$tmp/three"
+finish

@@ -2,7 +2,7 @@
 BUILD ?= build
 JOBS ?= 2
 
-.PHONY: all train demo test test-cuda-build test-mpi fuzz clean
+.PHONY: all train demo test test-cuda-build test-mpi sanitize tsan fuzz clean
 
 all:
 	cmake -S . -B $(BUILD) -DROTARY_WERROR=ON >/dev/null
@@ -15,15 +15,9 @@ train: all
 demo: all
 	./$(BUILD)/rotary demo
 
-# Every test, then the tests of our file readers again under AddressSanitizer
-# and UBSan (labelled "reader" in tests/tests.cmake).
-READER_TARGETS = rotary_cli test_checkpoint test_tokenizer test_gguf test_vocab test_llama2c \
-	test_export llama2c_greedy gguf_list fuzz_replay
+# Every test. CI also runs `make sanitize`, `make tsan` and `make fuzz`.
 test: all
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
-	cmake -S . -B $(BUILD)-asan -DROTARY_WERROR=ON -DROTARY_SANITIZE=ON >/dev/null
-	cmake --build $(BUILD)-asan -j $(JOBS) --target $(READER_TARGETS)
-	cd $(BUILD)-asan && ctest --output-on-failure -j $(JOBS) -L reader
 	$(MAKE) test-cuda-build
 	$(MAKE) test-mpi
 
@@ -45,6 +39,19 @@ test-mpi:
 	cmake --build $(BUILD)-mpi -j $(JOBS) --target rotary_cli test_dist
 	cd $(BUILD)-mpi && ctest --output-on-failure -L mpi
 
+# The whole suite again, built with AddressSanitizer and UBSan.
+sanitize:
+	cmake -S . -B $(BUILD)-asan -DROTARY_WERROR=ON -DROTARY_SANITIZE=ON >/dev/null
+	cmake --build $(BUILD)-asan -j $(JOBS)
+	cd $(BUILD)-asan && ctest --output-on-failure -j $(JOBS)
+
+# The training tests (label tsan) under ThreadSanitizer, with clang, libomp
+# and Archer; tsan_canary first proves that a planted race is caught.
+tsan:
+	CC=clang cmake -S . -B $(BUILD)-tsan -DROTARY_TSAN=ON >/dev/null
+	cmake --build $(BUILD)-tsan -j $(JOBS) --target tsan_canary test_train test_model crash_kill rotary_cli
+	cd $(BUILD)-tsan && ctest --output-on-failure -L tsan
+
 # Every libFuzzer harness in fuzz/ for FUZZ_SECONDS each, under ASan and UBSan
 # (clang); CI runs 30 s each. docs/reliability.md.
 FUZZ_SECONDS ?= 60
@@ -52,4 +59,4 @@ fuzz:
 	fuzz/run.sh $(FUZZ_SECONDS)
 
 clean:
-	rm -rf $(BUILD) $(BUILD)-asan $(BUILD)-cuda $(BUILD)-mpi build-fuzz
+	rm -rf $(BUILD) $(BUILD)-asan $(BUILD)-tsan $(BUILD)-cuda $(BUILD)-mpi build-fuzz

@@ -1,6 +1,7 @@
 /* demo.c: `rotary demo`: show the relative-position property of RoPE, train a
  * small byte-level model on built-in text for a few hundred steps, and
  * sample from it. A smoke test of the whole library in a few seconds. */
+#define _POSIX_C_SOURCE 200809L
 #include "cli.h"
 
 #include <math.h>

@@ -6,6 +6,7 @@
 #include "cli.h"
 
 #include <cjson/cJSON.h>
+#include <dirent.h>
 #include <errno.h>
 #include <math.h>
 #include <omp.h>
@@ -152,18 +153,13 @@ static int write_config_json(const char *dir, arg_spec *specs, int n, const rota
     char *text = cJSON_Print(root);
     cJSON_Delete(root);
     if (!text) return cli_fail("config.json", "out of memory");
-    char path[4096], tmp[4200];
+    char path[4096];
     snprintf(path, sizeof path, "%s/config.json", dir);
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "wb");
-    int ok = f && fputs(text, f) >= 0 && fputc('\n', f) != EOF;
-    if (f && fclose(f) != 0) ok = 0;
+    size_t len = strlen(text);
+    text[len] = '\n'; /* cJSON_Print's NUL: the file ends with a newline instead */
+    int rc = rotary_write_file(path, text, len + 1);
     free(text);
-    if (!ok || rename(tmp, path) != 0) {
-        remove(tmp);
-        return cli_fail(path, "cannot write");
-    }
-    return 0;
+    return rc ? cli_fail("config.json", rotary_last_error()) : 0;
 }
 
 /* Load the options a run was started with, so `--resume DIR` alone continues
@@ -200,6 +196,37 @@ static int load_run_options(const char *dir, arg_spec *specs, int n) {
     }
     cJSON_Delete(root);
     return rc;
+}
+
+/* Temporary files of writes a kill interrupted ("NAME.tmp.XXXXXX" from
+ * rotary_write_file): never read, so removing them only frees the space. */
+static void remove_stale_tmp(const char *dir) {
+    static const char *const names[] = {"checkpoint.safetensors", "metrics.csv", "config.json",
+                                        "tokenizer.json"};
+    DIR *d = opendir(dir);
+    if (!d) return;
+    int removed = 0;
+    for (struct dirent *e; (e = readdir(d));) {
+        for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+            size_t k = strlen(names[i]);
+            if (strncmp(e->d_name, names[i], k) || strncmp(e->d_name + k, ".tmp.", 5) ||
+                strlen(e->d_name + k + 5) != 6)
+                continue;
+            char p[4200];
+            snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+            removed += unlink(p) == 0;
+        }
+    }
+    closedir(d);
+    if (removed)
+        fprintf(stderr, "rotary: removed %d unfinished temporary file%s in %s\n", removed,
+                removed > 1 ? "s" : "", dir);
+}
+
+static int file_exists(const char *dir, const char *name) {
+    char p[4200];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    return access(p, F_OK) == 0;
 }
 
 static int dir_has_run(const char *dir) {
@@ -370,9 +397,23 @@ static int train(int argc, char **argv) {
     int rc = args_parse(specs, n, argc, argv,
                         "rotary train [--data FILE|english|chinese] [--pos rope|...] [--out DIR] [options]");
     if (rc) return rc < 0 ? 0 : rc;
+    if (a.resume && !file_exists(a.resume, "config.json")) {
+        /* Killed before it wrote its configuration: nothing to continue, so
+         * the flags given now start it from the beginning. */
+        struct stat sb;
+        if (stat(a.resume, &sb) != 0 || !S_ISDIR(sb.st_mode))
+            return cli_fail(a.resume, "no such run directory");
+        if (file_exists(a.resume, "checkpoint.safetensors"))
+            return cli_fail(a.resume, "has a checkpoint but no config.json; was it written by "
+                            "another program?");
+        fprintf(stderr, "rotary: %s holds no run yet; starting it from the beginning\n", a.resume);
+        a.out = a.resume;
+        a.resume = NULL;
+    }
     const char *dir = a.out;
     if (a.resume) {
         dir = a.resume;
+        remove_stale_tmp(dir);
         /* Reload the run's options; the flags given now must agree. */
         train_args saved;
         defaults(&saved);
@@ -441,9 +482,10 @@ static int train(int argc, char **argv) {
     } else {
         if (rotary_model_build(&m, &cfg)) return cli_fail("model", rotary_last_error());
         rotary_model_init(&m, (uint64_t)a.seed);
-        if (!a.resume && dist.rank == 0 && (write_config_json(dir, specs, n, &cfg, argc, argv) ||
-                                            rotary_tokenizer_save(tok, tok_path)))
+        /* config.json last: its presence marks a run that --resume continues. */
+        if (!a.resume && dist.rank == 0 && rotary_tokenizer_save(tok, tok_path))
             return cli_fail(tok_path, rotary_last_error());
+        if (!a.resume && dist.rank == 0 && write_config_json(dir, specs, n, &cfg, argc, argv)) return 1;
     }
     if (dist.rank == 0)
         fprintf(stderr, "rotary: %zu parameters, pos=%s, %zu training and %zu validation tokens, "

@@ -64,6 +64,24 @@ if(ROTARY_SANITIZE)
 endif()
 set_property(TEST test_tokenizer APPEND PROPERTY ENVIRONMENT "ROTARY_DATA_DIR=${ROTARY_DATA_DIR}")
 
+# The training tests under ThreadSanitizer (`make tsan`): Archer supplies
+# OpenMP's synchronisation to TSan; OpenBLAS and libomp themselves are not
+# instrumented, so their internals are not checked (ignore_noninstrumented_modules).
+if(ROTARY_TSAN)
+  get_filename_component(clang_lib_dir "${CMAKE_C_COMPILER}" REALPATH)
+  get_filename_component(clang_lib_dir "${clang_lib_dir}" DIRECTORY)
+  find_library(ARCHER_LIBRARY archer HINTS "${clang_lib_dir}/../lib" /usr/lib/llvm-14/lib REQUIRED)
+  add_executable(tsan_canary tests/tsan_canary.c)
+  target_link_libraries(tsan_canary OpenMP::OpenMP_C)
+  add_test(NAME tsan_canary COMMAND tsan_canary)
+  set_tests_properties(tsan_canary PROPERTIES PASS_REGULAR_EXPRESSION "WARNING: ThreadSanitizer: data race")
+  set_tests_properties(tsan_canary test_train test_model crash_kill PROPERTIES LABELS tsan)
+  get_property(all_tests DIRECTORY PROPERTY TESTS)
+  set_property(TEST ${all_tests} APPEND PROPERTY ENVIRONMENT "OMP_NUM_THREADS=2"
+    "OMP_TOOL_LIBRARIES=${ARCHER_LIBRARY}"
+    "TSAN_OPTIONS=halt_on_error=1:exitcode=66:ignore_noninstrumented_modules=1:second_deadlock_stack=1")
+endif()
+
 # Data-parallel training (label mpi), only in a build with -DROTARY_MPI=ON
 # (`make test-mpi`).
 if(ROTARY_MPI)

@@ -34,6 +34,7 @@ typedef struct {
     const char *fwd[MAX_ARGS]; /* options passed to every `rotary train` */
     int n_fwd;
     curve runs[MAX_LIST][MAX_LIST];
+    const char *device;        /* --device, also given to `rotary eval`; NULL: cpu */
     int ctx;
 } compare;
 
@@ -218,7 +219,7 @@ static double eval_at(const compare *c, const char *dir, int k, const char *extr
     char ctx[32], cap[4200];
     snprintf(ctx, sizeof ctx, "%d", k * c->ctx);
     snprintf(cap, sizeof cap, "%s/eval.tmp", dir);
-    char *argv[16] = {"rotary", "eval", "--run", (char *)dir, "--ctx", ctx, "--max-windows", "256"};
+    char *argv[20] = {"rotary", "eval", "--run", (char *)dir, "--ctx", ctx, "--max-windows", "256"};
     int n = 8;
     char factor[32];
     snprintf(factor, sizeof factor, "%d", k);
@@ -228,6 +229,7 @@ static double eval_at(const compare *c, const char *dir, int k, const char *extr
         argv[n++] = "--rope-factor";
         argv[n++] = factor;
     }
+    if (c->device) argv[n++] = "--device", argv[n++] = (char *)c->device;
     argv[n] = NULL;
     int st = spawn(argv, cap, 1);
     double loss = NAN;
@@ -439,6 +441,7 @@ int cmd_compare(int argc, char **argv) {
         } else {
             if (c.n_fwd + 2 > MAX_ARGS) return cli_fail("compare", "too many options");
             c.fwd[c.n_fwd++] = a;
+            if (!strcmp(a, "--device") && has_value) c.device = argv[i + 1];
             if (a[0] == '-' && has_value && strncmp(argv[i + 1], "--", 2) != 0) c.fwd[c.n_fwd++] = argv[++i];
         }
     }

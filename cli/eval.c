@@ -4,6 +4,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "args.h"
 #include "cli.h"
+#include "cuda/cuda_model.h"
 
 #include <math.h>
 #include <omp.h>
@@ -26,11 +27,12 @@ static int run_data(const char *run, char *data, size_t cap, float *frac) {
 
 int cmd_eval(int argc, char **argv) {
     const char *run = NULL, *ckpt = NULL, *tok_spec = NULL, *data = NULL, *split = "val";
+    const char *device = "cpu";
     int ctx = 0, batch = 8, threads = 0, max_windows = 0;
     float frac = 0.1f;
     cli_rope_args ra;
     cli_rope_args_default(&ra);
-    arg_spec specs[10 + CLI_ROPE_N_SPECS] = {
+    arg_spec specs[11 + CLI_ROPE_N_SPECS] = {
         {"--run", ARG_STR, &run, 0, 0, "run directory (checkpoint, tokenizer and data)", 0},
         {"--checkpoint", ARG_STR, &ckpt, 0, 0, "checkpoint file", 0},
         {"--tokenizer", ARG_STR, &tok_spec, 0, 0, "bytes or a tokenizer file (default: the run's)", 0},
@@ -41,8 +43,9 @@ int cmd_eval(int argc, char **argv) {
         {"--batch", ARG_INT, &batch, 1, 1 << 16, "windows per forward pass", 0},
         {"--max-windows", ARG_INT, &max_windows, 0, 1 << 30, "evaluate at most this many windows (0 = all)", 0},
         {"--threads", ARG_INT, &threads, 0, 1024, "threads (0 = all cores)", 0},
+        {"--device", ARG_STR, &device, 0, 0, "cpu, or cuda (an NVIDIA GPU)", 0},
     };
-    int n_specs = 10 + cli_rope_specs(specs + 10, &ra);
+    int n_specs = 11 + cli_rope_specs(specs + 11, &ra);
     int rc = args_parse(specs, n_specs, argc, argv,
                         "rotary eval (--run DIR | --checkpoint FILE) [--data FILE] [--ctx N] [options]");
     if (rc) return rc < 0 ? 0 : rc;
@@ -56,6 +59,9 @@ int cmd_eval(int argc, char **argv) {
     }
     if (!data) return cli_fail("eval", "give --data FILE (or --run DIR)");
     if (strcmp(split, "val") && strcmp(split, "all")) return cli_fail("--split", "val or all");
+    const int on_gpu = strcmp(device, "cuda") == 0;
+    if (!on_gpu && strcmp(device, "cpu")) return cli_fail("--device", "cpu or cuda");
+    if (on_gpu && cuda_device_check()) return cli_fail("eval", rotary_last_error());
 
     rotary_model m;
     rotary_tokenizer *tok;
@@ -84,7 +90,10 @@ int cmd_eval(int argc, char **argv) {
         return cli_fail(data, why);
     }
     if (batch > (int)windows) batch = (int)windows;
-    if (rotary_model_reserve(&m, batch, T)) return cli_fail("eval", rotary_last_error());
+    cuda_model *g = NULL;
+    if (on_gpu ? cuda_model_new(&g, &m) || cuda_model_reserve(g, batch, T)
+               : rotary_model_reserve(&m, batch, T) != 0)
+        return cli_fail("eval", rotary_last_error());
     int *tgt = malloc((size_t)batch * T * sizeof(int)), *inp = malloc((size_t)batch * T * sizeof(int));
     if (!tgt || !inp) return cli_fail("eval", "out of memory");
     double nats = 0, bytes = 0;
@@ -97,7 +106,9 @@ int cmd_eval(int argc, char **argv) {
             memcpy(tgt + (size_t)i * T, ids + (done + (size_t)i) * T + 1, (size_t)T * sizeof(int));
         }
         float loss;
-        if (rotary_model_forward(&m, inp, tgt, b, T, &loss)) return cli_fail("eval", rotary_last_error());
+        if (g ? cuda_model_forward(g, inp, tgt, b, T, 0, &loss)
+              : rotary_model_forward(&m, inp, tgt, b, T, &loss))
+            return cli_fail("eval", rotary_last_error());
         nats += (double)loss * b * T;
         for (int i = 0; i < b * T; i++) {
             int len;
@@ -111,6 +122,7 @@ int cmd_eval(int argc, char **argv) {
     double tokens = (double)windows * T;
     printf("loss %.4f nats/token  %.4f bits/byte  ctx %d (trained at %d)  %zu windows, %.0f tokens, %.0f bytes\n",
            nats / tokens, nats / bytes / log(2.0), T, m.cfg.ctx, windows, tokens, bytes);
+    cuda_model_free(g);
     free(ids);
     free(inp);
     free(tgt);

@@ -4,6 +4,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "args.h"
 #include "cli.h"
+#include "cuda/cuda_model.h"
 
 #include <omp.h>
 #include <stdio.h>
@@ -64,8 +65,31 @@ static int check_cache(const rotary_model *m, int T) {
     return 0;
 }
 
+/* The decoder of either device: the CPU's, or with --device cuda the GPU's
+ * (gpu non-NULL), whose logits land in glogits. */
+typedef struct {
+    rotary_decoder cpu;
+    cuda_decoder *gpu;
+    float *glogits;
+} decoder;
+
+static int step(decoder *d, int token, const float **logits) {
+    if (!d->gpu) return rotary_decoder_step(&d->cpu, token, logits);
+    *logits = d->glogits;
+    return cuda_decoder_step(d->gpu, token, d->glogits);
+}
+
+static int full(const decoder *d) {
+    return d->gpu ? cuda_decoder_full(d->gpu) : d->cpu.n == d->cpu.max_T;
+}
+
+static void reset(decoder *d) {
+    if (d->gpu) cuda_decoder_reset(d->gpu);
+    else rotary_decoder_reset(&d->cpu);
+}
+
 int cmd_generate(int argc, char **argv) {
-    const char *model = NULL, *ckpt = NULL, *tok_spec = NULL, *prompt = "";
+    const char *model = NULL, *ckpt = NULL, *tok_spec = NULL, *prompt = "", *device = "cpu";
     int n_new = 256, top_k = 0, threads = 0, ctx = 0, int8 = 0, show_ids = 0, no_stop = 0;
     long seed = 1;
     float temperature = 0.8f, top_p = 0.95f;
@@ -73,7 +97,7 @@ int cmd_generate(int argc, char **argv) {
     cli_rope_args_default(&ra);
     /* The first argument, if it is not an option, is the model. */
     if (argc > 1 && argv[1][0] != '-') model = argv[1], argv[1] = argv[0], argv++, argc--;
-    enum { N_SPECS = 17 };
+    enum { N_SPECS = 18 };
     arg_spec specs[N_SPECS + CLI_ROPE_N_SPECS] = {
         {"--run", ARG_STR, &model, 0, 0, "run directory (same as MODEL)", 0},
         {"--checkpoint", ARG_STR, &ckpt, 0, 0, "model file (same as MODEL)", 0},
@@ -93,6 +117,7 @@ int cmd_generate(int argc, char **argv) {
         {"--int8", ARG_FLAG, &int8, 0, 0, "8-bit weights for the matrix products (Q8_0-style)", 0},
         {"--ids", ARG_FLAG, &show_ids, 0, 0, "print token ids instead of text", 0},
         {"--no-stop", ARG_FLAG, &no_stop, 0, 0, "do not stop at the end-of-text token (or BOS)", 0},
+        {"--device", ARG_STR, &device, 0, 0, "cpu, or cuda (an NVIDIA GPU)", 0},
     };
     int n_specs = N_SPECS + cli_rope_specs(specs + N_SPECS, &ra);
     int rc = args_parse(specs, n_specs, argc, argv,
@@ -101,6 +126,10 @@ int cmd_generate(int argc, char **argv) {
     if (rc) return rc < 0 ? 0 : rc;
     if (threads) omp_set_num_threads(threads);
     if (ckpt && model) return cli_fail("generate", "give the model once");
+    const int on_gpu = strcmp(device, "cuda") == 0;
+    if (!on_gpu && strcmp(device, "cpu")) return cli_fail("--device", "cpu or cuda");
+    if (on_gpu && cuda_device_check()) return cli_fail("generate", rotary_last_error());
+    if (on_gpu && int8) return cli_fail("--int8", "not with --device cuda");
     rotary_model m;
     rotary_tokenizer *tok;
     if (cli_load_model(model ? model : ckpt, tok_spec, &m, &tok)) return 1;
@@ -130,11 +159,21 @@ int cmd_generate(int argc, char **argv) {
     if (bos >= 0) all[0] = bos;
     if (n_text) memcpy(all + (bos >= 0), ids, n_text * sizeof(int));
     free(ids);
-    if (check_cache(&m, T)) return 1;
-    rotary_decoder dec;
+    decoder dec = {0};
     rotary_sampler smp;
-    if (rotary_decoder_init(&dec, &m, T) || (int8 && rotary_decoder_quantize(&dec)) ||
-        rotary_sampler_init(&smp, m.cfg.vocab, temperature, top_k, top_p, (uint64_t)seed))
+    cuda_model *g = NULL;
+    if (on_gpu) {
+        if (rotary_model_extend(&m, T) || cuda_model_new(&g, &m) ||
+            cuda_decoder_new(&dec.gpu, g, T))
+            return cli_fail("generate", rotary_last_error());
+        if (!(dec.glogits = malloc((size_t)m.cfg.vocab * sizeof(float))))
+            return cli_fail("generate", "out of memory");
+    } else {
+        if (check_cache(&m, T)) return 1;
+        if (rotary_decoder_init(&dec.cpu, &m, T) || (int8 && rotary_decoder_quantize(&dec.cpu)))
+            return cli_fail("generate", rotary_last_error());
+    }
+    if (rotary_sampler_init(&smp, m.cfg.vocab, temperature, top_k, top_p, (uint64_t)seed))
         return cli_fail("generate", rotary_last_error());
 
     if (show_ids)
@@ -146,22 +185,22 @@ int cmd_generate(int argc, char **argv) {
     const float *logits = NULL;
     double t0 = now_s();
     for (size_t i = 0; i < n_prompt; i++)
-        if (rotary_decoder_step(&dec, all[i], &logits)) return cli_fail("generate", rotary_last_error());
+        if (step(&dec, all[i], &logits)) return cli_fail("generate", rotary_last_error());
     double t1 = now_s();
     size_t n = n_prompt;
     int made = 0;
     for (; made < n_new; made++) {
-        if (dec.n == dec.max_T) { /* full: keep the last half of the window */
-            rotary_decoder_reset(&dec);
+        if (full(&dec)) { /* keep the last half of the window */
+            reset(&dec);
             for (size_t j = n - (size_t)T / 2; j < n; j++)
-                if (rotary_decoder_step(&dec, all[j], &logits))
+                if (step(&dec, all[j], &logits))
                     return cli_fail("generate", rotary_last_error());
         }
         all[n] = rotary_sample(&smp, logits);
         if (!no_stop && bos >= 0 && all[n] == bos) break; /* llama2.c: between texts */
         if (all[n] == eos) break;                             /* end of text */
         emit(tok, all[n], n == 1 && rotary_tokenizer_space_prefix(tok), show_ids);
-        if (rotary_decoder_step(&dec, all[n++], &logits))
+        if (step(&dec, all[n++], &logits))
             return cli_fail("generate", rotary_last_error());
     }
     double t2 = now_s();
@@ -172,7 +211,10 @@ int cmd_generate(int argc, char **argv) {
             int8 ? " (int8)" : "");
     free(all);
     rotary_sampler_free(&smp);
-    rotary_decoder_free(&dec);
+    rotary_decoder_free(&dec.cpu);
+    cuda_decoder_free(dec.gpu);
+    cuda_model_free(g);
+    free(dec.glogits);
     rotary_tokenizer_free(tok);
     rotary_model_free(&m);
     return 0;

@@ -4,6 +4,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "args.h"
 #include "cli.h"
+#include "cuda/cuda_model.h"
 
 #include <cjson/cJSON.h>
 #include <dirent.h>
@@ -18,7 +19,7 @@
 #include <unistd.h>
 
 typedef struct {
-    const char *data, *tokenizer, *out, *resume, *pos, *norm, *mlp, *pairing, *attn;
+    const char *data, *tokenizer, *out, *resume, *pos, *norm, *mlp, *pairing, *attn, *device;
     int t5_buckets, t5_max_distance;
     int layers, heads, kv_heads, dim, ff, ctx, batch, threads, eval_batches, rotary_dim;
     int tied, bias, force, sample_tokens, zero1;
@@ -27,7 +28,7 @@ typedef struct {
     cli_rope_args rope;
 } train_args;
 
-#define N_SPECS (40 + CLI_ROPE_N_SPECS)
+#define N_SPECS (41 + CLI_ROPE_N_SPECS)
 static int make_specs(arg_spec *s, train_args *a) {
     int n = 0;
 #define SPEC(name, type, ptr, lo, hi, help) s[n++] = (arg_spec){name, type, ptr, lo, hi, help, 0}
@@ -70,6 +71,7 @@ static int make_specs(arg_spec *s, train_args *a) {
     SPEC("--ckpt-every", ARG_LONG, &a->ckpt_every, 0, 1e12, "steps between checkpoints (0 = at each validation)");
     SPEC("--seed", ARG_LONG, &a->seed, 0, 9e15, "random seed (weights and batches)");
     SPEC("--threads", ARG_INT, &a->threads, 0, 1024, "threads (0 = all cores)");
+    SPEC("--device", ARG_STR, &a->device, 0, 0, "cpu, or cuda (an NVIDIA GPU; docs/performance.md)");
     SPEC("--sample-tokens", ARG_INT, &a->sample_tokens, 0, 1 << 20, "tokens sampled into samples.txt at the end");
     SPEC("--zero1", ARG_FLAG, &a->zero1, 0, 1, "under mpirun: each rank keeps the AdamW state of 1/N of the weights (ZeRO-1)");
 #undef SPEC
@@ -86,6 +88,7 @@ static void defaults(train_args *a) {
     a->mlp = "swiglu";
     a->pairing = "interleaved";
     a->attn = "softmax";
+    a->device = "cpu";
     a->t5_buckets = 32, a->t5_max_distance = 128;
     cli_rope_args_default(&a->rope);
     a->layers = 4, a->heads = 4, a->dim = 128, a->ctx = 128, a->batch = 32;
@@ -98,7 +101,8 @@ static void defaults(train_args *a) {
 /* Flags that a resumed run may change: the rest define the run. */
 static int may_change_on_resume(const char *name) {
     return !strcmp(name, "--resume") || !strcmp(name, "--threads") || !strcmp(name, "--force") ||
-           !strcmp(name, "--sample-tokens") || !strcmp(name, "--out") || !strcmp(name, "--zero1");
+           !strcmp(name, "--sample-tokens") || !strcmp(name, "--out") || !strcmp(name, "--zero1") ||
+           !strcmp(name, "--device");
 }
 
 /* Options added after the first release: a run's config.json without them
@@ -433,6 +437,7 @@ static int train(int argc, char **argv) {
             }
         }
         saved.resume = a.resume, saved.threads = a.threads, saved.sample_tokens = a.sample_tokens;
+        saved.device = a.device;
         saved.zero1 = a.zero1;
         a = saved;
     } else if (dist.rank == 0) {
@@ -460,6 +465,12 @@ static int train(int argc, char **argv) {
     if (cli_load_tokenizer(a.resume ? tok_path : a.tokenizer, 0, &tok)) return 1;
     cfg.vocab = rotary_tokenizer_vocab_size(tok);
     if (rotary_config_validate(&cfg)) return cli_fail("model", rotary_last_error());
+    const int on_gpu = strcmp(a.device, "cuda") == 0;
+    if (!on_gpu && strcmp(a.device, "cpu")) return cli_fail("--device", "cpu or cuda");
+    if (on_gpu && (cuda_device_check() || cuda_config_check(&cfg)))
+        return cli_fail("train", rotary_last_error());
+    if (on_gpu && dist.size > 1)
+        return cli_fail("train", "--device cuda: one process only (not under mpirun yet)");
 
     token_split d;
     if (dist.rank == 0) fprintf(stderr, "rotary: reading %s\n", a.data);
@@ -518,7 +529,7 @@ static int train(int argc, char **argv) {
     sa.sa_handler = on_sigint;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
-    rc = rotary_train(&m, &o);
+    rc = on_gpu ? cuda_train(&m, &o) : rotary_train(&m, &o);
     if (rc == ROTARY_EINTR) {
         if (dist.rank == 0)
             fprintf(stderr, "\nrotary: train: interrupted; %s; continue with: rotary train --resume %s\n",

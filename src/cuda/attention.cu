@@ -319,3 +319,61 @@ extern "C" void gpu_attention_backward(float *dq, float *dk, float *dv, float *d
     else if (hd <= 64) backward_hd<64>(dq, dk, dv, dsum, dout, q, k, v, lse, alibi, B, T, nh, nkv, hd);
     else backward_hd<128>(dq, dk, dv, dsum, dout, q, k, v, lse, alibi, B, T, nh, nkv, hd);
 }
+
+/* ---------------------------------------------------------------- decode */
+
+__device__ float block_reduce(float x, float *red, int is_max) {
+    const int lane = threadIdx.x % 32, w = threadIdx.x / 32, nw = blockDim.x / 32;
+    x = is_max ? warp_max(x) : warp_sum(x);
+    __syncthreads(); /* red may still be read from the last call */
+    if (lane == 0) red[w] = x;
+    __syncthreads();
+    x = lane < nw ? red[lane] : (is_max ? -INFINITY : 0.0f);
+    return is_max ? warp_max(x) : warp_sum(x);
+}
+
+/* One block per query head: the n scores in shared memory, softmax, then
+ * the weighted sum of v rows with one thread per output coordinate. */
+__global__ void decode_attention_kernel(float *out, const float *q, const float *kc,
+                                        const float *vc, const float *alibi, int n, int max_T,
+                                        int nh, int nkv, int hd, float scale) {
+    extern __shared__ float sc[];
+    __shared__ float red[32];
+    const int h = blockIdx.x, g = h / (nh / nkv), i = n - 1;
+    const float *qh = q + (size_t)h * hd;
+    const float *kh = kc + (size_t)g * max_T * hd, *vh = vc + (size_t)g * max_T * hd;
+    const float slope = alibi ? alibi[h] : 0.0f;
+    float mx = -INFINITY;
+    for (int j = threadIdx.x; j < n; j += blockDim.x) {
+        float s = 0.0f;
+        for (int d = 0; d < hd; d++) s += qh[d] * kh[(size_t)j * hd + d];
+        s = s * scale - slope * (float)(i - j);
+        sc[j] = s;
+        mx = fmaxf(mx, s);
+    }
+    mx = block_reduce(mx, red, 1);
+    float sum = 0.0f;
+    for (int j = threadIdx.x; j < n; j += blockDim.x) {
+        const float e = expf(sc[j] - mx);
+        sc[j] = e;
+        sum += e;
+    }
+    sum = block_reduce(sum, red, 0);
+    __syncthreads();
+    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+        float o = 0.0f;
+        for (int j = 0; j < n; j++) o += sc[j] * vh[(size_t)j * hd + d];
+        out[(size_t)h * hd + d] = o / sum;
+    }
+}
+
+extern "C" void gpu_decode_attention(float *out, const float *q, const float *kc, const float *vc,
+                                     const float *alibi, int n, int max_T, int nh, int nkv,
+                                     int hd) {
+    const size_t shmem = (size_t)n * sizeof(float);
+    if (shmem > 48 * 1024)
+        cudaFuncSetAttribute(decode_attention_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             (int)shmem);
+    decode_attention_kernel<<<nh, 128, shmem>>>(out, q, kc, vc, alibi, n, max_T, nh, nkv, hd,
+                                                1.0f / sqrtf((float)hd));
+}

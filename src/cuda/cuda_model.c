@@ -308,6 +308,14 @@ int cuda_model_logits(const cuda_model *g, float *out) {
     return e ? cuda_fail(e, "copying the logits") : ROTARY_OK;
 }
 
+int cuda_model_logits_row(const cuda_model *g, size_t row, float *out) {
+    if (!g->buf || g->trained || row >= (size_t)g->cur_B * g->cur_T)
+        return rotary_fail(ROTARY_EINVAL, "cuda logits: no such row of the last forward");
+    cudaError_t e = cudaMemcpy(out, g->logits + row * g->cfg.vocab, (size_t)g->cfg.vocab *
+                               sizeof(float), cudaMemcpyDeviceToHost);
+    return e ? cuda_fail(e, "copying the logits") : ROTARY_OK;
+}
+
 int cuda_model_zero_grad(cuda_model *g) {
     cudaError_t e = cudaMemset(g->grads, 0, g->n_params * sizeof(float));
     return e ? cuda_fail(e, "zeroing the gradients") : ROTARY_OK;
@@ -422,4 +430,122 @@ int cuda_model_upload(cuda_model *g, const float *params, const rotary_adamw *op
         g->step = opt->step;
     }
     return e ? cuda_fail(e, "copying to the device") : ROTARY_OK;
+}
+
+/* ---------------------------------------------------------------- decoder */
+
+struct cuda_decoder {
+    cuda_model *g;
+    int max_T, n;
+    float *buf;             /* everything below, one allocation */
+    float *kc, *vc;         /* (n_layer, n_kv_head, max_T, head_dim) */
+    float *x, *h, *qkv, *q, *k, *v, *att, *up, *act, *logits, *scratch;
+    int *token;
+};
+
+void cuda_decoder_free(cuda_decoder *d) {
+    if (!d) return;
+    cudaFree(d->buf);
+    cudaFree(d->token);
+    free(d);
+}
+
+void cuda_decoder_reset(cuda_decoder *d) { d->n = 0; }
+
+int cuda_decoder_full(const cuda_decoder *d) { return d->n >= d->max_T; }
+
+int cuda_decoder_new(cuda_decoder **out, cuda_model *g, int max_T) {
+    const rotary_config *c = &g->cfg;
+    *out = NULL;
+    int rc = upload_tables(g);
+    if (rc) return rc;
+    if (max_T < 1 || max_T > g->pos_len || max_T > GPU_DECODE_MAX_T)
+        return rotary_fail(ROTARY_EINVAL, "cuda decoder: %d positions (the tables cover %d, at "
+                           "most %d)", max_T, g->pos_len, GPU_DECODE_MAX_T);
+    const size_t C = (size_t)c->d_model, hd = C / (size_t)c->n_head, Q = (size_t)c->n_head * hd;
+    const size_t KV = (size_t)c->n_kv_head * hd, F = (size_t)c->d_ff, V = (size_t)c->vocab;
+    const size_t U = c->mlp == ROTARY_MLP_SWIGLU ? 2 * F : F;
+    const size_t need = 2 * (size_t)c->n_layer * max_T * KV + 2 * C + (Q + 2 * KV) + Q + 2 * KV +
+                        Q + U + F + V + 2;
+    cuda_decoder *d = calloc(1, sizeof *d);
+    if (!d) return rotary_fail(ROTARY_ENOMEM, "cuda decoder: out of memory");
+    cudaError_t e;
+    if ((e = cudaMalloc((void **)&d->buf, need * sizeof(float))) != cudaSuccess ||
+        (e = cudaMalloc((void **)&d->token, sizeof(int))) != cudaSuccess) {
+        cuda_decoder_free(d);
+        return cuda_fail(e, "decoder cache");
+    }
+    float *p = d->buf;
+#define CARVE(field, n) (d->field = p, p += (n))
+    CARVE(kc, (size_t)c->n_layer * max_T * KV);
+    CARVE(vc, (size_t)c->n_layer * max_T * KV);
+    CARVE(x, C);
+    CARVE(h, C);
+    CARVE(qkv, Q + 2 * KV);
+    CARVE(q, Q);
+    CARVE(k, KV);
+    CARVE(v, KV);
+    CARVE(att, Q);
+    CARVE(up, U);
+    CARVE(act, F);
+    CARVE(logits, V);
+    CARVE(scratch, 2); /* mean and rstd of the one row */
+#undef CARVE
+    d->g = g;
+    d->max_T = max_T;
+    *out = d;
+    return ROTARY_OK;
+}
+
+int cuda_decoder_step(cuda_decoder *d, int token, float *logits) {
+    cuda_model *g = d->g;
+    const rotary_config *c = &g->cfg;
+    const rotary_layout *lo = g->host->layout;
+    if (d->n >= d->max_T)
+        return rotary_fail(ROTARY_EINVAL, "cuda decoder: the cache holds %d positions", d->max_T);
+    if (token < 0 || token >= c->vocab)
+        return rotary_fail(ROTARY_EINVAL, "decoder: token %d outside vocab %d", token, c->vocab);
+    const int C = c->d_model, nh = c->n_head, nkv = c->n_kv_head, hd = C / nh, t = d->n;
+    const int Q = nh * hd, KV = nkv * hd, QKV = Q + 2 * KV, F = c->d_ff;
+    const int U = c->mlp == ROTARY_MLP_SWIGLU ? 2 * F : F, layer_norm = c->norm == ROTARY_NORM_LAYER;
+    const int rd = c->pos == ROTARY_POS_ROPE ? g->host->rope.rotary_dim : 0;
+    /* This position's row of the tables stands for a table of one row. */
+    const float *cs = rd ? g->cos + (size_t)t * (rd / 2) : NULL;
+    const float *sn = rd ? g->sin + (size_t)t * (rd / 2) : NULL;
+    const float *ptab = c->pos == ROTARY_POS_LEARNED ? P(lo->pos_emb)
+                      : g->pos_table                 ? g->pos_table
+                                                     : NULL;
+    float *mean = layer_norm ? d->scratch : NULL, *rstd = d->scratch + 1;
+    cudaError_t e = cudaMemcpy(d->token, &token, sizeof(int), cudaMemcpyHostToDevice);
+    if (e) return cuda_fail(e, "copying the token");
+    gpu_embed_forward(d->x, d->token, P(lo->tok_emb), ptab ? ptab + (size_t)t * C : NULL, 1, 1, C);
+    for (int l = 0; l < c->n_layer; l++) {
+        const layer_params *lp = &lo->layer[l];
+        float *kc = d->kc + (size_t)l * d->max_T * KV, *vc = d->vc + (size_t)l * d->max_T * KV;
+        gpu_norm_forward(d->h, mean, rstd, d->x, P(lp->norm1_w), OPT(g->params, lp->norm1_b), 1, C,
+                         c->norm_eps);
+        gpu_linear_forward(d->qkv, d->h, P(lp->wqkv), OPT(g->params, lp->bqkv), 1, C, QKV, 0);
+        gpu_qkv_split_rope(d->q, d->k, d->v, d->qkv, cs, sn, 1, 1, nh, nkv, hd, rd, c->rope_pairing);
+        /* Row t of each kv head's cache. */
+        const size_t row = (size_t)hd * sizeof(float), pitch = (size_t)d->max_T * row;
+        cudaMemcpy2DAsync(kc + (size_t)t * hd, pitch, d->k, row, row, nkv, cudaMemcpyDeviceToDevice, 0);
+        cudaMemcpy2DAsync(vc + (size_t)t * hd, pitch, d->v, row, row, nkv, cudaMemcpyDeviceToDevice, 0);
+        gpu_decode_attention(d->att, d->q, kc, vc, g->alibi, t + 1, d->max_T, nh, nkv, hd);
+        gpu_linear_forward(d->x, d->att, P(lp->wo), OPT(g->params, lp->bo), 1, Q, C, 1);
+        gpu_norm_forward(d->h, mean, rstd, d->x, P(lp->norm2_w), OPT(g->params, lp->norm2_b), 1, C,
+                         c->norm_eps);
+        gpu_linear_forward(d->up, d->h, P(lp->wup), OPT(g->params, lp->bup), 1, C, U, 0);
+        if (c->mlp == ROTARY_MLP_SWIGLU) gpu_swiglu_forward(d->act, d->up, 1, F);
+        else gpu_gelu_forward(d->act, d->up, (size_t)F);
+        gpu_linear_forward(d->x, d->act, P(lp->wdown), OPT(g->params, lp->bdown), 1, F, C, 1);
+    }
+    gpu_norm_forward(d->h, mean, rstd, d->x, P(lo->normf_w), OPT(g->params, lo->normf_b), 1, C,
+                     c->norm_eps);
+    gpu_linear_forward(d->logits, d->h, P(lo->head), NULL, 1, C, c->vocab, 0);
+    if ((e = cudaMemcpy(logits, d->logits, (size_t)c->vocab * sizeof(float),
+                        cudaMemcpyDeviceToHost)))
+        return cuda_fail(e, "copying the logits");
+    int rc = sync_ok("decoder step");
+    if (!rc) d->n++;
+    return rc;
 }

@@ -40,6 +40,8 @@ int cuda_model_forward(cuda_model *g, const int *tokens, const int *targets, int
 int cuda_model_ctx(const cuda_model *g);
 /* Logits (B, T, vocab) of the last forward with train 0, to host memory. */
 int cuda_model_logits(const cuda_model *g, float *out);
+/* Row `row` (vocab floats) of those logits, to host memory. */
+int cuda_model_logits_row(const cuda_model *g, size_t row, float *out);
 /* Gradients of the last train forward, added into the device gradients. */
 int cuda_model_backward(cuda_model *g);
 int cuda_model_zero_grad(cuda_model *g);
@@ -53,6 +55,18 @@ int cuda_model_adamw_step(cuda_model *g, const rotary_adamw_config *c, float gra
 int cuda_model_download(const cuda_model *g, float *params, float *grads, rotary_adamw *opt);
 /* Copy host parameters and AdamW state (may be NULL) to the device. */
 int cuda_model_upload(cuda_model *g, const float *params, const rotary_adamw *opt);
+
+/* Incremental decoding on the GPU with a key/value cache (as
+ * rotary_decoder): positions 0..max_T-1 (max_T <= the positions g's tables
+ * cover, and <= 32768). g must outlive it; a step uses none of g's
+ * activations, so training and decoding may alternate. */
+typedef struct cuda_decoder cuda_decoder;
+int cuda_decoder_new(cuda_decoder **d, cuda_model *g, int max_T);
+void cuda_decoder_free(cuda_decoder *d); /* NULL is fine */
+void cuda_decoder_reset(cuda_decoder *d);
+int cuda_decoder_full(const cuda_decoder *d); /* 1 when the cache is full */
+/* Feed token at the next position; logits (vocab) to host memory. */
+int cuda_decoder_step(cuda_decoder *d, int token, float *logits);
 
 /* rotary_train on the GPU: the same schedule, batches, metrics.csv,
  * checkpoints and resume. m->params holds the trained weights on return. */

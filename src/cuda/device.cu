@@ -25,5 +25,10 @@ extern "C" int gpu_sync(void) {
         snprintf(last_error, sizeof last_error, "%s: %s", cudaGetErrorName(e), cudaGetErrorString(e));
         return -1;
     }
+    const char *g = gpu_gemm_error();
+    if (g) {
+        snprintf(last_error, sizeof last_error, "cuBLAS: %s", g);
+        return -1;
+    }
     return 0;
 }

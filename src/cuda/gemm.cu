@@ -10,6 +10,13 @@
 
 static cublasHandle_t handle;
 static void *workspace;
+static cublasStatus_t first_error; /* of a GEMM since the last gpu_gemm_error */
+
+extern "C" const char *gpu_gemm_error(void) {
+    cublasStatus_t s = first_error;
+    first_error = CUBLAS_STATUS_SUCCESS;
+    return s == CUBLAS_STATUS_SUCCESS ? NULL : cublasGetStatusString(s);
+}
 
 extern "C" int gpu_gemm_init(void) {
     if (handle) return 0;
@@ -28,8 +35,10 @@ extern "C" int gpu_gemm_init(void) {
 static void gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const float *A,
                  int lda, const float *B, int ldb, float beta, float *C, int ldc) {
     const float alpha = 1.0f;
-    cublasGemmEx(handle, ta, tb, m, n, k, &alpha, A, CUDA_R_32F, lda, B, CUDA_R_32F, ldb, &beta, C,
-                 CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F_FAST_16BF, CUBLAS_GEMM_DEFAULT);
+    cublasStatus_t s = cublasGemmEx(handle, ta, tb, m, n, k, &alpha, A, CUDA_R_32F, lda, B,
+                                    CUDA_R_32F, ldb, &beta, C, CUDA_R_32F, ldc,
+                                    CUBLAS_COMPUTE_32F_FAST_16BF, CUBLAS_GEMM_DEFAULT);
+    if (s != CUBLAS_STATUS_SUCCESS && first_error == CUBLAS_STATUS_SUCCESS) first_error = s;
 }
 
 __global__ void add_bias_kernel(float *out, const float *b, size_t n, int OC) {

@@ -20,13 +20,15 @@ extern "C" {
 int gpu_device_count(void);
 /* The message of the last CUDA error ("" if none), and clear it. */
 const char *gpu_last_error(void);
-/* Wait for the device; 0, or -1 when a kernel or copy failed. */
+/* Wait for the device; 0, or -1 when a kernel, copy or GEMM failed. */
 int gpu_sync(void);
 
 /* GEMMs (gemm.cu): cuBLAS with bf16 tensor cores and fp32 accumulation
  * (CUBLAS_COMPUTE_32F_FAST_16BF) on fp32 arrays. gpu_gemm_init creates the
  * handle once per process; 0 or -1. */
 int gpu_gemm_init(void);
+/* The first cuBLAS failure since the last call (and clear it), or NULL. */
+const char *gpu_gemm_error(void);
 /* out (N, OC) (+)= inp (N, C) @ w (OC, C)^T + b (OC); b may be NULL. */
 void gpu_linear_forward(float *out, const float *inp, const float *w, const float *b, int N,
                         int C, int OC, int accumulate);
@@ -96,6 +98,13 @@ void gpu_attention_backward(float *dq, float *dk, float *dv, float *dsum, const 
                             const float *out, const float *q, const float *k, const float *v,
                             const float *lse, const float *alibi, int B, int T, int nh, int nkv,
                             int hd);
+
+/* One decoding step's attention: out (nh*hd) for the query q (nh*hd) of the
+ * token at position n-1 against the cache k, v (nkv, max_T, hd) holding
+ * positions 0..n-1. One block per head; n <= GPU_DECODE_MAX_T. */
+#define GPU_DECODE_MAX_T 32768
+void gpu_decode_attention(float *out, const float *q, const float *kc, const float *vc,
+                          const float *alibi, int n, int max_T, int nh, int nkv, int hd);
 
 #ifdef __cplusplus
 }

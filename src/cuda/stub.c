@@ -17,6 +17,10 @@ int cuda_model_forward(cuda_model *g, const int *tokens, const int *targets, int
 }
 int cuda_model_ctx(const cuda_model *g) { (void)g; return 0; }
 int cuda_model_logits(const cuda_model *g, float *out) { (void)g, (void)out; return NO_CUDA; }
+int cuda_model_logits_row(const cuda_model *g, size_t row, float *out) {
+    (void)g, (void)row, (void)out;
+    return NO_CUDA;
+}
 int cuda_model_backward(cuda_model *g) { (void)g; return NO_CUDA; }
 int cuda_model_zero_grad(cuda_model *g) { (void)g; return NO_CUDA; }
 int cuda_model_grad_norm(cuda_model *g, float *norm) { (void)g, (void)norm; return NO_CUDA; }
@@ -30,6 +34,18 @@ int cuda_model_download(const cuda_model *g, float *params, float *grads, rotary
 }
 int cuda_model_upload(cuda_model *g, const float *params, const rotary_adamw *opt) {
     (void)g, (void)params, (void)opt;
+    return NO_CUDA;
+}
+int cuda_decoder_new(cuda_decoder **d, cuda_model *g, int max_T) {
+    (void)g, (void)max_T;
+    *d = NULL;
+    return NO_CUDA;
+}
+void cuda_decoder_free(cuda_decoder *d) { (void)d; }
+void cuda_decoder_reset(cuda_decoder *d) { (void)d; }
+int cuda_decoder_full(const cuda_decoder *d) { (void)d; return 1; }
+int cuda_decoder_step(cuda_decoder *d, int token, float *logits) {
+    (void)d, (void)token, (void)logits;
     return NO_CUDA;
 }
 int cuda_train(rotary_model *m, const rotary_train_opts *o) { (void)m, (void)o; return NO_CUDA; }

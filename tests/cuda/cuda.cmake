@@ -9,3 +9,14 @@ if(ROTARY_CUDA)
     set_tests_properties(${t} PROPERTIES SKIP_RETURN_CODE 77 LABELS cuda)
   endforeach()
 endif()
+
+# --device on the command line, in every build (cpu: "built without CUDA").
+if(ROTARY_CUDA)
+  set(ROTARY_BUILT_FOR cuda)
+else()
+  set(ROTARY_BUILT_FOR cpu)
+endif()
+add_test(NAME cli_device
+  COMMAND bash ${CMAKE_SOURCE_DIR}/tests/cuda/cli_device.sh $<TARGET_FILE:rotary_cli>
+    ${CMAKE_SOURCE_DIR} ${ROTARY_BUILT_FOR}
+  WORKING_DIRECTORY ${CMAKE_BINARY_DIR})

@@ -1,7 +1,8 @@
 /* test_cuda_model: the GPU model (src/cuda/cuda_model.c) against the CPU
  * model on the same weights: loss, logits and every parameter's gradient for
  * each supported kind of model, one AdamW step with clipping from the same
- * gradients, and a 50-step training run (cuda_train vs rotary_train) whose
+ * gradients, the KV-cache decoder step by step against the full forward, and
+ * a 50-step training run (cuda_train vs rotary_train) whose
  * loss curves must agree.
  *
  * Thresholds: the GPU's GEMMs round their inputs to bf16 (test_cuda_kernels
@@ -56,6 +57,21 @@ static void test_config(const char *label, const rotary_config *c) {
     compare(name, logits, rotary_model_logits(&m), (size_t)N * c->vocab, 2e-2);
     snprintf(name, sizeof name, "%s: loss", label);
     check(fabsf(lg - lc) <= 1e-2f * lc, name, "gpu %.5f cpu %.5f", lg, lc);
+
+    /* The KV-cache decoder, token by token: row t of sequence 0's logits. */
+    cuda_decoder *dec;
+    must(cuda_decoder_new(&dec, g, T), "cuda decoder");
+    float *row = malloc((size_t)c->vocab * sizeof(float));
+    double dworst = 0;
+    for (int t = 0; t < T; t++) {
+        must(cuda_decoder_step(dec, tok[t], row), "decoder step");
+        double e = rel_err(row, rotary_model_logits(&m) + (size_t)t * c->vocab, c->vocab);
+        if (!(e <= dworst)) dworst = e;
+    }
+    snprintf(name, sizeof name, "%s: decoder, %d steps", label, T);
+    check(dworst <= 2e-2, name, "worst rel err %.2e (<= 2e-2)", dworst);
+    cuda_decoder_free(dec);
+    free(row);
 
     /* Gradients: training forward (fused classifier) then backward. */
     rotary_model_zero_grad(&m);

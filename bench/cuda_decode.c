@@ -1,0 +1,91 @@
+/* cuda_decode: one-token decoding on the GPU (cuda_decoder) against the
+ * memory-bandwidth bound, for the llama2.c stories110M shape (12 layers,
+ * d_model 768, 12 heads, hidden 2048, vocab 32000, ctx 1024, tied; random
+ * weights) as bench/decode.c does on the CPU.
+ *
+ * usage: cuda_decode [--tokens N]
+ *
+ * A token reads every weight once (fp32: 4 bytes each) plus the KV cache up
+ * to its position, so tokens/s <= bandwidth / bytes per token. The bandwidth
+ * is measured here: device-to-device copies of 1 GiB, bytes read plus
+ * written per second. Greedy decoding from one token; the first 16 steps
+ * are not timed. Output: key=value lines. */
+#include "rotary.h"
+#include "cuda/cuda_model.h"
+
+#include <cuda_runtime_api.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int die(const char *what) {
+    fprintf(stderr, "cuda_decode: %s: %s\n", what, rotary_last_error());
+    return 1;
+}
+
+static double copy_bandwidth(void) {
+    const size_t n = (size_t)1 << 30;
+    void *a, *b;
+    if (cudaMalloc(&a, n) != cudaSuccess || cudaMalloc(&b, n) != cudaSuccess) return 0;
+    cudaMemset(a, 1, n);
+    cudaMemcpy(b, a, n, cudaMemcpyDeviceToDevice);
+    cudaDeviceSynchronize();
+    double t0 = now_s();
+    for (int i = 0; i < 10; i++) cudaMemcpy(b, a, n, cudaMemcpyDeviceToDevice);
+    cudaDeviceSynchronize();
+    double t = now_s() - t0;
+    cudaFree(a);
+    cudaFree(b);
+    return 10.0 * 2.0 * (double)n / t;
+}
+
+int main(int argc, char **argv) {
+    int ntok = 512;
+    if (argc == 3 && !strcmp(argv[1], "--tokens")) ntok = atoi(argv[2]);
+    if (ntok < 32 || ntok > 1024) {
+        fprintf(stderr, "usage: cuda_decode [--tokens 32..1024]\n");
+        return 2;
+    }
+    if (cuda_device_check()) return die("device");
+    rotary_config c;
+    rotary_config_default(&c);
+    c.n_layer = 12, c.n_head = 12, c.n_kv_head = 12, c.d_model = 768, c.d_ff = 2048;
+    c.ctx = 1024, c.vocab = 32000, c.tied = 1;
+    rotary_model m;
+    cuda_model *g;
+    cuda_decoder *d;
+    if (rotary_model_build(&m, &c)) return die("model");
+    rotary_model_init(&m, 42);
+    if (cuda_model_new(&g, &m) || cuda_decoder_new(&d, g, c.ctx)) return die("cuda decoder");
+    float *logits = malloc((size_t)c.vocab * sizeof(float));
+    int tok = 1;
+    double t0 = 0;
+    for (int i = 0; i < ntok; i++) {
+        if (i == 16) t0 = now_s();
+        if (cuda_decoder_step(d, tok, logits)) return die("step");
+        int best = 0;
+        for (int v = 1; v < c.vocab; v++) best = logits[v] > logits[best] ? v : best;
+        tok = best;
+    }
+    const double tps = (ntok - 16) / (now_s() - t0);
+    const double bw = copy_bandwidth(), hd = c.d_model / c.n_head;
+    const double weights = 4.0 * (double)m.n_params;
+    const double kv = 2.0 * c.n_layer * c.n_kv_head * hd * 4 * ((16 + ntok) / 2.0);
+    printf("device_copy_gb_s=%.1f\n", bw / 1e9);
+    printf("params=%zu\nweight_mb_per_token=%.1f\nkv_mb_per_token=%.1f\n", m.n_params,
+           weights / 1e6, kv / 1e6);
+    printf("tok_s=%.1f\nbound_tok_s=%.1f\nof_bound=%.3f\n", tps, bw / (weights + kv),
+           tps / (bw / (weights + kv)));
+    cuda_decoder_free(d);
+    cuda_model_free(g);
+    rotary_model_free(&m);
+    free(logits);
+    return 0;
+}

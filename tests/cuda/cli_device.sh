@@ -1,0 +1,45 @@
+#!/bin/bash
+# --device on train, eval, generate (sample) and compare. A default build
+# answers --device cuda with "built without CUDA", a CUDA build without a GPU
+# with "no CUDA device"; with a GPU, a tiny run trains, evaluates and
+# generates on it, and the CPU evaluates the same checkpoint to the same loss.
+# usage: cli_device.sh ROTARY_BINARY SOURCE_DIR cpu|cuda (how it was built)
+set -u
+rotary="$1"
+src="$2"
+built="$3"
+. "$src/tests/lib.sh"
+data="$tmp/text.txt"
+for i in $(seq 1 400); do echo "line $i: the quick brown fox jumps over the lazy dog"; done > "$data"
+args=(--data "$data" --layers 1 --heads 2 --dim 32 --ctx 32 --batch 4 --steps 20 --eval-every 10
+      --warmup 2 --eval-batches 2 --sample-tokens 0 --threads 2)
+
+expect_error "unknown device" "cpu or cuda" "$rotary" train "${args[@]}" --out "$tmp/x" --device tpu
+gpu=0
+if [ "$built" = cpu ]; then
+    why="built without CUDA"
+elif [ "$(nvidia-smi -L 2>/dev/null | grep -c GPU)" -gt 0 ]; then
+    gpu=1
+else
+    why="no CUDA device"
+fi
+if [ $gpu = 0 ]; then
+    expect_error "train --device cuda" "$why" "$rotary" train "${args[@]}" --out "$tmp/r" --device cuda
+    "$rotary" train "${args[@]}" --out "$tmp/r" 2>/dev/null && ok "a CPU run to evaluate" || bad "cpu run"
+    expect_error "eval --device cuda" "$why" "$rotary" eval --run "$tmp/r" --device cuda
+    expect_error "generate --device cuda" "$why" "$rotary" generate "$tmp/r" -n 4 --device cuda
+    expect_error "sample --device cuda" "$why" "$rotary" sample "$tmp/r" -n 4 --device cuda
+    out=$("$rotary" compare "${args[@]}" --pos rope --seeds 1 --out "$tmp/c" --device cuda 2>&1)
+    [ $? -ne 0 ] && [[ "$out" == *"$why"* || "$out" == *"failed"* ]] &&
+        ok "compare --device cuda fails" || bad "compare --device cuda: $out"
+else
+    "$rotary" train "${args[@]}" --out "$tmp/g" --device cuda 2>"$tmp/err" &&
+        ok "train --device cuda" || { bad "train --device cuda"; cat "$tmp/err"; }
+    lg=$("$rotary" eval --run "$tmp/g" --device cuda 2>/dev/null | awk '{print $2}')
+    lc=$("$rotary" eval --run "$tmp/g" 2>/dev/null | awk '{print $2}')
+    awk -v a="$lg" -v b="$lc" 'BEGIN { d = a - b; exit !(a > 0 && d < 0.01 * b && -d < 0.01 * b) }' &&
+        ok "eval: gpu $lg, cpu $lc on the GPU-trained checkpoint" || bad "eval: gpu $lg cpu $lc"
+    n=$("$rotary" generate "$tmp/g" -n 20 -t 0 --ids --device cuda 2>/dev/null | wc -w)
+    [ "$n" -ge 20 ] && ok "generate --device cuda: $n ids" || bad "generate --device cuda: $n ids"
+fi
+finish

@@ -1,0 +1,119 @@
+#!/bin/bash
+# tests/cuda/run.sh: everything the CUDA backend needs a GPU for, in one run
+# (docs/performance.md): build with -DROTARY_CUDA=ON, run the kernel and
+# model comparison tests against the CPU, then the training benchmark beside
+# PyTorch (torch.compile, SDPA flash attention, bf16 autocast, fused AdamW),
+# decoding against the memory-bandwidth bound, and print a short table last. About 5 minutes on an H100 with 16 cores:
+# the build 1-2, the tests under 1, PyTorch's compile and both benchmarks 2.
+#
+# usage: tests/cuda/run.sh            (from anywhere; JOBS, BUILD, NVCC, PYTHON
+#                                      override the defaults below)
+# With the device tool, from the repository root here:
+#   tests/cuda/deps.sh        (once: the Debian packages the GPU image lacks)
+#   run(command="tests/cuda/run.sh", carry=["tests/cuda/deps"], timeout_s=600)
+# Results (logs and the table) are also written to $RESULTS (default
+# $BUILD/gpu-results), or to $OUT/gpu-results when OUT is set.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+JOBS=${JOBS:-16}
+BUILD=${BUILD:-build-gpu}
+NVCC=${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}
+PYTHON=${PYTHON:-python3}
+RESULTS=${RESULTS:-${OUT:+$OUT/gpu-results}}
+RESULTS=${RESULTS:-$BUILD/gpu-results}
+mkdir -p "$RESULTS"
+declare -A status detail
+t_start=$(date +%s)
+
+note() { printf '%s\n' "$*" | tee -a "$RESULTS/run.log"; }
+elapsed() { echo $(($(date +%s) - t_start)); }
+
+# What the build needs, said up front rather than as a CMake error. The GPU
+# machine's image has nvcc and CMake but not OpenBLAS, cJSON or PCRE2: their
+# Debian packages, fetched beforehand by tests/cuda/deps.sh and carried in
+# tests/cuda/deps/, are unpacked under $BUILD/deps (nothing is installed).
+cmake_extra=()
+have_headers() {
+  for h in cblas.h cjson/cJSON.h pcre2.h; do
+    [ -n "$(find /usr/include /usr/local/include -path "*$h" 2>/dev/null | head -1)" ] || return 1
+  done
+}
+if ! have_headers && ls tests/cuda/deps/*.deb >/dev/null 2>&1; then
+  deps=$PWD/$BUILD/deps
+  mkdir -p "$deps"
+  for f in tests/cuda/deps/*.deb; do dpkg-deb -x "$f" "$deps" || exit 2; done
+  d=$deps/usr; a=x86_64-linux-gnu
+  cmake_extra=(-DCBLAS_INCLUDE_DIR=$d/include/$a/openblas-pthread
+    -DOPENBLAS_OPENMP=$d/lib/$a/openblas-openmp/libopenblas.so.0 -DCJSON_INCLUDE_DIR=$d/include
+    -DCJSON_LIBRARY=$d/lib/$a/libcjson.so -DPCRE2_INCLUDE_DIR=$d/include
+    -DPCRE2_LIBRARY=$d/lib/$a/libpcre2-8.so)
+  export LD_LIBRARY_PATH=$d/lib/$a/openblas-openmp:$d/lib/$a${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  note "run.sh: using the carried packages in tests/cuda/deps (unpacked in $deps)"
+elif ! have_headers; then
+  note "run.sh: cannot build: OpenBLAS, cJSON or PCRE2 headers missing; run tests/cuda/deps.sh" \
+    "on a Debian machine and carry tests/cuda/deps, or scripts/install-deps.sh here"
+  exit 2
+fi
+missing=""
+command -v cmake >/dev/null || missing+=" cmake"
+[ -x "$NVCC" ] || missing+=" nvcc($NVCC)"
+if [ -n "$missing" ]; then
+  note "run.sh: cannot build: missing$missing"
+  exit 2
+fi
+note "run.sh: $(nvidia-smi -L 2>/dev/null | head -1)"
+
+note "== build ($BUILD, -j$JOBS) [$(elapsed)s]"
+if ! cmake -S . -B "$BUILD" -DROTARY_CUDA=ON -DROTARY_WERROR=ON -DCMAKE_CUDA_COMPILER="$NVCC" \
+     "${cmake_extra[@]}" >"$RESULTS/cmake.log" 2>&1 ||
+   ! cmake --build "$BUILD" -j "$JOBS" --target test_cuda_kernels test_cuda_model cuda_train \
+     cuda_decode rotary_cli >"$RESULTS/build.log" 2>&1; then
+  tail -30 "$RESULTS/cmake.log" "$RESULTS/build.log"
+  note "run.sh: build failed (logs in $RESULTS)"
+  exit 1
+fi
+
+# name, time limit (s), command...: status PASS/FAIL/SKIP/TIMEOUT and the
+# last summary line of the output.
+run() {
+  local name=$1 limit=$2; shift 2
+  note "== $name [$(elapsed)s]"
+  timeout "$limit" "$@" >"$RESULTS/$name.log" 2>&1
+  local rc=$?
+  cat "$RESULTS/$name.log"
+  case $rc in
+    0) status[$name]=PASS ;; 77) status[$name]=SKIP ;; 124) status[$name]=TIMEOUT ;;
+    *) status[$name]="FAIL($rc)" ;;
+  esac
+}
+
+run test_cuda_kernels 120 "$BUILD/test_cuda_kernels"
+detail[test_cuda_kernels]=$(grep -E "passed|FAILED" "$RESULTS/test_cuda_kernels.log" | tail -1)
+run test_cuda_model 180 bash -c "cd '$BUILD' && ./test_cuda_model"
+detail[test_cuda_model]=$(grep -E "passed|FAILED" "$RESULTS/test_cuda_model.log" | tail -1)
+run cuda_train 120 "$BUILD/bench/cuda_train"
+run cuda_decode 120 "$BUILD/bench/cuda_decode"
+run torch_train_gpu 300 "$PYTHON" bench/torch_train_gpu.py
+
+val() { grep -m1 "^$2=" "$RESULTS/$1.log" 2>/dev/null | cut -d= -f2; }
+{
+  echo
+  echo "== results ($(val cuda_train device), $(elapsed)s in all)"
+  printf '%-28s %s\n' "check" "result"
+  for t in test_cuda_kernels test_cuda_model cuda_train cuda_decode torch_train_gpu; do
+    printf '%-28s %s %s\n' "$t" "${status[$t]}" "${detail[$t]:-}"
+  done
+  echo
+  echo "training, GPT-2-small shape with RoPE (12 x 768, ctx 1024, vocab 50304, batch 16):"
+  printf '%-22s %12s %10s %8s\n' "" "tokens/s" "ms/step" "MFU"
+  printf '%-22s %12s %10s %8s\n' "rotary (cuda)" "$(val cuda_train tokens_per_s)" \
+    "$(val cuda_train ms_per_step)" "$(val cuda_train mfu)"
+  printf '%-22s %12s %10s %8s\n' "pytorch $(val torch_train_gpu torch)" \
+    "$(val torch_train_gpu tokens_per_s)" "$(val torch_train_gpu ms_per_step)" \
+    "$(val torch_train_gpu mfu)"
+  echo
+  echo "decode, llama2.c 110M shape (fp32 weights, KV cache, greedy):"
+  echo "  $(val cuda_decode tok_s) tokens/s; bound $(val cuda_decode bound_tok_s) tokens/s" \
+    "($(val cuda_decode of_bound) of it) at $(val cuda_decode device_copy_gb_s) GB/s (device copy)"
+} | tee "$RESULTS/table.txt"
+for t in "${!status[@]}"; do [ "${status[$t]}" = PASS ] || exit 1; done

@@ -3,8 +3,10 @@
 # (docs/performance.md): build with -DROTARY_CUDA=ON, run the kernel and
 # model comparison tests against the CPU, then the training benchmark beside
 # PyTorch (torch.compile, SDPA flash attention, bf16 autocast, fused AdamW),
-# decoding against the memory-bandwidth bound, and print a short table last. About 5 minutes on an H100 with 16 cores:
-# the build 1-2, the tests under 1, PyTorch's compile and both benchmarks 2.
+# decoding against the memory-bandwidth bound, the kernel test again under
+# compute-sanitizer's memcheck, and print a short table last. About 6 minutes
+# on an H100 with 16 cores: the build 1-2, the tests under 1, PyTorch's
+# compile and the benchmarks 2, memcheck about 1.
 #
 # usage: tests/cuda/run.sh            (from anywhere; JOBS, BUILD, NVCC, PYTHON
 #                                      override the defaults below)
@@ -74,7 +76,7 @@ if ! cmake -S . -B "$BUILD" -DROTARY_CUDA=ON -DCMAKE_CUDA_COMPILER="$NVCC" \
      "${cmake_extra[@]}" >"$RESULTS/cmake.log" 2>&1 ||
    ! cmake --build "$BUILD" -j "$JOBS" --target test_cuda_kernels test_cuda_model cuda_train \
      cuda_decode rotary_cli >"$RESULTS/build.log" 2>&1; then
-  tail -30 "$RESULTS/cmake.log" "$RESULTS/build.log"
+  tail -n 30 "$RESULTS/cmake.log" "$RESULTS/build.log"
   note "run.sh: build failed (logs in $RESULTS)"
   exit 1
 fi
@@ -97,16 +99,28 @@ run test_cuda_kernels 120 "$BUILD/test_cuda_kernels"
 detail[test_cuda_kernels]=$(grep -E "passed|FAILED" "$RESULTS/test_cuda_kernels.log" | tail -1)
 run test_cuda_model 180 bash -c "cd '$BUILD' && ./test_cuda_model"
 detail[test_cuda_model]=$(grep -E "passed|FAILED" "$RESULTS/test_cuda_model.log" | tail -1)
+run cli_device 120 bash tests/cuda/cli_device.sh "$BUILD/rotary" "$PWD" cuda
+detail[cli_device]=$(tail -n 1 "$RESULTS/cli_device.log")
 run cuda_train 120 "$BUILD/bench/cuda_train"
 run cuda_decode 120 "$BUILD/bench/cuda_decode"
 run torch_train_gpu 300 "$PYTHON" bench/torch_train_gpu.py
+# Out-of-bounds and misaligned accesses the comparisons could miss, last
+# because it is the slowest (memcheck) and the table does not depend on it.
+sanitizer=$(command -v compute-sanitizer || echo "$(dirname "$NVCC")/../compute-sanitizer/compute-sanitizer")
+if [ -x "$sanitizer" ]; then
+  run memcheck 120 "$sanitizer" --tool memcheck --error-exitcode 1 "$BUILD/test_cuda_kernels"
+  detail[memcheck]=$(grep -E "ERROR SUMMARY" "$RESULTS/memcheck.log" | tail -1)
+else
+  status[memcheck]=SKIP detail[memcheck]="no compute-sanitizer"
+fi
 
 val() { grep -m1 "^$2=" "$RESULTS/$1.log" 2>/dev/null | cut -d= -f2; }
 {
   echo
   echo "== results ($(val cuda_train device), $(elapsed)s in all)"
   printf '%-28s %s\n' "check" "result"
-  for t in test_cuda_kernels test_cuda_model cuda_train cuda_decode torch_train_gpu; do
+  for t in test_cuda_kernels test_cuda_model cli_device cuda_train cuda_decode torch_train_gpu \
+           memcheck; do
     printf '%-28s %s %s\n' "$t" "${status[$t]}" "${detail[$t]:-}"
   done
   echo
@@ -122,4 +136,7 @@ val() { grep -m1 "^$2=" "$RESULTS/$1.log" 2>/dev/null | cut -d= -f2; }
   echo "  $(val cuda_decode tok_s) tokens/s; bound $(val cuda_decode bound_tok_s) tokens/s" \
     "($(val cuda_decode of_bound) of it) at $(val cuda_decode device_copy_gb_s) GB/s (device copy)"
 } | tee "$RESULTS/table.txt"
-for t in "${!status[@]}"; do [ "${status[$t]}" = PASS ] || exit 1; done
+# Everything must pass; memcheck may be skipped where there is no sanitizer.
+for t in "${!status[@]}"; do
+  [ "${status[$t]}" = PASS ] || [ "$t:${status[$t]}" = memcheck:SKIP ] || exit 1
+done

@@ -22,13 +22,13 @@ typedef struct {
     const char *data, *tokenizer, *out, *resume, *pos, *norm, *mlp, *pairing, *attn, *device;
     int t5_buckets, t5_max_distance;
     int layers, heads, kv_heads, dim, ff, ctx, batch, threads, eval_batches, rotary_dim;
-    int tied, bias, force, sample_tokens, zero1;
+    int tied, bias, force, sample_tokens, zero1, dist_bucket;
     long steps, warmup, eval_every, ckpt_every, seed;
     float lr, min_lr_frac, weight_decay, clip, beta1, beta2, rope_base, val_fraction, init_std;
     cli_rope_args rope;
 } train_args;
 
-#define N_SPECS (41 + CLI_ROPE_N_SPECS)
+#define N_SPECS (42 + CLI_ROPE_N_SPECS)
 static int make_specs(arg_spec *s, train_args *a) {
     int n = 0;
 #define SPEC(name, type, ptr, lo, hi, help) s[n++] = (arg_spec){name, type, ptr, lo, hi, help, 0}
@@ -74,6 +74,7 @@ static int make_specs(arg_spec *s, train_args *a) {
     SPEC("--device", ARG_STR, &a->device, 0, 0, "cpu, or cuda (an NVIDIA GPU; docs/performance.md)");
     SPEC("--sample-tokens", ARG_INT, &a->sample_tokens, 0, 1 << 20, "tokens sampled into samples.txt at the end");
     SPEC("--zero1", ARG_FLAG, &a->zero1, 0, 1, "under mpirun: each rank keeps the AdamW state of 1/N of the weights (ZeRO-1)");
+    SPEC("--dist-bucket", ARG_INT, &a->dist_bucket, 0, 1 << 30, "under mpirun: floats per all-reduce call (0 = 1M); buckets start during the backward pass");
 #undef SPEC
     return n;
 }
@@ -101,6 +102,7 @@ static void defaults(train_args *a) {
 /* Flags that a resumed run may change: the rest define the run. */
 static int may_change_on_resume(const char *name) {
     return !strcmp(name, "--resume") || !strcmp(name, "--threads") || !strcmp(name, "--force") ||
+           !strcmp(name, "--dist-bucket") ||
            !strcmp(name, "--sample-tokens") || !strcmp(name, "--out") || !strcmp(name, "--zero1") ||
            !strcmp(name, "--device");
 }
@@ -438,7 +440,7 @@ static int train(int argc, char **argv) {
         }
         saved.resume = a.resume, saved.threads = a.threads, saved.sample_tokens = a.sample_tokens;
         saved.device = a.device;
-        saved.zero1 = a.zero1;
+        saved.zero1 = a.zero1, saved.dist_bucket = a.dist_bucket;
         a = saved;
     } else if (dist.rank == 0) {
         if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
@@ -512,6 +514,7 @@ static int train(int argc, char **argv) {
         .ckpt_every = a.ckpt_every ? a.ckpt_every : a.eval_every, .eval_batches = a.eval_batches,
         .seed = (uint64_t)a.seed, .resume = a.resume != NULL, .on_step = on_step, .ctx = &pr,
         .dist = &dist, .zero1 = a.zero1};
+    dist.bucket = (size_t)a.dist_bucket;
     if (dist.size > 1 && dist.rank == 0) {
         rotary_dist one = {0, 1, 0, 0, NULL};
         rotary_train_opts alone = o;

@@ -227,6 +227,11 @@ typedef struct {
     float *alibi;          /* (n_head) slopes or NULL */
     rotary_layout *layout; /* where each layer's weights are */
     rotary_acts *acts;     /* sized by rotary_model_reserve */
+    /* Called by backward when grads[from, n_params) are final for this pass,
+     * so that they can travel to other processes while the rest is
+     * computed (src/dist.c); NULL: not called. */
+    void (*grads_ready)(void *ctx, size_t from);
+    void *grads_ready_ctx;
 } rotary_model;
 
 /* Allocate parameters and gradients for cfg (zeroed). */
@@ -375,7 +380,7 @@ typedef struct {
     int rank, size;  /* this process, and the number of processes */
     int mpi;         /* MPI was initialised by rotary_dist_init */
     size_t bucket;   /* floats per collective call (0: ROTARY_DIST_BUCKET) */
-    int *work;       /* (2 size) counts and offsets for MPI, internal */
+    void *impl;      /* buffers and requests in flight, internal */
 } rotary_dist;
 enum { ROTARY_DIST_BUCKET = 1 << 20 };
 

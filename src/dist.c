@@ -7,7 +7,14 @@
  * Every collective moves the flat buffer in buckets of d->bucket floats:
  * MPI counts are ints, and smaller calls bound the temporary memory MPI
  * allocates. A bucket's slice of the shards is in rank order, which is what
- * MPI_Reduce_scatter and MPI_Allgatherv expect, so ZeRO-1 buckets too. */
+ * MPI_Reduce_scatter and MPI_Allgatherv expect, so ZeRO-1 buckets too.
+ *
+ * The gradients travel while the backward pass still runs: it reports after
+ * each layer which suffix of the buffer is final (rotary_model.grads_ready),
+ * and every bucket inside that suffix is started at once as a non-blocking
+ * all-reduce (or reduce-scatter); the training step waits for them all at
+ * the end. Buckets are counted from the end of the buffer, where the
+ * backward pass finishes first. */
 #define _POSIX_C_SOURCE 200809L
 #include "internal.h"
 
@@ -18,6 +25,20 @@
 
 #ifdef ROTARY_MPI
 #include <mpi.h>
+
+/* What a rank keeps between calls (rotary_dist.impl). */
+typedef struct {
+    int *counts, *displs;   /* (size) scratch for the blocking collectives */
+    /* Gradients in flight: bucket k is [n - (k+1) b, n - k b) clipped at 0. */
+    size_t n, b;            /* buffer and bucket length of the flight */
+    int zero;               /* reduce-scatter (ZeRO-1) rather than all-reduce */
+    int n_buckets, started; /* buckets, and how many have been started */
+    MPI_Request *req;       /* (n_buckets) */
+    int *bcounts, *bdispls; /* (n_buckets, size) parts of each bucket (ZeRO-1);
+                               MPI reads them until the request completes */
+    float *x;
+    int err;                /* first MPI error of the flight */
+} dist_impl;
 #endif
 
 int rotary_dist_available(void) {
@@ -55,8 +76,11 @@ int rotary_dist_init(rotary_dist *d, int *argc, char ***argv) {
     MPI_Comm_rank(MPI_COMM_WORLD, &d->rank);
     MPI_Comm_size(MPI_COMM_WORLD, &n);
     d->size = n;
-    d->work = malloc(2 * (size_t)n * sizeof(int));
-    if (!d->work) return rotary_fail(ROTARY_ENOMEM, "MPI: out of memory");
+    dist_impl *im = calloc(1, sizeof *im);
+    d->impl = im;
+    if (im) im->counts = malloc(2 * (size_t)n * sizeof(int));
+    if (!im || !im->counts) return rotary_fail(ROTARY_ENOMEM, "MPI: out of memory");
+    im->displs = im->counts + n;
     return ROTARY_OK;
 #else
     (void)argc, (void)argv;
@@ -70,9 +94,11 @@ int rotary_dist_init(rotary_dist *d, int *argc, char ***argv) {
 void rotary_dist_finalize(rotary_dist *d) {
 #ifdef ROTARY_MPI
     if (d->mpi) MPI_Finalize();
+    dist_impl *im = d->impl;
+    if (im) free(im->counts), free(im->req), free(im->bcounts);
+    free(im);
 #endif
-    free(d->work);
-    d->work = NULL;
+    d->impl = NULL;
     d->mpi = 0;
 }
 
@@ -142,28 +168,99 @@ int rotary_dist_allreduce_mean(const rotary_dist *d, float *x, size_t n) {
     return ROTARY_OK;
 }
 
-int dist_reduce_scatter_mean(const rotary_dist *d, float *x, size_t n) {
+int dist_grads_start(const rotary_dist *d, float *x, size_t n, int zero) {
     if (!d || d->size <= 1) return ROTARY_OK;
 #ifdef ROTARY_MPI
-    const size_t bucket = bucket_size(d);
-    int *counts = d->work, *displs = d->work + d->size;
-    for (size_t i = 0; i < n; i += bucket) {
-        size_t j = n - i < bucket ? n : i + bucket;
-        bucket_parts(d, n, i, j, counts, displs);
-        /* In place: the bucket is the input, this rank's part of the sum
-         * lands at the bucket's start; move it to where it belongs. */
-        int err = MPI_Reduce_scatter(MPI_IN_PLACE, x + i, counts, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
-        if (err != MPI_SUCCESS) return mpi_fail(err, "reduce-scatter");
-        int me = d->rank;
-        if (counts[me] && displs[me]) memmove(x + i + displs[me], x + i, (size_t)counts[me] * sizeof(float));
+    dist_impl *im = d->impl;
+    const size_t b = bucket_size(d), size = (size_t)d->size;
+    if (im->n != n || im->b != b || !im->req) { /* the bucket table, once */
+        const size_t nb = (n + b - 1) / b;
+        free(im->req), free(im->bcounts);
+        im->req = malloc((nb ? nb : 1) * sizeof(MPI_Request));
+        im->bcounts = malloc((nb ? 2 * nb * size : 1) * sizeof(int));
+        if (!im->req || !im->bcounts || nb > INT_MAX) {
+            free(im->req), free(im->bcounts);
+            im->req = NULL, im->bcounts = NULL;
+            return rotary_fail(ROTARY_ENOMEM, "MPI: out of memory for %zu buckets", nb);
+        }
+        im->n = n, im->b = b, im->n_buckets = (int)nb;
+        im->bdispls = im->bcounts + nb * size;
+        for (size_t k = 0; k < nb; k++) {
+            size_t j = n - k * b, i = j > b ? j - b : 0;
+            bucket_parts(d, n, i, j, im->bcounts + k * size, im->bdispls + k * size);
+        }
     }
-    size_t lo, hi;
-    rotary_dist_shard(d, n, d->rank, &lo, &hi);
+    im->zero = zero, im->started = 0, im->x = x, im->err = MPI_SUCCESS;
+#else
+    (void)x, (void)n, (void)zero;
+#endif
+    return ROTARY_OK;
+}
+
+#ifdef ROTARY_MPI
+/* Start, in order, the buckets that lie within [from, n). Every rank calls
+ * this at the same points with the same from, so the collectives start in
+ * the same order everywhere, as MPI requires. */
+static void start_buckets(const rotary_dist *d, size_t from) {
+    dist_impl *im = d->impl;
+    while (im->started < im->n_buckets && im->err == MPI_SUCCESS) {
+        const int k = im->started;
+        const size_t j = im->n - (size_t)k * im->b, i = j > im->b ? j - im->b : 0;
+        if (i < from) break;
+        int err = im->zero ? MPI_Ireduce_scatter(MPI_IN_PLACE, im->x + i, im->bcounts + (size_t)k * d->size,
+                                                 MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &im->req[k])
+                           : MPI_Iallreduce(MPI_IN_PLACE, im->x + i, (int)(j - i), MPI_FLOAT, MPI_SUM,
+                                            MPI_COMM_WORLD, &im->req[k]);
+        if (err != MPI_SUCCESS) {
+            im->err = err;
+            break;
+        }
+        im->started++;
+    }
+}
+#endif
+
+void dist_grads_ready(const rotary_dist *d, size_t from) {
+    if (!d || d->size <= 1) return;
+#ifdef ROTARY_MPI
+    dist_impl *im = d->impl;
+    if (!im->x) return;
+    int before = im->started, flag;
+    start_buckets(d, from);
+    /* Open MPI moves non-blocking collectives on only inside MPI calls: give
+     * the ones in flight a push while the backward pass goes on. */
+    if (before && im->err == MPI_SUCCESS) MPI_Testall(before, im->req, &flag, MPI_STATUSES_IGNORE);
+#else
+    (void)from;
+#endif
+}
+
+int dist_grads_finish(const rotary_dist *d) {
+    if (!d || d->size <= 1) return ROTARY_OK;
+#ifdef ROTARY_MPI
+    dist_impl *im = d->impl;
+    if (!im->x) return ROTARY_OK;
+    start_buckets(d, 0);
+    int err = MPI_Waitall(im->started, im->req, MPI_STATUSES_IGNORE);
+    float *x = im->x;
+    im->x = NULL;
+    if (im->err != MPI_SUCCESS) return mpi_fail(im->err, im->zero ? "reduce-scatter" : "all-reduce");
+    if (err != MPI_SUCCESS) return mpi_fail(err, im->zero ? "reduce-scatter" : "all-reduce");
     const float s = 1.0f / (float)d->size;
+    size_t lo = 0, hi = im->n;
+    if (im->zero) {
+        /* Each bucket's reduce-scatter left this rank's part at the
+         * bucket's start: move it where it belongs. */
+        const int me = d->rank;
+        for (int k = 0; k < im->n_buckets; k++) {
+            const size_t j = im->n - (size_t)k * im->b, i = j > im->b ? j - im->b : 0;
+            const int c = im->bcounts[(size_t)k * d->size + me], o = im->bdispls[(size_t)k * d->size + me];
+            if (c && o) memmove(x + i + o, x + i, (size_t)c * sizeof(float));
+        }
+        rotary_dist_shard(d, im->n, me, &lo, &hi);
+    }
 #pragma omp parallel for schedule(static)
     for (size_t i = lo; i < hi; i++) x[i] *= s;
-#else
-    (void)x, (void)n;
 #endif
     return ROTARY_OK;
 }
@@ -172,7 +269,8 @@ int dist_allgather(const rotary_dist *d, float *x, size_t n) {
     if (!d || d->size <= 1) return ROTARY_OK;
 #ifdef ROTARY_MPI
     const size_t bucket = bucket_size(d);
-    int *counts = d->work, *displs = d->work + d->size;
+    dist_impl *im = d->impl;
+    int *counts = im->counts, *displs = im->displs;
     for (size_t i = 0; i < n; i += bucket) {
         size_t j = n - i < bucket ? n : i + bucket;
         bucket_parts(d, n, i, j, counts, displs);
@@ -193,7 +291,8 @@ int dist_gather(const rotary_dist *d, const float *shard, float *full, size_t n)
     }
 #ifdef ROTARY_MPI
     const size_t bucket = bucket_size(d);
-    int *counts = d->work, *displs = d->work + d->size;
+    dist_impl *im = d->impl;
+    int *counts = im->counts, *displs = im->displs;
     size_t lo, hi;
     rotary_dist_shard(d, n, d->rank, &lo, &hi);
     for (size_t i = 0; i < n; i += bucket) {
@@ -211,7 +310,8 @@ int dist_gather(const rotary_dist *d, const float *shard, float *full, size_t n)
 int dist_allgather_norm_blocks(const rotary_dist *d, double *part, size_t n) {
     if (!d || d->size <= 1) return ROTARY_OK;
 #ifdef ROTARY_MPI
-    int *counts = d->work, *displs = d->work + d->size;
+    dist_impl *im = d->impl;
+    int *counts = im->counts, *displs = im->displs;
     for (int r = 0; r < d->size; r++) {
         size_t lo, hi;
         rotary_dist_shard(d, n, r, &lo, &hi);

@@ -56,9 +56,13 @@ int rotary_tmpfile_commit(rotary_tmpfile *f);
 /* dist.c: the collectives of ZeRO-1 and of the training loop; each is a
  * no-op with one rank. n is the flat buffer's length on every rank, shards
  * as rotary_dist_shard cuts them. */
-/* x (n): on return x[lo, hi) of this rank's shard holds the mean over the
- * ranks (the rest of x is scratch). */
-int dist_reduce_scatter_mean(const rotary_dist *d, float *x, size_t n);
+/* Averaging gradients x (n) while the backward pass runs: start before it,
+ * dist_grads_ready(d, from) when x[from, n) is final (it starts the buckets
+ * inside), finish after it. Then x holds the mean over the ranks, or with
+ * zero (ZeRO-1) x[lo, hi) of this rank's shard does (the rest is scratch). */
+int dist_grads_start(const rotary_dist *d, float *x, size_t n, int zero);
+void dist_grads_ready(const rotary_dist *d, size_t from);
+int dist_grads_finish(const rotary_dist *d);
 /* x (n): every rank's shard of x, to every rank. */
 int dist_allgather(const rotary_dist *d, float *x, size_t n);
 /* shard (hi - lo of this rank) to full (n) on rank 0 (full unused elsewhere). */

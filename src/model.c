@@ -702,6 +702,9 @@ int rotary_model_backward(rotary_model *m) {
                         C, QKV);
         norm_backward(m, a->dres, a->dh, x, a->mean1 + l * capN, a->rstd1 + l * capN,
                       lp->norm1_w, lp->norm1_b, N);
+        /* Layer l starts at norm1_w in the buffer; it and all that follows
+         * (later layers, the final norm, an untied head) are done. */
+        if (m->grads_ready) m->grads_ready(m->grads_ready_ctx, lp->norm1_w);
     }
 
     /* Embeddings: columns split across threads so each gradient element has

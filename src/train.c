@@ -165,23 +165,38 @@ size_t rotary_train_optim_bytes(const rotary_model *m, const rotary_train_opts *
     return 2 * (hi - lo) * sizeof(float);
 }
 
-/* Average the gradients over the ranks, clip them by their global norm and
- * take the AdamW step. Without ZeRO-1 every rank all-reduces the whole
- * buffer and updates every weight; with it, each rank receives the mean of
- * its shard only (reduce-scatter), computes the norm from every shard's
- * block sums (the same blocks, added in the same order, as one process),
- * updates its shard and all-gathers the weights. */
+/* The backward pass reports each finished suffix of the gradients. */
+static void grads_ready(void *ctx, size_t from) { dist_grads_ready(ctx, from); }
+
+/* Backward, with the gradients averaged over the ranks as they come (the
+ * buckets of the layers done are on their way while earlier layers are
+ * differentiated). Without ZeRO-1 every rank receives the whole mean; with
+ * it, the mean of its shard only (reduce-scatter). */
+static int backward(rotary_model *m, int zero, const rotary_dist *d) {
+    if (d->size <= 1) return rotary_model_backward(m);
+    int rc = dist_grads_start(d, m->grads, m->n_params, zero);
+    if (rc) return rc;
+    m->grads_ready = grads_ready, m->grads_ready_ctx = (void *)d;
+    rc = rotary_model_backward(m);
+    m->grads_ready = NULL, m->grads_ready_ctx = NULL;
+    int rc2 = dist_grads_finish(d); /* even after a failure: no request left behind */
+    return rc ? rc : rc2;
+}
+
+/* Clip the averaged gradients by their global norm and take the AdamW step.
+ * Without ZeRO-1 every rank updates every weight; with it, each computes
+ * the norm from every shard's block sums (the same blocks, added in the
+ * same order, as one process), updates its shard and all-gathers the
+ * weights. */
 static int update(rotary_model *m, rotary_adamw *opt, int zero, const rotary_adamw_config *ac,
                   float clip, double *part, const rotary_dist *d) {
     const size_t n = m->n_params, lo = opt->offset, hi = opt->offset + opt->n;
     int rc;
     if (!zero) { /* the whole state on every rank */
-        if ((rc = rotary_dist_allreduce_mean(d, m->grads, n))) return rc;
         if (clip > 0) rotary_clip_grad_norm(m->grads, n, clip);
         rotary_adamw_step(opt, m, ac);
         return ROTARY_OK;
     }
-    if ((rc = dist_reduce_scatter_mean(d, m->grads, n))) return rc;
     if (clip > 0) {
         const size_t nb = (n + ROTARY_NORM_BLOCK - 1) / ROTARY_NORM_BLOCK;
         rotary_grad_sq_blocks(m->grads + lo, hi - lo, part + lo / ROTARY_NORM_BLOCK);
@@ -282,7 +297,7 @@ int rotary_train(rotary_model *m, const rotary_train_opts *o) {
                              "checkpoint (step %ld) is kept in %s", loss, step + 1, last_saved, ckpt);
             goto out;
         }
-        if ((rc = rotary_model_backward(m))) goto out;
+        if ((rc = backward(m, zero, d))) goto out;
         ac.lr = rotary_lr_at(step, o->warmup, o->steps, o->lr, o->min_lr);
         if ((rc = update(m, &opt, zero, &ac, o->clip, part, d))) goto out;
 

@@ -1,5 +1,6 @@
 /* test_dist: the collectives of src/dist.c, run by mpirun on 2 and 3 ranks
- * (tests/mpi.cmake): shards, bucketed all-reduce, reduce-scatter, all-gather,
+ * (tests/mpi.cmake): shards, bucketed all-reduce, gradients averaged in
+ * flight (all-reduce and reduce-scatter started bucket by bucket), all-gather,
  * gather to rank 0, the norm blocks, agreement on failure, and batch slices.
  * Every value is an integer small enough that float sums are exact, so each
  * result is compared exactly. */
@@ -55,14 +56,33 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < n; i++) bad += x[i] != mean(R, i);
     EXPECT(bad == 0, "all-reduce mean: %d wrong of %zu", bad, n);
 
+    /* Gradients in flight: started in buckets from the end as a backward
+     * pass would report finished suffixes, then finished; all-reduce and
+     * (ZeRO-1) reduce-scatter. */
     size_t lo, hi;
     rotary_dist_shard(&d, n, me, &lo, &hi);
+    for (int zero = 0; zero <= 1; zero++) {
+        for (int round = 0; round < 2; round++) { /* the second reuses the bucket table */
+            for (size_t i = 0; i < n; i++) x[i] = val(me, i);
+            must(dist_grads_start(&d, x, n, zero), "start");
+            for (int q = 7; q >= 1; q--) dist_grads_ready(&d, n / 8 * (size_t)q);
+            must(dist_grads_finish(&d), "finish");
+            bad = 0;
+            for (size_t i = zero ? lo : 0; i < (zero ? hi : n); i++) bad += x[i] != mean(R, i);
+            EXPECT(bad == 0, "%s in flight (round %d): %d wrong", zero ? "reduce-scatter" : "all-reduce",
+                   round, bad);
+        }
+    }
+    /* One bucket for everything, started only at the finish. */
+    d.bucket = 0;
     for (size_t i = 0; i < n; i++) x[i] = val(me, i);
-    must(dist_reduce_scatter_mean(&d, x, n), "reduce-scatter");
+    must(dist_grads_start(&d, x, n, 0), "start");
+    dist_grads_ready(&d, n / 2);
+    must(dist_grads_finish(&d), "finish");
     bad = 0;
-    for (size_t i = lo; i < hi; i++)
-        bad += x[i] != mean(R, i);
-    EXPECT(bad == 0, "reduce-scatter: %d wrong in my shard [%zu, %zu)", bad, lo, hi);
+    for (size_t i = 0; i < n; i++) bad += x[i] != mean(R, i);
+    EXPECT(bad == 0, "one bucket: %d wrong", bad);
+    d.bucket = 1000;
 
     /* All-gather: each rank fills its shard with its own values. */
     for (size_t i = 0; i < n; i++) x[i] = -1;

@@ -168,7 +168,7 @@ int rotary_dist_allreduce_mean(const rotary_dist *d, float *x, size_t n) {
     return ROTARY_OK;
 }
 
-int dist_grads_start(const rotary_dist *d, float *x, size_t n, int zero) {
+int dist_grads_prepare(const rotary_dist *d, size_t n) {
     if (!d || d->size <= 1) return ROTARY_OK;
 #ifdef ROTARY_MPI
     dist_impl *im = d->impl;
@@ -190,9 +190,21 @@ int dist_grads_start(const rotary_dist *d, float *x, size_t n, int zero) {
             bucket_parts(d, n, i, j, im->bcounts + k * size, im->bdispls + k * size);
         }
     }
+#else
+    (void)n;
+#endif
+    return ROTARY_OK;
+}
+
+int dist_grads_start(const rotary_dist *d, float *x, size_t n, int zero) {
+    if (!d || d->size <= 1) return ROTARY_OK;
+    int rc = dist_grads_prepare(d, n);
+    if (rc) return rc;
+#ifdef ROTARY_MPI
+    dist_impl *im = d->impl;
     im->zero = zero, im->started = 0, im->x = x, im->err = MPI_SUCCESS;
 #else
-    (void)x, (void)n, (void)zero;
+    (void)x, (void)zero;
 #endif
     return ROTARY_OK;
 }

@@ -61,6 +61,9 @@ int rotary_tmpfile_commit(rotary_tmpfile *f);
  * inside), finish after it. Then x holds the mean over the ranks, or with
  * zero (ZeRO-1) x[lo, hi) of this rank's shard does (the rest is scratch). */
 int dist_grads_start(const rotary_dist *d, float *x, size_t n, int zero);
+/* The bucket table start needs, allocated ahead (start then cannot fail on
+ * one rank alone). */
+int dist_grads_prepare(const rotary_dist *d, size_t n);
 void dist_grads_ready(const rotary_dist *d, size_t from);
 int dist_grads_finish(const rotary_dist *d);
 /* x (n): every rank's shard of x, to every rank. */

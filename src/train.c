@@ -240,6 +240,7 @@ int rotary_train(rotary_model *m, const rotary_train_opts *o) {
         if (!tok || (zero && !part)) rc = rotary_fail(ROTARY_ENOMEM, "train: out of memory");
     }
     if (rc == ROTARY_OK) rc = rotary_model_reserve(m, b, T);
+    if (rc == ROTARY_OK) rc = dist_grads_prepare(d, n);
     if ((rc = rotary_dist_agree(d, rc))) goto out;
     int *tgt = tok + (size_t)b * T;
 

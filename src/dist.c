@@ -339,6 +339,19 @@ int dist_allgather_norm_blocks(const rotary_dist *d, double *part, size_t n) {
     return ROTARY_OK;
 }
 
+int dist_same(const rotary_dist *d, uint64_t v, int *same) {
+    *same = 1;
+    if (!d || d->size <= 1) return ROTARY_OK;
+#ifdef ROTARY_MPI
+    /* max(v) and max(~v) = ~min(v): one call gives both ends. */
+    uint64_t x[2] = {v, ~v};
+    int err = MPI_Allreduce(MPI_IN_PLACE, x, 2, MPI_UINT64_T, MPI_MAX, MPI_COMM_WORLD);
+    if (err != MPI_SUCCESS) return mpi_fail(err, "all-reduce");
+    *same = x[0] == ~x[1];
+#endif
+    return ROTARY_OK;
+}
+
 int dist_sum(const rotary_dist *d, double *x, int k) {
     if (!d || d->size <= 1) return ROTARY_OK;
 #ifdef ROTARY_MPI

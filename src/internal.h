@@ -73,6 +73,8 @@ int dist_gather(const rotary_dist *d, const float *shard, float *full, size_t n)
 /* part: the ROTARY_NORM_BLOCK block sums of an n-float buffer; each rank's
  * shard's blocks to every rank. */
 int dist_allgather_norm_blocks(const rotary_dist *d, double *part, size_t n);
+/* *same = whether v is the same on every rank. */
+int dist_same(const rotary_dist *d, uint64_t v, int *same);
 /* x (k) <- the sum over the ranks. */
 int dist_sum(const rotary_dist *d, double *x, int k);
 

@@ -113,13 +113,8 @@ static int save_all(const char *path, const rotary_model *m, const rotary_adamw 
                     long step, double elapsed, const rotary_dist *d) {
     /* Without ZeRO-1 every rank holds its own copy of the weights, updated
      * by the same averaged gradients: check that they still agree. */
-    double h[2] = {0, 0};
-    if (d->size > 1) {
-        uint64_t w = weights_hash(m) >> 12; /* 52 bits: exact in a double */
-        h[0] = (double)w, h[1] = d->rank == 0 ? (double)w * d->size : 0;
-    }
-    int rc = dist_sum(d, h, 2);
-    if (rc == ROTARY_OK && h[0] != h[1])
+    int same, rc = dist_same(d, d->size > 1 ? weights_hash(m) : 0, &same);
+    if (rc == ROTARY_OK && !same)
         rc = rotary_fail(ROTARY_EINVAL, "the ranks' weights differ at step %ld", step);
     if (rc) return rotary_dist_agree(d, rc);
     if (!zero) {

@@ -126,6 +126,11 @@ int main(int argc, char **argv) {
     double s[2] = {me + 1.0, 1};
     must(dist_sum(&d, s, 2), "sum");
     EXPECT(s[0] == sum_r && s[1] == R, "sum %g %g", s[0], s[1]);
+    int same;
+    must(dist_same(&d, 0x8000000000000001ull, &same), "same");
+    EXPECT(same, "the same value is the same");
+    must(dist_same(&d, me == R - 1 ? 5 : 4, &same), "same");
+    EXPECT(!same, "one rank differs");
     EXPECT(rotary_dist_agree(&d, ROTARY_OK) == ROTARY_OK, "all ok");
     int rc = rotary_dist_agree(&d, me == R - 1 ? ROTARY_EIO : ROTARY_OK);
     char want[64];

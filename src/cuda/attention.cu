@@ -377,3 +377,209 @@ extern "C" void gpu_decode_attention(float *out, const float *q, const float *kc
     decode_attention_kernel<<<nh, 128, shmem>>>(out, q, kc, vc, alibi, n, max_T, nh, nkv, hd,
                                                 1.0f / sqrtf((float)hd));
 }
+
+/* ------------------------------------------------------ linear attention */
+
+/* S rows padded to hd+1 floats: thread c walks a column, thread a a row,
+ * both without bank conflicts. */
+#define LIN_THREADS 128
+
+__global__ void __launch_bounds__(LIN_THREADS)
+    linear_forward_kernel(float *out, float *den, const float *feat, const float *rfeat,
+                          const float *qkv, int T, int nh, int nkv, int hd) {
+    extern __shared__ float sh[];
+    const int ld = hd + 1, b = blockIdx.x / nkv, g = blockIdx.x % nkv, group = nh / nkv;
+    const int S3 = (nh + 2 * nkv) * hd, Fs = (nh + nkv) * hd, c = threadIdx.x, on = c < hd;
+    float *Sm = sh, *z = Sm + (size_t)hd * ld, *rk = z + hd, *fk = rk + hd, *v = fk + hd;
+    float *rq = v + hd, *fq = rq + hd;
+    for (int i = c; i < hd * ld + hd; i += blockDim.x) Sm[i] = 0.0f; /* S and z */
+    for (int t = 0; t < T; t++) {
+        const size_t n = (size_t)b * T + t;
+        __syncthreads();
+        if (on) {
+            rk[c] = rfeat[n * Fs + (nh + g) * hd + c];
+            fk[c] = feat[n * Fs + (nh + g) * hd + c];
+            v[c] = qkv[n * S3 + (nh + nkv + g) * hd + c];
+        }
+        __syncthreads();
+        if (on) {
+            for (int a = 0; a < hd; a++) Sm[a * ld + c] += rk[a] * v[c];
+            z[c] += fk[c];
+        }
+        for (int h = g * group; h < (g + 1) * group; h++) {
+            __syncthreads();
+            if (on) {
+                rq[c] = rfeat[n * Fs + h * hd + c];
+                fq[c] = feat[n * Fs + h * hd + c];
+            }
+            __syncthreads();
+            if (!on) continue;
+            float num = 0.0f, d = 0.0f;
+            for (int a = 0; a < hd; a++) {
+                num += rq[a] * Sm[a * ld + c];
+                d += fq[a] * z[a];
+            }
+            out[n * nh * hd + h * hd + c] = num / d;
+            if (c == 0) den[n * nh + h] = d;
+        }
+    }
+}
+
+/* Query side forward in time (S, z recomputed): drq = S dnum, dfq = dden z;
+ * key side backward in time: U = sum_{i>=t} rq_i dnum_i^T, w = sum dden_i fq_i,
+ * drk = U v, dv = U^T rk, dfk = w (attention.c explains). */
+__global__ void __launch_bounds__(LIN_THREADS)
+    linear_backward_kernel(float *dfeat, float *drfeat, float *dqkv, const float *dout,
+                           const float *feat, const float *rfeat, const float *qkv,
+                           const float *out, const float *den, int T, int nh, int nkv, int hd) {
+    extern __shared__ float sh[];
+    const int ld = hd + 1, b = blockIdx.x / nkv, g = blockIdx.x % nkv, group = nh / nkv;
+    const int S3 = (nh + 2 * nkv) * hd, Fs = (nh + nkv) * hd, c = threadIdx.x, on = c < hd;
+    float *M = sh, *z = M + (size_t)hd * ld, *rk = z + hd, *fk = rk + hd, *v = fk + hd;
+    float *dn = v + hd, *rq = dn + hd, *fq = rq + hd, *dOs = fq + hd, *os = dOs + hd;
+    for (int i = c; i < hd * ld + hd; i += blockDim.x) M[i] = 0.0f;
+    for (int t = 0; t < T; t++) {
+        const size_t n = (size_t)b * T + t;
+        __syncthreads();
+        if (on) {
+            rk[c] = rfeat[n * Fs + (nh + g) * hd + c];
+            fk[c] = feat[n * Fs + (nh + g) * hd + c];
+            v[c] = qkv[n * S3 + (nh + nkv + g) * hd + c];
+        }
+        __syncthreads();
+        if (on) {
+            for (int a = 0; a < hd; a++) M[a * ld + c] += rk[a] * v[c];
+            z[c] += fk[c];
+        }
+        for (int h = g * group; h < (g + 1) * group; h++) {
+            const float dh = den[n * nh + h];
+            __syncthreads();
+            if (on) {
+                dOs[c] = dout[n * nh * hd + h * hd + c];
+                os[c] = out[n * nh * hd + h * hd + c];
+                dn[c] = dOs[c] / dh;
+            }
+            __syncthreads();
+            if (!on) continue;
+            float dot = 0.0f, s = 0.0f;
+            for (int a = 0; a < hd; a++) dot += dOs[a] * os[a];
+            const float dd = -dot / dh;
+            for (int cc = 0; cc < hd; cc++) s += M[c * ld + cc] * dn[cc]; /* row c of S */
+            drfeat[n * Fs + h * hd + c] = s;
+            dfeat[n * Fs + h * hd + c] = dd * z[c];
+        }
+    }
+    __syncthreads();
+    for (int i = c; i < hd * ld + hd; i += blockDim.x) M[i] = 0.0f; /* now U and w */
+    for (int t = T - 1; t >= 0; t--) {
+        const size_t n = (size_t)b * T + t;
+        for (int h = g * group; h < (g + 1) * group; h++) {
+            const float dh = den[n * nh + h];
+            __syncthreads();
+            if (on) {
+                dOs[c] = dout[n * nh * hd + h * hd + c];
+                os[c] = out[n * nh * hd + h * hd + c];
+                dn[c] = dOs[c] / dh;
+                rq[c] = rfeat[n * Fs + h * hd + c];
+                fq[c] = feat[n * Fs + h * hd + c];
+            }
+            __syncthreads();
+            if (!on) continue;
+            float dot = 0.0f;
+            for (int a = 0; a < hd; a++) dot += dOs[a] * os[a];
+            const float dd = -dot / dh;
+            for (int a = 0; a < hd; a++) M[a * ld + c] += rq[a] * dn[c];
+            z[c] += dd * fq[c];
+        }
+        __syncthreads();
+        if (on) {
+            rk[c] = rfeat[n * Fs + (nh + g) * hd + c];
+            v[c] = qkv[n * S3 + (nh + nkv + g) * hd + c];
+        }
+        __syncthreads();
+        if (!on) continue;
+        float drk = 0.0f, dv = 0.0f;
+        for (int cc = 0; cc < hd; cc++) drk += M[c * ld + cc] * v[cc]; /* row c of U */
+        for (int a = 0; a < hd; a++) dv += M[a * ld + c] * rk[a];      /* column c */
+        drfeat[n * Fs + (nh + g) * hd + c] = drk;
+        dfeat[n * Fs + (nh + g) * hd + c] = z[c];
+        dqkv[n * S3 + (nh + nkv + g) * hd + c] = dv;
+    }
+}
+
+static size_t linear_shmem(int hd) { return ((size_t)hd * (hd + 1) + 10 * (size_t)hd) * sizeof(float); }
+
+extern "C" void gpu_linear_attention_forward(float *out, float *den, const float *feat,
+                                             const float *rfeat, const float *qkv, int B, int T,
+                                             int nh, int nkv, int hd) {
+    const size_t shmem = linear_shmem(hd);
+    if (shmem > 48 * 1024)
+        cudaFuncSetAttribute(linear_forward_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             (int)shmem);
+    linear_forward_kernel<<<B * nkv, LIN_THREADS, shmem>>>(out, den, feat, rfeat, qkv, T, nh, nkv,
+                                                           hd);
+}
+
+extern "C" void gpu_linear_attention_backward(float *dfeat, float *drfeat, float *dqkv,
+                                              const float *dout, const float *feat,
+                                              const float *rfeat, const float *qkv,
+                                              const float *out, const float *den, int B, int T,
+                                              int nh, int nkv, int hd) {
+    const size_t shmem = linear_shmem(hd);
+    if (shmem > 48 * 1024)
+        cudaFuncSetAttribute(linear_backward_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             (int)shmem);
+    linear_backward_kernel<<<B * nkv, LIN_THREADS, shmem>>>(dfeat, drfeat, dqkv, dout, feat, rfeat,
+                                                            qkv, out, den, T, nh, nkv, hd);
+}
+
+__global__ void elu1_kernel(float *out, const float *inp, const float *dout, int N, int C,
+                            int ldi, int backward) {
+    const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (size_t)N * C) return;
+    const size_t n = i / C, k = i % C;
+    const float x = inp[n * ldi + k];
+    if (!backward) out[i] = x > 0 ? x + 1.0f : expf(x);
+    else out[n * ldi + k] = x > 0 ? dout[i] : dout[i] * expf(x);
+}
+
+extern "C" void gpu_elu1_forward(float *out, const float *inp, int N, int C, int ldi) {
+    elu1_kernel<<<cdiv((size_t)N * C, 256), 256>>>(out, inp, NULL, N, C, ldi, 0);
+}
+
+extern "C" void gpu_elu1_backward(float *dinp, const float *dout, const float *inp, int N, int C,
+                                  int ldi) {
+    elu1_kernel<<<cdiv((size_t)N * C, 256), 256>>>(dinp, inp, dout, N, C, ldi, 1);
+}
+
+__global__ void rope_rows_kernel(float *x, const float *cs, const float *sn, int BT, int T,
+                                 int heads, int hd, int rd, int half_pairs, int ld, float sg) {
+    const int r2 = rd / 2;
+    const size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= (size_t)BT * heads * r2) return;
+    const int i = (int)(idx % r2), h = (int)(idx / r2 % heads);
+    const size_t n = idx / r2 / heads;
+    const int t = (int)(n % T);
+    float *xh = x + n * ld + (size_t)h * hd;
+    const int e0 = half_pairs ? i : 2 * i, e1 = half_pairs ? i + r2 : 2 * i + 1;
+    const float c = cs[(size_t)t * r2 + i], s = sg * sn[(size_t)t * r2 + i];
+    const float a = xh[e0], b = xh[e1];
+    xh[e0] = a * c - b * s;
+    xh[e1] = a * s + b * c;
+}
+
+extern "C" void gpu_rope_rows(float *x, const float *cos, const float *sin, int B, int T,
+                              int heads, int hd, int rd, int pairing, int ld, float sign) {
+    const size_t n = (size_t)B * T * heads * (rd / 2);
+    rope_rows_kernel<<<cdiv(n, 256), 256>>>(x, cos, sin, B * T, T, heads, hd, rd, pairing == 1, ld,
+                                            sign);
+}
+
+__global__ void add_kernel(float *y, const float *x, size_t n) {
+    const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) y[i] += x[i];
+}
+
+extern "C" void gpu_add(float *y, const float *x, size_t n) {
+    add_kernel<<<cdiv(n, 256), 256>>>(y, x, n);
+}

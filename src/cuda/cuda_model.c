@@ -26,6 +26,7 @@ struct cuda_model {
     int B, T, cur_B, cur_T, trained; /* capacity, last forward, grads in logits */
     float *buf;                    /* activations, one allocation */
     float *res, *res_mid, *h1, *mean1, *rstd1, *q, *k, *v_, *attout, *lse;
+    float *lqkv, *feat, *rfeat, *den, *dfeat, *drfeat; /* linear attention */
     float *h2, *mean2, *rstd2, *up, *act, *hf, *meanf, *rstdf, *logits, *lsef, *losses;
     float *qkv, *dres, *dh, *dq, *dk, *dv, *dattout, *dup, *dact, *dsum;
     double *partial;               /* GPU_SUMSQ_BLOCKS */
@@ -54,8 +55,6 @@ int cuda_device_check(void) {
 
 int cuda_config_check(const rotary_config *c) {
     const int hd = c->d_model / c->n_head;
-    if (c->attn != ROTARY_ATTN_SOFTMAX)
-        return rotary_fail(ROTARY_EINVAL, "--device cuda: linear attention is not on the GPU yet");
     if (c->pos == ROTARY_POS_T5)
         return rotary_fail(ROTARY_EINVAL, "--device cuda: pos t5 is not on the GPU yet");
     if (hd % 2 || hd > GPU_ATTN_MAX_HD)
@@ -166,9 +165,15 @@ int cuda_model_reserve(cuda_model *g, int B, int T) {
     const size_t nh = (size_t)c->n_head, hd = C / nh, Q = nh * hd, KV = (size_t)c->n_kv_head * hd;
     const size_t QKV = Q + 2 * KV, F = (size_t)c->d_ff, V = (size_t)c->vocab;
     const size_t U = c->mlp == ROTARY_MLP_SWIGLU ? 2 * F : F;
-    const size_t per_layer = 4 * C + 4 + 2 * Q + 2 * KV + nh + U + F;
+    /* Softmax attention keeps q, k, v per head and the rows' log-sum-exp;
+     * linear attention the qkv rows, the features (twice with RoPE) and the
+     * denominators. */
+    const int lin = c->attn == ROTARY_ATTN_LINEAR;
+    const size_t FS = lin ? Q + KV : 0, RF = lin && c->pos == ROTARY_POS_ROPE ? FS : 0;
+    const size_t SQ = lin ? 0 : Q, SKV = lin ? 0 : KV, LQKV = lin ? QKV : 0;
+    const size_t per_layer = 4 * C + 4 + SQ + Q + 2 * SKV + nh + U + F + LQKV + FS + RF;
     const size_t need = N * ((L + 1) * C + L * per_layer + C + 2 + V + 2 + QKV + 2 * C + 2 * Q +
-                             2 * KV + U + F + nh);
+                             2 * KV + U + F + nh + 2 * FS);
     cudaError_t e;
     if ((e = cudaMalloc((void **)&g->buf, need * sizeof(float))) != cudaSuccess ||
         (e = cudaMalloc((void **)&g->tokens, 2 * N * sizeof(int))) != cudaSuccess) {
@@ -193,11 +198,17 @@ int cuda_model_reserve(cuda_model *g, int B, int T) {
     CARVE(rstd1, L * N);
     CARVE(mean2, L * N);
     CARVE(rstd2, L * N);
-    CARVE(q, L * N * Q);
+    CARVE(q, L * N * SQ);
     CARVE(attout, L * N * Q);
-    CARVE(k, L * N * KV);
-    CARVE(v_, L * N * KV);
-    CARVE(lse, L * N * nh);
+    CARVE(k, L * N * SKV);
+    CARVE(v_, L * N * SKV);
+    CARVE(lse, L * N * (lin ? 0 : nh));
+    CARVE(lqkv, L * N * LQKV);
+    CARVE(feat, L * N * FS);
+    CARVE(rfeat, L * N * RF);
+    CARVE(den, L * N * (lin ? nh : 0));
+    CARVE(dfeat, N * FS);
+    CARVE(drfeat, N * FS);
     CARVE(up, L * N * U);
     CARVE(act, L * N * F);
     CARVE(hf, N * C);
@@ -223,6 +234,57 @@ int cuda_model_reserve(cuda_model *g, int B, int T) {
 #define P(off) (g->params + (off))
 #define G(off) (g->grads + (off))
 #define OPT(base, off) ((off) == ABSENT ? NULL : (base) + (off))
+
+/* Linear attention's saved slices of layer l. */
+typedef struct {
+    float *qkv, *feat, *rfeat, *den;
+} linear_saved;
+
+static linear_saved linear_slices(const cuda_model *g, int l) {
+    const rotary_config *c = &g->cfg;
+    const size_t capN = (size_t)g->B * g->T, nh = (size_t)c->n_head;
+    const size_t hd = (size_t)c->d_model / nh, FS = (nh + (size_t)c->n_kv_head) * hd;
+    linear_saved s;
+    s.qkv = g->lqkv + l * capN * (FS + (size_t)c->n_kv_head * hd);
+    s.feat = g->feat + l * capN * FS;
+    s.rfeat = c->pos == ROTARY_POS_ROPE ? g->rfeat + l * capN * FS : s.feat;
+    s.den = g->den + l * capN * nh;
+    return s;
+}
+
+/* As model.c: features elu(x) + 1 of q | k, RoPE on a copy for the
+ * numerator, then the running sums. */
+static void linear_block_forward(cuda_model *g, int l, const float *h1, float *attout, int B,
+                                 int T) {
+    const rotary_config *c = &g->cfg;
+    const layer_params *lp = &g->host->layout->layer[l];
+    const int N = B * T, C = c->d_model, nh = c->n_head, nkv = c->n_kv_head, hd = C / nh;
+    const int FS = (nh + nkv) * hd, QKV = FS + nkv * hd;
+    const linear_saved s = linear_slices(g, l);
+    gpu_linear_forward(s.qkv, h1, P(lp->wqkv), OPT(g->params, lp->bqkv), N, C, QKV, 0);
+    gpu_elu1_forward(s.feat, s.qkv, N, FS, QKV);
+    if (c->pos == ROTARY_POS_ROPE) {
+        cudaMemcpyAsync(s.rfeat, s.feat, (size_t)N * FS * sizeof(float), cudaMemcpyDeviceToDevice, 0);
+        gpu_rope_rows(s.rfeat, g->cos, g->sin, B, T, nh + nkv, hd, g->host->rope.rotary_dim,
+                      c->rope_pairing, FS, 1.0f);
+    }
+    gpu_linear_attention_forward(attout, s.den, s.feat, s.rfeat, s.qkv, B, T, nh, nkv, hd);
+}
+
+/* dattout to dqkv (in g->qkv), as model.c's linear branch. */
+static void linear_block_backward(cuda_model *g, int l, const float *attout, int B, int T) {
+    const rotary_config *c = &g->cfg;
+    const int N = B * T, C = c->d_model, nh = c->n_head, nkv = c->n_kv_head, hd = C / nh;
+    const int FS = (nh + nkv) * hd, QKV = FS + nkv * hd;
+    const linear_saved s = linear_slices(g, l);
+    gpu_linear_attention_backward(g->dfeat, g->drfeat, g->qkv, g->dattout, s.feat, s.rfeat, s.qkv,
+                                  attout, s.den, B, T, nh, nkv, hd);
+    if (c->pos == ROTARY_POS_ROPE)
+        gpu_rope_rows(g->drfeat, g->cos, g->sin, B, T, nh + nkv, hd, g->host->rope.rotary_dim,
+                      c->rope_pairing, FS, -1.0f);
+    gpu_add(g->dfeat, g->drfeat, (size_t)N * FS);
+    gpu_elu1_backward(g->qkv, g->dfeat, s.qkv, N, FS, QKV);
+}
 
 int cuda_model_forward(cuda_model *g, const int *tokens, const int *targets, int B, int T,
                        int train, float *loss) {
@@ -263,10 +325,14 @@ int cuda_model_forward(cuda_model *g, const int *tokens, const int *targets, int
 
         gpu_norm_forward(h1, layer_norm ? g->mean1 + l * capN : NULL, g->rstd1 + l * capN, x,
                          P(lp->norm1_w), OPT(g->params, lp->norm1_b), N, C, c->norm_eps);
-        gpu_linear_forward(g->qkv, h1, P(lp->wqkv), OPT(g->params, lp->bqkv), N, C, QKV, 0);
-        gpu_qkv_split_rope(q, k, v, g->qkv, rd ? g->cos : NULL, rd ? g->sin : NULL, B, T, nh, nkv,
-                           hd, rd, c->rope_pairing);
-        gpu_attention_forward(attout, lse, q, k, v, g->alibi, B, T, nh, nkv, hd);
+        if (c->attn == ROTARY_ATTN_LINEAR) {
+            linear_block_forward(g, l, h1, attout, B, T);
+        } else {
+            gpu_linear_forward(g->qkv, h1, P(lp->wqkv), OPT(g->params, lp->bqkv), N, C, QKV, 0);
+            gpu_qkv_split_rope(q, k, v, g->qkv, rd ? g->cos : NULL, rd ? g->sin : NULL, B, T, nh,
+                               nkv, hd, rd, c->rope_pairing);
+            gpu_attention_forward(attout, lse, q, k, v, g->alibi, B, T, nh, nkv, hd);
+        }
         cudaMemcpyAsync(xmid, x, NC * sizeof(float), cudaMemcpyDeviceToDevice, 0);
         gpu_linear_forward(xmid, attout, P(lp->wo), OPT(g->params, lp->bo), N, Q, C, 1);
 
@@ -359,10 +425,14 @@ int cuda_model_backward(cuda_model *g) {
 
         gpu_linear_backward(g->dattout, G(lp->wo), OPT(g->grads, lp->bo), g->dres, attout,
                             P(lp->wo), N, Q, C);
-        gpu_attention_backward(g->dq, g->dk, g->dv, g->dsum, g->dattout, attout, q, k, v, lse,
-                               g->alibi, B, T, nh, nkv, hd);
-        gpu_qkv_merge_rope_backward(g->qkv, g->dq, g->dk, g->dv, rd ? g->cos : NULL,
-                                    rd ? g->sin : NULL, B, T, nh, nkv, hd, rd, c->rope_pairing);
+        if (c->attn == ROTARY_ATTN_LINEAR) {
+            linear_block_backward(g, l, attout, B, T);
+        } else {
+            gpu_attention_backward(g->dq, g->dk, g->dv, g->dsum, g->dattout, attout, q, k, v, lse,
+                                   g->alibi, B, T, nh, nkv, hd);
+            gpu_qkv_merge_rope_backward(g->qkv, g->dq, g->dk, g->dv, rd ? g->cos : NULL,
+                                        rd ? g->sin : NULL, B, T, nh, nkv, hd, rd, c->rope_pairing);
+        }
         gpu_linear_backward(g->dh, G(lp->wqkv), OPT(g->grads, lp->bqkv), g->qkv, h1, P(lp->wqkv),
                             N, C, QKV);
         gpu_norm_backward(g->dres, G(lp->norm1_w), OPT(g->grads, lp->norm1_b), g->dh, x,
@@ -459,6 +529,9 @@ int cuda_decoder_new(cuda_decoder **out, cuda_model *g, int max_T) {
     *out = NULL;
     int rc = upload_tables(g);
     if (rc) return rc;
+    if (c->attn == ROTARY_ATTN_LINEAR)
+        return rotary_fail(ROTARY_EINVAL, "cuda decoder: linear attention has no GPU decoder yet "
+                           "(use the CPU)");
     if (max_T < 1 || max_T > g->pos_len || max_T > GPU_DECODE_MAX_T)
         return rotary_fail(ROTARY_EINVAL, "cuda decoder: %d positions (the tables cover %d, at "
                            "most %d)", max_T, g->pos_len, GPU_DECODE_MAX_T);

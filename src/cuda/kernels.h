@@ -99,6 +99,27 @@ void gpu_attention_backward(float *dq, float *dk, float *dv, float *dsum, const 
                             const float *lse, const float *alibi, int B, int T, int nh, int nkv,
                             int hd);
 
+/* Linear attention (RoFormer 3.3), as linear_attention_forward/backward in
+ * ops.h and with their layouts: feat, rfeat (B, T, (nh+nkv)*hd) token-major
+ * (rfeat may equal feat), v read from qkv. One block per (batch, kv head)
+ * walks the sequence with the hd x hd state in shared memory. */
+void gpu_linear_attention_forward(float *out, float *den, const float *feat, const float *rfeat,
+                                  const float *qkv, int B, int T, int nh, int nkv, int hd);
+/* dfeat, drfeat (=), and the v part of dqkv (=). */
+void gpu_linear_attention_backward(float *dfeat, float *drfeat, float *dqkv, const float *dout,
+                                   const float *feat, const float *rfeat, const float *qkv,
+                                   const float *out, const float *den, int B, int T, int nh,
+                                   int nkv, int hd);
+/* elu(x) + 1 and its backward, as elu1_forward/backward (ops.h). */
+void gpu_elu1_forward(float *out, const float *inp, int N, int C, int ldi);
+void gpu_elu1_backward(float *dinp, const float *dout, const float *inp, int N, int C, int ldi);
+/* RoPE in place on token-major rows (B*T rows, ld floats apart, heads of hd
+ * from column 0), position t = row % T; sign +1 forward, -1 backward. */
+void gpu_rope_rows(float *x, const float *cos, const float *sin, int B, int T, int heads, int hd,
+                   int rd, int pairing, int ld, float sign);
+/* y += x, n floats. */
+void gpu_add(float *y, const float *x, size_t n);
+
 /* One decoding step's attention: out (nh*hd) for the query q (nh*hd) of the
  * token at position n-1 against the cache k, v (nkv, max_T, hd) holding
  * positions 0..n-1. One block per head; n <= GPU_DECODE_MAX_T. */

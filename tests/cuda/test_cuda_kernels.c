@@ -281,6 +281,71 @@ static void test_attention(int B, int T, int nh, int nkv, int hd, int alibi) {
     cudaFree(d_dsum), cudaFree(d_dqkv);
 }
 
+/* Linear attention with RoPE features, as model.c computes them. */
+static void test_linear_attention(int B, int T, int nh, int nkv, int hd, int pairing) {
+    char name[128], cfg[64];
+    snprintf(cfg, sizeof cfg, "B%d T%d nh%d nkv%d hd%d", B, T, nh, nkv, hd);
+    const int S = (nh + 2 * nkv) * hd, FS = (nh + nkv) * hd, Q = nh * hd, N = B * T;
+    const size_t n = (size_t)N * S, nf = (size_t)N * FS, no = (size_t)N * Q;
+    float *qkv = randn(n, 0.5f), *feat = malloc(nf * sizeof(float));
+    rotary_rope r;
+    must(rotary_rope_init(&r, hd, 0, 10000.0, (rotary_rope_pairing)pairing, T, NULL), "rope init");
+    int pos[512];
+    for (int t = 0; t < T; t++) pos[t] = t;
+    elu1_forward(feat, qkv, N, FS, S);
+    float *rfeat = host_copy(feat, nf);
+    must(rotary_rope_forward(&r, rfeat, B, T, nh + nkv, FS, pos), "rope");
+    float *d_qkv = dev(qkv, n), *d_feat = dev(NULL, nf), *d_rfeat = dev(NULL, nf);
+    float *d_cos = dev(r.cos, (size_t)T * hd / 2), *d_sin = dev(r.sin, (size_t)T * hd / 2);
+    gpu_elu1_forward(d_feat, d_qkv, N, FS, S);
+    compare("elu+1 features", back(d_feat, nf), feat, nf, 1e-6);
+    cudaMemcpy(d_rfeat, rfeat, nf * sizeof(float), cudaMemcpyHostToDevice);
+    cudaMemcpy(d_feat, feat, nf * sizeof(float), cudaMemcpyHostToDevice);
+    float *d_tmp = dev(feat, nf);
+    gpu_rope_rows(d_tmp, d_cos, d_sin, B, T, nh + nkv, hd, hd, pairing, FS, 1.0f);
+    snprintf(name, sizeof name, "rope on feature rows %s", pairing ? "half" : "interleaved");
+    compare(name, back(d_tmp, nf), rfeat, nf, 1e-6);
+
+    float *out = malloc(no * sizeof(float)), *den = malloc((size_t)N * nh * sizeof(float));
+    float *scratch = malloc((size_t)omp_get_max_threads() * LINATTN_SCRATCH(hd) * sizeof(float));
+    linear_attention_forward(out, den, feat, rfeat, qkv, B, T, nh, nkv, hd, scratch);
+    float *d_out = dev(NULL, no), *d_den = dev(NULL, (size_t)N * nh);
+    gpu_linear_attention_forward(d_out, d_den, d_feat, d_rfeat, d_qkv, B, T, nh, nkv, hd);
+    snprintf(name, sizeof name, "linear attention forward %s", cfg);
+    compare(name, back(d_out, no), out, no, 1e-4);
+    compare("linear attention denominators", back(d_den, (size_t)N * nh), den, (size_t)N * nh, 1e-4);
+
+    float *dout = randn(no, 1.0f), *dfeat = malloc(nf * sizeof(float));
+    float *drfeat = malloc(nf * sizeof(float)), *dqkv = randn(n, 1.0f);
+    float *d_dout = dev(dout, no), *d_dfeat = dev(NULL, nf), *d_drfeat = dev(NULL, nf);
+    float *d_dqkv = dev(dqkv, n);
+    linear_attention_backward(dfeat, drfeat, dqkv, scratch, dout, feat, rfeat, qkv, out, den, B, T,
+                              nh, nkv, hd);
+    gpu_linear_attention_backward(d_dfeat, d_drfeat, d_dqkv, d_dout, d_feat, d_rfeat, d_qkv, d_out,
+                                  d_den, B, T, nh, nkv, hd);
+    snprintf(name, sizeof name, "linear attention backward dfeat %s", cfg);
+    compare(name, back(d_dfeat, nf), dfeat, nf, 5e-4);
+    snprintf(name, sizeof name, "linear attention backward drfeat %s", cfg);
+    compare(name, back(d_drfeat, nf), drfeat, nf, 5e-4);
+    snprintf(name, sizeof name, "linear attention backward dv %s", cfg);
+    compare(name, back(d_dqkv, n), dqkv, n, 5e-4); /* q, k parts untouched: equal */
+    /* The features' gradient back through RoPE and elu+1, into dqkv. */
+    must(rotary_rope_backward(&r, drfeat, B, T, nh + nkv, FS, pos), "rope backward");
+    for (size_t i = 0; i < nf; i++) dfeat[i] += drfeat[i];
+    elu1_backward(dqkv, dfeat, qkv, N, FS, S);
+    gpu_rope_rows(d_drfeat, d_cos, d_sin, B, T, nh + nkv, hd, hd, pairing, FS, -1.0f);
+    gpu_add(d_dfeat, d_drfeat, nf);
+    gpu_elu1_backward(d_dqkv, d_dfeat, d_qkv, N, FS, S);
+    snprintf(name, sizeof name, "linear attention dqkv through rope, elu+1 %s", cfg);
+    compare(name, back(d_dqkv, n), dqkv, n, 5e-4);
+    rotary_rope_free(&r);
+    free(qkv), free(feat), free(rfeat), free(out), free(den), free(scratch), free(dout);
+    free(dfeat), free(drfeat), free(dqkv);
+    cudaFree(d_qkv), cudaFree(d_feat), cudaFree(d_rfeat), cudaFree(d_cos), cudaFree(d_sin);
+    cudaFree(d_tmp), cudaFree(d_out), cudaFree(d_den), cudaFree(d_dout), cudaFree(d_dfeat);
+    cudaFree(d_drfeat), cudaFree(d_dqkv);
+}
+
 int main(void) {
     gpu_or_skip("test_cuda_kernels");
     test_linear(64, 96, 80, 1);
@@ -302,5 +367,7 @@ int main(void) {
     test_attention(2, 33, 3, 3, 48, 1);
     test_attention(1, 65, 2, 2, 128, 0);
     test_attention(1, 200, 4, 1, 16, 1);
+    test_linear_attention(2, 50, 4, 2, 16, 0);
+    test_linear_attention(1, 90, 2, 2, 64, 1);
     return check_summary("test_cuda_kernels");
 }

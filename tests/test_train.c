@@ -1,6 +1,7 @@
 /* test_train: the KV-cache decoder against the full forward pass, resumed
  * training against uninterrupted training (bit for bit), a NaN loss, the
- * sampler, token files and batches. */
+ * sampler, token files and batches, and the ZeRO-1 arithmetic (shards of
+ * the AdamW state) in one process. */
 #define _POSIX_C_SOURCE 200809L
 #include "check.h"
 
@@ -323,7 +324,75 @@ static void test_tokens(void) {
     EXPECT(shifted, "targets are the next tokens");
     rotary_batch(all, 100, 3, 4, 7, 6, t2, g2);
     EXPECT(memcmp(t1, t2, sizeof t1) != 0, "another step gives another batch");
+    /* Slices (the ranks of a data-parallel job) put together are the batch. */
+    rotary_batch_slice(all, 100, 3, 4, 7, 5, 0, 1, t2, g2);
+    rotary_batch_slice(all, 100, 3, 4, 7, 5, 1, 3, t2 + 4, g2 + 4);
+    EXPECT(!memcmp(t1, t2, sizeof t1) && !memcmp(g1, g2, sizeof g1), "slices make the batch");
     printf("token files and batches: ok\n");
+}
+
+/* ----------------------------------------------------- ZeRO-1 in one process */
+
+/* AdamW on shards of the buffer (what each rank does under ZeRO-1) equals
+ * AdamW on the whole, bit for bit, and the norm from block sums equals
+ * rotary_clip_grad_norm's. */
+static void test_shards(void) {
+    rotary_config c;
+    tiny(&c, ROTARY_POS_ROPE);
+    c.n_layer = 3, c.d_model = 64, c.d_ff = 192, c.vocab = 300; /* > 3 norm blocks */
+    rotary_model a, b;
+    must(rotary_model_build(&a, &c), "build");
+    must(rotary_model_build(&b, &c), "build");
+    rotary_model_init(&a, 3), rotary_model_init(&b, 3);
+    const size_t n = a.n_params;
+    rotary_rng r;
+    rotary_rng_seed(&r, 8);
+    rotary_adamw whole, part[3];
+    must(rotary_adamw_init(&whole, n), "adamw");
+    const size_t cut[4] = {0, ROTARY_NORM_BLOCK, 3 * ROTARY_NORM_BLOCK, n};
+    for (int k = 0; k < 3; k++) {
+        must(rotary_adamw_init(&part[k], cut[k + 1] - cut[k]), "adamw");
+        part[k].offset = cut[k];
+    }
+    rotary_adamw_config ac = {1e-2f, 0.9f, 0.99f, 1e-8f, 0.1f};
+    const size_t nb = (n + ROTARY_NORM_BLOCK - 1) / ROTARY_NORM_BLOCK;
+    double *blocks = calloc(nb, sizeof(double));
+    int norms_equal = 1;
+    for (int step = 0; step < 3; step++) {
+        for (size_t i = 0; i < n; i++) a.grads[i] = b.grads[i] = rotary_rng_normal(&r) * 0.01f;
+        float whole_norm = rotary_clip_grad_norm(a.grads, n, 0.5f);
+        for (int k = 0; k < 3; k++)
+            rotary_grad_sq_blocks(b.grads + cut[k], cut[k + 1] - cut[k], blocks + cut[k] / ROTARY_NORM_BLOCK);
+        float norm = rotary_grad_norm_of_blocks(blocks, nb), s = rotary_clip_factor(norm, 0.5f);
+        norms_equal &= norm == whole_norm && s < 1.0f;
+        for (size_t i = 0; i < n; i++) b.grads[i] *= s;
+        rotary_adamw_step(&whole, &a, &ac);
+        for (int k = 0; k < 3; k++) rotary_adamw_step(&part[k], &b, &ac);
+    }
+    EXPECT(n > 3 * ROTARY_NORM_BLOCK, "the model spans 4 blocks (%zu parameters)", n);
+    EXPECT(norms_equal, "the norm from block sums equals rotary_clip_grad_norm's, and clips");
+    EXPECT(!memcmp(a.params, b.params, n * sizeof(float)), "AdamW on 3 shards = AdamW on the whole");
+    int moments = 1;
+    for (int k = 0; k < 3; k++)
+        moments &= !memcmp(part[k].m, whole.m + cut[k], part[k].n * sizeof(float)) &&
+                   !memcmp(part[k].v, whole.v + cut[k], part[k].n * sizeof(float));
+    EXPECT(moments, "the shards' moments are slices of the whole's");
+    /* A shard's moments load from a checkpoint of the whole state. */
+    char path[256];
+    snprintf(path, sizeof path, "%s/state.safetensors", tmpdir);
+    must(rotary_checkpoint_save_state(path, &a, &whole, NULL, 0), "save");
+    rotary_adamw back;
+    must(rotary_adamw_init(&back, part[1].n), "adamw");
+    back.offset = part[1].offset;
+    must(rotary_checkpoint_load_optim(path, &a, &back), "load a shard");
+    EXPECT(back.step == 3 && !memcmp(back.m, part[1].m, back.n * sizeof(float)) &&
+               !memcmp(back.v, part[1].v, back.n * sizeof(float)), "shard loaded from the whole state");
+    EXPECT(rotary_checkpoint_save_state(path, &a, &part[1], NULL, 0) != 0, "a shard alone is not saved");
+    printf("zero-1 in one process: 3 shards, %zu parameters, bit for bit\n", n);
+    rotary_adamw_free(&back), rotary_adamw_free(&whole);
+    for (int k = 0; k < 3; k++) rotary_adamw_free(&part[k]);
+    free(blocks);
+    rotary_model_free(&a), rotary_model_free(&b);
 }
 
 int main(void) {
@@ -333,6 +402,7 @@ int main(void) {
     test_resume();
     test_sampler();
     test_tokens();
+    test_shards();
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
     if (system(cmd) != 0) printf("note: could not remove %s\n", tmpdir);

@@ -10,7 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -35,26 +34,9 @@ static void emit(const rotary_tokenizer *tok, int id, int after_bos, int show_id
     fflush(stdout);
 }
 
-/* Bytes of memory available to us: MemAvailable, or less under a limit on
- * the address space (ulimit -v); 0 if unknown. */
-static double mem_available(void) {
-    FILE *f = fopen("/proc/meminfo", "r");
-    char line[256];
-    double kb = 0;
-    while (f && fgets(line, sizeof line, f))
-        if (sscanf(line, "MemAvailable: %lf kB", &kb) == 1) break;
-    if (f) fclose(f);
-    double avail = kb * 1024.0;
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_AS, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
-        (avail == 0 || (double)rl.rlim_cur < avail))
-        avail = (double)rl.rlim_cur;
-    return avail;
-}
-
 /* Refuse a context whose KV cache cannot fit in memory, before allocating. */
 static int check_cache(const rotary_model *m, int T) {
-    double bytes = rotary_decoder_bytes(m, T), avail = mem_available();
+    double bytes = rotary_decoder_bytes(m, T), avail = rotary_mem_available();
     if (avail > 0 && bytes > 0.9 * avail) {
         char why[256];
         snprintf(why, sizeof why, "a KV cache for %d positions needs %.2f GiB, but only %.2f GiB "

@@ -43,6 +43,13 @@ const char *rotary_last_error(void);
  * temporary file removed. */
 int rotary_write_file(const char *path, const void *data, size_t n);
 
+/* Bytes of memory this process can still use: the kernel's MemAvailable,
+ * or less under an address-space limit (ulimit -v); 0 when unknown. Every
+ * large buffer the library allocates (weights, gradients, optimizer state,
+ * activations, KV caches) is checked against it first, so a model that
+ * cannot fit is refused with the bytes it needs instead of being killed. */
+double rotary_mem_available(void);
+
 /* splitmix64-seeded xorshift64*; the same stream on every platform.
  * Functions at the end of this header. */
 typedef struct { uint64_t s; } rotary_rng;

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -28,6 +29,28 @@ int rotary_fail(int code, const char *fmt, ...) {
     return code;
 }
 
+double rotary_mem_available(void) {
+    FILE *f = fopen("/proc/meminfo", "r");
+    char line[256];
+    double kb = 0;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %lf kB", &kb) == 1) break;
+    if (f) fclose(f);
+    double avail = kb * 1024.0;
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_AS, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
+        /* The limit counts the address space already mapped (libraries,
+         * thread stacks, earlier buffers). */
+        double used = 0, pages;
+        FILE *s = fopen("/proc/self/statm", "r");
+        if (s && fscanf(s, "%lf", &pages) == 1) used = pages * (double)sysconf(_SC_PAGESIZE);
+        if (s) fclose(s);
+        double left = (double)rl.rlim_cur > used ? (double)rl.rlim_cur - used : 1;
+        if (avail == 0 || left < avail) avail = left;
+    }
+    return avail;
+}
+
 float *rotary_alloc_floats(size_t n, const char *what) {
     size_t bytes;
     if (rotary_mul_size(n ? n : 1, sizeof(float), &bytes) != 0 || bytes > SIZE_MAX - 64) {
@@ -35,6 +58,14 @@ float *rotary_alloc_floats(size_t n, const char *what) {
         return NULL;
     }
     bytes = (bytes + 63) & ~(size_t)63;
+    /* The memset below commits the pages: past what is available, Linux
+     * would kill us there instead of failing the allocation. */
+    double avail = bytes >= ((size_t)64 << 20) ? rotary_mem_available() : 0;
+    if (avail > 0 && (double)bytes > avail) {
+        rotary_fail(ROTARY_ENOMEM, "%s: needs %zu bytes (%.2f GiB), but only %.2f GiB of memory "
+                    "is available", what, bytes, bytes / 1073741824.0, avail / 1073741824.0);
+        return NULL;
+    }
     float *p = aligned_alloc(64, bytes);
     if (!p) {
         rotary_fail(ROTARY_ENOMEM, "%s: cannot allocate %zu bytes", what, bytes);

@@ -114,5 +114,15 @@ mkdir "$tmp/empty"
     ok "resume of a run killed before config.json starts it" || { bad "resume of an empty run"; cat "$tmp/empty.err"; }
 expect_error "resume of a missing directory" "no such run directory" "$rotary" train --resume "$tmp/nowhere"
 
+# 4. A model that cannot fit in memory is refused before it is touched, with
+#    the bytes it needs: 12.9 G parameters (51 GB) against this machine, and
+#    1.2 M parameters x 4 (weights, gradients, AdamW) under ulimit -v.
+expect_error "model larger than memory" "needs" \
+    "$rotary" train --data "$tmp/text.txt" --dim 8192 --layers 16 --heads 8 --out "$tmp/huge"
+if [ -z "${ROTARY_SANITIZED:-}" ]; then # ASan reserves terabytes of address space
+    expect_error "model larger than ulimit -v" "needs" bash -c 'ulimit -v 600000; exec "$@"' _ \
+        "$rotary" train --data "$tmp/text.txt" --dim 1024 --layers 12 --heads 8 --out "$tmp/huge2"
+fi
+
 [ $can_mount = 1 ] && umount "$tmp/mnt"
 finish

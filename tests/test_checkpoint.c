@@ -515,6 +515,20 @@ static void test_bad_st_files(void) {
     write_st(tpath("backwards.st"),
              "{\"x\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[16,8]}}", data, 32);
     expect_open_fail("begin > end", tpath("backwards.st"), "begin after end");
+    write_st(tpath("overlap.st"),
+             "{\"a\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]},"
+             "\"b\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[12,28]}}", data, 32);
+    expect_open_fail("tensors share bytes", tpath("overlap.st"), "'a' and 'b' overlap");
+    write_st(tpath("adjacent.st"),
+             "{\"b\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[16,32]},"
+             "\"e\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[16,16]},"
+             "\"a\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]}}", data, 32);
+    {
+        rotary_st_file *f = NULL;
+        check(rotary_st_open(&f, tpath("adjacent.st")) == ROTARY_OK, "adjacent tensors open",
+              "a, an empty one, b");
+        if (f) rotary_st_close(f);
+    }
     write_st(tpath("negshape.st"),
              "{\"x\":{\"dtype\":\"F32\",\"shape\":[-2,2],\"data_offsets\":[0,16]}}", data, 32);
     expect_open_fail("negative shape entry", tpath("negshape.st"), "not a non-negative integer");

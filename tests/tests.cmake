@@ -87,3 +87,10 @@ endif()
 if(ROTARY_MPI)
   include(tests/mpi.cmake)
 endif()
+
+# ctest -j2 runs two tests, each with two OpenMP threads, on two cores: with
+# OpenMP's default busy-waiting, the waiting threads take the cores from the
+# working ones and a test can run 100 times slower. Tests are not timed, so
+# waiting threads sleep instead.
+get_property(all_tests DIRECTORY PROPERTY TESTS)
+set_property(TEST ${all_tests} APPEND PROPERTY ENVIRONMENT "OMP_WAIT_POLICY=PASSIVE")

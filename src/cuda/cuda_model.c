@@ -171,7 +171,7 @@ int cuda_model_reserve(cuda_model *g, int B, int T) {
     const int lin = c->attn == ROTARY_ATTN_LINEAR;
     const size_t FS = lin ? Q + KV : 0, RF = lin && c->pos == ROTARY_POS_ROPE ? FS : 0;
     const size_t SQ = lin ? 0 : Q, SKV = lin ? 0 : KV, LQKV = lin ? QKV : 0;
-    const size_t per_layer = 4 * C + 4 + SQ + Q + 2 * SKV + nh + U + F + LQKV + FS + RF;
+    const size_t per_layer = 3 * C + 4 + SQ + Q + 2 * SKV + nh + U + F + LQKV + FS + RF;
     const size_t need = N * ((L + 1) * C + L * per_layer + C + 2 + V + 2 + QKV + 2 * C + 2 * Q +
                              2 * KV + U + F + nh + 2 * FS);
     cudaError_t e;

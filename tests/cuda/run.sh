@@ -97,18 +97,18 @@ run() {
 
 run test_cuda_kernels 120 "$BUILD/test_cuda_kernels"
 detail[test_cuda_kernels]=$(grep -E "passed|FAILED" "$RESULTS/test_cuda_kernels.log" | tail -1)
-run test_cuda_model 180 bash -c "cd '$BUILD' && ./test_cuda_model"
+run test_cuda_model 150 bash -c "cd '$BUILD' && ./test_cuda_model"
 detail[test_cuda_model]=$(grep -E "passed|FAILED" "$RESULTS/test_cuda_model.log" | tail -1)
 run cli_device 120 bash tests/cuda/cli_device.sh "$BUILD/rotary" "$PWD" cuda
 detail[cli_device]=$(tail -n 1 "$RESULTS/cli_device.log")
 run cuda_train 120 "$BUILD/bench/cuda_train"
 run cuda_decode 120 "$BUILD/bench/cuda_decode"
-run torch_train_gpu 300 "$PYTHON" bench/torch_train_gpu.py
+run torch_train_gpu 240 "$PYTHON" bench/torch_train_gpu.py
 # Out-of-bounds and misaligned accesses the comparisons could miss, last
 # because it is the slowest (memcheck) and the table does not depend on it.
 sanitizer=$(command -v compute-sanitizer || echo "$(dirname "$NVCC")/../compute-sanitizer/compute-sanitizer")
 if [ -x "$sanitizer" ]; then
-  run memcheck 120 "$sanitizer" --tool memcheck --error-exitcode 1 "$BUILD/test_cuda_kernels"
+  run memcheck 90 "$sanitizer" --tool memcheck --error-exitcode 1 "$BUILD/test_cuda_kernels"
   detail[memcheck]=$(grep -E "ERROR SUMMARY" "$RESULTS/memcheck.log" | tail -1)
 else
   status[memcheck]=SKIP detail[memcheck]="no compute-sanitizer"

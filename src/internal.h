@@ -4,6 +4,8 @@
 
 #include "rotary.h"
 
+#include <stdio.h>
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -77,5 +79,27 @@ int dist_allgather_norm_blocks(const rotary_dist *d, double *part, size_t n);
 int dist_same(const rotary_dist *d, uint64_t v, int *same);
 /* x (k) <- the sum over the ranks. */
 int dist_sum(const rotary_dist *d, double *x, int k);
+
+/* train.c: the files of a run directory, shared by rotary_train and the GPU
+ * loop (src/cuda/cuda_train.c) so that both write them the same crash-safe
+ * way (docs/reliability.md). paths: fill ckpt and metrics; resume_point:
+ * the step and elapsed time of the checkpoint, checked against opt->step;
+ * open: metrics.csv, trimmed to `start` when resumed, else new with its
+ * header; row: one line, flushed, a write error reported; sync: fsync
+ * before a checkpoint; checkpoint: weights, AdamW state, step; close: keeps
+ * the first failure in rc. */
+typedef struct {
+    char ckpt[4096], metrics[4096];
+    FILE *mf;
+} train_log;
+int train_log_paths(train_log *l, const char *run_dir);
+int train_log_resume_point(const train_log *l, const rotary_adamw *opt, long *start,
+                           double *elapsed);
+int train_log_open(train_log *l, int resumed, long start);
+int train_log_row(train_log *l, const rotary_train_status *st, long last_saved);
+int train_log_sync(train_log *l);
+int train_log_checkpoint(const train_log *l, const rotary_model *m, const rotary_adamw *opt,
+                         long step, double elapsed);
+int train_log_close(train_log *l, int rc);
 
 #endif

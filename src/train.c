@@ -62,6 +62,8 @@ int rotary_eval_loss(rotary_model *m, const int *ids, size_t n, int B, int n_bat
     return eval_loss(m, ids, n, B, n_batches, seed, &ONE, loss);
 }
 
+/* ------------------------------------------------ the run directory's files */
+
 /* Keep the header and the complete rows of metrics.csv up to `step`: a run
  * killed after its last checkpoint may have logged steps it will redo, and
  * the last of them may be torn. */
@@ -85,14 +87,76 @@ static int trim_metrics(const char *path, long step) {
     return rc;
 }
 
-static int save(const char *path, const rotary_model *m, const rotary_adamw *opt, long step,
-                double elapsed) {
+int train_log_paths(train_log *l, const char *run_dir) {
+    memset(l, 0, sizeof *l);
+    if (snprintf(l->ckpt, sizeof l->ckpt, "%s/checkpoint.safetensors", run_dir) >= (int)sizeof l->ckpt ||
+        snprintf(l->metrics, sizeof l->metrics, "%s/metrics.csv", run_dir) >= (int)sizeof l->metrics)
+        return rotary_fail(ROTARY_EINVAL, "run directory path too long");
+    return ROTARY_OK;
+}
+
+int train_log_resume_point(const train_log *l, const rotary_adamw *opt, long *start,
+                           double *elapsed) {
+    rotary_st_file *f;
+    int rc = rotary_st_open(&f, l->ckpt);
+    if (rc) return rc;
+    const char *s = rotary_st_meta(f, "train.step"), *e = rotary_st_meta(f, "train.elapsed_s");
+    *start = s ? atol(s) : -1;
+    *elapsed = e ? atof(e) : 0;
+    rotary_st_close(f);
+    if (*start < 0 || *start != opt->step)
+        return rotary_fail(ROTARY_EFORMAT, "%s: inconsistent training step", l->ckpt);
+    return ROTARY_OK;
+}
+
+int train_log_open(train_log *l, int resumed, long start) {
+    if (resumed) {
+        int rc = trim_metrics(l->metrics, start);
+        if (rc) return rc;
+        l->mf = fopen(l->metrics, "ab");
+    } else {
+        l->mf = fopen(l->metrics, "wb");
+        if (l->mf) fputs("step,train_loss,val_loss,lr,tokens_per_s,elapsed_s\n", l->mf);
+    }
+    if (!l->mf) return rotary_fail(ROTARY_EIO, "%s: cannot write: %s", l->metrics, strerror(errno));
+    return ROTARY_OK;
+}
+
+int train_log_row(train_log *l, const rotary_train_status *st, long last_saved) {
+    char val[32] = "";
+    if (st->evaluated) snprintf(val, sizeof val, "%.6f", st->val_loss);
+    fprintf(l->mf, "%ld,%.6f,%s,%.6e,%.1f,%.3f\n", st->step, st->train_loss, val, st->lr,
+            st->tokens_per_s, st->elapsed_s);
+    if (fflush(l->mf) != 0 || ferror(l->mf))
+        return rotary_fail(ROTARY_EIO, "%s: cannot write: %s; the last checkpoint (step %ld) "
+                           "is kept in %s", l->metrics, strerror(errno), last_saved, l->ckpt);
+    return ROTARY_OK;
+}
+
+int train_log_sync(train_log *l) {
+    /* The rows up to a checkpoint must outlive it (a power cut). */
+    if (l->mf && fsync(fileno(l->mf)) != 0)
+        return rotary_fail(ROTARY_EIO, "%s: cannot sync: %s", l->metrics, strerror(errno));
+    return ROTARY_OK;
+}
+
+int train_log_checkpoint(const train_log *l, const rotary_model *m, const rotary_adamw *opt,
+                         long step, double elapsed) {
     char s_step[32], s_el[32];
     snprintf(s_step, sizeof s_step, "%ld", step);
     snprintf(s_el, sizeof s_el, "%.3f", elapsed);
     const char *meta[] = {"train.step", s_step, "train.elapsed_s", s_el};
-    return rotary_checkpoint_save_state(path, m, opt, meta, 2);
+    return rotary_checkpoint_save_state(l->ckpt, m, opt, meta, 2);
 }
+
+int train_log_close(train_log *l, int rc) {
+    if (l->mf && fclose(l->mf) != 0 && rc == ROTARY_OK)
+        rc = rotary_fail(ROTARY_EIO, "%s: write failed", l->metrics);
+    l->mf = NULL;
+    return rc;
+}
+
+/* ------------------------------------------------------------ training */
 
 /* FNV-1a over the weights' 32-bit words, for checking that ranks agree. */
 static uint64_t weights_hash(const rotary_model *m) {
@@ -109,7 +173,7 @@ static uint64_t weights_hash(const rotary_model *m) {
  * are first gathered there (a full-size copy for the time of the save), so
  * the file is the same as a single process writes and resumes on any
  * number of ranks. Every rank returns the same rc. */
-static int save_all(const char *path, const rotary_model *m, const rotary_adamw *opt, int zero,
+static int save_all(const train_log *l, const rotary_model *m, const rotary_adamw *opt, int zero,
                     long step, double elapsed, const rotary_dist *d) {
     /* Without ZeRO-1 every rank holds its own copy of the weights, updated
      * by the same averaged gradients: check that they still agree. */
@@ -118,7 +182,7 @@ static int save_all(const char *path, const rotary_model *m, const rotary_adamw 
         rc = rotary_fail(ROTARY_EINVAL, "the ranks' weights differ at step %ld", step);
     if (rc) return rotary_dist_agree(d, rc);
     if (!zero) {
-        rc = d->rank == 0 ? save(path, m, opt, step, elapsed) : ROTARY_OK;
+        rc = d->rank == 0 ? train_log_checkpoint(l, m, opt, step, elapsed) : ROTARY_OK;
         return rotary_dist_agree(d, rc);
     }
     rotary_adamw full = {0};
@@ -127,7 +191,7 @@ static int save_all(const char *path, const rotary_model *m, const rotary_adamw 
     full.step = opt->step;
     if ((rc = dist_gather(d, opt->m, full.m, m->n_params)) == ROTARY_OK &&
         (rc = dist_gather(d, opt->v, full.v, m->n_params)) == ROTARY_OK && d->rank == 0)
-        rc = save(path, m, &full, step, elapsed);
+        rc = train_log_checkpoint(l, m, &full, step, elapsed);
     rotary_adamw_free(&full);
     return rotary_dist_agree(d, rc);
 }
@@ -214,10 +278,9 @@ int rotary_train(rotary_model *m, const rotary_train_opts *o) {
     const int leader = d->rank == 0;
     const int B = o->batch, b = B / d->size, i0 = d->rank * b, T = m->cfg.ctx;
     const size_t n = m->n_params;
-    char ckpt[4096], metrics[4096];
-    if (snprintf(ckpt, sizeof ckpt, "%s/checkpoint.safetensors", o->run_dir) >= (int)sizeof ckpt ||
-        snprintf(metrics, sizeof metrics, "%s/metrics.csv", o->run_dir) >= (int)sizeof metrics)
-        return rotary_fail(ROTARY_EINVAL, "run directory path too long");
+    train_log log;
+    if ((rc = train_log_paths(&log, o->run_dir))) return rc;
+    const char *ckpt = log.ckpt;
 
     /* The AdamW state: all of it, or this rank's shard (ZeRO-1; with one
      * rank the shard is everything and the plain path does the same). */
@@ -227,7 +290,6 @@ int rotary_train(rotary_model *m, const rotary_train_opts *o) {
     rotary_adamw opt = {0};
     int *tok = NULL;
     double *part = NULL;
-    FILE *mf = NULL;
     if ((rc = rotary_adamw_init(&opt, hi - lo)) == ROTARY_OK) {
         opt.offset = lo;
         tok = malloc(2 * (size_t)b * T * sizeof(int));
@@ -249,25 +311,9 @@ int rotary_train(rotary_model *m, const rotary_train_opts *o) {
                          "directory must be on a file system they share)", ckpt, have[0], d->size);
         goto out;
     }
-    if (have[0] > 0) {
-        rotary_st_file *f;
-        if ((rc = rotary_checkpoint_load_optim(ckpt, m, &opt)) == ROTARY_OK &&
-            (rc = rotary_st_open(&f, ckpt)) == ROTARY_OK) {
-            const char *s = rotary_st_meta(f, "train.step"), *e = rotary_st_meta(f, "train.elapsed_s");
-            start = s ? atol(s) : -1;
-            elapsed0 = e ? atof(e) : 0;
-            rotary_st_close(f);
-            if (start < 0 || start != opt.step)
-                rc = rotary_fail(ROTARY_EFORMAT, "%s: inconsistent training step", ckpt);
-        }
-        if (rc == ROTARY_OK && leader && (rc = trim_metrics(metrics, start)) == ROTARY_OK)
-            mf = fopen(metrics, "ab");
-    } else if (leader) {
-        mf = fopen(metrics, "wb");
-        if (mf) fputs("step,train_loss,val_loss,lr,tokens_per_s,elapsed_s\n", mf);
-    }
-    if (rc == ROTARY_OK && leader && !mf)
-        rc = rotary_fail(ROTARY_EIO, "%s: cannot write: %s", metrics, strerror(errno));
+    if (have[0] > 0 && (rc = rotary_checkpoint_load_optim(ckpt, m, &opt)) == ROTARY_OK)
+        rc = train_log_resume_point(&log, &opt, &start, &elapsed0);
+    if (rc == ROTARY_OK && leader) rc = train_log_open(&log, have[0] > 0, start);
     if ((rc = rotary_dist_agree(d, rc))) goto out;
 
     rotary_adamw_config ac = {o->lr, o->beta1, o->beta2, o->eps, o->weight_decay};
@@ -308,26 +354,15 @@ int rotary_train(rotary_model *m, const rotary_train_opts *o) {
         st.elapsed_s += t - t_prev;
         st.tokens_per_s = (double)B * T / (t - t_prev);
         t_prev = t;
-        if (mf) {
-            char val[32] = "";
-            if (st.evaluated) snprintf(val, sizeof val, "%.6f", st.val_loss);
-            fprintf(mf, "%ld,%.6f,%s,%.6e,%.1f,%.3f\n", st.step, st.train_loss, val, st.lr,
-                    st.tokens_per_s, st.elapsed_s);
-            if (fflush(mf) != 0 || ferror(mf))
-                rc = rotary_fail(ROTARY_EIO, "%s: cannot write: %s; the last checkpoint (step %ld) "
-                                 "is kept in %s", metrics, strerror(errno), last_saved, ckpt);
-        }
+        if (leader) rc = train_log_row(&log, &st, last_saved);
         /* A failed metrics write (rank 0) stops every rank; any rank asked
          * to stop (a signal) stops them all at this step. */
         if ((rc = rotary_dist_agree(d, rc))) goto out;
         double stop[1] = {o->on_step ? o->on_step(o->ctx, &st) != 0 : 0};
         if ((rc = dist_sum(d, stop, 1))) goto out;
         if (stop[0] > 0 || st.step == o->steps || (o->ckpt_every && st.step % o->ckpt_every == 0)) {
-            /* The rows up to a checkpoint must outlive it (a power cut). */
-            if (mf && fsync(fileno(mf)) != 0)
-                rc = rotary_fail(ROTARY_EIO, "%s: cannot sync: %s", metrics, strerror(errno));
-            if ((rc = rotary_dist_agree(d, rc)) ||
-                (rc = save_all(ckpt, m, &opt, zero, st.step, st.elapsed_s, d)))
+            if ((rc = rotary_dist_agree(d, train_log_sync(&log))) ||
+                (rc = save_all(&log, m, &opt, zero, st.step, st.elapsed_s, d)))
                 goto out;
             last_saved = st.step;
             t_prev = now_s(); /* checkpoint time is not training time */
@@ -338,8 +373,7 @@ int rotary_train(rotary_model *m, const rotary_train_opts *o) {
         }
     }
 out:
-    if (mf && fclose(mf) != 0 && rc == ROTARY_OK)
-        rc = rotary_fail(ROTARY_EIO, "%s: write failed", metrics);
+    rc = train_log_close(&log, rc);
     free(tok);
     free(part);
     rotary_adamw_free(&opt);

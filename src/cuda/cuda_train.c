@@ -42,49 +42,12 @@ int cuda_eval_loss(cuda_model *g, const int *ids, size_t n, int B, int n_batches
     return rc;
 }
 
-/* Keep the header and the rows of metrics.csv up to `step` (as train.c). */
-static int trim_metrics(const char *path, long step) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return rotary_fail(ROTARY_EIO, "%s: cannot open: %s", path, strerror(errno));
-    char tmp[4200], line[1024];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *o = fopen(tmp, "wb");
-    if (!o) {
-        fclose(f);
-        return rotary_fail(ROTARY_EIO, "%s: cannot create: %s", tmp, strerror(errno));
-    }
-    int first = 1, ok = 1;
-    while (fgets(line, sizeof line, f)) {
-        size_t len = strlen(line);
-        if (len == 0 || line[len - 1] != '\n') break;
-        if (!first) {
-            char *end;
-            long s = strtol(line, &end, 10);
-            if (end == line || *end != ',' || s > step) break;
-        }
-        first = 0;
-        ok = ok && fputs(line, o) >= 0;
-    }
-    fclose(f);
-    ok = ok && fflush(o) == 0 && fsync(fileno(o)) == 0;
-    if (fclose(o) != 0) ok = 0;
-    if (!ok || rename(tmp, path) != 0) {
-        remove(tmp);
-        return rotary_fail(ROTARY_EIO, "%s: cannot rewrite", path);
-    }
-    return ROTARY_OK;
-}
-
 /* Bring weights and moments home, then write the checkpoint as train.c does. */
-static int save(const char *path, cuda_model *g, rotary_model *m, rotary_adamw *opt, long step,
+static int save(train_log *l, cuda_model *g, rotary_model *m, rotary_adamw *opt, long step,
                 double elapsed) {
     int rc = cuda_model_download(g, m->params, NULL, opt);
-    if (rc) return rc;
-    char s_step[32], s_el[32];
-    snprintf(s_step, sizeof s_step, "%ld", step);
-    snprintf(s_el, sizeof s_el, "%.3f", elapsed);
-    const char *meta[] = {"train.step", s_step, "train.elapsed_s", s_el};
-    return rotary_checkpoint_save_state(path, m, opt, meta, 2);
+    if (rc == ROTARY_OK) rc = train_log_sync(l);
+    return rc ? rc : train_log_checkpoint(l, m, opt, step, elapsed);
 }
 
 int cuda_train(rotary_model *m, const rotary_train_opts *o) {
@@ -92,16 +55,14 @@ int cuda_train(rotary_model *m, const rotary_train_opts *o) {
     if (B < 1 || o->steps < 1 || o->warmup < 0 || o->eval_batches < 1 || o->eval_every < 0 ||
         o->ckpt_every < 0 || o->n_train < (size_t)T + 1 || o->n_val < (size_t)T + 1)
         return rotary_fail(ROTARY_EINVAL, "train: bad options or too little data (see rotary_train)");
-    char ckpt[4096], metrics[4096];
-    if (snprintf(ckpt, sizeof ckpt, "%s/checkpoint.safetensors", o->run_dir) >= (int)sizeof ckpt ||
-        snprintf(metrics, sizeof metrics, "%s/metrics.csv", o->run_dir) >= (int)sizeof metrics)
-        return rotary_fail(ROTARY_EINVAL, "run directory path too long");
+    train_log log;
+    int rc = train_log_paths(&log, o->run_dir);
+    if (rc) return rc;
+    const char *ckpt = log.ckpt;
     cuda_model *g = NULL;
     rotary_adamw opt;
-    int rc = rotary_adamw_init(&opt, m->n_params);
-    if (rc) return rc;
+    if ((rc = rotary_adamw_init(&opt, m->n_params))) return rc;
     int *tok = malloc(2 * (size_t)B * T * sizeof(int));
-    FILE *mf = NULL;
     if (!tok) {
         rc = rotary_fail(ROTARY_ENOMEM, "train: out of memory");
         goto out;
@@ -109,28 +70,11 @@ int cuda_train(rotary_model *m, const rotary_train_opts *o) {
     int *tgt = tok + (size_t)B * T;
     long start = 0;
     double elapsed0 = 0;
-    if (o->resume && access(ckpt, F_OK) == 0) {
-        rotary_st_file *f;
-        if ((rc = rotary_checkpoint_load_optim(ckpt, m, &opt)) || (rc = rotary_st_open(&f, ckpt)))
-            goto out;
-        const char *s = rotary_st_meta(f, "train.step"), *e = rotary_st_meta(f, "train.elapsed_s");
-        start = s ? atol(s) : -1;
-        elapsed0 = e ? atof(e) : 0;
-        rotary_st_close(f);
-        if (start < 0 || start != opt.step) {
-            rc = rotary_fail(ROTARY_EFORMAT, "%s: inconsistent training step", ckpt);
-            goto out;
-        }
-        if ((rc = trim_metrics(metrics, start))) goto out;
-        mf = fopen(metrics, "ab");
-    } else {
-        mf = fopen(metrics, "wb");
-        if (mf) fputs("step,train_loss,val_loss,lr,tokens_per_s,elapsed_s\n", mf);
-    }
-    if (!mf) {
-        rc = rotary_fail(ROTARY_EIO, "%s: cannot write: %s", metrics, strerror(errno));
+    const int resumed = o->resume && access(ckpt, F_OK) == 0;
+    if (resumed && ((rc = rotary_checkpoint_load_optim(ckpt, m, &opt)) ||
+                    (rc = train_log_resume_point(&log, &opt, &start, &elapsed0))))
         goto out;
-    }
+    if ((rc = train_log_open(&log, resumed, start))) goto out;
     if ((rc = cuda_model_new(&g, m)) || (rc = cuda_model_upload(g, NULL, &opt)) ||
         (rc = cuda_model_reserve(g, B, T)))
         goto out;
@@ -169,14 +113,10 @@ int cuda_train(rotary_model *m, const rotary_train_opts *o) {
         st.elapsed_s += t - t_prev;
         st.tokens_per_s = (double)B * T / (t - t_prev);
         t_prev = t;
-        char val[32] = "";
-        if (st.evaluated) snprintf(val, sizeof val, "%.6f", st.val_loss);
-        fprintf(mf, "%ld,%.6f,%s,%.6e,%.1f,%.3f\n", st.step, st.train_loss, val, st.lr,
-                st.tokens_per_s, st.elapsed_s);
-        fflush(mf);
+        if ((rc = train_log_row(&log, &st, last_saved))) goto out;
         int stop = o->on_step ? o->on_step(o->ctx, &st) : 0;
         if (stop || st.step == o->steps || (o->ckpt_every && st.step % o->ckpt_every == 0)) {
-            if ((rc = save(ckpt, g, m, &opt, st.step, st.elapsed_s))) goto out;
+            if ((rc = save(&log, g, m, &opt, st.step, st.elapsed_s))) goto out;
             last_saved = st.step;
             t_prev = now_s();
         }
@@ -186,8 +126,7 @@ int cuda_train(rotary_model *m, const rotary_train_opts *o) {
         }
     }
 out:
-    if (mf && fclose(mf) != 0 && rc == ROTARY_OK)
-        rc = rotary_fail(ROTARY_EIO, "%s: write failed", metrics);
+    rc = train_log_close(&log, rc);
     if (g && rc == ROTARY_OK) rc = cuda_model_download(g, m->params, NULL, NULL);
     cuda_model_free(g);
     free(tok);

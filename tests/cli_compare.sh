@@ -6,11 +6,7 @@ set -u
 rotary="$1"
 src="$2"
 . "$src/tests/lib.sh"
-data="$src/../shared/data/tinyshakespeare.txt"
-if [ ! -f "$data" ]; then
-    data="$tmp/text.txt"
-    for i in $(seq 1 3000); do echo "line $i: the quick brown fox jumps over the lazy dog"; done > "$data"
-fi
+data=$(some_text "$src")
 args=(--data "$data" --layers 1 --heads 2 --dim 32 --ctx 32 --batch 4 --steps 40 --eval-every 10
       --warmup 5 --eval-batches 2 --sample-tokens 0 --threads 2)
 

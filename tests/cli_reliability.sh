@@ -10,8 +10,8 @@ rotary="$1"
 . "$(dirname "$0")/lib.sh"
 chmod 755 "$tmp" # the read-only check may run as another user
 
-for i in $(seq 1 3000); do echo "line $i: the quick brown fox jumps over the lazy dog $((i * 7 % 13))"; done > "$tmp/text.txt"
-tiny=(--data "$tmp/text.txt" --layers 2 --heads 2 --dim 64 --ctx 32 --batch 4 --steps 400
+text=$(some_text)
+tiny=(--data "$text" --layers 2 --heads 2 --dim 64 --ctx 32 --batch 4 --steps 400
       --eval-every 10 --eval-batches 1 --sample-tokens 0 --threads 2)
 
 # A mounted tmpfs gives a real "No space left on device" and a real
@@ -118,10 +118,10 @@ expect_error "resume of a missing directory" "no such run directory" "$rotary" t
 #    the bytes it needs: 12.9 G parameters (51 GB) against this machine, and
 #    1.2 M parameters x 4 (weights, gradients, AdamW) under ulimit -v.
 expect_error "model larger than memory" "needs" \
-    "$rotary" train --data "$tmp/text.txt" --dim 8192 --layers 16 --heads 8 --out "$tmp/huge"
+    "$rotary" train --data "$text" --dim 8192 --layers 16 --heads 8 --out "$tmp/huge"
 if [ -z "${ROTARY_SANITIZED:-}" ]; then # ASan reserves terabytes of address space
     expect_error "model larger than ulimit -v" "needs" bash -c 'ulimit -v 600000; exec "$@"' _ \
-        "$rotary" train --data "$tmp/text.txt" --dim 1024 --layers 12 --heads 8 --out "$tmp/huge2"
+        "$rotary" train --data "$text" --dim 1024 --layers 12 --heads 8 --out "$tmp/huge2"
 fi
 
 [ $can_mount = 1 ] && umount "$tmp/mnt"

@@ -8,12 +8,7 @@ src="$2"
 py=/usr/bin/python3
 . "$src/tests/lib.sh"
 
-# Some English text: the shared corpus when present, else generated.
-data="$src/../shared/data/tinyshakespeare.txt"
-if [ ! -f "$data" ]; then
-    data="$tmp/text.txt"
-    for i in $(seq 1 3000); do echo "line $i: the quick brown fox jumps over the lazy dog $((i * 7 % 13))"; done > "$data"
-fi
+data=$(some_text "$src")
 tiny=(--data "$data" --layers 2 --heads 2 --dim 32 --ctx 32 --batch 4 --eval-every 25 --eval-batches 2
       --warmup 10 --sample-tokens 20 --threads 2)
 

@@ -21,6 +21,19 @@ expect_error() {
         bad "$what: status $status, stderr: $err"
     fi
 }
+# some_text [SOURCE_DIR]: the path of an English text to train on: the
+# shared corpus beside SOURCE_DIR when there is one, else 3000 generated lines.
+some_text() {
+    if [ $# -gt 0 ] && [ -f "$1/../shared/data/tinyshakespeare.txt" ]; then
+        echo "$1/../shared/data/tinyshakespeare.txt"
+        return
+    fi
+    [ -f "$tmp/text.txt" ] ||
+        for i in $(seq 1 3000); do
+            echo "line $i: the quick brown fox jumps over the lazy dog $((i * 7 % 13))"
+        done > "$tmp/text.txt"
+    echo "$tmp/text.txt"
+}
 # The summary line and exit status.
 finish() {
     echo "$passes passed, $fails failed"

@@ -23,11 +23,7 @@ mpirun="$3"
 py=/usr/bin/python3
 . "$src/tests/lib.sh"
 
-data="$src/../shared/data/tinyshakespeare.txt"
-if [ ! -f "$data" ]; then
-    data="$tmp/text.txt"
-    for i in $(seq 1 3000); do echo "line $i: the quick brown fox jumps over the lazy dog $((i * 7 % 13))"; done > "$data"
-fi
+data=$(some_text "$src")
 # 123k parameters: 8 norm blocks, so the two ZeRO-1 shards are 4 blocks each.
 tiny=(--data "$data" --layers 2 --heads 2 --dim 64 --ctx 32 --batch 8 --steps 30 --eval-every 10
       --eval-batches 2 --warmup 5 --sample-tokens 0 --threads 1)

@@ -13,11 +13,7 @@ mpirun="$3"
 py=/usr/bin/python3
 . "$src/tests/lib.sh"
 
-data="$src/../shared/data/tinyshakespeare.txt"
-if [ ! -f "$data" ]; then
-    data="$tmp/text.txt"
-    for i in $(seq 1 3000); do echo "line $i: the quick brown fox jumps over the lazy dog $((i * 7 % 13))"; done > "$data"
-fi
+data=$(some_text "$src")
 tiny=(--data "$data" --layers 2 --heads 2 --dim 64 --ctx 64 --batch 16 --steps 100 --eval-every 20
       --eval-batches 2 --warmup 10 --sample-tokens 0 --threads 1)
 np() { local n=$1; shift; "$mpirun" --allow-run-as-root --oversubscribe -np "$n" "$@"; }

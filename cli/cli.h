@@ -26,9 +26,14 @@ char *cli_run_option(const char *dir, const char *name);
 /* The file behind --data: a corpus name (english, chinese) resolves to its
  * extracted copy, anything else is a path. NULL after printing the error. */
 const char *cli_data_path(const char *spec, char *buf, size_t cap);
-/* Where the held-out end of a text starts: the last `frac` of its bytes,
- * moved forward to a character boundary. train and eval must agree on it. */
-size_t cli_val_split(const unsigned char *text, size_t n, float frac);
+/* The tokens of --data (a text, a token file, or a corpus name), split as
+ * train and eval must agree: the last `frac` is held out (of a text, from
+ * a character boundary, each part encoded on its own; of a token file, by
+ * count); frac 0 puts everything in train. A token file must match the
+ * tokenizer's vocabulary. Prints the error and returns 1 on failure;
+ * the caller frees both arrays. */
+int cli_load_split(const char *spec, const rotary_tokenizer *tok, float frac, int **train,
+                   size_t *n_train, int **val, size_t *n_val);
 /* Path of a corpus (english, chinese), extracted on first use. */
 int cli_corpus_path(const char *name, char *path, size_t cap);
 

@@ -228,8 +228,51 @@ const char *cli_data_path(const char *spec, char *buf, size_t cap) {
     return cli_corpus_path(spec, buf, cap) ? NULL : buf;
 }
 
-size_t cli_val_split(const unsigned char *text, size_t n, float frac) {
+/* Where the held-out end of a text starts: the last `frac` of its bytes,
+ * moved forward to a character boundary. */
+static size_t val_split(const unsigned char *text, size_t n, float frac) {
     size_t at = (size_t)((double)n * (1.0 - frac));
     while (at < n && (text[at] & 0xC0) == 0x80) at++;
     return at;
+}
+
+int cli_load_split(const char *spec, const rotary_tokenizer *tok, float frac, int **train,
+                   size_t *n_train, int **val, size_t *n_val) {
+    char path[4096];
+    const char *file = cli_data_path(spec, path, sizeof path);
+    if (!file) return 1;
+    *train = *val = NULL;
+    int is_tok = rotary_tokens_is_file(file);
+    if (is_tok < 0) return cli_fail("--data", rotary_last_error());
+    if (is_tok) {
+        int *ids, vocab;
+        size_t n;
+        if (rotary_tokens_load(file, &ids, &n, &vocab)) return cli_fail("--data", rotary_last_error());
+        if (vocab != rotary_tokenizer_vocab_size(tok)) {
+            free(ids);
+            return cli_fail(file, "its vocabulary size differs from the tokenizer's");
+        }
+        size_t at = (size_t)((double)n * (1.0 - frac));
+        *val = malloc((n - at + 1) * sizeof(int));
+        if (!*val) {
+            free(ids);
+            return cli_fail("--data", "out of memory");
+        }
+        memcpy(*val, ids + at, (n - at) * sizeof(int));
+        *train = ids, *n_train = at, *n_val = n - at;
+        return 0;
+    }
+    unsigned char *text;
+    size_t n;
+    if (cli_read_file(file, &text, &n)) return 1;
+    size_t at = val_split(text, n, frac);
+    int rc = rotary_tokenizer_encode(tok, text, at, train, n_train) ||
+             rotary_tokenizer_encode(tok, text + at, n - at, val, n_val);
+    free(text);
+    if (rc) {
+        free(*train);
+        *train = NULL;
+        return cli_fail("--data", rotary_last_error());
+    }
+    return 0;
 }

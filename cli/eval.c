@@ -71,17 +71,17 @@ int cmd_eval(int argc, char **argv) {
     int T = ctx ? ctx : m.cfg.ctx;
     if (rotary_model_extend(&m, T)) return cli_fail("--ctx", rotary_last_error());
 
-    char cpath[4096];
-    if (!(data = cli_data_path(data, cpath, sizeof cpath))) return 1;
-    unsigned char *text;
-    size_t n_text;
-    if (cli_read_file(data, &text, &n_text)) return 1;
-    size_t at = strcmp(split, "val") ? 0 : cli_val_split(text, n_text, frac);
-    int *ids;
-    size_t n_ids;
-    if (rotary_tokenizer_encode(tok, text + at, n_text - at, &ids, &n_ids))
-        return cli_fail("eval", rotary_last_error());
-    free(text);
+    /* The run's own validation part (the same split as training), or all. */
+    const int all = strcmp(split, "val") != 0;
+    int *head, *ids;
+    size_t n_head, n_ids;
+    if (cli_load_split(data, tok, all ? 0.0f : frac, &head, &n_head, &ids, &n_ids)) return 1;
+    if (all) {
+        free(ids);
+        ids = head, n_ids = n_head;
+    } else {
+        free(head);
+    }
     size_t windows = n_ids > (size_t)T ? (n_ids - 1) / (size_t)T : 0;
     if (max_windows && windows > (size_t)max_windows) windows = (size_t)max_windows;
     if (windows == 0) {

@@ -253,36 +253,7 @@ typedef struct {
 } token_split;
 
 static int load_data(const char *spec, const rotary_tokenizer *tok, float frac, token_split *s) {
-    char path[4096];
-    const char *file = cli_data_path(spec, path, sizeof path);
-    if (!file) return 1;
-    memset(s, 0, sizeof *s);
-    int is_tok = rotary_tokens_is_file(file);
-    if (is_tok < 0) return cli_fail("--data", rotary_last_error());
-    if (is_tok) {
-        int *ids, vocab;
-        size_t n;
-        if (rotary_tokens_load(file, &ids, &n, &vocab)) return cli_fail("--data", rotary_last_error());
-        if (vocab != rotary_tokenizer_vocab_size(tok)) {
-            free(ids);
-            return cli_fail(file, "its vocabulary size differs from the tokenizer's");
-        }
-        size_t at = (size_t)((double)n * (1.0 - frac));
-        s->train = ids, s->n_train = at;
-        s->val = malloc((n - at + 1) * sizeof(int));
-        if (!s->val) return cli_fail("--data", "out of memory");
-        memcpy(s->val, ids + at, (n - at) * sizeof(int));
-        s->n_val = n - at;
-        return 0;
-    }
-    unsigned char *text;
-    size_t n;
-    if (cli_read_file(file, &text, &n)) return 1;
-    size_t at = cli_val_split(text, n, frac);
-    int rc = rotary_tokenizer_encode(tok, text, at, &s->train, &s->n_train) ||
-             rotary_tokenizer_encode(tok, text + at, n - at, &s->val, &s->n_val);
-    free(text);
-    return rc ? cli_fail("--data", rotary_last_error()) : 0;
+    return cli_load_split(spec, tok, frac, &s->train, &s->n_train, &s->val, &s->n_val);
 }
 
 /* -------------------------------------------------------------- progress */

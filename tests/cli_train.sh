@@ -59,6 +59,12 @@ same_weights "$tmp/a/checkpoint.safetensors" "$tmp/b/checkpoint.safetensors" &&
 # 3. eval and sample.
 out=$("$rotary" eval --run "$tmp/a" 2>/dev/null)
 [[ "$out" == *"bits/byte"* ]] && ok "eval: $out" || bad "eval: $out"
+# The same bytes as a token file: the same split and the same loss (a run
+# trained from a token file is evaluated on its tokens, not on their bytes).
+"$rotary" prepare --data "$data" -o "$tmp/data.tok" > /dev/null 2>&1
+out_tok=$("$rotary" eval --run "$tmp/a" --data "$tmp/data.tok" 2>/dev/null)
+[ -n "$out" ] && [ "$out_tok" = "$out" ] && ok "eval of a token file equals eval of its text" ||
+    bad "eval of a token file: '$out_tok' vs '$out'"
 out=$("$rotary" eval --run "$tmp/a" --ctx 64 2>/dev/null)
 [[ "$out" == *"ctx 64 (trained at 32)"* ]] && ok "eval at twice the context" || bad "eval 2x: $out"
 s1=$("$rotary" sample --run "$tmp/a" --prompt "First" -n 40 --seed 3 2>/dev/null)

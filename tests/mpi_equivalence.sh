@@ -17,18 +17,10 @@
 # IEEE arithmetic), computes the norm from the same blocks in the same order,
 # and AdamW is elementwise.
 set -u
-rotary="$1"
-src="$2"
-mpirun="$3"
-py=/usr/bin/python3
-. "$src/tests/lib.sh"
-
-data=$(some_text "$src")
+. "$2/tests/mpi_lib.sh"
 # 123k parameters: 8 norm blocks, so the two ZeRO-1 shards are 4 blocks each.
 tiny=(--data "$data" --layers 2 --heads 2 --dim 64 --ctx 32 --batch 8 --steps 30 --eval-every 10
       --eval-batches 2 --warmup 5 --sample-tokens 0 --threads 1)
-np() { local n=$1; shift; "$mpirun" --allow-run-as-root --oversubscribe -np "$n" "$@"; }
-compare() { "$py" "$src/tests/mpi_compare.py" "$@"; }
 
 "$rotary" train "${tiny[@]}" --out "$tmp/one" >/dev/null 2>"$tmp/one.err" ||
     { bad "1 rank, batch 8"; cat "$tmp/one.err"; }

@@ -7,17 +7,9 @@
 # on 1 rank it must agree within the tolerance of mpi_equivalence.sh.
 # usage: mpi_resume.sh ROTARY_BINARY SOURCE_DIR MPIRUN
 set -u
-rotary="$1"
-src="$2"
-mpirun="$3"
-py=/usr/bin/python3
-. "$src/tests/lib.sh"
-
-data=$(some_text "$src")
+. "$2/tests/mpi_lib.sh"
 tiny=(--data "$data" --layers 2 --heads 2 --dim 64 --ctx 64 --batch 16 --steps 100 --eval-every 20
       --eval-batches 2 --warmup 10 --sample-tokens 0 --threads 1)
-np() { local n=$1; shift; "$mpirun" --allow-run-as-root --oversubscribe -np "$n" "$@"; }
-compare() { "$py" "$src/tests/mpi_compare.py" "$@"; }
 rows() { [ -f "$1/metrics.csv" ] && wc -l < "$1/metrics.csv" || echo 0; }
 
 # 1. The run that never stops.

@@ -476,6 +476,33 @@ static int parse_tensor_info(rotary_gguf *g, cursor *c, int i, uint64_t *rel) {
     return ROTARY_OK;
 }
 
+static int by_data(const void *a, const void *b) {
+    const rotary_gguf_tensor *x = *(const rotary_gguf_tensor *const *)a;
+    const rotary_gguf_tensor *y = *(const rotary_gguf_tensor *const *)b;
+    const unsigned char *p = x->data, *q = y->data;
+    return p < q ? -1 : p > q;
+}
+
+/* Each tensor owns its bytes (ggml writes them one after another): refuse
+ * tensors that share data, or a small file could claim many times its size. */
+static int check_overlap(const rotary_gguf *g) {
+    if (g->n_tensors < 2) return ROTARY_OK;
+    const rotary_gguf_tensor **t = malloc((size_t)g->n_tensors * sizeof *t);
+    if (!t) return rotary_fail(ROTARY_ENOMEM, "%s: out of memory", g->path);
+    int n = 0;
+    for (int i = 0; i < g->n_tensors; i++)
+        if (g->tensors[i].n_bytes > 0) t[n++] = &g->tensors[i];
+    qsort(t, (size_t)n, sizeof *t, by_data);
+    int rc = ROTARY_OK;
+    for (int k = 1; k < n && rc == ROTARY_OK; k++)
+        if ((const unsigned char *)t[k]->data <
+            (const unsigned char *)t[k - 1]->data + t[k - 1]->n_bytes)
+            rc = rotary_fail(ROTARY_EFORMAT, "%s: tensors '%s' and '%s' overlap", g->path,
+                             t[k - 1]->name, t[k]->name);
+    free(t);
+    return rc;
+}
+
 static int parse(rotary_gguf *g) {
     const unsigned char *m = g->map;
     if (g->size < 4 || memcmp(m, "GGUF", 4) != 0) {
@@ -547,7 +574,7 @@ static int parse(rotary_gguf *g) {
         t->data = g->map + g->data_start + (size_t)rel[i];
     }
     free(rel);
-    return rc;
+    return rc ? rc : check_overlap(g);
 }
 
 int rotary_gguf_open(rotary_gguf **out, const char *path) {

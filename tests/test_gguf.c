@@ -730,6 +730,7 @@ static void test_bad_small(const buf *good, const small_offs *o) {
         {"tensor offset 2^63", o->t2_off, 8, 1ull << 63, "runs past the end"},
         {"tensor offset misaligned", o->t2_off, 8, 132, "not a multiple of the alignment 32"},
         {"tensor offset -32", o->t2_off, 8, (uint64_t)-32, "past the end"},
+        {"tensor 2 on tensor 0's bytes", o->t2_off, 8, 0, "overlap"},
     };
     int n_ok = 0, n_p = (int)(sizeof patches / sizeof patches[0]);
     unsigned char *p = malloc(good->n);

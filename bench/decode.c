@@ -36,6 +36,16 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
+/* The median of n > 0 values (the upper one for even n); x is left as is. */
+static double median(const double *x, int n) {
+    double *c = malloc((size_t)n * sizeof(double));
+    memcpy(c, x, (size_t)n * sizeof(double));
+    qsort(c, (size_t)n, sizeof(double), cmp_double);
+    double m = c[n / 2];
+    free(c);
+    return m;
+}
+
 static void *xalloc(size_t n) {
     void *p = aligned_alloc(64, (n + 63) & ~(size_t)63);
     if (!p) {
@@ -117,15 +127,6 @@ static double bw_pass(bandwidth *b) {
     if (b->n_all < b->cap) b->all[b->n_all++] = gbs;
     b->best = gbs > b->best ? gbs : b->best;
     return gbs;
-}
-
-static double bw_median(bandwidth *b) {
-    double *c = malloc((size_t)b->n_all * sizeof(double));
-    memcpy(c, b->all, (size_t)b->n_all * sizeof(double));
-    qsort(c, (size_t)b->n_all, sizeof(double), cmp_double);
-    double m = c[b->n_all / 2];
-    free(c);
-    return m;
 }
 
 /* ------------------------------------------------------------- matvec */
@@ -263,15 +264,6 @@ static int decode_pass(decode_run *r, int prompt, int ntok) {
     return 0;
 }
 
-static double median_rate(const decode_run *r) {
-    double *c = malloc((size_t)r->n_rates * sizeof(double));
-    memcpy(c, r->rates, (size_t)r->n_rates * sizeof(double));
-    qsort(c, (size_t)r->n_rates, sizeof(double), cmp_double);
-    double m = c[r->n_rates / 2];
-    free(c);
-    return m;
-}
-
 /* Decode with m in float32 and in int8 (two decoders), passes taking
  * turns with a bandwidth pass before each pair, so that a busy spell of
  * the machine falls on all three alike; best of reps each. Prints one line
@@ -301,6 +293,7 @@ static int bench_model(const char *name, rotary_model *m, bandwidth *bw, int pro
     const double kv_bytes = c->attn == ROTARY_ATTN_SOFTMAX
                                 ? 2.0 * c->n_layer * kvd * 4 * (prompt + (ntok + 1) / 2.0)
                                 : 0;
+    const double med[2] = {median(run[0].rates, run[0].n_rates), median(run[1].rates, run[1].n_rates)};
     for (int q = 0; q < 2; q++) {
         const double wb = weight_bytes(c, q), bound = bw->best * 1e9 / wb;
         const double bound_kv = bw->best * 1e9 / (wb + kv_bytes);
@@ -310,18 +303,16 @@ static int bench_model(const char *name, rotary_model *m, bandwidth *bw, int pro
                "of_bound_with_kv=%.3f\n",
                name, q ? "int8" : "f32", c->n_layer, c->d_model, c->d_ff, c->n_head, c->vocab,
                prompt, ntok, reps, wb / 1e6, kv_bytes / 1e6, bw->best, run[q].best,
-               median_rate(&run[q]), bound, run[q].best / bound, run[q].best / bound_kv);
+               med[q], bound, run[q].best / bound, run[q].best / bound_kv);
         fprintf(stderr, "  %s %s: %.1f tok/s (median %.1f), %.0f%% of the bound %.1f tok/s\n", name,
-                q ? "int8" : "f32 ", run[q].best, median_rate(&run[q]), 100 * run[q].best / bound,
-                bound);
+                q ? "int8" : "f32 ", run[q].best, med[q], 100 * run[q].best / bound, bound);
         if (q) *i8 = run[1].best;
         else *f32 = run[0].best, *bound_f32 = bound;
     }
     int same = 0;
     for (int i = 0; i < ntok && i < 1024; i++) same += run[0].tokens[i] == run[1].tokens[i];
     printf("decode model=%s int8_speedup=%.2f int8_speedup_median=%.2f greedy_tokens_equal=%d/%d\n",
-           name, *i8 / *f32, median_rate(&run[1]) / median_rate(&run[0]), same,
-           ntok < 1024 ? ntok : 1024);
+           name, *i8 / *f32, med[1] / med[0], same, ntok < 1024 ? ntok : 1024);
     fflush(stdout);
     for (int q = 0; q < 2; q++) {
         rotary_decoder_free(&run[q].d);
@@ -370,7 +361,7 @@ int main(int argc, char **argv) {
     bandwidth bw;
     bw_init(&bw, (size_t)512 << 20);
     for (int i = 0; i < 10; i++) bw_pass(&bw);
-    fprintf(stderr, "  %.1f GB/s (best of 10), median %.1f\n", bw.best, bw_median(&bw));
+    fprintf(stderr, "  %.1f GB/s (best of 10), median %.1f\n", bw.best, median(bw.all, bw.n_all));
 
     if (do_matvec) bench_matvec(8, bw.best);
 
@@ -407,7 +398,7 @@ int main(int argc, char **argv) {
     }
     /* the bandwidth over the whole run: the bounds above used this best */
     printf("read_bw_gbs=%.2f read_bw_median_gbs=%.2f read_bw_passes=%d threads=%d buffer_mib=512\n",
-           bw.best, bw_median(&bw), bw.n_all, threads);
+           bw.best, median(bw.all, bw.n_all), bw.n_all, threads);
     if (bw.sink == 42.0) fprintf(stderr, "(sink)\n"); /* keeps the sums alive */
     printf("decode_110M tok_s_f32=%.2f tok_s_int8=%.2f bound_f32=%.2f\n", f32, i8, bound);
     return 0;

@@ -79,7 +79,9 @@ static int wait_for_file(int ino, pid_t pid, const char *prefix, double timeout_
     double end = now_ms() + timeout_ms;
     char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
     for (;;) {
-        if (waitpid(pid, NULL, WNOHANG | WNOWAIT) == pid) return -1;
+        siginfo_t si = {0}; /* exited? (left waitable: wait_exit reaps it) */
+        if (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 && si.si_pid == pid)
+            return -1;
         double left = end - now_ms();
         if (left <= 0) return 0;
         struct pollfd p = {ino, POLLIN, 0};

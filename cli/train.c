@@ -252,10 +252,6 @@ typedef struct {
     size_t n_train, n_val;
 } token_split;
 
-static int load_data(const char *spec, const rotary_tokenizer *tok, float frac, token_split *s) {
-    return cli_load_split(spec, tok, frac, &s->train, &s->n_train, &s->val, &s->n_val);
-}
-
 /* -------------------------------------------------------------- progress */
 
 static volatile sig_atomic_t interrupted;
@@ -390,7 +386,7 @@ static int train(int argc, char **argv) {
     const char *dir = a.out;
     if (a.resume) {
         dir = a.resume;
-        remove_stale_tmp(dir);
+        if (dist.rank == 0) remove_stale_tmp(dir); /* the writer cleans up */
         /* Reload the run's options; the flags given now must agree. */
         train_args saved;
         defaults(&saved);
@@ -447,7 +443,8 @@ static int train(int argc, char **argv) {
 
     token_split d;
     if (dist.rank == 0) fprintf(stderr, "rotary: reading %s\n", a.data);
-    if (load_data(a.data, tok, a.val_fraction, &d)) return 1;
+    if (cli_load_split(a.data, tok, a.val_fraction, &d.train, &d.n_train, &d.val, &d.n_val))
+        return 1;
 
     if (d.n_train < (size_t)cfg.ctx + 1 || d.n_val < (size_t)cfg.ctx + 1) {
         char why[200];
@@ -466,10 +463,11 @@ static int train(int argc, char **argv) {
     } else {
         if (rotary_model_build(&m, &cfg)) return cli_fail("model", rotary_last_error());
         rotary_model_init(&m, (uint64_t)a.seed);
-        /* config.json last: its presence marks a run that --resume continues. */
-        if (!a.resume && dist.rank == 0 && rotary_tokenizer_save(tok, tok_path))
-            return cli_fail(tok_path, rotary_last_error());
-        if (!a.resume && dist.rank == 0 && write_config_json(dir, specs, n, &cfg, argc, argv)) return 1;
+        if (!a.resume && dist.rank == 0) {
+            /* config.json last: its presence marks a run that --resume continues. */
+            if (rotary_tokenizer_save(tok, tok_path)) return cli_fail(tok_path, rotary_last_error());
+            if (write_config_json(dir, specs, n, &cfg, argc, argv)) return 1;
+        }
     }
     if (dist.rank == 0)
         fprintf(stderr, "rotary: %zu parameters, pos=%s, %zu training and %zu validation tokens, "

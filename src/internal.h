@@ -92,6 +92,8 @@ typedef struct {
     char ckpt[4096], metrics[4096];
     FILE *mf;
 } train_log;
+/* The checks rotary_train makes of its options and data, for every loop. */
+int train_check_opts(const rotary_model *m, const rotary_train_opts *o);
 int train_log_paths(train_log *l, const char *run_dir);
 int train_log_resume_point(const train_log *l, const rotary_adamw *opt, long *start,
                            double *elapsed);

@@ -196,7 +196,8 @@ static int save_all(const train_log *l, const rotary_model *m, const rotary_adam
     return rotary_dist_agree(d, rc);
 }
 
-static int check_opts(const rotary_model *m, const rotary_train_opts *o, const rotary_dist *d) {
+int train_check_opts(const rotary_model *m, const rotary_train_opts *o) {
+    const rotary_dist *d = o->dist ? o->dist : &ONE;
     const int T = m->cfg.ctx;
     if (o->batch < 1 || o->steps < 1 || o->warmup < 0 || o->eval_batches < 1 ||
         o->eval_every < 0 || o->ckpt_every < 0)
@@ -273,7 +274,7 @@ static int update(rotary_model *m, rotary_adamw *opt, int zero, const rotary_ada
 
 int rotary_train(rotary_model *m, const rotary_train_opts *o) {
     const rotary_dist *d = o->dist ? o->dist : &ONE;
-    int rc = check_opts(m, o, d);
+    int rc = train_check_opts(m, o);
     if (rc) return rc;
     const int leader = d->rank == 0;
     const int B = o->batch, b = B / d->size, i0 = d->rank * b, T = m->cfg.ctx;

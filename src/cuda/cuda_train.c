@@ -52,12 +52,9 @@ static int save(train_log *l, cuda_model *g, rotary_model *m, rotary_adamw *opt,
 
 int cuda_train(rotary_model *m, const rotary_train_opts *o) {
     const int B = o->batch, T = m->cfg.ctx;
-    if (B < 1 || o->steps < 1 || o->warmup < 0 || o->eval_batches < 1 || o->eval_every < 0 ||
-        o->ckpt_every < 0 || o->n_train < (size_t)T + 1 || o->n_val < (size_t)T + 1)
-        return rotary_fail(ROTARY_EINVAL, "train: bad options or too little data (see rotary_train)");
     train_log log;
-    int rc = train_log_paths(&log, o->run_dir);
-    if (rc) return rc;
+    int rc = train_check_opts(m, o);
+    if (rc || (rc = train_log_paths(&log, o->run_dir))) return rc;
     const char *ckpt = log.ckpt;
     cuda_model *g = NULL;
     rotary_adamw opt;
@@ -96,8 +93,7 @@ int cuda_train(rotary_model *m, const rotary_train_opts *o) {
         if ((rc = cuda_model_backward(g))) goto out;
         if (o->clip > 0) {
             if ((rc = cuda_model_grad_norm(g, &norm))) goto out;
-            const float s = o->clip / (norm + 1e-6f); /* torch's clip_coef */
-            if (s < 1.0f) scale = s;
+            scale = rotary_clip_factor(norm, o->clip);
         }
         ac.lr = rotary_lr_at(step, o->warmup, o->steps, o->lr, o->min_lr);
         if ((rc = cuda_model_adamw_step(g, &ac, scale))) goto out;

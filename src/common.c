@@ -275,6 +275,25 @@ int rotary_write_file(const char *path, const void *data, size_t n) {
     return rc;
 }
 
+static int span_cmp(const void *a, const void *b) {
+    const rotary_span *x = a, *y = b;
+    return x->begin < y->begin ? -1 : x->begin > y->begin;
+}
+
+int rotary_spans_overlap(rotary_span *s, int n, const rotary_span **a, const rotary_span **b) {
+    qsort(s, (size_t)n, sizeof *s, span_cmp);
+    const rotary_span *prev = NULL;
+    for (int k = 0; k < n; k++) {
+        if (s[k].end <= s[k].begin) continue;
+        if (prev && s[k].begin < prev->end) {
+            *a = prev, *b = &s[k];
+            return 1;
+        }
+        prev = &s[k];
+    }
+    return 0;
+}
+
 /* splitmix64 for seeding, xorshift64* for the stream. */
 void rotary_rng_seed(rotary_rng *r, uint64_t seed) {
     uint64_t z = seed + 0x9E3779B97F4A7C15ull;

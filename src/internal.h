@@ -40,6 +40,17 @@ void rotary_unmap_file(const void *data, size_t size);
  * read fails. */
 int rotary_read_file(const char *path, size_t max, const char *what, char **data, size_t *size);
 
+/* Byte ranges [begin, end) of the tensors a file header declares. The
+ * readers refuse tensors that share bytes (or a small file could claim many
+ * times its size in tensors): rotary_spans_overlap sorts s by begin and
+ * returns 1 with the first overlapping pair in *a, *b (empty ranges never
+ * overlap), 0 if there is none. */
+typedef struct {
+    size_t begin, end;
+    const char *name;
+} rotary_span;
+int rotary_spans_overlap(rotary_span *s, int n, const rotary_span **a, const rotary_span **b);
+
 /* Writing a file so that a crash leaves the old one or the new one, never
  * half of one: the bytes go to a temporary file next to path ("PATH.tmp.XXXXXX",
  * mode 0644), which commit fsyncs, renames onto path and makes durable with

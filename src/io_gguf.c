@@ -476,30 +476,22 @@ static int parse_tensor_info(rotary_gguf *g, cursor *c, int i, uint64_t *rel) {
     return ROTARY_OK;
 }
 
-static int by_data(const void *a, const void *b) {
-    const rotary_gguf_tensor *x = *(const rotary_gguf_tensor *const *)a;
-    const rotary_gguf_tensor *y = *(const rotary_gguf_tensor *const *)b;
-    const unsigned char *p = x->data, *q = y->data;
-    return p < q ? -1 : p > q;
-}
-
-/* Each tensor owns its bytes (ggml writes them one after another): refuse
- * tensors that share data, or a small file could claim many times its size. */
+/* Each tensor owns its bytes (ggml writes them one after another). */
 static int check_overlap(const rotary_gguf *g) {
     if (g->n_tensors < 2) return ROTARY_OK;
-    const rotary_gguf_tensor **t = malloc((size_t)g->n_tensors * sizeof *t);
-    if (!t) return rotary_fail(ROTARY_ENOMEM, "%s: out of memory", g->path);
-    int n = 0;
-    for (int i = 0; i < g->n_tensors; i++)
-        if (g->tensors[i].n_bytes > 0) t[n++] = &g->tensors[i];
-    qsort(t, (size_t)n, sizeof *t, by_data);
+    rotary_span *s = malloc((size_t)g->n_tensors * sizeof *s);
+    if (!s) return rotary_fail(ROTARY_ENOMEM, "%s: out of memory", g->path);
+    for (int k = 0; k < g->n_tensors; k++) {
+        const rotary_gguf_tensor *t = &g->tensors[k];
+        const size_t at = (size_t)((const unsigned char *)t->data - g->map);
+        s[k] = (rotary_span){at, at + t->n_bytes, t->name};
+    }
+    const rotary_span *x, *y;
     int rc = ROTARY_OK;
-    for (int k = 1; k < n && rc == ROTARY_OK; k++)
-        if ((const unsigned char *)t[k]->data <
-            (const unsigned char *)t[k - 1]->data + t[k - 1]->n_bytes)
-            rc = rotary_fail(ROTARY_EFORMAT, "%s: tensors '%s' and '%s' overlap", g->path,
-                             t[k - 1]->name, t[k]->name);
-    free(t);
+    if (rotary_spans_overlap(s, g->n_tensors, &x, &y))
+        rc = rotary_fail(ROTARY_EFORMAT, "%s: tensors '%s' and '%s' overlap", g->path, x->name,
+                         y->name);
+    free(s);
     return rc;
 }
 

@@ -274,28 +274,19 @@ static int entry_cmp(const void *a, const void *b) {
     return strcmp(((const st_entry *)a)->name, ((const st_entry *)b)->name);
 }
 
-static int begin_cmp(const void *a, const void *b) {
-    const st_entry *x = *(const st_entry *const *)a, *y = *(const st_entry *const *)b;
-    return x->begin < y->begin ? -1 : x->begin > y->begin;
-}
-
-/* The format gives each tensor its own bytes: refuse a header whose tensors
- * share data, or it could claim many times the file's size in tensors. */
+/* The format gives each tensor its own bytes. */
 static int check_overlap(const char *path, const rotary_st_file *f) {
     if (f->n_entries < 2) return ROTARY_OK;
-    const st_entry **by = malloc((size_t)f->n_entries * sizeof *by);
-    if (!by) return rotary_fail(ROTARY_ENOMEM, "%s: out of memory", path);
-    int n = 0;
+    rotary_span *s = malloc((size_t)f->n_entries * sizeof *s);
+    if (!s) return rotary_fail(ROTARY_ENOMEM, "%s: out of memory", path);
     for (int k = 0; k < f->n_entries; k++)
-        if (f->entries[k].end > f->entries[k].begin) by[n++] = &f->entries[k];
-    qsort(by, (size_t)n, sizeof *by, begin_cmp);
+        s[k] = (rotary_span){f->entries[k].begin, f->entries[k].end, f->entries[k].name};
+    const rotary_span *x, *y;
     int rc = ROTARY_OK;
-    for (int k = 1; k < n && rc == ROTARY_OK; k++)
-        if (by[k]->begin < by[k - 1]->end)
-            rc = rotary_fail(ROTARY_EFORMAT, "%s: tensors '%s' and '%s' overlap (bytes %zu-%zu "
-                             "and %zu-%zu)", path, by[k - 1]->name, by[k]->name, by[k - 1]->begin,
-                             by[k - 1]->end, by[k]->begin, by[k]->end);
-    free(by);
+    if (rotary_spans_overlap(s, f->n_entries, &x, &y))
+        rc = rotary_fail(ROTARY_EFORMAT, "%s: tensors '%s' and '%s' overlap (bytes %zu-%zu and "
+                         "%zu-%zu)", path, x->name, y->name, x->begin, x->end, y->begin, y->end);
+    free(s);
     return rc;
 }
 

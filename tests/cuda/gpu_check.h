@@ -72,8 +72,9 @@ static inline float *back(const float *d, size_t n) {
     return h;
 }
 
-static inline double rel_err(const float *gpu, const float *cpu, size_t n) {
-    double num = 0, den = 0;
+/* max |gpu - cpu| / max(max |cpu|, lo); a NaN gives infinity. */
+static inline double rel_err_floor(const float *gpu, const float *cpu, size_t n, double lo) {
+    double num = 0, den = lo;
     for (size_t i = 0; i < n; i++) {
         double d = fabs((double)gpu[i] - cpu[i]);
         if (d != d) return INFINITY; /* a NaN fails */
@@ -81,6 +82,10 @@ static inline double rel_err(const float *gpu, const float *cpu, size_t n) {
         if (fabs(cpu[i]) > den) den = fabs(cpu[i]);
     }
     return num / (den > 0 ? den : 1e-30);
+}
+
+static inline double rel_err(const float *gpu, const float *cpu, size_t n) {
+    return rel_err_floor(gpu, cpu, n, 0);
 }
 
 /* One comparison: name, error, threshold; frees the GPU result. */

@@ -13,21 +13,23 @@
 # With the device tool, from the repository root here:
 #   tests/cuda/deps.sh        (once: the Debian packages the GPU image lacks)
 #   run(command="tests/cuda/run.sh", carry=["tests/cuda/deps"], timeout_s=600)
-# Results (logs and the table) are also written to $RESULTS (default
-# $BUILD/gpu-results), or to $OUT/gpu-results when OUT is set.
+# Results (logs and the table) are written to $RESULTS (default
+# $BUILD/gpu-results); when OUT is set (the device tool), they are also packed
+# into $OUT/gpu-results.tgz after every step, since the tool brings back at
+# most 8 files and nothing when the whole command is killed.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 JOBS=${JOBS:-16}
 BUILD=${BUILD:-build-gpu}
 NVCC=${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}
 PYTHON=${PYTHON:-python3}
-RESULTS=${RESULTS:-${OUT:+$OUT/gpu-results}}
 RESULTS=${RESULTS:-$BUILD/gpu-results}
 mkdir -p "$RESULTS"
 declare -A status detail
 t_start=$(date +%s)
 
 note() { printf '%s\n' "$*" | tee -a "$RESULTS/run.log"; }
+pack() { [ -z "${OUT:-}" ] || tar -czf "$OUT/gpu-results.tgz" -C "$RESULTS" . 2>/dev/null; }
 elapsed() { echo $(($(date +%s) - t_start)); }
 
 # What the build needs, said up front rather than as a CMake error. The GPU
@@ -78,6 +80,7 @@ if ! cmake -S . -B "$BUILD" -DROTARY_CUDA=ON -DCMAKE_CUDA_COMPILER="$NVCC" \
      cuda_decode rotary_cli >"$RESULTS/build.log" 2>&1; then
   tail -n 30 "$RESULTS/cmake.log" "$RESULTS/build.log"
   note "run.sh: build failed (logs in $RESULTS)"
+  pack
   exit 1
 fi
 
@@ -93,22 +96,23 @@ run() {
     0) status[$name]=PASS ;; 77) status[$name]=SKIP ;; 124) status[$name]=TIMEOUT ;;
     *) status[$name]="FAIL($rc)" ;;
   esac
+  pack
 }
 
-run test_cuda_kernels 120 "$BUILD/test_cuda_kernels"
+run test_cuda_kernels 60 "$BUILD/test_cuda_kernels"
 detail[test_cuda_kernels]=$(grep -E "passed|FAILED" "$RESULTS/test_cuda_kernels.log" | tail -1)
-run test_cuda_model 150 bash -c "cd '$BUILD' && ./test_cuda_model"
+run test_cuda_model 90 bash -c "cd '$BUILD' && ./test_cuda_model"
 detail[test_cuda_model]=$(grep -E "passed|FAILED" "$RESULTS/test_cuda_model.log" | tail -1)
-run cli_device 120 bash tests/cuda/cli_device.sh "$BUILD/rotary" "$PWD" cuda
+run cli_device 60 bash tests/cuda/cli_device.sh "$BUILD/rotary" "$PWD" cuda
 detail[cli_device]=$(tail -n 1 "$RESULTS/cli_device.log")
-run cuda_train 120 "$BUILD/bench/cuda_train"
-run cuda_decode 120 "$BUILD/bench/cuda_decode"
-run torch_train_gpu 240 "$PYTHON" bench/torch_train_gpu.py
+run cuda_train 90 "$BUILD/bench/cuda_train"
+run cuda_decode 60 "$BUILD/bench/cuda_decode"
+run torch_train_gpu 180 "$PYTHON" bench/torch_train_gpu.py
 # Out-of-bounds and misaligned accesses the comparisons could miss, last
 # because it is the slowest (memcheck) and the table does not depend on it.
 sanitizer=$(command -v compute-sanitizer || echo "$(dirname "$NVCC")/../compute-sanitizer/compute-sanitizer")
 if [ -x "$sanitizer" ]; then
-  run memcheck 90 "$sanitizer" --tool memcheck --error-exitcode 1 "$BUILD/test_cuda_kernels"
+  run memcheck 60 "$sanitizer" --tool memcheck --error-exitcode 1 "$BUILD/test_cuda_kernels"
   detail[memcheck]=$(grep -E "ERROR SUMMARY" "$RESULTS/memcheck.log" | tail -1)
 else
   status[memcheck]=SKIP detail[memcheck]="no compute-sanitizer"
@@ -136,6 +140,7 @@ val() { grep -m1 "^$2=" "$RESULTS/$1.log" 2>/dev/null | cut -d= -f2; }
   echo "  $(val cuda_decode tok_s) tokens/s; bound $(val cuda_decode bound_tok_s) tokens/s" \
     "($(val cuda_decode of_bound) of it) at $(val cuda_decode device_copy_gb_s) GB/s (device copy)"
 } | tee "$RESULTS/table.txt"
+pack
 # Everything must pass; memcheck may be skipped where there is no sanitizer.
 for t in "${!status[@]}"; do
   [ "${status[$t]}" = PASS ] || [ "$t:${status[$t]}" = memcheck:SKIP ] || exit 1

@@ -6,8 +6,9 @@
  * one per query row (dq), so every gradient element has a single writer and
  * no T x T matrix exists. Rows are fp32 and head sizes are padded up to a
  * compile-time HD (32, 64 or 128) with zeros, which leave dot products
- * unchanged. This is the straightforward first version: tensor-core (mma)
- * tiles are the next step for speed (docs/performance.md). */
+ * unchanged. Head sizes that are multiples of 16 go to the tensor-core
+ * kernels of flash_fwd.cu and flash_bwd.cu instead; these fp32 kernels serve
+ * the rest and are the reference the others were checked against. */
 #include "common.cuh"
 
 #include <math.h>
@@ -304,7 +305,8 @@ static void backward_hd(float *dq, float *dk, float *dv, const float *dsum, cons
 extern "C" void gpu_attention_forward(float *out, float *lse, const float *q, const float *k,
                                       const float *v, const float *alibi, int B, int T, int nh,
                                       int nkv, int hd) {
-    if (hd <= 32) forward_hd<32>(out, lse, q, k, v, alibi, B, T, nh, nkv, hd);
+    if (GPU_ATTN_TC(hd)) gpu_flash_forward_tc(out, lse, q, k, v, alibi, B, T, nh, nkv, hd);
+    else if (hd <= 32) forward_hd<32>(out, lse, q, k, v, alibi, B, T, nh, nkv, hd);
     else if (hd <= 64) forward_hd<64>(out, lse, q, k, v, alibi, B, T, nh, nkv, hd);
     else forward_hd<128>(out, lse, q, k, v, alibi, B, T, nh, nkv, hd);
 }
@@ -315,7 +317,9 @@ extern "C" void gpu_attention_backward(float *dq, float *dk, float *dv, float *d
                                        const float *alibi, int B, int T, int nh, int nkv, int hd) {
     const size_t rows = (size_t)B * nh * T;
     dsum_kernel<<<cdiv(rows, 8), 256>>>(dsum, dout, out, B, T, nh, hd);
-    if (hd <= 32) backward_hd<32>(dq, dk, dv, dsum, dout, q, k, v, lse, alibi, B, T, nh, nkv, hd);
+    if (GPU_ATTN_TC(hd))
+        gpu_flash_backward_tc(dq, dk, dv, dsum, dout, q, k, v, lse, alibi, B, T, nh, nkv, hd);
+    else if (hd <= 32) backward_hd<32>(dq, dk, dv, dsum, dout, q, k, v, lse, alibi, B, T, nh, nkv, hd);
     else if (hd <= 64) backward_hd<64>(dq, dk, dv, dsum, dout, q, k, v, lse, alibi, B, T, nh, nkv, hd);
     else backward_hd<128>(dq, dk, dv, dsum, dout, q, k, v, lse, alibi, B, T, nh, nkv, hd);
 }

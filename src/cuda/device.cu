@@ -27,7 +27,7 @@ extern "C" int gpu_sync(void) {
     }
     const char *g = gpu_gemm_error();
     if (g) {
-        snprintf(last_error, sizeof last_error, "cuBLAS: %s", g);
+        snprintf(last_error, sizeof last_error, "GEMM: %s", g);
         return -1;
     }
     return 0;

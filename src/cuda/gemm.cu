@@ -1,21 +1,29 @@
-/* gemm.cu: the linear layers on cuBLAS. Arrays stay fp32 (the master
- * weights and the activations); CUBLAS_COMPUTE_32F_FAST_16BF lets cuBLAS
- * round the inputs to bf16 for the tensor cores and accumulate in fp32.
- * cuBLAS is column-major: a row-major (r, c) array is its (c, r) transpose,
- * so each product below is written for the transposes. */
+/* gemm.cu: the linear layers on cuBLAS, in bf16 on the tensor cores with
+ * fp32 accumulation and fp32 results. The arrays stay fp32 (master weights
+ * and activations): each GEMM first rounds its two inputs into bf16 scratch
+ * buffers, a pass over memory that costs far less than the product. (Asking
+ * cuBLAS for CUBLAS_COMPUTE_32F_FAST_16BF on fp32 arrays instead gave TF32
+ * kernels on an H100, at half the bf16 rate.) cuBLAS is column-major: a
+ * row-major (r, c) array is its (c, r) transpose, so each product below is
+ * written for the transposes. */
 #include "common.cuh"
 
 #include <cublas_v2.h>
+#include <cuda_bf16.h>
 #include <stdio.h>
 
 static cublasHandle_t handle;
 static void *workspace;
-static cublasStatus_t first_error; /* of a GEMM since the last gpu_gemm_error */
+static const char *first_error; /* since the last gpu_gemm_error */
+
+static void fail(const char *what) {
+    if (!first_error) first_error = what;
+}
 
 extern "C" const char *gpu_gemm_error(void) {
-    cublasStatus_t s = first_error;
-    first_error = CUBLAS_STATUS_SUCCESS;
-    return s == CUBLAS_STATUS_SUCCESS ? NULL : cublasGetStatusString(s);
+    const char *s = first_error;
+    first_error = NULL;
+    return s;
 }
 
 extern "C" int gpu_gemm_init(void) {
@@ -32,13 +40,44 @@ extern "C" int gpu_gemm_init(void) {
     return 0;
 }
 
-static void gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const float *A,
-                 int lda, const float *B, int ldb, float beta, float *C, int ldc) {
+/* bf16 copies of GEMM inputs: slot 0 the activations, 1 the weights, 2 the
+ * output gradient. Each grows to the largest array it has held (in the first
+ * training step), so later steps allocate nothing. */
+enum { SLOT_INP, SLOT_W, SLOT_DOUT, SLOTS };
+static __nv_bfloat16 *slot_buf[SLOTS];
+static size_t slot_len[SLOTS];
+
+__global__ void to_bf16_kernel(__nv_bfloat16 *dst, const float *src, size_t n) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        dst[i] = __float2bfloat16(src[i]);
+}
+
+static const __nv_bfloat16 *to_bf16(int slot, const float *src, size_t n) {
+    if (n > slot_len[slot]) {
+        cudaFree(slot_buf[slot]);
+        slot_len[slot] = 0;
+        if (cudaMalloc((void **)&slot_buf[slot], n * sizeof(__nv_bfloat16)) != cudaSuccess) {
+            slot_buf[slot] = NULL;
+            fail("out of GPU memory for the bf16 copies of the GEMM inputs");
+            return NULL;
+        }
+        slot_len[slot] = n;
+    }
+    const unsigned blocks = cdiv(n, 256) < 8192 ? cdiv(n, 256) : 8192;
+    to_bf16_kernel<<<blocks, 256>>>(slot_buf[slot], src, n);
+    return slot_buf[slot];
+}
+
+static void gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                 const __nv_bfloat16 *A, int lda, const __nv_bfloat16 *B, int ldb, float beta,
+                 float *C, int ldc) {
+    if (!A || !B) return; /* the copy failed and said so */
     const float alpha = 1.0f;
-    cublasStatus_t s = cublasGemmEx(handle, ta, tb, m, n, k, &alpha, A, CUDA_R_32F, lda, B,
-                                    CUDA_R_32F, ldb, &beta, C, CUDA_R_32F, ldc,
-                                    CUBLAS_COMPUTE_32F_FAST_16BF, CUBLAS_GEMM_DEFAULT);
-    if (s != CUBLAS_STATUS_SUCCESS && first_error == CUBLAS_STATUS_SUCCESS) first_error = s;
+    cublasStatus_t s = cublasGemmEx(handle, ta, tb, m, n, k, &alpha, A, CUDA_R_16BF, lda, B,
+                                    CUDA_R_16BF, ldb, &beta, C, CUDA_R_32F, ldc,
+                                    CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    if (s != CUBLAS_STATUS_SUCCESS) fail(cublasGetStatusString(s));
 }
 
 __global__ void add_bias_kernel(float *out, const float *b, size_t n, int OC) {
@@ -65,8 +104,17 @@ __global__ void bias_grad_kernel(float *db, const float *dout, int N, int OC) {
 
 extern "C" void gpu_linear_forward(float *out, const float *inp, const float *w, const float *b,
                                    int N, int C, int OC, int accumulate) {
-    /* out^T (OC, N) = w (OC, C) . inp^T (C, N) */
-    gemm(CUBLAS_OP_T, CUBLAS_OP_N, OC, N, C, w, C, inp, C, accumulate ? 1.0f : 0.0f, out, OC);
+    /* out^T (OC, N) = w (OC, C) . inp^T (C, N); one row (a decoding step)
+     * is a matrix-vector product bound by reading w, which fp32 SGEMV does
+     * at the memory's speed and without rounding. */
+    const float one = 1.0f, beta = accumulate ? 1.0f : 0.0f;
+    if (N == 1) {
+        cublasStatus_t s = cublasSgemv(handle, CUBLAS_OP_T, C, OC, &one, w, C, inp, 1, &beta, out, 1);
+        if (s != CUBLAS_STATUS_SUCCESS) fail(cublasGetStatusString(s));
+    } else {
+        gemm(CUBLAS_OP_T, CUBLAS_OP_N, OC, N, C, to_bf16(SLOT_W, w, (size_t)OC * C), C,
+             to_bf16(SLOT_INP, inp, (size_t)N * C), C, beta, out, OC);
+    }
     if (b) {
         size_t n = (size_t)N * OC;
         add_bias_kernel<<<cdiv(n, 256), 256>>>(out, b, n, OC);
@@ -75,10 +123,14 @@ extern "C" void gpu_linear_forward(float *out, const float *inp, const float *w,
 
 extern "C" void gpu_linear_backward(float *dinp, float *dw, float *db, const float *dout,
                                     const float *inp, const float *w, int N, int C, int OC) {
+    const __nv_bfloat16 *dout16 = to_bf16(SLOT_DOUT, dout, (size_t)N * OC);
     /* dinp^T (C, N) = w^T (C, OC) . dout^T (OC, N) */
-    if (dinp) gemm(CUBLAS_OP_N, CUBLAS_OP_N, C, N, OC, w, C, dout, OC, 0.0f, dinp, C);
+    if (dinp)
+        gemm(CUBLAS_OP_N, CUBLAS_OP_N, C, N, OC, to_bf16(SLOT_W, w, (size_t)OC * C), C, dout16, OC,
+             0.0f, dinp, C);
     /* dw^T (C, OC) += inp^T (C, N) . dout (N, OC) */
-    gemm(CUBLAS_OP_N, CUBLAS_OP_T, C, OC, N, inp, C, dout, OC, 1.0f, dw, C);
+    gemm(CUBLAS_OP_N, CUBLAS_OP_T, C, OC, N, to_bf16(SLOT_INP, inp, (size_t)N * C), C, dout16, OC,
+         1.0f, dw, C);
     if (db) {
         dim3 grid(cdiv(OC, 32), N / 256 + 1 < 64 ? N / 256 + 1 : 64);
         bias_grad_kernel<<<grid, dim3(32, 8)>>>(db, dout, N, OC);

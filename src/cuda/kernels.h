@@ -23,11 +23,13 @@ const char *gpu_last_error(void);
 /* Wait for the device; 0, or -1 when a kernel, copy or GEMM failed. */
 int gpu_sync(void);
 
-/* GEMMs (gemm.cu): cuBLAS with bf16 tensor cores and fp32 accumulation
- * (CUBLAS_COMPUTE_32F_FAST_16BF) on fp32 arrays. gpu_gemm_init creates the
- * handle once per process; 0 or -1. */
+/* GEMMs (gemm.cu): cuBLAS with bf16 tensor cores and fp32 accumulation on
+ * fp32 arrays (their inputs rounded to bf16 copies first); one row (N = 1)
+ * is an fp32 SGEMV. gpu_gemm_init creates the handle once per process; 0 or
+ * -1. */
 int gpu_gemm_init(void);
-/* The first cuBLAS failure since the last call (and clear it), or NULL. */
+/* The first GEMM failure (cuBLAS, or no memory for the bf16 copies) since
+ * the last call (and clear it), or NULL. */
 const char *gpu_gemm_error(void);
 /* out (N, OC) (+)= inp (N, C) @ w (OC, C)^T + b (OC); b may be NULL. */
 void gpu_linear_forward(float *out, const float *inp, const float *w, const float *b, int N,
@@ -98,6 +100,18 @@ void gpu_attention_backward(float *dq, float *dk, float *dv, float *dsum, const 
                             const float *out, const float *q, const float *k, const float *v,
                             const float *lse, const float *alibi, int B, int T, int nh, int nkv,
                             int hd);
+
+/* The same two on the tensor cores (flash_fwd.cu, flash_bwd.cu), which the
+ * two above call when GPU_ATTN_TC(hd): q, k, v and dout are rounded to bf16
+ * as they are loaded into shared memory, the products accumulate in fp32 and
+ * the softmax, lse and outputs stay fp32. Same layouts and meaning; dsum must
+ * already hold rowsum(dout * out). */
+#define GPU_ATTN_TC(hd) ((hd) % 16 == 0 && (hd) <= 128)
+void gpu_flash_forward_tc(float *out, float *lse, const float *q, const float *k, const float *v,
+                          const float *alibi, int B, int T, int nh, int nkv, int hd);
+void gpu_flash_backward_tc(float *dq, float *dk, float *dv, const float *dsum, const float *dout,
+                           const float *q, const float *k, const float *v, const float *lse,
+                           const float *alibi, int B, int T, int nh, int nkv, int hd);
 
 /* Linear attention (RoFormer 3.3), as linear_attention_forward/backward in
  * ops.h and with their layouts: feat, rfeat (B, T, (nh+nkv)*hd) token-major

@@ -5,6 +5,11 @@
  *   <= 2^-9 each) and accumulate in fp32; with random signs the error of a
  *   sum is about 2^-8 of its typical size, so 1.5e-2 of the largest element
  *   leaves a margin of ~4x.
+ * - Attention with hd a multiple of 16 runs on the tensor cores
+ *   (flash_fwd.cu, flash_bwd.cu), which round q, k, v, dout and the
+ *   probabilities to bf16 the same way: 1.5e-2 forward; the backward chains
+ *   two such products (dP, then dS times q or k): 3e-2. Other head sizes take
+ *   the fp32 kernels: 1e-4 and 2e-4.
  * - Everything else is fp32 on both sides and differs only in summation
  *   order and in expf/tanhf against rotary_expf (2 ulp): 1e-4 (5e-4 where a
  *   row sums thousands of terms). */
@@ -241,7 +246,8 @@ static void test_split_rope(int pairing, int rd, int scaled) {
 
 static void test_attention(int B, int T, int nh, int nkv, int hd, int alibi) {
     char name[128], cfg[64];
-    snprintf(cfg, sizeof cfg, "B%d T%d nh%d nkv%d hd%d%s", B, T, nh, nkv, hd, alibi ? " alibi" : "");
+    snprintf(cfg, sizeof cfg, "B%d T%d nh%d nkv%d hd%d%s%s", B, T, nh, nkv, hd,
+             alibi ? " alibi" : "", GPU_ATTN_TC(hd) ? " (tensor cores)" : "");
     const int S = (nh + 2 * nkv) * hd, Q = nh * hd;
     const size_t n = (size_t)B * T * S, no = (size_t)B * T * Q;
     float *qkv = randn(n, 1.0f), *slopes = malloc(nh * sizeof(float));
@@ -254,8 +260,9 @@ static void test_attention(int B, int T, int nh, int nkv, int hd, int alibi) {
     float *d_alibi = dev(slopes, nh);
     gpu_qkv_split_rope(d_q, d_k, d_v, d_qkv, NULL, NULL, B, T, nh, nkv, hd, 0, 0);
     gpu_attention_forward(d_out, d_lse, d_q, d_k, d_v, alibi ? d_alibi : NULL, B, T, nh, nkv, hd);
+    const int tc = GPU_ATTN_TC(hd);
     snprintf(name, sizeof name, "attention forward %s", cfg);
-    compare(name, back(d_out, no), out, no, 1e-4);
+    compare(name, back(d_out, no), out, no, tc ? 1.5e-2 : 1e-4);
 
     float *dout = randn(no, 1.0f), *dqkv = malloc(n * sizeof(float));
     attention_backward(dqkv, NULL, scratch, dout, qkv, att, B, T, nh, nkv, hd);
@@ -272,7 +279,7 @@ static void test_attention(int B, int T, int nh, int nkv, int hd, int alibi) {
         float *g = heads_of(got, B, T, heads[i], hd, S, col[i]);
         float *r = heads_of(dqkv, B, T, heads[i], hd, S, col[i]);
         snprintf(name, sizeof name, "attention backward %s %s", what[i], cfg);
-        compare(name, g, r, (size_t)B * T * heads[i] * hd, 2e-4);
+        compare(name, g, r, (size_t)B * T * heads[i] * hd, tc ? 3e-2 : 2e-4);
         free(r);
     }
     free(got), free(qkv), free(slopes), free(out), free(att), free(scratch), free(dout), free(dqkv);
@@ -350,6 +357,7 @@ int main(void) {
     gpu_or_skip("test_cuda_kernels");
     test_linear(64, 96, 80, 1);
     test_linear(300, 256, 384, 0);
+    test_linear(1, 768, 200, 1); /* one row: SGEMV, as the decoder uses */
     test_norm(1, 1, 100, 96);
     test_norm(1, 0, 37, 768);
     test_norm(0, 0, 100, 96);
@@ -367,6 +375,9 @@ int main(void) {
     test_attention(2, 33, 3, 3, 48, 1);
     test_attention(1, 65, 2, 2, 128, 0);
     test_attention(1, 200, 4, 1, 16, 1);
+    test_attention(1, 300, 6, 2, 64, 1); /* several key tiles, GQA, ALiBi */
+    test_attention(2, 45, 2, 1, 24, 0);  /* fp32 kernels */
+    test_attention(1, 97, 2, 2, 40, 1);
     test_linear_attention(2, 50, 4, 2, 16, 0);
     test_linear_attention(1, 90, 2, 2, 64, 1);
     return check_summary("test_cuda_kernels");

@@ -92,11 +92,12 @@ static void test_config(const char *label, const rotary_config *c) {
     float *grads = malloc(m.n_params * sizeof(float));
     must(cuda_model_download(g, NULL, grads, NULL), "download grads");
     /* Each tensor's error is relative to its largest element, but not less
-     * than 1e-3 of the largest gradient element of the model: some gradients
-     * are zero in exact arithmetic and rounding noise on both sides (a key
-     * bias without RoPE adds the same q.b to every score of a row, which the
-     * softmax cancels). A real error in a small gradient is still caught
-     * once it exceeds 5e-5 of the largest gradient. */
+     * than 1e-2 of the largest gradient element of the model: some gradients
+     * are zero in exact arithmetic and only rounding noise on both sides (a
+     * key bias without RoPE adds the same q.b to every score of a row, which
+     * the softmax cancels; with bf16 probabilities the cancellation is off by
+     * about 1e-4 of the largest gradient, measured on an H100). An error in a
+     * small gradient is still caught once it exceeds 5e-4 of the largest. */
     float gmax = 0;
     for (size_t i = 0; i < m.n_params; i++)
         if (fabsf(m.grads[i]) > gmax) gmax = fabsf(m.grads[i]);
@@ -104,7 +105,7 @@ static void test_config(const char *label, const rotary_config *c) {
     const char *worst_name = "";
     for (int i = 0; i < m.n_tensors; i++) {
         const rotary_tensor *t = &m.tensors[i];
-        double e = rel_err_floor(grads + t->offset, m.grads + t->offset, t->numel, 1e-3 * gmax);
+        double e = rel_err_floor(grads + t->offset, m.grads + t->offset, t->numel, 1e-2 * gmax);
         snprintf(name, sizeof name, ".%s: grad %s", label, t->name);
         check(e <= 5e-2, name, "rel err %.2e (<= 5e-2)", e);
         if (!(e <= worst)) worst = e, worst_name = t->name;

@@ -10,6 +10,7 @@
 
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
+#include <stdint.h>
 #include <stdio.h>
 
 static cublasHandle_t handle;
@@ -53,6 +54,18 @@ __global__ void to_bf16_kernel(__nv_bfloat16 *dst, const float *src, size_t n) {
         dst[i] = __float2bfloat16(src[i]);
 }
 
+/* Four at a time, for 16-byte aligned sources: one 16-byte load and two
+ * 4-byte stores a thread instead of four 4-byte loads and four 2-byte
+ * stores. */
+__global__ void to_bf16_x4_kernel(__nv_bfloat162 *dst, const float4 *src, size_t n4) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n4;
+         i += (size_t)gridDim.x * blockDim.x) {
+        const float4 x = src[i];
+        dst[2 * i] = __floats2bfloat162_rn(x.x, x.y);
+        dst[2 * i + 1] = __floats2bfloat162_rn(x.z, x.w);
+    }
+}
+
 static const __nv_bfloat16 *to_bf16(int slot, const float *src, size_t n) {
     if (n > slot_len[slot]) {
         cudaFree(slot_buf[slot]);
@@ -64,8 +77,13 @@ static const __nv_bfloat16 *to_bf16(int slot, const float *src, size_t n) {
         }
         slot_len[slot] = n;
     }
-    const unsigned blocks = cdiv(n, 256) < 8192 ? cdiv(n, 256) : 8192;
-    to_bf16_kernel<<<blocks, 256>>>(slot_buf[slot], src, n);
+    if ((uintptr_t)src % 16 == 0 && n % 4 == 0) {
+        const size_t n4 = n / 4;
+        to_bf16_x4_kernel<<<cdiv(n4, 256) < 16384 ? cdiv(n4, 256) : 16384, 256>>>(
+            (__nv_bfloat162 *)slot_buf[slot], (const float4 *)src, n4);
+    } else {
+        to_bf16_kernel<<<cdiv(n, 256) < 16384 ? cdiv(n, 256) : 16384, 256>>>(slot_buf[slot], src, n);
+    }
     return slot_buf[slot];
 }
 

@@ -76,7 +76,7 @@ note "== build ($BUILD, -j$JOBS) [$(elapsed)s]"
 # with -Werror).
 if ! cmake -S . -B "$BUILD" -DROTARY_CUDA=ON -DCMAKE_CUDA_COMPILER="$NVCC" \
      "${cmake_extra[@]}" >"$RESULTS/cmake.log" 2>&1 ||
-   ! cmake --build "$BUILD" -j "$JOBS" --target test_cuda_kernels test_cuda_model cuda_train \
+   ! cmake --build "$BUILD" -j "$JOBS" --target test_cuda_kernels test_cuda_model cuda_train cuda_attention \
      cuda_decode rotary_cli >"$RESULTS/build.log" 2>&1; then
   tail -n 30 "$RESULTS/cmake.log" "$RESULTS/build.log"
   note "run.sh: build failed (logs in $RESULTS)"
@@ -106,6 +106,8 @@ detail[test_cuda_model]=$(grep -E "passed|FAILED" "$RESULTS/test_cuda_model.log"
 run cli_device 60 bash tests/cuda/cli_device.sh "$BUILD/rotary" "$PWD" cuda
 detail[cli_device]=$(tail -n 1 "$RESULTS/cli_device.log")
 run cuda_train 90 "$BUILD/bench/cuda_train"
+run cuda_attention 60 "$BUILD/bench/cuda_attention"
+run torch_attention_gpu 60 "$PYTHON" bench/torch_attention_gpu.py
 run cuda_decode 60 "$BUILD/bench/cuda_decode"
 run torch_train_gpu 180 "$PYTHON" bench/torch_train_gpu.py
 # Where the time of a training step goes, kernel by kernel (Nsight Compute,
@@ -134,8 +136,8 @@ val() { grep -m1 "^$2=" "$RESULTS/$1.log" 2>/dev/null | cut -d= -f2; }
   echo
   echo "== results ($(val cuda_train device), $(elapsed)s in all)"
   printf '%-28s %s\n' "check" "result"
-  for t in test_cuda_kernels test_cuda_model cli_device cuda_train cuda_decode torch_train_gpu \
-           profile memcheck; do
+  for t in test_cuda_kernels test_cuda_model cli_device cuda_train cuda_attention \
+           torch_attention_gpu cuda_decode torch_train_gpu profile memcheck; do
     printf '%-28s %s %s\n' "$t" "${status[$t]}" "${detail[$t]:-}"
   done
   echo
@@ -146,6 +148,13 @@ val() { grep -m1 "^$2=" "$RESULTS/$1.log" 2>/dev/null | cut -d= -f2; }
   printf '%-22s %12s %10s %8s\n' "pytorch $(val torch_train_gpu torch)" \
     "$(val torch_train_gpu tokens_per_s)" "$(val torch_train_gpu ms_per_step)" \
     "$(val torch_train_gpu mfu)"
+  echo
+  echo "causal attention alone, B 16 x T 1024, 12 heads of 64:"
+  printf '%-22s %10s %10s %12s %12s\n' "" "fwd ms" "bwd ms" "fwd TFLOP/s" "bwd TFLOP/s"
+  for a in cuda_attention torch_attention_gpu; do
+    printf '%-22s %10s %10s %12s %12s\n' "$([ $a = cuda_attention ] && echo rotary || echo 'pytorch sdpa (bf16)')" \
+      "$(val $a fwd_ms)" "$(val $a bwd_ms)" "$(val $a fwd_tflops)" "$(val $a bwd_tflops)"
+  done
   echo
   echo "decode, llama2.c 110M shape (fp32 weights, KV cache, greedy):"
   echo "  $(val cuda_decode tok_s) tokens/s; bound $(val cuda_decode bound_tok_s) tokens/s" \

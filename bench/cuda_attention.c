@@ -1,0 +1,93 @@
+/* cuda_attention: causal attention forward and backward on the GPU
+ * (gpu_attention_forward/backward: the tensor-core kernels for head sizes
+ * that are multiples of 16), beside bench/torch_attention_gpu.py, which
+ * times PyTorch's scaled_dot_product_attention (flash) on the same shape.
+ *
+ * usage: cuda_attention [--batch B] [--ctx T] [--heads H] [--kv-heads K]
+ *                       [--head-dim D] [--reps N]
+ *
+ * Defaults: bench/cuda_train's attention (B 16, T 1024, 12 heads of 64).
+ * TFLOP/s counts the causal half of the products as FlashAttention's
+ * benchmarks do: forward 4 B H T^2 D / 2, backward 2.5 times that.
+ * Output: key=value lines. */
+#include "rotary.h"
+#include "cuda/kernels.h"
+
+#include <cuda_runtime_api.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static float *dev_random(size_t n, rotary_rng *r) {
+    float *h = malloc(n * sizeof(float)), *d = NULL;
+    if (!h) return NULL;
+    for (size_t i = 0; i < n; i++) h[i] = rotary_rng_normal(r);
+    if (cudaMalloc((void **)&d, n * sizeof(float)) == cudaSuccess)
+        cudaMemcpy(d, h, n * sizeof(float), cudaMemcpyHostToDevice);
+    free(h);
+    return d;
+}
+
+int main(int argc, char **argv) {
+    int B = 16, T = 1024, nh = 12, nkv = 12, hd = 64, reps = 20;
+    for (int i = 1; i + 1 < argc; i += 2) {
+        const int v = atoi(argv[i + 1]);
+        if (!strcmp(argv[i], "--batch")) B = v;
+        else if (!strcmp(argv[i], "--ctx")) T = v;
+        else if (!strcmp(argv[i], "--heads")) nh = v;
+        else if (!strcmp(argv[i], "--kv-heads")) nkv = v;
+        else if (!strcmp(argv[i], "--head-dim")) hd = v;
+        else if (!strcmp(argv[i], "--reps")) reps = v;
+        else {
+            fprintf(stderr, "cuda_attention: unknown option %s (see the comment at the top)\n",
+                    argv[i]);
+            return 2;
+        }
+    }
+    if (B < 1 || T < 1 || nh < 1 || nkv < 1 || nh % nkv || hd < 2 || hd % 2 ||
+        hd > GPU_ATTN_MAX_HD || reps < 1) {
+        fprintf(stderr, "cuda_attention: bad shape\n");
+        return 2;
+    }
+    if (gpu_device_count() < 1) {
+        fprintf(stderr, "cuda_attention: no CUDA device\n");
+        return 1;
+    }
+    rotary_rng r;
+    rotary_rng_seed(&r, 3);
+    const size_t nq = (size_t)B * nh * T * hd, nk = (size_t)B * nkv * T * hd;
+    const size_t rows = (size_t)B * nh * T;
+    float *q = dev_random(nq, &r), *k = dev_random(nk, &r), *v = dev_random(nk, &r);
+    float *dout = dev_random(nq, &r), *out, *lse, *dq, *dk, *dv, *dsum;
+    if (!q || !k || !v || !dout || cudaMalloc((void **)&out, nq * 4) ||
+        cudaMalloc((void **)&lse, rows * 4) || cudaMalloc((void **)&dq, nq * 4) ||
+        cudaMalloc((void **)&dk, nk * 4) ||
+        cudaMalloc((void **)&dv, nk * 4) || cudaMalloc((void **)&dsum, rows * 4)) {
+        fprintf(stderr, "cuda_attention: out of GPU memory\n");
+        return 1;
+    }
+    cudaEvent_t e0, e1, e2;
+    cudaEventCreate(&e0), cudaEventCreate(&e1), cudaEventCreate(&e2);
+    float fwd_ms = 0, bwd_ms = 0;
+    for (int it = -3; it < reps; it++) { /* three untimed */
+        cudaEventRecord(e0, 0);
+        gpu_attention_forward(out, lse, q, k, v, NULL, B, T, nh, nkv, hd);
+        cudaEventRecord(e1, 0);
+        gpu_attention_backward(dq, dk, dv, dsum, dout, out, q, k, v, lse, NULL, B, T, nh, nkv, hd);
+        cudaEventRecord(e2, 0);
+        if (gpu_sync()) {
+            fprintf(stderr, "cuda_attention: %s\n", gpu_last_error());
+            return 1;
+        }
+        float a, b;
+        cudaEventElapsedTime(&a, e0, e1), cudaEventElapsedTime(&b, e1, e2);
+        if (it >= 0) fwd_ms += a / reps, bwd_ms += b / reps;
+    }
+    const double fwd_flop = 4.0 * B * nh * (double)T * T * hd / 2;
+    printf("shape=B%d T%d heads %d kv %d dim %d\n", B, T, nh, nkv, hd);
+    printf("kernels=%s\n", GPU_ATTN_TC(hd) ? "tensor cores (bf16)" : "fp32");
+    printf("fwd_ms=%.3f\nbwd_ms=%.3f\n", fwd_ms, bwd_ms);
+    printf("fwd_tflops=%.1f\nbwd_tflops=%.1f\n", fwd_flop / fwd_ms / 1e9,
+           2.5 * fwd_flop / bwd_ms / 1e9);
+    return 0;
+}

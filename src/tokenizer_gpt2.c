@@ -43,7 +43,7 @@ static int cp_byte(uint32_t cp) {
 }
 
 /* Spell n bytes in the alphabet into out (room for 2 n bytes); returns the length. */
-static size_t spell(unsigned char *out, const unsigned char *s, size_t n) {
+size_t tok_gpt2_spell(unsigned char *out, const unsigned char *s, size_t n) {
     size_t o = 0;
     for (size_t i = 0; i < n; i++) {
         uint32_t cp = byte_cp(s[i]);
@@ -99,11 +99,23 @@ static int fail_spelling(const char *what, const char *item, uint64_t i, const u
 static const char *const GPT2_PATTERN =
     "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
 
+/* Llama 3's pattern (its tokenizer.json): contractions in any case, a run of
+ * letters with at most one leading non-letter, non-digit that is not a line
+ * break, numbers cut into groups of at most three digits, punctuation runs
+ * with their line breaks, and white space as GPT-2's plus line breaks alone. */
+static const char *const LLAMA3_PATTERN =
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}|"
+    " ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+
+/* ignore_merges: a word that is a token as a whole is that token, without
+ * BPE (Llama 3's tokenizer; its merges do not always rebuild such words). */
 static const struct {
     const char *name, *pattern;
+    int ignore_merges;
 } PRETOKENIZERS[] = {
-    {"gpt-2", GPT2_PATTERN},
-    {"gpt2", GPT2_PATTERN},
+    {"gpt-2", GPT2_PATTERN, 0},     {"gpt2", GPT2_PATTERN, 0},
+    {"llama-bpe", LLAMA3_PATTERN, 1}, {"llama3", LLAMA3_PATTERN, 1},
+    {"llama-v3", LLAMA3_PATTERN, 1},
 };
 
 static void gpt2_free_ext(rotary_tokenizer *t) {
@@ -151,6 +163,10 @@ static void bpe_try(bpe_work *w, int l, int r) {
 /* BPE over the bytes of one word. */
 static int bpe_word(bpe_work *w, const unsigned char *s, size_t n) {
     const rotary_tokenizer *t = w->t;
+    if (t->ignore_merges) {
+        int k = tok_strtab_find(&t->str, s, n);
+        if (k >= 0 && t->str_token[k] >= 0) return tok_ids_push(&w->out, t->str_token[k]);
+    }
     int m = (int)n;
     for (int i = 0; i < m; i++) w->sym[i] = (bpe_sym){s[i], 1, i - 1, i + 1 < m ? i + 1 : -1};
     w->n_heap = 0;
@@ -267,10 +283,13 @@ int tok_build_gpt2(rotary_tokenizer **out, const tok_gpt2_spec *sp, const char *
 
     const char *pattern = NULL;
     for (size_t i = 0; i < sizeof PRETOKENIZERS / sizeof *PRETOKENIZERS; i++)
-        if (!strcmp(sp->pre, PRETOKENIZERS[i].name)) pattern = PRETOKENIZERS[i].pattern;
+        if (!strcmp(sp->pre, PRETOKENIZERS[i].name)) {
+            pattern = PRETOKENIZERS[i].pattern;
+            t->ignore_merges = PRETOKENIZERS[i].ignore_merges;
+        }
     if (!pattern || strlen(sp->pre) >= sizeof t->pre) {
         rc = rotary_fail(ROTARY_EFORMAT, "%s: pre-tokenizer '%.40s' is not supported (this build "
-                         "knows gpt-2 and rotary-v1)", what, sp->pre);
+                         "knows gpt-2, llama-bpe (Llama 3) and rotary-v1)", what, sp->pre);
         goto fail;
     }
     strcpy(t->pre, sp->pre);
@@ -520,7 +539,7 @@ static int from_rotary(rotary_tokenizer **out, const rotary_gguf *g, const char 
     }
     for (int b = 0; b < 256; b++) {
         unsigned char c = (unsigned char)b;
-        size_t k = spell(buf, &c, 1);
+        size_t k = tok_gpt2_spell(buf, &c, 1);
         if (len[b] != k || memcmp(tok[b], buf, k)) {
             rc = rotary_fail(ROTARY_EFORMAT, "%s: token %d is not byte %d spelled in GPT-2's "
                              "alphabet", what, b, b);
@@ -572,17 +591,17 @@ static int from_rotary(rotary_tokenizer **out, const rotary_gguf *g, const char 
     for (int i = 256; i < n && !rc; i++) {
         int pl, ql;
         const unsigned char *p = rotary_tokenizer_piece(*out, i, &pl);
-        size_t k = spell(sp, p, (size_t)pl);
+        size_t k = tok_gpt2_spell(sp, p, (size_t)pl);
         if (len[i] != k || memcmp(tok[i], sp, k)) {
             rc = rotary_fail(ROTARY_EFORMAT, "%s: token %d is not the concatenation of its merge",
                              what, i);
             break;
         }
         p = rotary_tokenizer_piece(*out, ids[2 * (i - 256)], &pl);
-        k = spell(sp, p, (size_t)pl);
+        k = tok_gpt2_spell(sp, p, (size_t)pl);
         sp[k++] = ' ';
         const unsigned char *q = rotary_tokenizer_piece(*out, ids[2 * (i - 256) + 1], &ql);
-        k += spell(sp + k, q, (size_t)ql);
+        k += tok_gpt2_spell(sp + k, q, (size_t)ql);
         if (ml[i - 256] != k || memcmp(ms[i - 256], sp, k))
             rc = rotary_fail(ROTARY_EFORMAT, "%s: merge %d does not match %s", what, i - 256,
                              KEY_MERGE_IDS);
@@ -698,16 +717,16 @@ static int to_rotary(const rotary_tokenizer *t, rotary_gguf_writer *w) {
     size_t o = 0;
     for (int i = 0; i < n; i++) {
         s[i] = (const char *)buf + o;
-        len[i] = spell(buf + o, t->pieces + t->piece_off[i], t->piece_len[i]);
+        len[i] = tok_gpt2_spell(buf + o, t->pieces + t->piece_off[i], t->piece_len[i]);
         o += len[i];
         types[i] = TT_NORMAL;
     }
     for (int r = 0; r < nm; r++) {
         int a = t->merges[2 * r], b = t->merges[2 * r + 1];
         s[n + r] = (const char *)buf + o;
-        size_t k = spell(buf + o, t->pieces + t->piece_off[a], t->piece_len[a]);
+        size_t k = tok_gpt2_spell(buf + o, t->pieces + t->piece_off[a], t->piece_len[a]);
         buf[o + k++] = ' ';
-        k += spell(buf + o + k, t->pieces + t->piece_off[b], t->piece_len[b]);
+        k += tok_gpt2_spell(buf + o + k, t->pieces + t->piece_off[b], t->piece_len[b]);
         len[n + r] = k;
         o += k;
     }
@@ -752,9 +771,9 @@ static int to_model(const rotary_tokenizer *t, rotary_gguf_writer *w) {
     for (int r = 0; r < nm; r++) {
         int a = t->bpe[3 * r], b = t->bpe[3 * r + 1];
         s[n + r] = (const char *)buf + o;
-        size_t k = spell(buf + o, tok_strtab_str(&t->str, a), t->str.len[a]);
+        size_t k = tok_gpt2_spell(buf + o, tok_strtab_str(&t->str, a), t->str.len[a]);
         buf[o + k++] = ' ';
-        k += spell(buf + o + k, tok_strtab_str(&t->str, b), t->str.len[b]);
+        k += tok_gpt2_spell(buf + o + k, tok_strtab_str(&t->str, b), t->str.len[b]);
         len[n + r] = k;
         o += k;
     }

@@ -155,6 +155,7 @@ struct rotary_tokenizer {
     int n_bpe;            /* merges, by rank */
     int *bpe;             /* (n_bpe, 3) left, right, result: string indices */
     char pre[32];         /* pre-tokenizer name */
+    int ignore_merges;    /* a word that is a token is that token (llama-bpe) */
     void *re;             /* its compiled pattern (pcre2_code) */
 
     int (*encode)(const rotary_tokenizer *t, const unsigned char *s, size_t n, int **ids,
@@ -229,5 +230,8 @@ typedef struct {
     const char *pre; /* pre-tokenizer name: "gpt-2" */
 } tok_gpt2_spec;
 int tok_build_gpt2(rotary_tokenizer **out, const tok_gpt2_spec *spec, const char *what);
+/* Spell n bytes in GPT-2's byte alphabet into out (room for 2 n bytes);
+ * returns the length. */
+size_t tok_gpt2_spell(unsigned char *out, const unsigned char *s, size_t n);
 
 #endif

@@ -26,6 +26,7 @@
 #define _POSIX_C_SOURCE 200809L
 #define CHECK_NAME_WIDTH 52
 #include "check.h"
+#include "tokenizer_internal.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -874,6 +875,43 @@ static const char mixed[] =
     "\xF0\x9F\x98\x80 \xD0\xBF\xD1\x80\xD0\xB8\xD0\xB2\xD0\xB5\xD1\x82\t\ttabs\r\n  x ";
 static const char invalid[] = "ok \xFF\xFE bad \xC3 half \xED\xA0\x80 surrogate \xE2\x96 end\x80";
 
+/* Llama 3's pre-tokenizer (llama-bpe) emits a word that is a token whole
+ * even where the merges cannot build it (ignore_merges); GPT-2's runs BPE.
+ * Vocabulary: the 256 bytes, "ab", "abc"; one merge "a b". Also through
+ * GGUF, which must keep the pre-tokenizer. (Its pattern is checked against
+ * Python's regex module by tests/pretok_ref.py.) */
+static void llama_bpe(void) {
+    char *tok[258];
+    size_t len[258];
+    unsigned char b[2];
+    for (int i = 0; i < 256; i++) {
+        b[0] = (unsigned char)i;
+        tok[i] = malloc(3);
+        len[i] = tok_gpt2_spell((unsigned char *)tok[i], b, 1);
+    }
+    tok[256] = "ab", len[256] = 2, tok[257] = "abc", len[257] = 3;
+    const char *merges[] = {"a b"};
+    const size_t merge_len[] = {3};
+    const char *pre[] = {"gpt-2", "llama-bpe"};
+    const char *want[] = {" 256 99 32 256", " 257 32 256"};
+    for (int k = 0; k < 2; k++) {
+        tok_gpt2_spec sp = {.n = 258, .tokens = (const char *const *)tok, .len = len,
+                            .merges = merges, .merge_len = merge_len, .n_merges = 1, .bos = -1,
+                            .eos = -1, .unk = -1, .pre = pre[k]};
+        rotary_tokenizer *t = NULL, *back = NULL;
+        char got[64] = "", got_back[64] = "";
+        if (!tok_build_gpt2(&t, &sp, "llama_bpe test")) {
+            encode_str(t, "abc ab", got, sizeof got);
+            if ((back = through_gguf(t))) encode_str(back, "abc ab", got_back, sizeof got_back);
+        }
+        check(!strcmp(got, want[k]) && !strcmp(got_back, want[k]), pre[k],
+              "'abc ab' -> %s, through GGUF %s (want %s)", got, got_back, want[k]);
+        rotary_tokenizer_free(t);
+        rotary_tokenizer_free(back);
+    }
+    for (int i = 0; i < 256; i++) free(tok[i]);
+}
+
 static void our_tokenizers(void) {
     const unsigned char *texts[] = {(const unsigned char *)english, (const unsigned char *)mixed,
                                     (const unsigned char *)invalid, (const unsigned char *)""};
@@ -1136,6 +1174,7 @@ int main(int argc, char **argv) {
     rotary_tokenizer_free(gpt2);
 
     our_tokenizers();
+    llama_bpe();
     bad_llama2c();
     bad_gguf();
 

@@ -6,3 +6,11 @@ target_include_directories(test_vocab PRIVATE src)
 target_link_libraries(test_vocab rotary)
 add_test(NAME test_vocab COMMAND test_vocab WORKING_DIRECTORY ${CMAKE_BINARY_DIR})
 set_property(TEST test_vocab APPEND PROPERTY ENVIRONMENT "ROTARY_DATA_DIR=${ROTARY_DATA_DIR}")
+
+# The llama-bpe (Llama 3) pre-tokenizer against Python's regex module.
+add_executable(pretok_check tests/pretok_check.c)
+target_include_directories(pretok_check PRIVATE src)
+target_link_libraries(pretok_check rotary)
+add_test(NAME pretok_llama3
+  COMMAND ${TORCH_PYTHON} ${CMAKE_SOURCE_DIR}/tests/pretok_ref.py $<TARGET_FILE:pretok_check>
+          ${ROTARY_DATA_DIR})

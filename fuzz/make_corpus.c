@@ -272,6 +272,9 @@ static int has(char **sorted, int n, const char *s, size_t len) {
 /* Copy every key of g into w; the tokenizer arrays keep their first
  * n_tok entries (0: all), merges only among those tokens, and ids past
  * them are dropped. Arrays of arrays are skipped. */
+/* When set, copy_kvs writes this pre-tokenizer name instead of the file's. */
+static const char *override_pre;
+
 static void copy_kvs(const rotary_gguf *g, rotary_gguf_writer *w, uint64_t n_tok) {
     char **sorted = NULL;
     int n_sorted = 0;
@@ -302,6 +305,8 @@ static void copy_kvs(const rotary_gguf *g, rotary_gguf_writer *w, uint64_t n_tok
             const char *s;
             size_t len;
             rotary_gguf_get_string(g, key, &s, &len);
+            if (override_pre && !strcmp(key, "tokenizer.ggml.pre"))
+                s = override_pre, len = strlen(override_pre);
             if (rotary_gguf_set_string(w, key, s, len)) die(key);
         } else if (type != ROTARY_GGUF_ARRAY) {
             if (rotary_gguf_set_scalar(w, key, type, val)) die(key);
@@ -475,6 +480,9 @@ static void gguf_corpus(const char *clean_gpt2, const char *clean_spm) {
     if (clean_gpt2) {
         trim_vocab(clean_gpt2, 2000, path("data", "gpt2.gguf"));
         trim_vocab(clean_gpt2, 400, path("corpus/gguf_tokenizer", "gpt2-400.gguf"));
+        override_pre = "llama-bpe"; /* the same words under Llama 3's rules */
+        trim_vocab(clean_gpt2, 400, path("corpus/gguf_tokenizer", "gpt2-400-llama-bpe.gguf"));
+        override_pre = NULL;
         trim_vocab(clean_gpt2, 300, path("corpus/gguf", "gpt2-300.gguf"));
     }
     if (clean_spm) {

@@ -175,6 +175,9 @@ int cli_rope_scaling(const cli_rope_args *a, arg_spec *specs, int n, int ctx,
     s->type = rotary_rope_scaling_parse(a->type);
     if (s->type < 0)
         return cli_fail("--rope-scaling", "unknown type (none, linear, ntk, dynamic-ntk, yarn, llama3)");
+    if (s->type == ROTARY_ROPE_SCALING_FACTORS)
+        return cli_fail("--rope-scaling", "factors cannot be given here: they come with a GGUF "
+                        "file, as its tensor rope_freqs.weight");
     if (s->type == ROTARY_ROPE_SCALING_NONE) return 0;
     /* Dynamic NTK takes its factor from the length; the others need one. */
     if (a->factor == 0 && s->type != ROTARY_ROPE_SCALING_DYNAMIC_NTK)

@@ -22,7 +22,15 @@ int cmd_info(int argc, char **argv) {
                c->rope_base, c->rotary_dim ? c->rotary_dim : c->d_model / c->n_head);
     printf("  tied %d  bias %d\n", c->tied, c->bias);
     const rotary_rope_scaling *s = &c->rope_scaling;
-    if (s->type != ROTARY_ROPE_SCALING_NONE)
+    if (s->type == ROTARY_ROPE_SCALING_FACTORS) {
+        float lo = s->freq_factors[0], hi = lo;
+        for (int i = 1; i < s->n_factors; i++) {
+            lo = s->freq_factors[i] < lo ? s->freq_factors[i] : lo;
+            hi = s->freq_factors[i] > hi ? s->freq_factors[i] : hi;
+        }
+        printf("  rope scaling factors  %d per-pair divisors from %g to %g\n", s->n_factors,
+               (double)lo, (double)hi);
+    } else if (s->type != ROTARY_ROPE_SCALING_NONE)
         printf("  rope scaling %s  factor %g  original ctx %d  attention factor %g\n",
                rotary_rope_scaling_name(s->type), s->factor, s->original_ctx,
                rotary_rope_scaling_mscale(s));

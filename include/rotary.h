@@ -73,7 +73,10 @@ typedef enum { ROTARY_ROPE_INTERLEAVED = 0, ROTARY_ROPE_HALF = 1 } rotary_rope_p
  *              r_i = L0 / w_i (Peng et al. 2023), and the tables scaled by
  *              mscale = 0.1 ln s + 1.
  * LLAMA3:      w_i > L0/low_freq_factor: inv_freq_i / s; w_i < L0/high_freq_factor:
- *              unchanged; between: a smooth mix (Meta's Llama 3.1). */
+ *              unchanged; between: a smooth mix (Meta's Llama 3.1).
+ * FACTORS:     inv_freq_i / freq_factors[i], one divisor per pair as a file
+ *              states them (GGUF's rope_freqs.weight: llama.cpp writes
+ *              Llama 3.1's scaling so); factor and original_ctx unused. */
 typedef enum {
     ROTARY_ROPE_SCALING_NONE = 0,
     ROTARY_ROPE_SCALING_LINEAR,
@@ -81,12 +84,20 @@ typedef enum {
     ROTARY_ROPE_SCALING_DYNAMIC_NTK,
     ROTARY_ROPE_SCALING_YARN,
     ROTARY_ROPE_SCALING_LLAMA3,
+    ROTARY_ROPE_SCALING_FACTORS,
 } rotary_rope_scaling_type;
 
-/* Ints first: no padding, so two configs compare with memcmp. */
+/* FACTORS: at most this many pairs (head_dim 256). */
+#define ROTARY_ROPE_MAX_FACTORS 128
+
+/* Ints first, then doubles, then floats: no padding, so two configs compare
+ * with memcmp (unused freq_factors stay 0, as rotary_rope_scaling_default
+ * leaves them). */
 typedef struct {
     int type;                /* rotary_rope_scaling_type */
-    int original_ctx;        /* L0, the training context (> 0 unless NONE) */
+    int original_ctx;        /* L0, the training context (> 0 unless NONE, FACTORS) */
+    int n_factors;           /* FACTORS: pairs given, rotary_dim/2 (else 0) */
+    int reserved;            /* 0; an even number of ints keeps the doubles aligned */
     double factor;           /* s >= 1 */
     double yarn_alpha;       /* YaRN ramp: r <= alpha interpolates fully (default 1) */
     double yarn_beta;        /* r >= beta keeps the frequency (default 32) */
@@ -94,6 +105,8 @@ typedef struct {
     double high_freq_factor; /* Llama 3 (default 4), > low_freq_factor */
     double mscale;           /* factor on cos and sin; 0 = the type's own
                               * (YaRN: 0.1 ln s + 1, the others: 1) */
+    float freq_factors[ROTARY_ROPE_MAX_FACTORS]; /* FACTORS: divisor of pair i,
+                              * finite and > 0, for i < n_factors */
 } rotary_rope_scaling;
 
 /* NONE with the default parameters above (factor 1). */
@@ -102,13 +115,14 @@ void rotary_rope_scaling_default(rotary_rope_scaling *s);
 int rotary_rope_scaling_validate(const rotary_rope_scaling *s);
 /* The factor the tables are multiplied by (mscale resolved); NULL: 1. */
 double rotary_rope_scaling_mscale(const rotary_rope_scaling *s);
-/* "none", "linear", "ntk", "dynamic-ntk", "yarn", "llama3"; parse returns -1
+/* "none", "linear", "ntk", "dynamic-ntk", "yarn", "llama3", "factors"; parse returns -1
  * for an unknown name, name NULL for an unknown type. */
 const char *rotary_rope_scaling_name(int type);
 int rotary_rope_scaling_parse(const char *name);
 
 /* The scaled inverse frequencies in float64: out (rotary_dim/2). seq_len is
- * the length L for DYNAMIC_NTK (ignored by the others); s NULL = NONE. */
+ * the length L for DYNAMIC_NTK (ignored by the others); s NULL = NONE.
+ * FACTORS needs n_factors == rotary_dim/2. */
 int rotary_rope_inv_freq(double *out, int rotary_dim, double base, const rotary_rope_scaling *s,
                          int seq_len);
 
@@ -602,6 +616,10 @@ int rotary_tokenizer_add_bos(const rotary_tokenizer *t); /* prompts start with B
  * first piece after BOS then starts with that space, which a program
  * printing the text drops (as llama2.c and SentencePiece's decoder do). */
 int rotary_tokenizer_space_prefix(const rotary_tokenizer *t);
+/* The id of the control or user-defined token the model spells as text
+ * ("<|eot_id|>", "<|im_start|>"), or -1. Such tokens are never produced by
+ * encode; chat templates put them in by id. */
+int rotary_tokenizer_special(const rotary_tokenizer *t, const char *text);
 
 /* -------------------------------------------------------------------- GGUF */
 
@@ -731,13 +749,16 @@ int rotary_gguf_write(const rotary_gguf_writer *w, const char *path);
 int rotary_model_load_llama2c(rotary_model *m, const char *path);
 /* A GGUF model of architecture `llama` into *m (weights converted to
  * float32). GGUF's llama rotates adjacent pairs, so m gets the interleaved
- * pairing; rope scaling keys become m->cfg.rope_scaling. */
+ * pairing; rope scaling keys, or the per-pair factors of an F32 tensor
+ * rope_freqs.weight (rotary_dim/2 values, Llama 3.1 files; not both),
+ * become m->cfg.rope_scaling. */
 int rotary_model_load_gguf(rotary_model *m, const rotary_gguf *g);
 /* Write m as GGUF architecture `llama` with tokenizer t inside. Refuses
  * models that architecture cannot express (LayerNorm, GELU, biases, position
- * encodings other than RoPE, linear attention). A half-pairing model has
- * the rows of wq and wk permuted within each head into the adjacent-pair
- * order, so both programs compute the same function. */
+ * encodings other than RoPE, linear attention, dynamic-ntk and llama3
+ * scaling); scaling FACTORS goes out as the tensor rope_freqs.weight. A
+ * half-pairing model has the rows of wq and wk permuted within each head
+ * into the adjacent-pair order, so both programs compute the same function. */
 int rotary_model_export_gguf(const rotary_model *m, const rotary_tokenizer *t, const char *path);
 
 /* ------------------------------------------------------------------- misc */

@@ -101,6 +101,10 @@ int rotary_config_validate(const rotary_config *c) {
         CHECK(rd > 0 && rd <= hd && rd % 2 == 0,
               "rotary_dim %d: must be even and at most head_dim %d", c->rotary_dim, hd);
         if (rotary_rope_scaling_validate(&c->rope_scaling)) return ROTARY_EINVAL;
+        CHECK(c->rope_scaling.type != ROTARY_ROPE_SCALING_FACTORS ||
+                  c->rope_scaling.n_factors == rd / 2,
+              "rope_scaling factors: %d factors, but rotary_dim %d has %d pairs",
+              c->rope_scaling.n_factors, rd, rd / 2);
     } else {
         CHECK(c->rope_scaling.type == ROTARY_ROPE_SCALING_NONE,
               "rope_scaling %s: only for pos rope (pos is %s)",

@@ -4,8 +4,9 @@
  * coordinates (2i, 2i+1), HALF pairs (i, i + rotary_dim/2). The backward of a
  * rotation is the rotation by the negative angle, so forward and backward share
  * one loop that takes the sign of sin. The frequency scalings for long
- * contexts (linear, NTK, dynamic NTK, YaRN, Llama 3) only change inv_freq and,
- * for YaRN, multiply the tables by a constant. See docs/rope.md. */
+ * contexts (linear, NTK, dynamic NTK, YaRN, Llama 3, per-pair factors) only
+ * change inv_freq and, for YaRN, multiply the tables by a constant. See
+ * docs/rope.md. */
 #include "internal.h"
 
 #include <math.h>
@@ -13,6 +14,10 @@
 #include <string.h>
 
 /* ---------------------------------------------------------------- scaling */
+
+_Static_assert(sizeof(rotary_rope_scaling) ==
+                   4 * sizeof(int) + 6 * sizeof(double) + ROTARY_ROPE_MAX_FACTORS * sizeof(float),
+               "rotary_rope_scaling has padding: memcmp of two would read it");
 
 void rotary_rope_scaling_default(rotary_rope_scaling *s) {
     memset(s, 0, sizeof *s);
@@ -25,7 +30,8 @@ void rotary_rope_scaling_default(rotary_rope_scaling *s) {
 }
 
 const char *rotary_rope_scaling_name(int type) {
-    static const char *const names[] = {"none", "linear", "ntk", "dynamic-ntk", "yarn", "llama3"};
+    static const char *const names[] = {"none",  "linear", "ntk",    "dynamic-ntk",
+                                        "yarn", "llama3", "factors"};
     return type >= 0 && type < (int)(sizeof names / sizeof *names) ? names[type] : NULL;
 }
 
@@ -40,12 +46,23 @@ int rotary_rope_scaling_validate(const rotary_rope_scaling *s) {
     const char *name = rotary_rope_scaling_name(s->type);
     if (!name)
         return rotary_fail(ROTARY_EINVAL, "rope scaling: unknown type %d (none, linear, ntk, "
-                           "dynamic-ntk, yarn, llama3)", s->type);
-    /* A factor below 1 would stretch the frequencies, not compress them. */
-    if (!(s->factor >= 1.0 && s->factor <= 1e6))
+                           "dynamic-ntk, yarn, llama3, factors)", s->type);
+    if (s->type == ROTARY_ROPE_SCALING_FACTORS) {
+        if (s->n_factors < 1 || s->n_factors > ROTARY_ROPE_MAX_FACTORS)
+            return rotary_fail(ROTARY_EINVAL, "rope scaling factors: n_factors %d must be in "
+                               "[1, %d]", s->n_factors, ROTARY_ROPE_MAX_FACTORS);
+        for (int i = 0; i < s->n_factors; i++)
+            if (!isfinite(s->freq_factors[i]) || !(s->freq_factors[i] > 0))
+                return rotary_fail(ROTARY_EINVAL, "rope scaling factors: factor %d is %g; each "
+                                   "must be finite and > 0", i, (double)s->freq_factors[i]);
+    } else if (!(s->factor >= 1.0 && s->factor <= 1e6)) {
+        /* A factor below 1 would stretch the frequencies, not compress them. */
         return rotary_fail(ROTARY_EINVAL, "rope scaling %s: factor %g must be in [1, 1e6]", name,
                            s->factor);
-    if (s->original_ctx <= 0 || s->original_ctx > (1 << 30))
+    }
+    /* FACTORS has its numbers already: factor and original_ctx are unused. */
+    if (s->type != ROTARY_ROPE_SCALING_FACTORS &&
+        (s->original_ctx <= 0 || s->original_ctx > (1 << 30)))
         return rotary_fail(ROTARY_EINVAL, "rope scaling %s: original_ctx %d must be in [1, 2^30] "
                            "(the context the model was trained at)", name, s->original_ctx);
     if (s->type == ROTARY_ROPE_SCALING_YARN &&
@@ -92,6 +109,14 @@ static double scale_freq(double f, const rotary_rope_scaling *s) {
     return (1 - g) * f / s->factor + g * f;
 }
 
+/* FACTORS states one divisor per pair: the count must be this rope's. */
+static int factors_fit(const rotary_rope_scaling *s, int rotary_dim) {
+    if (!s || s->type != ROTARY_ROPE_SCALING_FACTORS || s->n_factors == rotary_dim / 2)
+        return ROTARY_OK;
+    return rotary_fail(ROTARY_EINVAL, "rope scaling factors: %d factors for rotary_dim %d, "
+                       "which has %d pairs", s->n_factors, rotary_dim, rotary_dim / 2);
+}
+
 int rotary_rope_inv_freq(double *out, int rotary_dim, double base, const rotary_rope_scaling *s,
                          int seq_len) {
     if (!out) return rotary_fail(ROTARY_EINVAL, "rope: NULL inv_freq output");
@@ -103,6 +128,7 @@ int rotary_rope_inv_freq(double *out, int rotary_dim, double base, const rotary_
     int rc = rotary_rope_scaling_validate(s);
     if (rc) return rc;
     const int type = s ? s->type : ROTARY_ROPE_SCALING_NONE;
+    if ((rc = factors_fit(s, rotary_dim))) return rc;
     if (type == ROTARY_ROPE_SCALING_DYNAMIC_NTK && seq_len <= 0)
         return rotary_fail(ROTARY_EINVAL, "rope scaling dynamic-ntk: sequence length %d must be "
                            "> 0", seq_len);
@@ -115,7 +141,8 @@ int rotary_rope_inv_freq(double *out, int rotary_dim, double base, const rotary_
     }
     for (int i = 0; i < rotary_dim / 2; i++) {
         double f = pow(b, -2.0 * i / rotary_dim);
-        out[i] = s && type != ROTARY_ROPE_SCALING_NONE ? scale_freq(f, s) : f;
+        if (type == ROTARY_ROPE_SCALING_FACTORS) out[i] = f / s->freq_factors[i];
+        else out[i] = s && type != ROTARY_ROPE_SCALING_NONE ? scale_freq(f, s) : f;
     }
     return ROTARY_OK;
 }
@@ -142,7 +169,7 @@ int rotary_rope_init(rotary_rope *r, int head_dim, int rotary_dim, double base,
     if (max_pos <= 0)
         return rotary_fail(ROTARY_EINVAL, "rope: max_pos must be > 0 (got %d)", max_pos);
     int rc = rotary_rope_scaling_validate(scaling);
-    if (rc) return rc;
+    if (rc || (rc = factors_fit(scaling, rotary_dim))) return rc;
 
     const int half = rotary_dim / 2;
     size_t n;

@@ -1,5 +1,5 @@
 /* test_rope_scaling.c: RoPE frequency scaling (linear, NTK, dynamic NTK, YaRN,
- * Llama 3) against float64 formulas written here from the papers, the tables
+ * Llama 3, per-pair factors) against float64 formulas written here from the papers, the tables
  * built from them, the model's rebuilds, and the refusal of bad parameters.
  * Exit 0 when every check passes; one summary line per check. */
 #include "internal.h"
@@ -77,6 +77,7 @@ static double ref_freq(const rotary_rope_scaling *s, int i, int d, double base, 
     case ROTARY_ROPE_SCALING_LLAMA3:
         return ref_llama3(i, d, base, s->factor, s->original_ctx, s->low_freq_factor,
                           s->high_freq_factor);
+    case ROTARY_ROPE_SCALING_FACTORS: return plain(i, d, base) / s->freq_factors[i];
     default: return plain(i, d, base);
     }
 }
@@ -84,6 +85,19 @@ static double ref_freq(const rotary_rope_scaling *s, int i, int d, double base, 
 /* YaRN's sqrt(1/t) = 0.1 ln s + 1 on q and k alike. */
 static double ref_mscale(const rotary_rope_scaling *s) {
     return s->type == ROTARY_ROPE_SCALING_YARN ? 0.1 * log(s->factor) + 1 : 1.0;
+}
+
+/* Per-pair factors f_i = plain_i / llama3_i in float32, as llama.cpp's
+ * converter writes a Llama 3.1 scaling into rope_freqs.weight. */
+static rotary_rope_scaling factors_of_llama3(int d, double base, double s, int L0, double lo,
+                                             double hi) {
+    rotary_rope_scaling f;
+    rotary_rope_scaling_default(&f);
+    f.type = ROTARY_ROPE_SCALING_FACTORS;
+    f.n_factors = d / 2;
+    for (int i = 0; i < d / 2; i++)
+        f.freq_factors[i] = (float)(plain(i, d, base) / ref_llama3(i, d, base, s, L0, lo, hi));
+    return f;
 }
 
 /* ------------------------------------------------------------ the checks */
@@ -124,6 +138,10 @@ static void make_cases(void) {
     add("yarn x16, alpha 2, beta 16, base 5e5", y2, 128, 500000, 4096);
     add("llama3 x8, L0 8192, base 5e5", l3, 128, 500000, 4096);
     add("llama3 x4, low 2, high 8, d 64", l3b, 64, 10000, 4096);
+    add("factors of llama3 x8, L0 8192, base 5e5", factors_of_llama3(128, 500000, 8, 8192, 1, 4),
+        128, 500000, 4096);
+    add("factors of llama3 x4, low 2, high 8, d 64", factors_of_llama3(64, 10000, 4, 1024, 2, 8),
+        64, 10000, 4096);
 }
 
 /* (a) rotary_rope_inv_freq against the formulas; (b) the float32 tables
@@ -370,6 +388,21 @@ static void check_bad(void) {
     s = make(ROTARY_ROPE_SCALING_LINEAR, 4, 100);
     s.mscale = -1;
     expect_refused(&s, "mscale", "mscale < 0");
+    /* factors: count and values (64 dims here: 32 pairs) */
+    s = factors_of_llama3(64, 10000, 4, 100, 1, 4);
+    s.n_factors = 0;
+    expect_refused(&s, "n_factors 0", "factors: none");
+    s.n_factors = ROTARY_ROPE_MAX_FACTORS + 1;
+    expect_refused(&s, "n_factors 129", "factors: 129");
+    s.n_factors = 32;
+    const float badf[4] = {NAN, 0.0f, -2.0f, INFINITY};
+    const char *const badn[4] = {"factor 5 is nan", "factor 5 is 0", "factor 5 is -2",
+                                 "factor 5 is inf"};
+    for (int k = 0; k < 4; k++) {
+        rotary_rope_scaling t = s;
+        t.freq_factors[5] = badf[k];
+        expect_refused(&t, badn[k], badn[k]);
+    }
     char name[96];
     snprintf(name, sizeof name, "(g) %d bad scalings refused with a message", bad_count);
     report(name, bad_failed, 0);
@@ -394,14 +427,72 @@ static void check_bad(void) {
     report("(g) rotary_config_validate refuses a bad scaling", rc == ROTARY_EINVAL ? 0 : 1, 0);
 }
 
+/* (i) per-pair factors: those of a Llama 3 scaling give its frequencies (to
+ * float32 rounding); their count must be the rope's pairs; the model takes
+ * them and gives them up for another scaling. */
+static void check_factors(void) {
+    const int d = 64;
+    double f3[32], ff[32];
+    rotary_rope_scaling l3 = make(ROTARY_ROPE_SCALING_LLAMA3, 8, 100);
+    rotary_rope_scaling fs = factors_of_llama3(d, 10000, 8, 100, 1, 4);
+    must(rotary_rope_inv_freq(f3, d, 10000, &l3, 1), "llama3");
+    must(rotary_rope_inv_freq(ff, d, 10000, &fs, 1), "factors");
+    double err = 0;
+    int n_one = 0, n_s = 0;
+    for (int i = 0; i < d / 2; i++) {
+        err = fmax(err, fabs(ff[i] / f3[i] - 1));
+        n_one += fs.freq_factors[i] == 1.0f, n_s += fs.freq_factors[i] == 8.0f;
+    }
+    printf("     factors of llama3 x8, L0 100, d 64: %d are 1, %d are 8, %d between\n", n_one,
+           n_s, d / 2 - n_one - n_s);
+    report("(i) factors of llama3 give its frequencies", err + (n_one && n_s ? 0 : 1), 1.2e-7);
+
+    /* Valid values, but 16 factors for 32 pairs. */
+    rotary_rope_scaling few = fs;
+    few.n_factors = 16;
+    rotary_rope r;
+    int e = rotary_rope_scaling_validate(&few) != ROTARY_OK;
+    e += rotary_rope_inv_freq(ff, d, 10000, &few, 1) != ROTARY_EINVAL;
+    e += !strstr(rotary_last_error(), "16 factors for rotary_dim 64");
+    e += rotary_rope_init(&r, d, 0, 10000, ROTARY_ROPE_HALF, 8, &few) != ROTARY_EINVAL;
+    e += r.cos != NULL;
+    printf("     16 factors, rotary_dim 64: %s\n", rotary_last_error());
+
+    rotary_config c;
+    rotary_config_default(&c);
+    c.n_layer = 1, c.n_head = 2, c.n_kv_head = 2, c.d_model = 128, c.d_ff = 32, c.ctx = 16;
+    c.vocab = 16;
+    c.rope_scaling = few;
+    rotary_model m;
+    e += rotary_model_build(&m, &c) != ROTARY_EINVAL;
+    e += !strstr(rotary_last_error(), "16 factors, but rotary_dim 64 has 32 pairs");
+    printf("     config, 16 factors: %s\n", rotary_last_error());
+    report("(i) a count other than rotary_dim/2 refused", e, 0);
+
+    c.rope_scaling = fs;
+    must(rotary_model_build(&m, &c), "build with factors");
+    err = memcmp(&m.cfg.rope_scaling, &fs, sizeof fs) != 0;
+    for (int i = 0; i < d / 2; i++)
+        err = fmax(err, fabs(m.rope.inv_freq[i] / (plain(i, d, 10000) / fs.freq_factors[i]) - 1));
+    report("(i) model with factors: inv_freq = base^(-2i/d) / f_i", err, 1e-15);
+    rotary_rope_scaling lin = make(ROTARY_ROPE_SCALING_LINEAR, 2, 16);
+    must(rotary_model_set_rope_scaling(&m, &lin), "set linear");
+    err = memcmp(&m.cfg.rope_scaling, &lin, sizeof lin) != 0;
+    for (int i = 0; i < d / 2; i++)
+        err = fmax(err, fabs(m.rope.inv_freq[i] / (plain(i, d, 10000) / 2) - 1));
+    report("(i) set_rope_scaling linear replaces the factors", err, 1e-15);
+    rotary_model_free(&m);
+}
+
 static void check_names(void) {
     int err = 0;
-    for (int t = 0; t <= ROTARY_ROPE_SCALING_LLAMA3; t++)
+    for (int t = 0; t <= ROTARY_ROPE_SCALING_FACTORS; t++)
         err += rotary_rope_scaling_parse(rotary_rope_scaling_name(t)) != t;
     err += rotary_rope_scaling_parse("warp") != -1 || rotary_rope_scaling_parse(NULL) != -1;
-    err += rotary_rope_scaling_name(6) != NULL || rotary_rope_scaling_name(-1) != NULL;
+    err += rotary_rope_scaling_name(7) != NULL || rotary_rope_scaling_name(-1) != NULL;
     err += strcmp(rotary_rope_scaling_name(ROTARY_ROPE_SCALING_DYNAMIC_NTK), "dynamic-ntk") != 0;
-    report("(h) names: none linear ntk dynamic-ntk yarn llama3 round trip", err, 0);
+    err += strcmp(rotary_rope_scaling_name(ROTARY_ROPE_SCALING_FACTORS), "factors") != 0;
+    report("(h) names: none ... llama3 factors round trip", err, 0);
 }
 
 int main(void) {
@@ -412,6 +503,7 @@ int main(void) {
     check_model();
     check_transpose();
     check_bad();
+    check_factors();
     check_names();
     if (failures) {
         printf("test_rope_scaling: %d check(s) FAILED\n", failures);

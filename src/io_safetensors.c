@@ -611,10 +611,13 @@ static const char *const ck_config_keys[CK_N_CONFIG] = {
 
 /* RoPE frequency scaling: optional keys, written only when the scaling is
  * not none (so such checkpoints read as before), reserved always. */
-#define CK_N_ROPE 8
+#define CK_N_ROPE 9
 static const char *const ck_rope_keys[CK_N_ROPE] = {
     "rope_scaling",    "rope_factor",          "rope_original_ctx",     "rope_yarn_alpha",
-    "rope_yarn_beta",  "rope_low_freq_factor", "rope_high_freq_factor", "rope_mscale"};
+    "rope_yarn_beta",  "rope_low_freq_factor", "rope_high_freq_factor", "rope_mscale",
+    "rope_freq_factors"}; /* the last only for scaling factors: "f0,f1,..." */
+/* Room for the factors: each at most 15 characters ("-1.23456789e-38") and a comma. */
+#define CK_FACTORS_CAP (ROTARY_ROPE_MAX_FACTORS * 16 + 1)
 
 /* Attention kind and T5 buckets: optional keys too (absent: softmax and the
  * defaults of rotary_config_default). attn is always written, the T5 keys
@@ -649,9 +652,11 @@ static void format_float(char *buf, size_t cap, float v) {
     snprintf(buf, cap, "%.9g", (double)v);
 }
 
-/* The values of ck_rope_keys for s, in that order; returns how many to write
- * (0 for none, all of them otherwise, so the config reads back exactly). */
-static int rope_scaling_meta(const rotary_rope_scaling *s, char v[CK_N_ROPE][40]) {
+/* The values of ck_rope_keys for s, in that order, the factors apart; returns
+ * how many to write (0 for none, all of them otherwise, so the config reads
+ * back exactly; rope_freq_factors only for type factors). */
+static int rope_scaling_meta(const rotary_rope_scaling *s, char v[CK_N_ROPE - 1][40],
+                             char factors[CK_FACTORS_CAP]) {
     const char *name = rotary_rope_scaling_name(s->type);
     if (s->type == ROTARY_ROPE_SCALING_NONE || !name) return 0;
     snprintf(v[0], sizeof v[0], "%s", name);
@@ -662,6 +667,14 @@ static int rope_scaling_meta(const rotary_rope_scaling *s, char v[CK_N_ROPE][40]
     format_double(v[5], sizeof v[5], s->low_freq_factor);
     format_double(v[6], sizeof v[6], s->high_freq_factor);
     format_double(v[7], sizeof v[7], s->mscale);
+    if (s->type != ROTARY_ROPE_SCALING_FACTORS) return CK_N_ROPE - 1;
+    size_t len = 0;
+    for (int i = 0; i < s->n_factors && i < ROTARY_ROPE_MAX_FACTORS; i++) {
+        if (i) factors[len++] = ',';
+        format_float(factors + len, CK_FACTORS_CAP - len, s->freq_factors[i]);
+        len += strlen(factors + len);
+    }
+    factors[len] = '\0';
     return CK_N_ROPE;
 }
 
@@ -702,8 +715,8 @@ int rotary_checkpoint_save_state(const char *path, const rotary_model *m, const 
     format_float(v[15], sizeof v[15], c->norm_eps);
     format_float(v[16], sizeof v[16], c->init_std);
     format_float(v[17], sizeof v[17], c->sin_amplitude);
-    char rv[CK_N_ROPE][40];
-    int n_rope = rope_scaling_meta(&c->rope_scaling, rv);
+    char rv[CK_N_ROPE - 1][40], factors[CK_FACTORS_CAP];
+    int n_rope = rope_scaling_meta(&c->rope_scaling, rv, factors);
     char av[CK_N_ARCH][40];
     int n_arch = arch_meta(c, av);
 
@@ -730,7 +743,7 @@ int rotary_checkpoint_save_state(const char *path, const rotary_model *m, const 
     }
     for (int i = 0; i < n_rope; i++) {
         meta[2 * (2 + CK_N_CONFIG + i)] = ck_rope_keys[i];
-        meta[2 * (2 + CK_N_CONFIG + i) + 1] = rv[i];
+        meta[2 * (2 + CK_N_CONFIG + i) + 1] = i < CK_N_ROPE - 1 ? rv[i] : factors;
     }
     for (int i = 0; i < n_arch; i++) {
         meta[2 * (2 + CK_N_CONFIG + n_rope + i)] = ck_arch_keys[i];
@@ -877,6 +890,32 @@ static int meta_double_opt(const rotary_st_file *f, const char *key, double *out
     return rotary_st_meta(f, key) ? meta_double(f, key, out) : ROTARY_OK;
 }
 
+/* rope_freq_factors, "f0,f1,...": each value as format_float wrote it. Their
+ * count and range are checked later, by rotary_config_validate. */
+static int read_freq_factors(const rotary_st_file *f, rotary_rope_scaling *s) {
+    const char *key = "rope_freq_factors", *p;
+    int rc = meta_get(f, key, &p);
+    if (rc != ROTARY_OK) return rc;
+    for (int n = 0;; n++) {
+        if (n == ROTARY_ROPE_MAX_FACTORS)
+            return rotary_fail(ROTARY_EFORMAT, "%s: metadata '%s' has more than %d values",
+                               f->path, key, ROTARY_ROPE_MAX_FACTORS);
+        char *end = NULL;
+        /* strtof would skip white space and read "nan": only plain numbers. */
+        int ok = (*p >= '0' && *p <= '9') || *p == '-' || *p == '+' || *p == '.';
+        float v = ok ? strtof(p, &end) : 0;
+        if (!ok || end == p || (*end != ',' && *end != '\0'))
+            return rotary_fail(ROTARY_EFORMAT, "%s: metadata '%s': value %d ('%.20s') is not a "
+                               "number", f->path, key, n, p);
+        s->freq_factors[n] = v;
+        if (*end == '\0') {
+            s->n_factors = n + 1;
+            return ROTARY_OK;
+        }
+        p = end + 1;
+    }
+}
+
 /* The optional RoPE scaling keys: none when rope_scaling is absent (older
  * checkpoints); otherwise factor and original_ctx are required and the rest
  * default. Ranges are checked later, by rotary_config_validate. */
@@ -887,7 +926,7 @@ static int read_rope_scaling(const rotary_st_file *f, rotary_rope_scaling *s) {
     s->type = rotary_rope_scaling_parse(type);
     if (s->type < 0)
         return rotary_fail(ROTARY_EFORMAT, "%s: metadata 'rope_scaling' = '%.40s' is not one of "
-                           "none|linear|ntk|dynamic-ntk|yarn|llama3", f->path, type);
+                           "none|linear|ntk|dynamic-ntk|yarn|llama3|factors", f->path, type);
     if (s->type == ROTARY_ROPE_SCALING_NONE) return ROTARY_OK;
     int rc;
     if ((rc = meta_double(f, "rope_factor", &s->factor)) ||
@@ -898,7 +937,7 @@ static int read_rope_scaling(const rotary_st_file *f, rotary_rope_scaling *s) {
         (rc = meta_double_opt(f, "rope_high_freq_factor", &s->high_freq_factor)) ||
         (rc = meta_double_opt(f, "rope_mscale", &s->mscale)))
         return rc;
-    return ROTARY_OK;
+    return s->type == ROTARY_ROPE_SCALING_FACTORS ? read_freq_factors(f, s) : ROTARY_OK;
 }
 
 /* The optional attention and T5 keys; absent ones keep the defaults. */

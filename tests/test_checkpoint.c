@@ -376,6 +376,14 @@ static void v_llama3(rotary_config *c) {
     c->rope_scaling.low_freq_factor = 1.5;
     c->rope_scaling.high_freq_factor = 3.1;
 }
+/* Per-pair factors as a GGUF file brings them: floats whose shortest
+ * decimal forms need up to 8 digits. */
+static void v_factors(rotary_config *c) {
+    const float f[4] = {1.0f, 1.0f / 3.0f, 3.14159274f, 8.000001f};
+    c->rope_scaling.type = ROTARY_ROPE_SCALING_FACTORS;
+    c->rope_scaling.n_factors = 4; /* head_dim 8 */
+    memcpy(c->rope_scaling.freq_factors, f, sizeof f);
+}
 static void v_t5(rotary_config *c) {
     c->pos = ROTARY_POS_T5;
     c->n_kv_head = 2;
@@ -409,7 +417,8 @@ static void test_checkpoint_roundtrip(void) {
                           {"gqa+half+rd4+bias", v_gqa_half}, {"rope yarn x4.125", v_yarn},
                           {"rope half llama3 x8", v_llama3}, {"alibi+mqa+untied", v_alibi},
                           {"sinusoidal+gelu", v_sin}, {"nope+ln", v_none},
-                          {"t5 12 buckets+gqa", v_t5}, {"linear attention+rope half", v_linear}};
+                          {"t5 12 buckets+gqa", v_t5}, {"linear attention+rope half", v_linear},
+                          {"rope factors (4 pairs)", v_factors}};
     for (size_t k = 0; k < sizeof vs / sizeof vs[0]; k++) {
         rotary_config c;
         small_config(&c);
@@ -449,6 +458,12 @@ static void test_checkpoint_roundtrip(void) {
                 EXPECT(sc && !strcmp(sc, rotary_rope_scaling_name(c.rope_scaling.type)) &&
                           rotary_st_meta(f, "rope_original_ctx"),
                        "%s: scaling metadata missing", vs[k].label);
+            const char *ff = rotary_st_meta(f, "rope_freq_factors");
+            if (c.rope_scaling.type == ROTARY_ROPE_SCALING_FACTORS)
+                EXPECT(ff && !strcmp(ff, "1,0.33333334,3.1415927,8.000001"),
+                       "%s: rope_freq_factors is '%s'", vs[k].label, ff ? ff : "(missing)");
+            else
+                EXPECT(!ff, "%s: rope_freq_factors written", vs[k].label);
             /* Names the docs promise, for the variant that has them all. */
             if (vs[k].tweak == v_learned) {
                 const char *names[] = {"tok_emb.weight", "pos_emb.weight",
@@ -681,7 +696,7 @@ static const char *const ck_keys[] = {
     "vocab", "norm", "mlp", "pos", "rope_pairing", "rope_base", "rotary_dim", "tied", "bias",
     "norm_eps", "init_std", "sin_amplitude", "rope_scaling", "rope_factor", "rope_original_ctx",
     "rope_yarn_alpha", "rope_yarn_beta", "rope_low_freq_factor", "rope_high_freq_factor",
-    "rope_mscale", "attn", "t5_buckets", "t5_max_distance"};
+    "rope_mscale", "rope_freq_factors", "attn", "t5_buckets", "t5_max_distance"};
 #define N_CK_KEYS ((int)(sizeof ck_keys / sizeof ck_keys[0]))
 
 static int write_mutated(const char *path, const rotary_model *m, const char *good,
@@ -982,6 +997,45 @@ static void test_rope_scaling_keys(void) {
         EXPECT(rc == 0, "%s: cannot write the test file: %s", cases[k].label, rotary_last_error());
         if (rc == 0) expect_load_fail(cases[k].label, p, cases[k].needle, cases[k].needle2);
     }
+    rotary_model_free(&m);
+
+    /* Per-pair factors: a list of plain numbers, one per pair, each > 0. */
+    v_factors(&c);
+    if (rotary_model_build(&m, &c) != 0) {
+        EXPECT(0, "build factors: %s", rotary_last_error());
+        return;
+    }
+    snprintf(good, sizeof good, "%s", tpath("factors.ck"));
+    EXPECT(rotary_checkpoint_save(good, &m, NULL, 0) == 0, "save: %s", rotary_last_error());
+    const struct {
+        const char *label, *val, *needle, *needle2;
+    } fcases[] = {
+        {"rope_freq_factors missing", NULL, "rope_freq_factors", "lacks"},
+        {"rope_freq_factors = ''", "", "rope_freq_factors", "value 0"},
+        {"rope_freq_factors = '1,2,x,4'", "1,2,x,4", "rope_freq_factors", "value 2"},
+        {"rope_freq_factors = '1,2,,4'", "1,2,,4", "rope_freq_factors", "value 2"},
+        {"rope_freq_factors = '1,2,3,4,'", "1,2,3,4,", "rope_freq_factors", "value 4"},
+        {"rope_freq_factors = '1, 2,3,4'", "1, 2,3,4", "rope_freq_factors", "value 1"},
+        {"rope_freq_factors = '1,nan,3,4'", "1,nan,3,4", "rope_freq_factors", "value 1"},
+        {"rope_freq_factors = '1,0,3,4'", "1,0,3,4", "factor 1 is 0", NULL},
+        {"rope_freq_factors = '1,2,-3,4'", "1,2,-3,4", "factor 2 is -3", NULL},
+        {"rope_freq_factors = '1,2,1e999,4'", "1,2,1e999,4", "factor 2 is inf", NULL},
+        {"rope_freq_factors = '1,2,3' (3 pairs)", "1,2,3", "3 factors", "4 pairs"},
+    };
+    for (size_t k = 0; k < sizeof fcases / sizeof fcases[0]; k++) {
+        mutation mu = {.mkey = "rope_freq_factors", .mval = fcases[k].val,
+                       .remove_key = fcases[k].val == NULL};
+        rc = write_mutated(p, &m, good, &mu);
+        EXPECT(rc == 0, "%s: cannot write the test file: %s", fcases[k].label, rotary_last_error());
+        if (rc == 0) expect_load_fail(fcases[k].label, p, fcases[k].needle, fcases[k].needle2);
+    }
+    /* 129 values: more than any rope has pairs. */
+    char many[129 * 2 + 1];
+    for (int i = 0; i < 129; i++) many[2 * i] = '1', many[2 * i + 1] = ',';
+    many[2 * 129 - 1] = '\0';
+    mutation mu = {.mkey = "rope_freq_factors", .mval = many};
+    EXPECT(write_mutated(p, &m, good, &mu) == 0, "write 129 factors");
+    expect_load_fail("rope_freq_factors with 129 values", p, "more than 128", NULL);
     rotary_model_free(&m);
 }
 

@@ -80,6 +80,40 @@ static int read_scaling(const rotary_gguf *g, int ctx, rotary_rope_scaling *s) {
     return ROTARY_OK;
 }
 
+/* Per-pair divisors of the frequencies (Llama 3.1 and later): llama.cpp's
+ * converter writes the "llama3" scaling as this F32 tensor of rotary_dim/2
+ * values f_i, not as keys, and rotates pair i by pos * base^(-2i/d) / f_i. */
+static int read_freq_factors(const rotary_gguf *g, int rotary_dim, rotary_rope_scaling *s) {
+    const char *name = "rope_freqs.weight";
+    const rotary_gguf_tensor *t = rotary_gguf_find_tensor(g, name);
+    if (!t) return ROTARY_OK;
+    const int n = rotary_dim / 2;
+    /* llama.cpp would apply both; no file we know of means that. */
+    if (s->type != ROTARY_ROPE_SCALING_NONE)
+        return rotary_fail(ROTARY_EFORMAT, "GGUF: two rope scalings: llama.rope.scaling.type "
+                           "%s and per-pair factors (%s); a file should have one",
+                           rotary_rope_scaling_name(s->type), name);
+    if (t->type != ROTARY_GGML_F32)
+        return rotary_fail(ROTARY_EFORMAT, "GGUF: %s has ggml type %d; per-pair RoPE factors "
+                           "must be F32 (0)", name, t->type);
+    if (t->n_dims != 1 || t->ne[0] != n)
+        return rotary_fail(ROTARY_EFORMAT, "GGUF: %s has %d dims and %lld elements; rotary "
+                           "dim %d needs one dim of %d", name, t->n_dims,
+                           (long long)t->n_elements, rotary_dim, n);
+    if (n > ROTARY_ROPE_MAX_FACTORS)
+        return rotary_fail(ROTARY_EFORMAT, "GGUF: %s: %d per-pair factors, rotary takes at "
+                           "most %d (rotary dim 256)", name, n, ROTARY_ROPE_MAX_FACTORS);
+    int rc = rotary_gguf_tensor_f32(t, s->freq_factors);
+    if (rc) return rc;
+    for (int i = 0; i < n; i++)
+        if (!isfinite(s->freq_factors[i]) || !(s->freq_factors[i] > 0))
+            return rotary_fail(ROTARY_EFORMAT, "GGUF: %s[%d] = %g; each factor must be finite "
+                               "and > 0", name, i, (double)s->freq_factors[i]);
+    s->type = ROTARY_ROPE_SCALING_FACTORS;
+    s->n_factors = n;
+    return ROTARY_OK;
+}
+
 static int read_config(const rotary_gguf *g, rotary_config *c) {
     const char *arch;
     size_t len;
@@ -88,10 +122,6 @@ static int read_config(const rotary_gguf *g, rotary_config *c) {
     if (len != 5 || memcmp(arch, "llama", 5))
         return rotary_fail(ROTARY_EFORMAT, "GGUF: architecture '%.*s' is not llama",
                            (int)(len < 32 ? len : 32), arch);
-    if (rotary_gguf_find_tensor(g, "rope_freqs.weight"))
-        return rotary_fail(ROTARY_EFORMAT, "GGUF: per-frequency RoPE factors (rope_freqs.weight, "
-                           "as in Llama 3.1 files) are not supported; run it with "
-                           "--rope-scaling llama3 from a file without them");
     rotary_config_default(c);
     const int big = 1 << 24;
     double base, eps;
@@ -118,7 +148,9 @@ static int read_config(const rotary_gguf *g, rotary_config *c) {
     c->rope_pairing = ROTARY_ROPE_INTERLEAVED, c->rope_base = base;
     c->tied = rotary_gguf_find_tensor(g, "output.weight") == NULL;
     c->bias = 0, c->norm_eps = (float)eps;
-    if ((rc = read_scaling(g, c->ctx, &c->rope_scaling))) return rc;
+    if ((rc = read_scaling(g, c->ctx, &c->rope_scaling)) ||
+        (rc = read_freq_factors(g, c->rotary_dim, &c->rope_scaling)))
+        return rc;
     if (rotary_config_validate(c))
         return rotary_fail(ROTARY_EFORMAT, "GGUF: unsupported model: %s", rotary_last_error());
     return ROTARY_OK;
@@ -281,6 +313,13 @@ int rotary_model_export_gguf(const rotary_model *m, const rotary_tokenizer *tok,
     int rc = rotary_gguf_writer_new(&w);
     if (!rc) rc = set_meta(w, c);
     if (!rc) rc = rotary_tokenizer_to_gguf(tok, w);
+    /* Per-pair factors go back where llama.cpp puts them (read_freq_factors). */
+    const rotary_rope_scaling *sc = &c->rope_scaling;
+    if (!rc && sc->type == ROTARY_ROPE_SCALING_FACTORS) {
+        int64_t ne = sc->n_factors;
+        rc = rotary_gguf_add_tensor(w, "rope_freqs.weight", ROTARY_GGML_F32, 1, &ne,
+                                    sc->freq_factors);
+    }
     if (!rc) rc = add(w, m, "tok_emb.weight", "token_embd.weight", NULL);
     for (int l = 0; l < c->n_layer && !rc; l++)
         for (int i = 0; i < 9 && !rc; i++) {

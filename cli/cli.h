@@ -37,11 +37,20 @@ int cli_load_split(const char *spec, const rotary_tokenizer *tok, float frac, in
 /* Path of a corpus (english, chinese), extracted on first use. */
 int cli_corpus_path(const char *name, char *path, size_t cap);
 
+/* generate and chat: print a token's bytes (or its id with show_ids). The
+ * first piece of a SentencePiece text starts with the space the encoder
+ * adds, which is not part of the text: after_bos drops it. */
+void cli_emit_token(const rotary_tokenizer *tok, int id, int after_bos, int show_ids);
+/* Refuse a context whose KV cache cannot fit in memory, before allocating;
+ * 0, or 1 after printing the error. */
+int cli_check_cache(const rotary_model *m, int T);
+
 int cmd_demo(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
+int cmd_chat(int argc, char **argv);
 int cmd_export(int argc, char **argv);
 int cmd_corpus(int argc, char **argv);
 int cmd_prepare(int argc, char **argv);

@@ -19,9 +19,7 @@ static double now_s(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* Print a token's bytes. The first piece of a SentencePiece text starts
- * with the space the encoder adds, which is not part of the text. */
-static void emit(const rotary_tokenizer *tok, int id, int after_bos, int show_ids) {
+void cli_emit_token(const rotary_tokenizer *tok, int id, int after_bos, int show_ids) {
     if (show_ids) {
         printf("%d ", id);
         fflush(stdout);
@@ -34,8 +32,7 @@ static void emit(const rotary_tokenizer *tok, int id, int after_bos, int show_id
     fflush(stdout);
 }
 
-/* Refuse a context whose KV cache cannot fit in memory, before allocating. */
-static int check_cache(const rotary_model *m, int T) {
+int cli_check_cache(const rotary_model *m, int T) {
     double bytes = rotary_decoder_bytes(m, T), avail = rotary_mem_available();
     if (avail > 0 && bytes > 0.9 * avail) {
         char why[256];
@@ -151,7 +148,7 @@ int cmd_generate(int argc, char **argv) {
         if (!(dec.glogits = malloc((size_t)m.cfg.vocab * sizeof(float))))
             return cli_fail("generate", "out of memory");
     } else {
-        if (check_cache(&m, T)) return 1;
+        if (cli_check_cache(&m, T)) return 1;
         if (rotary_decoder_init(&dec.cpu, &m, T) || (int8 && rotary_decoder_quantize(&dec.cpu)))
             return cli_fail("generate", rotary_last_error());
     }
@@ -159,7 +156,7 @@ int cmd_generate(int argc, char **argv) {
         return cli_fail("generate", rotary_last_error());
 
     if (show_ids)
-        for (size_t i = 0; i < n_prompt; i++) emit(tok, all[i], 0, 1);
+        for (size_t i = 0; i < n_prompt; i++) cli_emit_token(tok, all[i], 0, 1);
     else if (!start) {
         fputs(prompt, stdout);
         fflush(stdout);
@@ -181,7 +178,7 @@ int cmd_generate(int argc, char **argv) {
         all[n] = rotary_sample(&smp, logits);
         if (!no_stop && bos >= 0 && all[n] == bos) break; /* llama2.c: between texts */
         if (all[n] == eos) break;                             /* end of text */
-        emit(tok, all[n], n == 1 && rotary_tokenizer_space_prefix(tok), show_ids);
+        cli_emit_token(tok, all[n], n == 1 && rotary_tokenizer_space_prefix(tok), show_ids);
         if (step(&dec, all[n++], &logits))
             return cli_fail("generate", rotary_last_error());
     }

@@ -24,6 +24,7 @@ static const struct {
     {"eval", cmd_eval, "validation loss and bits per byte of a model on a text"},
     {"generate", cmd_generate, "generate text from any model we read (run, safetensors, llama2.c, GGUF)"},
     {"sample", cmd_generate, "the same as generate"},
+    {"chat", cmd_chat, "talk with a chat model (Llama 3, ChatML, Llama 2 formats), one line a turn"},
     {"export", cmd_export, "write a trained model as GGUF (llama architecture) for llama.cpp"},
     {"compare", cmd_compare, "train with each position encoding and seed; table and plots"},
     {"corpus", cmd_corpus, "extract a built-in corpus (english, chinese) from Debian packages"},

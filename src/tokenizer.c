@@ -407,6 +407,16 @@ int rotary_tokenizer_space_prefix(const rotary_tokenizer *t) {
     return t && t->kind == TOK_SPM && t->add_space_prefix;
 }
 
+int rotary_tokenizer_special(const rotary_tokenizer *t, const char *text) {
+    if (!t || !text || !t->text || !t->type) return -1;
+    const size_t n = strlen(text);
+    for (int i = 0; i < t->vocab; i++)
+        if ((t->type[i] == TT_CONTROL || t->type[i] == TT_USER) && t->text_len[i] == n &&
+            !memcmp(t->text + t->text_off[i], text, n))
+            return i;
+    return -1;
+}
+
 const unsigned char *rotary_tokenizer_piece(const rotary_tokenizer *t, int id, int *len) {
     if (!t || id < 0 || id >= t->vocab) return NULL;
     if (len) *len = (int)t->piece_len[id];

@@ -2,9 +2,9 @@
 # rotary generate and rotary export end to end: the real llama2.c files,
 # our runs exported to GGUF (read by @huggingface/gguf too) and generated
 # from again, and bad input.
-# usage: cli_generate.sh ROTARY LLAMA2C_GREEDY GGUF_LIST SOURCE_DIR DATA_DIR
+# usage: cli_generate.sh ROTARY LLAMA2C_GREEDY GGUF_LIST SOURCE_DIR DATA_DIR CHAT_VOCAB
 set -u
-rotary="$1" greedy="$2" gguf_list="$3" src="$4" data="$5"
+rotary="$1" greedy="$2" gguf_list="$3" src="$4" data="$5" chat_vocab="$6"
 . "$src/tests/lib.sh"
 
 # 1. llama2.c: the command's greedy ids equal the decoder test tool's (which
@@ -79,4 +79,52 @@ expect_error "--ctx too large" "ctx" "$rotary" generate "$data/aidreams260K.bin"
     -z "$data/aidreams_tok512.bin" --ctx 16000000
 expect_error "not a model" "" "$rotary" generate "$corpus" -z "$data/tok512.bin"
 expect_error "missing model" "" "$rotary" generate "$tmp/nope.gguf"
+
+# 4. chat: aidreams' vocabulary has BOS and EOS only, so the Llama 2 [INST]
+#    template; the first reply is generate's greedy continuation of the
+#    formatted prompt, id for id; a second turn reuses the cache.
+aid=("$data/aidreams260K.bin" -z "$data/aidreams_tok512.bin")
+msg="Tell me a story about a cat."
+want=$("$rotary" generate "${aid[@]}" -p "[INST] $msg [/INST]" -t 0 -n 40 --no-stop --ids 2>/dev/null)
+n_prompt=$("$rotary" generate "${aid[@]}" -p "[INST] $msg [/INST]" -n 0 --ids 2>/dev/null | wc -w)
+got=$(printf '%s\n' "$msg" | "$rotary" chat "${aid[@]}" -t 0 -n 40 --ids 2>"$tmp/err")
+want_reply=$(echo $want | cut -d' ' -f$((n_prompt + 1))-)
+[ -n "$got" ] && [[ "$want_reply " == "$(echo $got) "* ]] && grep -q "template llama2" "$tmp/err" &&
+    ok "chat: the first reply is generate's greedy continuation of [INST] ... [/INST]" ||
+    bad "chat reply: $got / generate: $want_reply / $(cat "$tmp/err")"
+printf '%s\nAnd then?\n' "$msg" | "$rotary" chat "${aid[@]}" -t 0 -n 20 >"$tmp/out" 2>"$tmp/err"
+[ $? -eq 0 ] && [ "$(wc -l < "$tmp/out")" -eq 2 ] && grep -q "2 turns" "$tmp/err" &&
+    ok "chat: two turns, a reply line each" || bad "chat two turns: $(cat "$tmp/out" "$tmp/err")"
+printf 'one two three four five six\nseven eight nine ten\n' |
+    "$rotary" chat "${aid[@]}" -t 0 -n 30 --ctx 48 >/dev/null 2>"$tmp/err"
+[ $? -eq 0 ] && grep -q "starts over" "$tmp/err" && ok "chat: a full context starts the conversation over" ||
+    bad "chat full context: $(cat "$tmp/err")"
+expect_error "chat: a message longer than the context" "context is 16" bash -c \
+    "echo 'one two three four five six seven eight nine ten eleven' | \"\$0\" \"\$@\"" \
+    "$rotary" chat "${aid[@]}" --ctx 16
+expect_error "chat: a template whose tokens are missing" "<|eot_id|>" bash -c "echo hi | \"\$0\" \"\$@\"" \
+    "$rotary" chat "${aid[@]}" --template llama3
+expect_error "chat: unknown template" "llama3" "$rotary" chat "${aid[@]}" --template alpaca
+# The Llama 3 and ChatML templates on a vocabulary that has their special
+# tokens (tests/chat_vocab.c: bytes 0-255, <|begin_of_text|> 256,
+# <|start_header_id|> 257, <|end_header_id|> 258, <|eot_id|> 259,
+# <|im_start|> 260, <|im_end|> 261, "\n\n" 263): the ids of a turn, spelled
+# out here by hand from each format.
+"$chat_vocab" "$tmp/chat.gguf"
+b() { printf '%s' "$1" | od -An -tu1 | tr -s ' \n' ' ' | sed 's/^ //; s/ $//'; }
+want="256 257 $(b system) 258 263 $(b 'be brief') 259 257 $(b user) 258 263 $(b hi) 259 257 $(b assistant) 258 263"
+got=$(echo hi | "$rotary" chat "$tmp/chat.gguf" --system "be brief" --show-turns -t 0 -n 2 2>&1 >/dev/null |
+      sed -n 's/^rotary chat: turn: //p')
+[ "$got" = "$want" ] && ok "chat: the Llama 3 template (picked by its tokens), with a system prompt" ||
+    bad "chat llama3 turn: $got / want $want"
+want="256 260 $(b user) 10 $(b hi) 261 10 260 $(b assistant) 10"
+got=$(echo hi | "$rotary" chat "$tmp/chat.gguf" --template chatml --show-turns -t 0 -n 2 2>&1 >/dev/null |
+      sed -n 's/^rotary chat: turn: //p')
+[ "$got" = "$want" ] && ok "chat: the ChatML template" || bad "chat chatml turn: $got / want $want"
+got=$(echo '<|eot_id|>' | "$rotary" chat "$tmp/chat.gguf" --show-turns -t 0 -n 2 2>&1 >/dev/null |
+      sed -n 's/^rotary chat: turn: //p')
+[[ "$got" == *" 258 263 $(b '<|eot_id|>') 259 "* ]] &&
+    ok "chat: a special token typed by the user stays text" || bad "chat user special: $got"
+expect_error "chat: a byte-level model has no template" "--template" bash -c "echo hi | \"\$0\" \"\$@\"" \
+    "$rotary" chat "$tmp/interleaved"
 finish

@@ -19,8 +19,14 @@ add_executable(test_export tests/test_export.c)
 target_link_libraries(test_export rotary)
 add_test(NAME test_export COMMAND test_export WORKING_DIRECTORY ${CMAKE_BINARY_DIR})
 
-# generate and export through the command; ASan runs it too (make test).
+# A tiny GGUF model with the chat templates' special tokens (for chat).
+add_executable(chat_vocab tests/chat_vocab.c)
+target_include_directories(chat_vocab PRIVATE src)
+target_link_libraries(chat_vocab rotary)
+
+# generate, chat and export through the command; ASan runs it too (make test).
 add_test(NAME cli_generate
   COMMAND bash ${CMAKE_SOURCE_DIR}/tests/cli_generate.sh $<TARGET_FILE:rotary_cli>
           $<TARGET_FILE:llama2c_greedy> $<TARGET_FILE:gguf_list> ${CMAKE_SOURCE_DIR} ${ROTARY_DATA_DIR}
+          $<TARGET_FILE:chat_vocab>
   WORKING_DIRECTORY ${CMAKE_BINARY_DIR})

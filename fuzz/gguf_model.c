@@ -1,7 +1,8 @@
 /* gguf_model.c: rotary_model_load_gguf on any bytes.
  *
  * Covers: general.architecture, the llama.* hyperparameters (ranges, head
- * divisibility, rope dimension count, rope scaling keys), the presence,
+ * divisibility, rope dimension count, rope scaling keys, per-pair factors
+ * in rope_freqs.weight), the presence,
  * shape and type of every tensor, and the conversion of F32, F16, BF16 and
  * Q8_0 tensors. A model that loads must be valid and, when small, run one
  * decoding step. */

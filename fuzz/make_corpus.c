@@ -511,6 +511,16 @@ static void gguf_corpus(const char *clean_gpt2, const char *clean_spm) {
     if (rotary_model_export_gguf(&m, bytes, path("corpus/gguf", "untied-yarn-bytes.gguf")))
         die("export");
     rotary_model_free(&m);
+    /* Per-pair RoPE factors (rope_freqs.weight), as Llama 3.1 files carry. */
+    tiny_config(&c, 16, 256);
+    c.rotary_dim = 6;
+    c.rope_scaling.type = ROTARY_ROPE_SCALING_FACTORS, c.rope_scaling.n_factors = 3;
+    c.rope_scaling.freq_factors[0] = 1, c.rope_scaling.freq_factors[1] = 2.5f;
+    c.rope_scaling.freq_factors[2] = 8;
+    build(&m, &c, 6);
+    if (rotary_model_export_gguf(&m, bytes, path("corpus/gguf_model", "rope-freqs.gguf")))
+        die("export");
+    rotary_model_free(&m);
 
     rotary_tokenizer_free(bytes);
     rotary_tokenizer_free(bpe);

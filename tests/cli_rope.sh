@@ -112,6 +112,16 @@ expect_error "type without a factor" "needs --rope-factor" "$rotary" "${ev[@]}" 
 expect_error "factor below 1" "factor 0.5" "$rotary" "${ev[@]}" --rope-scaling linear --rope-factor 0.5
 expect_error "yarn alpha >= beta" "alpha < beta" "$rotary" "${ev[@]}" --rope-scaling yarn --rope-factor 2 --yarn-alpha 32
 expect_error "unknown type" "unknown type" "$rotary" "${ev[@]}" --rope-scaling warp --rope-factor 2
+# Per-pair factors come only from a GGUF file (rope_freqs.weight); another
+# scaling replaces them, and says so.
+expect_error "type factors" "rope_freqs.weight" "$rotary" "${ev[@]}" --rope-scaling factors
+expect_error "train with type factors" "rope_freqs.weight" "$rotary" train "${tiny[@]}" --rope-scaling factors --out "$tmp/run3"
+fz="$(dirname "$0")/../fuzz/corpus/gguf_model/rope-freqs.gguf"
+g1=$("$rotary" generate "$fz" -p "ab" -n 8 -t 0 --ids 2> "$tmp/err") &&
+    g2=$("$rotary" generate "$fz" -p "ab" -n 8 -t 0 --ids --rope-scaling linear --rope-factor 2 2> "$tmp/err") &&
+    [ -n "$g1" ] && [ -n "$g2" ] && grep -q "rope scaling linear, factor 2, .*(the checkpoint has factors)" "$tmp/err" &&
+    ok "generate a GGUF with rope_freqs.weight; --rope-scaling linear replaces its factors" ||
+    { bad "generate with factors: $g1 / $g2"; cat "$tmp/err"; }
 # Past the model's ctx of 16.
 smp=(sample --run "$tmp/plain" --ctx 40 --rope-scaling yarn --rope-factor 2.5 -n 60 --seed 4 --threads 2)
 s1=$("$rotary" "${smp[@]}" 2>/dev/null | sha256sum)

@@ -233,8 +233,8 @@ static const char *unexportable(const rotary_config *c) {
     if (c->attn != ROTARY_ATTN_SOFTMAX) return "it uses linear attention";
     if (c->bias) return "it has biases (llama has none)";
     int t = c->rope_scaling.type;
-    if (t == ROTARY_ROPE_SCALING_DYNAMIC_NTK || t == ROTARY_ROPE_SCALING_LLAMA3)
-        return "its rope scaling (dynamic-ntk, llama3) has no GGUF metadata";
+    if (t == ROTARY_ROPE_SCALING_DYNAMIC_NTK)
+        return "its rope scaling (dynamic-ntk) has no GGUF metadata";
     if (t == ROTARY_ROPE_SCALING_YARN &&
         (c->rope_scaling.yarn_alpha != 1.0 || c->rope_scaling.yarn_beta != 32.0 ||
          c->rope_scaling.mscale != 0))
@@ -313,8 +313,23 @@ int rotary_model_export_gguf(const rotary_model *m, const rotary_tokenizer *tok,
     int rc = rotary_gguf_writer_new(&w);
     if (!rc) rc = set_meta(w, c);
     if (!rc) rc = rotary_tokenizer_to_gguf(tok, w);
-    /* Per-pair factors go back where llama.cpp puts them (read_freq_factors). */
+    /* Per-pair factors go back where llama.cpp puts them (read_freq_factors);
+     * Llama 3 scaling goes there too, as its ratios to the unscaled
+     * frequencies, which is how llama.cpp's converter writes Llama 3.1. */
     const rotary_rope_scaling *sc = &c->rope_scaling;
+    float l3[ROTARY_ROPE_MAX_FACTORS];
+    if (!rc && sc->type == ROTARY_ROPE_SCALING_LLAMA3) {
+        double f0[ROTARY_ROPE_MAX_FACTORS], f3[ROTARY_ROPE_MAX_FACTORS];
+        if (r / 2 > ROTARY_ROPE_MAX_FACTORS)
+            rc = rotary_fail(ROTARY_EINVAL, "cannot export as GGUF llama: llama3 scaling over %d "
+                             "pairs (at most %d as rope_freqs.weight)", r / 2,
+                             ROTARY_ROPE_MAX_FACTORS);
+        if (!rc) rc = rotary_rope_inv_freq(f0, r, c->rope_base, NULL, c->ctx);
+        if (!rc) rc = rotary_rope_inv_freq(f3, r, c->rope_base, sc, c->ctx);
+        for (int i = 0; i < r / 2 && !rc; i++) l3[i] = (float)(f0[i] / f3[i]);
+        int64_t ne = r / 2;
+        if (!rc) rc = rotary_gguf_add_tensor(w, "rope_freqs.weight", ROTARY_GGML_F32, 1, &ne, l3);
+    }
     if (!rc && sc->type == ROTARY_ROPE_SCALING_FACTORS) {
         int64_t ne = sc->n_factors;
         rc = rotary_gguf_add_tensor(w, "rope_freqs.weight", ROTARY_GGML_F32, 1, &ne,

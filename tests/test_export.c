@@ -246,6 +246,22 @@ static void test_rope_freqs(void) {
         } else {
             EXPECT(0, "export factors: read back: %s", rotary_last_error());
         }
+        /* A llama3-scaled model exports as those factors (llama.cpp's way for
+         * Llama 3.1) and reads back with llama3's logits. */
+        rc = rotary_model_export_gguf(&l3m, bytes, PATH);
+        EXPECT(rc == 0, "export llama3: %s", rotary_last_error());
+        if (rc == 0 && load_path(PATH, &again) == 0) {
+            const rotary_rope_scaling *a = &again.cfg.rope_scaling;
+            EXPECT(a->type == ROTARY_ROPE_SCALING_FACTORS && a->n_factors == P &&
+                       !memcmp(a->freq_factors, fac, sizeof fac),
+                   "export llama3: scaling type %d, %d factors", a->type, a->n_factors);
+            double ea = logits_error(&l3m, &again);
+            EXPECT(ea < 1e-5, "export llama3: logits differ by %.3g", ea);
+            printf("%-34s as rope_freqs.weight, logits vs llama3 %.2e\n", "llama3 through export", ea);
+            rotary_model_free(&again);
+        } else {
+            EXPECT(0, "export llama3: read back: %s", rotary_last_error());
+        }
         rotary_tokenizer_free(bytes);
         rotary_model_free(&back);
     }

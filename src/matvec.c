@@ -251,59 +251,92 @@ void q8_quantize_act(q8_act *a, const float *x, int C) {
 #define Q8_PREFETCH 4096
 #endif
 
-/* One row, one block (32 bytes) per vpdpbusd: it multiplies the unsigned
- * u = q + 128 by the signed x and adds groups of 4 products to 8 int32
- * lanes that start at -128 * (the sum of those 4 x), so the lanes end as
- * partial sums of q x. Their float conversion is multiplied by the block's
- * d_w * d_x, broadcast from a row of 16 scales converted at once, and whole
- * chunks of 16 blocks run unrolled.
- * Measured from memory with 2 threads (bench/README.md), this form beat
- * the others tried: 512-bit steps of two blocks (which need a permute to
- * spread the two scales: ~15% slower from memory, though faster in cache),
- * two or four rows sharing the loads of x (several streams per thread,
- * which the hardware prefetcher follows badly: 4 rows ran at 14 GB/s
- * without software prefetch), starting the sums from zero and correcting
- * once per row (no faster), and masked loads (several times slower from
- * memory on this CPU; only the scale loads of the matrix's last rows use
- * them). The software prefetch, Q8_PREFETCH bytes ahead on the row's
- * stream, adds 20-30%; 2-16 KiB ahead all did about as well. */
+/* 16 scales d_w * d_x for blocks k0 .. k0+nk-1 of a row (0 past nk). The
+ * 32-byte load of d is masked only where it would read past the end of the
+ * matrix (left: the scales from k0's row onwards). */
+static inline __m512 scales16(const uint16_t *d, const q8_act *a, int k0, int nk, size_t left) {
+    const __mmask16 dm = (__mmask16)((1u << nk) - 1);
+    const __m256i dh = left - (size_t)k0 < 16 ? _mm256_maskz_loadu_epi16(dm, d + k0)
+                                              : _mm256_loadu_si256((const void *)(d + k0));
+    return _mm512_maskz_mul_ps(dm, _mm512_cvtph_ps(dh), _mm512_load_ps(a->d + k0));
+}
+
+/* Lanes 0-7 take scale j, lanes 8-15 scale j + 1: a vpermps index. */
+static inline __m512i pair_index(int j) {
+    const int lo = j, hi = j + 1;
+    return _mm512_set_epi32(hi, hi, hi, hi, hi, hi, hi, hi, lo, lo, lo, lo, lo, lo, lo, lo);
+}
+
+/* One row, two blocks (64 bytes, one cache line) per 512-bit vpdpbusd: it
+ * multiplies the unsigned u = q + 128 by the signed x and adds groups of 4
+ * products to 16 int32 lanes that start at -128 * (the sum of those 4 x),
+ * so the lanes end as exact partial sums of q x, 8 per block. Their float
+ * conversion is multiplied by the blocks' d_w * d_x (a permute spreads the
+ * two scales over the two halves, from 16 scales converted at once) and
+ * added to one of two accumulators; an odd last block takes a 256-bit step.
+ * Measured in a decoding step with 2 threads (bench/decode, int8 against
+ * float32 passes taking turns), this beat the 256-bit form with one block
+ * per step by 2-7%: it issues about half the instructions per byte, and
+ * from memory the kernel is limited by how far ahead its loads run, not
+ * by arithmetic. Tried and no better from memory: two rows sharing the
+ * loads of x (two streams per thread), four accumulators, starting the
+ * sums from zero and adding -128 sum x per 16 blocks in floats, a software
+ * prefetch of the scales, prefetching a new chunk's first 4 KiB at once,
+ * prefetching to L2 only, and smaller chunks at the end of the guided
+ * schedule. The software prefetch, Q8_PREFETCH bytes ahead on the row's
+ * stream, adds 20-30% (measured with the 256-bit form); 4-16 KiB ahead
+ * did about as well. */
 static void row_q8(float *out, const uint8_t *U, const uint16_t *D, const q8_act *a,
                    const float *b, int nb, int r, int rows_left, int accumulate) {
     const uint8_t *u = U + (size_t)r * nb * Q8_BLOCK;
     const uint16_t *d = D + (size_t)r * nb;
     const char *pf = (const char *)u + Q8_PREFETCH;
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0;
-    float sc[16] __attribute__((aligned(64)));
-    for (int k0 = 0; k0 < nb; k0 += 16) {
-        const int nk = nb - k0 < 16 ? nb - k0 : 16;
-        const __mmask16 dm = (__mmask16)((1u << nk) - 1);
-        /* 16 scales; near the end of the matrix only the row's own */
-        const __m256i dh = (size_t)rows_left * nb - k0 < 16
-                               ? _mm256_maskz_loadu_epi16(dm, d + k0)
-                               : _mm256_loadu_si256((const void *)(d + k0));
-        _mm512_store_ps(sc,
-                        _mm512_maskz_mul_ps(dm, _mm512_cvtph_ps(dh), _mm512_load_ps(a->d + k0)));
-#define Q8_STEP(acc, k, j)                                                                  \
-    acc = _mm256_fmadd_ps(                                                                  \
-        _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(                                             \
-            _mm256_load_si256((const void *)(a->corr + 8 * (k))),                           \
-            _mm256_loadu_si256((const void *)(u + Q8_BLOCK * (k))),                         \
-            _mm256_load_si256((const void *)(a->q + Q8_BLOCK * (k))))),                     \
-        _mm256_set1_ps(sc[j]), acc)
-        if (nk == 16) {
-#pragma GCC unroll 8
-            for (int j = 0; j < 16; j += 2) {
-                _mm_prefetch(pf + Q8_BLOCK * (k0 + j), _MM_HINT_T0); /* a line per 2 blocks */
-                Q8_STEP(acc0, k0 + j, j);
-                Q8_STEP(acc1, k0 + j + 1, j + 1);
-            }
-        } else {
-            for (int j = 0; j < nk; j++) Q8_STEP(acc0, k0 + j, j);
-        }
-#undef Q8_STEP
+    const size_t left = (size_t)rows_left * nb;
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0;
+#define Q8_PAIR(acc, k, j)                                                                  \
+    acc = _mm512_fmadd_ps(                                                                  \
+        _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(                                             \
+            _mm512_load_si512((const void *)(a->corr + 8 * (k))),                           \
+            _mm512_loadu_si512((const void *)(u + Q8_BLOCK * (k))),                         \
+            _mm512_load_si512((const void *)(a->q + Q8_BLOCK * (k))))),                     \
+        _mm512_permutexvar_ps(pair_index(j), s), acc)
+#define Q8_QUAD(k0, j)                                                                      \
+    do {                                                                                    \
+        _mm_prefetch(pf + Q8_BLOCK * ((k0) + (j)), _MM_HINT_T0);                            \
+        _mm_prefetch(pf + Q8_BLOCK * ((k0) + (j) + 2), _MM_HINT_T0);                        \
+        Q8_PAIR(acc0, (k0) + (j), j);                                                       \
+        Q8_PAIR(acc1, (k0) + (j) + 2, (j) + 2);                                             \
+    } while (0)
+    int k0 = 0;
+    for (; k0 + 16 <= nb; k0 += 16) {
+        const __m512 s = scales16(d, a, k0, 16, left);
+#pragma GCC unroll 4
+        for (int j = 0; j < 16; j += 4) Q8_QUAD(k0, j);
     }
-    const __m256 acc = _mm256_add_ps(acc0, acc1);
-    __m128 t = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+    if (k0 < nb) { /* the last 1-15 blocks */
+        const int nk = nb - k0;
+        const __m512 s = scales16(d, a, k0, nk, left);
+        int j = 0;
+        for (; j + 4 <= nk; j += 4) Q8_QUAD(k0, j);
+        if (j + 2 <= nk) {
+            Q8_PAIR(acc0, k0 + j, j);
+            j += 2;
+        }
+        if (j < nk) {
+            const int k = k0 + j;
+            const __m256i p = _mm256_dpbusd_epi32(
+                _mm256_load_si256((const void *)(a->corr + 8 * k)),
+                _mm256_loadu_si256((const void *)(u + Q8_BLOCK * k)),
+                _mm256_load_si256((const void *)(a->q + Q8_BLOCK * k)));
+            acc1 = _mm512_fmadd_ps(_mm512_castps256_ps512(_mm256_cvtepi32_ps(p)),
+                                   _mm512_maskz_permutexvar_ps(0x00ff, pair_index(j), s), acc1);
+        }
+    }
+#undef Q8_QUAD
+#undef Q8_PAIR
+    const __m512 acc = _mm512_add_ps(acc0, acc1);
+    const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(acc), _mm512_extractf32x8_ps(acc, 1));
+    __m128 t = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
     t = _mm_add_ps(t, _mm_movehl_ps(t, t));
     t = _mm_add_ss(t, _mm_movehdup_ps(t));
     put(out, r, _mm_cvtss_f32(t), b, accumulate);
@@ -324,8 +357,11 @@ static void rows_q8(float *out, const uint8_t *U, const uint16_t *D, const q8_ac
         for (int k = 0; k < nb; k++) {
             const uint8_t *wu = ur + (size_t)k * Q8_BLOCK;
             const int8_t *xq = a->q + (size_t)k * Q8_BLOCK;
-            int32_t s = 0;
-            for (int i = 0; i < Q8_BLOCK; i++) s += ((int32_t)wu[i] - 128) * xq[i];
+            /* sum u x - 128 sum x: GCC 12 vectorises sum (u - 128) x (and
+             * sum (int8_t)(u ^ 128) x) for VNNI targets into wrong code */
+            int32_t s = 0, sx = 0;
+            for (int i = 0; i < Q8_BLOCK; i++) s += wu[i] * xq[i], sx += xq[i];
+            s -= 128 * sx;
             y += (float)s * (rotary_f16_to_f32(dr[k]) * a->d[k]);
         }
         put(out, r, y, b, accumulate);

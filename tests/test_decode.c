@@ -283,6 +283,83 @@ static void test_matvec_q8(void) {
            "(mean %.3f)\n", worst_tight, worst_loose, typical / n_rows);
 }
 
+/* The Q8_0 kernel against a plain scalar reference that reads the same
+ * bytes: per block the int32 sum s_k of (u - 128) q_x, then
+ * y = sum_k s_k (d_w d_x) in float64, d_w d_x rounded to float32 as the
+ * kernel rounds it. Shapes whose block counts are not a multiple of the
+ * kernel's steps (2 blocks, 16 blocks per scale load) and row counts of
+ * every remainder, on 1 and 2 threads. Random values: within 1e-5 of
+ * sum_k |s_k d_w d_x|. Integer values with a maximum of 127 in every
+ * block make every scale 1, so the sums are exact integers below 2^24 and
+ * the result must be exactly the integer dot product. */
+static void test_q8_kernel(void) {
+    static const int cols[] = {32, 64, 96, 480, 544, 736, 800, 1000, 1056};
+    static const int rows[] = {1, 2, 3, 5, 8, 45};
+    rotary_rng rng;
+    rotary_rng_seed(&rng, 11);
+    const int nt = omp_get_max_threads();
+    double worst = 0;
+    for (size_t ci = 0; ci < sizeof cols / sizeof *cols; ci++)
+        for (size_t ri = 0; ri < sizeof rows / sizeof *rows; ri++)
+            for (int ints = 0; ints < 2; ints++) {
+                const int C = cols[ci], OC = rows[ri], nb = q8_blocks(C);
+                float *w = xalloc((size_t)OC * C * 4), *x = xalloc((size_t)C * 4);
+                float *y = xalloc((size_t)OC * 4);
+                if (ints) { /* integers in [-127, 127], +-127 somewhere in every block */
+                    for (size_t i = 0; i < (size_t)OC * C; i++)
+                        w[i] = (float)((int)(rotary_rng_uniform(&rng) * 255) - 127);
+                    for (int i = 0; i < C; i++)
+                        x[i] = (float)((int)(rotary_rng_uniform(&rng) * 255) - 127);
+                    for (int i = 0; i < C; i += 32) x[i] = i & 32 ? 127.0f : -127.0f;
+                    for (int r = 0; r < OC; r++)
+                        for (int i = 0; i < C; i += 32) w[(size_t)r * C + i] = r & 1 ? -127.0f : 127.0f;
+                } else {
+                    fill(w, (size_t)OC * C, &rng, 0.05f), fill(x, (size_t)C, &rng, 1);
+                    x[C / 3] = 9; /* an outlier */
+                }
+                void *m = xalloc(q8_matrix_bytes(OC, C)), *scratch = xalloc(q8_act_bytes(C));
+                q8_quantize_matrix(m, w, OC, C);
+                q8_act a = q8_act_view(scratch, C);
+                q8_quantize_act(&a, x, C);
+                const uint8_t *U = q8_matrix_u(m);
+                const uint16_t *D = q8_matrix_d(m, OC, C);
+                for (int threads = 1; threads <= 2; threads++) {
+                    omp_set_num_threads(threads);
+                    memset(y, 0, (size_t)OC * 4);
+                    matvec_q8_act(y, m, &a, NULL, C, OC, 0);
+                    for (int r = 0; r < OC; r++) {
+                        double ref = 0, mag = 0;
+                        for (int k = 0; k < nb; k++) {
+                            const uint8_t *u = U + ((size_t)r * nb + k) * 32;
+                            const int8_t *q = a.q + (size_t)k * 32;
+                            /* sum u q - 128 sum q: GCC 12 miscompiles
+                             * sum (u - 128) q for VNNI targets */
+                            int32_t sk = 0, sq = 0;
+                            for (int i = 0; i < 32; i++) sk += u[i] * q[i], sq += q[i];
+                            sk -= 128 * sq;
+                            const float sc = rotary_f16_to_f32(D[(size_t)r * nb + k]) * a.d[k];
+                            ref += (double)sk * sc, mag += fabs((double)sk * sc);
+                        }
+                        if (ints) {
+                            double dot = 0;
+                            for (int i = 0; i < C; i++) dot += (double)w[(size_t)r * C + i] * x[i];
+                            EXPECT(ref == dot && y[r] == dot,
+                                   "q8 kernel %dx%d row %d (integers): %.1f, reference %.1f, dot %.1f",
+                                   OC, C, r, y[r], ref, dot);
+                        } else {
+                            const double e = fabs(y[r] - ref) / (mag + 1e-30);
+                            EXPECT(e <= 1e-5, "q8 kernel %dx%d row %d: %.9g vs reference %.9g", OC, C,
+                                   r, y[r], ref);
+                            worst = e > worst ? e : worst;
+                        }
+                    }
+                }
+                free(w), free(x), free(y), free(m), free(scratch);
+            }
+    omp_set_num_threads(nt);
+    printf("q8 kernel vs scalar reference: worst error %.2e of sum |s_k d_w d_x|\n", worst);
+}
+
 /* The same bits with 1 and 2 threads, both kernels. */
 static void test_threads(void) {
     const int OC = 1000, C = 300;
@@ -443,6 +520,7 @@ int main(void) {
     test_matvec_f32();
     test_q8_roundtrip();
     test_matvec_q8();
+    test_q8_kernel();
     test_threads();
     test_decoder(0);
     test_decoder(1);

@@ -20,8 +20,10 @@
  *    768 x 2048       20 (0.35)   56 (0.99)     64 (1.14)  49 (0.86)
  *  32000 x 768        16 (0.28)   46 (0.82)     64 (1.13)  52 (0.93)
  *
- * (fractions of the streaming sum; above 1 the kernels' access pattern
- * streamed better than the plain sum did, or a little came from L3). The
+ * (the Q8_0 column is the earlier 256-bit kernel, one block per
+ * instruction; fractions of the streaming sum; above 1 the kernels'
+ * access pattern streamed better than the plain sum did, or a little came
+ * from L3). The
  * sgemm with M = 1 that linear_forward did for one row reaches a third of
  * the bandwidth, sgemv about 0.8, this kernel all of it: the decoder uses
  * it. One row at a time with four accumulators, one stream per thread,
@@ -274,18 +276,19 @@ static inline __m512i pair_index(int j) {
  * conversion is multiplied by the blocks' d_w * d_x (a permute spreads the
  * two scales over the two halves, from 16 scales converted at once) and
  * added to one of two accumulators; an odd last block takes a 256-bit step.
- * Measured in a decoding step with 2 threads (bench/decode, int8 against
- * float32 passes taking turns), this beat the 256-bit form with one block
- * per step by 2-7%: it issues about half the instructions per byte, and
- * from memory the kernel is limited by how far ahead its loads run, not
- * by arithmetic. Tried and no better from memory: two rows sharing the
- * loads of x (two streams per thread), four accumulators, starting the
- * sums from zero and adding -128 sum x per 16 blocks in floats, a software
+ * Decoding with 2 threads (bench/decode with the two kernels taking turns
+ * in one process), this form's median tokens/s was 0-7% above the 256-bit
+ * form with one block per step: it issues about half the instructions per
+ * byte (15-30% faster on data in cache), but from memory the kernel is
+ * limited by streaming, not by arithmetic: only loading the rows and their
+ * scales is no faster (bench/README.md). Tried and no better from memory: two rows sharing the
+ * loads of x (two streams per thread), four accumulators, starting the sums
+ * from zero and adding -128 sum x per 16 blocks in floats, a software
  * prefetch of the scales, prefetching a new chunk's first 4 KiB at once,
  * prefetching to L2 only, and smaller chunks at the end of the guided
  * schedule. The software prefetch, Q8_PREFETCH bytes ahead on the row's
- * stream, adds 20-30% (measured with the 256-bit form); 4-16 KiB ahead
- * did about as well. */
+ * stream, adds 20-30% (measured with the 256-bit form); 4-16 KiB ahead did
+ * about as well. */
 static void row_q8(float *out, const uint8_t *U, const uint16_t *D, const q8_act *a,
                    const float *b, int nb, int r, int rows_left, int accumulate) {
     const uint8_t *u = U + (size_t)r * nb * Q8_BLOCK;

@@ -312,7 +312,8 @@ static void test_q8_kernel(void) {
                         x[i] = (float)((int)(rotary_rng_uniform(&rng) * 255) - 127);
                     for (int i = 0; i < C; i += 32) x[i] = i & 32 ? 127.0f : -127.0f;
                     for (int r = 0; r < OC; r++)
-                        for (int i = 0; i < C; i += 32) w[(size_t)r * C + i] = r & 1 ? -127.0f : 127.0f;
+                        for (int i = 0; i < C; i += 32)
+                            w[(size_t)r * C + i] = r & 1 ? -127.0f : 127.0f;
                 } else {
                     fill(w, (size_t)OC * C, &rng, 0.05f), fill(x, (size_t)C, &rng, 1);
                     x[C / 3] = 9; /* an outlier */
@@ -344,12 +345,13 @@ static void test_q8_kernel(void) {
                             double dot = 0;
                             for (int i = 0; i < C; i++) dot += (double)w[(size_t)r * C + i] * x[i];
                             EXPECT(ref == dot && y[r] == dot,
-                                   "q8 kernel %dx%d row %d (integers): %.1f, reference %.1f, dot %.1f",
+                                   "q8 kernel %dx%d row %d (integers): %.1f, reference %.1f, "
+                                   "dot %.1f",
                                    OC, C, r, y[r], ref, dot);
                         } else {
                             const double e = fabs(y[r] - ref) / (mag + 1e-30);
-                            EXPECT(e <= 1e-5, "q8 kernel %dx%d row %d: %.9g vs reference %.9g", OC, C,
-                                   r, y[r], ref);
+                            EXPECT(e <= 1e-5, "q8 kernel %dx%d row %d: %.9g vs reference %.9g",
+                                   OC, C, r, y[r], ref);
                             worst = e > worst ? e : worst;
                         }
                     }

@@ -285,10 +285,11 @@ static inline __m512i pair_index(int j) {
  * loads of x (two streams per thread), four accumulators, starting the sums
  * from zero and adding -128 sum x per 16 blocks in floats, a software
  * prefetch of the scales, prefetching a new chunk's first 4 KiB at once,
- * prefetching to L2 only, and smaller chunks at the end of the guided
- * schedule. The software prefetch, Q8_PREFETCH bytes ahead on the row's
- * stream, adds 20-30% (measured with the 256-bit form); 4-16 KiB ahead did
- * about as well. */
+ * prefetching to L2 only, smaller chunks at the end of the guided
+ * schedule, and storing each 16 rows' scales after those rows (slower).
+ * The software prefetch, Q8_PREFETCH bytes ahead on the row's stream, adds
+ * 20-30% (measured with the 256-bit form); 4-16 KiB ahead did about as
+ * well. */
 static void row_q8(float *out, const uint8_t *U, const uint16_t *D, const q8_act *a,
                    const float *b, int nb, int r, int rows_left, int accumulate) {
     const uint8_t *u = U + (size_t)r * nb * Q8_BLOCK;

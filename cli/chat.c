@@ -256,34 +256,26 @@ static int reply(chat *c, const char *msg, int n_new) {
 
 int cmd_chat(int argc, char **argv) {
     const char *model = NULL, *tok_spec = NULL, *template = "auto", *system = NULL;
-    int n_new = 512, top_k = 0, threads = 0, ctx = 0, int8 = 0, show_ids = 0, show_turns = 0;
-    long seed = 1;
-    float temperature = 0.7f, top_p = 0.9f;
+    int n_new = 512, show_turns = 0;
+    cli_decode_args da = {.temperature = 0.7f, .top_p = 0.9f, .seed = 1};
     if (argc > 1 && argv[1][0] != '-') model = argv[1], argv[1] = argv[0], argv++, argc--;
-    arg_spec specs[] = {
+    enum { N_SPECS = 5 };
+    arg_spec specs[N_SPECS + CLI_DECODE_N_SPECS] = {
         {"-z", ARG_STR, &tok_spec, 0, 0, "tokenizer (default: the model's own)", 0},
         {"--template", ARG_STR, &template, 0, 0, "auto, llama3, chatml or llama2", 0},
         {"--system", ARG_STR, &system, 0, 0, "system prompt", 0},
         {"-n", ARG_INT, &n_new, 1, 1 << 24, "most tokens in one reply", 0},
-        {"-t", ARG_FLOAT, &temperature, 0, 100, "temperature (0 = greedy)", 0},
-        {"--top-k", ARG_INT, &top_k, 0, 1 << 24, "sample among the k most likely (0 = off)", 0},
-        {"--top-p", ARG_FLOAT, &top_p, 1e-6, 1, "nucleus: the smallest set with this much probability", 0},
-        {"--seed", ARG_LONG, &seed, 0, 9e15, "random seed", 0},
-        {"--threads", ARG_INT, &threads, 0, 1024, "threads (0 = all cores)", 0},
-        {"--ctx", ARG_INT, &ctx, 0, 1 << 22, "KV cache positions (0 = the model's context)", 0},
-        {"--int8", ARG_FLAG, &int8, 0, 0, "8-bit weights for the matrix products (Q8_0-style)", 0},
-        {"--ids", ARG_FLAG, &show_ids, 0, 0, "print token ids instead of text", 0},
         {"--show-turns", ARG_FLAG, &show_turns, 0, 0, "print each turn's ids on stderr", 0},
     };
-    const int n_specs = sizeof specs / sizeof *specs;
+    const int n_specs = N_SPECS + cli_decode_specs(specs + N_SPECS, &da);
     int rc = args_parse(specs, n_specs, argc, argv,
                         "rotary chat MODEL [-z TOKENIZER] [--system TEXT] [--template T] [options]\n"
                         "Each line of standard input is a user turn; the replies go to standard "
                         "output.");
     if (rc) return rc < 0 ? 0 : rc;
     if (!model) return cli_fail("chat", "give a model (a GGUF, llama2.c .bin, run or checkpoint)");
-    if (threads) omp_set_num_threads(threads);
-    chat c = {.system = system && *system ? system : NULL, .show_ids = show_ids,
+    if (da.threads) omp_set_num_threads(da.threads);
+    chat c = {.system = system && *system ? system : NULL, .show_ids = da.show_ids,
               .show_turns = show_turns};
     if (cli_load_model(model, tok_spec, &c.m, &c.tok)) return 1;
     if (!strcmp(template, "auto")) {
@@ -307,10 +299,11 @@ int cmd_chat(int argc, char **argv) {
     }
     if (c.stop < 0 && c.eos < 0) return cli_fail("chat", "the vocabulary has no end-of-text token");
     if (c.tpl->inst && c.bos < 0) return cli_fail("chat", "template llama2 needs a BOS token");
-    const int T = ctx ? ctx : c.m.cfg.ctx;
+    const int T = da.ctx ? da.ctx : c.m.cfg.ctx;
     if (cli_check_cache(&c.m, T)) return 1;
-    if (rotary_decoder_init(&c.dec, &c.m, T) || (int8 && rotary_decoder_quantize(&c.dec)) ||
-        rotary_sampler_init(&c.smp, c.m.cfg.vocab, temperature, top_k, top_p, (uint64_t)seed))
+    if (rotary_decoder_init(&c.dec, &c.m, T) || (da.int8 && rotary_decoder_quantize(&c.dec)) ||
+        rotary_sampler_init(&c.smp, c.m.cfg.vocab, da.temperature, da.top_k, da.top_p,
+                            (uint64_t)da.seed))
         return cli_fail("chat", rotary_last_error());
     id_list probe = {0}; /* every token the template names, before any input */
     rc = turn_ids(&c, "", &probe);
@@ -332,7 +325,7 @@ int cmd_chat(int argc, char **argv) {
     fprintf(stderr, "rotary chat: %d turns; prefill %ld tokens at %.1f tok/s, decode %ld tokens "
                     "at %.1f tok/s%s\n", c.turns, c.n_prefill,
             c.n_prefill / (c.t_prefill + 1e-12), c.n_decode, c.n_decode / (c.t_decode + 1e-12),
-            int8 ? " (int8)" : "");
+            da.int8 ? " (int8)" : "");
     rotary_sampler_free(&c.smp);
     rotary_decoder_free(&c.dec);
     rotary_tokenizer_free(c.tok);

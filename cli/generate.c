@@ -19,6 +19,22 @@ static double now_s(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+int cli_decode_specs(arg_spec *s, cli_decode_args *a) {
+    s[0] = (arg_spec){"-t", ARG_FLOAT, &a->temperature, 0, 100, "temperature (0 = greedy)", 0};
+    s[1] = (arg_spec){"--top-k", ARG_INT, &a->top_k, 0, 1 << 24,
+                      "sample among the k most likely (0 = off)", 0};
+    s[2] = (arg_spec){"--top-p", ARG_FLOAT, &a->top_p, 1e-6, 1,
+                      "nucleus: the smallest set with this much probability", 0};
+    s[3] = (arg_spec){"--seed", ARG_LONG, &a->seed, 0, 9e15, "random seed", 0};
+    s[4] = (arg_spec){"--threads", ARG_INT, &a->threads, 0, 1024, "threads (0 = all cores)", 0};
+    s[5] = (arg_spec){"--ctx", ARG_INT, &a->ctx, 0, 1 << 22,
+                      "KV cache positions (0 = the model's context)", 0};
+    s[6] = (arg_spec){"--int8", ARG_FLAG, &a->int8, 0, 0,
+                      "8-bit weights for the matrix products (Q8_0-style)", 0};
+    s[7] = (arg_spec){"--ids", ARG_FLAG, &a->show_ids, 0, 0, "print token ids instead of text", 0};
+    return CLI_DECODE_N_SPECS;
+}
+
 void cli_emit_token(const rotary_tokenizer *tok, int id, int after_bos, int show_ids) {
     if (show_ids) {
         printf("%d ", id);
@@ -69,15 +85,14 @@ static void reset(decoder *d) {
 
 int cmd_generate(int argc, char **argv) {
     const char *model = NULL, *ckpt = NULL, *tok_spec = NULL, *prompt = "", *device = "cpu";
-    int n_new = 256, top_k = 0, threads = 0, ctx = 0, int8 = 0, show_ids = 0, no_stop = 0;
-    long seed = 1;
-    float temperature = 0.8f, top_p = 0.95f;
+    int n_new = 256, no_stop = 0;
+    cli_decode_args da = {.temperature = 0.8f, .top_p = 0.95f, .seed = 1};
     cli_rope_args ra;
     cli_rope_args_default(&ra);
     /* The first argument, if it is not an option, is the model. */
     if (argc > 1 && argv[1][0] != '-') model = argv[1], argv[1] = argv[0], argv++, argc--;
-    enum { N_SPECS = 18 };
-    arg_spec specs[N_SPECS + CLI_ROPE_N_SPECS] = {
+    enum { N_SPECS = 10 };
+    arg_spec specs[N_SPECS + CLI_DECODE_N_SPECS + CLI_ROPE_N_SPECS] = {
         {"--run", ARG_STR, &model, 0, 0, "run directory (same as MODEL)", 0},
         {"--checkpoint", ARG_STR, &ckpt, 0, 0, "model file (same as MODEL)", 0},
         {"-z", ARG_STR, &tok_spec, 0, 0, "tokenizer: bytes, ours (.json), llama2.c tokenizer.bin "
@@ -86,24 +101,20 @@ int cmd_generate(int argc, char **argv) {
         {"-p", ARG_STR, &prompt, 0, 0, "prompt text", 0},
         {"--prompt", ARG_STR, &prompt, 0, 0, "same as -p", 0},
         {"-n", ARG_INT, &n_new, 0, 1 << 24, "tokens to generate", 0},
-        {"-t", ARG_FLOAT, &temperature, 0, 100, "temperature (0 = greedy)", 0},
-        {"--temperature", ARG_FLOAT, &temperature, 0, 100, "same as -t", 0},
-        {"--top-k", ARG_INT, &top_k, 0, 1 << 24, "sample among the k most likely (0 = off)", 0},
-        {"--top-p", ARG_FLOAT, &top_p, 1e-6, 1, "nucleus: the smallest set with this much probability", 0},
-        {"--seed", ARG_LONG, &seed, 0, 9e15, "random seed", 0},
-        {"--threads", ARG_INT, &threads, 0, 1024, "threads (0 = all cores)", 0},
-        {"--ctx", ARG_INT, &ctx, 0, 1 << 24, "KV cache positions (0 = the model's context)", 0},
-        {"--int8", ARG_FLAG, &int8, 0, 0, "8-bit weights for the matrix products (Q8_0-style)", 0},
-        {"--ids", ARG_FLAG, &show_ids, 0, 0, "print token ids instead of text", 0},
+        {"--temperature", ARG_FLOAT, &da.temperature, 0, 100, "same as -t", 0},
         {"--no-stop", ARG_FLAG, &no_stop, 0, 0, "do not stop at the end-of-text token (or BOS)", 0},
         {"--device", ARG_STR, &device, 0, 0, "cpu, or cuda (an NVIDIA GPU)", 0},
     };
-    int n_specs = N_SPECS + cli_rope_specs(specs + N_SPECS, &ra);
+    int n_specs = N_SPECS + cli_decode_specs(specs + N_SPECS, &da);
+    n_specs += cli_rope_specs(specs + n_specs, &ra);
     int rc = args_parse(specs, n_specs, argc, argv,
                         "rotary generate MODEL [-z TOKENIZER] [-p PROMPT] [-n N] [-t TEMP] [options]\n"
                         "MODEL: a run directory, a .safetensors checkpoint, a llama2.c .bin or a GGUF file");
     if (rc) return rc < 0 ? 0 : rc;
-    if (threads) omp_set_num_threads(threads);
+    const float temperature = da.temperature, top_p = da.top_p;
+    const int top_k = da.top_k, ctx = da.ctx, int8 = da.int8, show_ids = da.show_ids;
+    const long seed = da.seed;
+    if (da.threads) omp_set_num_threads(da.threads);
     if (ckpt && model) return cli_fail("generate", "give the model once");
     const int on_gpu = strcmp(device, "cuda") == 0;
     if (!on_gpu && strcmp(device, "cpu")) return cli_fail("--device", "cpu or cuda");
@@ -127,7 +138,6 @@ int cmd_generate(int argc, char **argv) {
         return cli_fail("prompt", rotary_last_error());
     size_t n_prompt = n_text + (bos >= 0);
     const int T = ctx ? ctx : m.cfg.ctx;
-    if (T > (1 << 22)) return cli_fail("--ctx", "at most 4194304 positions");
     if (n_prompt > (size_t)T) {
         char why[160];
         snprintf(why, sizeof why, "%zu tokens, but the context is %d (--ctx)", n_prompt, T);

@@ -332,7 +332,9 @@ static void row_q8(float *out, const uint8_t *U, const uint16_t *D, const q8_act
                 _mm256_load_si256((const void *)(a->corr + 8 * k)),
                 _mm256_loadu_si256((const void *)(u + Q8_BLOCK * k)),
                 _mm256_load_si256((const void *)(a->q + Q8_BLOCK * k)));
-            acc1 = _mm512_fmadd_ps(_mm512_castps256_ps512(_mm256_cvtepi32_ps(p)),
+            /* zero-extended: a cast leaves the upper half undefined, and
+             * 0 times a NaN there would poison the sum */
+            acc1 = _mm512_fmadd_ps(_mm512_zextps256_ps512(_mm256_cvtepi32_ps(p)),
                                    _mm512_maskz_permutexvar_ps(0x00ff, pair_index(j), s), acc1);
         }
     }

@@ -111,15 +111,12 @@ int cmd_generate(int argc, char **argv) {
                         "rotary generate MODEL [-z TOKENIZER] [-p PROMPT] [-n N] [-t TEMP] [options]\n"
                         "MODEL: a run directory, a .safetensors checkpoint, a llama2.c .bin or a GGUF file");
     if (rc) return rc < 0 ? 0 : rc;
-    const float temperature = da.temperature, top_p = da.top_p;
-    const int top_k = da.top_k, ctx = da.ctx, int8 = da.int8, show_ids = da.show_ids;
-    const long seed = da.seed;
     if (da.threads) omp_set_num_threads(da.threads);
     if (ckpt && model) return cli_fail("generate", "give the model once");
     const int on_gpu = strcmp(device, "cuda") == 0;
     if (!on_gpu && strcmp(device, "cpu")) return cli_fail("--device", "cpu or cuda");
     if (on_gpu && cuda_device_check()) return cli_fail("generate", rotary_last_error());
-    if (on_gpu && int8) return cli_fail("--int8", "not with --device cuda");
+    if (on_gpu && da.int8) return cli_fail("--int8", "not with --device cuda");
     rotary_model m;
     rotary_tokenizer *tok;
     if (cli_load_model(model ? model : ckpt, tok_spec, &m, &tok)) return 1;
@@ -137,7 +134,7 @@ int cmd_generate(int argc, char **argv) {
     if (start && rotary_tokenizer_encode(tok, (const unsigned char *)start, 1, &ids, &n_text))
         return cli_fail("prompt", rotary_last_error());
     size_t n_prompt = n_text + (bos >= 0);
-    const int T = ctx ? ctx : m.cfg.ctx;
+    const int T = da.ctx ? da.ctx : m.cfg.ctx;
     if (n_prompt > (size_t)T) {
         char why[160];
         snprintf(why, sizeof why, "%zu tokens, but the context is %d (--ctx)", n_prompt, T);
@@ -159,13 +156,14 @@ int cmd_generate(int argc, char **argv) {
             return cli_fail("generate", "out of memory");
     } else {
         if (cli_check_cache(&m, T)) return 1;
-        if (rotary_decoder_init(&dec.cpu, &m, T) || (int8 && rotary_decoder_quantize(&dec.cpu)))
+        if (rotary_decoder_init(&dec.cpu, &m, T) || (da.int8 && rotary_decoder_quantize(&dec.cpu)))
             return cli_fail("generate", rotary_last_error());
     }
-    if (rotary_sampler_init(&smp, m.cfg.vocab, temperature, top_k, top_p, (uint64_t)seed))
+    if (rotary_sampler_init(&smp, m.cfg.vocab, da.temperature, da.top_k, da.top_p,
+                            (uint64_t)da.seed))
         return cli_fail("generate", rotary_last_error());
 
-    if (show_ids)
+    if (da.show_ids)
         for (size_t i = 0; i < n_prompt; i++) cli_emit_token(tok, all[i], 0, 1);
     else if (!start) {
         fputs(prompt, stdout);
@@ -188,7 +186,7 @@ int cmd_generate(int argc, char **argv) {
         all[n] = rotary_sample(&smp, logits);
         if (!no_stop && bos >= 0 && all[n] == bos) break; /* llama2.c: between texts */
         if (all[n] == eos) break;                             /* end of text */
-        cli_emit_token(tok, all[n], n == 1 && rotary_tokenizer_space_prefix(tok), show_ids);
+        cli_emit_token(tok, all[n], n == 1 && rotary_tokenizer_space_prefix(tok), da.show_ids);
         if (step(&dec, all[n++], &logits))
             return cli_fail("generate", rotary_last_error());
     }
@@ -197,7 +195,7 @@ int cmd_generate(int argc, char **argv) {
     fflush(stdout);
     fprintf(stderr, "rotary: prefill %zu tokens at %.1f tok/s, decode %d tokens at %.1f tok/s%s\n",
             n_prompt, n_prompt / (t1 - t0 + 1e-12), made, made / (t2 - t1 + 1e-12),
-            int8 ? " (int8)" : "");
+            da.int8 ? " (int8)" : "");
     free(all);
     rotary_sampler_free(&smp);
     rotary_decoder_free(&dec.cpu);

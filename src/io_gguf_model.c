@@ -318,6 +318,8 @@ int rotary_model_export_gguf(const rotary_model *m, const rotary_tokenizer *tok,
      * frequencies, which is how llama.cpp's converter writes Llama 3.1. */
     const rotary_rope_scaling *sc = &c->rope_scaling;
     float l3[ROTARY_ROPE_MAX_FACTORS];
+    const float *factors = sc->type == ROTARY_ROPE_SCALING_FACTORS ? sc->freq_factors : NULL;
+    int64_t n_factors = sc->n_factors;
     if (!rc && sc->type == ROTARY_ROPE_SCALING_LLAMA3) {
         double f0[ROTARY_ROPE_MAX_FACTORS], f3[ROTARY_ROPE_MAX_FACTORS];
         if (r / 2 > ROTARY_ROPE_MAX_FACTORS)
@@ -327,14 +329,11 @@ int rotary_model_export_gguf(const rotary_model *m, const rotary_tokenizer *tok,
         if (!rc) rc = rotary_rope_inv_freq(f0, r, c->rope_base, NULL, c->ctx);
         if (!rc) rc = rotary_rope_inv_freq(f3, r, c->rope_base, sc, c->ctx);
         for (int i = 0; i < r / 2 && !rc; i++) l3[i] = (float)(f0[i] / f3[i]);
-        int64_t ne = r / 2;
-        if (!rc) rc = rotary_gguf_add_tensor(w, "rope_freqs.weight", ROTARY_GGML_F32, 1, &ne, l3);
+        factors = l3, n_factors = r / 2;
     }
-    if (!rc && sc->type == ROTARY_ROPE_SCALING_FACTORS) {
-        int64_t ne = sc->n_factors;
-        rc = rotary_gguf_add_tensor(w, "rope_freqs.weight", ROTARY_GGML_F32, 1, &ne,
-                                    sc->freq_factors);
-    }
+    if (!rc && factors)
+        rc = rotary_gguf_add_tensor(w, "rope_freqs.weight", ROTARY_GGML_F32, 1, &n_factors,
+                                    factors);
     if (!rc) rc = add(w, m, "tok_emb.weight", "token_embd.weight", NULL);
     for (int l = 0; l < c->n_layer && !rc; l++)
         for (int i = 0; i < 9 && !rc; i++) {

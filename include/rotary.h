@@ -506,6 +506,8 @@ typedef struct {
                            rows padded to 16 floats) */
     int threads;        /* OpenMP threads a step may use: omp_get_max_threads()
                            at init (fewer if fewer are set when it runs) */
+    void *team;         /* how the threads share out the rows of each
+                           matrix: one cursor (64 bytes) per thread */
     void *q8;           /* rotary_decoder_quantize: one allocation with the
                            Q8_0 copy of every matrix and each thread's
                            quantized input; NULL: the step reads the float32

@@ -1,7 +1,6 @@
 /* matvec.c: y = W x for decoding, in float32 and in Q8_0 (matvec.h).
  *
- * Rows go to the OpenMP threads in groups of 4, schedule guided (see
- * min_chunk). With -march=native on a CPU with AVX-512 (F, BW, VL, VNNI)
+ * Rows go to the OpenMP threads in groups of 4 (see share_take). With -march=native on a CPU with AVX-512 (F, BW, VL, VNNI)
  * the inner loops are intrinsics; the portable C after them computes the
  * same sums and is what every other compiler or CPU gets.
  *
@@ -34,6 +33,7 @@
 #include "half.h"
 
 #include <math.h>
+#include <omp.h>
 #include <string.h>
 
 #if defined(__AVX512F__)
@@ -48,20 +48,100 @@
  * a parallel region costs a few microseconds, more than they take. */
 #define PAR_MIN_WEIGHTS 65536
 #define GROUP 4
-#ifndef MIN_CHUNK_BYTES
-#define MIN_CHUNK_BYTES (32 << 10)
+#ifndef OWN_CHUNK_BYTES
+#define OWN_CHUNK_BYTES (16 << 10)
 #endif
+#define STEAL_CHUNK_BYTES (8 << 10)
+/* threads of the standalone kernels (their cursors are on the stack) */
+#define STANDALONE_THREADS 64
 
-/* Rows go to the threads in chunks of groups, schedule guided: the first
- * chunks are large (half the remaining rows over the threads), so each
- * thread streams long runs of memory, and they shrink towards the end, so a
- * thread that was slowed down (by another process on its core, or by its
- * share of the memory bandwidth) is helped out instead of waited for. The
- * smallest chunk is about 32 KiB of weights. Which thread computes a row
- * never changes its value. */
-static inline int min_chunk(size_t row_bytes) {
-    const size_t g = ((size_t)MIN_CHUNK_BYTES) / (row_bytes * GROUP);
-    return g < 1 ? 1 : (int)g;
+/* ------------------------------------------------------ sharing the rows */
+
+/* Why this schedule (matvec.h) and not an `omp for`: decoding the 110M
+ * shape in int8 (116 MB of weights in 49 matrices, 2 threads) spent 15% of
+ * its time waiting at the barriers that close the products under schedule
+ * guided, whose first chunk (half the rows) leaves the other thread idle at
+ * the end when the two stream at different speeds, and dynamic chunks of
+ * 32 KiB streamed at 0.55 of the bandwidth (each chunk starts a new run of
+ * memory). The 49 products in a row reached 0.74-0.77 of a plain streaming
+ * sum with guided, 0.82-0.85 with this schedule (bench/README.md). */
+
+#define EPOCH_SHIFT 56
+#define NEXT_SHIFT 28
+#define FIELD ((UINT64_C(1) << 28) - 1)
+
+static inline uint64_t pack(uint64_t epoch, int next, int end) {
+    return epoch << EPOCH_SHIFT | (uint64_t)next << NEXT_SHIFT | (uint64_t)end;
+}
+
+void matvec_team_reset(matvec_team *tm) {
+    for (int i = 0; i < tm->n; i++) {
+        atomic_store_explicit(&tm->cur[i].word, 0, memory_order_relaxed);
+        tm->cur[i].calls = 0;
+    }
+}
+
+/* One thread's view of one call: its number, the team's size, the epoch of
+ * this call (1-255: every call of the team ends at a barrier, so a cursor
+ * holds this call's epoch, the previous call's, or 0 after the reset, and
+ * those differ), the cursor it takes from now, and the chunk sizes. */
+typedef struct {
+    matvec_cursor *cur;
+    int t, nt, victim, ngroups, own, steal, done;
+    uint64_t epoch;
+} share;
+
+static void share_begin(share *s, matvec_team *tm, int ngroups, size_t group_bytes) {
+    s->t = omp_get_thread_num(), s->nt = omp_get_num_threads();
+    s->ngroups = ngroups, s->victim = 0, s->done = 0;
+    s->own = (int)(OWN_CHUNK_BYTES / group_bytes), s->own += s->own < 1;
+    s->steal = (int)(STEAL_CHUNK_BYTES / group_bytes), s->steal += s->steal < 1;
+    s->cur = tm && s->nt <= tm->n && ngroups <= (int)FIELD ? tm->cur : NULL;
+    if (s->cur) s->epoch = (uint64_t)(++s->cur[s->t].calls % 255u) + 1;
+}
+
+/* Group range of thread u's own share. */
+static inline int share_start(const share *s, int u) {
+    return (int)((int64_t)s->ngroups * u / s->nt);
+}
+
+/* The next chunk of groups [*g0, *g1) for the calling thread: from the
+ * front of its own share, then from the back of the others' (in turn from
+ * the next thread on); 0 when all are taken. The first to touch a cursor in
+ * a call sets it to its owner's share. Without cursors (a team larger than
+ * the reset made, or outside any team), the own share in one piece. */
+static int share_take(share *s, int *g0, int *g1) {
+    if (!s->cur) {
+        if (s->done) return 0;
+        s->done = 1;
+        *g0 = share_start(s, s->t), *g1 = share_start(s, s->t + 1);
+        return *g0 < *g1;
+    }
+    while (s->victim < s->nt) {
+        const int u = (s->t + s->victim) % s->nt;
+        _Atomic uint64_t *w = &s->cur[u].word;
+        uint64_t old = atomic_load_explicit(w, memory_order_relaxed);
+        if (old >> EPOCH_SHIFT != s->epoch) {
+            atomic_compare_exchange_strong(
+                w, &old, pack(s->epoch, share_start(s, u), share_start(s, u + 1)));
+            continue;
+        }
+        const int next = (int)(old >> NEXT_SHIFT & FIELD), end = (int)(old & FIELD);
+        if (next >= end) {
+            s->victim++;
+            continue;
+        }
+        uint64_t upd;
+        if (u == s->t) { /* own share: from the front */
+            *g0 = next, *g1 = end - next < s->own ? end : next + s->own;
+            upd = pack(s->epoch, *g1, end);
+        } else { /* another's: from the back */
+            *g1 = end, *g0 = end - next < s->steal ? next : end - s->steal;
+            upd = pack(s->epoch, next, *g0);
+        }
+        if (atomic_compare_exchange_weak(w, &old, upd)) return 1;
+    }
+    return 0;
 }
 
 static inline void put(float *out, int r, float y, const float *b, int accumulate) {
@@ -111,20 +191,29 @@ static void rows_f32(float *out, const float *w, const float *x, const float *b,
 }
 #endif
 
-void matvec_f32_team(float *out, const float *w, const float *x, const float *b, int C, int OC,
-                     int accumulate) {
-    const int ngroups = (OC + GROUP - 1) / GROUP, chunk = min_chunk((size_t)C * sizeof(float));
-#pragma omp for schedule(guided, chunk)
-    for (int g = 0; g < ngroups; g++) {
-        const int r0 = g * GROUP, r1 = r0 + GROUP < OC ? r0 + GROUP : OC;
-        rows_f32(out, w, x, b, C, r0, r1, accumulate);
-    }
+void matvec_f32_team(matvec_team *tm, float *out, const float *w, const float *x, const float *b,
+                     int C, int OC, int accumulate) {
+    share s;
+    share_begin(&s, tm, (OC + GROUP - 1) / GROUP, (size_t)C * sizeof(float) * GROUP);
+    int g0, g1;
+    while (share_take(&s, &g0, &g1))
+        rows_f32(out, w, x, b, C, g0 * GROUP, g1 * GROUP < OC ? g1 * GROUP : OC, accumulate);
+#pragma omp barrier
+}
+
+/* The standalone kernels run a team of their own, cursors on the stack. */
+static int standalone_threads(void) {
+    const int nt = omp_get_max_threads();
+    return nt < STANDALONE_THREADS ? nt : STANDALONE_THREADS;
 }
 
 void matvec_f32(float *out, const float *w, const float *x, const float *b, int C, int OC,
                 int accumulate) {
-#pragma omp parallel if ((size_t)OC * C >= PAR_MIN_WEIGHTS)
-    matvec_f32_team(out, w, x, b, C, OC, accumulate);
+    matvec_cursor cur[STANDALONE_THREADS];
+    matvec_team tm = {cur, STANDALONE_THREADS};
+    matvec_team_reset(&tm);
+#pragma omp parallel num_threads(standalone_threads()) if ((size_t)OC * C >= PAR_MIN_WEIGHTS)
+    matvec_f32_team(&tm, out, w, x, b, C, OC, accumulate);
 }
 
 /* ---------------------------------------------------- Q8_0 quantization */
@@ -285,8 +374,8 @@ static inline __m512i pair_index(int j) {
  * loads of x (two streams per thread), four accumulators, starting the sums
  * from zero and adding -128 sum x per 16 blocks in floats, a software
  * prefetch of the scales, prefetching a new chunk's first 4 KiB at once,
- * prefetching to L2 only, smaller chunks at the end of the guided
- * schedule, and storing each 16 rows' scales after those rows (slower).
+ * prefetching to L2 only, smaller chunks at the end of the (former)
+ * guided schedule, and storing each 16 rows' scales after those rows (slower).
  * The software prefetch, Q8_PREFETCH bytes ahead on the row's stream, adds
  * 20-30% (measured with the 256-bit form); 4-16 KiB ahead did about as
  * well. */
@@ -375,23 +464,27 @@ static void rows_q8(float *out, const uint8_t *U, const uint16_t *D, const q8_ac
 }
 #endif
 
-void matvec_q8_act_team(float *out, const void *w, const q8_act *a, const float *b, int C,
-                        int OC, int accumulate) {
-    const int nb = q8_blocks(C), ngroups = (OC + GROUP - 1) / GROUP;
-    const int chunk = min_chunk((size_t)nb * (Q8_BLOCK + 2));
+void matvec_q8_act_team(matvec_team *tm, float *out, const void *w, const q8_act *a,
+                        const float *b, int C, int OC, int accumulate) {
+    const int nb = q8_blocks(C);
     const uint8_t *U = q8_matrix_u(w);
     const uint16_t *D = q8_matrix_d(w, OC, C);
-#pragma omp for schedule(guided, chunk)
-    for (int g = 0; g < ngroups; g++) {
-        const int r0 = g * GROUP, r1 = r0 + GROUP < OC ? r0 + GROUP : OC;
-        rows_q8(out, U, D, a, b, nb, r0, r1, OC, accumulate);
-    }
+    share s;
+    share_begin(&s, tm, (OC + GROUP - 1) / GROUP, (size_t)nb * (Q8_BLOCK + 2) * GROUP);
+    int g0, g1;
+    while (share_take(&s, &g0, &g1))
+        rows_q8(out, U, D, a, b, nb, g0 * GROUP, g1 * GROUP < OC ? g1 * GROUP : OC, OC,
+                accumulate);
+#pragma omp barrier
 }
 
 void matvec_q8_act(float *out, const void *w, const q8_act *a, const float *b, int C, int OC,
                    int accumulate) {
-#pragma omp parallel if ((size_t)OC * C >= PAR_MIN_WEIGHTS)
-    matvec_q8_act_team(out, w, a, b, C, OC, accumulate);
+    matvec_cursor cur[STANDALONE_THREADS];
+    matvec_team tm = {cur, STANDALONE_THREADS};
+    matvec_team_reset(&tm);
+#pragma omp parallel num_threads(standalone_threads()) if ((size_t)OC * C >= PAR_MIN_WEIGHTS)
+    matvec_q8_act_team(&tm, out, w, a, b, C, OC, accumulate);
 }
 
 void matvec_q8(float *out, const void *w, const float *x, const float *b, int C, int OC,

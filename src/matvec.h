@@ -2,7 +2,7 @@
  *
  * Decoding reads every weight once per token, so these kernels are bound by
  * memory bandwidth; the OpenMP threads take long contiguous runs of rows
- * (schedule guided), so that each streams memory. Each output is computed
+ * (matvec_team below), so that each streams memory. Each output is computed
  * by one thread in a fixed order: the results do not depend on the number
  * of threads or on which thread computes what.
  *
@@ -19,22 +19,46 @@
 #ifndef ROTARY_MATVEC_H
 #define ROTARY_MATVEC_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
+/* How the _team kernels share out the rows (in groups of 4): each thread
+ * owns a contiguous share and takes it front to back in chunks of about
+ * 16 KiB, so that it streams one run of memory; a thread done with its own
+ * share takes 8 KiB chunks from the back of the others', so no thread
+ * waits long at the closing barrier for one that was slowed down. One
+ * cursor per thread, on its own cache line: word packs the epoch of the
+ * call it belongs to (8 bits), the owner's next group and the end of what
+ * is left (28 bits each); calls counts the owner's calls since the reset. */
+typedef struct {
+    _Alignas(64) _Atomic uint64_t word;
+    unsigned calls;
+} matvec_cursor;
+
+typedef struct {
+    matvec_cursor *cur; /* n cursors */
+    int n;
+} matvec_team;
+
+/* Before each parallel region that calls the _team kernels (by one thread,
+ * outside the region). A team of more than n threads shares out the rows
+ * statically instead. */
+void matvec_team_reset(matvec_team *tm);
+
 /* out (OC) = w (OC, C) x (C) + b (OC); b may be NULL. With accumulate, the
  * result is added to out instead. x and out must not overlap w or each
- * other. */
+ * other. OC < 2^30. */
 void matvec_f32(float *out, const float *w, const float *x, const float *b, int C, int OC,
                 int accumulate);
 
 /* The _team variants do the same from inside a parallel region: every
- * thread of the team calls them with the same arguments, the rows are
- * shared out by an orphaned `omp for`, and its closing barrier means out is
+ * thread of the team calls them with the same arguments (and tm, reset
+ * before the region), and the barrier that closes them means out is
  * complete when they return. Called outside a parallel region they run on
  * the calling thread alone. */
-void matvec_f32_team(float *out, const float *w, const float *x, const float *b, int C, int OC,
-                     int accumulate);
+void matvec_f32_team(matvec_team *tm, float *out, const float *w, const float *x, const float *b,
+                     int C, int OC, int accumulate);
 
 /* a . b over n floats; for short vectors such as one attention head. Also
  * dot4_f32 below. */
@@ -137,7 +161,7 @@ void matvec_q8(float *out, const void *w, const float *x, const float *b, int C,
  * variant (threads may pass their own copies of a, equal in value). */
 void matvec_q8_act(float *out, const void *w, const q8_act *a, const float *b, int C, int OC,
                    int accumulate);
-void matvec_q8_act_team(float *out, const void *w, const q8_act *a, const float *b, int C,
-                        int OC, int accumulate);
+void matvec_q8_act_team(matvec_team *tm, float *out, const void *w, const q8_act *a,
+                        const float *b, int C, int OC, int accumulate);
 
 #endif

@@ -66,7 +66,7 @@ static double decoder_floats(const rotary_config *c, int max_T, int threads) {
                        ? (double)c->n_layer * c->n_kv_head * (hd * hd + hd) + 2.0 * FS
                        : 2.0 * c->n_layer * (double)max_T * kv;
     return cache + C + QKV + (double)c->n_head * max_T + (double)c->n_head * hd + U + c->vocab +
-           (double)threads * (pad16(C) + pad16(F)) + 16.0;
+           (double)threads * (pad16(C) + pad16(F) + 16.0) + 16.0;
 }
 
 double rotary_decoder_bytes(const rotary_model *m, int max_T) {
@@ -100,7 +100,8 @@ int rotary_decoder_init(rotary_decoder *d, rotary_model *m, int max_T) {
             d->bucket[n] = rotary_t5_bucket(n, c->t5_buckets, c->t5_max_distance);
     }
     float *p = d->buf;
-    /* the per-thread rows first, each on its own cache lines */
+    /* the per-thread cursors and rows first, each on its own cache lines */
+    d->team = p, p += (size_t)threads * 16;
     d->h = p, p += (size_t)threads * pad16(C);
     d->act = p, p += (size_t)threads * pad16(F);
     if (linear) {
@@ -366,22 +367,22 @@ int rotary_decoder_quantize(rotary_decoder *d) {
 /* out (OC) (+)= W x + b with matrix `which` of layer l, shared out over the
  * team: the int8 copy after rotary_decoder_quantize (x quantized by each
  * thread into its own scratch), the float32 weights (at offset w) before. */
-static void mv(rotary_decoder *d, float *out, const float *x, int l, int which, size_t w,
-               size_t b, int C, int OC, int accumulate) {
+static void mv(rotary_decoder *d, matvec_team *tm, float *out, const float *x, int l, int which,
+               size_t w, size_t b, int C, int OC, int accumulate) {
     const rotary_model *m = d->m;
     if (d->q8) {
         void *scratch = (char *)d->q8 + (size_t)omp_get_thread_num() * q8_scratch(&m->cfg);
         q8_act a = q8_act_view(scratch, C);
         q8_quantize_act(&a, x, C);
-        matvec_q8_act_team(out, q8_matrix(d, l, which), &a, P(b), C, OC, accumulate);
+        matvec_q8_act_team(tm, out, q8_matrix(d, l, which), &a, P(b), C, OC, accumulate);
     } else {
-        matvec_f32_team(out, P(w), x, P(b), C, OC, accumulate);
+        matvec_f32_team(tm, out, P(w), x, P(b), C, OC, accumulate);
     }
 }
 
 /* The body of a step, run by every thread of the team (see the top of the
  * decoder section); d->x holds the input embedding. */
-static void step_team(rotary_decoder *d, int pos) {
+static void step_team(rotary_decoder *d, matvec_team *tm, int pos) {
     rotary_model *m = d->m;
     const rotary_config *c = &m->cfg;
     const int C = c->d_model, nh = c->n_head, nkv = c->n_kv_head, hd = C / nh;
@@ -394,16 +395,16 @@ static void step_team(rotary_decoder *d, int pos) {
     for (int l = 0; l < c->n_layer; l++) {
         const layer_params *lp = &lo->layer[l];
         norm_row(m, h, d->x, P(lp->norm1_w), P(lp->norm1_b));
-        mv(d, d->qkv, h, l, Q8_WQKV, lp->wqkv, lp->bqkv, C, QKV, 0);
+        mv(d, tm, d->qkv, h, l, Q8_WQKV, lp->wqkv, lp->bqkv, C, QKV, 0);
         if (c->attn == ROTARY_ATTN_LINEAR) {
 #pragma omp single
             linear_step(d, l, pos);
         } else {
             softmax_step(d, l, pos, h);
         }
-        mv(d, d->x, d->attout, l, Q8_WO, lp->wo, lp->bo, nh * hd, C, 1);
+        mv(d, tm, d->x, d->attout, l, Q8_WO, lp->wo, lp->bo, nh * hd, C, 1);
         norm_row(m, h, d->x, P(lp->norm2_w), P(lp->norm2_b));
-        mv(d, d->up, h, l, Q8_WUP, lp->wup, lp->bup, C, U, 0);
+        mv(d, tm, d->up, h, l, Q8_WUP, lp->wup, lp->bup, C, U, 0);
         if (c->mlp == ROTARY_MLP_SWIGLU) { /* as swiglu_forward: silu(gate) * up */
             const float *g = d->up, *u = d->up + F;
 #pragma omp simd
@@ -415,10 +416,10 @@ static void step_team(rotary_decoder *d, int pos) {
                 act[i] = 0.5f * x * (1.0f + tanhf(u));
             }
         }
-        mv(d, d->x, act, l, Q8_WDOWN, lp->wdown, lp->bdown, F, C, 1);
+        mv(d, tm, d->x, act, l, Q8_WDOWN, lp->wdown, lp->bdown, F, C, 1);
     }
     norm_row(m, h, d->x, P(lo->normf_w), P(lo->normf_b));
-    mv(d, d->logits, h, c->n_layer, 0, lo->head, ABSENT, C, c->vocab, 0);
+    mv(d, tm, d->logits, h, c->n_layer, 0, lo->head, ABSENT, C, c->vocab, 0);
 }
 
 int rotary_decoder_step(rotary_decoder *d, int token, const float **logits) {
@@ -444,8 +445,10 @@ int rotary_decoder_step(rotary_decoder *d, int token, const float **logits) {
     q8_shapes(c, rows, cols);
     double weights = (double)c->vocab * C;
     for (int i = 0; i < Q8_N; i++) weights += (double)c->n_layer * rows[i] * cols[i];
+    matvec_team tm = {d->team, d->threads};
+    matvec_team_reset(&tm);
 #pragma omp parallel num_threads(threads) if (weights >= STEP_PAR_MIN_WEIGHTS)
-    step_team(d, pos);
+    step_team(d, &tm, pos);
     d->n++;
     *logits = d->logits;
     return ROTARY_OK;

@@ -362,7 +362,9 @@ static void test_q8_kernel(void) {
     printf("q8 kernel vs scalar reference: worst error %.2e of sum |s_k d_w d_x|\n", worst);
 }
 
-/* The same bits with 1 and 2 threads, both kernels. */
+/* The same bits with 1, 2, 3 and 7 threads, both kernels (more threads
+ * than cores: they are descheduled mid-matrix, so the others take chunks
+ * from the backs of their shares). */
 static void test_threads(void) {
     const int OC = 1000, C = 300;
     rotary_rng rng;
@@ -372,19 +374,49 @@ static void test_threads(void) {
     fill(w, (size_t)OC * C, &rng, 1), fill(x, (size_t)C, &rng, 1);
     void *m = xalloc(q8_matrix_bytes(OC, C)), *scratch = xalloc(q8_act_bytes(C));
     q8_quantize_matrix(m, w, OC, C);
-    const int nt = omp_get_max_threads();
+    const int nt = omp_get_max_threads(), counts[] = {2, 3, 7};
     for (int q8 = 0; q8 < 2; q8++) {
         omp_set_num_threads(1);
         if (q8) matvec_q8(y1, m, x, NULL, C, OC, 0, scratch);
         else matvec_f32(y1, w, x, NULL, C, OC, 0);
-        omp_set_num_threads(2);
-        if (q8) matvec_q8(y2, m, x, NULL, C, OC, 0, scratch);
-        else matvec_f32(y2, w, x, NULL, C, OC, 0);
-        EXPECT(memcmp(y1, y2, (size_t)OC * 4) == 0, "%s: 1 and 2 threads differ",
-               q8 ? "q8" : "f32");
+        for (int i = 0; i < 3; i++) {
+            omp_set_num_threads(counts[i]);
+            if (q8) matvec_q8(y2, m, x, NULL, C, OC, 0, scratch);
+            else matvec_f32(y2, w, x, NULL, C, OC, 0);
+            EXPECT(memcmp(y1, y2, (size_t)OC * 4) == 0, "%s: 1 and %d threads differ",
+                   q8 ? "q8" : "f32", counts[i]);
+        }
     }
     omp_set_num_threads(nt);
     free(w), free(x), free(y1), free(y2), free(m), free(scratch);
+}
+
+/* The team kernels called 600 times in one region (the cursors' epochs
+ * wrap at 255), by 3 threads with cursors for 3 (rows shared out and
+ * taken back) and for 2 (each thread its own share): each call adds every
+ * row exactly once (accumulate onto zeros gives the 1-thread bits; a row
+ * done twice would double, one skipped stays 0). */
+static void test_team_calls(void) {
+    const int OC = 997, C = 96, CALLS = 600;
+    rotary_rng rng;
+    rotary_rng_seed(&rng, 9);
+    float *w = xalloc((size_t)OC * C * 4), *x = xalloc((size_t)C * 4), *y1 = xalloc((size_t)OC * 4);
+    float *y = xalloc((size_t)CALLS * OC * 4);
+    fill(w, (size_t)OC * C, &rng, 1), fill(x, (size_t)C, &rng, 1);
+    matvec_cursor cur[3];
+    matvec_f32(y1, w, x, NULL, C, OC, 0);
+    for (int n = 3; n >= 2; n--) {
+        matvec_team tm = {cur, n};
+        matvec_team_reset(&tm);
+        memset(y, 0, (size_t)CALLS * OC * 4);
+#pragma omp parallel num_threads(3)
+        for (int k = 0; k < CALLS; k++)
+            matvec_f32_team(&tm, y + (size_t)k * OC, w, x, NULL, C, OC, 1);
+        int bad = 0;
+        for (int k = 0; k < CALLS; k++) bad += memcmp(y + (size_t)k * OC, y1, (size_t)OC * 4) != 0;
+        EXPECT(bad == 0, "team of 3, cursors for %d: %d of %d calls differ", n, bad, CALLS);
+    }
+    free(w), free(x), free(y1), free(y);
 }
 
 /* --------------------------------------------------------------- decoder */
@@ -524,6 +556,7 @@ int main(void) {
     test_matvec_q8();
     test_q8_kernel();
     test_threads();
+    test_team_calls();
     test_decoder(0);
     test_decoder(1);
     test_decoder(2);

@@ -48,23 +48,25 @@
  * a parallel region costs a few microseconds, more than they take. */
 #define PAR_MIN_WEIGHTS 65536
 #define GROUP 4
-#ifndef OWN_CHUNK_BYTES
-#define OWN_CHUNK_BYTES (16 << 10)
-#endif
-#define STEAL_CHUNK_BYTES (8 << 10)
+#define MIN_CHUNK_BYTES (16 << 10)
 /* threads of the standalone kernels (their cursors are on the stack) */
 #define STANDALONE_THREADS 64
 
 /* ------------------------------------------------------ sharing the rows */
 
 /* Why this schedule (matvec.h) and not an `omp for`: decoding the 110M
- * shape in int8 (116 MB of weights in 49 matrices, 2 threads) spent 15% of
- * its time waiting at the barriers that close the products under schedule
- * guided, whose first chunk (half the rows) leaves the other thread idle at
- * the end when the two stream at different speeds, and dynamic chunks of
- * 32 KiB streamed at 0.55 of the bandwidth (each chunk starts a new run of
- * memory). The 49 products in a row reached 0.74-0.77 of a plain streaming
- * sum with guided, 0.82-0.85 with this schedule (bench/README.md). */
+ * shape in int8 (116 MB of weights in 49 matrices, 2 threads) spent ~15%
+ * of its time waiting at the barriers that close the products under
+ * schedule guided, whose first chunk (half the rows) leaves the other
+ * thread idle at the end when the two stream at different speeds; dynamic
+ * chunks of 32 KiB streamed at 0.55 of the bandwidth (each chunk starts a
+ * new run of memory). Measured on the 49 products of that model in a row,
+ * the schedules taking turns, 40 passes (bench/README.md): this one is
+ * 1.25x guided's speed in int8 and 1.03x in float32. Fixed chunks of 16 KiB
+ * (own) and 8 KiB (taken) were slower than guided (0.95-0.98x): each chunk
+ * costs a locked compare-and-swap, which waits for the loads in flight, and
+ * the taken chunks are short runs; quarters and halves take a few dozen
+ * chunks per matrix. */
 
 #define EPOCH_SHIFT 56
 #define NEXT_SHIFT 28
@@ -87,15 +89,14 @@ void matvec_team_reset(matvec_team *tm) {
  * those differ), the cursor it takes from now, and the chunk sizes. */
 typedef struct {
     matvec_cursor *cur;
-    int t, nt, victim, ngroups, own, steal, done;
+    int t, nt, victim, ngroups, min, done;
     uint64_t epoch;
 } share;
 
 static void share_begin(share *s, matvec_team *tm, int ngroups, size_t group_bytes) {
     s->t = omp_get_thread_num(), s->nt = omp_get_num_threads();
     s->ngroups = ngroups, s->victim = 0, s->done = 0;
-    s->own = (int)(OWN_CHUNK_BYTES / group_bytes), s->own += s->own < 1;
-    s->steal = (int)(STEAL_CHUNK_BYTES / group_bytes), s->steal += s->steal < 1;
+    s->min = (int)(MIN_CHUNK_BYTES / group_bytes), s->min += s->min < 1;
     s->cur = tm && s->nt <= tm->n && ngroups <= (int)FIELD ? tm->cur : NULL;
     if (s->cur) s->epoch = (uint64_t)(++s->cur[s->t].calls % 255u) + 1;
 }
@@ -131,12 +132,15 @@ static int share_take(share *s, int *g0, int *g1) {
             s->victim++;
             continue;
         }
+        const int left = end - next;
         uint64_t upd;
-        if (u == s->t) { /* own share: from the front */
-            *g0 = next, *g1 = end - next < s->own ? end : next + s->own;
+        if (u == s->t) { /* own share: a quarter of what is left, from the front */
+            const int n = left / 4 > s->min ? left / 4 : s->min;
+            *g0 = next, *g1 = n < left ? next + n : end;
             upd = pack(s->epoch, *g1, end);
-        } else { /* another's: from the back */
-            *g1 = end, *g0 = end - next < s->steal ? next : end - s->steal;
+        } else { /* another's: the back half of what is left */
+            const int n = left / 2 > s->min ? left / 2 : s->min;
+            *g1 = end, *g0 = n < left ? end - n : next;
             upd = pack(s->epoch, next, *g0);
         }
         if (atomic_compare_exchange_weak(w, &old, upd)) return 1;

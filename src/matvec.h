@@ -24,13 +24,14 @@
 #include <stdint.h>
 
 /* How the _team kernels share out the rows (in groups of 4): each thread
- * owns a contiguous share and takes it front to back in chunks of about
- * 16 KiB, so that it streams one run of memory; a thread done with its own
- * share takes 8 KiB chunks from the back of the others', so no thread
- * waits long at the closing barrier for one that was slowed down. One
- * cursor per thread, on its own cache line: word packs the epoch of the
- * call it belongs to (8 bits), the owner's next group and the end of what
- * is left (28 bits each); calls counts the owner's calls since the reset. */
+ * owns a contiguous share and takes a quarter of what is left of it at a
+ * time, front to back, so that it streams one run of memory; a thread done
+ * with its own share takes the back half of what is left of another's, so
+ * no thread waits long at the closing barrier for one that was slowed
+ * down (chunks no smaller than 16 KiB of weights). One cursor per thread,
+ * on its own cache line: word packs the epoch of the call it belongs to
+ * (8 bits), the owner's next group and the end of what is left (28 bits
+ * each); calls counts the owner's calls since the reset. */
 typedef struct {
     _Alignas(64) _Atomic uint64_t word;
     unsigned calls;

@@ -49,7 +49,7 @@ sanitize:
 # and Archer; tsan_canary first proves that a planted race is caught.
 tsan:
 	CC=clang cmake -S . -B $(BUILD)-tsan -DROTARY_TSAN=ON >/dev/null
-	cmake --build $(BUILD)-tsan -j $(JOBS) --target tsan_canary test_train test_model crash_kill rotary_cli
+	cmake --build $(BUILD)-tsan -j $(JOBS) --target tsan_canary test_train test_model test_decode crash_kill rotary_cli
 	cd $(BUILD)-tsan && ctest --output-on-failure -L tsan
 
 # Every libFuzzer harness in fuzz/ for FUZZ_SECONDS each, under ASan and UBSan

@@ -64,7 +64,7 @@ if(ROTARY_SANITIZE)
 endif()
 set_property(TEST test_tokenizer APPEND PROPERTY ENVIRONMENT "ROTARY_DATA_DIR=${ROTARY_DATA_DIR}")
 
-# The training tests under ThreadSanitizer (`make tsan`): Archer supplies
+# The training and decoding tests under ThreadSanitizer (`make tsan`): Archer supplies
 # OpenMP's synchronisation to TSan; OpenBLAS and libomp themselves are not
 # instrumented, so their internals are not checked (ignore_noninstrumented_modules).
 if(ROTARY_TSAN)
@@ -75,7 +75,7 @@ if(ROTARY_TSAN)
   target_link_libraries(tsan_canary OpenMP::OpenMP_C)
   add_test(NAME tsan_canary COMMAND tsan_canary)
   set_tests_properties(tsan_canary PROPERTIES PASS_REGULAR_EXPRESSION "WARNING: ThreadSanitizer: data race")
-  set_tests_properties(tsan_canary test_train test_model crash_kill PROPERTIES LABELS tsan)
+  set_tests_properties(tsan_canary test_train test_model test_decode crash_kill PROPERTIES LABELS tsan)
   get_property(all_tests DIRECTORY PROPERTY TESTS)
   set_property(TEST ${all_tests} APPEND PROPERTY ENVIRONMENT "OMP_NUM_THREADS=2"
     "OMP_TOOL_LIBRARIES=${ARCHER_LIBRARY}"

@@ -7,7 +7,8 @@
  *                       [--head-dim D] [--reps N]
  *
  * Defaults: bench/cuda_train's attention (B 16, T 1024, 12 heads of 64).
- * The forward is timed again with the mma.sync kernel (fwd_mma_ms).
+ * Timed again with the mma.sync kernels (fwd_mma_ms, bwd_mma_ms; the
+ * backward only for head sizes up to 64, WMMA's above).
  * TFLOP/s counts the causal half of the products as FlashAttention's
  * benchmarks do: forward 4 B H T^2 D / 2, backward 2.5 times that.
  * Output: key=value lines. */
@@ -69,43 +70,35 @@ int main(int argc, char **argv) {
     }
     cudaEvent_t e0, e1, e2;
     cudaEventCreate(&e0), cudaEventCreate(&e1), cudaEventCreate(&e2);
-    float fwd_ms = 0, bwd_ms = 0;
-    for (int it = -3; it < reps; it++) { /* three untimed */
-        cudaEventRecord(e0, 0);
-        gpu_attention_forward(out, lse, q, k, v, NULL, B, T, nh, nkv, hd);
-        cudaEventRecord(e1, 0);
-        gpu_attention_backward(dq, dk, dv, dsum, dout, out, q, k, v, lse, NULL, B, T, nh, nkv, hd);
-        cudaEventRecord(e2, 0);
-        if (gpu_sync()) {
-            fprintf(stderr, "cuda_attention: %s\n", gpu_last_error());
-            return 1;
+    /* [0]: the default (WMMA) kernels, [1]: mma.sync (flash_mma.cu) */
+    float fwd_ms[2] = {0, 0}, bwd_ms[2] = {0, 0};
+    for (int kn = 0; kn < 2; kn++) {
+        gpu_attention_use(kn ? GPU_ATTN_MMA : GPU_ATTN_WMMA);
+        for (int it = -3; it < reps; it++) { /* three untimed */
+            cudaEventRecord(e0, 0);
+            gpu_attention_forward(out, lse, q, k, v, NULL, B, T, nh, nkv, hd);
+            cudaEventRecord(e1, 0);
+            gpu_attention_backward(dq, dk, dv, dsum, dout, out, q, k, v, lse, NULL, B, T, nh, nkv,
+                                   hd);
+            cudaEventRecord(e2, 0);
+            if (gpu_sync()) {
+                fprintf(stderr, "cuda_attention: %s\n", gpu_last_error());
+                return 1;
+            }
+            float a, b;
+            cudaEventElapsedTime(&a, e0, e1), cudaEventElapsedTime(&b, e1, e2);
+            if (it >= 0) fwd_ms[kn] += a / reps, bwd_ms[kn] += b / reps;
         }
-        float a, b;
-        cudaEventElapsedTime(&a, e0, e1), cudaEventElapsedTime(&b, e1, e2);
-        if (it >= 0) fwd_ms += a / reps, bwd_ms += b / reps;
-    }
-    /* The mma.sync forward (flash_mma.cu), not yet the default. */
-    float mma_ms = 0;
-    gpu_attention_use(GPU_ATTN_MMA);
-    for (int it = -3; it < reps; it++) {
-        cudaEventRecord(e0, 0);
-        gpu_attention_forward(out, lse, q, k, v, NULL, B, T, nh, nkv, hd);
-        cudaEventRecord(e1, 0);
-        if (gpu_sync()) {
-            fprintf(stderr, "cuda_attention: mma.sync forward: %s\n", gpu_last_error());
-            return 1;
-        }
-        float a;
-        cudaEventElapsedTime(&a, e0, e1);
-        if (it >= 0) mma_ms += a / reps;
     }
     gpu_attention_use(GPU_ATTN_WMMA);
     const double fwd_flop = 4.0 * B * nh * (double)T * T * hd / 2;
     printf("shape=B%d T%d heads %d kv %d dim %d\n", B, T, nh, nkv, hd);
     printf("kernels=%s\n", GPU_ATTN_TC(hd) ? "tensor cores (bf16)" : "fp32");
-    printf("fwd_ms=%.3f\nbwd_ms=%.3f\n", fwd_ms, bwd_ms);
-    printf("fwd_tflops=%.1f\nbwd_tflops=%.1f\n", fwd_flop / fwd_ms / 1e9,
-           2.5 * fwd_flop / bwd_ms / 1e9);
-    if (GPU_ATTN_TC(hd)) printf("fwd_mma_ms=%.3f\nfwd_mma_tflops=%.1f\n", mma_ms, fwd_flop / mma_ms / 1e9);
+    printf("fwd_ms=%.3f\nbwd_ms=%.3f\n", fwd_ms[0], bwd_ms[0]);
+    printf("fwd_tflops=%.1f\nbwd_tflops=%.1f\n", fwd_flop / fwd_ms[0] / 1e9,
+           2.5 * fwd_flop / bwd_ms[0] / 1e9);
+    if (GPU_ATTN_TC(hd))
+        printf("fwd_mma_ms=%.3f\nbwd_mma_ms=%.3f\nfwd_mma_tflops=%.1f\nbwd_mma_tflops=%.1f\n",
+               fwd_ms[1], bwd_ms[1], fwd_flop / fwd_ms[1] / 1e9, 2.5 * fwd_flop / bwd_ms[1] / 1e9);
     return 0;
 }

@@ -304,20 +304,24 @@ static void backward_hd(float *dq, float *dk, float *dv, const float *dsum, cons
         dk, dv, dout, q, k, v, lse, dsum, alibi, T, nh, nkv, hd, scale);
 }
 
-/* The tensor-core forward in use: -1 until the first call reads
+/* The tensor-core kernels in use: -1 until the first call reads
  * ROTARY_CUDA_ATTN, or gpu_attention_use sets it. */
 static int attn_kernel = -1;
 
 extern "C" void gpu_attention_use(int kernel) { attn_kernel = kernel; }
 
-extern "C" void gpu_attention_forward(float *out, float *lse, const float *q, const float *k,
-                                      const float *v, const float *alibi, int B, int T, int nh,
-                                      int nkv, int hd) {
+static int use_mma(void) {
     if (attn_kernel < 0) {
         const char *e = getenv("ROTARY_CUDA_ATTN");
         attn_kernel = e && !strcmp(e, "mma") ? GPU_ATTN_MMA : GPU_ATTN_WMMA;
     }
-    if (GPU_ATTN_TC(hd) && attn_kernel == GPU_ATTN_MMA)
+    return attn_kernel == GPU_ATTN_MMA;
+}
+
+extern "C" void gpu_attention_forward(float *out, float *lse, const float *q, const float *k,
+                                      const float *v, const float *alibi, int B, int T, int nh,
+                                      int nkv, int hd) {
+    if (GPU_ATTN_TC(hd) && use_mma())
         gpu_flash_forward_mma(out, lse, q, k, v, alibi, B, T, nh, nkv, hd);
     else if (GPU_ATTN_TC(hd)) gpu_flash_forward_tc(out, lse, q, k, v, alibi, B, T, nh, nkv, hd);
     else if (hd <= 32) forward_hd<32>(out, lse, q, k, v, alibi, B, T, nh, nkv, hd);
@@ -331,7 +335,9 @@ extern "C" void gpu_attention_backward(float *dq, float *dk, float *dv, float *d
                                        const float *alibi, int B, int T, int nh, int nkv, int hd) {
     const size_t rows = (size_t)B * nh * T;
     dsum_kernel<<<cdiv(rows, 8), 256>>>(dsum, dout, out, B, T, nh, hd);
-    if (GPU_ATTN_TC(hd))
+    if (GPU_ATTN_MMA_BWD(hd) && use_mma())
+        gpu_flash_backward_mma(dq, dk, dv, dsum, dout, q, k, v, lse, alibi, B, T, nh, nkv, hd);
+    else if (GPU_ATTN_TC(hd))
         gpu_flash_backward_tc(dq, dk, dv, dsum, dout, q, k, v, lse, alibi, B, T, nh, nkv, hd);
     else if (hd <= 32) backward_hd<32>(dq, dk, dv, dsum, dout, q, k, v, lse, alibi, B, T, nh, nkv, hd);
     else if (hd <= 64) backward_hd<64>(dq, dk, dv, dsum, dout, q, k, v, lse, alibi, B, T, nh, nkv, hd);

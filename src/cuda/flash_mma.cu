@@ -58,16 +58,42 @@ __device__ __forceinline__ void mma16816(float c[4], const uint32_t a[4], uint32
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-/* rows x hd floats at src (rows hd apart; rows at or past `valid` and
- * columns past hd read as zero) -> bf16, row-major (ld) or transposed
- * (dst[d * ld + r]). */
-template <int HD, bool TRANSPOSE>
-__device__ void load_tile(bf16 *dst, int ld, const float *src, int valid, int hd) {
-    for (int e = threadIdx.x; e < ROWS * HD; e += THREADS) {
+/* R rows of hd floats at src (rows `stride` floats apart; rows at or past
+ * `valid` and columns past hd read as zero) -> bf16, row-major (ld) or
+ * transposed (dst[d * ld + r]). */
+template <int HD, int R, bool TRANSPOSE>
+__device__ void load_tile(bf16 *dst, int ld, const float *src, size_t stride, int valid, int hd) {
+    for (int e = threadIdx.x; e < R * HD; e += THREADS) {
         const int r = e / HD, d = e % HD;
-        const float x = r < valid && d < hd ? src[(size_t)r * hd + d] : 0.0f;
+        const float x = r < valid && d < hd ? src[(size_t)r * stride + d] : 0.0f;
         dst[TRANSPOSE ? d * ld + r : r * ld + d] = __float2bfloat16(x);
     }
+}
+
+/* The A fragment of rows r0.. (16) and columns c0.. (16) of a row-major
+ * bf16 array (ld), and the B fragment (k = 16 rows, n = 8 columns) whose
+ * column n is row n0 + n of a row-major array (so B = that array's
+ * transpose), k from c0. */
+__device__ __forceinline__ void frag_a(uint32_t a[4], const bf16 *m, int ld, int r0, int c0) {
+    const int g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
+    const bf16 *p = m + (r0 + g) * ld + c0 + 2 * t;
+    a[0] = ld32(p), a[1] = ld32(p + 8 * ld), a[2] = ld32(p + 8), a[3] = ld32(p + 8 * ld + 8);
+}
+
+__device__ __forceinline__ void mma_bt(float c[4], const uint32_t a[4], const bf16 *m, int ld,
+                                       int n0, int c0) {
+    const int g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
+    const bf16 *p = m + (n0 + g) * ld + c0 + 2 * t;
+    mma16816(c, a, ld32(p), ld32(p + 8));
+}
+
+/* The A fragment, 16 columns kk*16.., of a 16-row fp32 product held as
+ * C fragments of 8-column tiles (x[2kk], x[2kk+1]), rounded to bf16. */
+__device__ __forceinline__ void c_to_a(uint32_t a[4], const float (*x)[4], int kk) {
+    a[0] = pack_bf16(x[2 * kk][0], x[2 * kk][1]);
+    a[1] = pack_bf16(x[2 * kk][2], x[2 * kk][3]);
+    a[2] = pack_bf16(x[2 * kk + 1][0], x[2 * kk + 1][1]);
+    a[3] = pack_bf16(x[2 * kk + 1][2], x[2 * kk + 1][3]);
 }
 
 template <int HD>
@@ -85,17 +111,13 @@ __global__ void __launch_bounds__(THREADS)
     const float *kh = k + ((size_t)b * nkv + kvh) * T * hd;
     const float *vh = v + ((size_t)b * nkv + kvh) * T * hd;
     const float slope2 = alibi ? alibi[h] * 1.4426950408889634f : 0.0f;
-    load_tile<HD, false>(Qs, L::LDK, q + ((size_t)bh * T + q0) * hd, T - q0, hd);
+    load_tile<HD, ROWS, false>(Qs, L::LDK, q + ((size_t)bh * T + q0) * hd, hd, T - q0, hd);
     __syncthreads();
 
     /* The warp's 16 rows of Q as A fragments, one per 16 columns. */
     uint32_t qa[HD / 16][4];
 #pragma unroll
-    for (int kk = 0; kk < HD / 16; kk++) {
-        const bf16 *p = Qs + (warp * 16 + g) * L::LDK + kk * 16 + 2 * t;
-        qa[kk][0] = ld32(p), qa[kk][1] = ld32(p + 8 * L::LDK);
-        qa[kk][2] = ld32(p + 8), qa[kk][3] = ld32(p + 8 * L::LDK + 8);
-    }
+    for (int kk = 0; kk < HD / 16; kk++) frag_a(qa[kk], Qs, L::LDK, warp * 16, kk * 16);
 
     /* This lane's rows: r[0] = w0 + g, r[1] = w0 + g + 8; their running max
      * (base 2) and sum, and their output columns nd * 8 + 2t, +1. */
@@ -108,8 +130,8 @@ __global__ void __launch_bounds__(THREADS)
     const int last = min(T - 1, q0 + ROWS - 1);
     for (int j0 = 0; j0 <= last; j0 += KEYS) {
         __syncthreads(); /* the previous tile is no longer read */
-        load_tile<HD, false>(Ks, L::LDK, kh + (size_t)j0 * hd, T - j0, hd);
-        load_tile<HD, true>(Vt, L::LDV, vh + (size_t)j0 * hd, T - j0, hd);
+        load_tile<HD, KEYS, false>(Ks, L::LDK, kh + (size_t)j0 * hd, hd, T - j0, hd);
+        load_tile<HD, KEYS, true>(Vt, L::LDV, vh + (size_t)j0 * hd, hd, T - j0, hd);
         __syncthreads();
         if (w0 + 15 < j0) continue; /* every row of the warp is before the tile */
 
@@ -118,10 +140,8 @@ __global__ void __launch_bounds__(THREADS)
 #pragma unroll
         for (int nt = 0; nt < KEYS / 8; nt++) {
             s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
-            const bf16 *p = Ks + (nt * 8 + g) * L::LDK + 2 * t;
 #pragma unroll
-            for (int kk = 0; kk < HD / 16; kk++)
-                mma16816(s[nt], qa[kk], ld32(p + kk * 16), ld32(p + kk * 16 + 8));
+            for (int kk = 0; kk < HD / 16; kk++) mma_bt(s[nt], qa[kk], Ks, L::LDK, nt * 8, kk * 16);
         }
 
         /* Mask, scale, ALiBi (base 2), and the online softmax of both rows;
@@ -170,15 +190,10 @@ __global__ void __launch_bounds__(THREADS)
          * a time; V's B fragments from V^T. */
 #pragma unroll
         for (int kk = 0; kk < KEYS / 16; kk++) {
-            const uint32_t pa[4] = {pack_bf16(s[2 * kk][0], s[2 * kk][1]),
-                                    pack_bf16(s[2 * kk][2], s[2 * kk][3]),
-                                    pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]),
-                                    pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+            uint32_t pa[4];
+            c_to_a(pa, s, kk);
 #pragma unroll
-            for (int nd = 0; nd < HD / 8; nd++) {
-                const bf16 *p = Vt + (nd * 8 + g) * L::LDV + kk * 16 + 2 * t;
-                mma16816(o[nd], pa, ld32(p), ld32(p + 8));
-            }
+            for (int nd = 0; nd < HD / 8; nd++) mma_bt(o[nd], pa, Vt, L::LDV, nd * 8, kk * 16);
         }
     }
 
@@ -211,6 +226,245 @@ void forward(float *out, float *lse, const float *q, const float *k, const float
         out, lse, q, k, v, alibi, T, nh, nkv, hd, 1.4426950408889634f / sqrtf((float)hd));
 }
 
+
+/* ---------------------------------------------------------------- backward */
+
+/* The backward as flash_bwd.cu's (two kernels, each recomputing P and dS
+ * from lse so that every gradient element has one writer), with the
+ * products of this file: the score-like tiles (S, dP and their transposes,
+ * 16 x 64 a warp) stay in registers and become the A operand of the next
+ * product directly. The B operands that are a tile's columns (dO, Q, K for
+ * dV, dK, dQ) come from a transposed copy of the tile in shared memory.
+ * Head sizes up to 64 (at 128 the kv kernel's four 16 x HD accumulators
+ * and two score tiles would not fit in registers). */
+template <int HD> struct bwd_smem {
+    static constexpr int LDK = HD + 8, LDT = ROWS + 8;
+    static constexpr size_t row_tile = (size_t)ROWS * LDK * sizeof(bf16);
+    static constexpr size_t t_tile = (size_t)HD * LDT * sizeof(bf16);
+    /* four row-major tiles, two transposed ones, lse and dsum of 64 rows */
+    static constexpr size_t bytes = 4 * row_tile + 2 * t_tile + 2 * ROWS * sizeof(float);
+};
+
+/* dk, dv: grid (ceil(T/64), B*nkv). The block's 64 keys (K, V row-major,
+ * each warp 16 of them as A fragments) against every query tile at or
+ * after them, of every query head of the group (Q, dO row-major for S^T and
+ * dP^T, transposed for dK and dV). */
+template <int HD>
+__global__ void __launch_bounds__(THREADS)
+    flash_bwd_kv_mma(float *dk, float *dv, const float *dout, const float *q, const float *k,
+                     const float *v, const float *lse, const float *dsum, const float *alibi,
+                     int T, int nh, int nkv, float scale2) {
+    typedef bwd_smem<HD> L;
+    extern __shared__ __align__(128) unsigned char smem[];
+    bf16 *Ks = (bf16 *)smem, *Vs = Ks + ROWS * L::LDK, *Qs = Vs + ROWS * L::LDK;
+    bf16 *dOs = Qs + ROWS * L::LDK, *Qt = dOs + ROWS * L::LDK, *dOt = Qt + HD * L::LDT;
+    float *ls = (float *)(dOt + HD * L::LDT), *Ds = ls + ROWS;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    const int bg = blockIdx.y, b = bg / nkv, kvh = bg % nkv, group = nh / nkv;
+    const int j0 = blockIdx.x * ROWS;
+    const size_t kv0 = ((size_t)bg * T + j0) * HD;
+    load_tile<HD, ROWS, false>(Ks, L::LDK, k + kv0, HD, T - j0, HD);
+    load_tile<HD, ROWS, false>(Vs, L::LDK, v + kv0, HD, T - j0, HD);
+    __syncthreads();
+    uint32_t ka[HD / 16][4], va[HD / 16][4];
+#pragma unroll
+    for (int kk = 0; kk < HD / 16; kk++) {
+        frag_a(ka[kk], Ks, L::LDK, warp * 16, kk * 16);
+        frag_a(va[kk], Vs, L::LDK, warp * 16, kk * 16);
+    }
+    float dK[HD / 8][4], dV[HD / 8][4];
+#pragma unroll
+    for (int nd = 0; nd < HD / 8; nd++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) dK[nd][e] = dV[nd][e] = 0.0f;
+    /* this lane's keys: j0 + 16 warp + g and + 8 */
+    const int key[2] = {j0 + warp * 16 + g, j0 + warp * 16 + g + 8};
+
+    for (int hh = 0; hh < group; hh++) {
+        const int h = kvh * group + hh;
+        const size_t bh = (size_t)b * nh + h;
+        const float slope2 = alibi ? alibi[h] * 1.4426950408889634f : 0.0f;
+        for (int i0 = j0; i0 < T; i0 += ROWS) {
+            __syncthreads(); /* the last tile's readers are done */
+            const float *qsrc = q + (bh * T + i0) * HD;
+            const float *dsrc = dout + (((size_t)b * T + i0) * nh + h) * HD;
+            load_tile<HD, ROWS, false>(Qs, L::LDK, qsrc, HD, T - i0, HD);
+            load_tile<HD, ROWS, true>(Qt, L::LDT, qsrc, HD, T - i0, HD);
+            load_tile<HD, ROWS, false>(dOs, L::LDK, dsrc, (size_t)nh * HD, T - i0, HD);
+            load_tile<HD, ROWS, true>(dOt, L::LDT, dsrc, (size_t)nh * HD, T - i0, HD);
+            if (threadIdx.x < ROWS) {
+                const int i = i0 + threadIdx.x;
+                ls[threadIdx.x] = i < T ? lse[bh * T + i] * 1.4426950408889634f : 0.0f;
+                Ds[threadIdx.x] = i < T ? dsum[bh * T + i] : 0.0f;
+            }
+            __syncthreads();
+            if (i0 + ROWS - 1 < j0 + warp * 16) continue; /* every query before the warp's keys */
+
+            /* S^T and dP^T (16 keys x 64 queries), 8 tiles of 8 queries. */
+            float sT[ROWS / 8][4], dpT[ROWS / 8][4];
+#pragma unroll
+            for (int nt = 0; nt < ROWS / 8; nt++) {
+#pragma unroll
+                for (int e = 0; e < 4; e++) sT[nt][e] = dpT[nt][e] = 0.0f;
+#pragma unroll
+                for (int kk = 0; kk < HD / 16; kk++) {
+                    mma_bt(sT[nt], ka[kk], Qs, L::LDK, nt * 8, kk * 16);
+                    mma_bt(dpT[nt], va[kk], dOs, L::LDK, nt * 8, kk * 16);
+                }
+            }
+            /* P^T into sT, dS^T into dpT (0 where masked) */
+#pragma unroll
+            for (int nt = 0; nt < ROWS / 8; nt++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const int c = nt * 8 + 2 * t + (e & 1), i = i0 + c, j = key[e >> 1];
+                    float p = 0.0f;
+                    if (i < T && j <= i)
+                        p = exp2f(sT[nt][e] * scale2 - slope2 * (float)(i - j) - ls[c]);
+                    sT[nt][e] = p;
+                    dpT[nt][e] = p * (dpT[nt][e] - Ds[c]);
+                }
+            /* dV += P^T dO, dK += dS^T Q (16 queries a step) */
+#pragma unroll
+            for (int kq = 0; kq < ROWS / 16; kq++) {
+                uint32_t pa[4], dsa[4];
+                c_to_a(pa, sT, kq);
+                c_to_a(dsa, dpT, kq);
+#pragma unroll
+                for (int nd = 0; nd < HD / 8; nd++) {
+                    mma_bt(dV[nd], pa, dOt, L::LDT, nd * 8, kq * 16);
+                    mma_bt(dK[nd], dsa, Qt, L::LDT, nd * 8, kq * 16);
+                }
+            }
+        }
+    }
+    /* dk = scale dS^T Q (scale2 / log2 e is the softmax scale), dv = P^T dO */
+    const float scale = scale2 * 0.6931471805599453f;
+#pragma unroll
+    for (int hr = 0; hr < 2; hr++) {
+        if (key[hr] >= T) continue;
+        float *dkr = dk + ((size_t)bg * T + key[hr]) * HD, *dvr = dv + ((size_t)bg * T + key[hr]) * HD;
+#pragma unroll
+        for (int nd = 0; nd < HD / 8; nd++) {
+            const int col = nd * 8 + 2 * t;
+            *reinterpret_cast<float2 *>(dkr + col) =
+                make_float2(dK[nd][2 * hr] * scale, dK[nd][2 * hr + 1] * scale);
+            *reinterpret_cast<float2 *>(dvr + col) = make_float2(dV[nd][2 * hr], dV[nd][2 * hr + 1]);
+        }
+    }
+}
+
+/* dq: grid (ceil(T/64), B*nh). The block's 64 query rows (Q, dO as each
+ * warp's A fragments) against every key tile up to the diagonal (K and V
+ * row-major for S and dP, K transposed for dQ). */
+template <int HD>
+__global__ void __launch_bounds__(THREADS)
+    flash_bwd_q_mma(float *dq, const float *dout, const float *q, const float *k, const float *v,
+                    const float *lse, const float *dsum, const float *alibi, int T, int nh, int nkv,
+                    float scale2) {
+    typedef bwd_smem<HD> L;
+    extern __shared__ __align__(128) unsigned char smem[];
+    bf16 *Qs = (bf16 *)smem, *dOs = Qs + ROWS * L::LDK, *Ks = dOs + ROWS * L::LDK;
+    bf16 *Vs = Ks + ROWS * L::LDK, *Kt = Vs + ROWS * L::LDK;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    const int bh = blockIdx.y, b = bh / nh, h = bh % nh, kvh = h / (nh / nkv);
+    const int i0 = blockIdx.x * ROWS;
+    const size_t q0 = ((size_t)bh * T + i0) * HD, kv = ((size_t)b * nkv + kvh) * T * HD;
+    const float slope2 = alibi ? alibi[h] * 1.4426950408889634f : 0.0f;
+    load_tile<HD, ROWS, false>(Qs, L::LDK, q + q0, HD, T - i0, HD);
+    load_tile<HD, ROWS, false>(dOs, L::LDK, dout + (((size_t)b * T + i0) * nh + h) * HD,
+                               (size_t)nh * HD, T - i0, HD);
+    __syncthreads();
+    uint32_t qa[HD / 16][4], da[HD / 16][4];
+#pragma unroll
+    for (int kk = 0; kk < HD / 16; kk++) {
+        frag_a(qa[kk], Qs, L::LDK, warp * 16, kk * 16);
+        frag_a(da[kk], dOs, L::LDK, warp * 16, kk * 16);
+    }
+    /* this lane's rows, their lse (base 2) and dsum */
+    const int row[2] = {i0 + warp * 16 + g, i0 + warp * 16 + g + 8};
+    float l2[2], D[2];
+#pragma unroll
+    for (int hr = 0; hr < 2; hr++) {
+        const bool in = row[hr] < T;
+        l2[hr] = in ? lse[(size_t)bh * T + row[hr]] * 1.4426950408889634f : 0.0f;
+        D[hr] = in ? dsum[(size_t)bh * T + row[hr]] : 0.0f;
+    }
+    float dQ[HD / 8][4];
+#pragma unroll
+    for (int nd = 0; nd < HD / 8; nd++) dQ[nd][0] = dQ[nd][1] = dQ[nd][2] = dQ[nd][3] = 0.0f;
+
+    for (int j0 = 0; j0 <= i0; j0 += ROWS) {
+        __syncthreads(); /* the last tile's readers are done */
+        load_tile<HD, ROWS, false>(Ks, L::LDK, k + kv + (size_t)j0 * HD, HD, T - j0, HD);
+        load_tile<HD, ROWS, true>(Kt, L::LDT, k + kv + (size_t)j0 * HD, HD, T - j0, HD);
+        load_tile<HD, ROWS, false>(Vs, L::LDK, v + kv + (size_t)j0 * HD, HD, T - j0, HD);
+        __syncthreads();
+        if (i0 + warp * 16 + 15 < j0) continue; /* every row of the warp is before the tile */
+
+        float s[ROWS / 8][4], dp[ROWS / 8][4];
+#pragma unroll
+        for (int nt = 0; nt < ROWS / 8; nt++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) s[nt][e] = dp[nt][e] = 0.0f;
+#pragma unroll
+            for (int kk = 0; kk < HD / 16; kk++) {
+                mma_bt(s[nt], qa[kk], Ks, L::LDK, nt * 8, kk * 16);
+                mma_bt(dp[nt], da[kk], Vs, L::LDK, nt * 8, kk * 16);
+            }
+        }
+        /* dS into dp (0 where masked) */
+#pragma unroll
+        for (int nt = 0; nt < ROWS / 8; nt++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int hr = e >> 1, i = row[hr], j = j0 + nt * 8 + 2 * t + (e & 1);
+                float ds = 0.0f;
+                if (i < T && j <= i) {
+                    const float p = exp2f(s[nt][e] * scale2 - slope2 * (float)(i - j) - l2[hr]);
+                    ds = p * (dp[nt][e] - D[hr]);
+                }
+                dp[nt][e] = ds;
+            }
+        /* dQ += dS K (16 keys a step) */
+#pragma unroll
+        for (int kk = 0; kk < ROWS / 16; kk++) {
+            uint32_t dsa[4];
+            c_to_a(dsa, dp, kk);
+#pragma unroll
+            for (int nd = 0; nd < HD / 8; nd++) mma_bt(dQ[nd], dsa, Kt, L::LDT, nd * 8, kk * 16);
+        }
+    }
+    const float scale = scale2 * 0.6931471805599453f;
+#pragma unroll
+    for (int hr = 0; hr < 2; hr++) {
+        if (row[hr] >= T) continue;
+        float *dqr = dq + ((size_t)bh * T + row[hr]) * HD;
+#pragma unroll
+        for (int nd = 0; nd < HD / 8; nd++)
+            *reinterpret_cast<float2 *>(dqr + nd * 8 + 2 * t) =
+                make_float2(dQ[nd][2 * hr] * scale, dQ[nd][2 * hr + 1] * scale);
+    }
+}
+
+template <int HD>
+void backward(float *dq, float *dk, float *dv, const float *dsum, const float *dout, const float *q,
+              const float *k, const float *v, const float *lse, const float *alibi, int B, int T,
+              int nh, int nkv) {
+    const size_t bytes = bwd_smem<HD>::bytes;
+    if (bytes > 48 * 1024) {
+        cudaFuncSetAttribute(flash_bwd_q_mma<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             (int)bytes);
+        cudaFuncSetAttribute(flash_bwd_kv_mma<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             (int)bytes);
+    }
+    const float scale2 = 1.4426950408889634f / sqrtf((float)HD);
+    flash_bwd_q_mma<HD><<<dim3(cdiv(T, ROWS), B * nh), THREADS, bytes>>>(
+        dq, dout, q, k, v, lse, dsum, alibi, T, nh, nkv, scale2);
+    flash_bwd_kv_mma<HD><<<dim3(cdiv(T, ROWS), B * nkv), THREADS, bytes>>>(
+        dk, dv, dout, q, k, v, lse, dsum, alibi, T, nh, nkv, scale2);
+}
+
 } /* namespace */
 
 extern "C" void gpu_flash_forward_mma(float *out, float *lse, const float *q, const float *k,
@@ -220,4 +474,17 @@ extern "C" void gpu_flash_forward_mma(float *out, float *lse, const float *q, co
     else if (hd <= 32) forward<32>(out, lse, q, k, v, alibi, B, T, nh, nkv, hd);
     else if (hd <= 64) forward<64>(out, lse, q, k, v, alibi, B, T, nh, nkv, hd);
     else forward<128>(out, lse, q, k, v, alibi, B, T, nh, nkv, hd);
+}
+
+extern "C" void gpu_flash_backward_mma(float *dq, float *dk, float *dv, const float *dsum,
+                                       const float *dout, const float *q, const float *k,
+                                       const float *v, const float *lse, const float *alibi, int B,
+                                       int T, int nh, int nkv, int hd) {
+    switch (hd) {
+    case 16: backward<16>(dq, dk, dv, dsum, dout, q, k, v, lse, alibi, B, T, nh, nkv); break;
+    case 32: backward<32>(dq, dk, dv, dsum, dout, q, k, v, lse, alibi, B, T, nh, nkv); break;
+    case 48: backward<48>(dq, dk, dv, dsum, dout, q, k, v, lse, alibi, B, T, nh, nkv); break;
+    case 64: backward<64>(dq, dk, dv, dsum, dout, q, k, v, lse, alibi, B, T, nh, nkv); break;
+    default: break; /* not GPU_ATTN_MMA_BWD(hd): the caller uses gpu_flash_backward_tc */
+    }
 }

@@ -112,14 +112,19 @@ void gpu_flash_forward_tc(float *out, float *lse, const float *q, const float *k
 void gpu_flash_backward_tc(float *dq, float *dk, float *dv, const float *dsum, const float *dout,
                            const float *q, const float *k, const float *v, const float *lse,
                            const float *alibi, int B, int T, int nh, int nkv, int hd);
-/* The forward with mma.sync and the accumulators in registers (flash_mma.cu,
- * FlashAttention-2's layout), same arguments and results. Not yet run on a
- * GPU, so gpu_attention_forward takes it only after
+/* The same two with mma.sync and the score tiles and accumulators in
+ * registers (flash_mma.cu, FlashAttention-2's layout), same arguments and
+ * results; the backward for head sizes GPU_ATTN_MMA_BWD(hd). Not yet run on
+ * a GPU, so gpu_attention_forward/backward take them only after
  * gpu_attention_use(GPU_ATTN_MMA), or when the environment has
- * ROTARY_CUDA_ATTN=mma at the first call; GPU_ATTN_WMMA (flash_fwd.cu) is
- * the default. */
+ * ROTARY_CUDA_ATTN=mma at the first call; GPU_ATTN_WMMA (flash_fwd.cu,
+ * flash_bwd.cu) is the default. */
+#define GPU_ATTN_MMA_BWD(hd) ((hd) % 16 == 0 && (hd) <= 64)
 void gpu_flash_forward_mma(float *out, float *lse, const float *q, const float *k, const float *v,
                            const float *alibi, int B, int T, int nh, int nkv, int hd);
+void gpu_flash_backward_mma(float *dq, float *dk, float *dv, const float *dsum, const float *dout,
+                            const float *q, const float *k, const float *v, const float *lse,
+                            const float *alibi, int B, int T, int nh, int nkv, int hd);
 enum { GPU_ATTN_WMMA = 0, GPU_ATTN_MMA = 1 };
 void gpu_attention_use(int kernel);
 

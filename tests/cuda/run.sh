@@ -106,7 +106,7 @@ detail[test_cuda_model]=$(grep -E "passed|FAILED" "$RESULTS/test_cuda_model.log"
 run cli_device 60 bash tests/cuda/cli_device.sh "$BUILD/rotary" "$PWD" cuda
 detail[cli_device]=$(tail -n 1 "$RESULTS/cli_device.log")
 run cuda_train 90 "$BUILD/bench/cuda_train"
-# the same with the mma.sync attention forward (flash_mma.cu, not yet the default)
+# the same with the mma.sync attention kernels (flash_mma.cu, not yet the default)
 run cuda_train_mma 90 env ROTARY_CUDA_ATTN=mma "$BUILD/bench/cuda_train"
 run cuda_attention 60 "$BUILD/bench/cuda_attention"
 run torch_attention_gpu 60 "$PYTHON" bench/torch_attention_gpu.py
@@ -147,7 +147,7 @@ val() { grep -m1 "^$2=" "$RESULTS/$1.log" 2>/dev/null | cut -d= -f2; }
   printf '%-22s %12s %10s %8s\n' "" "tokens/s" "ms/step" "MFU"
   printf '%-22s %12s %10s %8s\n' "rotary (cuda)" "$(val cuda_train tokens_per_s)" \
     "$(val cuda_train ms_per_step)" "$(val cuda_train mfu)"
-  printf '%-22s %12s %10s %8s\n' "rotary, mma.sync fwd" "$(val cuda_train_mma tokens_per_s)" \
+  printf '%-22s %12s %10s %8s\n' "rotary, mma.sync attn" "$(val cuda_train_mma tokens_per_s)" \
     "$(val cuda_train_mma ms_per_step)" "$(val cuda_train_mma mfu)"
   printf '%-22s %12s %10s %8s\n' "pytorch $(val torch_train_gpu torch)" \
     "$(val torch_train_gpu tokens_per_s)" "$(val torch_train_gpu ms_per_step)" \
@@ -159,8 +159,9 @@ val() { grep -m1 "^$2=" "$RESULTS/$1.log" 2>/dev/null | cut -d= -f2; }
     printf '%-22s %10s %10s %12s %12s\n' "$([ $a = cuda_attention ] && echo rotary || echo 'pytorch sdpa (bf16)')" \
       "$(val $a fwd_ms)" "$(val $a bwd_ms)" "$(val $a fwd_tflops)" "$(val $a bwd_tflops)"
   done
-  printf '%-22s %10s %10s %12s %12s\n' "rotary mma.sync fwd" "$(val cuda_attention fwd_mma_ms)" "" \
-    "$(val cuda_attention fwd_mma_tflops)" ""
+  printf '%-22s %10s %10s %12s %12s\n' "rotary mma.sync" "$(val cuda_attention fwd_mma_ms)" \
+    "$(val cuda_attention bwd_mma_ms)" "$(val cuda_attention fwd_mma_tflops)" \
+    "$(val cuda_attention bwd_mma_tflops)"
   echo
   echo "decode, llama2.c 110M shape (fp32 weights, KV cache, greedy):"
   echo "  $(val cuda_decode tok_s) tokens/s; bound $(val cuda_decode bound_tok_s) tokens/s" \

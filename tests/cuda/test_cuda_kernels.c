@@ -9,7 +9,9 @@
  *   (flash_fwd.cu, flash_bwd.cu), which round q, k, v, dout and the
  *   probabilities to bf16 the same way: 1.5e-2 forward; the backward chains
  *   two such products (dP, then dS times q or k): 3e-2. Other head sizes take
- *   the fp32 kernels: 1e-4 and 2e-4.
+ *   the fp32 kernels: 1e-4 and 2e-4. The tensor-core cases run twice: with
+ *   the WMMA kernels and with the mma.sync ones (flash_mma.cu), which round
+ *   the same values.
  * - Everything else is fp32 on both sides and differs only in summation
  *   order and in expf/tanhf against rotary_expf (2 ulp): 1e-4 (5e-4 where a
  *   row sums thousands of terms). */
@@ -253,8 +255,9 @@ static void test_attention(int B, int T, int nh, int nkv, int hd, int alibi) {
     snprintf(cfg, sizeof cfg, "B%d T%d nh%d nkv%d hd%d%s%s", B, T, nh, nkv, hd,
              alibi ? " alibi" : "",
              !GPU_ATTN_TC(hd)                ? ""
-             : attn_kernel == GPU_ATTN_MMA ? " (tensor cores, mma.sync forward)"
-                                             : " (tensor cores)");
+             : attn_kernel != GPU_ATTN_MMA ? " (tensor cores)"
+             : GPU_ATTN_MMA_BWD(hd)        ? " (tensor cores, mma.sync)"
+                                             : " (tensor cores, mma.sync forward)");
     const int S = (nh + 2 * nkv) * hd, Q = nh * hd;
     const size_t n = (size_t)B * T * S, no = (size_t)B * T * Q;
     float *qkv = randn(n, 1.0f), *slopes = malloc(nh * sizeof(float));

@@ -96,6 +96,19 @@ __device__ __forceinline__ void c_to_a(uint32_t a[4], const float (*x)[4], int k
     a[3] = pack_bf16(x[2 * kk + 1][2], x[2 * kk + 1][3]);
 }
 
+/* s (16 x 64, 8 tiles of 8 columns) = A B^T: A the warp's 16 rows as
+ * fragments (a[kk]: columns 16kk..), B 64 rows of a row-major bf16 tile. */
+template <int HD>
+__device__ __forceinline__ void scores(float (&s)[KEYS / 8][4], const uint32_t (&a)[HD / 16][4],
+                                       const bf16 *m, int ld) {
+#pragma unroll
+    for (int nt = 0; nt < KEYS / 8; nt++) {
+        s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
+#pragma unroll
+        for (int kk = 0; kk < HD / 16; kk++) mma_bt(s[nt], a[kk], m, ld, nt * 8, kk * 16);
+    }
+}
+
 template <int HD>
 __global__ void __launch_bounds__(THREADS)
     flash_fwd_mma_kernel(float *out, float *lse, const float *q, const float *k, const float *v,
@@ -137,12 +150,7 @@ __global__ void __launch_bounds__(THREADS)
 
         /* S (16 x 64) = Q_w K^T: 8 tiles of 8 keys. */
         float s[KEYS / 8][4];
-#pragma unroll
-        for (int nt = 0; nt < KEYS / 8; nt++) {
-            s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
-#pragma unroll
-            for (int kk = 0; kk < HD / 16; kk++) mma_bt(s[nt], qa[kk], Ks, L::LDK, nt * 8, kk * 16);
-        }
+        scores<HD>(s, qa, Ks, L::LDK);
 
         /* Mask, scale, ALiBi (base 2), and the online softmax of both rows;
          * the 4 lanes of a row (same g) combine by shuffles. Row w0 + g has
@@ -302,16 +310,8 @@ __global__ void __launch_bounds__(THREADS)
 
             /* S^T and dP^T (16 keys x 64 queries), 8 tiles of 8 queries. */
             float sT[ROWS / 8][4], dpT[ROWS / 8][4];
-#pragma unroll
-            for (int nt = 0; nt < ROWS / 8; nt++) {
-#pragma unroll
-                for (int e = 0; e < 4; e++) sT[nt][e] = dpT[nt][e] = 0.0f;
-#pragma unroll
-                for (int kk = 0; kk < HD / 16; kk++) {
-                    mma_bt(sT[nt], ka[kk], Qs, L::LDK, nt * 8, kk * 16);
-                    mma_bt(dpT[nt], va[kk], dOs, L::LDK, nt * 8, kk * 16);
-                }
-            }
+            scores<HD>(sT, ka, Qs, L::LDK);
+            scores<HD>(dpT, va, dOs, L::LDK);
             /* P^T into sT, dS^T into dpT (0 where masked) */
 #pragma unroll
             for (int nt = 0; nt < ROWS / 8; nt++)
@@ -403,16 +403,8 @@ __global__ void __launch_bounds__(THREADS)
         if (i0 + warp * 16 + 15 < j0) continue; /* every row of the warp is before the tile */
 
         float s[ROWS / 8][4], dp[ROWS / 8][4];
-#pragma unroll
-        for (int nt = 0; nt < ROWS / 8; nt++) {
-#pragma unroll
-            for (int e = 0; e < 4; e++) s[nt][e] = dp[nt][e] = 0.0f;
-#pragma unroll
-            for (int kk = 0; kk < HD / 16; kk++) {
-                mma_bt(s[nt], qa[kk], Ks, L::LDK, nt * 8, kk * 16);
-                mma_bt(dp[nt], da[kk], Vs, L::LDK, nt * 8, kk * 16);
-            }
-        }
+        scores<HD>(s, qa, Ks, L::LDK);
+        scores<HD>(dp, da, Vs, L::LDK);
         /* dS into dp (0 where masked) */
 #pragma unroll
         for (int nt = 0; nt < ROWS / 8; nt++)

@@ -5,7 +5,9 @@
 # PyTorch (torch.compile, SDPA flash attention, bf16 autocast, fused AdamW),
 # decoding against the memory-bandwidth bound, the kernel test again under
 # compute-sanitizer's memcheck, and print a short table last; a per-kernel
-# profile of one training step (Nsight Compute) on the way. About 3 minutes
+# profile of one training step (Nsight Compute) on the way. The model test
+# and the training benchmark run twice, the second time with the mma.sync
+# attention kernels (ROTARY_CUDA_ATTN=mma, flash_mma.cu). About 3-4 minutes
 # on an H100 with 16 cores, the build included.
 #
 # usage: tests/cuda/run.sh            (from anywhere; JOBS, BUILD, NVCC, PYTHON
@@ -103,6 +105,9 @@ run test_cuda_kernels 60 "$BUILD/test_cuda_kernels"
 detail[test_cuda_kernels]=$(grep -E "passed|FAILED" "$RESULTS/test_cuda_kernels.log" | tail -1)
 run test_cuda_model 90 bash -c "cd '$BUILD' && ./test_cuda_model"
 detail[test_cuda_model]=$(grep -E "passed|FAILED" "$RESULTS/test_cuda_model.log" | tail -1)
+# the whole model again with the mma.sync attention kernels (flash_mma.cu)
+run test_cuda_model_mma 90 bash -c "cd '$BUILD' && ROTARY_CUDA_ATTN=mma ./test_cuda_model"
+detail[test_cuda_model_mma]=$(grep -E "passed|FAILED" "$RESULTS/test_cuda_model_mma.log" | tail -1)
 run cli_device 60 bash tests/cuda/cli_device.sh "$BUILD/rotary" "$PWD" cuda
 detail[cli_device]=$(tail -n 1 "$RESULTS/cli_device.log")
 run cuda_train 90 "$BUILD/bench/cuda_train"
@@ -138,7 +143,7 @@ val() { grep -m1 "^$2=" "$RESULTS/$1.log" 2>/dev/null | cut -d= -f2; }
   echo
   echo "== results ($(val cuda_train device), $(elapsed)s in all)"
   printf '%-28s %s\n' "check" "result"
-  for t in test_cuda_kernels test_cuda_model cli_device cuda_train cuda_train_mma cuda_attention \
+  for t in test_cuda_kernels test_cuda_model test_cuda_model_mma cli_device cuda_train cuda_train_mma cuda_attention \
            torch_attention_gpu cuda_decode torch_train_gpu profile memcheck; do
     printf '%-28s %s %s\n' "$t" "${status[$t]}" "${detail[$t]:-}"
   done

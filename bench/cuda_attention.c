@@ -8,7 +8,9 @@
  *
  * Defaults: bench/cuda_train's attention (B 16, T 1024, 12 heads of 64).
  * Timed again with the mma.sync kernels (fwd_mma_ms, bwd_mma_ms; the
- * backward only for head sizes up to 64, WMMA's above).
+ * backward only for head sizes up to 64, WMMA's above), whose results are
+ * compared with the WMMA kernels' (mma_vs_wmma_out, _dq, _dk, _dv: max
+ * difference over the largest element; both round to bf16, so ~1e-2).
  * TFLOP/s counts the causal half of the products as FlashAttention's
  * benchmarks do: forward 4 B H T^2 D / 2, backward 2.5 times that.
  * Output: key=value lines. */
@@ -16,6 +18,7 @@
 #include "cuda/kernels.h"
 
 #include <cuda_runtime_api.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +31,26 @@ static float *dev_random(size_t n, rotary_rng *r) {
         cudaMemcpy(d, h, n * sizeof(float), cudaMemcpyHostToDevice);
     free(h);
     return d;
+}
+
+static float *to_host(const float *d, size_t n) {
+    float *h = malloc(n * sizeof(float));
+    if (h && cudaMemcpy(h, d, n * sizeof(float), cudaMemcpyDeviceToHost) != cudaSuccess) {
+        free(h);
+        h = NULL;
+    }
+    return h;
+}
+
+/* max |a - b| over max |a|: how far the mma.sync results are from WMMA's */
+static double rel_diff(const float *a, const float *b, size_t n) {
+    double d = 0, m = 0;
+    for (size_t i = 0; i < n; i++) {
+        const double e = fabs((double)a[i] - b[i]), x = fabs((double)a[i]);
+        d = e > d ? e : d;
+        m = x > m ? x : m;
+    }
+    return m > 0 ? d / m : d;
 }
 
 int main(int argc, char **argv) {
@@ -71,7 +94,7 @@ int main(int argc, char **argv) {
     cudaEvent_t e0, e1, e2;
     cudaEventCreate(&e0), cudaEventCreate(&e1), cudaEventCreate(&e2);
     /* [0]: the default (WMMA) kernels, [1]: mma.sync (flash_mma.cu) */
-    float fwd_ms[2] = {0, 0}, bwd_ms[2] = {0, 0};
+    float fwd_ms[2] = {0, 0}, bwd_ms[2] = {0, 0}, *res[2][4];
     for (int kn = 0; kn < 2; kn++) {
         gpu_attention_use(kn ? GPU_ATTN_MMA : GPU_ATTN_WMMA);
         for (int it = -3; it < reps; it++) { /* three untimed */
@@ -89,6 +112,9 @@ int main(int argc, char **argv) {
             cudaEventElapsedTime(&a, e0, e1), cudaEventElapsedTime(&b, e1, e2);
             if (it >= 0) fwd_ms[kn] += a / reps, bwd_ms[kn] += b / reps;
         }
+        /* the last pass's results, the same inputs every pass */
+        res[kn][0] = to_host(out, nq), res[kn][1] = to_host(dq, nq);
+        res[kn][2] = to_host(dk, nk), res[kn][3] = to_host(dv, nk);
     }
     gpu_attention_use(GPU_ATTN_WMMA);
     const double fwd_flop = 4.0 * B * nh * (double)T * T * hd / 2;
@@ -100,5 +126,12 @@ int main(int argc, char **argv) {
     if (GPU_ATTN_TC(hd))
         printf("fwd_mma_ms=%.3f\nbwd_mma_ms=%.3f\nfwd_mma_tflops=%.1f\nbwd_mma_tflops=%.1f\n",
                fwd_ms[1], bwd_ms[1], fwd_flop / fwd_ms[1] / 1e9, 2.5 * fwd_flop / bwd_ms[1] / 1e9);
+    const char *what[4] = {"out", "dq", "dk", "dv"};
+    const size_t len[4] = {nq, nq, nk, nk};
+    for (int i = 0; i < 4; i++) {
+        if (res[0][i] && res[1][i] && GPU_ATTN_TC(hd))
+            printf("mma_vs_wmma_%s=%.2e\n", what[i], rel_diff(res[0][i], res[1][i], len[i]));
+        free(res[0][i]), free(res[1][i]);
+    }
     return 0;
 }

@@ -167,6 +167,8 @@ val() { grep -m1 "^$2=" "$RESULTS/$1.log" 2>/dev/null | cut -d= -f2; }
   printf '%-22s %10s %10s %12s %12s\n' "rotary mma.sync" "$(val cuda_attention fwd_mma_ms)" \
     "$(val cuda_attention bwd_mma_ms)" "$(val cuda_attention fwd_mma_tflops)" \
     "$(val cuda_attention bwd_mma_tflops)"
+  echo "  mma.sync against WMMA (max difference / largest element): out $(val cuda_attention mma_vs_wmma_out)," \
+    "dq $(val cuda_attention mma_vs_wmma_dq), dk $(val cuda_attention mma_vs_wmma_dk), dv $(val cuda_attention mma_vs_wmma_dv)"
   echo
   echo "decode, llama2.c 110M shape (fp32 weights, KV cache, greedy):"
   echo "  $(val cuda_decode tok_s) tokens/s; bound $(val cuda_decode bound_tok_s) tokens/s" \

@@ -1,7 +1,8 @@
 /* matvec.c: y = W x for decoding, in float32 and in Q8_0 (matvec.h).
  *
- * Rows go to the OpenMP threads in groups of 4 (see share_take). With -march=native on a CPU with AVX-512 (F, BW, VL, VNNI)
- * the inner loops are intrinsics; the portable C after them computes the
+ * Rows go to the OpenMP threads in groups of 4 (see share_take). With
+ * -march=native on a CPU with AVX-512 (F, BW, VL, VNNI) the inner loops are
+ * intrinsics; the portable C after them computes the
  * same sums and is what every other compiler or CPU gets.
  *
  * Why our own float32 kernel and not the BLAS. Measured on this project's
@@ -79,26 +80,27 @@ static inline uint64_t pack(uint64_t epoch, int next, int end) {
 void matvec_team_reset(matvec_team *tm) {
     for (int i = 0; i < tm->n; i++) {
         atomic_store_explicit(&tm->cur[i].word, 0, memory_order_relaxed);
-        tm->cur[i].calls = 0;
+        tm->cur[i].epoch = 0;
     }
 }
 
-/* One thread's view of one call: its number, the team's size, the epoch of
- * this call (1-255: every call of the team ends at a barrier, so a cursor
- * holds this call's epoch, the previous call's, or 0 after the reset, and
- * those differ), the cursor it takes from now, and the chunk sizes. */
+/* One thread's view of one call: its number, the team's size, the rows,
+ * the epoch of this call (1-255: every call of the team ends at a barrier,
+ * so a cursor holds this call's epoch, the previous call's, or 0 after the
+ * reset, and those differ), the cursor it takes from now, and the smallest
+ * chunk (in groups). */
 typedef struct {
     matvec_cursor *cur;
-    int t, nt, victim, ngroups, min, done;
+    int t, nt, rows, ngroups, victim, min, done;
     uint64_t epoch;
 } share;
 
-static void share_begin(share *s, matvec_team *tm, int ngroups, size_t group_bytes) {
+static void share_begin(share *s, matvec_team *tm, int rows, size_t row_bytes) {
     s->t = omp_get_thread_num(), s->nt = omp_get_num_threads();
-    s->ngroups = ngroups, s->victim = 0, s->done = 0;
-    s->min = (int)(MIN_CHUNK_BYTES / group_bytes), s->min += s->min < 1;
-    s->cur = tm && s->nt <= tm->n && ngroups <= (int)FIELD ? tm->cur : NULL;
-    if (s->cur) s->epoch = (uint64_t)(++s->cur[s->t].calls % 255u) + 1;
+    s->rows = rows, s->ngroups = (rows + GROUP - 1) / GROUP, s->victim = 0, s->done = 0;
+    s->min = (int)(MIN_CHUNK_BYTES / (row_bytes * GROUP)), s->min += s->min < 1;
+    s->cur = tm && s->nt <= tm->n && s->ngroups <= (int)FIELD ? tm->cur : NULL;
+    if (s->cur) s->epoch = s->cur[s->t].epoch = s->cur[s->t].epoch % 255 + 1;
 }
 
 /* Group range of thread u's own share. */
@@ -111,7 +113,7 @@ static inline int share_start(const share *s, int u) {
  * the next thread on); 0 when all are taken. The first to touch a cursor in
  * a call sets it to its owner's share. Without cursors (a team larger than
  * the reset made, or outside any team), the own share in one piece. */
-static int share_take(share *s, int *g0, int *g1) {
+static int take_groups(share *s, int *g0, int *g1) {
     if (!s->cur) {
         if (s->done) return 0;
         s->done = 1;
@@ -146,6 +148,14 @@ static int share_take(share *s, int *g0, int *g1) {
         if (atomic_compare_exchange_weak(w, &old, upd)) return 1;
     }
     return 0;
+}
+
+/* The same chunk as rows [*r0, *r1). */
+static int share_take(share *s, int *r0, int *r1) {
+    int g0, g1;
+    if (!take_groups(s, &g0, &g1)) return 0;
+    *r0 = g0 * GROUP, *r1 = g1 * GROUP < s->rows ? g1 * GROUP : s->rows;
+    return 1;
 }
 
 static inline void put(float *out, int r, float y, const float *b, int accumulate) {
@@ -198,10 +208,9 @@ static void rows_f32(float *out, const float *w, const float *x, const float *b,
 void matvec_f32_team(matvec_team *tm, float *out, const float *w, const float *x, const float *b,
                      int C, int OC, int accumulate) {
     share s;
-    share_begin(&s, tm, (OC + GROUP - 1) / GROUP, (size_t)C * sizeof(float) * GROUP);
-    int g0, g1;
-    while (share_take(&s, &g0, &g1))
-        rows_f32(out, w, x, b, C, g0 * GROUP, g1 * GROUP < OC ? g1 * GROUP : OC, accumulate);
+    share_begin(&s, tm, OC, (size_t)C * sizeof(float));
+    int r0, r1;
+    while (share_take(&s, &r0, &r1)) rows_f32(out, w, x, b, C, r0, r1, accumulate);
 #pragma omp barrier
 }
 
@@ -474,11 +483,9 @@ void matvec_q8_act_team(matvec_team *tm, float *out, const void *w, const q8_act
     const uint8_t *U = q8_matrix_u(w);
     const uint16_t *D = q8_matrix_d(w, OC, C);
     share s;
-    share_begin(&s, tm, (OC + GROUP - 1) / GROUP, (size_t)nb * (Q8_BLOCK + 2) * GROUP);
-    int g0, g1;
-    while (share_take(&s, &g0, &g1))
-        rows_q8(out, U, D, a, b, nb, g0 * GROUP, g1 * GROUP < OC ? g1 * GROUP : OC, OC,
-                accumulate);
+    share_begin(&s, tm, OC, (size_t)nb * (Q8_BLOCK + 2));
+    int r0, r1;
+    while (share_take(&s, &r0, &r1)) rows_q8(out, U, D, a, b, nb, r0, r1, OC, accumulate);
 #pragma omp barrier
 }
 

@@ -31,10 +31,10 @@
  * down (chunks no smaller than 16 KiB of weights). One cursor per thread,
  * on its own cache line: word packs the epoch of the call it belongs to
  * (8 bits), the owner's next group and the end of what is left (28 bits
- * each); calls counts the owner's calls since the reset. */
+ * each); epoch is the owner's latest, which only it writes. */
 typedef struct {
     _Alignas(64) _Atomic uint64_t word;
-    unsigned calls;
+    unsigned epoch;
 } matvec_cursor;
 
 typedef struct {

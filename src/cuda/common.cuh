@@ -8,6 +8,14 @@
 
 static inline unsigned cdiv(size_t a, size_t b) { return (unsigned)((a + b - 1) / b); }
 
+/* F<HD>(...) for the smallest of HD = 16, 32, 64, 128 that holds hd: the
+ * tensor-core tile kernels pad a head with zeros to HD. */
+#define BY_TILE_HD(F, hd, ...)                                                                  \
+    ((hd) <= 16   ? F<16>(__VA_ARGS__)                                                          \
+     : (hd) <= 32 ? F<32>(__VA_ARGS__)                                                          \
+     : (hd) <= 64 ? F<64>(__VA_ARGS__)                                                          \
+                  : F<128>(__VA_ARGS__))
+
 __device__ __forceinline__ float warp_sum(float x) {
     for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
     return x;

@@ -180,8 +180,5 @@ void forward(float *out, float *lse, const float *q, const float *k, const float
 extern "C" void gpu_flash_forward_tc(float *out, float *lse, const float *q, const float *k,
                                      const float *v, const float *alibi, int B, int T, int nh,
                                      int nkv, int hd) {
-    if (hd <= 16) forward<16>(out, lse, q, k, v, alibi, B, T, nh, nkv, hd);
-    else if (hd <= 32) forward<32>(out, lse, q, k, v, alibi, B, T, nh, nkv, hd);
-    else if (hd <= 64) forward<64>(out, lse, q, k, v, alibi, B, T, nh, nkv, hd);
-    else forward<128>(out, lse, q, k, v, alibi, B, T, nh, nkv, hd);
+    BY_TILE_HD(forward, hd, out, lse, q, k, v, alibi, B, T, nh, nkv, hd);
 }

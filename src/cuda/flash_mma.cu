@@ -1,12 +1,13 @@
-/* flash_mma.cu: causal attention forward on the tensor cores with mma.sync
- * (PTX m16n8k16, bf16 inputs, fp32 accumulators), the layout of
- * FlashAttention-2 (Dao 2023): the scores, the probabilities and the output
- * rows stay in registers for the whole pass, so unlike flash_fwd.cu (WMMA,
- * whose fragments are opaque) nothing goes through shared memory but the
- * K and V tiles. Same arguments, results and precision as
- * gpu_flash_forward_tc; chosen by gpu_attention_use(GPU_ATTN_MMA).
+/* flash_mma.cu: causal attention forward and backward on the tensor cores
+ * with mma.sync (PTX m16n8k16, bf16 inputs, fp32 accumulators), the layout
+ * of FlashAttention-2 (Dao 2023): the scores, the probabilities and the
+ * output rows stay in registers for the whole pass, so unlike flash_fwd.cu
+ * (WMMA, whose fragments are opaque) nothing goes through shared memory but
+ * the K and V tiles. Same arguments, results and precision as
+ * gpu_flash_forward_tc and gpu_flash_backward_tc; chosen by
+ * gpu_attention_use(GPU_ATTN_MMA). The backward is further down.
  *
- * A block of 4 warps owns 64 query rows of one head, 16 rows a warp, and
+ * Forward: a block of 4 warps owns 64 query rows of one head, 16 rows a warp, and
  * streams 64-key tiles: K as rows (HD + 8 bf16 apart) and V transposed
  * (64 + 8 bf16 apart), which makes every operand of both products one
  * 32-bit shared load per register, without bank conflicts.
@@ -30,6 +31,7 @@ typedef __nv_bfloat16 bf16;
 namespace {
 
 enum { ROWS = 64, KEYS = 64, WARPS = 4, THREADS = 32 * WARPS };
+constexpr float LOG2E = 1.4426950408889634f, LN2 = 0.6931471805599453f;
 
 template <int HD> struct mma_smem {
     static constexpr int LDK = HD + 8;   /* K and Q rows, bf16 */
@@ -70,10 +72,9 @@ __device__ void load_tile(bf16 *dst, int ld, const float *src, size_t stride, in
     }
 }
 
-/* The A fragment of rows r0.. (16) and columns c0.. (16) of a row-major
- * bf16 array (ld), and the B fragment (k = 16 rows, n = 8 columns) whose
- * column n is row n0 + n of a row-major array (so B = that array's
- * transpose), k from c0. */
+/* a = the A fragment of rows r0.. (16) and columns c0.. (16) of a
+ * row-major bf16 array (ld); mma_bt: c += a B, B (k = 16, n = 8) the
+ * transpose of rows n0.. (8), columns c0.. (16) of a row-major array. */
 __device__ __forceinline__ void frag_a(uint32_t a[4], const bf16 *m, int ld, int r0, int c0) {
     const int g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
     const bf16 *p = m + (r0 + g) * ld + c0 + 2 * t;
@@ -123,7 +124,7 @@ __global__ void __launch_bounds__(THREADS)
     const int q0 = blockIdx.x * ROWS, w0 = q0 + warp * 16;
     const float *kh = k + ((size_t)b * nkv + kvh) * T * hd;
     const float *vh = v + ((size_t)b * nkv + kvh) * T * hd;
-    const float slope2 = alibi ? alibi[h] * 1.4426950408889634f : 0.0f;
+    const float slope2 = alibi ? alibi[h] * LOG2E : 0.0f;
     load_tile<HD, ROWS, false>(Qs, L::LDK, q + ((size_t)bh * T + q0) * hd, hd, T - q0, hd);
     __syncthreads();
 
@@ -132,7 +133,7 @@ __global__ void __launch_bounds__(THREADS)
 #pragma unroll
     for (int kk = 0; kk < HD / 16; kk++) frag_a(qa[kk], Qs, L::LDK, warp * 16, kk * 16);
 
-    /* This lane's rows: r[0] = w0 + g, r[1] = w0 + g + 8; their running max
+    /* This lane's rows: row[0] = w0 + g, row[1] = w0 + g + 8; their running max
      * (base 2) and sum, and their output columns nd * 8 + 2t, +1. */
     const int row[2] = {w0 + g, w0 + g + 8};
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
@@ -219,7 +220,7 @@ __global__ void __launch_bounds__(THREADS)
                 if (col < hd) orow[col] = o[nd][2 * hr + e] * inv;
             }
         /* natural log-sum-exp of the scaled scores, as the other kernels */
-        if (t == 0) lse[(size_t)bh * T + i] = (m[hr] + log2f(l[hr])) * 0.6931471805599453f;
+        if (t == 0) lse[(size_t)bh * T + i] = (m[hr] + log2f(l[hr])) * LN2;
     }
 }
 
@@ -231,9 +232,8 @@ void forward(float *out, float *lse, const float *q, const float *k, const float
         cudaFuncSetAttribute(flash_fwd_mma_kernel<HD>,
                              cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
     flash_fwd_mma_kernel<HD><<<dim3(cdiv(T, ROWS), B * nh), THREADS, bytes>>>(
-        out, lse, q, k, v, alibi, T, nh, nkv, hd, 1.4426950408889634f / sqrtf((float)hd));
+        out, lse, q, k, v, alibi, T, nh, nkv, hd, LOG2E / sqrtf((float)hd));
 }
-
 
 /* ---------------------------------------------------------------- backward */
 
@@ -291,7 +291,7 @@ __global__ void __launch_bounds__(THREADS)
     for (int hh = 0; hh < group; hh++) {
         const int h = kvh * group + hh;
         const size_t bh = (size_t)b * nh + h;
-        const float slope2 = alibi ? alibi[h] * 1.4426950408889634f : 0.0f;
+        const float slope2 = alibi ? alibi[h] * LOG2E : 0.0f;
         for (int i0 = j0; i0 < T; i0 += ROWS) {
             __syncthreads(); /* the last tile's readers are done */
             const float *qsrc = q + (bh * T + i0) * HD;
@@ -302,7 +302,7 @@ __global__ void __launch_bounds__(THREADS)
             load_tile<HD, ROWS, true>(dOt, L::LDT, dsrc, (size_t)nh * HD, T - i0, HD);
             if (threadIdx.x < ROWS) {
                 const int i = i0 + threadIdx.x;
-                ls[threadIdx.x] = i < T ? lse[bh * T + i] * 1.4426950408889634f : 0.0f;
+                ls[threadIdx.x] = i < T ? lse[bh * T + i] * LOG2E : 0.0f;
                 Ds[threadIdx.x] = i < T ? dsum[bh * T + i] : 0.0f;
             }
             __syncthreads();
@@ -339,7 +339,7 @@ __global__ void __launch_bounds__(THREADS)
         }
     }
     /* dk = scale dS^T Q (scale2 / log2 e is the softmax scale), dv = P^T dO */
-    const float scale = scale2 * 0.6931471805599453f;
+    const float scale = scale2 * LN2;
 #pragma unroll
     for (int hr = 0; hr < 2; hr++) {
         if (key[hr] >= T) continue;
@@ -370,7 +370,7 @@ __global__ void __launch_bounds__(THREADS)
     const int bh = blockIdx.y, b = bh / nh, h = bh % nh, kvh = h / (nh / nkv);
     const int i0 = blockIdx.x * ROWS;
     const size_t q0 = ((size_t)bh * T + i0) * HD, kv = ((size_t)b * nkv + kvh) * T * HD;
-    const float slope2 = alibi ? alibi[h] * 1.4426950408889634f : 0.0f;
+    const float slope2 = alibi ? alibi[h] * LOG2E : 0.0f;
     load_tile<HD, ROWS, false>(Qs, L::LDK, q + q0, HD, T - i0, HD);
     load_tile<HD, ROWS, false>(dOs, L::LDK, dout + (((size_t)b * T + i0) * nh + h) * HD,
                                (size_t)nh * HD, T - i0, HD);
@@ -387,7 +387,7 @@ __global__ void __launch_bounds__(THREADS)
 #pragma unroll
     for (int hr = 0; hr < 2; hr++) {
         const bool in = row[hr] < T;
-        l2[hr] = in ? lse[(size_t)bh * T + row[hr]] * 1.4426950408889634f : 0.0f;
+        l2[hr] = in ? lse[(size_t)bh * T + row[hr]] * LOG2E : 0.0f;
         D[hr] = in ? dsum[(size_t)bh * T + row[hr]] : 0.0f;
     }
     float dQ[HD / 8][4];
@@ -427,7 +427,7 @@ __global__ void __launch_bounds__(THREADS)
             for (int nd = 0; nd < HD / 8; nd++) mma_bt(dQ[nd], dsa, Kt, L::LDT, nd * 8, kk * 16);
         }
     }
-    const float scale = scale2 * 0.6931471805599453f;
+    const float scale = scale2 * LN2;
 #pragma unroll
     for (int hr = 0; hr < 2; hr++) {
         if (row[hr] >= T) continue;
@@ -450,7 +450,7 @@ void backward(float *dq, float *dk, float *dv, const float *dsum, const float *d
         cudaFuncSetAttribute(flash_bwd_kv_mma<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                              (int)bytes);
     }
-    const float scale2 = 1.4426950408889634f / sqrtf((float)HD);
+    const float scale2 = LOG2E / sqrtf((float)HD);
     flash_bwd_q_mma<HD><<<dim3(cdiv(T, ROWS), B * nh), THREADS, bytes>>>(
         dq, dout, q, k, v, lse, dsum, alibi, T, nh, nkv, scale2);
     flash_bwd_kv_mma<HD><<<dim3(cdiv(T, ROWS), B * nkv), THREADS, bytes>>>(
@@ -462,10 +462,7 @@ void backward(float *dq, float *dk, float *dv, const float *dsum, const float *d
 extern "C" void gpu_flash_forward_mma(float *out, float *lse, const float *q, const float *k,
                                       const float *v, const float *alibi, int B, int T, int nh,
                                       int nkv, int hd) {
-    if (hd <= 16) forward<16>(out, lse, q, k, v, alibi, B, T, nh, nkv, hd);
-    else if (hd <= 32) forward<32>(out, lse, q, k, v, alibi, B, T, nh, nkv, hd);
-    else if (hd <= 64) forward<64>(out, lse, q, k, v, alibi, B, T, nh, nkv, hd);
-    else forward<128>(out, lse, q, k, v, alibi, B, T, nh, nkv, hd);
+    BY_TILE_HD(forward, hd, out, lse, q, k, v, alibi, B, T, nh, nkv, hd);
 }
 
 extern "C" void gpu_flash_backward_mma(float *dq, float *dk, float *dv, const float *dsum,

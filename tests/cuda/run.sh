@@ -143,8 +143,9 @@ val() { grep -m1 "^$2=" "$RESULTS/$1.log" 2>/dev/null | cut -d= -f2; }
   echo
   echo "== results ($(val cuda_train device), $(elapsed)s in all)"
   printf '%-28s %s\n' "check" "result"
-  for t in test_cuda_kernels test_cuda_model test_cuda_model_mma cli_device cuda_train cuda_train_mma cuda_attention \
-           torch_attention_gpu cuda_decode torch_train_gpu profile memcheck; do
+  for t in test_cuda_kernels test_cuda_model test_cuda_model_mma cli_device cuda_train \
+           cuda_train_mma cuda_attention torch_attention_gpu cuda_decode torch_train_gpu profile \
+           memcheck; do
     printf '%-28s %s %s\n' "$t" "${status[$t]}" "${detail[$t]:-}"
   done
   echo

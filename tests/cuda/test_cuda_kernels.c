@@ -246,18 +246,17 @@ static void test_split_rope(int pairing, int rd, int scaled) {
     cudaFree(d_cos), cudaFree(d_sin), cudaFree(d_qkv), cudaFree(d_q), cudaFree(d_k), cudaFree(d_v);
 }
 
-/* The tensor-core forward gpu_attention_forward uses (gpu_attention_use). */
-static int attn_kernel = GPU_ATTN_WMMA;
-
-static void test_attention(int B, int T, int nh, int nkv, int hd, int alibi) {
+/* kernel: the tensor-core kernels to use (gpu_attention_use), GPU_ATTN_WMMA
+ * or GPU_ATTN_MMA. */
+static void test_attention(int kernel, int B, int T, int nh, int nkv, int hd, int alibi) {
     char name[128], cfg[80];
-    gpu_attention_use(attn_kernel);
+    gpu_attention_use(kernel);
     snprintf(cfg, sizeof cfg, "B%d T%d nh%d nkv%d hd%d%s%s", B, T, nh, nkv, hd,
              alibi ? " alibi" : "",
-             !GPU_ATTN_TC(hd)                ? ""
-             : attn_kernel != GPU_ATTN_MMA ? " (tensor cores)"
-             : GPU_ATTN_MMA_BWD(hd)        ? " (tensor cores, mma.sync)"
-                                             : " (tensor cores, mma.sync forward)");
+             !GPU_ATTN_TC(hd)           ? ""
+             : kernel != GPU_ATTN_MMA ? " (tensor cores)"
+             : GPU_ATTN_MMA_BWD(hd)   ? " (tensor cores, mma.sync)"
+                                        : " (tensor cores, mma.sync forward)");
     const int S = (nh + 2 * nkv) * hd, Q = nh * hd;
     const size_t n = (size_t)B * T * S, no = (size_t)B * T * Q;
     float *qkv = randn(n, 1.0f), *slopes = malloc(nh * sizeof(float));
@@ -381,19 +380,16 @@ int main(void) {
         test_split_rope(pairing, 8, 1);
     }
     /* B, T, nh, nkv, hd, alibi: several key tiles, GQA, ALiBi; hd 24 and 40
-     * take the fp32 kernels. The tensor-core cases run with each forward. */
+     * take the fp32 kernels. The tensor-core cases run with each kernel set. */
     static const int att[][6] = {{2, 70, 4, 2, 32, 1},  {1, 130, 2, 1, 64, 0}, {2, 33, 3, 3, 48, 1},
                                  {1, 65, 2, 2, 128, 0}, {1, 200, 4, 1, 16, 1}, {1, 300, 6, 2, 64, 1},
                                  {2, 45, 2, 1, 24, 0},  {1, 97, 2, 2, 40, 1}};
-    const int kernels[2] = {GPU_ATTN_WMMA, GPU_ATTN_MMA};
-    for (int kn = 0; kn < 2; kn++) {
-        attn_kernel = kernels[kn];
+    for (int kernel = GPU_ATTN_WMMA; kernel <= GPU_ATTN_MMA; kernel++)
         for (size_t i = 0; i < sizeof att / sizeof att[0]; i++)
-            if (kn == 0 || GPU_ATTN_TC(att[i][4]))
-                test_attention(att[i][0], att[i][1], att[i][2], att[i][3], att[i][4], att[i][5]);
-    }
-    attn_kernel = GPU_ATTN_WMMA;
-    gpu_attention_use(attn_kernel);
+            if (kernel == GPU_ATTN_WMMA || GPU_ATTN_TC(att[i][4]))
+                test_attention(kernel, att[i][0], att[i][1], att[i][2], att[i][3], att[i][4],
+                               att[i][5]);
+    gpu_attention_use(GPU_ATTN_WMMA);
     test_linear_attention(2, 50, 4, 2, 16, 0);
     test_linear_attention(1, 90, 2, 2, 64, 1);
     return check_summary("test_cuda_kernels");

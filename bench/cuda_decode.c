@@ -8,8 +8,10 @@
  * A token reads every weight once (fp32: 4 bytes each) plus the KV cache up
  * to its position, so tokens/s <= bandwidth / bytes per token. The bandwidth
  * is measured here: device-to-device copies of 1 GiB, bytes read plus
- * written per second. Greedy decoding from one token; the first 16 steps
- * are not timed. Output: key=value lines. */
+ * written per second. Greedy decoding from one token, twice: launching the
+ * kernels one by one (tok_s_launches), then replaying the step as one CUDA
+ * graph (tok_s, the decoder's default); the first 16 steps of each are not
+ * timed. Output: key=value lines. */
 #include "rotary.h"
 #include "cuda/cuda_model.h"
 
@@ -65,24 +67,36 @@ int main(int argc, char **argv) {
     rotary_model_init(&m, 42);
     if (cuda_model_new(&g, &m) || cuda_decoder_new(&d, g, c.ctx)) return die("cuda decoder");
     float *logits = malloc((size_t)c.vocab * sizeof(float));
-    int tok = 1;
-    double t0 = 0;
-    for (int i = 0; i < ntok; i++) {
-        if (i == 16) t0 = now_s();
-        if (cuda_decoder_step(d, tok, logits)) return die("step");
-        int best = 0;
-        for (int v = 1; v < c.vocab; v++) best = logits[v] > logits[best] ? v : best;
-        tok = best;
+    /* Kernel by kernel first, then replaying the step's CUDA graph: the
+     * same tokens, timed the same way. */
+    double tps[2];
+    const char *why = "";
+    int graphed = 0;
+    for (int graph = 0; graph <= 1; graph++) {
+        cuda_decoder_reset(d);
+        cuda_decoder_set_graph(d, graph);
+        int tok = 1;
+        double t0 = 0;
+        for (int i = 0; i < ntok; i++) {
+            if (i == 16) t0 = now_s();
+            if (cuda_decoder_step(d, tok, logits)) return die("step");
+            int best = 0;
+            for (int v = 1; v < c.vocab; v++) best = logits[v] > logits[best] ? v : best;
+            tok = best;
+        }
+        tps[graph] = (ntok - 16) / (now_s() - t0);
+        if (graph) graphed = cuda_decoder_graphed(d, &why);
     }
-    const double tps = (ntok - 16) / (now_s() - t0);
     const double bw = copy_bandwidth(), hd = c.d_model / c.n_head;
     const double weights = 4.0 * (double)m.n_params;
     const double kv = 2.0 * c.n_layer * c.n_kv_head * hd * 4 * ((16 + ntok) / 2.0);
     printf("device_copy_gb_s=%.1f\n", bw / 1e9);
     printf("params=%zu\nweight_mb_per_token=%.1f\nkv_mb_per_token=%.1f\n", m.n_params,
            weights / 1e6, kv / 1e6);
-    printf("tok_s=%.1f\nbound_tok_s=%.1f\nof_bound=%.3f\n", tps, bw / (weights + kv),
-           tps / (bw / (weights + kv)));
+    printf("graph=%s\n", graphed ? "yes" : *why ? why : "no");
+    printf("tok_s_launches=%.1f\ntok_s=%.1f\ngraph_speedup=%.2f\n", tps[0], tps[1],
+           tps[1] / tps[0]);
+    printf("bound_tok_s=%.1f\nof_bound=%.3f\n", bw / (weights + kv), tps[1] / (bw / (weights + kv)));
     cuda_decoder_free(d);
     cuda_model_free(g);
     rotary_model_free(&m);

@@ -193,9 +193,14 @@ int cmd_generate(int argc, char **argv) {
     double t2 = now_s();
     printf("\n");
     fflush(stdout);
+    const char *why = "";
+    const char *how = da.int8                                 ? " (int8)"
+                      : !dec.gpu                              ? ""
+                      : cuda_decoder_graphed(dec.gpu, &why) ? " (a CUDA graph a token)"
+                                                              : " (kernel by kernel)";
     fprintf(stderr, "rotary: prefill %zu tokens at %.1f tok/s, decode %d tokens at %.1f tok/s%s\n",
-            n_prompt, n_prompt / (t1 - t0 + 1e-12), made, made / (t2 - t1 + 1e-12),
-            da.int8 ? " (int8)" : "");
+            n_prompt, n_prompt / (t1 - t0 + 1e-12), made, made / (t2 - t1 + 1e-12), how);
+    if (*why) fprintf(stderr, "rotary: note: %s\n", why);
     free(all);
     rotary_sampler_free(&smp);
     rotary_decoder_free(&dec.cpu);

@@ -19,7 +19,10 @@ if(ROTARY_CUDA)
   target_compile_options(rotary PRIVATE
     "$<$<COMPILE_LANGUAGE:CUDA>:-Xcompiler=-Wall,-Wextra;-lineinfo>"
     "$<$<AND:$<COMPILE_LANGUAGE:CUDA>,$<BOOL:${ROTARY_WERROR}>>:-Werror=all-warnings>")
-  target_compile_definitions(rotary PUBLIC ROTARY_HAVE_CUDA=1)
+  # Stream 0 is the calling thread's default stream, not the legacy one, in
+  # every file that includes a CUDA header: a stream that can be captured
+  # into a CUDA graph (the decoder, src/cuda/cuda_model.c).
+  target_compile_definitions(rotary PUBLIC ROTARY_HAVE_CUDA=1 CUDA_API_PER_THREAD_DEFAULT_STREAM=1)
   target_link_libraries(rotary PUBLIC CUDA::cudart CUDA::cublas CUDA::cublasLt)
 else()
   target_sources(rotary PRIVATE src/cuda/stub.c)

@@ -17,11 +17,26 @@
 
 /* ------------------------------------------------------- split and RoPE */
 
-/* One thread per coordinate pair of one head of one token. Pairs below
- * rd/2 rotate (q and k heads only) as rotary_rope pairs them; the rest of
- * the head, and v, are copied pairwise. Forward: token-major qkv -> per-head
- * q, k, v rotated by theta; backward: per-head gradients -> token-major dqkv
- * rotated by -theta. */
+/* The two coordinates of pair i of a head (hd/2 pairs): the first rd/2
+ * pairs rotate as rotary_rope pairs them (half_pairs: i with i + rd/2,
+ * else 2i with 2i+1); the rest are the consecutive pairs after rd. Returns
+ * whether the pair is among the rotated ones. */
+__device__ __forceinline__ int rope_pair(int i, int rd, int half_pairs, int *e0, int *e1) {
+    const int r2 = rd / 2;
+    if (i < r2) {
+        *e0 = half_pairs ? i : 2 * i;
+        *e1 = half_pairs ? i + r2 : 2 * i + 1;
+        return 1;
+    }
+    *e0 = rd + 2 * (i - r2);
+    *e1 = *e0 + 1;
+    return 0;
+}
+
+/* One thread per coordinate pair of one head of one token. Rotated pairs
+ * turn in q and k heads only; the rest of the head, and v, are copied
+ * pairwise. Forward: token-major qkv -> per-head q, k, v rotated by theta;
+ * backward: per-head gradients -> token-major dqkv rotated by -theta. */
 __global__ void split_rope_kernel(float *q, float *k, float *v, float *qkv, const float *cs,
                                   const float *sn, int B, int T, int nh, int nkv, int hd, int rd,
                                   int half_pairs, int backward) {
@@ -31,15 +46,8 @@ __global__ void split_rope_kernel(float *q, float *k, float *v, float *qkv, cons
     const int i = (int)(idx % hp), s = (int)(idx / hp % S);
     const size_t n = idx / hp / S;
     const int t = (int)(n % T), b = (int)(n / T), r2 = rd / 2;
-    int e0, e1, rot = 0;
-    if (i < r2) {
-        rot = cs && s < nh + nkv;
-        e0 = half_pairs ? i : 2 * i;
-        e1 = half_pairs ? i + r2 : 2 * i + 1;
-    } else {
-        e0 = rd + 2 * (i - r2);
-        e1 = e0 + 1;
-    }
+    int e0, e1;
+    const int rot = rope_pair(i, rd, half_pairs, &e0, &e1) && cs && s < nh + nkv;
     float *dst;
     int head, heads;
     if (s < nh) dst = q, head = s, heads = nh;
@@ -346,60 +354,127 @@ extern "C" void gpu_attention_backward(float *dq, float *dk, float *dv, float *d
 
 /* ---------------------------------------------------------------- decode */
 
-__device__ float block_reduce(float x, float *red, int is_max) {
-    const int lane = threadIdx.x % 32, w = threadIdx.x / 32, nw = blockDim.x / 32;
-    x = is_max ? warp_max(x) : warp_sum(x);
-    __syncthreads(); /* red may still be read from the last call */
-    if (lane == 0) red[w] = x;
-    __syncthreads();
-    x = lane < nw ? red[lane] : (is_max ? -INFINITY : 0.0f);
-    return is_max ? warp_max(x) : warp_sum(x);
+/* The decoding kernels read the position from device memory (*pos), so a
+ * step launches the same kernels with the same arguments at every position
+ * and the whole step can be replayed as one CUDA graph (cuda_model.c). */
+
+/* The one token's qkv row -> q (nh*hd) rotated, and k (rotated) and v into
+ * row *pos of each kv head's cache (nkv, max_T, hd). One thread per pair. */
+__global__ void decode_split_rope_kernel(float *q, float *kc, float *vc, const float *qkv,
+                                         const float *cs, const float *sn, const int *pos,
+                                         int max_T, int nh, int nkv, int hd, int rd,
+                                         int half_pairs) {
+    const int hp = hd / 2, idx = blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= (nh + 2 * nkv) * hp) return;
+    const int i = idx % hp, s = idx / hp, t = *pos, r2 = rd / 2;
+    int e0, e1;
+    const int rot = rope_pair(i, rd, half_pairs, &e0, &e1) && cs && s < nh + nkv;
+    float *dst = s < nh         ? q + (size_t)s * hd
+               : s < nh + nkv ? kc + ((size_t)(s - nh) * max_T + t) * hd
+                                : vc + ((size_t)(s - nh - nkv) * max_T + t) * hd;
+    const float *src = qkv + (size_t)s * hd;
+    const float c = rot ? cs[(size_t)t * r2 + i] : 1.0f, si = rot ? sn[(size_t)t * r2 + i] : 0.0f;
+    const float a = src[e0], b = src[e1];
+    dst[e0] = a * c - b * si;
+    dst[e1] = a * si + b * c;
 }
 
-/* One block per query head: the n scores in shared memory, softmax, then
- * the weighted sum of v rows with one thread per output coordinate. */
-__global__ void decode_attention_kernel(float *out, const float *q, const float *kc,
-                                        const float *vc, const float *alibi, int n, int max_T,
-                                        int nh, int nkv, int hd, float scale) {
-    extern __shared__ float sc[];
-    __shared__ float red[32];
-    const int h = blockIdx.x, g = h / (nh / nkv), i = n - 1;
-    const float *qh = q + (size_t)h * hd;
+extern "C" void gpu_decode_split_rope(float *q, float *kc, float *vc, const float *qkv,
+                                      const float *cos, const float *sin, const int *pos,
+                                      int max_T, int nh, int nkv, int hd, int rd, int pairing) {
+    const int n = (nh + 2 * nkv) * (hd / 2);
+    decode_split_rope_kernel<<<cdiv(n, 128), 128>>>(q, kc, vc, qkv, cos, sin, pos, max_T, nh, nkv,
+                                                    hd, cos ? rd : 0, pairing == 1);
+}
+
+/* One block of DEC_WARPS warps per query head, an online softmax in each
+ * warp: warp w takes keys in groups of DEC_KEYS (w*DEC_KEYS.., then DEC_WARPS
+ * groups further on), so that DEC_KEYS independent dot products and loads
+ * are in flight at once; lane l holds coordinates l, l+32, .. of the head.
+ * The warps' (max, sum, output) are merged through shared memory at the
+ * end. Rows past *pos are never read (the cache holds garbage there). */
+enum { DEC_WARPS = 8, DEC_KEYS = 4 };
+
+template <int HD>
+__global__ void __launch_bounds__(DEC_WARPS * 32)
+decode_attention_kernel(float *out, const float *q, const float *kc, const float *vc,
+                        const float *alibi, const int *pos, int max_T, int nh, int nkv, int hd,
+                        float scale) {
+    constexpr int R = HD / 32; /* coordinates a lane holds */
+    __shared__ float part_m[DEC_WARPS], part_l[DEC_WARPS], part_o[DEC_WARPS][HD];
+    const int h = blockIdx.x, g = h / (nh / nkv), lane = threadIdx.x % 32, w = threadIdx.x / 32;
+    const int i = *pos, n = i + 1;
     const float *kh = kc + (size_t)g * max_T * hd, *vh = vc + (size_t)g * max_T * hd;
     const float slope = alibi ? alibi[h] : 0.0f;
-    float mx = -INFINITY;
-    for (int j = threadIdx.x; j < n; j += blockDim.x) {
-        float s = 0.0f;
-        for (int d = 0; d < hd; d++) s += qh[d] * kh[(size_t)j * hd + d];
-        s = s * scale - slope * (float)(i - j);
-        sc[j] = s;
-        mx = fmaxf(mx, s);
+    float qr[R], o[R];
+    for (int r = 0; r < R; r++) {
+        const int d = lane + 32 * r;
+        qr[r] = d < hd ? q[(size_t)h * hd + d] * scale : 0.0f;
+        o[r] = 0.0f;
     }
-    mx = block_reduce(mx, red, 1);
-    float sum = 0.0f;
-    for (int j = threadIdx.x; j < n; j += blockDim.x) {
-        const float e = expf(sc[j] - mx);
-        sc[j] = e;
-        sum += e;
+    float m = -INFINITY, l = 0.0f;
+    for (int j0 = w * DEC_KEYS; j0 < n; j0 += DEC_WARPS * DEC_KEYS) {
+        float s[DEC_KEYS], mx = m;
+        for (int u = 0; u < DEC_KEYS; u++) {
+            const int j = j0 + u;
+            float x = 0.0f;
+            for (int r = 0; r < R; r++) {
+                const int d = lane + 32 * r;
+                if (j < n && d < hd) x += qr[r] * kh[(size_t)j * hd + d];
+            }
+            s[u] = x;
+        }
+        for (int u = 0; u < DEC_KEYS; u++) {
+            const int j = j0 + u;
+            s[u] = j < n ? warp_sum(s[u]) - slope * (float)(i - j) : -INFINITY;
+            mx = fmaxf(mx, s[u]);
+        }
+        /* mx is finite: key j0 < n exists. */
+        const float corr = expf(m - mx);
+        l *= corr;
+        for (int r = 0; r < R; r++) o[r] *= corr;
+        for (int u = 0; u < DEC_KEYS; u++) {
+            const int j = j0 + u;
+            if (j >= n) break;
+            const float p = expf(s[u] - mx);
+            l += p;
+            for (int r = 0; r < R; r++) {
+                const int d = lane + 32 * r;
+                if (d < hd) o[r] += p * vh[(size_t)j * hd + d];
+            }
+        }
+        m = mx;
     }
-    sum = block_reduce(sum, red, 0);
+    if (lane == 0) part_m[w] = m, part_l[w] = l;
+    for (int r = 0; r < R; r++) part_o[w][lane + 32 * r] = o[r];
     __syncthreads();
+    float M = -INFINITY;
+    for (int x = 0; x < DEC_WARPS; x++) M = fmaxf(M, part_m[x]);
     for (int d = threadIdx.x; d < hd; d += blockDim.x) {
-        float o = 0.0f;
-        for (int j = 0; j < n; j++) o += sc[j] * vh[(size_t)j * hd + d];
-        out[(size_t)h * hd + d] = o / sum;
+        float L = 0.0f, O = 0.0f;
+        for (int x = 0; x < DEC_WARPS; x++) {
+            if (part_m[x] == -INFINITY) continue; /* a warp that had no keys */
+            const float c = expf(part_m[x] - M);
+            L += part_l[x] * c;
+            O += part_o[x][d] * c;
+        }
+        out[(size_t)h * hd + d] = O / L;
     }
+}
+
+template <int HD>
+static void decode_hd(float *out, const float *q, const float *kc, const float *vc,
+                      const float *alibi, const int *pos, int max_T, int nh, int nkv, int hd) {
+    decode_attention_kernel<HD><<<nh, DEC_WARPS * 32>>>(out, q, kc, vc, alibi, pos, max_T, nh, nkv,
+                                                        hd, 1.0f / sqrtf((float)hd));
 }
 
 extern "C" void gpu_decode_attention(float *out, const float *q, const float *kc, const float *vc,
-                                     const float *alibi, int n, int max_T, int nh, int nkv,
-                                     int hd) {
-    const size_t shmem = (size_t)n * sizeof(float);
-    if (shmem > 48 * 1024)
-        cudaFuncSetAttribute(decode_attention_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                             (int)shmem);
-    decode_attention_kernel<<<nh, 128, shmem>>>(out, q, kc, vc, alibi, n, max_T, nh, nkv, hd,
-                                                1.0f / sqrtf((float)hd));
+                                     const float *alibi, const int *pos, int max_T, int nh,
+                                     int nkv, int hd) {
+    if (hd <= 32) decode_hd<32>(out, q, kc, vc, alibi, pos, max_T, nh, nkv, hd);
+    else if (hd <= 64) decode_hd<64>(out, q, kc, vc, alibi, pos, max_T, nh, nkv, hd);
+    else decode_hd<128>(out, q, kc, vc, alibi, pos, max_T, nh, nkv, hd);
 }
 
 /* ------------------------------------------------------ linear attention */
@@ -585,7 +660,8 @@ __global__ void rope_rows_kernel(float *x, const float *cs, const float *sn, int
     const size_t n = idx / r2 / heads;
     const int t = (int)(n % T);
     float *xh = x + n * ld + (size_t)h * hd;
-    const int e0 = half_pairs ? i : 2 * i, e1 = half_pairs ? i + r2 : 2 * i + 1;
+    int e0, e1;
+    rope_pair(i, rd, half_pairs, &e0, &e1);
     const float c = cs[(size_t)t * r2 + i], s = sg * sn[(size_t)t * r2 + i];
     const float a = xh[e0], b = xh[e1];
     xh[e0] = a * c - b * s;

@@ -12,6 +12,7 @@
 
 #include <cuda_runtime_api.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,6 +24,7 @@ struct cuda_model {
     long step;                     /* AdamW steps taken */
     float *cos, *sin, *pos_table, *alibi; /* position tables, or NULL */
     int pos_len;                   /* positions the tables on the device cover */
+    unsigned tables;               /* counts uploads of the tables (they move) */
     int B, T, cur_B, cur_T, trained; /* capacity, last forward, grads in logits */
     float *buf;                    /* activations, one allocation */
     float *res, *res_mid, *h1, *mean1, *rstd1, *q, *k, *v_, *attout, *lse;
@@ -102,6 +104,7 @@ static int upload_tables(cuda_model *g) {
     const rotary_model *m = g->host;
     const rotary_config *c = &g->cfg;
     if (m->pos_len <= g->pos_len) return ROTARY_OK;
+    g->tables++; /* they move: a decoder captures its graph again */
     int rc = ROTARY_OK;
     if (c->pos == ROTARY_POS_ROPE) {
         const size_t n = (size_t)m->rope.max_pos * (m->rope.rotary_dim / 2);
@@ -314,7 +317,7 @@ int cuda_model_forward(cuda_model *g, const int *tokens, const int *targets, int
     g->cur_B = B, g->cur_T = T, g->trained = 0;
 
     const float *ptab = c->pos == ROTARY_POS_LEARNED ? P(lo->pos_emb) : g->pos_table;
-    gpu_embed_forward(g->res, g->tokens, P(lo->tok_emb), ptab, N, T, C);
+    gpu_embed_forward(g->res, g->tokens, P(lo->tok_emb), ptab, NULL, N, T, C);
     for (int l = 0; l < c->n_layer; l++) {
         const layer_params *lp = &lo->layer[l];
         float *x = g->res + l * capN * C, *xmid = g->res_mid + l * capN * C;
@@ -504,25 +507,46 @@ int cuda_model_upload(cuda_model *g, const float *params, const rotary_adamw *op
 
 /* ---------------------------------------------------------------- decoder */
 
+/* A step's kernels read the token and its position from device memory (tp),
+ * so every step launches the same sequence with the same arguments: the
+ * first step captures it as a CUDA graph and each step replays that, one
+ * launch instead of about ten a layer, whose host-side cost bounded decoding
+ * (docs/performance.md). */
 struct cuda_decoder {
     cuda_model *g;
     int max_T, n;
     float *buf;             /* everything below, one allocation */
     float *kc, *vc;         /* (n_layer, n_kv_head, max_T, head_dim) */
-    float *x, *h, *qkv, *q, *k, *v, *att, *up, *act, *logits, *scratch;
-    int *token;
+    float *x, *h, *qkv, *q, *att, *up, *act, *logits, *scratch;
+    int *tp;                /* device: the token, its position */
+    int graph_on;           /* use a graph (cuda_decoder_set_graph) */
+    cudaGraphExec_t graph;  /* the captured step, or NULL */
+    unsigned tables;        /* g->tables when it was captured */
+    int graphed;            /* the last step replayed it */
+    char why[160];          /* why capture failed, or "" */
 };
 
 void cuda_decoder_free(cuda_decoder *d) {
     if (!d) return;
+    if (d->graph) cudaGraphExecDestroy(d->graph);
     cudaFree(d->buf);
-    cudaFree(d->token);
+    cudaFree(d->tp);
     free(d);
 }
 
 void cuda_decoder_reset(cuda_decoder *d) { d->n = 0; }
 
 int cuda_decoder_full(const cuda_decoder *d) { return d->n >= d->max_T; }
+
+void cuda_decoder_set_graph(cuda_decoder *d, int on) {
+    d->graph_on = on;
+    d->why[0] = 0;
+}
+
+int cuda_decoder_graphed(const cuda_decoder *d, const char **why) {
+    if (why) *why = d->why;
+    return d->graphed;
+}
 
 int cuda_decoder_new(cuda_decoder **out, cuda_model *g, int max_T) {
     const rotary_config *c = &g->cfg;
@@ -538,13 +562,13 @@ int cuda_decoder_new(cuda_decoder **out, cuda_model *g, int max_T) {
     const size_t C = (size_t)c->d_model, hd = C / (size_t)c->n_head, Q = (size_t)c->n_head * hd;
     const size_t KV = (size_t)c->n_kv_head * hd, F = (size_t)c->d_ff, V = (size_t)c->vocab;
     const size_t U = c->mlp == ROTARY_MLP_SWIGLU ? 2 * F : F;
-    const size_t need = 2 * (size_t)c->n_layer * max_T * KV + 2 * C + (Q + 2 * KV) + Q + 2 * KV +
-                        Q + U + F + V + 2;
+    const size_t need = 2 * (size_t)c->n_layer * max_T * KV + 2 * C + (Q + 2 * KV) + 2 * Q + U +
+                        F + V + 2;
     cuda_decoder *d = calloc(1, sizeof *d);
     if (!d) return rotary_fail(ROTARY_ENOMEM, "cuda decoder: out of memory");
     cudaError_t e;
     if ((e = cudaMalloc((void **)&d->buf, need * sizeof(float))) != cudaSuccess ||
-        (e = cudaMalloc((void **)&d->token, sizeof(int))) != cudaSuccess) {
+        (e = cudaMalloc((void **)&d->tp, 2 * sizeof(int))) != cudaSuccess) {
         cuda_decoder_free(d);
         return cuda_fail(e, "decoder cache");
     }
@@ -556,8 +580,6 @@ int cuda_decoder_new(cuda_decoder **out, cuda_model *g, int max_T) {
     CARVE(h, C);
     CARVE(qkv, Q + 2 * KV);
     CARVE(q, Q);
-    CARVE(k, KV);
-    CARVE(v, KV);
     CARVE(att, Q);
     CARVE(up, U);
     CARVE(act, F);
@@ -566,44 +588,33 @@ int cuda_decoder_new(cuda_decoder **out, cuda_model *g, int max_T) {
 #undef CARVE
     d->g = g;
     d->max_T = max_T;
+    d->graph_on = 1;
     *out = d;
     return ROTARY_OK;
 }
 
-int cuda_decoder_step(cuda_decoder *d, int token, float *logits) {
+/* Queue one step: the token and position already in d->tp. */
+static void decoder_launch(cuda_decoder *d) {
     cuda_model *g = d->g;
     const rotary_config *c = &g->cfg;
     const rotary_layout *lo = g->host->layout;
-    if (d->n >= d->max_T)
-        return rotary_fail(ROTARY_EINVAL, "cuda decoder: the cache holds %d positions", d->max_T);
-    if (token < 0 || token >= c->vocab)
-        return rotary_fail(ROTARY_EINVAL, "decoder: token %d outside vocab %d", token, c->vocab);
-    const int C = c->d_model, nh = c->n_head, nkv = c->n_kv_head, hd = C / nh, t = d->n;
+    const int C = c->d_model, nh = c->n_head, nkv = c->n_kv_head, hd = C / nh;
     const int Q = nh * hd, KV = nkv * hd, QKV = Q + 2 * KV, F = c->d_ff;
     const int U = c->mlp == ROTARY_MLP_SWIGLU ? 2 * F : F, layer_norm = c->norm == ROTARY_NORM_LAYER;
     const int rd = c->pos == ROTARY_POS_ROPE ? g->host->rope.rotary_dim : 0;
-    /* This position's row of the tables stands for a table of one row. */
-    const float *cs = rd ? g->cos + (size_t)t * (rd / 2) : NULL;
-    const float *sn = rd ? g->sin + (size_t)t * (rd / 2) : NULL;
-    const float *ptab = c->pos == ROTARY_POS_LEARNED ? P(lo->pos_emb)
-                      : g->pos_table                 ? g->pos_table
-                                                     : NULL;
+    const float *ptab = c->pos == ROTARY_POS_LEARNED ? P(lo->pos_emb) : g->pos_table;
+    const int *pos = d->tp + 1;
     float *mean = layer_norm ? d->scratch : NULL, *rstd = d->scratch + 1;
-    cudaError_t e = cudaMemcpy(d->token, &token, sizeof(int), cudaMemcpyHostToDevice);
-    if (e) return cuda_fail(e, "copying the token");
-    gpu_embed_forward(d->x, d->token, P(lo->tok_emb), ptab ? ptab + (size_t)t * C : NULL, 1, 1, C);
+    gpu_embed_forward(d->x, d->tp, P(lo->tok_emb), ptab, pos, 1, 1, C);
     for (int l = 0; l < c->n_layer; l++) {
         const layer_params *lp = &lo->layer[l];
         float *kc = d->kc + (size_t)l * d->max_T * KV, *vc = d->vc + (size_t)l * d->max_T * KV;
         gpu_norm_forward(d->h, mean, rstd, d->x, P(lp->norm1_w), OPT(g->params, lp->norm1_b), 1, C,
                          c->norm_eps);
         gpu_linear_forward(d->qkv, d->h, P(lp->wqkv), OPT(g->params, lp->bqkv), 1, C, QKV, 0);
-        gpu_qkv_split_rope(d->q, d->k, d->v, d->qkv, cs, sn, 1, 1, nh, nkv, hd, rd, c->rope_pairing);
-        /* Row t of each kv head's cache. */
-        const size_t row = (size_t)hd * sizeof(float), pitch = (size_t)d->max_T * row;
-        cudaMemcpy2DAsync(kc + (size_t)t * hd, pitch, d->k, row, row, nkv, cudaMemcpyDeviceToDevice, 0);
-        cudaMemcpy2DAsync(vc + (size_t)t * hd, pitch, d->v, row, row, nkv, cudaMemcpyDeviceToDevice, 0);
-        gpu_decode_attention(d->att, d->q, kc, vc, g->alibi, t + 1, d->max_T, nh, nkv, hd);
+        gpu_decode_split_rope(d->q, kc, vc, d->qkv, rd ? g->cos : NULL, rd ? g->sin : NULL, pos,
+                              d->max_T, nh, nkv, hd, rd, c->rope_pairing);
+        gpu_decode_attention(d->att, d->q, kc, vc, g->alibi, pos, d->max_T, nh, nkv, hd);
         gpu_linear_forward(d->x, d->att, P(lp->wo), OPT(g->params, lp->bo), 1, Q, C, 1);
         gpu_norm_forward(d->h, mean, rstd, d->x, P(lp->norm2_w), OPT(g->params, lp->norm2_b), 1, C,
                          c->norm_eps);
@@ -615,6 +626,52 @@ int cuda_decoder_step(cuda_decoder *d, int token, float *logits) {
     gpu_norm_forward(d->h, mean, rstd, d->x, P(lo->normf_w), OPT(g->params, lo->normf_b), 1, C,
                      c->norm_eps);
     gpu_linear_forward(d->logits, d->h, P(lo->head), NULL, 1, C, c->vocab, 0);
+}
+
+/* Capture decoder_launch as d->graph. On failure the decoder goes on
+ * launching kernel by kernel (the same kernels) and says why in d->why. */
+static void decoder_capture(cuda_decoder *d) {
+    cudaGraph_t graph = NULL;
+    if (d->graph) cudaGraphExecDestroy(d->graph);
+    d->graph = NULL;
+    cudaError_t e = cudaStreamBeginCapture(cudaStreamPerThread, cudaStreamCaptureModeThreadLocal);
+    if (e == cudaSuccess) {
+        decoder_launch(d);
+        e = cudaStreamEndCapture(cudaStreamPerThread, &graph);
+    }
+    const char *gemm = gpu_gemm_error();
+    if (e == cudaSuccess && !gemm) e = cudaGraphInstantiate(&d->graph, graph, 0);
+    if (graph) cudaGraphDestroy(graph);
+    if (e != cudaSuccess || gemm) {
+        snprintf(d->why, sizeof d->why, "CUDA graph capture failed (%s): launching kernel by kernel",
+                 gemm ? gemm : cudaGetErrorString(e));
+        cudaGetLastError(); /* not sticky: clear it */
+        d->graph = NULL;
+        d->graph_on = 0;
+    }
+    d->tables = d->g->tables;
+}
+
+int cuda_decoder_step(cuda_decoder *d, int token, float *logits) {
+    cuda_model *g = d->g;
+    const rotary_config *c = &g->cfg;
+    if (d->n >= d->max_T)
+        return rotary_fail(ROTARY_EINVAL, "cuda decoder: the cache holds %d positions", d->max_T);
+    if (token < 0 || token >= c->vocab)
+        return rotary_fail(ROTARY_EINVAL, "decoder: token %d outside vocab %d", token, c->vocab);
+    const int tp[2] = {token, d->n};
+    cudaError_t e = cudaMemcpy(d->tp, tp, sizeof tp, cudaMemcpyHostToDevice);
+    if (e) return cuda_fail(e, "copying the token");
+    /* The graph holds the tables' addresses: capture again after they move. */
+    if (!d->graph_on && d->graph) cudaGraphExecDestroy(d->graph), d->graph = NULL;
+    if (d->graph_on && (!d->graph || d->tables != g->tables)) decoder_capture(d);
+    d->graphed = d->graph != NULL;
+    if (d->graph) {
+        if ((e = cudaGraphLaunch(d->graph, cudaStreamPerThread)))
+            return cuda_fail(e, "launching the decoder's graph");
+    } else {
+        decoder_launch(d);
+    }
     if ((e = cudaMemcpy(logits, d->logits, (size_t)c->vocab * sizeof(float),
                         cudaMemcpyDeviceToHost)))
         return cuda_fail(e, "copying the logits");

@@ -68,6 +68,14 @@ void cuda_decoder_reset(cuda_decoder *d);
 int cuda_decoder_full(const cuda_decoder *d); /* 1 when the cache is full */
 /* Feed token at the next position; logits (vocab) to host memory. */
 int cuda_decoder_step(cuda_decoder *d, int token, float *logits);
+/* Steps replay one CUDA graph captured at the first step (on, the default),
+ * or launch their kernels one by one (off): the same kernels either way, so
+ * the same results. */
+void cuda_decoder_set_graph(cuda_decoder *d, int on);
+/* 1 when the last step replayed the graph; 0 when off, or when capture
+ * failed and the decoder fell back to single launches (*why then says why;
+ * why may be NULL). */
+int cuda_decoder_graphed(const cuda_decoder *d, const char **why);
 
 /* rotary_train on the GPU: the same schedule, batches, metrics.csv,
  * checkpoints and resume. m->params holds the trained weights on return. */

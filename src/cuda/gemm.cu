@@ -30,10 +30,13 @@ extern "C" const char *gpu_gemm_error(void) {
 extern "C" int gpu_gemm_init(void) {
     if (handle) return 0;
     if (cublasCreate(&handle) != CUBLAS_STATUS_SUCCESS) return -1;
-    /* A fixed workspace: cuBLAS then never allocates during a step. */
+    /* A fixed workspace: cuBLAS then never allocates during a step (nor
+     * while the decoder captures a graph); the stream is the one every
+     * kernel here is launched on (rotary_cuda.cmake). */
     const size_t ws = (size_t)32 << 20;
     if (cudaMalloc(&workspace, ws) != cudaSuccess ||
-        cublasSetWorkspace(handle, workspace, ws) != CUBLAS_STATUS_SUCCESS) {
+        cublasSetWorkspace(handle, workspace, ws) != CUBLAS_STATUS_SUCCESS ||
+        cublasSetStream(handle, cudaStreamPerThread) != CUBLAS_STATUS_SUCCESS) {
         cublasDestroy(handle);
         handle = NULL;
         return -1;

@@ -52,10 +52,11 @@ void gpu_gelu_backward(float *dinp, const float *dout, const float *inp, size_t 
 void gpu_swiglu_forward(float *out, const float *gu, int N, int F);
 void gpu_swiglu_backward(float *dgu, const float *dout, const float *gu, int N, int F);
 
-/* Embedding: out (N, C) = tok_emb[tokens[n]] + pos[n % T] (pos (T, C) or NULL).
+/* Embedding: out (N, C) = tok_emb[tokens[n]] + pos[start + n % T] (pos
+ * (>= start + T, C) or NULL; start read from device memory, 0 when NULL).
  * Backward: dtok, dpos += (atomics). */
 void gpu_embed_forward(float *out, const int *tokens, const float *tok_emb, const float *pos,
-                       int N, int T, int C);
+                       const int *start, int N, int T, int C);
 void gpu_embed_backward(float *dtok, float *dpos, const float *dout, const int *tokens, int N,
                         int T, int C);
 
@@ -149,12 +150,20 @@ void gpu_rope_rows(float *x, const float *cos, const float *sin, int B, int T, i
 /* y += x, n floats. */
 void gpu_add(float *y, const float *x, size_t n);
 
-/* One decoding step's attention: out (nh*hd) for the query q (nh*hd) of the
- * token at position n-1 against the cache k, v (nkv, max_T, hd) holding
- * positions 0..n-1. One block per head; n <= GPU_DECODE_MAX_T. */
+/* Decoding (attention.cu): the position t of the token being decoded is
+ * read from device memory (*pos), so that a step's launches do not change
+ * from one position to the next (cuda_model.c replays them as a CUDA graph).
+ * Split: the token's qkv row ((nh + 2*nkv)*hd) -> q (nh*hd) and row t of
+ * the caches kc, vc (nkv, max_T, hd), q and k rotated as
+ * gpu_qkv_split_rope rotates row t. Attention: out (nh*hd) for q against
+ * cache rows 0..t, one block per head; hd <= GPU_ATTN_MAX_HD, max_T <=
+ * GPU_DECODE_MAX_T. */
 #define GPU_DECODE_MAX_T 32768
+void gpu_decode_split_rope(float *q, float *kc, float *vc, const float *qkv, const float *cos,
+                           const float *sin, const int *pos, int max_T, int nh, int nkv, int hd,
+                           int rd, int pairing);
 void gpu_decode_attention(float *out, const float *q, const float *kc, const float *vc,
-                          const float *alibi, int n, int max_T, int nh, int nkv, int hd);
+                          const float *alibi, const int *pos, int max_T, int nh, int nkv, int hd);
 
 #ifdef __cplusplus
 }

@@ -140,12 +140,12 @@ extern "C" void gpu_swiglu_backward(float *dgu, const float *dout, const float *
 /* -------------------------------------------------------------- embedding */
 
 __global__ void embed_forward_kernel(float *out, const int *tokens, const float *tok_emb,
-                                     const float *pos, int N, int T, int C) {
+                                     const float *pos, const int *start, int N, int T, int C) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (size_t)N * C) return;
     const size_t n = i / C, c = i % C;
     float x = tok_emb[(size_t)tokens[n] * C + c];
-    if (pos) x += pos[(n % T) * C + c];
+    if (pos) x += pos[((start ? (size_t)*start : 0) + n % T) * C + c];
     out[i] = x;
 }
 
@@ -159,8 +159,9 @@ __global__ void embed_backward_kernel(float *dtok, float *dpos, const float *dou
 }
 
 extern "C" void gpu_embed_forward(float *out, const int *tokens, const float *tok_emb,
-                                  const float *pos, int N, int T, int C) {
-    embed_forward_kernel<<<cdiv((size_t)N * C, 256), 256>>>(out, tokens, tok_emb, pos, N, T, C);
+                                  const float *pos, const int *start, int N, int T, int C) {
+    embed_forward_kernel<<<cdiv((size_t)N * C, 256), 256>>>(out, tokens, tok_emb, pos, start, N,
+                                                            T, C);
 }
 extern "C" void gpu_embed_backward(float *dtok, float *dpos, const float *dout, const int *tokens,
                                    int N, int T, int C) {

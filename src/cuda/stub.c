@@ -48,6 +48,12 @@ int cuda_decoder_step(cuda_decoder *d, int token, float *logits) {
     (void)d, (void)token, (void)logits;
     return NO_CUDA;
 }
+void cuda_decoder_set_graph(cuda_decoder *d, int on) { (void)d, (void)on; }
+int cuda_decoder_graphed(const cuda_decoder *d, const char **why) {
+    (void)d;
+    if (why) *why = "built without CUDA";
+    return 0;
+}
 int cuda_train(rotary_model *m, const rotary_train_opts *o) { (void)m, (void)o; return NO_CUDA; }
 int cuda_eval_loss(cuda_model *g, const int *ids, size_t n, int B, int n_batches, uint64_t seed,
                    float *loss) {

@@ -39,7 +39,9 @@ else
     lc=$("$rotary" eval --run "$tmp/g" 2>/dev/null | awk '{print $2}')
     awk -v a="$lg" -v b="$lc" 'BEGIN { d = a - b; exit !(a > 0 && d < 0.01 * b && -d < 0.01 * b) }' &&
         ok "eval: gpu $lg, cpu $lc on the GPU-trained checkpoint" || bad "eval: gpu $lg cpu $lc"
-    n=$("$rotary" generate "$tmp/g" -n 20 -t 0 --ids --device cuda 2>/dev/null | wc -w)
+    n=$("$rotary" generate "$tmp/g" -n 20 -t 0 --ids --device cuda 2>"$tmp/err" | wc -w)
     [ "$n" -ge 20 ] && ok "generate --device cuda: $n ids" || bad "generate --device cuda: $n ids"
+    grep -q "a CUDA graph a token" "$tmp/err" && ok "generate --device cuda replays a CUDA graph" ||
+        bad "generate --device cuda: $(tail -n 2 "$tmp/err")"
 fi
 finish

@@ -172,7 +172,9 @@ val() { grep -m1 "^$2=" "$RESULTS/$1.log" 2>/dev/null | cut -d= -f2; }
     "dq $(val cuda_attention mma_vs_wmma_dq), dk $(val cuda_attention mma_vs_wmma_dk), dv $(val cuda_attention mma_vs_wmma_dv)"
   echo
   echo "decode, llama2.c 110M shape (fp32 weights, KV cache, greedy):"
-  echo "  $(val cuda_decode tok_s) tokens/s; bound $(val cuda_decode bound_tok_s) tokens/s" \
+  echo "  $(val cuda_decode tok_s) tokens/s as a CUDA graph (graph: $(val cuda_decode graph))," \
+    "$(val cuda_decode tok_s_launches) kernel by kernel ($(val cuda_decode graph_speedup)x);"
+  echo "  bound $(val cuda_decode bound_tok_s) tokens/s" \
     "($(val cuda_decode of_bound) of it) at $(val cuda_decode device_copy_gb_s) GB/s (device copy)"
 } | tee "$RESULTS/table.txt"
 pack

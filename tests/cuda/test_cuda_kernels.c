@@ -123,33 +123,42 @@ static void test_activations(int N, int F) {
     cudaFree(d_x), cudaFree(d_dout), cudaFree(d_out), cudaFree(d_dx);
 }
 
-/* The embedding sum of model.c's forward, and its backward, written out. */
-static void test_embed(int B, int T, int C, int V) {
+/* The embedding sum of model.c's forward, and its backward, written out;
+ * positions from start (st > 0: read from device memory, as the decoder
+ * passes its position). */
+static void test_embed(int B, int T, int C, int V, int st) {
     const int N = B * T;
-    float *emb = randn((size_t)V * C, 1.0f), *pos = randn((size_t)T * C, 1.0f);
+    float *emb = randn((size_t)V * C, 1.0f), *pos = randn((size_t)(st + T) * C, 1.0f);
     float *dout = randn((size_t)N * C, 1.0f), *dtok0 = randn((size_t)V * C, 1.0f);
     float *dpos0 = randn((size_t)T * C, 1.0f);
-    int *tok = malloc(N * sizeof(int)), *d_tok;
+    int *tok = malloc((N + 1) * sizeof(int)), *d_tok;
     for (int i = 0; i < N; i++) tok[i] = (int)(rotary_rng_next(&test_rng) % (uint64_t)V);
-    cudaMalloc((void **)&d_tok, N * sizeof(int));
-    cudaMemcpy(d_tok, tok, N * sizeof(int), cudaMemcpyHostToDevice);
+    tok[N] = st;
+    cudaMalloc((void **)&d_tok, (N + 1) * sizeof(int));
+    cudaMemcpy(d_tok, tok, (N + 1) * sizeof(int), cudaMemcpyHostToDevice);
     float *out = malloc((size_t)N * C * sizeof(float));
     float *dtok = host_copy(dtok0, (size_t)V * C), *dpos = host_copy(dpos0, (size_t)T * C);
     for (int n = 0; n < N; n++)
         for (int i = 0; i < C; i++) {
-            out[(size_t)n * C + i] = emb[(size_t)tok[n] * C + i] + pos[(size_t)(n % T) * C + i];
+            out[(size_t)n * C + i] = emb[(size_t)tok[n] * C + i] +
+                                     pos[(size_t)(st + n % T) * C + i];
             dtok[(size_t)tok[n] * C + i] += dout[(size_t)n * C + i];
             dpos[(size_t)(n % T) * C + i] += dout[(size_t)n * C + i];
         }
-    float *d_emb = dev(emb, (size_t)V * C), *d_pos = dev(pos, (size_t)T * C);
+    float *d_emb = dev(emb, (size_t)V * C), *d_pos = dev(pos, (size_t)(st + T) * C);
     float *d_out = dev(NULL, (size_t)N * C), *d_dout = dev(dout, (size_t)N * C);
     float *d_dtok = dev(dtok0, (size_t)V * C), *d_dpos = dev(dpos0, (size_t)T * C);
-    gpu_embed_forward(d_out, d_tok, d_emb, d_pos, N, T, C);
-    compare("embedding forward (token + position)", back(d_out, (size_t)N * C), out,
-            (size_t)N * C, 1e-6);
-    gpu_embed_backward(d_dtok, d_dpos, d_dout, d_tok, N, T, C);
-    compare("embedding backward dtok (+=)", back(d_dtok, (size_t)V * C), dtok, (size_t)V * C, 1e-5);
-    compare("embedding backward dpos (+=)", back(d_dpos, (size_t)T * C), dpos, (size_t)T * C, 1e-5);
+    gpu_embed_forward(d_out, d_tok, d_emb, d_pos, st ? d_tok + N : NULL, N, T, C);
+    char name[96];
+    snprintf(name, sizeof name, "embedding forward (token + position from %d)", st);
+    compare(name, back(d_out, (size_t)N * C), out, (size_t)N * C, 1e-6);
+    if (!st) {
+        gpu_embed_backward(d_dtok, d_dpos, d_dout, d_tok, N, T, C);
+        compare("embedding backward dtok (+=)", back(d_dtok, (size_t)V * C), dtok,
+                (size_t)V * C, 1e-5);
+        compare("embedding backward dpos (+=)", back(d_dpos, (size_t)T * C), dpos,
+                (size_t)T * C, 1e-5);
+    }
     free(emb), free(pos), free(dout), free(dtok0), free(dpos0), free(tok), free(out), free(dtok);
     free(dpos);
     cudaFree(d_tok), cudaFree(d_emb), cudaFree(d_pos), cudaFree(d_out), cudaFree(d_dout);
@@ -297,6 +306,83 @@ static void test_attention(int kernel, int B, int T, int nh, int nkv, int hd, in
     cudaFree(d_dsum), cudaFree(d_dqkv);
 }
 
+/* The decoder's kernels position by position, as cuda_decoder_step calls
+ * them, against the CPU's RoPE and causal attention over the whole
+ * sequence: step p splits row p of qkv into q and row p of the caches, and
+ * its output must be row p of the CPU's. The caches start as NaN, so a read
+ * past the position shows. */
+static void test_decode(int T, int nh, int nkv, int hd, int rd, int pairing, int alibi) {
+    char name[128], cfg[80];
+    snprintf(cfg, sizeof cfg, "T%d nh%d nkv%d hd%d rd%d %s%s", T, nh, nkv, hd, rd,
+             pairing ? "half" : "interleaved", alibi ? " alibi" : "");
+    const int S = (nh + 2 * nkv) * hd, Q = nh * hd, max_T = T + 5;
+    const size_t n = (size_t)T * S, cache = (size_t)nkv * max_T * hd;
+    rotary_rope_scaling sc;
+    rotary_rope_scaling_default(&sc);
+    rotary_rope r;
+    must(rotary_rope_init(&r, hd, rd, 10000.0, (rotary_rope_pairing)pairing, max_T, &sc),
+         "rope init");
+    int pos[512];
+    for (int t = 0; t < T; t++) pos[t] = t;
+    const size_t tab = (size_t)max_T * (r.rotary_dim / 2);
+    float *qkv = randn(n, 1.0f), *slopes = malloc(nh * sizeof(float));
+    rotary_alibi_slopes(slopes, nh);
+    float *d_qkv = dev(qkv, n), *d_cos = dev(r.cos, tab), *d_sin = dev(r.sin, tab);
+    float *d_q = dev(NULL, Q), *d_out = dev(NULL, (size_t)T * Q), *d_alibi = dev(slopes, nh);
+    float *d_kc = dev(NULL, cache), *d_vc = dev(NULL, cache);
+    cudaMemset(d_kc, 0xff, cache * sizeof(float)); /* NaN */
+    cudaMemset(d_vc, 0xff, cache * sizeof(float));
+    int *d_pos;
+    cudaMalloc((void **)&d_pos, T * sizeof(int));
+    cudaMemcpy(d_pos, pos, T * sizeof(int), cudaMemcpyHostToDevice);
+    float *qs = malloc((size_t)T * Q * sizeof(float));
+    for (int t = 0; t < T; t++) {
+        gpu_decode_split_rope(d_q, d_kc, d_vc, d_qkv + (size_t)t * S, d_cos, d_sin, d_pos + t,
+                              max_T, nh, nkv, hd, r.rotary_dim, pairing);
+        gpu_decode_attention(d_out + (size_t)t * Q, d_q, d_kc, d_vc, alibi ? d_alibi : NULL,
+                             d_pos + t, max_T, nh, nkv, hd);
+        float *q = back(d_q, Q);
+        memcpy(qs + (size_t)t * Q, q, Q * sizeof(float));
+        free(q);
+    }
+    /* CPU: rotate q and k of every row, then attention over all of them. */
+    must(rotary_rope_forward(&r, qkv, 1, T, nh, S, pos), "rope q");
+    must(rotary_rope_forward(&r, qkv + Q, 1, T, nkv, S, pos), "rope k");
+    float *ref = malloc((size_t)T * Q * sizeof(float));
+    for (int t = 0; t < T; t++) memcpy(ref + (size_t)t * Q, qkv + (size_t)t * S, Q * sizeof(float));
+    snprintf(name, sizeof name, "decode split: q rows %s", cfg);
+    compare(name, qs, ref, (size_t)T * Q, 1e-6);
+    float *kc = back(d_kc, cache), *vc = back(d_vc, cache);
+    double kerr = 0, verr = 0;
+    size_t unwritten = 0;
+    for (int h = 0; h < nkv; h++)
+        for (int t = 0; t < max_T; t++)
+            for (int i = 0; i < hd; i++) {
+                const float kg = kc[((size_t)h * max_T + t) * hd + i];
+                const float vg = vc[((size_t)h * max_T + t) * hd + i];
+                if (t >= T) {
+                    unwritten += isnan(kg) && isnan(vg);
+                    continue;
+                }
+                const float *row = qkv + (size_t)t * S + Q + (size_t)h * hd + i;
+                kerr = fmax(kerr, isnan(kg) ? INFINITY : fabs(kg - row[0]));
+                verr = fmax(verr, isnan(vg) ? INFINITY : fabs(vg - row[nkv * hd]));
+            }
+    snprintf(name, sizeof name, "decode split: cache rows %s", cfg);
+    check(kerr <= 1e-5 && verr <= 1e-5 && unwritten == (size_t)nkv * (max_T - T) * hd, name,
+          "k err %.1e, v err %.1e, %zu of %zu later values untouched", kerr, verr, unwritten,
+          (size_t)nkv * (max_T - T) * hd);
+    float *out = malloc((size_t)T * Q * sizeof(float)), *att = malloc((size_t)nh * T * T * sizeof(float));
+    float *scratch = malloc((size_t)omp_get_max_threads() * ATTN_SCRATCH(T, hd) * sizeof(float));
+    attention_forward(out, att, qkv, alibi ? slopes : NULL, NULL, 1, T, nh, nkv, hd, scratch);
+    snprintf(name, sizeof name, "decode attention, every position %s", cfg);
+    compare(name, back(d_out, (size_t)T * Q), out, (size_t)T * Q, 1e-5);
+    rotary_rope_free(&r);
+    free(qkv), free(slopes), free(ref), free(kc), free(vc), free(out), free(att), free(scratch);
+    cudaFree(d_qkv), cudaFree(d_cos), cudaFree(d_sin), cudaFree(d_q), cudaFree(d_out);
+    cudaFree(d_alibi), cudaFree(d_kc), cudaFree(d_vc), cudaFree(d_pos);
+}
+
 /* Linear attention with RoPE features, as model.c computes them. */
 static void test_linear_attention(int B, int T, int nh, int nkv, int hd, int pairing) {
     char name[128], cfg[64];
@@ -372,7 +458,8 @@ int main(void) {
     test_norm(0, 0, 100, 96);
     test_norm(0, 0, 37, 768);
     test_activations(50, 200);
-    test_embed(3, 20, 48, 61);
+    test_embed(3, 20, 48, 61, 0);
+    test_embed(1, 1, 48, 61, 17);
     test_crossentropy(16, 50304);
     test_crossentropy(40, 61);
     for (int pairing = 0; pairing <= 1; pairing++) {
@@ -390,6 +477,12 @@ int main(void) {
                 test_attention(kernel, att[i][0], att[i][1], att[i][2], att[i][3], att[i][4],
                                att[i][5]);
     gpu_attention_use(GPU_ATTN_WMMA);
+    /* T, nh, nkv, hd, rd, pairing, alibi: partial key groups, GQA, a head
+     * size that is not a multiple of 32, partial rotation, both pairings. */
+    test_decode(70, 4, 2, 64, 64, 0, 0);
+    test_decode(45, 6, 2, 40, 24, 1, 0);
+    test_decode(3, 2, 1, 128, 128, 1, 1);
+    test_decode(130, 4, 4, 32, 16, 0, 1);
     test_linear_attention(2, 50, 4, 2, 16, 0);
     test_linear_attention(1, 90, 2, 2, 64, 1);
     return check_summary("test_cuda_kernels");

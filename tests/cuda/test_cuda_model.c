@@ -70,17 +70,38 @@ static void test_config(const char *label, const rotary_config *c) {
         must(cuda_decoder_new(&dec, g, T), "cuda decoder");
         T_dec = T;
     }
+    /* Steps replay a CUDA graph; a second decoder launches kernel by kernel
+     * and must give the same bits. */
     float *row = malloc((size_t)c->vocab * sizeof(float));
+    float *rows = malloc((size_t)T * c->vocab * sizeof(float));
     double dworst = 0;
+    int graphed = 1;
+    const char *why = "";
     for (int t = 0; t < T_dec; t++) {
-        must(cuda_decoder_step(dec, tok[t], row), "decoder step");
-        double e = rel_err(row, rotary_model_logits(&m) + (size_t)t * c->vocab, c->vocab);
+        must(cuda_decoder_step(dec, tok[t], rows + (size_t)t * c->vocab), "decoder step");
+        graphed &= cuda_decoder_graphed(dec, &why);
+        double e = rel_err(rows + (size_t)t * c->vocab, rotary_model_logits(&m) +
+                           (size_t)t * c->vocab, c->vocab);
         if (!(e <= dworst)) dworst = e;
     }
     snprintf(name, sizeof name, "%s: decoder, %d steps", label, T_dec);
     if (T_dec) check(dworst <= 2e-2, name, "worst rel err %.2e (<= 2e-2)", dworst);
+    if (T_dec) {
+        snprintf(name, sizeof name, "%s: decoder steps as one CUDA graph", label);
+        check(graphed, name, "%s", *why ? why : "not graphed");
+        cuda_decoder_reset(dec);
+        cuda_decoder_set_graph(dec, 0);
+        int differ = 0;
+        for (int t = 0; t < T_dec; t++) {
+            must(cuda_decoder_step(dec, tok[t], row), "decoder step");
+            differ += cuda_decoder_graphed(dec, NULL) ||
+                      memcmp(row, rows + (size_t)t * c->vocab, (size_t)c->vocab * sizeof(float));
+        }
+        snprintf(name, sizeof name, "%s: decoder without the graph", label);
+        check(!differ, name, "%d of %d steps differ in a bit", differ, T_dec);
+    }
     cuda_decoder_free(dec);
-    free(row);
+    free(row), free(rows);
 
     /* Gradients: training forward (fused classifier) then backward. */
     rotary_model_zero_grad(&m);

@@ -1,10 +1,14 @@
 /* cuda_model.c: the forward and backward passes of model.c on the GPU.
  *
  * The sequence of operations is model.c's, one kernel (kernels.h) for each
- * of its ops, with three differences: attention saves the log-sum-exp of
+ * of its ops, with four differences: attention saves the log-sum-exp of
  * each row instead of the probabilities; q, k and v are stored per head,
  * rotated as they leave the qkv projection; the classifier of a training
- * forward leaves the loss gradient in place of the logits. */
+ * forward leaves the loss gradient in place of the logits; and what only a
+ * GEMM reads is kept in bf16 (the norms' outputs, the MLP activation and the
+ * gradient of its input, and a copy of the weights that AdamW refreshes), so
+ * that the GEMMs read their operands as they are. The residual stream, the
+ * other saved activations, gradients and the master weights stay fp32. */
 #include "internal.h"
 #include "model_internal.h"
 #include "cuda/cuda_model.h"
@@ -21,16 +25,19 @@ struct cuda_model {
     rotary_config cfg;
     size_t n_params;
     float *params, *grads, *m, *v; /* one allocation, n_params each */
+    gpu_bf16 *params16;            /* the weights in bf16, for the GEMMs */
     long step;                     /* AdamW steps taken */
     float *cos, *sin, *pos_table, *alibi; /* position tables, or NULL */
     int pos_len;                   /* positions the tables on the device cover */
     unsigned tables;               /* counts uploads of the tables (they move) */
     int B, T, cur_B, cur_T, trained; /* capacity, last forward, grads in logits */
-    float *buf;                    /* activations, one allocation */
-    float *res, *res_mid, *h1, *mean1, *rstd1, *q, *k, *v_, *attout, *lse;
+    float *buf;                    /* fp32 activations, one allocation */
+    float *res, *res_mid, *mean1, *rstd1, *q, *k, *v_, *attout, *lse;
     float *lqkv, *feat, *rfeat, *den, *dfeat, *drfeat; /* linear attention */
-    float *h2, *mean2, *rstd2, *up, *act, *hf, *meanf, *rstdf, *logits, *lsef, *losses;
-    float *qkv, *dres, *dh, *dq, *dk, *dv, *dattout, *dup, *dact, *dsum;
+    float *mean2, *rstd2, *up, *meanf, *rstdf, *logits, *lsef, *losses;
+    float *qkv, *dres, *dh, *dq, *dk, *dv, *dattout, *dact, *dsum;
+    gpu_bf16 *buf16;               /* bf16 activations (GEMM inputs), one allocation */
+    gpu_bf16 *h1, *h2, *act, *attout16, *hf, *dup, *dqkv16, *dres16, *dlogits16;
     double *partial;               /* GPU_SUMSQ_BLOCKS */
     int *tokens, *targets;         /* (B*T) each, device */
     float *host_losses;            /* (B*T) */
@@ -69,9 +76,11 @@ int cuda_config_check(const rotary_config *c) {
 
 static void free_acts(cuda_model *g) {
     cudaFree(g->buf);
+    cudaFree(g->buf16);
     cudaFree(g->tokens);
     free(g->host_losses);
     g->buf = NULL;
+    g->buf16 = NULL;
     g->tokens = NULL;
     g->host_losses = NULL;
     g->B = g->T = 0;
@@ -81,6 +90,7 @@ void cuda_model_free(cuda_model *g) {
     if (!g) return;
     free_acts(g);
     cudaFree(g->params);
+    cudaFree(g->params16);
     cudaFree(g->cos);
     cudaFree(g->sin);
     cudaFree(g->pos_table);
@@ -135,6 +145,7 @@ int cuda_model_new(cuda_model **out, const rotary_model *m) {
     const size_t bytes = 4 * m->n_params * sizeof(float);
     if ((e = cudaMalloc((void **)&g->params, bytes)) != cudaSuccess ||
         (e = cudaMemset(g->params, 0, bytes)) != cudaSuccess ||
+        (e = cudaMalloc((void **)&g->params16, m->n_params * sizeof(gpu_bf16))) != cudaSuccess ||
         (e = cudaMalloc((void **)&g->partial, GPU_SUMSQ_BLOCKS * sizeof(double))) != cudaSuccess) {
         cuda_model_free(g);
         return cuda_fail(e, "parameters, gradients and AdamW state");
@@ -147,6 +158,7 @@ int cuda_model_new(cuda_model **out, const rotary_model *m) {
         cuda_model_free(g);
         return cuda_fail(e, "copying the parameters");
     }
+    gpu_to_bf16(g->params16, g->params, m->n_params);
     if ((rc = upload_tables(g))) {
         cuda_model_free(g);
         return rc;
@@ -174,15 +186,20 @@ int cuda_model_reserve(cuda_model *g, int B, int T) {
     const int lin = c->attn == ROTARY_ATTN_LINEAR;
     const size_t FS = lin ? Q + KV : 0, RF = lin && c->pos == ROTARY_POS_ROPE ? FS : 0;
     const size_t SQ = lin ? 0 : Q, SKV = lin ? 0 : KV, LQKV = lin ? QKV : 0;
-    const size_t per_layer = 3 * C + 4 + SQ + Q + 2 * SKV + nh + U + F + LQKV + FS + RF;
-    const size_t need = N * ((L + 1) * C + L * per_layer + C + 2 + V + 2 + QKV + 2 * C + 2 * Q +
-                             2 * KV + U + F + nh + 2 * FS);
+    const size_t per_layer = C + 4 + SQ + Q + 2 * SKV + nh + U + LQKV + FS + RF;
+    const size_t need = N * ((L + 1) * C + L * per_layer + 2 + V + 2 + QKV + 2 * C + 2 * Q +
+                             2 * KV + F + nh + 2 * FS);
+    /* bf16: h1, h2, act, attout16 a layer; hf, dup, dqkv16, dres16, dlogits16;
+     * each carved at a multiple of 8 values (16 bytes). */
+    const size_t need16 = N * (L * (2 * C + F + Q) + C + U + QKV + C + V) + 8 * 9;
     cudaError_t e;
     if ((e = cudaMalloc((void **)&g->buf, need * sizeof(float))) != cudaSuccess ||
+        (e = cudaMalloc((void **)&g->buf16, need16 * sizeof(gpu_bf16))) != cudaSuccess ||
         (e = cudaMalloc((void **)&g->tokens, 2 * N * sizeof(int))) != cudaSuccess) {
         free_acts(g);
         return rotary_fail(ROTARY_ENOMEM, "cuda reserve: %.0f MiB of activations for batch %d x "
-                           "%d: %s", need * 4 / 1048576.0, B, T, cudaGetErrorString(e));
+                           "%d: %s", (need * 4 + need16 * 2) / 1048576.0, B, T,
+                           cudaGetErrorString(e));
     }
     g->host_losses = malloc(N * sizeof(float));
     if (!g->host_losses) {
@@ -195,8 +212,6 @@ int cuda_model_reserve(cuda_model *g, int B, int T) {
 #define CARVE(field, n) (g->field = p, p += (n))
     CARVE(res, (L + 1) * N * C);
     CARVE(res_mid, L * N * C);
-    CARVE(h1, L * N * C);
-    CARVE(h2, L * N * C);
     CARVE(mean1, L * N);
     CARVE(rstd1, L * N);
     CARVE(mean2, L * N);
@@ -213,8 +228,6 @@ int cuda_model_reserve(cuda_model *g, int B, int T) {
     CARVE(dfeat, N * FS);
     CARVE(drfeat, N * FS);
     CARVE(up, L * N * U);
-    CARVE(act, L * N * F);
-    CARVE(hf, N * C);
     CARVE(meanf, N);
     CARVE(rstdf, N);
     CARVE(logits, N * V);
@@ -227,14 +240,26 @@ int cuda_model_reserve(cuda_model *g, int B, int T) {
     CARVE(dattout, N * Q);
     CARVE(dk, N * KV);
     CARVE(dv, N * KV);
-    CARVE(dup, N * U);
     CARVE(dact, N * F);
     CARVE(dsum, N * nh);
 #undef CARVE
+    gpu_bf16 *p16 = g->buf16;
+#define CARVE16(field, n) (g->field = p16, p16 += ((n) + 7) / 8 * 8)
+    CARVE16(h1, L * N * C);
+    CARVE16(h2, L * N * C);
+    CARVE16(act, L * N * F);
+    CARVE16(attout16, L * N * Q);
+    CARVE16(hf, N * C);
+    CARVE16(dup, N * U);
+    CARVE16(dqkv16, N * QKV);
+    CARVE16(dres16, N * C);
+    CARVE16(dlogits16, N * V);
+#undef CARVE16
     return ROTARY_OK;
 }
 
 #define P(off) (g->params + (off))
+#define W(off) (g->params16 + (off))
 #define G(off) (g->grads + (off))
 #define OPT(base, off) ((off) == ABSENT ? NULL : (base) + (off))
 
@@ -257,14 +282,14 @@ static linear_saved linear_slices(const cuda_model *g, int l) {
 
 /* As model.c: features elu(x) + 1 of q | k, RoPE on a copy for the
  * numerator, then the running sums. */
-static void linear_block_forward(cuda_model *g, int l, const float *h1, float *attout, int B,
+static void linear_block_forward(cuda_model *g, int l, const gpu_bf16 *h1, float *attout, int B,
                                  int T) {
     const rotary_config *c = &g->cfg;
     const layer_params *lp = &g->host->layout->layer[l];
     const int N = B * T, C = c->d_model, nh = c->n_head, nkv = c->n_kv_head, hd = C / nh;
     const int FS = (nh + nkv) * hd, QKV = FS + nkv * hd;
     const linear_saved s = linear_slices(g, l);
-    gpu_linear_forward(s.qkv, h1, P(lp->wqkv), OPT(g->params, lp->bqkv), N, C, QKV, 0);
+    gpu_linear_forward(s.qkv, h1, W(lp->wqkv), OPT(g->params, lp->bqkv), N, C, QKV, 0);
     gpu_elu1_forward(s.feat, s.qkv, N, FS, QKV);
     if (c->pos == ROTARY_POS_ROPE) {
         cudaMemcpyAsync(s.rfeat, s.feat, (size_t)N * FS * sizeof(float), cudaMemcpyDeviceToDevice, 0);
@@ -321,36 +346,39 @@ int cuda_model_forward(cuda_model *g, const int *tokens, const int *targets, int
     for (int l = 0; l < c->n_layer; l++) {
         const layer_params *lp = &lo->layer[l];
         float *x = g->res + l * capN * C, *xmid = g->res_mid + l * capN * C;
-        float *h1 = g->h1 + l * capN * C, *h2 = g->h2 + l * capN * C;
+        gpu_bf16 *h1 = g->h1 + l * capN * C, *h2 = g->h2 + l * capN * C;
         float *q = g->q + l * capN * Q, *k = g->k + l * capN * KV, *v = g->v_ + l * capN * KV;
         float *attout = g->attout + l * capN * Q, *lse = g->lse + l * capN * nh;
-        float *up = g->up + l * capN * U, *act = g->act + l * capN * F;
+        gpu_bf16 *attout16 = g->attout16 + l * capN * Q, *act = g->act + l * capN * F;
+        float *up = g->up + l * capN * U;
 
-        gpu_norm_forward(h1, layer_norm ? g->mean1 + l * capN : NULL, g->rstd1 + l * capN, x,
-                         P(lp->norm1_w), OPT(g->params, lp->norm1_b), N, C, c->norm_eps);
+        gpu_norm_forward(NULL, h1, layer_norm ? g->mean1 + l * capN : NULL, g->rstd1 + l * capN,
+                         x, P(lp->norm1_w), OPT(g->params, lp->norm1_b), N, C, c->norm_eps);
         if (c->attn == ROTARY_ATTN_LINEAR) {
             linear_block_forward(g, l, h1, attout, B, T);
         } else {
-            gpu_linear_forward(g->qkv, h1, P(lp->wqkv), OPT(g->params, lp->bqkv), N, C, QKV, 0);
+            gpu_linear_forward(g->qkv, h1, W(lp->wqkv), OPT(g->params, lp->bqkv), N, C, QKV, 0);
             gpu_qkv_split_rope(q, k, v, g->qkv, rd ? g->cos : NULL, rd ? g->sin : NULL, B, T, nh,
                                nkv, hd, rd, c->rope_pairing);
             gpu_attention_forward(attout, lse, q, k, v, g->alibi, B, T, nh, nkv, hd);
         }
+        gpu_to_bf16(attout16, attout, (size_t)N * Q);
         cudaMemcpyAsync(xmid, x, NC * sizeof(float), cudaMemcpyDeviceToDevice, 0);
-        gpu_linear_forward(xmid, attout, P(lp->wo), OPT(g->params, lp->bo), N, Q, C, 1);
+        gpu_linear_forward(xmid, attout16, W(lp->wo), OPT(g->params, lp->bo), N, Q, C, 1);
 
-        gpu_norm_forward(h2, layer_norm ? g->mean2 + l * capN : NULL, g->rstd2 + l * capN, xmid,
-                         P(lp->norm2_w), OPT(g->params, lp->norm2_b), N, C, c->norm_eps);
-        gpu_linear_forward(up, h2, P(lp->wup), OPT(g->params, lp->bup), N, C, U, 0);
-        if (c->mlp == ROTARY_MLP_SWIGLU) gpu_swiglu_forward(act, up, N, F);
-        else gpu_gelu_forward(act, up, (size_t)N * F);
+        gpu_norm_forward(NULL, h2, layer_norm ? g->mean2 + l * capN : NULL, g->rstd2 + l * capN,
+                         xmid, P(lp->norm2_w), OPT(g->params, lp->norm2_b), N, C, c->norm_eps);
+        gpu_linear_forward(up, h2, W(lp->wup), OPT(g->params, lp->bup), N, C, U, 0);
+        if (c->mlp == ROTARY_MLP_SWIGLU) gpu_swiglu_forward(NULL, act, up, N, F);
+        else gpu_gelu_forward(NULL, act, up, (size_t)N * F);
         float *next = g->res + (l + 1) * capN * C;
         cudaMemcpyAsync(next, xmid, NC * sizeof(float), cudaMemcpyDeviceToDevice, 0);
-        gpu_linear_forward(next, act, P(lp->wdown), OPT(g->params, lp->bdown), N, F, C, 1);
+        gpu_linear_forward(next, act, W(lp->wdown), OPT(g->params, lp->bdown), N, F, C, 1);
     }
-    gpu_norm_forward(g->hf, layer_norm ? g->meanf : NULL, g->rstdf, g->res + c->n_layer * capN * C,
-                     P(lo->normf_w), OPT(g->params, lo->normf_b), N, C, c->norm_eps);
-    gpu_linear_forward(g->logits, g->hf, P(lo->head), NULL, N, C, V, 0);
+    gpu_norm_forward(NULL, g->hf, layer_norm ? g->meanf : NULL, g->rstdf,
+                     g->res + c->n_layer * capN * C, P(lo->normf_w), OPT(g->params, lo->normf_b),
+                     N, C, c->norm_eps);
+    gpu_linear_forward(g->logits, g->hf, W(lo->head), NULL, N, C, V, 0);
     if (!targets) {
         if (loss) *loss = NAN;
         return sync_ok("forward");
@@ -403,7 +431,9 @@ int cuda_model_backward(cuda_model *g) {
     const size_t capN = (size_t)g->B * g->T;
 
     /* The logits hold their gradient (the training forward's classifier). */
-    gpu_linear_backward(g->dh, G(lo->head), NULL, g->logits, g->hf, P(lo->head), N, C, c->vocab);
+    gpu_to_bf16(g->dlogits16, g->logits, (size_t)N * c->vocab);
+    gpu_linear_backward(g->dh, G(lo->head), NULL, g->dlogits16, g->hf, W(lo->head), N, C,
+                        c->vocab);
     cudaMemsetAsync(g->dres, 0, (size_t)N * C * sizeof(float), 0);
     gpu_norm_backward(g->dres, G(lo->normf_w), OPT(g->grads, lo->normf_b), g->dh,
                       g->res + c->n_layer * capN * C, P(lo->normf_w), layer_norm ? g->meanf : NULL,
@@ -411,23 +441,26 @@ int cuda_model_backward(cuda_model *g) {
     for (int l = c->n_layer - 1; l >= 0; l--) {
         const layer_params *lp = &lo->layer[l];
         const float *x = g->res + l * capN * C, *xmid = g->res_mid + l * capN * C;
-        const float *h1 = g->h1 + l * capN * C, *h2 = g->h2 + l * capN * C;
+        const gpu_bf16 *h1 = g->h1 + l * capN * C, *h2 = g->h2 + l * capN * C;
         const float *q = g->q + l * capN * Q, *k = g->k + l * capN * KV, *v = g->v_ + l * capN * KV;
         const float *attout = g->attout + l * capN * Q, *lse = g->lse + l * capN * nh;
-        const float *up = g->up + l * capN * U, *act = g->act + l * capN * F;
+        const gpu_bf16 *attout16 = g->attout16 + l * capN * Q, *act = g->act + l * capN * F;
+        const float *up = g->up + l * capN * U;
 
-        gpu_linear_backward(g->dact, G(lp->wdown), OPT(g->grads, lp->bdown), g->dres, act,
-                            P(lp->wdown), N, F, C);
+        gpu_to_bf16(g->dres16, g->dres, (size_t)N * C);
+        gpu_linear_backward(g->dact, G(lp->wdown), OPT(g->grads, lp->bdown), g->dres16, act,
+                            W(lp->wdown), N, F, C);
         if (c->mlp == ROTARY_MLP_SWIGLU) gpu_swiglu_backward(g->dup, g->dact, up, N, F);
         else gpu_gelu_backward(g->dup, g->dact, up, (size_t)N * F);
-        gpu_linear_backward(g->dh, G(lp->wup), OPT(g->grads, lp->bup), g->dup, h2, P(lp->wup), N,
+        gpu_linear_backward(g->dh, G(lp->wup), OPT(g->grads, lp->bup), g->dup, h2, W(lp->wup), N,
                             C, U);
         gpu_norm_backward(g->dres, G(lp->norm2_w), OPT(g->grads, lp->norm2_b), g->dh, xmid,
                           P(lp->norm2_w), layer_norm ? g->mean2 + l * capN : NULL,
                           g->rstd2 + l * capN, N, C);
 
-        gpu_linear_backward(g->dattout, G(lp->wo), OPT(g->grads, lp->bo), g->dres, attout,
-                            P(lp->wo), N, Q, C);
+        gpu_to_bf16(g->dres16, g->dres, (size_t)N * C);
+        gpu_linear_backward(g->dattout, G(lp->wo), OPT(g->grads, lp->bo), g->dres16, attout16,
+                            W(lp->wo), N, Q, C);
         if (c->attn == ROTARY_ATTN_LINEAR) {
             linear_block_backward(g, l, attout, B, T);
         } else {
@@ -436,8 +469,9 @@ int cuda_model_backward(cuda_model *g) {
             gpu_qkv_merge_rope_backward(g->qkv, g->dq, g->dk, g->dv, rd ? g->cos : NULL,
                                         rd ? g->sin : NULL, B, T, nh, nkv, hd, rd, c->rope_pairing);
         }
-        gpu_linear_backward(g->dh, G(lp->wqkv), OPT(g->grads, lp->bqkv), g->qkv, h1, P(lp->wqkv),
-                            N, C, QKV);
+        gpu_to_bf16(g->dqkv16, g->qkv, (size_t)N * QKV);
+        gpu_linear_backward(g->dh, G(lp->wqkv), OPT(g->grads, lp->bqkv), g->dqkv16, h1,
+                            W(lp->wqkv), N, C, QKV);
         gpu_norm_backward(g->dres, G(lp->norm1_w), OPT(g->grads, lp->norm1_b), g->dh, x,
                           P(lp->norm1_w), layer_norm ? g->mean1 + l * capN : NULL,
                           g->rstd1 + l * capN, N, C);
@@ -468,8 +502,9 @@ int cuda_model_adamw_step(cuda_model *g, const rotary_adamw_config *c, float gra
     for (int ti = 0; ti < m->n_tensors; ti++) {
         const rotary_tensor *t = &m->tensors[ti];
         const float decay = t->decay ? 1.0f - c->lr * c->weight_decay : 1.0f;
-        gpu_adamw(g->params + t->offset, g->grads + t->offset, g->m + t->offset, g->v + t->offset,
-                  t->numel, c->beta1, c->beta2, c->eps, decay, step_size, bc2_sqrt, grad_scale);
+        gpu_adamw(g->params + t->offset, g->params16 + t->offset, g->grads + t->offset,
+                  g->m + t->offset, g->v + t->offset, t->numel, c->beta1, c->beta2, c->eps, decay,
+                  step_size, bc2_sqrt, grad_scale);
     }
     return sync_ok("adamw");
 }
@@ -493,7 +528,8 @@ int cuda_model_download(const cuda_model *g, float *params, float *grads, rotary
 int cuda_model_upload(cuda_model *g, const float *params, const rotary_adamw *opt) {
     const size_t bytes = g->n_params * sizeof(float);
     cudaError_t e = cudaSuccess;
-    if (params) e = cudaMemcpy(g->params, params, bytes, cudaMemcpyHostToDevice);
+    if (params && !(e = cudaMemcpy(g->params, params, bytes, cudaMemcpyHostToDevice)))
+        gpu_to_bf16(g->params16, g->params, g->n_params);
     if (!e && opt) {
         if (opt->n != g->n_params)
             return rotary_fail(ROTARY_EINVAL, "cuda upload: optimizer of %zu, not %zu values",
@@ -609,23 +645,23 @@ static void decoder_launch(cuda_decoder *d) {
     for (int l = 0; l < c->n_layer; l++) {
         const layer_params *lp = &lo->layer[l];
         float *kc = d->kc + (size_t)l * d->max_T * KV, *vc = d->vc + (size_t)l * d->max_T * KV;
-        gpu_norm_forward(d->h, mean, rstd, d->x, P(lp->norm1_w), OPT(g->params, lp->norm1_b), 1, C,
-                         c->norm_eps);
-        gpu_linear_forward(d->qkv, d->h, P(lp->wqkv), OPT(g->params, lp->bqkv), 1, C, QKV, 0);
+        gpu_norm_forward(d->h, NULL, mean, rstd, d->x, P(lp->norm1_w),
+                         OPT(g->params, lp->norm1_b), 1, C, c->norm_eps);
+        gpu_matvec(d->qkv, d->h, P(lp->wqkv), OPT(g->params, lp->bqkv), C, QKV, 0);
         gpu_decode_split_rope(d->q, kc, vc, d->qkv, rd ? g->cos : NULL, rd ? g->sin : NULL, pos,
                               d->max_T, nh, nkv, hd, rd, c->rope_pairing);
         gpu_decode_attention(d->att, d->q, kc, vc, g->alibi, pos, d->max_T, nh, nkv, hd);
-        gpu_linear_forward(d->x, d->att, P(lp->wo), OPT(g->params, lp->bo), 1, Q, C, 1);
-        gpu_norm_forward(d->h, mean, rstd, d->x, P(lp->norm2_w), OPT(g->params, lp->norm2_b), 1, C,
-                         c->norm_eps);
-        gpu_linear_forward(d->up, d->h, P(lp->wup), OPT(g->params, lp->bup), 1, C, U, 0);
-        if (c->mlp == ROTARY_MLP_SWIGLU) gpu_swiglu_forward(d->act, d->up, 1, F);
-        else gpu_gelu_forward(d->act, d->up, (size_t)F);
-        gpu_linear_forward(d->x, d->act, P(lp->wdown), OPT(g->params, lp->bdown), 1, F, C, 1);
+        gpu_matvec(d->x, d->att, P(lp->wo), OPT(g->params, lp->bo), Q, C, 1);
+        gpu_norm_forward(d->h, NULL, mean, rstd, d->x, P(lp->norm2_w),
+                         OPT(g->params, lp->norm2_b), 1, C, c->norm_eps);
+        gpu_matvec(d->up, d->h, P(lp->wup), OPT(g->params, lp->bup), C, U, 0);
+        if (c->mlp == ROTARY_MLP_SWIGLU) gpu_swiglu_forward(d->act, NULL, d->up, 1, F);
+        else gpu_gelu_forward(d->act, NULL, d->up, (size_t)F);
+        gpu_matvec(d->x, d->act, P(lp->wdown), OPT(g->params, lp->bdown), F, C, 1);
     }
-    gpu_norm_forward(d->h, mean, rstd, d->x, P(lo->normf_w), OPT(g->params, lo->normf_b), 1, C,
-                     c->norm_eps);
-    gpu_linear_forward(d->logits, d->h, P(lo->head), NULL, 1, C, c->vocab, 0);
+    gpu_norm_forward(d->h, NULL, mean, rstd, d->x, P(lo->normf_w), OPT(g->params, lo->normf_b), 1,
+                     C, c->norm_eps);
+    gpu_matvec(d->logits, d->h, P(lo->head), NULL, C, c->vocab, 0);
 }
 
 /* Capture decoder_launch as d->graph. On failure the decoder goes on

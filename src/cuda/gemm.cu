@@ -1,11 +1,12 @@
 /* gemm.cu: the linear layers on cuBLAS, in bf16 on the tensor cores with
- * fp32 accumulation and fp32 results. The arrays stay fp32 (master weights
- * and activations): each GEMM first rounds its two inputs into bf16 scratch
- * buffers, a pass over memory that costs far less than the product. (Asking
- * cuBLAS for CUBLAS_COMPUTE_32F_FAST_16BF on fp32 arrays instead gave TF32
- * kernels on an H100, at half the bf16 rate.) cuBLAS is column-major: a
- * row-major (r, c) array is its (c, r) transpose, so each product below is
- * written for the transposes. */
+ * fp32 accumulation and fp32 results. The operands arrive in bf16: the
+ * kernels that produce them write bf16 (norms, activations, their
+ * gradients), AdamW keeps a bf16 copy of the weights, and the few fp32
+ * arrays that also feed a GEMM are rounded by gpu_to_bf16 (cuda_model.c).
+ * (Asking cuBLAS for CUBLAS_COMPUTE_32F_FAST_16BF on fp32 arrays instead gave
+ * TF32 kernels on an H100, at half the bf16 rate.) One row (decoding) is an
+ * fp32 SGEMV. cuBLAS is column-major: a row-major (r, c) array is its (c, r)
+ * transpose, so each product below is written for the transposes. */
 #include "common.cuh"
 
 #include <cublas_v2.h>
@@ -44,13 +45,6 @@ extern "C" int gpu_gemm_init(void) {
     return 0;
 }
 
-/* bf16 copies of GEMM inputs: slot 0 the activations, 1 the weights, 2 the
- * output gradient. Each grows to the largest array it has held (in the first
- * training step), so later steps allocate nothing. */
-enum { SLOT_INP, SLOT_W, SLOT_DOUT, SLOTS };
-static __nv_bfloat16 *slot_buf[SLOTS];
-static size_t slot_len[SLOTS];
-
 __global__ void to_bf16_kernel(__nv_bfloat16 *dst, const float *src, size_t n) {
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += (size_t)gridDim.x * blockDim.x)
@@ -69,31 +63,20 @@ __global__ void to_bf16_x4_kernel(__nv_bfloat162 *dst, const float4 *src, size_t
     }
 }
 
-static const __nv_bfloat16 *to_bf16(int slot, const float *src, size_t n) {
-    if (n > slot_len[slot]) {
-        cudaFree(slot_buf[slot]);
-        slot_len[slot] = 0;
-        if (cudaMalloc((void **)&slot_buf[slot], n * sizeof(__nv_bfloat16)) != cudaSuccess) {
-            slot_buf[slot] = NULL;
-            fail("out of GPU memory for the bf16 copies of the GEMM inputs");
-            return NULL;
-        }
-        slot_len[slot] = n;
-    }
-    if ((uintptr_t)src % 16 == 0 && n % 4 == 0) {
+extern "C" void gpu_to_bf16(gpu_bf16 *dst, const float *src, size_t n) {
+    if ((uintptr_t)src % 16 == 0 && (uintptr_t)dst % 8 == 0 && n % 4 == 0) {
         const size_t n4 = n / 4;
         to_bf16_x4_kernel<<<cdiv(n4, 256) < 16384 ? cdiv(n4, 256) : 16384, 256>>>(
-            (__nv_bfloat162 *)slot_buf[slot], (const float4 *)src, n4);
-    } else {
-        to_bf16_kernel<<<cdiv(n, 256) < 16384 ? cdiv(n, 256) : 16384, 256>>>(slot_buf[slot], src, n);
+            (__nv_bfloat162 *)dst, (const float4 *)src, n4);
+    } else if (n) {
+        to_bf16_kernel<<<cdiv(n, 256) < 16384 ? cdiv(n, 256) : 16384, 256>>>((__nv_bfloat16 *)dst,
+                                                                             src, n);
     }
-    return slot_buf[slot];
 }
 
 static void gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
-                 const __nv_bfloat16 *A, int lda, const __nv_bfloat16 *B, int ldb, float beta,
-                 float *C, int ldc) {
-    if (!A || !B) return; /* the copy failed and said so */
+                 const gpu_bf16 *A, int lda, const gpu_bf16 *B, int ldb, float beta, float *C,
+                 int ldc) {
     const float alpha = 1.0f;
     cublasStatus_t s = cublasGemmEx(handle, ta, tb, m, n, k, &alpha, A, CUDA_R_16BF, lda, B,
                                     CUDA_R_16BF, ldb, &beta, C, CUDA_R_32F, ldc,
@@ -106,15 +89,20 @@ __global__ void add_bias_kernel(float *out, const float *b, size_t n, int OC) {
     if (i < n) out[i] += b[i % OC];
 }
 
+static void add_bias(float *out, const float *b, int N, int OC) {
+    const size_t n = (size_t)N * OC;
+    add_bias_kernel<<<cdiv(n, 256), 256>>>(out, b, n, OC);
+}
+
 /* db[j] += sum_n dout[n][j]: 32 columns x 8 row-strided threads per block,
  * the eight partial sums added in shared memory, one atomic per column. */
-__global__ void bias_grad_kernel(float *db, const float *dout, int N, int OC) {
+__global__ void bias_grad_kernel(float *db, const __nv_bfloat16 *dout, int N, int OC) {
     __shared__ float part[8][33];
     const int j = blockIdx.x * 32 + threadIdx.x;
     float s = 0.0f;
     if (j < OC)
         for (int n = blockIdx.y * 8 + threadIdx.y; n < N; n += gridDim.y * 8)
-            s += dout[(size_t)n * OC + j];
+            s += __bfloat162float(dout[(size_t)n * OC + j]);
     part[threadIdx.y][threadIdx.x] = s;
     __syncthreads();
     if (threadIdx.y == 0 && j < OC) {
@@ -123,37 +111,29 @@ __global__ void bias_grad_kernel(float *db, const float *dout, int N, int OC) {
     }
 }
 
-extern "C" void gpu_linear_forward(float *out, const float *inp, const float *w, const float *b,
-                                   int N, int C, int OC, int accumulate) {
-    /* out^T (OC, N) = w (OC, C) . inp^T (C, N); one row (a decoding step)
-     * is a matrix-vector product bound by reading w, which fp32 SGEMV does
-     * at the memory's speed and without rounding. */
-    const float one = 1.0f, beta = accumulate ? 1.0f : 0.0f;
-    if (N == 1) {
-        cublasStatus_t s = cublasSgemv(handle, CUBLAS_OP_T, C, OC, &one, w, C, inp, 1, &beta, out, 1);
-        if (s != CUBLAS_STATUS_SUCCESS) fail(cublasGetStatusString(s));
-    } else {
-        gemm(CUBLAS_OP_T, CUBLAS_OP_N, OC, N, C, to_bf16(SLOT_W, w, (size_t)OC * C), C,
-             to_bf16(SLOT_INP, inp, (size_t)N * C), C, beta, out, OC);
-    }
-    if (b) {
-        size_t n = (size_t)N * OC;
-        add_bias_kernel<<<cdiv(n, 256), 256>>>(out, b, n, OC);
+extern "C" void gpu_linear_forward(float *out, const gpu_bf16 *inp, const gpu_bf16 *w,
+                                   const float *b, int N, int C, int OC, int accumulate) {
+    /* out^T (OC, N) = w (OC, C) . inp^T (C, N) */
+    gemm(CUBLAS_OP_T, CUBLAS_OP_N, OC, N, C, w, C, inp, C, accumulate ? 1.0f : 0.0f, out, OC);
+    if (b) add_bias(out, b, N, OC);
+}
+
+extern "C" void gpu_linear_backward(float *dinp, float *dw, float *db, const gpu_bf16 *dout,
+                                    const gpu_bf16 *inp, const gpu_bf16 *w, int N, int C, int OC) {
+    /* dinp^T (C, N) = w^T (C, OC) . dout^T (OC, N) */
+    if (dinp) gemm(CUBLAS_OP_N, CUBLAS_OP_N, C, N, OC, w, C, dout, OC, 0.0f, dinp, C);
+    /* dw^T (C, OC) += inp^T (C, N) . dout (N, OC) */
+    gemm(CUBLAS_OP_N, CUBLAS_OP_T, C, OC, N, inp, C, dout, OC, 1.0f, dw, C);
+    if (db) {
+        dim3 grid(cdiv(OC, 32), N / 256 + 1 < 64 ? N / 256 + 1 : 64);
+        bias_grad_kernel<<<grid, dim3(32, 8)>>>(db, (const __nv_bfloat16 *)dout, N, OC);
     }
 }
 
-extern "C" void gpu_linear_backward(float *dinp, float *dw, float *db, const float *dout,
-                                    const float *inp, const float *w, int N, int C, int OC) {
-    const __nv_bfloat16 *dout16 = to_bf16(SLOT_DOUT, dout, (size_t)N * OC);
-    /* dinp^T (C, N) = w^T (C, OC) . dout^T (OC, N) */
-    if (dinp)
-        gemm(CUBLAS_OP_N, CUBLAS_OP_N, C, N, OC, to_bf16(SLOT_W, w, (size_t)OC * C), C, dout16, OC,
-             0.0f, dinp, C);
-    /* dw^T (C, OC) += inp^T (C, N) . dout (N, OC) */
-    gemm(CUBLAS_OP_N, CUBLAS_OP_T, C, OC, N, to_bf16(SLOT_INP, inp, (size_t)N * C), C, dout16, OC,
-         1.0f, dw, C);
-    if (db) {
-        dim3 grid(cdiv(OC, 32), N / 256 + 1 < 64 ? N / 256 + 1 : 64);
-        bias_grad_kernel<<<grid, dim3(32, 8)>>>(db, dout, N, OC);
-    }
+extern "C" void gpu_matvec(float *out, const float *inp, const float *w, const float *b, int C,
+                           int OC, int accumulate) {
+    const float one = 1.0f, beta = accumulate ? 1.0f : 0.0f;
+    cublasStatus_t s = cublasSgemv(handle, CUBLAS_OP_T, C, OC, &one, w, C, inp, 1, &beta, out, 1);
+    if (s != CUBLAS_STATUS_SUCCESS) fail(cublasGetStatusString(s));
+    if (b) add_bias(out, b, 1, OC);
 }

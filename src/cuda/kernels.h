@@ -2,8 +2,9 @@
  *
  * Each mirrors an operation of src/ops.h, src/attention.c or src/rope.c with
  * the same shapes in its signature; every pointer is device memory, arrays
- * are row-major float32, and launches are asynchronous on the default stream
- * (errors surface at the next cuda_sync in cuda_model.c). Backward functions
+ * are row-major float32 unless typed gpu_bf16, and launches are asynchronous
+ * on the calling thread's default stream (errors surface at the next
+ * gpu_sync in cuda_model.c). Backward functions
  * say whether they overwrite (=) or add (+=), as in ops.h. Gradients of
  * shared parameters are summed with atomics, so GPU runs are reproducible to
  * rounding, not bit for bit. */
@@ -23,34 +24,46 @@ const char *gpu_last_error(void);
 /* Wait for the device; 0, or -1 when a kernel, copy or GEMM failed. */
 int gpu_sync(void);
 
-/* GEMMs (gemm.cu): cuBLAS with bf16 tensor cores and fp32 accumulation on
- * fp32 arrays (their inputs rounded to bf16 copies first); one row (N = 1)
- * is an fp32 SGEMV. gpu_gemm_init creates the handle once per process; 0 or
- * -1. */
+/* bf16 values as the C side stores them (__nv_bfloat16 in the .cu files):
+ * the operands of the GEMMs. gpu_to_bf16: dst = src rounded to nearest
+ * even, n values. */
+typedef unsigned short gpu_bf16;
+void gpu_to_bf16(gpu_bf16 *dst, const float *src, size_t n);
+
+/* GEMMs (gemm.cu): cuBLAS on the tensor cores, bf16 operands, fp32
+ * accumulation and fp32 results. gpu_gemm_init creates the handle once per
+ * process; 0 or -1. */
 int gpu_gemm_init(void);
-/* The first GEMM failure (cuBLAS, or no memory for the bf16 copies) since
- * the last call (and clear it), or NULL. */
+/* The first cuBLAS failure since the last call (and clear it), or NULL. */
 const char *gpu_gemm_error(void);
 /* out (N, OC) (+)= inp (N, C) @ w (OC, C)^T + b (OC); b may be NULL. */
-void gpu_linear_forward(float *out, const float *inp, const float *w, const float *b, int N,
+void gpu_linear_forward(float *out, const gpu_bf16 *inp, const gpu_bf16 *w, const float *b, int N,
                         int C, int OC, int accumulate);
-/* dinp (N, C) = dout @ w (dinp may be NULL); dw += dout^T @ inp; db += sum dout. */
-void gpu_linear_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp,
-                         const float *w, int N, int C, int OC);
+/* dinp (N, C) = dout @ w (dinp may be NULL); dw += dout^T @ inp; db += sum
+ * dout (db may be NULL). */
+void gpu_linear_backward(float *dinp, float *dw, float *db, const gpu_bf16 *dout,
+                         const gpu_bf16 *inp, const gpu_bf16 *w, int N, int C, int OC);
+/* One row in fp32, for decoding: out (OC) (+)= w (OC, C) @ inp (C) + b (b may
+ * be NULL); cuBLAS SGEMV, bound by reading w. */
+void gpu_matvec(float *out, const float *inp, const float *w, const float *b, int C, int OC,
+                int accumulate);
 
 /* Norms (layer.cu), one warp per row; mean NULL means RMSNorm (b ignored).
- * C <= 12288 (the backward sums dw in shared memory). */
-void gpu_norm_forward(float *out, float *mean, float *rstd, const float *inp, const float *w,
-                      const float *b, int N, int C, float eps);
+ * C <= 12288 (the backward sums dw in shared memory). The forward writes
+ * out in fp32 or out16 in bf16 (a GEMM's input), whichever is not NULL. */
+void gpu_norm_forward(float *out, gpu_bf16 *out16, float *mean, float *rstd, const float *inp,
+                      const float *w, const float *b, int N, int C, float eps);
 /* dinp +=; dw +=; db += (db may be NULL). */
 void gpu_norm_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp,
                        const float *w, const float *mean, const float *rstd, int N, int C);
 
-/* Activations (layer.cu): as ops.h. */
-void gpu_gelu_forward(float *out, const float *inp, size_t n);
-void gpu_gelu_backward(float *dinp, const float *dout, const float *inp, size_t n);
-void gpu_swiglu_forward(float *out, const float *gu, int N, int F);
-void gpu_swiglu_backward(float *dgu, const float *dout, const float *gu, int N, int F);
+/* Activations (layer.cu): as ops.h. The forward writes out (fp32) or out16
+ * (bf16), whichever is not NULL; the backward writes bf16, the input of the
+ * GEMM that takes the gradient further back. */
+void gpu_gelu_forward(float *out, gpu_bf16 *out16, const float *inp, size_t n);
+void gpu_gelu_backward(gpu_bf16 *dinp, const float *dout, const float *inp, size_t n);
+void gpu_swiglu_forward(float *out, gpu_bf16 *out16, const float *gu, int N, int F);
+void gpu_swiglu_backward(gpu_bf16 *dgu, const float *dout, const float *gu, int N, int F);
 
 /* Embedding: out (N, C) = tok_emb[tokens[n]] + pos[start + n % T] (pos
  * (>= start + T, C) or NULL; start read from device memory, 0 when NULL).
@@ -68,9 +81,10 @@ void gpu_crossentropy(float *logits, float *lse, float *losses, const int *targe
                       float dscale);
 
 /* AdamW on n elements as rotary_adamw_step, the gradient read times gscale
- * (the clipping factor) instead of clipped in a pass of its own. */
-void gpu_adamw(float *p, const float *g, float *m, float *v, size_t n, float beta1, float beta2,
-               float eps, float decay, float step_size, float bc2_sqrt, float gscale);
+ * (the clipping factor) instead of clipped in a pass of its own; p16 gets
+ * the new weights in bf16 (the GEMMs' copy). */
+void gpu_adamw(float *p, gpu_bf16 *p16, const float *g, float *m, float *v, size_t n, float beta1,
+               float beta2, float eps, float decay, float step_size, float bc2_sqrt, float gscale);
 /* partial (GPU_SUMSQ_BLOCKS doubles) = per-block sums of x^2; the caller adds
  * them in order (deterministic). */
 #define GPU_SUMSQ_BLOCKS 512

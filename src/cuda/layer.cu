@@ -1,17 +1,23 @@
 /* layer.cu: norms, activations, embedding, the fused classifier and AdamW. */
 #include "common.cuh"
 
+#include <cuda_bf16.h>
 #include <math.h>
 
 /* ------------------------------------------------------------------ norms */
 
+/* A value stored as float or as bf16. */
+__device__ __forceinline__ void put(float *p, float x) { *p = x; }
+__device__ __forceinline__ void put(__nv_bfloat16 *p, float x) { *p = __float2bfloat16(x); }
+
 /* One warp per row: mean (LayerNorm only), 1/sqrt(var + eps), then the row. */
-__global__ void norm_forward_kernel(float *out, float *mean, float *rstd, const float *inp,
+template <typename T>
+__global__ void norm_forward_kernel(T *out, float *mean, float *rstd, const float *inp,
                                     const float *w, const float *b, int N, int C, float eps) {
     const int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
     if (row >= N) return;
     const float *x = inp + (size_t)row * C;
-    float *o = out + (size_t)row * C;
+    T *o = out + (size_t)row * C;
     float m = 0.0f;
     if (mean) {
         float s = 0.0f;
@@ -21,7 +27,7 @@ __global__ void norm_forward_kernel(float *out, float *mean, float *rstd, const 
     float v = 0.0f;
     for (int i = lane; i < C; i += 32) v += (x[i] - m) * (x[i] - m);
     const float r = 1.0f / sqrtf(warp_sum(v) / C + eps);
-    for (int i = lane; i < C; i += 32) o[i] = (x[i] - m) * r * w[i] + (mean && b ? b[i] : 0.0f);
+    for (int i = lane; i < C; i += 32) put(&o[i], (x[i] - m) * r * w[i] + (mean && b ? b[i] : 0.0f));
     if (lane == 0) {
         if (mean) mean[row] = m;
         rstd[row] = r;
@@ -65,9 +71,14 @@ __global__ void norm_backward_kernel(float *dinp, float *dw, float *db, const fl
     }
 }
 
-extern "C" void gpu_norm_forward(float *out, float *mean, float *rstd, const float *inp,
-                                 const float *w, const float *b, int N, int C, float eps) {
-    norm_forward_kernel<<<cdiv(N, 8), 256>>>(out, mean, rstd, inp, w, b, N, C, eps);
+extern "C" void gpu_norm_forward(float *out, gpu_bf16 *out16, float *mean, float *rstd,
+                                 const float *inp, const float *w, const float *b, int N, int C,
+                                 float eps) {
+    if (out16)
+        norm_forward_kernel<<<cdiv(N, 8), 256>>>((__nv_bfloat16 *)out16, mean, rstd, inp, w, b, N,
+                                                 C, eps);
+    else
+        norm_forward_kernel<<<cdiv(N, 8), 256>>>(out, mean, rstd, inp, w, b, N, C, eps);
 }
 
 extern "C" void gpu_norm_backward(float *dinp, float *dw, float *db, const float *dout,
@@ -90,51 +101,59 @@ extern "C" void gpu_norm_backward(float *dinp, float *dw, float *db, const float
 
 #define GELU_K 0.7978845608028654f /* sqrt(2/pi) */
 
-__global__ void gelu_forward_kernel(float *out, const float *inp, size_t n) {
+template <typename T>
+__global__ void gelu_forward_kernel(T *out, const float *inp, size_t n) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
     const float x = inp[i];
-    out[i] = 0.5f * x * (1.0f + tanhf(GELU_K * (x + 0.044715f * x * x * x)));
+    put(&out[i], 0.5f * x * (1.0f + tanhf(GELU_K * (x + 0.044715f * x * x * x))));
 }
 
-__global__ void gelu_backward_kernel(float *dinp, const float *dout, const float *inp, size_t n) {
+__global__ void gelu_backward_kernel(__nv_bfloat16 *dinp, const float *dout, const float *inp,
+                                     size_t n) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
     const float x = inp[i], th = tanhf(GELU_K * (x + 0.044715f * x * x * x));
     const float dth = (1.0f - th * th) * GELU_K * (1.0f + 3.0f * 0.044715f * x * x);
-    dinp[i] = dout[i] * (0.5f * (1.0f + th) + 0.5f * x * dth);
+    put(&dinp[i], dout[i] * (0.5f * (1.0f + th) + 0.5f * x * dth));
 }
 
-__global__ void swiglu_forward_kernel(float *out, const float *gu, int N, int F) {
+template <typename T>
+__global__ void swiglu_forward_kernel(T *out, const float *gu, int N, int F) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (size_t)N * F) return;
     const size_t n = i / F, f = i % F;
     const float g = gu[n * 2 * F + f], u = gu[n * 2 * F + F + f];
-    out[i] = g / (1.0f + expf(-g)) * u;
+    put(&out[i], g / (1.0f + expf(-g)) * u);
 }
 
-__global__ void swiglu_backward_kernel(float *dgu, const float *dout, const float *gu, int N,
-                                       int F) {
+__global__ void swiglu_backward_kernel(__nv_bfloat16 *dgu, const float *dout, const float *gu,
+                                       int N, int F) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (size_t)N * F) return;
     const size_t n = i / F, f = i % F;
     const float g = gu[n * 2 * F + f], u = gu[n * 2 * F + F + f], d = dout[i];
     const float sg = 1.0f / (1.0f + expf(-g));
-    dgu[n * 2 * F + F + f] = d * g * sg;
-    dgu[n * 2 * F + f] = d * u * sg * (1.0f + g * (1.0f - sg));
+    put(&dgu[n * 2 * F + F + f], d * g * sg);
+    put(&dgu[n * 2 * F + f], d * u * sg * (1.0f + g * (1.0f - sg)));
 }
 
-extern "C" void gpu_gelu_forward(float *out, const float *inp, size_t n) {
-    gelu_forward_kernel<<<cdiv(n, 256), 256>>>(out, inp, n);
+extern "C" void gpu_gelu_forward(float *out, gpu_bf16 *out16, const float *inp, size_t n) {
+    if (out16) gelu_forward_kernel<<<cdiv(n, 256), 256>>>((__nv_bfloat16 *)out16, inp, n);
+    else gelu_forward_kernel<<<cdiv(n, 256), 256>>>(out, inp, n);
 }
-extern "C" void gpu_gelu_backward(float *dinp, const float *dout, const float *inp, size_t n) {
-    gelu_backward_kernel<<<cdiv(n, 256), 256>>>(dinp, dout, inp, n);
+extern "C" void gpu_gelu_backward(gpu_bf16 *dinp, const float *dout, const float *inp, size_t n) {
+    gelu_backward_kernel<<<cdiv(n, 256), 256>>>((__nv_bfloat16 *)dinp, dout, inp, n);
 }
-extern "C" void gpu_swiglu_forward(float *out, const float *gu, int N, int F) {
-    swiglu_forward_kernel<<<cdiv((size_t)N * F, 256), 256>>>(out, gu, N, F);
+extern "C" void gpu_swiglu_forward(float *out, gpu_bf16 *out16, const float *gu, int N, int F) {
+    const unsigned blocks = cdiv((size_t)N * F, 256);
+    if (out16) swiglu_forward_kernel<<<blocks, 256>>>((__nv_bfloat16 *)out16, gu, N, F);
+    else swiglu_forward_kernel<<<blocks, 256>>>(out, gu, N, F);
 }
-extern "C" void gpu_swiglu_backward(float *dgu, const float *dout, const float *gu, int N, int F) {
-    swiglu_backward_kernel<<<cdiv((size_t)N * F, 256), 256>>>(dgu, dout, gu, N, F);
+extern "C" void gpu_swiglu_backward(gpu_bf16 *dgu, const float *dout, const float *gu, int N,
+                                    int F) {
+    swiglu_backward_kernel<<<cdiv((size_t)N * F, 256), 256>>>((__nv_bfloat16 *)dgu, dout, gu, N,
+                                                              F);
 }
 
 /* -------------------------------------------------------------- embedding */
@@ -219,9 +238,9 @@ extern "C" void gpu_crossentropy(float *logits, float *lse, float *losses, const
 
 /* ------------------------------------------------------------------ AdamW */
 
-__global__ void adamw_kernel(float *p, const float *g, float *m, float *v, size_t n, float beta1,
-                             float beta2, float eps, float decay, float step_size, float bc2_sqrt,
-                             float gscale) {
+__global__ void adamw_kernel(float *p, __nv_bfloat16 *p16, const float *g, float *m, float *v,
+                             size_t n, float beta1, float beta2, float eps, float decay,
+                             float step_size, float bc2_sqrt, float gscale) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
     const float gi = g[i] * gscale;
@@ -229,14 +248,16 @@ __global__ void adamw_kernel(float *p, const float *g, float *m, float *v, size_
     const float vi = beta2 * v[i] + (1.0f - beta2) * gi * gi;
     m[i] = mi;
     v[i] = vi;
-    p[i] = p[i] * decay - step_size * mi / (sqrtf(vi) / bc2_sqrt + eps);
+    const float pi = p[i] * decay - step_size * mi / (sqrtf(vi) / bc2_sqrt + eps);
+    p[i] = pi;
+    p16[i] = __float2bfloat16(pi);
 }
 
-extern "C" void gpu_adamw(float *p, const float *g, float *m, float *v, size_t n, float beta1,
-                          float beta2, float eps, float decay, float step_size, float bc2_sqrt,
-                          float gscale) {
-    adamw_kernel<<<cdiv(n, 256), 256>>>(p, g, m, v, n, beta1, beta2, eps, decay, step_size,
-                                        bc2_sqrt, gscale);
+extern "C" void gpu_adamw(float *p, gpu_bf16 *p16, const float *g, float *m, float *v, size_t n,
+                          float beta1, float beta2, float eps, float decay, float step_size,
+                          float bc2_sqrt, float gscale) {
+    adamw_kernel<<<cdiv(n, 256), 256>>>(p, (__nv_bfloat16 *)p16, g, m, v, n, beta1, beta2, eps,
+                                        decay, step_size, bc2_sqrt, gscale);
 }
 
 __global__ void sumsq_kernel(double *partial, const float *x, size_t n) {

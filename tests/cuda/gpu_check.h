@@ -13,6 +13,7 @@
 
 #include <cuda_runtime_api.h>
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 
 #define SKIP 77
@@ -69,6 +70,47 @@ static inline float *back(const float *d, size_t n) {
     float *h = malloc((n ? n : 1) * sizeof(float));
     if (!h) exit(2);
     cudaMemcpy(h, d, n * sizeof(float), cudaMemcpyDeviceToHost);
+    return h;
+}
+
+/* x rounded to bf16 (nearest, ties to even; x finite), as a float. */
+static inline float round_bf16(float x) {
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+
+/* A bf16 device copy of host x (n floats), rounded by gpu_to_bf16. */
+static inline gpu_bf16 *dev16(const float *x, size_t n) {
+    float *d = dev(x, n);
+    gpu_bf16 *h;
+    if (cudaMalloc((void **)&h, (n ? n : 1) * sizeof(gpu_bf16)) != cudaSuccess) {
+        printf("FAIL cudaMalloc of %zu bf16 values\n", n);
+        exit(1);
+    }
+    gpu_to_bf16(h, d, n);
+    gpu_sync();
+    cudaFree(d);
+    return h;
+}
+
+/* Host floats from device bf16 d (n values), after waiting for the kernels. */
+static inline float *back16(const gpu_bf16 *d, size_t n) {
+    if (gpu_sync()) {
+        printf("FAIL kernel: %s\n", gpu_last_error());
+        exit(1);
+    }
+    uint16_t *b = malloc((n ? n : 1) * sizeof(uint16_t));
+    float *h = malloc((n ? n : 1) * sizeof(float));
+    if (!b || !h) exit(2);
+    cudaMemcpy(b, d, n * sizeof(uint16_t), cudaMemcpyDeviceToHost);
+    for (size_t i = 0; i < n; i++) {
+        const uint32_t u = (uint32_t)b[i] << 16;
+        memcpy(&h[i], &u, sizeof u);
+    }
+    free(b);
     return h;
 }
 

@@ -6,9 +6,10 @@
  * rotated as they leave the qkv projection; the classifier of a training
  * forward leaves the loss gradient in place of the logits; and what only a
  * GEMM reads is kept in bf16 (the norms' outputs, the MLP activation and the
- * gradient of its input, and a copy of the weights that AdamW refreshes), so
- * that the GEMMs read their operands as they are. The residual stream, the
- * other saved activations, gradients and the master weights stay fp32. */
+ * gradient of its input, a training step's logits and their gradient, and a
+ * copy of the weights that AdamW refreshes), so that the GEMMs read their
+ * operands as they are. The residual stream, the other saved activations,
+ * gradients and the master weights stay fp32. */
 #include "internal.h"
 #include "model_internal.h"
 #include "cuda/cuda_model.h"
@@ -37,7 +38,7 @@ struct cuda_model {
     float *mean2, *rstd2, *up, *meanf, *rstdf, *logits, *lsef, *losses;
     float *qkv, *dres, *dh, *dq, *dk, *dv, *dattout, *dact, *dsum;
     gpu_bf16 *buf16;               /* bf16 activations (GEMM inputs), one allocation */
-    gpu_bf16 *h1, *h2, *act, *attout16, *hf, *dup, *dqkv16, *dres16, *dlogits16;
+    gpu_bf16 *h1, *h2, *act, *attout16, *hf, *dup, *dqkv16, *dres16;
     double *partial;               /* GPU_SUMSQ_BLOCKS */
     int *tokens, *targets;         /* (B*T) each, device */
     float *host_losses;            /* (B*T) */
@@ -187,11 +188,12 @@ int cuda_model_reserve(cuda_model *g, int B, int T) {
     const size_t FS = lin ? Q + KV : 0, RF = lin && c->pos == ROTARY_POS_ROPE ? FS : 0;
     const size_t SQ = lin ? 0 : Q, SKV = lin ? 0 : KV, LQKV = lin ? QKV : 0;
     const size_t per_layer = C + 4 + SQ + Q + 2 * SKV + nh + U + LQKV + FS + RF;
+    /* Each of the 32 fp32 and 8 bf16 arrays below starts at a multiple of 16
+     * bytes (for cuBLAS and the vectorised bf16 rounding). */
     const size_t need = N * ((L + 1) * C + L * per_layer + 2 + V + 2 + QKV + 2 * C + 2 * Q +
-                             2 * KV + F + nh + 2 * FS);
-    /* bf16: h1, h2, act, attout16 a layer; hf, dup, dqkv16, dres16, dlogits16;
-     * each carved at a multiple of 8 values (16 bytes). */
-    const size_t need16 = N * (L * (2 * C + F + Q) + C + U + QKV + C + V) + 8 * 9;
+                             2 * KV + F + nh + 2 * FS) + 4 * 32;
+    /* bf16: h1, h2, act, attout16 a layer; hf, dup, dqkv16, dres16. */
+    const size_t need16 = N * (L * (2 * C + F + Q) + C + U + QKV + C) + 8 * 8;
     cudaError_t e;
     if ((e = cudaMalloc((void **)&g->buf, need * sizeof(float))) != cudaSuccess ||
         (e = cudaMalloc((void **)&g->buf16, need16 * sizeof(gpu_bf16))) != cudaSuccess ||
@@ -209,7 +211,7 @@ int cuda_model_reserve(cuda_model *g, int B, int T) {
     g->targets = g->tokens + N;
     g->B = B, g->T = T;
     float *p = g->buf;
-#define CARVE(field, n) (g->field = p, p += (n))
+#define CARVE(field, n) (g->field = p, p += ((n) + 3) / 4 * 4)
     CARVE(res, (L + 1) * N * C);
     CARVE(res_mid, L * N * C);
     CARVE(mean1, L * N);
@@ -253,7 +255,6 @@ int cuda_model_reserve(cuda_model *g, int B, int T) {
     CARVE16(dup, N * U);
     CARVE16(dqkv16, N * QKV);
     CARVE16(dres16, N * C);
-    CARVE16(dlogits16, N * V);
 #undef CARVE16
     return ROTARY_OK;
 }
@@ -378,12 +379,17 @@ int cuda_model_forward(cuda_model *g, const int *tokens, const int *targets, int
     gpu_norm_forward(NULL, g->hf, layer_norm ? g->meanf : NULL, g->rstdf,
                      g->res + c->n_layer * capN * C, P(lo->normf_w), OPT(g->params, lo->normf_b),
                      N, C, c->norm_eps);
-    gpu_linear_forward(g->logits, g->hf, W(lo->head), NULL, N, C, V, 0);
+    /* A training step's logits are bf16, in the room of the fp32 ones: the
+     * classifier turns them into their gradient, the backward GEMM's input. */
+    gpu_bf16 *logits16 = train ? (gpu_bf16 *)g->logits : NULL;
+    if (train) gpu_linear_forward_bf16(logits16, g->hf, W(lo->head), N, C, V);
+    else gpu_linear_forward(g->logits, g->hf, W(lo->head), NULL, N, C, V, 0);
     if (!targets) {
         if (loss) *loss = NAN;
         return sync_ok("forward");
     }
-    gpu_crossentropy(g->logits, g->lsef, g->losses, g->targets, N, V, train ? 1.0f / N : 0.0f);
+    gpu_crossentropy(train ? NULL : g->logits, logits16, g->lsef, g->losses, g->targets, N, V,
+                     train ? 1.0f / N : 0.0f);
     if ((rc = sync_ok("forward"))) return rc;
     if ((e = cudaMemcpy(g->host_losses, g->losses, (size_t)N * sizeof(float),
                         cudaMemcpyDeviceToHost)))
@@ -430,10 +436,9 @@ int cuda_model_backward(cuda_model *g) {
     const int rd = c->pos == ROTARY_POS_ROPE ? g->host->rope.rotary_dim : 0;
     const size_t capN = (size_t)g->B * g->T;
 
-    /* The logits hold their gradient (the training forward's classifier). */
-    gpu_to_bf16(g->dlogits16, g->logits, (size_t)N * c->vocab);
-    gpu_linear_backward(g->dh, G(lo->head), NULL, g->dlogits16, g->hf, W(lo->head), N, C,
-                        c->vocab);
+    /* The logits hold their gradient in bf16 (the training forward's classifier). */
+    gpu_linear_backward(g->dh, G(lo->head), NULL, (const gpu_bf16 *)g->logits, g->hf,
+                        W(lo->head), N, C, c->vocab);
     cudaMemsetAsync(g->dres, 0, (size_t)N * C * sizeof(float), 0);
     gpu_norm_backward(g->dres, G(lo->normf_w), OPT(g->grads, lo->normf_b), g->dh,
                       g->res + c->n_layer * capN * C, P(lo->normf_w), layer_norm ? g->meanf : NULL,

@@ -74,13 +74,14 @@ extern "C" void gpu_to_bf16(gpu_bf16 *dst, const float *src, size_t n) {
     }
 }
 
+/* C (ctype: CUDA_R_32F or CUDA_R_16BF) = A B + beta C. */
 static void gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
-                 const gpu_bf16 *A, int lda, const gpu_bf16 *B, int ldb, float beta, float *C,
-                 int ldc) {
+                 const gpu_bf16 *A, int lda, const gpu_bf16 *B, int ldb, float beta, void *C,
+                 cudaDataType ctype, int ldc) {
     const float alpha = 1.0f;
     cublasStatus_t s = cublasGemmEx(handle, ta, tb, m, n, k, &alpha, A, CUDA_R_16BF, lda, B,
-                                    CUDA_R_16BF, ldb, &beta, C, CUDA_R_32F, ldc,
-                                    CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+                                    CUDA_R_16BF, ldb, &beta, C, ctype, ldc, CUBLAS_COMPUTE_32F,
+                                    CUBLAS_GEMM_DEFAULT);
     if (s != CUBLAS_STATUS_SUCCESS) fail(cublasGetStatusString(s));
 }
 
@@ -114,16 +115,22 @@ __global__ void bias_grad_kernel(float *db, const __nv_bfloat16 *dout, int N, in
 extern "C" void gpu_linear_forward(float *out, const gpu_bf16 *inp, const gpu_bf16 *w,
                                    const float *b, int N, int C, int OC, int accumulate) {
     /* out^T (OC, N) = w (OC, C) . inp^T (C, N) */
-    gemm(CUBLAS_OP_T, CUBLAS_OP_N, OC, N, C, w, C, inp, C, accumulate ? 1.0f : 0.0f, out, OC);
+    gemm(CUBLAS_OP_T, CUBLAS_OP_N, OC, N, C, w, C, inp, C, accumulate ? 1.0f : 0.0f, out,
+         CUDA_R_32F, OC);
     if (b) add_bias(out, b, N, OC);
+}
+
+extern "C" void gpu_linear_forward_bf16(gpu_bf16 *out, const gpu_bf16 *inp, const gpu_bf16 *w,
+                                        int N, int C, int OC) {
+    gemm(CUBLAS_OP_T, CUBLAS_OP_N, OC, N, C, w, C, inp, C, 0.0f, out, CUDA_R_16BF, OC);
 }
 
 extern "C" void gpu_linear_backward(float *dinp, float *dw, float *db, const gpu_bf16 *dout,
                                     const gpu_bf16 *inp, const gpu_bf16 *w, int N, int C, int OC) {
     /* dinp^T (C, N) = w^T (C, OC) . dout^T (OC, N) */
-    if (dinp) gemm(CUBLAS_OP_N, CUBLAS_OP_N, C, N, OC, w, C, dout, OC, 0.0f, dinp, C);
+    if (dinp) gemm(CUBLAS_OP_N, CUBLAS_OP_N, C, N, OC, w, C, dout, OC, 0.0f, dinp, CUDA_R_32F, C);
     /* dw^T (C, OC) += inp^T (C, N) . dout (N, OC) */
-    gemm(CUBLAS_OP_N, CUBLAS_OP_T, C, OC, N, inp, C, dout, OC, 1.0f, dw, C);
+    gemm(CUBLAS_OP_N, CUBLAS_OP_T, C, OC, N, inp, C, dout, OC, 1.0f, dw, CUDA_R_32F, C);
     if (db) {
         dim3 grid(cdiv(OC, 32), N / 256 + 1 < 64 ? N / 256 + 1 : 64);
         bias_grad_kernel<<<grid, dim3(32, 8)>>>(db, (const __nv_bfloat16 *)dout, N, OC);

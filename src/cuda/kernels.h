@@ -43,6 +43,11 @@ void gpu_linear_forward(float *out, const gpu_bf16 *inp, const gpu_bf16 *w, cons
  * dout (db may be NULL). */
 void gpu_linear_backward(float *dinp, float *dw, float *db, const gpu_bf16 *dout,
                          const gpu_bf16 *inp, const gpu_bf16 *w, int N, int C, int OC);
+/* out (N, OC) = inp @ w^T in bf16 (fp32 accumulation, rounded once): a
+ * training step's logits, which the classifier turns into their gradient in
+ * place. */
+void gpu_linear_forward_bf16(gpu_bf16 *out, const gpu_bf16 *inp, const gpu_bf16 *w, int N, int C,
+                             int OC);
 /* One row in fp32, for decoding: out (OC) (+)= w (OC, C) @ inp (C) + b (b may
  * be NULL); cuBLAS SGEMV, bound by reading w. */
 void gpu_matvec(float *out, const float *inp, const float *w, const float *b, int C, int OC,
@@ -76,9 +81,11 @@ void gpu_embed_backward(float *dtok, float *dpos, const float *dout, const int *
 /* Fused classifier (layer.cu): one block per row of logits (N, V): lse (N) and
  * losses (N) = lse - logits[target]; with dscale != 0 the same kernel then
  * turns the row into its gradient (softmax - onehot) * dscale in place, so
- * the probabilities are never stored. */
-void gpu_crossentropy(float *logits, float *lse, float *losses, const int *targets, int N, int V,
-                      float dscale);
+ * the probabilities are never stored. The logits are fp32 (logits) or bf16
+ * (logits16, a training step's: the gradient is then bf16 too, the input of
+ * the classifier's backward GEMM), whichever is not NULL. */
+void gpu_crossentropy(float *logits, gpu_bf16 *logits16, float *lse, float *losses,
+                      const int *targets, int N, int V, float dscale);
 
 /* AdamW on n elements as rotary_adamw_step, the gradient read times gscale
  * (the clipping factor) instead of clipped in a pass of its own; p16 gets

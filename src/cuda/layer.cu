@@ -6,9 +6,11 @@
 
 /* ------------------------------------------------------------------ norms */
 
-/* A value stored as float or as bf16. */
+/* A value stored as float or as bf16, and read back as float. */
 __device__ __forceinline__ void put(float *p, float x) { *p = x; }
 __device__ __forceinline__ void put(__nv_bfloat16 *p, float x) { *p = __float2bfloat16(x); }
+__device__ __forceinline__ float get(const float *p) { return *p; }
+__device__ __forceinline__ float get(const __nv_bfloat16 *p) { return __bfloat162float(*p); }
 
 /* One warp per row: mean (LayerNorm only), 1/sqrt(var + eps), then the row. */
 template <typename T>
@@ -198,16 +200,17 @@ __device__ __forceinline__ void lse_merge(float &m, float &s, float m2, float s2
 }
 
 #define CE_THREADS 512
+template <typename T>
 __global__ void __launch_bounds__(CE_THREADS)
-    crossentropy_kernel(float *logits, float *lse, float *losses, const int *targets, int V,
+    crossentropy_kernel(T *logits, float *lse, float *losses, const int *targets, int V,
                         float dscale) {
     __shared__ float sm[CE_THREADS / 32], ss[CE_THREADS / 32];
     __shared__ float row_lse;
     const size_t n = blockIdx.x;
-    float *z = logits + n * V;
+    T *z = logits + n * V;
     /* Pass 1: online max and sum per thread, then per warp, then per block. */
     float m = -INFINITY, s = 0.0f;
-    for (int i = threadIdx.x; i < V; i += CE_THREADS) lse_merge(m, s, z[i], 1.0f);
+    for (int i = threadIdx.x; i < V; i += CE_THREADS) lse_merge(m, s, get(&z[i]), 1.0f);
     for (int o = 16; o > 0; o >>= 1) {
         const float m2 = __shfl_xor_sync(0xffffffffu, m, o), s2 = __shfl_xor_sync(0xffffffffu, s, o);
         lse_merge(m, s, m2, s2);
@@ -220,7 +223,7 @@ __global__ void __launch_bounds__(CE_THREADS)
         const float l = bm + logf(bs);
         row_lse = l;
         lse[n] = l;
-        losses[n] = l - z[targets[n]];
+        losses[n] = l - get(&z[targets[n]]);
     }
     __syncthreads();
     if (dscale == 0.0f) return;
@@ -228,12 +231,16 @@ __global__ void __launch_bounds__(CE_THREADS)
     const float l = row_lse;
     const int tg = targets[n];
     for (int i = threadIdx.x; i < V; i += CE_THREADS)
-        z[i] = (expf(z[i] - l) - (i == tg ? 1.0f : 0.0f)) * dscale;
+        put(&z[i], (expf(get(&z[i]) - l) - (i == tg ? 1.0f : 0.0f)) * dscale);
 }
 
-extern "C" void gpu_crossentropy(float *logits, float *lse, float *losses, const int *targets,
-                                 int N, int V, float dscale) {
-    crossentropy_kernel<<<N, CE_THREADS>>>(logits, lse, losses, targets, V, dscale);
+extern "C" void gpu_crossentropy(float *logits, gpu_bf16 *logits16, float *lse, float *losses,
+                                 const int *targets, int N, int V, float dscale) {
+    if (logits16)
+        crossentropy_kernel<<<N, CE_THREADS>>>((__nv_bfloat16 *)logits16, lse, losses, targets, V,
+                                               dscale);
+    else
+        crossentropy_kernel<<<N, CE_THREADS>>>(logits, lse, losses, targets, V, dscale);
 }
 
 /* ------------------------------------------------------------------ AdamW */

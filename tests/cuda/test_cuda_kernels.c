@@ -59,6 +59,16 @@ static void test_linear(int N, int C, int OC, int bias) {
         free(ref);
         cudaFree(d_out);
     }
+    /* bf16 output (a training step's logits): one more rounding, 2^-9. */
+    float *ref = malloc((size_t)N * OC * sizeof(float));
+    gpu_bf16 *d_out16;
+    cudaMalloc((void **)&d_out16, (size_t)N * OC * sizeof(gpu_bf16));
+    linear_forward(ref, inp, w, NULL, N, C, OC, 0);
+    gpu_linear_forward_bf16(d_out16, d_inp, d_w, N, C, OC);
+    snprintf(name, sizeof name, "linear forward to bf16 %dx%dx%d", N, C, OC);
+    compare(name, back16(d_out16, (size_t)N * OC), ref, (size_t)N * OC, 1.5e-2);
+    free(ref);
+    cudaFree(d_out16);
     /* Backward: dw and db add onto what is there (random), dinp is set. */
     float *dout = randn((size_t)N * OC, 1.0f), *dw0 = randn((size_t)OC * C, 1.0f);
     for (size_t i = 0; i < (size_t)N * OC; i++) dout[i] = round_bf16(dout[i]);
@@ -224,30 +234,36 @@ static void test_embed(int B, int T, int C, int V, int st) {
 
 /* ----------------------------------------------------------- classifier */
 
-static void test_crossentropy(int N, int V) {
+static void test_crossentropy(int N, int V, int bf16) {
     char name[96];
-    float *z = randn((size_t)N * V, 3.0f), *lse = malloc(N * sizeof(float));
+    const size_t NV = (size_t)N * V;
+    const char *kind = bf16 ? " (bf16 logits)" : "";
+    float *z = randn(NV, 3.0f), *lse = malloc(N * sizeof(float));
+    /* bf16 logits: the CPU gets the same rounded values. */
+    if (bf16)
+        for (size_t i = 0; i < NV; i++) z[i] = round_bf16(z[i]);
     int *tg = malloc(N * sizeof(int)), *d_tg;
     for (int i = 0; i < N; i++) tg[i] = (int)(rotary_rng_next(&test_rng) % (uint64_t)V);
     cudaMalloc((void **)&d_tg, N * sizeof(int));
     cudaMemcpy(d_tg, tg, N * sizeof(int), cudaMemcpyHostToDevice);
-    float *d_z = dev(z, (size_t)N * V), *d_lse = dev(NULL, N), *d_loss = dev(NULL, N);
+    float *d_z = bf16 ? NULL : dev(z, NV), *d_lse = dev(NULL, N), *d_loss = dev(NULL, N);
+    gpu_bf16 *d_z16 = bf16 ? dev16(z, NV) : NULL;
     const double loss = crossentropy_forward(lse, z, tg, N, V);
     crossentropy_backward(z, lse, tg, N, V, 1.0f / N);
-    gpu_crossentropy(d_z, d_lse, d_loss, d_tg, N, V, 1.0f / N);
-    snprintf(name, sizeof name, "classifier lse %dx%d", N, V);
+    gpu_crossentropy(d_z, d_z16, d_lse, d_loss, d_tg, N, V, 1.0f / N);
+    snprintf(name, sizeof name, "classifier lse %dx%d%s", N, V, kind);
     compare(name, back(d_lse, N), lse, N, 1e-5);
     float *l = back(d_loss, N);
     double s = 0;
     for (int i = 0; i < N; i++) s += l[i];
     free(l);
     float ref = (float)loss, got = (float)(s / N);
-    snprintf(name, sizeof name, "classifier mean loss %dx%d", N, V);
+    snprintf(name, sizeof name, "classifier mean loss %dx%d%s", N, V, kind);
     compare(name, host_copy(&got, 1), &ref, 1, 1e-5);
-    snprintf(name, sizeof name, "classifier fused gradient %dx%d", N, V);
-    compare(name, back(d_z, (size_t)N * V), z, (size_t)N * V, 1e-4);
+    snprintf(name, sizeof name, "classifier fused gradient %dx%d%s", N, V, kind);
+    compare(name, bf16 ? back16(d_z16, NV) : back(d_z, NV), z, NV, bf16 ? 2.5e-3 : 1e-4);
     free(z), free(lse), free(tg);
-    cudaFree(d_tg), cudaFree(d_z), cudaFree(d_lse), cudaFree(d_loss);
+    cudaFree(d_tg), cudaFree(d_z), cudaFree(d_z16), cudaFree(d_lse), cudaFree(d_loss);
 }
 
 /* --------------------------------------------------- split, RoPE, attention */
@@ -521,8 +537,10 @@ int main(void) {
     test_activations(50, 200);
     test_embed(3, 20, 48, 61, 0);
     test_embed(1, 1, 48, 61, 17);
-    test_crossentropy(16, 50304);
-    test_crossentropy(40, 61);
+    test_crossentropy(16, 50304, 0);
+    test_crossentropy(40, 61, 0);
+    test_crossentropy(16, 50304, 1);
+    test_crossentropy(40, 61, 1);
     for (int pairing = 0; pairing <= 1; pairing++) {
         test_split_rope(pairing, 0, 0);
         test_split_rope(pairing, 8, 1);

@@ -35,9 +35,12 @@ __device__ __forceinline__ int rope_pair(int i, int rd, int half_pairs, int *e0,
 
 /* One thread per coordinate pair of one head of one token. Rotated pairs
  * turn in q and k heads only; the rest of the head, and v, are copied
- * pairwise. Forward: token-major qkv -> per-head q, k, v rotated by theta;
- * backward: per-head gradients -> token-major dqkv rotated by -theta. */
-__global__ void split_rope_kernel(float *q, float *k, float *v, float *qkv, const float *cs,
+ * pairwise. Forward: token-major qkv (fp32, the projection's output) ->
+ * per-head q, k, v rotated by theta; backward: per-head gradients ->
+ * token-major dqkv (bf16, the input of the projection's backward GEMM)
+ * rotated by -theta. */
+template <typename TM>
+__global__ void split_rope_kernel(float *q, float *k, float *v, TM *qkv, const float *cs,
                                   const float *sn, int B, int T, int nh, int nkv, int hd, int rd,
                                   int half_pairs, int backward) {
     const int hp = hd / 2, S = nh + 2 * nkv;
@@ -54,16 +57,16 @@ __global__ void split_rope_kernel(float *q, float *k, float *v, float *qkv, cons
     else if (s < nh + nkv) dst = k, head = s - nh, heads = nkv;
     else dst = v, head = s - nh - nkv, heads = nkv;
     float *hm = dst + (((size_t)b * heads + head) * T + t) * hd;
-    float *tm = qkv + n * (size_t)S * hd + (size_t)s * hd;
+    TM *tm = qkv + n * (size_t)S * hd + (size_t)s * hd;
     const float c = rot ? cs[(size_t)t * r2 + i] : 1.0f, si = rot ? sn[(size_t)t * r2 + i] : 0.0f;
     if (!backward) {
-        const float a = tm[e0], bb = tm[e1];
+        const float a = get(&tm[e0]), bb = get(&tm[e1]);
         hm[e0] = a * c - bb * si;
         hm[e1] = a * si + bb * c;
     } else {
         const float a = hm[e0], bb = hm[e1];
-        tm[e0] = a * c + bb * si;
-        tm[e1] = bb * c - a * si;
+        put(&tm[e0], a * c + bb * si);
+        put(&tm[e1], bb * c - a * si);
     }
 }
 
@@ -75,13 +78,14 @@ extern "C" void gpu_qkv_split_rope(float *q, float *k, float *v, const float *qk
                                              cos ? rd : 0, pairing == 1, 0);
 }
 
-extern "C" void gpu_qkv_merge_rope_backward(float *dqkv, const float *dq, const float *dk,
+extern "C" void gpu_qkv_merge_rope_backward(gpu_bf16 *dqkv, const float *dq, const float *dk,
                                             const float *dv, const float *cos, const float *sin,
                                             int B, int T, int nh, int nkv, int hd, int rd,
                                             int pairing) {
     const size_t n = (size_t)B * T * (nh + 2 * nkv) * (hd / 2);
-    split_rope_kernel<<<cdiv(n, 256), 256>>>((float *)dq, (float *)dk, (float *)dv, dqkv, cos, sin,
-                                             B, T, nh, nkv, hd, cos ? rd : 0, pairing == 1, 1);
+    split_rope_kernel<<<cdiv(n, 256), 256>>>((float *)dq, (float *)dk, (float *)dv,
+                                             (__nv_bfloat16 *)dqkv, cos, sin, B, T, nh, nkv, hd,
+                                             cos ? rd : 0, pairing == 1, 1);
 }
 
 /* ---------------------------------------------------------- forward pass */

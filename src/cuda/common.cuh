@@ -4,6 +4,7 @@
 
 #include "kernels.h"
 
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 static inline unsigned cdiv(size_t a, size_t b) { return (unsigned)((a + b - 1) / b); }
@@ -15,6 +16,12 @@ static inline unsigned cdiv(size_t a, size_t b) { return (unsigned)((a + b - 1) 
      : (hd) <= 32 ? F<32>(__VA_ARGS__)                                                          \
      : (hd) <= 64 ? F<64>(__VA_ARGS__)                                                          \
                   : F<128>(__VA_ARGS__))
+
+/* A value stored as float or as bf16, and read back as float. */
+__device__ __forceinline__ void put(float *p, float x) { *p = x; }
+__device__ __forceinline__ void put(__nv_bfloat16 *p, float x) { *p = __float2bfloat16(x); }
+__device__ __forceinline__ float get(const float *p) { return *p; }
+__device__ __forceinline__ float get(const __nv_bfloat16 *p) { return __bfloat162float(*p); }
 
 __device__ __forceinline__ float warp_sum(float x) {
     for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);

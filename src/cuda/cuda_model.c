@@ -300,7 +300,7 @@ static void linear_block_forward(cuda_model *g, int l, const gpu_bf16 *h1, float
     gpu_linear_attention_forward(attout, s.den, s.feat, s.rfeat, s.qkv, B, T, nh, nkv, hd);
 }
 
-/* dattout to dqkv (in g->qkv), as model.c's linear branch. */
+/* dattout to dqkv (in g->qkv, then g->dqkv16), as model.c's linear branch. */
 static void linear_block_backward(cuda_model *g, int l, const float *attout, int B, int T) {
     const rotary_config *c = &g->cfg;
     const int N = B * T, C = c->d_model, nh = c->n_head, nkv = c->n_kv_head, hd = C / nh;
@@ -313,6 +313,7 @@ static void linear_block_backward(cuda_model *g, int l, const float *attout, int
                       c->rope_pairing, FS, -1.0f);
     gpu_add(g->dfeat, g->drfeat, (size_t)N * FS);
     gpu_elu1_backward(g->qkv, g->dfeat, s.qkv, N, FS, QKV);
+    gpu_to_bf16(g->dqkv16, g->qkv, (size_t)N * QKV);
 }
 
 int cuda_model_forward(cuda_model *g, const int *tokens, const int *targets, int B, int T,
@@ -440,7 +441,7 @@ int cuda_model_backward(cuda_model *g) {
     gpu_linear_backward(g->dh, G(lo->head), NULL, (const gpu_bf16 *)g->logits, g->hf,
                         W(lo->head), N, C, c->vocab);
     cudaMemsetAsync(g->dres, 0, (size_t)N * C * sizeof(float), 0);
-    gpu_norm_backward(g->dres, G(lo->normf_w), OPT(g->grads, lo->normf_b), g->dh,
+    gpu_norm_backward(g->dres, g->dres16, G(lo->normf_w), OPT(g->grads, lo->normf_b), g->dh,
                       g->res + c->n_layer * capN * C, P(lo->normf_w), layer_norm ? g->meanf : NULL,
                       g->rstdf, N, C);
     for (int l = c->n_layer - 1; l >= 0; l--) {
@@ -452,18 +453,17 @@ int cuda_model_backward(cuda_model *g) {
         const gpu_bf16 *attout16 = g->attout16 + l * capN * Q, *act = g->act + l * capN * F;
         const float *up = g->up + l * capN * U;
 
-        gpu_to_bf16(g->dres16, g->dres, (size_t)N * C);
+        /* dres16: dres in bf16, from the norm backward that last wrote dres */
         gpu_linear_backward(g->dact, G(lp->wdown), OPT(g->grads, lp->bdown), g->dres16, act,
                             W(lp->wdown), N, F, C);
         if (c->mlp == ROTARY_MLP_SWIGLU) gpu_swiglu_backward(g->dup, g->dact, up, N, F);
         else gpu_gelu_backward(g->dup, g->dact, up, (size_t)N * F);
         gpu_linear_backward(g->dh, G(lp->wup), OPT(g->grads, lp->bup), g->dup, h2, W(lp->wup), N,
                             C, U);
-        gpu_norm_backward(g->dres, G(lp->norm2_w), OPT(g->grads, lp->norm2_b), g->dh, xmid,
-                          P(lp->norm2_w), layer_norm ? g->mean2 + l * capN : NULL,
+        gpu_norm_backward(g->dres, g->dres16, G(lp->norm2_w), OPT(g->grads, lp->norm2_b), g->dh,
+                          xmid, P(lp->norm2_w), layer_norm ? g->mean2 + l * capN : NULL,
                           g->rstd2 + l * capN, N, C);
 
-        gpu_to_bf16(g->dres16, g->dres, (size_t)N * C);
         gpu_linear_backward(g->dattout, G(lp->wo), OPT(g->grads, lp->bo), g->dres16, attout16,
                             W(lp->wo), N, Q, C);
         if (c->attn == ROTARY_ATTN_LINEAR) {
@@ -471,14 +471,13 @@ int cuda_model_backward(cuda_model *g) {
         } else {
             gpu_attention_backward(g->dq, g->dk, g->dv, g->dsum, g->dattout, attout, q, k, v, lse,
                                    g->alibi, B, T, nh, nkv, hd);
-            gpu_qkv_merge_rope_backward(g->qkv, g->dq, g->dk, g->dv, rd ? g->cos : NULL,
+            gpu_qkv_merge_rope_backward(g->dqkv16, g->dq, g->dk, g->dv, rd ? g->cos : NULL,
                                         rd ? g->sin : NULL, B, T, nh, nkv, hd, rd, c->rope_pairing);
         }
-        gpu_to_bf16(g->dqkv16, g->qkv, (size_t)N * QKV);
         gpu_linear_backward(g->dh, G(lp->wqkv), OPT(g->grads, lp->bqkv), g->dqkv16, h1,
                             W(lp->wqkv), N, C, QKV);
-        gpu_norm_backward(g->dres, G(lp->norm1_w), OPT(g->grads, lp->norm1_b), g->dh, x,
-                          P(lp->norm1_w), layer_norm ? g->mean1 + l * capN : NULL,
+        gpu_norm_backward(g->dres, g->dres16, G(lp->norm1_w), OPT(g->grads, lp->norm1_b), g->dh,
+                          x, P(lp->norm1_w), layer_norm ? g->mean1 + l * capN : NULL,
                           g->rstd1 + l * capN, N, C);
     }
     gpu_embed_backward(G(lo->tok_emb), c->pos == ROTARY_POS_LEARNED ? G(lo->pos_emb) : NULL,

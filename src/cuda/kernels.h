@@ -58,9 +58,11 @@ void gpu_matvec(float *out, const float *inp, const float *w, const float *b, in
  * out in fp32 or out16 in bf16 (a GEMM's input), whichever is not NULL. */
 void gpu_norm_forward(float *out, gpu_bf16 *out16, float *mean, float *rstd, const float *inp,
                       const float *w, const float *b, int N, int C, float eps);
-/* dinp +=; dw +=; db += (db may be NULL). */
-void gpu_norm_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp,
-                       const float *w, const float *mean, const float *rstd, int N, int C);
+/* dinp +=; dw +=; db += (db may be NULL); dinp16, if not NULL, = the new
+ * dinp in bf16 (the residual gradient the next GEMM back reads). */
+void gpu_norm_backward(float *dinp, gpu_bf16 *dinp16, float *dw, float *db, const float *dout,
+                       const float *inp, const float *w, const float *mean, const float *rstd,
+                       int N, int C);
 
 /* Activations (layer.cu): as ops.h. The forward writes out (fp32) or out16
  * (bf16), whichever is not NULL; the backward writes bf16, the input of the
@@ -102,13 +104,14 @@ void gpu_sumsq(double *partial, const float *x, size_t n);
  * head, RoPE applied to q and k on the way (cos, sin (>= T, rd/2): the
  * tables of rotary_rope, position t = row t; NULL: no rotation; pairing as
  * rotary_rope_pairing, rd the rotated dims). hd must be even.
- * Backward: dqkv (=) from dq, dk, dv, rotated back by -theta. */
+ * Backward: dqkv (=, bf16: the input of the projection's backward GEMM)
+ * from dq, dk, dv, rotated back by -theta. */
 void gpu_qkv_split_rope(float *q, float *k, float *v, const float *qkv, const float *cos,
                         const float *sin, int B, int T, int nh, int nkv, int hd, int rd,
                         int pairing);
-void gpu_qkv_merge_rope_backward(float *dqkv, const float *dq, const float *dk, const float *dv,
-                                 const float *cos, const float *sin, int B, int T, int nh,
-                                 int nkv, int hd, int rd, int pairing);
+void gpu_qkv_merge_rope_backward(gpu_bf16 *dqkv, const float *dq, const float *dk,
+                                 const float *dv, const float *cos, const float *sin, int B, int T,
+                                 int nh, int nkv, int hd, int rd, int pairing);
 /* Causal attention, tiled with an online softmax (no T x T matrix): out
  * (B, T, nh*hd) token-major, lse (B, nh, T) the log-sum-exp of each row's
  * scores for the backward. alibi (nh) slopes or NULL. Query head h reads kv

@@ -1,16 +1,9 @@
 /* layer.cu: norms, activations, embedding, the fused classifier and AdamW. */
 #include "common.cuh"
 
-#include <cuda_bf16.h>
 #include <math.h>
 
 /* ------------------------------------------------------------------ norms */
-
-/* A value stored as float or as bf16, and read back as float. */
-__device__ __forceinline__ void put(float *p, float x) { *p = x; }
-__device__ __forceinline__ void put(__nv_bfloat16 *p, float x) { *p = __float2bfloat16(x); }
-__device__ __forceinline__ float get(const float *p) { return *p; }
-__device__ __forceinline__ float get(const __nv_bfloat16 *p) { return __bfloat162float(*p); }
 
 /* One warp per row: mean (LayerNorm only), 1/sqrt(var + eps), then the row. */
 template <typename T>
@@ -39,9 +32,9 @@ __global__ void norm_forward_kernel(T *out, float *mean, float *rstd, const floa
 /* Warps walk rows; dw and db gather in shared memory per block, then one
  * atomic per element and block. LayerNorm: dx = r (d w - mean(d w) -
  * xhat mean(d w xhat)); RMSNorm drops the mean(d w) term. */
-__global__ void norm_backward_kernel(float *dinp, float *dw, float *db, const float *dout,
-                                     const float *inp, const float *w, const float *mean,
-                                     const float *rstd, int N, int C) {
+__global__ void norm_backward_kernel(float *dinp, __nv_bfloat16 *dinp16, float *dw, float *db,
+                                     const float *dout, const float *inp, const float *w,
+                                     const float *mean, const float *rstd, int N, int C) {
     extern __shared__ float sh[];
     float *sdw = sh, *sdb = sh + C;
     for (int i = threadIdx.x; i < 2 * C; i += blockDim.x) sh[i] = 0.0f;
@@ -61,7 +54,9 @@ __global__ void norm_backward_kernel(float *dinp, float *dw, float *db, const fl
         dxsum = warp_sum(dxsum) / C;
         for (int i = lane; i < C; i += 32) {
             const float xh = (x[i] - m) * r;
-            dx[i] += r * (d[i] * w[i] - dsum - xh * dxsum);
+            const float nx = dx[i] + r * (d[i] * w[i] - dsum - xh * dxsum);
+            dx[i] = nx;
+            if (dinp16) dinp16[(size_t)row * C + i] = __float2bfloat16(nx);
             atomicAdd(&sdw[i], d[i] * xh);
             if (db) atomicAdd(&sdb[i], d[i]);
         }
@@ -83,9 +78,9 @@ extern "C" void gpu_norm_forward(float *out, gpu_bf16 *out16, float *mean, float
         norm_forward_kernel<<<cdiv(N, 8), 256>>>(out, mean, rstd, inp, w, b, N, C, eps);
 }
 
-extern "C" void gpu_norm_backward(float *dinp, float *dw, float *db, const float *dout,
-                                  const float *inp, const float *w, const float *mean,
-                                  const float *rstd, int N, int C) {
+extern "C" void gpu_norm_backward(float *dinp, gpu_bf16 *dinp16, float *dw, float *db,
+                                  const float *dout, const float *inp, const float *w,
+                                  const float *mean, const float *rstd, int N, int C) {
     static int sms;
     if (!sms && cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0) != cudaSuccess)
         sms = 1;
@@ -95,8 +90,8 @@ extern "C" void gpu_norm_backward(float *dinp, float *dw, float *db, const float
                              (int)shmem);
     unsigned blocks = cdiv(N, 8);
     if (blocks > 2u * (unsigned)sms) blocks = 2u * (unsigned)sms;
-    norm_backward_kernel<<<blocks, 256, shmem>>>(dinp, dw, mean ? db : NULL, dout, inp, w, mean,
-                                                 rstd, N, C);
+    norm_backward_kernel<<<blocks, 256, shmem>>>(dinp, (__nv_bfloat16 *)dinp16, dw,
+                                                 mean ? db : NULL, dout, inp, w, mean, rstd, N, C);
 }
 
 /* ------------------------------------------------------------ activations */

@@ -145,10 +145,15 @@ static void test_norm(int layer, int bias, int N, int C) {
     float *d_dout = dev(dout, NC), *d_dx = dev(dx0, NC), *d_dw = dev(dw0, C), *d_db = dev(db0, C);
     if (layer) layernorm_backward(dx, dw, bias ? db : NULL, dout, x, w, mean, rstd, N, C);
     else rmsnorm_backward(dx, dw, dout, x, w, rstd, N, C);
-    gpu_norm_backward(d_dx, d_dw, bias ? d_db : NULL, d_dout, d_x, d_w, layer ? d_mean : NULL,
-                      d_rstd, N, C);
+    gpu_bf16 *d_dx16;
+    cudaMalloc((void **)&d_dx16, NC * sizeof(gpu_bf16));
+    gpu_norm_backward(d_dx, d_dx16, d_dw, bias ? d_db : NULL, d_dout, d_x, d_w,
+                      layer ? d_mean : NULL, d_rstd, N, C);
     snprintf(name, sizeof name, "%s backward dinp (+=)", kind);
     compare(name, back(d_dx, NC), dx, NC, 1e-4);
+    snprintf(name, sizeof name, "%s backward dinp, also in bf16", kind);
+    compare(name, back16(d_dx16, NC), dx, NC, 2.5e-3);
+    cudaFree(d_dx16);
     snprintf(name, sizeof name, "%s backward dw (+=)", kind);
     compare(name, back(d_dw, C), dw, C, 5e-4);
     if (layer && bias) compare("layernorm backward db (+=)", back(d_db, C), db, C, 5e-4);
@@ -319,10 +324,14 @@ static void test_split_rope(int pairing, int rd, int scaled) {
     cudaMemcpy(d_v, gv, (size_t)B * T * nkv * hd * sizeof(float), cudaMemcpyHostToDevice);
     must(rotary_rope_backward(&r, g, B, T, nh, S, pos), "rope backward q");
     must(rotary_rope_backward(&r, g + nh * hd, B, T, nkv, S, pos), "rope backward k");
-    gpu_qkv_merge_rope_backward(d_qkv, d_q, d_k, d_v, d_cos, d_sin, B, T, nh, nkv, hd,
+    /* dqkv is bf16 (the backward GEMM's input): within its rounding. */
+    gpu_bf16 *d_dqkv16;
+    cudaMalloc((void **)&d_dqkv16, n * sizeof(gpu_bf16));
+    gpu_qkv_merge_rope_backward(d_dqkv16, d_q, d_k, d_v, d_cos, d_sin, B, T, nh, nkv, hd,
                                 r.rotary_dim, pairing);
-    snprintf(name, sizeof name, "merge+rope backward dqkv %s rd %d", pn, r.rotary_dim);
-    compare(name, back(d_qkv, n), g, n, 1e-6);
+    snprintf(name, sizeof name, "merge+rope backward dqkv (bf16) %s rd %d", pn, r.rotary_dim);
+    compare(name, back16(d_dqkv16, n), g, n, 2.5e-3);
+    cudaFree(d_dqkv16);
     rotary_rope_free(&r);
     free(qkv), free(g), free(gq), free(gk), free(gv);
     cudaFree(d_cos), cudaFree(d_sin), cudaFree(d_qkv), cudaFree(d_q), cudaFree(d_k), cudaFree(d_v);
@@ -358,25 +367,24 @@ static void test_attention(int kernel, int B, int T, int nh, int nkv, int hd, in
     float *dout = randn(no, 1.0f), *dqkv = malloc(n * sizeof(float));
     attention_backward(dqkv, NULL, scratch, dout, qkv, att, B, T, nh, nkv, hd);
     float *d_dout = dev(dout, no), *d_dq = dev(NULL, no), *d_dk = dev(NULL, n);
-    float *d_dv = dev(NULL, n), *d_dsum = dev(NULL, (size_t)B * nh * T), *d_dqkv = dev(NULL, n);
+    float *d_dv = dev(NULL, n), *d_dsum = dev(NULL, (size_t)B * nh * T);
     gpu_attention_backward(d_dq, d_dk, d_dv, d_dsum, d_dout, d_out, d_q, d_k, d_v, d_lse,
                            alibi ? d_alibi : NULL, B, T, nh, nkv, hd);
-    gpu_qkv_merge_rope_backward(d_dqkv, d_dq, d_dk, d_dv, NULL, NULL, B, T, nh, nkv, hd, 0, 0);
-    float *got = back(d_dqkv, n);
-    /* q, k and v parts separately: each has its own scale. */
+    /* dq, dk and dv (per head) separately: each has its own scale. */
     const char *what[3] = {"dq", "dk", "dv"};
     const int heads[3] = {nh, nkv, nkv}, col[3] = {0, nh * hd, (nh + nkv) * hd};
+    float *dd[3] = {d_dq, d_dk, d_dv};
     for (int i = 0; i < 3; i++) {
-        float *g = heads_of(got, B, T, heads[i], hd, S, col[i]);
         float *r = heads_of(dqkv, B, T, heads[i], hd, S, col[i]);
         snprintf(name, sizeof name, "attention backward %s %s", what[i], cfg);
-        compare(name, g, r, (size_t)B * T * heads[i] * hd, tc ? 3e-2 : 2e-4);
+        compare(name, back(dd[i], (size_t)B * T * heads[i] * hd), r,
+                (size_t)B * T * heads[i] * hd, tc ? 3e-2 : 2e-4);
         free(r);
     }
-    free(got), free(qkv), free(slopes), free(out), free(att), free(scratch), free(dout), free(dqkv);
+    free(qkv), free(slopes), free(out), free(att), free(scratch), free(dout), free(dqkv);
     cudaFree(d_qkv), cudaFree(d_q), cudaFree(d_k), cudaFree(d_v), cudaFree(d_out), cudaFree(d_lse);
     cudaFree(d_alibi), cudaFree(d_dout), cudaFree(d_dq), cudaFree(d_dk), cudaFree(d_dv);
-    cudaFree(d_dsum), cudaFree(d_dqkv);
+    cudaFree(d_dsum);
 }
 
 /* The decoder's kernels position by position, as cuda_decoder_step calls

@@ -411,6 +411,7 @@ decode_attention_kernel(float *out, const float *q, const float *kc, const float
     const float *kh = kc + (size_t)g * max_T * hd, *vh = vc + (size_t)g * max_T * hd;
     const float slope = alibi ? alibi[h] : 0.0f;
     float qr[R], o[R];
+#pragma unroll
     for (int r = 0; r < R; r++) {
         const int d = lane + 32 * r;
         qr[r] = d < hd ? q[(size_t)h * hd + d] * scale : 0.0f;
@@ -419,15 +420,18 @@ decode_attention_kernel(float *out, const float *q, const float *kc, const float
     float m = -INFINITY, l = 0.0f;
     for (int j0 = w * DEC_KEYS; j0 < n; j0 += DEC_WARPS * DEC_KEYS) {
         float s[DEC_KEYS], mx = m;
+#pragma unroll
         for (int u = 0; u < DEC_KEYS; u++) {
             const int j = j0 + u;
             float x = 0.0f;
+#pragma unroll
             for (int r = 0; r < R; r++) {
                 const int d = lane + 32 * r;
                 if (j < n && d < hd) x += qr[r] * kh[(size_t)j * hd + d];
             }
             s[u] = x;
         }
+#pragma unroll
         for (int u = 0; u < DEC_KEYS; u++) {
             const int j = j0 + u;
             s[u] = j < n ? warp_sum(s[u]) - slope * (float)(i - j) : -INFINITY;
@@ -436,12 +440,15 @@ decode_attention_kernel(float *out, const float *q, const float *kc, const float
         /* mx is finite: key j0 < n exists. */
         const float corr = expf(m - mx);
         l *= corr;
+#pragma unroll
         for (int r = 0; r < R; r++) o[r] *= corr;
+#pragma unroll
         for (int u = 0; u < DEC_KEYS; u++) {
             const int j = j0 + u;
             if (j >= n) break;
             const float p = expf(s[u] - mx);
             l += p;
+#pragma unroll
             for (int r = 0; r < R; r++) {
                 const int d = lane + 32 * r;
                 if (d < hd) o[r] += p * vh[(size_t)j * hd + d];
@@ -450,6 +457,7 @@ decode_attention_kernel(float *out, const float *q, const float *kc, const float
         m = mx;
     }
     if (lane == 0) part_m[w] = m, part_l[w] = l;
+#pragma unroll
     for (int r = 0; r < R; r++) part_o[w][lane + 32 * r] = o[r];
     __syncthreads();
     float M = -INFINITY;

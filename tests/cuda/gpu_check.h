@@ -61,17 +61,25 @@ static inline float *dev(const float *x, size_t n) {
     return d;
 }
 
-/* Host copy of device d, after waiting for the kernels (a failure ends the test). */
-static inline float *back(const float *d, size_t n) {
+/* Wait for the kernels; a failure ends the test. */
+static inline void gpu_wait(void) {
     if (gpu_sync()) {
         printf("FAIL kernel: %s\n", gpu_last_error());
         exit(1);
     }
-    float *h = malloc((n ? n : 1) * sizeof(float));
+}
+
+/* A host copy of `bytes` at device d, after the kernels. */
+static inline void *host_of(const void *d, size_t bytes) {
+    gpu_wait();
+    void *h = malloc(bytes ? bytes : 1);
     if (!h) exit(2);
-    cudaMemcpy(h, d, n * sizeof(float), cudaMemcpyDeviceToHost);
+    cudaMemcpy(h, d, bytes, cudaMemcpyDeviceToHost);
     return h;
 }
+
+/* Host copy of device d (n floats). */
+static inline float *back(const float *d, size_t n) { return host_of(d, n * sizeof(float)); }
 
 /* x rounded to bf16 (nearest, ties to even; x finite), as a float. */
 static inline float round_bf16(float x) {
@@ -91,21 +99,16 @@ static inline gpu_bf16 *dev16(const float *x, size_t n) {
         exit(1);
     }
     gpu_to_bf16(h, d, n);
-    gpu_sync();
+    gpu_wait();
     cudaFree(d);
     return h;
 }
 
-/* Host floats from device bf16 d (n values), after waiting for the kernels. */
+/* Host floats from device bf16 d (n values), after the kernels. */
 static inline float *back16(const gpu_bf16 *d, size_t n) {
-    if (gpu_sync()) {
-        printf("FAIL kernel: %s\n", gpu_last_error());
-        exit(1);
-    }
-    uint16_t *b = malloc((n ? n : 1) * sizeof(uint16_t));
+    uint16_t *b = host_of(d, n * sizeof(uint16_t));
     float *h = malloc((n ? n : 1) * sizeof(float));
-    if (!b || !h) exit(2);
-    cudaMemcpy(b, d, n * sizeof(uint16_t), cudaMemcpyDeviceToHost);
+    if (!h) exit(2);
     for (size_t i = 0; i < n; i++) {
         const uint32_t u = (uint32_t)b[i] << 16;
         memcpy(&h[i], &u, sizeof u);

@@ -9,6 +9,12 @@
 
 static inline unsigned cdiv(size_t a, size_t b) { return (unsigned)((a + b - 1) / b); }
 
+/* kernel<<<grid, block, shmem>>>, spelled so that the CPU emulation of
+ * tests/cuda/emu can run the kernels launched this way (it defines its own). */
+#ifndef GPU_LAUNCH
+#define GPU_LAUNCH(kernel, grid, block, shmem) kernel<<<grid, block, shmem>>>
+#endif
+
 /* F<HD>(...) for the smallest of HD = 16, 32, 64, 128 that holds hd: the
  * tensor-core tile kernels pad a head with zeros to HD. */
 #define BY_TILE_HD(F, hd, ...)                                                                  \

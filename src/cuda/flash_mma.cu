@@ -54,10 +54,14 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
 /* c += a b for one m16n8k16 tile. */
 __device__ __forceinline__ void mma16816(float c[4], const uint32_t a[4], uint32_t b0,
                                          uint32_t b1) {
+#ifdef ROTARY_CUDA_EMU /* the CPU emulation (tests/cuda/emu) */
+    emu_mma16816(c, a, b0, b1);
+#else
     asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
                  "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
                  : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#endif
 }
 
 /* R rows of hd floats at src (rows `stride` floats apart; rows at or past
@@ -231,7 +235,7 @@ void forward(float *out, float *lse, const float *q, const float *k, const float
     if (bytes > 48 * 1024)
         cudaFuncSetAttribute(flash_fwd_mma_kernel<HD>,
                              cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
-    flash_fwd_mma_kernel<HD><<<dim3(cdiv(T, ROWS), B * nh), THREADS, bytes>>>(
+    GPU_LAUNCH(flash_fwd_mma_kernel<HD>, dim3(cdiv(T, ROWS), B * nh), THREADS, bytes)(
         out, lse, q, k, v, alibi, T, nh, nkv, hd, LOG2E / sqrtf((float)hd));
 }
 
@@ -451,9 +455,9 @@ void backward(float *dq, float *dk, float *dv, const float *dsum, const float *d
                              (int)bytes);
     }
     const float scale2 = LOG2E / sqrtf((float)HD);
-    flash_bwd_q_mma<HD><<<dim3(cdiv(T, ROWS), B * nh), THREADS, bytes>>>(
+    GPU_LAUNCH(flash_bwd_q_mma<HD>, dim3(cdiv(T, ROWS), B * nh), THREADS, bytes)(
         dq, dout, q, k, v, lse, dsum, alibi, T, nh, nkv, scale2);
-    flash_bwd_kv_mma<HD><<<dim3(cdiv(T, ROWS), B * nkv), THREADS, bytes>>>(
+    GPU_LAUNCH(flash_bwd_kv_mma<HD>, dim3(cdiv(T, ROWS), B * nkv), THREADS, bytes)(
         dk, dv, dout, q, k, v, lse, dsum, alibi, T, nh, nkv, scale2);
 }
 

@@ -1,0 +1,177 @@
+/* cuda_emu.h: enough of the CUDA execution model to run a kernel source on
+ * the CPU (tests/cuda/emu/, docs/performance.md): a block's threads are
+ * POSIX threads (threadIdx, blockIdx thread-local), __syncthreads a barrier
+ * of the block, __shfl_xor_sync and mma.sync m16n8k16 exchanges through the
+ * warp's slots between two barriers of its 32 threads, and dynamic shared
+ * memory one array that the blocks, run one after another, reuse. Blocks
+ * run in grid order. Included by a test before the kernel's .cu file, which
+ * then builds with the host compiler (g++) and ROTARY_CUDA_EMU defined; it
+ * gives the kernels' own code, index arithmetic, barriers and memory
+ * accesses to ASan and ThreadSanitizer, none of which a GPU-less machine can
+ * otherwise run. Not emulated: timing, the memory model beyond barriers,
+ * and anything the kernels here do not use. */
+#ifndef ROTARY_CUDA_EMU_H
+#define ROTARY_CUDA_EMU_H
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <pthread.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#define EMU_POISON(p, n) ASAN_POISON_MEMORY_REGION(p, n)
+#define EMU_UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION(p, n)
+#else
+#define EMU_POISON(p, n) ((void)(p), (void)(n))
+#define EMU_UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+
+#define __launch_bounds__(...)
+
+namespace emu {
+
+constexpr int MAX_THREADS = 256;
+constexpr size_t SMEM_MAX = 227 * 1024; /* an H100's opt-in maximum a block */
+
+struct warp_slots {
+    pthread_barrier_t bar;
+    uint32_t x[32];
+    uint32_t a[32][4], b[32][2];
+};
+
+inline dim3 grid_dim, block_dim;
+inline thread_local dim3 thread_idx, block_idx;
+inline pthread_barrier_t block_bar;
+inline warp_slots warps[MAX_THREADS / 32];
+/* The kernels' `extern __shared__ unsigned char smem[]`: the test defines
+ * that array (SMEM_MAX bytes, in the kernel file's namespace) and sets this
+ * to it. */
+inline unsigned char *shared_mem;
+
+inline warp_slots &my_warp() { return warps[thread_idx.x / 32]; }
+inline int my_lane() { return (int)(thread_idx.x % 32); }
+inline void warp_sync() { pthread_barrier_wait(&my_warp().bar); }
+
+inline float bf16_lo(uint32_t r) {
+    uint32_t u = r << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+inline float bf16_hi(uint32_t r) {
+    uint32_t u = r & 0xffff0000u;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* c += a b, m16n8k16, bf16 in, fp32 accumulate; each lane brings its
+ * fragments (PTX ISA, "Matrix Fragments for mma.m16n8k16") and leaves with
+ * its part of c: rows g and g + 8, columns 2t and 2t + 1 (lane = 4 g + t). */
+inline void mma16816(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+    warp_slots &w = my_warp();
+    const int lane = my_lane(), g = lane / 4, t = lane % 4;
+    memcpy(w.a[lane], a, sizeof w.a[lane]);
+    w.b[lane][0] = b0, w.b[lane][1] = b1;
+    warp_sync();
+    /* A (r, k): lane 4 (r % 8) + (k % 8) / 2, register r / 8 + 2 (k / 8),
+     * low half for even k. B (k, n): lane 4 n + (k % 8) / 2, register k / 8. */
+    auto A = [&](int r, int k) {
+        const uint32_t v = w.a[4 * (r % 8) + (k % 8) / 2][r / 8 + 2 * (k / 8)];
+        return k % 2 ? bf16_hi(v) : bf16_lo(v);
+    };
+    auto B = [&](int k, int n) {
+        const uint32_t v = w.b[4 * n + (k % 8) / 2][k / 8];
+        return k % 2 ? bf16_hi(v) : bf16_lo(v);
+    };
+    float out[4];
+    for (int e = 0; e < 4; e++) {
+        const int r = g + 8 * (e / 2), n = 2 * t + e % 2;
+        float s = c[e];
+        for (int k = 0; k < 16; k++) s += A(r, k) * B(k, n);
+        out[e] = s;
+    }
+    warp_sync();
+    memcpy(c, out, sizeof out);
+}
+
+template <typename T> T shfl_xor(T v, int mask) {
+    static_assert(sizeof(T) == 4, "32-bit shuffles only");
+    warp_slots &w = my_warp();
+    const int lane = my_lane();
+    memcpy(&w.x[lane], &v, 4);
+    warp_sync();
+    T r;
+    memcpy(&r, &w.x[lane ^ mask], 4);
+    warp_sync();
+    return r;
+}
+
+/* kernel<<<grid, block, shmem>>>(args...): each block in turn, its threads
+ * at once; the shared memory past shmem is poisoned under ASan. */
+template <typename... P> struct launcher {
+    void (*kernel)(P...);
+    dim3 grid, block;
+    size_t shmem;
+    template <typename... A> void operator()(A... args) const {
+        const unsigned nt = block.x * block.y * block.z;
+        if (block.y != 1 || block.z != 1 || nt > MAX_THREADS || nt % 32 || shmem > SMEM_MAX ||
+            !shared_mem) {
+            fprintf(stderr, "cuda_emu: unsupported launch (%u threads, %zu bytes)\n", nt, shmem);
+            exit(2);
+        }
+        grid_dim = grid, block_dim = block;
+        pthread_barrier_init(&block_bar, NULL, nt);
+        for (unsigned w = 0; w < nt / 32; w++) pthread_barrier_init(&warps[w].bar, NULL, 32);
+        EMU_UNPOISON(shared_mem, SMEM_MAX);
+        memset(shared_mem, 0xff, SMEM_MAX); /* NaN in floats, garbage in bf16 */
+        EMU_POISON(shared_mem + shmem, SMEM_MAX - shmem);
+        for (unsigned bz = 0; bz < grid.z; bz++)
+            for (unsigned by = 0; by < grid.y; by++)
+                for (unsigned bx = 0; bx < grid.x; bx++) {
+                    std::vector<std::thread> th;
+                    for (unsigned t = 0; t < nt; t++)
+                        th.emplace_back([&, t] {
+                            thread_idx = dim3(t, 0, 0);
+                            block_idx = dim3(bx, by, bz);
+                            kernel(args...);
+                        });
+                    for (auto &x : th) x.join();
+                }
+        EMU_UNPOISON(shared_mem, SMEM_MAX);
+        for (unsigned w = 0; w < nt / 32; w++) pthread_barrier_destroy(&warps[w].bar);
+        pthread_barrier_destroy(&block_bar);
+    }
+};
+template <typename... P>
+launcher<P...> launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t shmem) {
+    return launcher<P...>{kernel, grid, block, shmem};
+}
+
+} /* namespace emu */
+
+#define threadIdx (emu::thread_idx)
+#define blockIdx (emu::block_idx)
+#define blockDim (emu::block_dim)
+#define gridDim (emu::grid_dim)
+#define GPU_LAUNCH(kernel, grid, block, shmem) emu::launch(kernel, grid, block, shmem)
+inline void __syncthreads() { pthread_barrier_wait(&emu::block_bar); }
+template <typename T> T __shfl_xor_sync(unsigned, T v, int mask) { return emu::shfl_xor(v, mask); }
+inline int min(int a, int b) { return a < b ? a : b; }
+/* Every launch has SMEM_MAX bytes at hand: nothing to opt in to. */
+template <typename... P> cudaError_t cudaFuncSetAttribute(void (*)(P...), cudaFuncAttribute, int) {
+    return cudaSuccess;
+}
+inline void emu_mma16816(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+    emu::mma16816(c, a, b0, b1);
+}
+
+#endif

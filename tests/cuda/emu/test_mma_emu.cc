@@ -1,0 +1,154 @@
+/* test_mma_emu: the mma.sync attention kernels of src/cuda/flash_mma.cu,
+ * their own source, run on the CPU by the emulation of cuda_emu.h, against
+ * causal attention computed here in double: the forward's output and
+ * log-sum-exp, and the backward's dq, dk and dv, for head sizes, GQA, ALiBi
+ * and sequence lengths that leave partial tiles. Built in CUDA builds (it
+ * needs the toolkit's headers, not a GPU) under ASan and UBSan, and again
+ * under ThreadSanitizer (test_mma_emu_tsan), which would see a barrier the
+ * kernels lack. Thresholds as test_cuda_kernels' for the tensor cores: the
+ * products round their inputs to bf16, 1.5e-2 of the largest element
+ * forward, 3e-2 backward; the log-sum-exp to 1e-2 of its largest. */
+#define ROTARY_CUDA_EMU 1
+#include "cuda_emu.h"
+
+namespace {
+alignas(128) unsigned char smem[emu::SMEM_MAX];
+}
+#include "../../../src/cuda/flash_mma.cu"
+
+#include <random>
+
+static int failures, checks;
+
+static void check(bool ok, const char *name, double err, double tol) {
+    checks++;
+    if (!ok) failures++;
+    printf("%s %-58s rel err %.2e (<= %.1e)\n", ok ? "ok  " : "FAIL", name, err, tol);
+}
+
+/* max |got - ref| / max |ref|; a NaN fails. */
+static double rel_err(const std::vector<float> &got, const std::vector<double> &ref) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < ref.size(); i++) {
+        const double d = fabs((double)got[i] - ref[i]);
+        if (d != d) return INFINITY;
+        num = d > num ? d : num;
+        den = fabs(ref[i]) > den ? fabs(ref[i]) : den;
+    }
+    return num / (den > 0 ? den : 1e-30);
+}
+
+static void test(int B, int T, int nh, int nkv, int hd, bool alibi, unsigned seed) {
+    char cfg[96], name[160];
+    snprintf(cfg, sizeof cfg, "B%d T%d nh%d nkv%d hd%d%s", B, T, nh, nkv, hd,
+             alibi ? " alibi" : "");
+    std::mt19937 rng(seed);
+    std::normal_distribution<float> N01;
+    const size_t nq = (size_t)B * nh * T * hd, nk = (size_t)B * nkv * T * hd;
+    /* q (B, nh, T, hd), k, v (B, nkv, T, hd) per head; out, dout (B, T, nh*hd) */
+    std::vector<float> q(nq), k(nk), v(nk), dout(nq), slopes(nh);
+    for (auto *x : {&q, &k, &v, &dout})
+        for (auto &e : *x) e = N01(rng);
+    for (int h = 0; h < nh; h++) slopes[h] = exp2f(-8.0f * (h + 1) / nh);
+    const float *al = alibi ? slopes.data() : nullptr;
+    const double scale = 1.0 / sqrt((double)hd);
+    const int group = nh / nkv;
+
+    /* Reference in double, head by head. */
+    std::vector<double> out(nq), lse((size_t)B * nh * T), dq(nq, 0.0), dk(nk, 0.0), dv(nk, 0.0);
+    std::vector<double> P((size_t)T * T), dS((size_t)T * T);
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < nh; h++) {
+            const size_t kvo = ((size_t)b * nkv + h / group) * T * hd, qo = ((size_t)b * nh + h) * T * hd;
+            auto Q = [&](int i, int d) { return (double)q[qo + (size_t)i * hd + d]; };
+            auto K = [&](int j, int d) { return (double)k[kvo + (size_t)j * hd + d]; };
+            auto V = [&](int j, int d) { return (double)v[kvo + (size_t)j * hd + d]; };
+            auto O = [&](int i) { return &out[(((size_t)b * T + i) * nh + h) * hd]; };
+            auto dO = [&](int i, int d) { return (double)dout[(((size_t)b * T + i) * nh + h) * hd + d]; };
+            for (int i = 0; i < T; i++) {
+                double m = -INFINITY, s = 0;
+                for (int j = 0; j <= i; j++) {
+                    double x = 0;
+                    for (int d = 0; d < hd; d++) x += Q(i, d) * K(j, d);
+                    x = x * scale - (al ? al[h] * (double)(i - j) : 0.0);
+                    P[(size_t)i * T + j] = x;
+                    m = x > m ? x : m;
+                }
+                for (int j = 0; j <= i; j++) s += exp(P[(size_t)i * T + j] - m);
+                lse[((size_t)b * nh + h) * T + i] = m + log(s);
+                for (int j = 0; j <= i; j++) P[(size_t)i * T + j] = exp(P[(size_t)i * T + j] - m) / s;
+                for (int d = 0; d < hd; d++) {
+                    double o = 0;
+                    for (int j = 0; j <= i; j++) o += P[(size_t)i * T + j] * V(j, d);
+                    O(i)[d] = o;
+                }
+                double D = 0;
+                for (int d = 0; d < hd; d++) D += dO(i, d) * O(i)[d];
+                for (int j = 0; j <= i; j++) {
+                    double dp = 0;
+                    for (int d = 0; d < hd; d++) dp += dO(i, d) * V(j, d);
+                    dS[(size_t)i * T + j] = P[(size_t)i * T + j] * (dp - D);
+                }
+            }
+            for (int i = 0; i < T; i++)
+                for (int j = 0; j <= i; j++)
+                    for (int d = 0; d < hd; d++) {
+                        const double ps = P[(size_t)i * T + j], ds = dS[(size_t)i * T + j];
+                        dq[qo + (size_t)i * hd + d] += ds * K(j, d) * scale;
+                        dk[kvo + (size_t)j * hd + d] += ds * Q(i, d) * scale;
+                        dv[kvo + (size_t)j * hd + d] += ps * dO(i, d);
+                    }
+        }
+
+    std::vector<float> gout(nq), glse((size_t)B * nh * T);
+    gpu_flash_forward_mma(gout.data(), glse.data(), q.data(), k.data(), v.data(), al, B, T, nh, nkv,
+                          hd);
+    snprintf(name, sizeof name, "mma forward out %s", cfg);
+    double e = rel_err(gout, out);
+    check(e <= 1.5e-2, name, e, 1.5e-2);
+    snprintf(name, sizeof name, "mma forward lse %s", cfg);
+    e = rel_err(glse, lse);
+    check(e <= 1e-2, name, e, 1e-2);
+    if (!GPU_ATTN_MMA_BWD(hd)) return;
+
+    /* dsum = rowsum(dout * out) from the kernel's own output, as attention.cu does. */
+    std::vector<float> dsum((size_t)B * nh * T), gdq(nq), gdk(nk), gdv(nk);
+    for (int b = 0; b < B; b++)
+        for (int i = 0; i < T; i++)
+            for (int h = 0; h < nh; h++) {
+                const size_t o = (((size_t)b * T + i) * nh + h) * hd;
+                double s = 0;
+                for (int d = 0; d < hd; d++) s += (double)dout[o + d] * gout[o + d];
+                dsum[((size_t)b * nh + h) * T + i] = (float)s;
+            }
+    gpu_flash_backward_mma(gdq.data(), gdk.data(), gdv.data(), dsum.data(), dout.data(), q.data(),
+                           k.data(), v.data(), glse.data(), al, B, T, nh, nkv, hd);
+    const std::vector<float> *got[3] = {&gdq, &gdk, &gdv};
+    const std::vector<double> *ref[3] = {&dq, &dk, &dv};
+    const char *what[3] = {"dq", "dk", "dv"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(name, sizeof name, "mma backward %s %s", what[i], cfg);
+        e = rel_err(*got[i], *ref[i]);
+        check(e <= 3e-2, name, e, 3e-2);
+    }
+}
+
+int main(int argc, char **argv) {
+    emu::shared_mem = smem;
+    /* B, T, nh, nkv, hd, alibi: partial tiles, GQA, every head size the
+     * kernels take (the forward pads 24 and 128; the backward stops at 64).
+     * --quick: the first two (for ThreadSanitizer, which is slower). */
+    const bool quick = argc > 1 && !strcmp(argv[1], "--quick");
+    test(1, 70, 2, 1, 32, true, 1);
+    test(1, 130, 2, 2, 64, false, 2);
+    if (quick) {
+        printf("test_mma_emu: %d checks, %d failed\n", checks, failures);
+        return failures ? 1 : 0;
+    }
+    test(2, 33, 3, 3, 48, true, 3);
+    test(1, 65, 1, 1, 128, false, 4);
+    test(1, 80, 4, 1, 16, true, 5);
+    test(1, 45, 2, 1, 24, false, 6);
+    printf("test_mma_emu: %d checks, %d failed\n", checks, failures);
+    return failures ? 1 : 0;
+}

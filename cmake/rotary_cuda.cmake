@@ -14,7 +14,8 @@ if(ROTARY_CUDA)
   # rotary was created before CUDA was enabled: give it the architectures.
   set_target_properties(rotary PROPERTIES CUDA_ARCHITECTURES "${CMAKE_CUDA_ARCHITECTURES}")
   target_sources(rotary PRIVATE src/cuda/gemm.cu src/cuda/layer.cu src/cuda/attention.cu
-    src/cuda/flash_fwd.cu src/cuda/flash_mma.cu src/cuda/flash_bwd.cu src/cuda/device.cu src/cuda/cuda_model.c src/cuda/cuda_train.c)
+    src/cuda/decode.cu src/cuda/flash_fwd.cu src/cuda/flash_mma.cu src/cuda/flash_bwd.cu
+    src/cuda/device.cu src/cuda/cuda_model.c src/cuda/cuda_train.c)
   # Host-side warnings as for the C code; -Werror applies to them too.
   target_compile_options(rotary PRIVATE
     "$<$<COMPILE_LANGUAGE:CUDA>:-Xcompiler=-Wall,-Wextra;-lineinfo>"

@@ -29,6 +29,22 @@ __device__ __forceinline__ void put(__nv_bfloat16 *p, float x) { *p = __float2bf
 __device__ __forceinline__ float get(const float *p) { return *p; }
 __device__ __forceinline__ float get(const __nv_bfloat16 *p) { return __bfloat162float(*p); }
 
+/* The two coordinates of pair i of a head (hd/2 pairs): the first rd/2
+ * pairs rotate as rotary_rope pairs them (half_pairs: i with i + rd/2,
+ * else 2i with 2i+1); the rest are the consecutive pairs after rd. Returns
+ * whether the pair is among the rotated ones. */
+__device__ __forceinline__ int rope_pair(int i, int rd, int half_pairs, int *e0, int *e1) {
+    const int r2 = rd / 2;
+    if (i < r2) {
+        *e0 = half_pairs ? i : 2 * i;
+        *e1 = half_pairs ? i + r2 : 2 * i + 1;
+        return 1;
+    }
+    *e0 = rd + 2 * (i - r2);
+    *e1 = *e0 + 1;
+    return 0;
+}
+
 __device__ __forceinline__ float warp_sum(float x) {
     for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
     return x;

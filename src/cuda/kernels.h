@@ -174,7 +174,7 @@ void gpu_rope_rows(float *x, const float *cos, const float *sin, int B, int T, i
 /* y += x, n floats. */
 void gpu_add(float *y, const float *x, size_t n);
 
-/* Decoding (attention.cu): the position t of the token being decoded is
+/* Decoding (decode.cu): the position t of the token being decoded is
  * read from device memory (*pos), so that a step's launches do not change
  * from one position to the next (cuda_model.c replays them as a CUDA graph).
  * Split: the token's qkv row ((nh + 2*nkv)*hd) -> q (nh*hd) and row t of

@@ -13,28 +13,30 @@ endif()
 # The kernels' own source run on the CPU by the emulation in tests/cuda/emu
 # (cuda_emu.h): it needs the toolkit's headers but no GPU, so it runs in
 # every CUDA build, once under ASan and UBSan and once under ThreadSanitizer
-# (a quicker set of shapes: races do not depend on them).
+# (--quick: fewer shapes; races do not depend on them).
 if(ROTARY_CUDA)
   enable_language(CXX)
   find_package(Threads REQUIRED)
-  foreach(t test_mma_emu test_mma_emu_tsan)
-    add_executable(${t} tests/cuda/emu/test_mma_emu.cc)
-    set_target_properties(${t} PROPERTIES CXX_STANDARD 17 CXX_STANDARD_REQUIRED ON)
-    target_include_directories(${t} PRIVATE src include ${CUDAToolkit_INCLUDE_DIRS})
-    target_link_libraries(${t} PRIVATE Threads::Threads)
-    # nvcc does not exploit strict aliasing, on which the kernels' bit
-    # casts rely, and knows the unroll pragmas g++ does not.
-    target_compile_options(${t} PRIVATE -Wall -Wextra -Wno-unknown-pragmas -fno-strict-aliasing
-      $<$<BOOL:${ROTARY_WERROR}>:-Werror>)
+  foreach(emu mma decode)
+    foreach(t test_${emu}_emu test_${emu}_emu_tsan)
+      add_executable(${t} tests/cuda/emu/test_${emu}_emu.cc)
+      set_target_properties(${t} PROPERTIES CXX_STANDARD 17 CXX_STANDARD_REQUIRED ON)
+      target_include_directories(${t} PRIVATE src include ${CUDAToolkit_INCLUDE_DIRS})
+      target_link_libraries(${t} PRIVATE Threads::Threads)
+      # nvcc does not exploit strict aliasing, on which the kernels' bit
+      # casts rely, and knows the unroll pragmas g++ does not.
+      target_compile_options(${t} PRIVATE -O2 -g -Wall -Wextra -Wno-unknown-pragmas
+        -fno-strict-aliasing $<$<BOOL:${ROTARY_WERROR}>:-Werror>)
+    endforeach()
+    target_compile_options(test_${emu}_emu PRIVATE -fsanitize=address,undefined
+      -fno-sanitize-recover=all)
+    target_link_options(test_${emu}_emu PRIVATE -fsanitize=address,undefined)
+    target_compile_options(test_${emu}_emu_tsan PRIVATE -fsanitize=thread)
+    target_link_options(test_${emu}_emu_tsan PRIVATE -fsanitize=thread)
+    add_test(NAME test_${emu}_emu COMMAND test_${emu}_emu)
+    add_test(NAME test_${emu}_emu_tsan COMMAND test_${emu}_emu_tsan --quick)
+    set_tests_properties(test_${emu}_emu test_${emu}_emu_tsan PROPERTIES LABELS emu)
   endforeach()
-  target_compile_options(test_mma_emu PRIVATE -O2 -g -fsanitize=address,undefined
-    -fno-sanitize-recover=all)
-  target_link_options(test_mma_emu PRIVATE -fsanitize=address,undefined)
-  target_compile_options(test_mma_emu_tsan PRIVATE -O2 -g -fsanitize=thread)
-  target_link_options(test_mma_emu_tsan PRIVATE -fsanitize=thread)
-  add_test(NAME test_mma_emu COMMAND test_mma_emu)
-  add_test(NAME test_mma_emu_tsan COMMAND test_mma_emu_tsan --quick)
-  set_tests_properties(test_mma_emu test_mma_emu_tsan PROPERTIES LABELS emu)
 endif()
 
 # --device on the command line, in every build (cpu: "built without CUDA").

@@ -3,8 +3,8 @@
  * POSIX threads (threadIdx, blockIdx thread-local), __syncthreads a barrier
  * of the block, __shfl_xor_sync and mma.sync m16n8k16 exchanges through the
  * warp's slots between two barriers of its 32 threads, and dynamic shared
- * memory one array that the blocks, run one after another, reuse. Blocks
- * run in grid order. Included by a test before the kernel's .cu file, which
+ * memory one array that the blocks, run one after another in grid order,
+ * reuse. Included by a test before the kernel's .cu file, which
  * then builds with the host compiler (g++) and ROTARY_CUDA_EMU defined; it
  * gives the kernels' own code, index arithmetic, barriers and memory
  * accesses to ASan and ThreadSanitizer, none of which a GPU-less machine can
@@ -22,6 +22,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <thread>
 #include <vector>
 
@@ -35,6 +36,14 @@
 #endif
 
 #define __launch_bounds__(...)
+/* A kernel file whose __shared__ arrays are static, not extern: define
+ * EMU_STATIC_SHARED before this header. The arrays become function
+ * statics, one set per kernel, which the blocks (run one after another)
+ * share as the threads of one block do. */
+#ifdef EMU_STATIC_SHARED
+#undef __shared__
+#define __shared__ static
+#endif
 
 namespace emu {
 
@@ -115,6 +124,45 @@ template <typename T> T shfl_xor(T v, int mask) {
     return r;
 }
 
+/* MAX_THREADS threads, started once and reused by every launch (a test
+ * launches hundreds of kernels): run(job) has thread t call job(t), all at
+ * once, and returns when each has. */
+struct pool {
+    std::vector<std::thread> threads;
+    pthread_barrier_t start, done;
+    std::function<void(unsigned)> job;
+    bool quit = false;
+    pool() {
+        pthread_barrier_init(&start, NULL, MAX_THREADS + 1);
+        pthread_barrier_init(&done, NULL, MAX_THREADS + 1);
+        for (unsigned t = 0; t < (unsigned)MAX_THREADS; t++)
+            threads.emplace_back([this, t] {
+                for (;;) {
+                    pthread_barrier_wait(&start);
+                    if (quit) return;
+                    job(t);
+                    pthread_barrier_wait(&done);
+                }
+            });
+    }
+    ~pool() {
+        quit = true;
+        pthread_barrier_wait(&start);
+        for (auto &t : threads) t.join();
+        pthread_barrier_destroy(&start);
+        pthread_barrier_destroy(&done);
+    }
+    void run(std::function<void(unsigned)> f) {
+        job = std::move(f);
+        pthread_barrier_wait(&start);
+        pthread_barrier_wait(&done);
+    }
+};
+inline pool &workers() {
+    static pool p;
+    return p;
+}
+
 /* kernel<<<grid, block, shmem>>>(args...): each block in turn, its threads
  * at once; the shared memory past shmem is poisoned under ASan. */
 template <typename... P> struct launcher {
@@ -124,29 +172,32 @@ template <typename... P> struct launcher {
     template <typename... A> void operator()(A... args) const {
         const unsigned nt = block.x * block.y * block.z;
         if (block.y != 1 || block.z != 1 || nt > MAX_THREADS || nt % 32 || shmem > SMEM_MAX ||
-            !shared_mem) {
+            (shmem && !shared_mem)) {
             fprintf(stderr, "cuda_emu: unsupported launch (%u threads, %zu bytes)\n", nt, shmem);
             exit(2);
         }
         grid_dim = grid, block_dim = block;
         pthread_barrier_init(&block_bar, NULL, nt);
         for (unsigned w = 0; w < nt / 32; w++) pthread_barrier_init(&warps[w].bar, NULL, 32);
-        EMU_UNPOISON(shared_mem, SMEM_MAX);
-        memset(shared_mem, 0xff, SMEM_MAX); /* NaN in floats, garbage in bf16 */
-        EMU_POISON(shared_mem + shmem, SMEM_MAX - shmem);
-        for (unsigned bz = 0; bz < grid.z; bz++)
-            for (unsigned by = 0; by < grid.y; by++)
-                for (unsigned bx = 0; bx < grid.x; bx++) {
-                    std::vector<std::thread> th;
-                    for (unsigned t = 0; t < nt; t++)
-                        th.emplace_back([&, t] {
-                            thread_idx = dim3(t, 0, 0);
-                            block_idx = dim3(bx, by, bz);
-                            kernel(args...);
-                        });
-                    for (auto &x : th) x.join();
-                }
-        EMU_UNPOISON(shared_mem, SMEM_MAX);
+        if (shared_mem) {
+            EMU_UNPOISON(shared_mem, SMEM_MAX);
+            memset(shared_mem, 0xff, SMEM_MAX); /* NaN in floats, garbage in bf16 */
+            EMU_POISON(shared_mem + shmem, SMEM_MAX - shmem);
+        }
+        /* One thread per thread of a block, walking the blocks; all of a
+         * block's threads end it before the next begins. */
+        workers().run([&](unsigned t) {
+            if (t >= nt) return;
+            thread_idx = dim3(t, 0, 0);
+            for (unsigned bz = 0; bz < grid.z; bz++)
+                for (unsigned by = 0; by < grid.y; by++)
+                    for (unsigned bx = 0; bx < grid.x; bx++) {
+                        block_idx = dim3(bx, by, bz);
+                        kernel(args...);
+                        pthread_barrier_wait(&block_bar);
+                    }
+        });
+        if (shared_mem) EMU_UNPOISON(shared_mem, SMEM_MAX);
         for (unsigned w = 0; w < nt / 32; w++) pthread_barrier_destroy(&warps[w].bar);
         pthread_barrier_destroy(&block_bar);
     }

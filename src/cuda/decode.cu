@@ -1,0 +1,139 @@
+/* decode.cu: the kernels of one decoding step that are its own (the rest
+ * are the training kernels on one row): the split of the token's qkv row
+ * into q and the KV cache, RoPE on the way, and attention of one query row
+ * against the cache. Both read the token's position from device memory
+ * (*pos), so a step launches the same kernels with the same arguments at
+ * every position and the whole step can be replayed as one CUDA graph
+ * (cuda_model.c). Their source also runs on the CPU (tests/cuda/emu). */
+#include "common.cuh"
+
+#include <math.h>
+
+/* The one token's qkv row -> q (nh*hd) rotated, and k (rotated) and v into
+ * row *pos of each kv head's cache (nkv, max_T, hd). One thread per pair. */
+__global__ void decode_split_rope_kernel(float *q, float *kc, float *vc, const float *qkv,
+                                         const float *cs, const float *sn, const int *pos,
+                                         int max_T, int nh, int nkv, int hd, int rd,
+                                         int half_pairs) {
+    const int hp = hd / 2, idx = blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= (nh + 2 * nkv) * hp) return;
+    const int i = idx % hp, s = idx / hp, t = *pos, r2 = rd / 2;
+    int e0, e1;
+    const int rot = rope_pair(i, rd, half_pairs, &e0, &e1) && cs && s < nh + nkv;
+    float *dst = s < nh         ? q + (size_t)s * hd
+               : s < nh + nkv ? kc + ((size_t)(s - nh) * max_T + t) * hd
+                                : vc + ((size_t)(s - nh - nkv) * max_T + t) * hd;
+    const float *src = qkv + (size_t)s * hd;
+    const float c = rot ? cs[(size_t)t * r2 + i] : 1.0f, si = rot ? sn[(size_t)t * r2 + i] : 0.0f;
+    const float a = src[e0], b = src[e1];
+    dst[e0] = a * c - b * si;
+    dst[e1] = a * si + b * c;
+}
+
+extern "C" void gpu_decode_split_rope(float *q, float *kc, float *vc, const float *qkv,
+                                      const float *cos, const float *sin, const int *pos,
+                                      int max_T, int nh, int nkv, int hd, int rd, int pairing) {
+    const int n = (nh + 2 * nkv) * (hd / 2);
+    GPU_LAUNCH(decode_split_rope_kernel, cdiv(n, 128), 128, 0)(q, kc, vc, qkv, cos, sin, pos, max_T,
+                                                               nh, nkv, hd, cos ? rd : 0,
+                                                               pairing == 1);
+}
+
+/* One block of DEC_WARPS warps per query head, an online softmax in each
+ * warp: warp w takes keys in groups of DEC_KEYS (w*DEC_KEYS.., then DEC_WARPS
+ * groups further on), so that DEC_KEYS independent dot products and loads
+ * are in flight at once; lane l holds coordinates l, l+32, .. of the head.
+ * The warps' (max, sum, output) are merged through shared memory at the
+ * end. Rows past *pos are never read (the cache holds garbage there). */
+enum { DEC_WARPS = 8, DEC_KEYS = 4 };
+
+template <int HD>
+__global__ void __launch_bounds__(DEC_WARPS * 32)
+decode_attention_kernel(float *out, const float *q, const float *kc, const float *vc,
+                        const float *alibi, const int *pos, int max_T, int nh, int nkv, int hd,
+                        float scale) {
+    constexpr int R = HD / 32; /* coordinates a lane holds */
+    __shared__ float part_m[DEC_WARPS], part_l[DEC_WARPS], part_o[DEC_WARPS][HD];
+    const int h = blockIdx.x, g = h / (nh / nkv), lane = threadIdx.x % 32, w = threadIdx.x / 32;
+    const int i = *pos, n = i + 1;
+    const float *kh = kc + (size_t)g * max_T * hd, *vh = vc + (size_t)g * max_T * hd;
+    const float slope = alibi ? alibi[h] : 0.0f;
+    float qr[R], o[R];
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        const int d = lane + 32 * r;
+        qr[r] = d < hd ? q[(size_t)h * hd + d] * scale : 0.0f;
+        o[r] = 0.0f;
+    }
+    float m = -INFINITY, l = 0.0f;
+    for (int j0 = w * DEC_KEYS; j0 < n; j0 += DEC_WARPS * DEC_KEYS) {
+        float s[DEC_KEYS], mx = m;
+#pragma unroll
+        for (int u = 0; u < DEC_KEYS; u++) {
+            const int j = j0 + u;
+            float x = 0.0f;
+#pragma unroll
+            for (int r = 0; r < R; r++) {
+                const int d = lane + 32 * r;
+                if (j < n && d < hd) x += qr[r] * kh[(size_t)j * hd + d];
+            }
+            s[u] = x;
+        }
+#pragma unroll
+        for (int u = 0; u < DEC_KEYS; u++) {
+            const int j = j0 + u;
+            s[u] = j < n ? warp_sum(s[u]) - slope * (float)(i - j) : -INFINITY;
+            mx = fmaxf(mx, s[u]);
+        }
+        /* mx is finite: key j0 < n exists. */
+        const float corr = expf(m - mx);
+        l *= corr;
+#pragma unroll
+        for (int r = 0; r < R; r++) o[r] *= corr;
+#pragma unroll
+        for (int u = 0; u < DEC_KEYS; u++) {
+            const int j = j0 + u;
+            if (j >= n) break;
+            const float p = expf(s[u] - mx);
+            l += p;
+#pragma unroll
+            for (int r = 0; r < R; r++) {
+                const int d = lane + 32 * r;
+                if (d < hd) o[r] += p * vh[(size_t)j * hd + d];
+            }
+        }
+        m = mx;
+    }
+    if (lane == 0) part_m[w] = m, part_l[w] = l;
+#pragma unroll
+    for (int r = 0; r < R; r++) part_o[w][lane + 32 * r] = o[r];
+    __syncthreads();
+    float M = -INFINITY;
+    for (int x = 0; x < DEC_WARPS; x++) M = fmaxf(M, part_m[x]);
+    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+        float L = 0.0f, O = 0.0f;
+        for (int x = 0; x < DEC_WARPS; x++) {
+            if (part_m[x] == -INFINITY) continue; /* a warp that had no keys */
+            const float c = expf(part_m[x] - M);
+            L += part_l[x] * c;
+            O += part_o[x][d] * c;
+        }
+        out[(size_t)h * hd + d] = O / L;
+    }
+}
+
+template <int HD>
+static void decode_hd(float *out, const float *q, const float *kc, const float *vc,
+                      const float *alibi, const int *pos, int max_T, int nh, int nkv, int hd) {
+    GPU_LAUNCH(decode_attention_kernel<HD>, nh, DEC_WARPS * 32, 0)(out, q, kc, vc, alibi, pos, max_T,
+                                                                   nh, nkv, hd,
+                                                                   1.0f / sqrtf((float)hd));
+}
+
+extern "C" void gpu_decode_attention(float *out, const float *q, const float *kc, const float *vc,
+                                     const float *alibi, const int *pos, int max_T, int nh,
+                                     int nkv, int hd) {
+    if (hd <= 32) decode_hd<32>(out, q, kc, vc, alibi, pos, max_T, nh, nkv, hd);
+    else if (hd <= 64) decode_hd<64>(out, q, kc, vc, alibi, pos, max_T, nh, nkv, hd);
+    else decode_hd<128>(out, q, kc, vc, alibi, pos, max_T, nh, nkv, hd);
+}

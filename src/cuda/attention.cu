@@ -215,7 +215,7 @@ __global__ void __launch_bounds__(BWD_BK)
     flash_backward_kv_kernel(float *dk, float *dv, const float *dout, const float *q,
                              const float *k, const float *v, const float *lse, const float *dsum,
                              const float *alibi, int T, int nh, int nkv, int hd, float scale) {
-    extern __shared__ float sh[];
+    GPU_DYNAMIC_SHARED(float, sh);
     float *Kt = sh, *Vt = Kt + BWD_BK * (HD + 1), *Qs = Vt + BWD_BK * (HD + 1);
     float *dOs = Qs + BWD_BQ * HD, *ls = dOs + BWD_BQ * HD, *Ds = ls + BWD_BQ;
     const int bg = blockIdx.y, b = bg / nkv, g = bg % nkv, group = nh / nkv;
@@ -349,7 +349,7 @@ extern "C" void gpu_attention_backward(float *dq, float *dk, float *dv, float *d
 __global__ void __launch_bounds__(LIN_THREADS)
     linear_forward_kernel(float *out, float *den, const float *feat, const float *rfeat,
                           const float *qkv, int T, int nh, int nkv, int hd) {
-    extern __shared__ float sh[];
+    GPU_DYNAMIC_SHARED(float, sh);
     const int ld = hd + 1, b = blockIdx.x / nkv, g = blockIdx.x % nkv, group = nh / nkv;
     const int S3 = (nh + 2 * nkv) * hd, Fs = (nh + nkv) * hd, c = threadIdx.x, on = c < hd;
     float *Sm = sh, *z = Sm + (size_t)hd * ld, *rk = z + hd, *fk = rk + hd, *v = fk + hd;
@@ -394,7 +394,7 @@ __global__ void __launch_bounds__(LIN_THREADS)
     linear_backward_kernel(float *dfeat, float *drfeat, float *dqkv, const float *dout,
                            const float *feat, const float *rfeat, const float *qkv,
                            const float *out, const float *den, int T, int nh, int nkv, int hd) {
-    extern __shared__ float sh[];
+    GPU_DYNAMIC_SHARED(float, sh);
     const int ld = hd + 1, b = blockIdx.x / nkv, g = blockIdx.x % nkv, group = nh / nkv;
     const int S3 = (nh + 2 * nkv) * hd, Fs = (nh + nkv) * hd, c = threadIdx.x, on = c < hd;
     float *M = sh, *z = M + (size_t)hd * ld, *rk = z + hd, *fk = rk + hd, *v = fk + hd;

@@ -9,10 +9,12 @@
 
 static inline unsigned cdiv(size_t a, size_t b) { return (unsigned)((a + b - 1) / b); }
 
-/* kernel<<<grid, block, shmem>>>, spelled so that the CPU emulation of
- * tests/cuda/emu can run the kernels launched this way (it defines its own). */
+/* kernel<<<grid, block, shmem>>>, and a kernel's dynamic shared memory
+ * (T name[], 128-byte aligned), spelled so that the CPU emulation of
+ * tests/cuda/emu can run the kernels written this way (it defines its own). */
 #ifndef GPU_LAUNCH
 #define GPU_LAUNCH(kernel, grid, block, shmem) kernel<<<grid, block, shmem>>>
+#define GPU_DYNAMIC_SHARED(T, name) extern __shared__ __align__(128) T name[]
 #endif
 
 /* F<HD>(...) for the smallest of HD = 16, 32, 64, 128 that holds hd: the

@@ -125,9 +125,8 @@ decode_attention_kernel(float *out, const float *q, const float *kc, const float
 template <int HD>
 static void decode_hd(float *out, const float *q, const float *kc, const float *vc,
                       const float *alibi, const int *pos, int max_T, int nh, int nkv, int hd) {
-    GPU_LAUNCH(decode_attention_kernel<HD>, nh, DEC_WARPS * 32, 0)(out, q, kc, vc, alibi, pos, max_T,
-                                                                   nh, nkv, hd,
-                                                                   1.0f / sqrtf((float)hd));
+    GPU_LAUNCH(decode_attention_kernel<HD>, nh, DEC_WARPS * 32, 0)(
+        out, q, kc, vc, alibi, pos, max_T, nh, nkv, hd, 1.0f / sqrtf((float)hd));
 }
 
 extern "C" void gpu_decode_attention(float *out, const float *q, const float *kc, const float *vc,

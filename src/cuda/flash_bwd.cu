@@ -152,7 +152,7 @@ __global__ void __launch_bounds__(TC_THREADS)
     flash_bwd_kv_tc(float *dk, float *dv, const float *dout, const float *q, const float *k,
                     const float *v, const float *lse, const float *dsum, const float *alibi,
                     int T, int nh, int nkv, float scale) {
-    extern __shared__ __align__(128) unsigned char smem[];
+    GPU_DYNAMIC_SHARED(unsigned char, smem);
     constexpr int LD = TcLayout<HD>::LD, NF = HD / 16;
     const int w = threadIdx.x / 32, lane = threadIdx.x % 32;
     TcSmem<HD> s(smem, w);
@@ -216,7 +216,7 @@ __global__ void __launch_bounds__(TC_THREADS)
     flash_bwd_q_tc(float *dq, const float *dout, const float *q, const float *k, const float *v,
                    const float *lse, const float *dsum, const float *alibi, int T, int nh, int nkv,
                    float scale) {
-    extern __shared__ __align__(128) unsigned char smem[];
+    GPU_DYNAMIC_SHARED(unsigned char, smem);
     constexpr int LD = TcLayout<HD>::LD, NF = HD / 16;
     const int w = threadIdx.x / 32, lane = threadIdx.x % 32;
     TcSmem<HD> s(smem, w);

@@ -55,7 +55,7 @@ __global__ void __launch_bounds__(THREADS)
     flash_fwd_tc_kernel(float *out, float *lse, const float *q, const float *k, const float *v,
                         const float *alibi, int T, int nh, int nkv, int hd, float scale) {
     typedef fwd_smem<HD> L;
-    extern __shared__ __align__(128) unsigned char smem[];
+    GPU_DYNAMIC_SHARED(unsigned char, smem);
     bf16 *Qs = (bf16 *)(smem + L::q_off), *Ks = (bf16 *)(smem + L::k_off);
     bf16 *Vs = (bf16 *)(smem + L::v_off);
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;

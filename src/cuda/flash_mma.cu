@@ -119,7 +119,7 @@ __global__ void __launch_bounds__(THREADS)
     flash_fwd_mma_kernel(float *out, float *lse, const float *q, const float *k, const float *v,
                          const float *alibi, int T, int nh, int nkv, int hd, float scale2) {
     typedef mma_smem<HD> L;
-    extern __shared__ __align__(128) unsigned char smem[];
+    GPU_DYNAMIC_SHARED(unsigned char, smem);
     bf16 *Qs = (bf16 *)(smem + L::q_off), *Ks = (bf16 *)(smem + L::k_off);
     bf16 *Vt = (bf16 *)(smem + L::v_off);
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
@@ -267,7 +267,7 @@ __global__ void __launch_bounds__(THREADS)
                      const float *v, const float *lse, const float *dsum, const float *alibi,
                      int T, int nh, int nkv, float scale2) {
     typedef bwd_smem<HD> L;
-    extern __shared__ __align__(128) unsigned char smem[];
+    GPU_DYNAMIC_SHARED(unsigned char, smem);
     bf16 *Ks = (bf16 *)smem, *Vs = Ks + ROWS * L::LDK, *Qs = Vs + ROWS * L::LDK;
     bf16 *dOs = Qs + ROWS * L::LDK, *Qt = dOs + ROWS * L::LDK, *dOt = Qt + HD * L::LDT;
     float *ls = (float *)(dOt + HD * L::LDT), *Ds = ls + ROWS;
@@ -367,7 +367,7 @@ __global__ void __launch_bounds__(THREADS)
                     const float *lse, const float *dsum, const float *alibi, int T, int nh, int nkv,
                     float scale2) {
     typedef bwd_smem<HD> L;
-    extern __shared__ __align__(128) unsigned char smem[];
+    GPU_DYNAMIC_SHARED(unsigned char, smem);
     bf16 *Qs = (bf16 *)smem, *dOs = Qs + ROWS * L::LDK, *Ks = dOs + ROWS * L::LDK;
     bf16 *Vs = Ks + ROWS * L::LDK, *Kt = Vs + ROWS * L::LDK;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;

@@ -35,7 +35,7 @@ __global__ void norm_forward_kernel(T *out, float *mean, float *rstd, const floa
 __global__ void norm_backward_kernel(float *dinp, __nv_bfloat16 *dinp16, float *dw, float *db,
                                      const float *dout, const float *inp, const float *w,
                                      const float *mean, const float *rstd, int N, int C) {
-    extern __shared__ float sh[];
+    GPU_DYNAMIC_SHARED(float, sh);
     float *sdw = sh, *sdb = sh + C;
     for (int i = threadIdx.x; i < 2 * C; i += blockDim.x) sh[i] = 0.0f;
     __syncthreads();
@@ -72,10 +72,11 @@ extern "C" void gpu_norm_forward(float *out, gpu_bf16 *out16, float *mean, float
                                  const float *inp, const float *w, const float *b, int N, int C,
                                  float eps) {
     if (out16)
-        norm_forward_kernel<<<cdiv(N, 8), 256>>>((__nv_bfloat16 *)out16, mean, rstd, inp, w, b, N,
-                                                 C, eps);
+        GPU_LAUNCH(norm_forward_kernel<__nv_bfloat16>, cdiv(N, 8), 256, 0)(
+            (__nv_bfloat16 *)out16, mean, rstd, inp, w, b, N, C, eps);
     else
-        norm_forward_kernel<<<cdiv(N, 8), 256>>>(out, mean, rstd, inp, w, b, N, C, eps);
+        GPU_LAUNCH(norm_forward_kernel<float>, cdiv(N, 8), 256, 0)(out, mean, rstd, inp, w, b, N, C,
+                                                                   eps);
 }
 
 extern "C" void gpu_norm_backward(float *dinp, gpu_bf16 *dinp16, float *dw, float *db,
@@ -90,8 +91,9 @@ extern "C" void gpu_norm_backward(float *dinp, gpu_bf16 *dinp16, float *dw, floa
                              (int)shmem);
     unsigned blocks = cdiv(N, 8);
     if (blocks > 2u * (unsigned)sms) blocks = 2u * (unsigned)sms;
-    norm_backward_kernel<<<blocks, 256, shmem>>>(dinp, (__nv_bfloat16 *)dinp16, dw,
-                                                 mean ? db : NULL, dout, inp, w, mean, rstd, N, C);
+    GPU_LAUNCH(norm_backward_kernel, blocks, 256, shmem)(dinp, (__nv_bfloat16 *)dinp16, dw,
+                                                         mean ? db : NULL, dout, inp, w, mean,
+                                                         rstd, N, C);
 }
 
 /* ------------------------------------------------------------ activations */
@@ -136,21 +138,27 @@ __global__ void swiglu_backward_kernel(__nv_bfloat16 *dgu, const float *dout, co
 }
 
 extern "C" void gpu_gelu_forward(float *out, gpu_bf16 *out16, const float *inp, size_t n) {
-    if (out16) gelu_forward_kernel<<<cdiv(n, 256), 256>>>((__nv_bfloat16 *)out16, inp, n);
-    else gelu_forward_kernel<<<cdiv(n, 256), 256>>>(out, inp, n);
+    if (out16)
+        GPU_LAUNCH(gelu_forward_kernel<__nv_bfloat16>, cdiv(n, 256), 256, 0)((__nv_bfloat16 *)out16,
+                                                                             inp, n);
+    else
+        GPU_LAUNCH(gelu_forward_kernel<float>, cdiv(n, 256), 256, 0)(out, inp, n);
 }
 extern "C" void gpu_gelu_backward(gpu_bf16 *dinp, const float *dout, const float *inp, size_t n) {
-    gelu_backward_kernel<<<cdiv(n, 256), 256>>>((__nv_bfloat16 *)dinp, dout, inp, n);
+    GPU_LAUNCH(gelu_backward_kernel, cdiv(n, 256), 256, 0)((__nv_bfloat16 *)dinp, dout, inp, n);
 }
 extern "C" void gpu_swiglu_forward(float *out, gpu_bf16 *out16, const float *gu, int N, int F) {
     const unsigned blocks = cdiv((size_t)N * F, 256);
-    if (out16) swiglu_forward_kernel<<<blocks, 256>>>((__nv_bfloat16 *)out16, gu, N, F);
-    else swiglu_forward_kernel<<<blocks, 256>>>(out, gu, N, F);
+    if (out16)
+        GPU_LAUNCH(swiglu_forward_kernel<__nv_bfloat16>, blocks, 256, 0)((__nv_bfloat16 *)out16, gu,
+                                                                         N, F);
+    else
+        GPU_LAUNCH(swiglu_forward_kernel<float>, blocks, 256, 0)(out, gu, N, F);
 }
 extern "C" void gpu_swiglu_backward(gpu_bf16 *dgu, const float *dout, const float *gu, int N,
                                     int F) {
-    swiglu_backward_kernel<<<cdiv((size_t)N * F, 256), 256>>>((__nv_bfloat16 *)dgu, dout, gu, N,
-                                                              F);
+    GPU_LAUNCH(swiglu_backward_kernel, cdiv((size_t)N * F, 256), 256, 0)((__nv_bfloat16 *)dgu,
+                                                                         dout, gu, N, F);
 }
 
 /* -------------------------------------------------------------- embedding */
@@ -176,12 +184,13 @@ __global__ void embed_backward_kernel(float *dtok, float *dpos, const float *dou
 
 extern "C" void gpu_embed_forward(float *out, const int *tokens, const float *tok_emb,
                                   const float *pos, const int *start, int N, int T, int C) {
-    embed_forward_kernel<<<cdiv((size_t)N * C, 256), 256>>>(out, tokens, tok_emb, pos, start, N,
-                                                            T, C);
+    GPU_LAUNCH(embed_forward_kernel, cdiv((size_t)N * C, 256), 256, 0)(out, tokens, tok_emb, pos,
+                                                                       start, N, T, C);
 }
 extern "C" void gpu_embed_backward(float *dtok, float *dpos, const float *dout, const int *tokens,
                                    int N, int T, int C) {
-    embed_backward_kernel<<<cdiv((size_t)N * C, 256), 256>>>(dtok, dpos, dout, tokens, N, T, C);
+    GPU_LAUNCH(embed_backward_kernel, cdiv((size_t)N * C, 256), 256, 0)(dtok, dpos, dout, tokens, N,
+                                                                        T, C);
 }
 
 /* ------------------------------------------------------------- classifier */
@@ -232,10 +241,11 @@ __global__ void __launch_bounds__(CE_THREADS)
 extern "C" void gpu_crossentropy(float *logits, gpu_bf16 *logits16, float *lse, float *losses,
                                  const int *targets, int N, int V, float dscale) {
     if (logits16)
-        crossentropy_kernel<<<N, CE_THREADS>>>((__nv_bfloat16 *)logits16, lse, losses, targets, V,
-                                               dscale);
+        GPU_LAUNCH(crossentropy_kernel<__nv_bfloat16>, N, CE_THREADS, 0)(
+            (__nv_bfloat16 *)logits16, lse, losses, targets, V, dscale);
     else
-        crossentropy_kernel<<<N, CE_THREADS>>>(logits, lse, losses, targets, V, dscale);
+        GPU_LAUNCH(crossentropy_kernel<float>, N, CE_THREADS, 0)(logits, lse, losses, targets, V,
+                                                                 dscale);
 }
 
 /* ------------------------------------------------------------------ AdamW */
@@ -258,8 +268,8 @@ __global__ void adamw_kernel(float *p, __nv_bfloat16 *p16, const float *g, float
 extern "C" void gpu_adamw(float *p, gpu_bf16 *p16, const float *g, float *m, float *v, size_t n,
                           float beta1, float beta2, float eps, float decay, float step_size,
                           float bc2_sqrt, float gscale) {
-    adamw_kernel<<<cdiv(n, 256), 256>>>(p, (__nv_bfloat16 *)p16, g, m, v, n, beta1, beta2, eps,
-                                        decay, step_size, bc2_sqrt, gscale);
+    GPU_LAUNCH(adamw_kernel, cdiv(n, 256), 256, 0)(p, (__nv_bfloat16 *)p16, g, m, v, n, beta1,
+                                                   beta2, eps, decay, step_size, bc2_sqrt, gscale);
 }
 
 __global__ void sumsq_kernel(double *partial, const float *x, size_t n) {
@@ -278,5 +288,5 @@ __global__ void sumsq_kernel(double *partial, const float *x, size_t n) {
 }
 
 extern "C" void gpu_sumsq(double *partial, const float *x, size_t n) {
-    sumsq_kernel<<<GPU_SUMSQ_BLOCKS, 256>>>(partial, x, n);
+    GPU_LAUNCH(sumsq_kernel, GPU_SUMSQ_BLOCKS, 256, 0)(partial, x, n);
 }

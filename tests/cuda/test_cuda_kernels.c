@@ -2,11 +2,12 @@
  * operation it mirrors (src/ops.c, src/attention.c, src/rope.c) on random
  * inputs. Thresholds on the relative error (gpu_check.h):
  * - GEMMs take both inputs in bf16 (8 significant bits, relative error
- *   <= 2^-9 each) and accumulate in fp32; with random signs the error of a
+ *   <= 2^-8 each) and accumulate in fp32; with random signs the error of a
  *   sum is about 2^-8 of its typical size, so 1.5e-2 of the largest element
  *   leaves a margin of ~4x. Kernels that write bf16 for a GEMM are within
- *   their own rounding, 2^-9 of the largest element: 2.5e-3. The one-row
- *   product (SGEMV) is fp32.
+ *   their own rounding: 8 significant bits move a value by up to 2^-8 of
+ *   itself, 4e-3 of the largest element (test_layer_emu measured up to 3.1e-3
+ *   on the CPU). The one-row product (SGEMV) is fp32.
  * - Attention with hd a multiple of 16 runs on the tensor cores
  *   (flash_fwd.cu, flash_bwd.cu), which round q, k, v, dout and the
  *   probabilities to bf16 the same way: 1.5e-2 forward; the backward chains
@@ -59,7 +60,7 @@ static void test_linear(int N, int C, int OC, int bias) {
         free(ref);
         cudaFree(d_out);
     }
-    /* bf16 output (a training step's logits): one more rounding, 2^-9. */
+    /* bf16 output (a training step's logits): one more rounding, 2^-8. */
     float *ref = malloc((size_t)N * OC * sizeof(float));
     gpu_bf16 *d_out16;
     cudaMalloc((void **)&d_out16, (size_t)N * OC * sizeof(gpu_bf16));
@@ -129,12 +130,12 @@ static void test_norm(int layer, int bias, int N, int C) {
     gpu_norm_forward(d_out, NULL, layer ? d_mean : NULL, d_rstd, d_x, d_w, d_b, N, C, 1e-5f);
     snprintf(name, sizeof name, "%s forward %dx%d bias %d", kind, N, C, bias);
     compare(name, back(d_out, NC), out, NC, 1e-4);
-    /* The bf16 output (a GEMM's input): within bf16 rounding (2^-9). */
+    /* The bf16 output (a GEMM's input): within bf16 rounding (2^-8). */
     gpu_bf16 *d_out16;
     cudaMalloc((void **)&d_out16, NC * sizeof(gpu_bf16));
     gpu_norm_forward(NULL, d_out16, layer ? d_mean : NULL, d_rstd, d_x, d_w, d_b, N, C, 1e-5f);
     snprintf(name, sizeof name, "%s forward to bf16 %dx%d bias %d", kind, N, C, bias);
-    compare(name, back16(d_out16, NC), out, NC, 2.5e-3);
+    compare(name, back16(d_out16, NC), out, NC, 4e-3);
     cudaFree(d_out16);
     snprintf(name, sizeof name, "%s forward rstd", kind);
     compare(name, back(d_rstd, N), rstd, N, 1e-4);
@@ -152,7 +153,7 @@ static void test_norm(int layer, int bias, int N, int C) {
     snprintf(name, sizeof name, "%s backward dinp (+=)", kind);
     compare(name, back(d_dx, NC), dx, NC, 1e-4);
     snprintf(name, sizeof name, "%s backward dinp, also in bf16", kind);
-    compare(name, back16(d_dx16, NC), dx, NC, 2.5e-3);
+    compare(name, back16(d_dx16, NC), dx, NC, 4e-3);
     cudaFree(d_dx16);
     snprintf(name, sizeof name, "%s backward dw (+=)", kind);
     compare(name, back(d_dw, C), dw, C, 5e-4);
@@ -166,7 +167,7 @@ static void test_norm(int layer, int bias, int N, int C) {
 /* ---------------------------------------------------------- activations */
 
 /* Forward in fp32 and in bf16, backward in bf16 (the GEMMs' inputs): bf16
- * results within the rounding of 2^-9 of the largest element. */
+ * results within their rounding, 2^-8 of the largest element. */
 static void test_activations(int N, int F) {
     const size_t n = (size_t)N * F;
     float *x = randn(2 * n, 2.0f), *dout = randn(n, 1.0f);
@@ -179,18 +180,18 @@ static void test_activations(int N, int F) {
     gpu_gelu_forward(d_out, NULL, d_x, n);
     compare("gelu forward", back(d_out, n), out, n, 1e-5);
     gpu_gelu_forward(NULL, d_out16, d_x, n);
-    compare("gelu forward to bf16", back16(d_out16, n), out, n, 2.5e-3);
+    compare("gelu forward to bf16", back16(d_out16, n), out, n, 4e-3);
     gelu_backward(dx, dout, x, n);
     gpu_gelu_backward(d_dx, d_dout, d_x, n);
-    compare("gelu backward (bf16)", back16(d_dx, n), dx, n, 2.5e-3);
+    compare("gelu backward (bf16)", back16(d_dx, n), dx, n, 4e-3);
     swiglu_forward(out, x, N, F);
     gpu_swiglu_forward(d_out, NULL, d_x, N, F);
     compare("swiglu forward", back(d_out, n), out, n, 1e-5);
     gpu_swiglu_forward(NULL, d_out16, d_x, N, F);
-    compare("swiglu forward to bf16", back16(d_out16, n), out, n, 2.5e-3);
+    compare("swiglu forward to bf16", back16(d_out16, n), out, n, 4e-3);
     swiglu_backward(dx, dout, x, N, F);
     gpu_swiglu_backward(d_dx, d_dout, d_x, N, F);
-    compare("swiglu backward (bf16)", back16(d_dx, 2 * n), dx, 2 * n, 2.5e-3);
+    compare("swiglu backward (bf16)", back16(d_dx, 2 * n), dx, 2 * n, 4e-3);
     free(x), free(dout), free(out), free(dx);
     cudaFree(d_x), cudaFree(d_dout), cudaFree(d_out), cudaFree(d_out16), cudaFree(d_dx);
 }
@@ -266,7 +267,7 @@ static void test_crossentropy(int N, int V, int bf16) {
     snprintf(name, sizeof name, "classifier mean loss %dx%d%s", N, V, kind);
     compare(name, host_copy(&got, 1), &ref, 1, 1e-5);
     snprintf(name, sizeof name, "classifier fused gradient %dx%d%s", N, V, kind);
-    compare(name, bf16 ? back16(d_z16, NV) : back(d_z, NV), z, NV, bf16 ? 2.5e-3 : 1e-4);
+    compare(name, bf16 ? back16(d_z16, NV) : back(d_z, NV), z, NV, bf16 ? 4e-3 : 1e-4);
     free(z), free(lse), free(tg);
     cudaFree(d_tg), cudaFree(d_z), cudaFree(d_z16), cudaFree(d_lse), cudaFree(d_loss);
 }
@@ -330,7 +331,7 @@ static void test_split_rope(int pairing, int rd, int scaled) {
     gpu_qkv_merge_rope_backward(d_dqkv16, d_q, d_k, d_v, d_cos, d_sin, B, T, nh, nkv, hd,
                                 r.rotary_dim, pairing);
     snprintf(name, sizeof name, "merge+rope backward dqkv (bf16) %s rd %d", pn, r.rotary_dim);
-    compare(name, back16(d_dqkv16, n), g, n, 2.5e-3);
+    compare(name, back16(d_dqkv16, n), g, n, 4e-3);
     cudaFree(d_dqkv16);
     rotary_rope_free(&r);
     free(qkv), free(g), free(gq), free(gk), free(gv);

@@ -23,6 +23,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <memory>
 #include <thread>
 #include <vector>
 
@@ -36,18 +37,16 @@
 #endif
 
 #define __launch_bounds__(...)
-/* A kernel file whose __shared__ arrays are static, not extern: define
- * EMU_STATIC_SHARED before this header. The arrays become function
- * statics, one set per kernel, which the blocks (run one after another)
- * share as the threads of one block do. */
-#ifdef EMU_STATIC_SHARED
+/* A kernel's __shared__ arrays become function statics, one set per
+ * kernel, which the blocks (run one after another) share as the threads of
+ * one block do; its dynamic shared memory (GPU_DYNAMIC_SHARED) is
+ * emu::shared_mem. */
 #undef __shared__
 #define __shared__ static
-#endif
 
 namespace emu {
 
-constexpr int MAX_THREADS = 256;
+constexpr int MAX_THREADS = 1024;
 constexpr size_t SMEM_MAX = 227 * 1024; /* an H100's opt-in maximum a block */
 
 struct warp_slots {
@@ -60,10 +59,7 @@ inline dim3 grid_dim, block_dim;
 inline thread_local dim3 thread_idx, block_idx;
 inline pthread_barrier_t block_bar;
 inline warp_slots warps[MAX_THREADS / 32];
-/* The kernels' `extern __shared__ unsigned char smem[]`: the test defines
- * that array (SMEM_MAX bytes, in the kernel file's namespace) and sets this
- * to it. */
-inline unsigned char *shared_mem;
+alignas(128) inline unsigned char shared_mem[SMEM_MAX];
 
 inline warp_slots &my_warp() { return warps[thread_idx.x / 32]; }
 inline int my_lane() { return (int)(thread_idx.x % 32); }
@@ -124,18 +120,18 @@ template <typename T> T shfl_xor(T v, int mask) {
     return r;
 }
 
-/* MAX_THREADS threads, started once and reused by every launch (a test
- * launches hundreds of kernels): run(job) has thread t call job(t), all at
- * once, and returns when each has. */
+/* Threads started once and reused by every launch (a test launches
+ * hundreds of kernels): run(job) has thread t call job(t), all at once, and
+ * returns when each has. */
 struct pool {
     std::vector<std::thread> threads;
     pthread_barrier_t start, done;
     std::function<void(unsigned)> job;
     bool quit = false;
-    pool() {
-        pthread_barrier_init(&start, NULL, MAX_THREADS + 1);
-        pthread_barrier_init(&done, NULL, MAX_THREADS + 1);
-        for (unsigned t = 0; t < (unsigned)MAX_THREADS; t++)
+    explicit pool(unsigned n) {
+        pthread_barrier_init(&start, NULL, n + 1);
+        pthread_barrier_init(&done, NULL, n + 1);
+        for (unsigned t = 0; t < n; t++)
             threads.emplace_back([this, t] {
                 for (;;) {
                     pthread_barrier_wait(&start);
@@ -158,9 +154,14 @@ struct pool {
         pthread_barrier_wait(&done);
     }
 };
-inline pool &workers() {
-    static pool p;
-    return p;
+/* A pool of at least n threads: the one there, or a larger one. */
+inline pool &workers(unsigned n) {
+    static std::unique_ptr<pool> p;
+    if (!p || p->threads.size() < n) {
+        p.reset();
+        p.reset(new pool(n));
+    }
+    return *p;
 }
 
 /* kernel<<<grid, block, shmem>>>(args...): each block in turn, its threads
@@ -171,22 +172,19 @@ template <typename... P> struct launcher {
     size_t shmem;
     template <typename... A> void operator()(A... args) const {
         const unsigned nt = block.x * block.y * block.z;
-        if (block.y != 1 || block.z != 1 || nt > MAX_THREADS || nt % 32 || shmem > SMEM_MAX ||
-            (shmem && !shared_mem)) {
+        if (block.y != 1 || block.z != 1 || nt > MAX_THREADS || nt % 32 || shmem > SMEM_MAX) {
             fprintf(stderr, "cuda_emu: unsupported launch (%u threads, %zu bytes)\n", nt, shmem);
             exit(2);
         }
         grid_dim = grid, block_dim = block;
         pthread_barrier_init(&block_bar, NULL, nt);
         for (unsigned w = 0; w < nt / 32; w++) pthread_barrier_init(&warps[w].bar, NULL, 32);
-        if (shared_mem) {
-            EMU_UNPOISON(shared_mem, SMEM_MAX);
-            memset(shared_mem, 0xff, SMEM_MAX); /* NaN in floats, garbage in bf16 */
-            EMU_POISON(shared_mem + shmem, SMEM_MAX - shmem);
-        }
+        EMU_UNPOISON(shared_mem, SMEM_MAX);
+        memset(shared_mem, 0xff, SMEM_MAX); /* NaN in floats, garbage in bf16 */
+        EMU_POISON(shared_mem + shmem, SMEM_MAX - shmem);
         /* One thread per thread of a block, walking the blocks; all of a
          * block's threads end it before the next begins. */
-        workers().run([&](unsigned t) {
+        workers(nt).run([&](unsigned t) {
             if (t >= nt) return;
             thread_idx = dim3(t, 0, 0);
             for (unsigned bz = 0; bz < grid.z; bz++)
@@ -197,7 +195,7 @@ template <typename... P> struct launcher {
                         pthread_barrier_wait(&block_bar);
                     }
         });
-        if (shared_mem) EMU_UNPOISON(shared_mem, SMEM_MAX);
+        EMU_UNPOISON(shared_mem, SMEM_MAX);
         for (unsigned w = 0; w < nt / 32; w++) pthread_barrier_destroy(&warps[w].bar);
         pthread_barrier_destroy(&block_bar);
     }
@@ -214,9 +212,28 @@ launcher<P...> launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t shmem)
 #define blockDim (emu::block_dim)
 #define gridDim (emu::grid_dim)
 #define GPU_LAUNCH(kernel, grid, block, shmem) emu::launch(kernel, grid, block, shmem)
+#define GPU_DYNAMIC_SHARED(T, name) T *name = reinterpret_cast<T *>(emu::shared_mem)
+/* An H100's 132 SMs, for the launches sized by them. */
+cudaError_t CUDARTAPI cudaDeviceGetAttribute(int *value, enum cudaDeviceAttr attr, int device) {
+    (void)device;
+    *value = attr == cudaDevAttrMultiProcessorCount ? 132 : 0;
+    return cudaSuccess;
+}
 inline void __syncthreads() { pthread_barrier_wait(&emu::block_bar); }
 template <typename T> T __shfl_xor_sync(unsigned, T v, int mask) { return emu::shfl_xor(v, mask); }
 inline int min(int a, int b) { return a < b ? a : b; }
+/* *p += v as one indivisible step (a compare-and-swap loop on the bits). */
+inline float atomicAdd(float *p, float v) {
+    uint32_t old = __atomic_load_n((uint32_t *)p, __ATOMIC_RELAXED), nw;
+    float f;
+    do {
+        memcpy(&f, &old, 4);
+        const float sum = f + v;
+        memcpy(&nw, &sum, 4);
+    } while (!__atomic_compare_exchange_n((uint32_t *)p, &old, nw, false, __ATOMIC_RELAXED,
+                                          __ATOMIC_RELAXED));
+    return f;
+}
 /* Every launch has SMEM_MAX bytes at hand: nothing to opt in to. */
 template <typename... P> cudaError_t cudaFuncSetAttribute(void (*)(P...), cudaFuncAttribute, int) {
     return cudaSuccess;

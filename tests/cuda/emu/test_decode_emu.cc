@@ -8,7 +8,6 @@
  * rotation, GQA, ALiBi, head sizes 24 to 128. fp32 throughout: 1e-5.
  * Built and run as test_mma_emu is (tests/cuda/cuda.cmake). */
 #define ROTARY_CUDA_EMU 1
-#define EMU_STATIC_SHARED 1
 #include "cuda_emu.h"
 
 #include "../../../src/cuda/decode.cu"

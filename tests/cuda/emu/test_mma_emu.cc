@@ -10,10 +10,6 @@
  * forward, 3e-2 backward; the log-sum-exp to 1e-2 of its largest. */
 #define ROTARY_CUDA_EMU 1
 #include "cuda_emu.h"
-
-namespace {
-alignas(128) unsigned char smem[emu::SMEM_MAX];
-}
 #include "../../../src/cuda/flash_mma.cu"
 
 #include <random>
@@ -134,7 +130,6 @@ static void test(int B, int T, int nh, int nkv, int hd, bool alibi, unsigned see
 }
 
 int main(int argc, char **argv) {
-    emu::shared_mem = smem;
     /* B, T, nh, nkv, hd, alibi: partial tiles, GQA, every head size the
      * kernels take (the forward pads 24 and 128; the backward stops at 64).
      * --quick: the first two (for ThreadSanitizer, which is slower). */

@@ -58,8 +58,8 @@ extern "C" void gpu_qkv_split_rope(float *q, float *k, float *v, const float *qk
                                    const float *sin, int B, int T, int nh, int nkv, int hd, int rd,
                                    int pairing) {
     const size_t n = (size_t)B * T * (nh + 2 * nkv) * (hd / 2);
-    split_rope_kernel<<<cdiv(n, 256), 256>>>(q, k, v, (float *)qkv, cos, sin, B, T, nh, nkv, hd,
-                                             cos ? rd : 0, pairing == 1, 0);
+    GPU_LAUNCH(split_rope_kernel<float>, cdiv(n, 256), 256, 0)(
+        q, k, v, (float *)qkv, cos, sin, B, T, nh, nkv, hd, cos ? rd : 0, pairing == 1, 0);
 }
 
 extern "C" void gpu_qkv_merge_rope_backward(gpu_bf16 *dqkv, const float *dq, const float *dk,
@@ -67,9 +67,9 @@ extern "C" void gpu_qkv_merge_rope_backward(gpu_bf16 *dqkv, const float *dq, con
                                             int B, int T, int nh, int nkv, int hd, int rd,
                                             int pairing) {
     const size_t n = (size_t)B * T * (nh + 2 * nkv) * (hd / 2);
-    split_rope_kernel<<<cdiv(n, 256), 256>>>((float *)dq, (float *)dk, (float *)dv,
-                                             (__nv_bfloat16 *)dqkv, cos, sin, B, T, nh, nkv, hd,
-                                             cos ? rd : 0, pairing == 1, 1);
+    GPU_LAUNCH(split_rope_kernel<__nv_bfloat16>, cdiv(n, 256), 256, 0)(
+        (float *)dq, (float *)dk, (float *)dv, (__nv_bfloat16 *)dqkv, cos, sin, B, T, nh, nkv, hd,
+        cos ? rd : 0, pairing == 1, 1);
 }
 
 /* ---------------------------------------------------------- forward pass */
@@ -281,8 +281,8 @@ template <int HD>
 static void forward_hd(float *out, float *lse, const float *q, const float *k, const float *v,
                        const float *alibi, int B, int T, int nh, int nkv, int hd) {
     dim3 grid(cdiv(T, FWD_BR), B * nh);
-    flash_forward_kernel<HD><<<grid, FWD_BR>>>(out, lse, q, k, v, alibi, T, nh, nkv, hd,
-                                               1.0f / sqrtf((float)hd));
+    GPU_LAUNCH(flash_forward_kernel<HD>, grid, FWD_BR, 0)(out, lse, q, k, v, alibi, T, nh, nkv, hd,
+                                                          1.0f / sqrtf((float)hd));
 }
 
 template <int HD>
@@ -290,13 +290,13 @@ static void backward_hd(float *dq, float *dk, float *dv, const float *dsum, cons
                         const float *q, const float *k, const float *v, const float *lse,
                         const float *alibi, int B, int T, int nh, int nkv, int hd) {
     const float scale = 1.0f / sqrtf((float)hd);
-    flash_backward_q_kernel<HD><<<dim3(cdiv(T, BWD_BR), B * nh), BWD_BR>>>(
+    GPU_LAUNCH(flash_backward_q_kernel<HD>, dim3(cdiv(T, BWD_BR), B * nh), BWD_BR, 0)(
         dq, dout, q, k, v, lse, dsum, alibi, T, nh, nkv, hd, scale);
     const size_t shmem = (2 * BWD_BK * (HD + 1) + 2 * BWD_BQ * HD + 2 * BWD_BQ) * sizeof(float);
     if (shmem > 48 * 1024)
         cudaFuncSetAttribute(flash_backward_kv_kernel<HD>,
                              cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shmem);
-    flash_backward_kv_kernel<HD><<<dim3(cdiv(T, BWD_BK), B * nkv), BWD_BK, shmem>>>(
+    GPU_LAUNCH(flash_backward_kv_kernel<HD>, dim3(cdiv(T, BWD_BK), B * nkv), BWD_BK, shmem)(
         dk, dv, dout, q, k, v, lse, dsum, alibi, T, nh, nkv, hd, scale);
 }
 
@@ -330,7 +330,7 @@ extern "C" void gpu_attention_backward(float *dq, float *dk, float *dv, float *d
                                        const float *k, const float *v, const float *lse,
                                        const float *alibi, int B, int T, int nh, int nkv, int hd) {
     const size_t rows = (size_t)B * nh * T;
-    dsum_kernel<<<cdiv(rows, 8), 256>>>(dsum, dout, out, B, T, nh, hd);
+    GPU_LAUNCH(dsum_kernel, cdiv(rows, 8), 256, 0)(dsum, dout, out, B, T, nh, hd);
     if (GPU_ATTN_MMA_BWD(hd) && use_mma())
         gpu_flash_backward_mma(dq, dk, dv, dsum, dout, q, k, v, lse, alibi, B, T, nh, nkv, hd);
     else if (GPU_ATTN_TC(hd))
@@ -478,8 +478,8 @@ extern "C" void gpu_linear_attention_forward(float *out, float *den, const float
     if (shmem > 48 * 1024)
         cudaFuncSetAttribute(linear_forward_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                              (int)shmem);
-    linear_forward_kernel<<<B * nkv, LIN_THREADS, shmem>>>(out, den, feat, rfeat, qkv, T, nh, nkv,
-                                                           hd);
+    GPU_LAUNCH(linear_forward_kernel, B * nkv, LIN_THREADS, shmem)(out, den, feat, rfeat, qkv, T,
+                                                                   nh, nkv, hd);
 }
 
 extern "C" void gpu_linear_attention_backward(float *dfeat, float *drfeat, float *dqkv,
@@ -491,8 +491,8 @@ extern "C" void gpu_linear_attention_backward(float *dfeat, float *drfeat, float
     if (shmem > 48 * 1024)
         cudaFuncSetAttribute(linear_backward_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                              (int)shmem);
-    linear_backward_kernel<<<B * nkv, LIN_THREADS, shmem>>>(dfeat, drfeat, dqkv, dout, feat, rfeat,
-                                                            qkv, out, den, T, nh, nkv, hd);
+    GPU_LAUNCH(linear_backward_kernel, B * nkv, LIN_THREADS, shmem)(
+        dfeat, drfeat, dqkv, dout, feat, rfeat, qkv, out, den, T, nh, nkv, hd);
 }
 
 __global__ void elu1_kernel(float *out, const float *inp, const float *dout, int N, int C,
@@ -506,12 +506,12 @@ __global__ void elu1_kernel(float *out, const float *inp, const float *dout, int
 }
 
 extern "C" void gpu_elu1_forward(float *out, const float *inp, int N, int C, int ldi) {
-    elu1_kernel<<<cdiv((size_t)N * C, 256), 256>>>(out, inp, NULL, N, C, ldi, 0);
+    GPU_LAUNCH(elu1_kernel, cdiv((size_t)N * C, 256), 256, 0)(out, inp, NULL, N, C, ldi, 0);
 }
 
 extern "C" void gpu_elu1_backward(float *dinp, const float *dout, const float *inp, int N, int C,
                                   int ldi) {
-    elu1_kernel<<<cdiv((size_t)N * C, 256), 256>>>(dinp, inp, dout, N, C, ldi, 1);
+    GPU_LAUNCH(elu1_kernel, cdiv((size_t)N * C, 256), 256, 0)(dinp, inp, dout, N, C, ldi, 1);
 }
 
 __global__ void rope_rows_kernel(float *x, const float *cs, const float *sn, int BT, int T,
@@ -534,8 +534,8 @@ __global__ void rope_rows_kernel(float *x, const float *cs, const float *sn, int
 extern "C" void gpu_rope_rows(float *x, const float *cos, const float *sin, int B, int T,
                               int heads, int hd, int rd, int pairing, int ld, float sign) {
     const size_t n = (size_t)B * T * heads * (rd / 2);
-    rope_rows_kernel<<<cdiv(n, 256), 256>>>(x, cos, sin, B * T, T, heads, hd, rd, pairing == 1, ld,
-                                            sign);
+    GPU_LAUNCH(rope_rows_kernel, cdiv(n, 256), 256, 0)(x, cos, sin, B * T, T, heads, hd, rd,
+                                                       pairing == 1, ld, sign);
 }
 
 __global__ void add_kernel(float *y, const float *x, size_t n) {
@@ -544,5 +544,5 @@ __global__ void add_kernel(float *y, const float *x, size_t n) {
 }
 
 extern "C" void gpu_add(float *y, const float *x, size_t n) {
-    add_kernel<<<cdiv(n, 256), 256>>>(y, x, n);
+    GPU_LAUNCH(add_kernel, cdiv(n, 256), 256, 0)(y, x, n);
 }

@@ -66,11 +66,11 @@ __global__ void to_bf16_x4_kernel(__nv_bfloat162 *dst, const float4 *src, size_t
 extern "C" void gpu_to_bf16(gpu_bf16 *dst, const float *src, size_t n) {
     if ((uintptr_t)src % 16 == 0 && (uintptr_t)dst % 8 == 0 && n % 4 == 0) {
         const size_t n4 = n / 4;
-        to_bf16_x4_kernel<<<cdiv(n4, 256) < 16384 ? cdiv(n4, 256) : 16384, 256>>>(
+        GPU_LAUNCH(to_bf16_x4_kernel, cdiv(n4, 256) < 16384 ? cdiv(n4, 256) : 16384, 256, 0)(
             (__nv_bfloat162 *)dst, (const float4 *)src, n4);
     } else if (n) {
-        to_bf16_kernel<<<cdiv(n, 256) < 16384 ? cdiv(n, 256) : 16384, 256>>>((__nv_bfloat16 *)dst,
-                                                                             src, n);
+        GPU_LAUNCH(to_bf16_kernel, cdiv(n, 256) < 16384 ? cdiv(n, 256) : 16384, 256, 0)(
+            (__nv_bfloat16 *)dst, src, n);
     }
 }
 
@@ -92,7 +92,7 @@ __global__ void add_bias_kernel(float *out, const float *b, size_t n, int OC) {
 
 static void add_bias(float *out, const float *b, int N, int OC) {
     const size_t n = (size_t)N * OC;
-    add_bias_kernel<<<cdiv(n, 256), 256>>>(out, b, n, OC);
+    GPU_LAUNCH(add_bias_kernel, cdiv(n, 256), 256, 0)(out, b, n, OC);
 }
 
 /* db[j] += sum_n dout[n][j]: 32 columns x 8 row-strided threads per block,
@@ -133,7 +133,7 @@ extern "C" void gpu_linear_backward(float *dinp, float *dw, float *db, const gpu
     gemm(CUBLAS_OP_N, CUBLAS_OP_T, C, OC, N, inp, C, dout, OC, 1.0f, dw, CUDA_R_32F, C);
     if (db) {
         dim3 grid(cdiv(OC, 32), N / 256 + 1 < 64 ? N / 256 + 1 : 64);
-        bias_grad_kernel<<<grid, dim3(32, 8)>>>(db, (const __nv_bfloat16 *)dout, N, OC);
+        GPU_LAUNCH(bias_grad_kernel, grid, dim3(32, 8), 0)(db, (const __nv_bfloat16 *)dout, N, OC);
     }
 }
 

@@ -11,32 +11,69 @@ if(ROTARY_CUDA)
 endif()
 
 # The kernels' own source run on the CPU by the emulation in tests/cuda/emu
-# (cuda_emu.h): it needs the toolkit's headers but no GPU, so it runs in
-# every CUDA build, once under ASan and UBSan and once under ThreadSanitizer
-# (--quick: fewer shapes; races do not depend on them).
+# (cuda_emu.h, runtime.cc): it needs the toolkit's headers but no GPU, so it
+# runs in every CUDA build. test_<x>_emu include a kernel file each, under
+# ASan and UBSan, and again under ThreadSanitizer (--quick: fewer shapes;
+# races do not depend on them). test_cuda_model_emu is test_cuda_model on
+# librotary built with every emulable kernel file and the device model
+# (rotary_emu), under ASan and UBSan.
 if(ROTARY_CUDA)
   enable_language(CXX)
   find_package(Threads REQUIRED)
+  # nvcc does not exploit strict aliasing, on which the kernels' bit casts
+  # rely, and knows the unroll pragmas g++ does not.
+  set(EMU_CXX_FLAGS -O2 -g -Wall -Wextra -Wno-unknown-pragmas -fno-strict-aliasing
+    $<$<BOOL:${ROTARY_WERROR}>:-Werror>)
+  set(EMU_ASAN -fsanitize=address,undefined -fno-sanitize-recover=all)
+  add_library(rotary_emu_runtime STATIC tests/cuda/emu/runtime.cc)
+  set_target_properties(rotary_emu_runtime PROPERTIES CXX_STANDARD 17 CXX_STANDARD_REQUIRED ON)
+  target_include_directories(rotary_emu_runtime PUBLIC tests/cuda/emu src include
+    ${CUDAToolkit_INCLUDE_DIRS})
+  target_compile_options(rotary_emu_runtime PRIVATE ${EMU_CXX_FLAGS})
+  target_link_libraries(rotary_emu_runtime PUBLIC Threads::Threads)
   foreach(emu mma decode layer)
     foreach(t test_${emu}_emu test_${emu}_emu_tsan)
       add_executable(${t} tests/cuda/emu/test_${emu}_emu.cc)
       set_target_properties(${t} PROPERTIES CXX_STANDARD 17 CXX_STANDARD_REQUIRED ON)
-      target_include_directories(${t} PRIVATE src include ${CUDAToolkit_INCLUDE_DIRS})
-      target_link_libraries(${t} PRIVATE Threads::Threads)
-      # nvcc does not exploit strict aliasing, on which the kernels' bit
-      # casts rely, and knows the unroll pragmas g++ does not.
-      target_compile_options(${t} PRIVATE -O2 -g -Wall -Wextra -Wno-unknown-pragmas
-        -fno-strict-aliasing $<$<BOOL:${ROTARY_WERROR}>:-Werror>)
+      target_compile_options(${t} PRIVATE ${EMU_CXX_FLAGS})
+      target_link_libraries(${t} PRIVATE rotary_emu_runtime)
     endforeach()
-    target_compile_options(test_${emu}_emu PRIVATE -fsanitize=address,undefined
-      -fno-sanitize-recover=all)
-    target_link_options(test_${emu}_emu PRIVATE -fsanitize=address,undefined)
+    target_compile_options(test_${emu}_emu PRIVATE ${EMU_ASAN})
+    target_link_options(test_${emu}_emu PRIVATE ${EMU_ASAN})
     target_compile_options(test_${emu}_emu_tsan PRIVATE -fsanitize=thread)
     target_link_options(test_${emu}_emu_tsan PRIVATE -fsanitize=thread)
     add_test(NAME test_${emu}_emu COMMAND test_${emu}_emu)
     add_test(NAME test_${emu}_emu_tsan COMMAND test_${emu}_emu_tsan --quick)
     set_tests_properties(test_${emu}_emu test_${emu}_emu_tsan PROPERTIES LABELS emu)
   endforeach()
+
+  # librotary with the emulated kernels: each .cu file that can be emulated
+  # (all but the WMMA ones) built by g++ through a one-line wrapper.
+  set(emu_sources)
+  foreach(f gemm layer attention decode flash_mma device)
+    set(w ${CMAKE_BINARY_DIR}/emu/${f}_emu.cc)
+    file(WRITE ${w}.in "#define ROTARY_CUDA_EMU 1\n#include \"cuda_emu.h\"\n"
+      "#include \"${CMAKE_SOURCE_DIR}/src/cuda/${f}.cu\"\n")
+    configure_file(${w}.in ${w} COPYONLY)
+    list(APPEND emu_sources ${w})
+  endforeach()
+  add_library(rotary_emu STATIC ${ROTARY_SOURCES} src/cuda/cuda_model.c src/cuda/cuda_train.c
+    ${emu_sources})
+  set_target_properties(rotary_emu PROPERTIES CXX_STANDARD 17 CXX_STANDARD_REQUIRED ON)
+  target_include_directories(rotary_emu PUBLIC include PRIVATE src ${CJSON_INCLUDE_DIR}
+    ${CBLAS_INCLUDE_DIR} ${PCRE2_INCLUDE_DIR} ${CUDAToolkit_INCLUDE_DIRS})
+  target_compile_options(rotary_emu PRIVATE "$<$<COMPILE_LANGUAGE:CXX>:${EMU_CXX_FLAGS}>"
+    ${EMU_ASAN})
+  target_link_libraries(rotary_emu PUBLIC OpenMP::OpenMP_C ${BLAS_LIBRARIES} ${CJSON_LIBRARY}
+    ${PCRE2_LIBRARY} m rotary_emu_runtime)
+  add_executable(test_cuda_model_emu tests/cuda/test_cuda_model.c)
+  target_include_directories(test_cuda_model_emu PRIVATE src ${CUDAToolkit_INCLUDE_DIRS})
+  target_compile_options(test_cuda_model_emu PRIVATE ${EMU_ASAN})
+  target_link_options(test_cuda_model_emu PRIVATE ${EMU_ASAN})
+  target_link_libraries(test_cuda_model_emu rotary_emu)
+  add_test(NAME test_cuda_model_emu COMMAND test_cuda_model_emu --quick
+    WORKING_DIRECTORY ${CMAKE_BINARY_DIR})
+  set_tests_properties(test_cuda_model_emu PROPERTIES LABELS emu ENVIRONMENT ROTARY_CUDA_ATTN=mma)
 endif()
 
 # --device on the command line, in every build (cpu: "built without CUDA").

@@ -16,7 +16,9 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <pthread.h>
+#include <semaphore.h>
 
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -61,8 +63,15 @@ inline pthread_barrier_t block_bar;
 inline warp_slots warps[MAX_THREADS / 32];
 alignas(128) inline unsigned char shared_mem[SMEM_MAX];
 
-inline warp_slots &my_warp() { return warps[thread_idx.x / 32]; }
-inline int my_lane() { return (int)(thread_idx.x % 32); }
+/* While a stream captures (runtime.cc): the operations recorded so far. */
+inline std::vector<std::function<void()>> *capturing;
+
+/* The thread's rank in its block: threads x first, then y, then z. */
+inline unsigned linear_tid() {
+    return thread_idx.x + block_dim.x * (thread_idx.y + block_dim.y * thread_idx.z);
+}
+inline warp_slots &my_warp() { return warps[linear_tid() / 32]; }
+inline int my_lane() { return (int)(linear_tid() % 32); }
 inline void warp_sync() { pthread_barrier_wait(&my_warp().bar); }
 
 inline float bf16_lo(uint32_t r) {
@@ -121,37 +130,40 @@ template <typename T> T shfl_xor(T v, int mask) {
 }
 
 /* Threads started once and reused by every launch (a test launches
- * hundreds of kernels): run(job) has thread t call job(t), all at once, and
- * returns when each has. */
+ * thousands of kernels): run(n, job) wakes threads 0..n-1 only, each calls
+ * job(t), and it returns when all n have. */
 struct pool {
     std::vector<std::thread> threads;
-    pthread_barrier_t start, done;
+    std::vector<sem_t> go;
+    sem_t done;
+    std::atomic<unsigned> left{0};
     std::function<void(unsigned)> job;
     bool quit = false;
-    explicit pool(unsigned n) {
-        pthread_barrier_init(&start, NULL, n + 1);
-        pthread_barrier_init(&done, NULL, n + 1);
+    explicit pool(unsigned n) : go(n) {
+        sem_init(&done, 0, 0);
+        for (auto &g : go) sem_init(&g, 0, 0);
         for (unsigned t = 0; t < n; t++)
             threads.emplace_back([this, t] {
                 for (;;) {
-                    pthread_barrier_wait(&start);
+                    sem_wait(&go[t]);
                     if (quit) return;
                     job(t);
-                    pthread_barrier_wait(&done);
+                    if (left.fetch_sub(1) == 1) sem_post(&done);
                 }
             });
     }
     ~pool() {
         quit = true;
-        pthread_barrier_wait(&start);
+        for (auto &g : go) sem_post(&g);
         for (auto &t : threads) t.join();
-        pthread_barrier_destroy(&start);
-        pthread_barrier_destroy(&done);
+        for (auto &g : go) sem_destroy(&g);
+        sem_destroy(&done);
     }
-    void run(std::function<void(unsigned)> f) {
+    void run(unsigned n, std::function<void(unsigned)> f) {
         job = std::move(f);
-        pthread_barrier_wait(&start);
-        pthread_barrier_wait(&done);
+        left = n;
+        for (unsigned t = 0; t < n; t++) sem_post(&go[t]);
+        sem_wait(&done);
     }
 };
 /* A pool of at least n threads: the one there, or a larger one. */
@@ -170,9 +182,19 @@ template <typename... P> struct launcher {
     void (*kernel)(P...);
     dim3 grid, block;
     size_t shmem;
-    template <typename... A> void operator()(A... args) const {
+    void operator()(P... args) const {
+        if (capturing) { /* a graph replays it later, with these arguments */
+            const launcher self = *this;
+            capturing->push_back([=] {
+                std::vector<std::function<void()>> *c = capturing;
+                capturing = nullptr;
+                self(args...);
+                capturing = c;
+            });
+            return;
+        }
         const unsigned nt = block.x * block.y * block.z;
-        if (block.y != 1 || block.z != 1 || nt > MAX_THREADS || nt % 32 || shmem > SMEM_MAX) {
+        if (nt > MAX_THREADS || nt % 32 || shmem > SMEM_MAX) {
             fprintf(stderr, "cuda_emu: unsupported launch (%u threads, %zu bytes)\n", nt, shmem);
             exit(2);
         }
@@ -184,9 +206,8 @@ template <typename... P> struct launcher {
         EMU_POISON(shared_mem + shmem, SMEM_MAX - shmem);
         /* One thread per thread of a block, walking the blocks; all of a
          * block's threads end it before the next begins. */
-        workers(nt).run([&](unsigned t) {
-            if (t >= nt) return;
-            thread_idx = dim3(t, 0, 0);
+        workers(nt).run(nt, [&](unsigned t) {
+            thread_idx = dim3(t % block.x, t / block.x % block.y, t / (block.x * block.y));
             for (unsigned bz = 0; bz < grid.z; bz++)
                 for (unsigned by = 0; by < grid.y; by++)
                     for (unsigned bx = 0; bx < grid.x; bx++) {
@@ -213,12 +234,6 @@ launcher<P...> launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t shmem)
 #define gridDim (emu::grid_dim)
 #define GPU_LAUNCH(kernel, grid, block, shmem) emu::launch(kernel, grid, block, shmem)
 #define GPU_DYNAMIC_SHARED(T, name) T *name = reinterpret_cast<T *>(emu::shared_mem)
-/* An H100's 132 SMs, for the launches sized by them. */
-cudaError_t CUDARTAPI cudaDeviceGetAttribute(int *value, enum cudaDeviceAttr attr, int device) {
-    (void)device;
-    *value = attr == cudaDevAttrMultiProcessorCount ? 132 : 0;
-    return cudaSuccess;
-}
 inline void __syncthreads() { pthread_barrier_wait(&emu::block_bar); }
 template <typename T> T __shfl_xor_sync(unsigned, T v, int mask) { return emu::shfl_xor(v, mask); }
 inline int min(int a, int b) { return a < b ? a : b; }

@@ -131,7 +131,7 @@ static void test(int T, int nh, int nkv, int hd, int rd, int pairing, bool alibi
 int main(int argc, char **argv) {
     /* T, nh, nkv, hd, rd, pairing, alibi; --quick: the first (for
      * ThreadSanitizer, which is slower). */
-    test(70, 4, 2, 64, 64, 0, false, 1);
+    test(40, 4, 2, 64, 64, 0, false, 1);
     if (argc > 1 && !strcmp(argv[1], "--quick")) {
         printf("test_decode_emu: %d checks, %d failed\n", checks, failures);
         return failures ? 1 : 0;

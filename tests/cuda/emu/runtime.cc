@@ -1,0 +1,202 @@
+/* runtime.cc: the CUDA runtime and cuBLAS calls of the GPU backend, on the
+ * CPU, for the emulated build (tests/cuda/emu, docs/performance.md). Device
+ * memory is host memory; copies and sets happen at once; kernels run as
+ * cuda_emu.h launches them. Stream capture records the kernels and GEMMs
+ * (with their scalars, as cuBLAS captures host-pointer scalars) and a graph
+ * launch replays them in order. cuBLAS products follow the BLAS
+ * definitions, column-major, bf16 or fp32 operands, fp32 accumulation. The
+ * WMMA attention kernels (flash_fwd.cu, flash_bwd.cu) are not emulated: the
+ * emulated build runs the mma.sync ones (gpu_attention_use). */
+#define ROTARY_CUDA_EMU 1
+#include "cuda_emu.h"
+
+#include <cublas_v2.h>
+
+extern "C" {
+#include "cuda/kernels.h"
+}
+
+/* ------------------------------------------------------------- runtime */
+
+cudaError_t CUDARTAPI cudaDeviceGetAttribute(int *value, enum cudaDeviceAttr attr, int device) {
+    (void)device;
+    *value = attr == cudaDevAttrMultiProcessorCount ? 132 : 0; /* an H100's */
+    return cudaSuccess;
+}
+
+cudaError_t CUDARTAPI cudaGetDeviceCount(int *count) {
+    *count = 1;
+    return cudaSuccess;
+}
+cudaError_t CUDARTAPI cudaDeviceSynchronize(void) { return cudaSuccess; }
+cudaError_t CUDARTAPI cudaGetLastError(void) { return cudaSuccess; }
+const char *CUDARTAPI cudaGetErrorString(cudaError_t e) {
+    return e == cudaSuccess ? "no error" : "emulated CUDA error";
+}
+const char *CUDARTAPI cudaGetErrorName(cudaError_t e) {
+    return e == cudaSuccess ? "cudaSuccess" : "cudaErrorEmulated";
+}
+cudaError_t CUDARTAPI cudaFuncSetAttribute(const void *, enum cudaFuncAttribute, int) {
+    return cudaSuccess;
+}
+
+cudaError_t CUDARTAPI cudaMalloc(void **p, size_t n) {
+    *p = aligned_alloc(256, (n + 255) / 256 * 256);
+    return *p ? cudaSuccess : cudaErrorMemoryAllocation;
+}
+cudaError_t CUDARTAPI cudaFree(void *p) {
+    free(p);
+    return cudaSuccess;
+}
+
+/* Copies and sets run at once, or are recorded while a stream captures. */
+static void now_or_later(std::function<void()> f) {
+    if (emu::capturing) emu::capturing->push_back(std::move(f));
+    else f();
+}
+cudaError_t CUDARTAPI cudaMemcpy(void *d, const void *s, size_t n, enum cudaMemcpyKind) {
+    memcpy(d, s, n);
+    return cudaSuccess;
+}
+cudaError_t CUDARTAPI cudaMemcpyAsync(void *d, const void *s, size_t n, enum cudaMemcpyKind,
+                                      cudaStream_t) {
+    now_or_later([=] { memcpy(d, s, n); });
+    return cudaSuccess;
+}
+cudaError_t CUDARTAPI cudaMemset(void *d, int v, size_t n) {
+    memset(d, v, n);
+    return cudaSuccess;
+}
+cudaError_t CUDARTAPI cudaMemsetAsync(void *d, int v, size_t n, cudaStream_t) {
+    now_or_later([=] { memset(d, v, n); });
+    return cudaSuccess;
+}
+
+/* Graphs: what a capture recorded, replayed in order. */
+struct CUgraph_st {
+    std::vector<std::function<void()>> ops;
+};
+struct CUgraphExec_st {
+    std::vector<std::function<void()>> ops;
+};
+cudaError_t CUDARTAPI cudaStreamBeginCapture(cudaStream_t, enum cudaStreamCaptureMode) {
+    if (emu::capturing) return cudaErrorIllegalState;
+    emu::capturing = new std::vector<std::function<void()>>();
+    return cudaSuccess;
+}
+cudaError_t CUDARTAPI cudaStreamEndCapture(cudaStream_t, cudaGraph_t *g) {
+    if (!emu::capturing) return cudaErrorIllegalState;
+    *g = new CUgraph_st{std::move(*emu::capturing)};
+    delete emu::capturing;
+    emu::capturing = nullptr;
+    return cudaSuccess;
+}
+cudaError_t CUDARTAPI cudaGraphInstantiate(cudaGraphExec_t *e, cudaGraph_t g, unsigned long long) {
+    *e = new CUgraphExec_st{g->ops};
+    return cudaSuccess;
+}
+cudaError_t CUDARTAPI cudaGraphLaunch(cudaGraphExec_t e, cudaStream_t) {
+    for (auto &op : e->ops) op();
+    return cudaSuccess;
+}
+cudaError_t CUDARTAPI cudaGraphDestroy(cudaGraph_t g) {
+    delete g;
+    return cudaSuccess;
+}
+cudaError_t CUDARTAPI cudaGraphExecDestroy(cudaGraphExec_t e) {
+    delete e;
+    return cudaSuccess;
+}
+
+/* ---------------------------------------------------------------- cuBLAS */
+
+struct cublasContext {};
+
+cublasStatus_t CUBLASWINAPI cublasCreate_v2(cublasHandle_t *h) {
+    *h = new cublasContext;
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t CUBLASWINAPI cublasSetWorkspace_v2(cublasHandle_t, void *, size_t) {
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t CUBLASWINAPI cublasSetStream_v2(cublasHandle_t, cudaStream_t) {
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t CUBLASWINAPI cublasDestroy_v2(cublasHandle_t h) {
+    delete h;
+    return CUBLAS_STATUS_SUCCESS;
+}
+const char *CUBLASWINAPI cublasGetStatusString(cublasStatus_t s) {
+    return s == CUBLAS_STATUS_SUCCESS ? "CUBLAS_STATUS_SUCCESS" : "CUBLAS_STATUS_NOT_SUPPORTED";
+}
+
+static float load(const void *p, cudaDataType t, size_t i) {
+    return t == CUDA_R_16BF ? __bfloat162float(((const __nv_bfloat16 *)p)[i]) : ((const float *)p)[i];
+}
+
+/* C (m x n, ldc) = alpha op(A) op(B) + beta C, column-major: op(A) (m x k)
+ * is A (lda) or the transpose of A (k x m). */
+cublasStatus_t CUBLASWINAPI cublasGemmEx(cublasHandle_t, cublasOperation_t ta,
+                                         cublasOperation_t tb, int m, int n, int k,
+                                         const void *alpha, const void *A, cudaDataType at,
+                                         int lda, const void *B, cudaDataType bt, int ldb,
+                                         const void *beta, void *C, cudaDataType ct, int ldc,
+                                         cublasComputeType_t, cublasGemmAlgo_t) {
+    if ((at != CUDA_R_16BF && at != CUDA_R_32F) || (bt != CUDA_R_16BF && bt != CUDA_R_32F) ||
+        (ct != CUDA_R_16BF && ct != CUDA_R_32F))
+        return CUBLAS_STATUS_NOT_SUPPORTED;
+    const float al = *(const float *)alpha, be = *(const float *)beta;
+    now_or_later([=] {
+        for (int j = 0; j < n; j++)
+            for (int i = 0; i < m; i++) {
+                float s = 0.0f;
+                for (int p = 0; p < k; p++) {
+                    const size_t ai = ta == CUBLAS_OP_N ? i + (size_t)p * lda : p + (size_t)i * lda;
+                    const size_t bi = tb == CUBLAS_OP_N ? p + (size_t)j * ldb : j + (size_t)p * ldb;
+                    s += load(A, at, ai) * load(B, bt, bi);
+                }
+                const size_t ci = i + (size_t)j * ldc;
+                const float c = al * s + (be != 0.0f ? be * load(C, ct, ci) : 0.0f);
+                if (ct == CUDA_R_16BF) ((__nv_bfloat16 *)C)[ci] = __float2bfloat16(c);
+                else ((float *)C)[ci] = c;
+            }
+    });
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+/* y = alpha op(A) x + beta y, A (m x n, lda) column-major. */
+cublasStatus_t CUBLASWINAPI cublasSgemv_v2(cublasHandle_t, cublasOperation_t t, int m, int n,
+                                           const float *alpha, const float *A, int lda,
+                                           const float *x, int incx, const float *beta, float *y,
+                                           int incy) {
+    const float al = *alpha, be = *beta;
+    now_or_later([=] {
+        const int rows = t == CUBLAS_OP_N ? m : n, len = t == CUBLAS_OP_N ? n : m;
+        for (int r = 0; r < rows; r++) {
+            float s = 0.0f;
+            for (int p = 0; p < len; p++) {
+                const size_t ai = t == CUBLAS_OP_N ? r + (size_t)p * lda : p + (size_t)r * lda;
+                s += A[ai] * x[(size_t)p * incx];
+            }
+            float *yr = &y[(size_t)r * incy];
+            *yr = al * s + (be != 0.0f ? be * *yr : 0.0f);
+        }
+    });
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+/* ------------------------------------------- the kernels not emulated */
+
+extern "C" void gpu_flash_forward_tc(float *, float *, const float *, const float *, const float *,
+                                     const float *, int, int, int, int, int) {
+    fprintf(stderr, "cuda_emu: the WMMA attention kernels are not emulated: use "
+                    "gpu_attention_use(GPU_ATTN_MMA)\n");
+    abort();
+}
+extern "C" void gpu_flash_backward_tc(float *, float *, float *, const float *, const float *,
+                                      const float *, const float *, const float *, const float *,
+                                      const float *, int, int, int, int, int) {
+    fprintf(stderr, "cuda_emu: the WMMA attention kernels are not emulated (head sizes above 64 "
+                    "take them in the backward)\n");
+    abort();
+}

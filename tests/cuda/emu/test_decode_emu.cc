@@ -12,6 +12,8 @@
 
 #include "../../../src/cuda/decode.cu"
 
+#include "emu_check.h"
+
 #include <random>
 
 static int failures, checks;
@@ -22,17 +24,6 @@ static void check(bool ok, const char *name, const char *fmt, double a) {
     printf("%s %-60s ", ok ? "ok  " : "FAIL", name);
     printf(fmt, a);
     printf("\n");
-}
-
-static double rel_err(const std::vector<float> &got, const std::vector<double> &ref) {
-    double num = 0, den = 0;
-    for (size_t i = 0; i < ref.size(); i++) {
-        const double d = fabs((double)got[i] - ref[i]);
-        if (d != d) return INFINITY;
-        num = d > num ? d : num;
-        den = fabs(ref[i]) > den ? fabs(ref[i]) : den;
-    }
-    return num / (den > 0 ? den : 1e-30);
 }
 
 static void test(int T, int nh, int nkv, int hd, int rd, int pairing, bool alibi, unsigned seed) {

@@ -10,21 +10,12 @@
 
 #include "../../../src/cuda/layer.cu"
 
+#include "emu_check.h"
+
 #include <random>
 
 static int failures, checks;
 static std::mt19937 rng(7);
-
-static double rel_err(const std::vector<float> &got, const std::vector<double> &ref) {
-    double num = 0, den = 0;
-    for (size_t i = 0; i < ref.size(); i++) {
-        const double d = fabs((double)got[i] - ref[i]);
-        if (d != d) return INFINITY;
-        num = d > num ? d : num;
-        den = fabs(ref[i]) > den ? fabs(ref[i]) : den;
-    }
-    return num / (den > 0 ? den : 1e-30);
-}
 
 static void check(const char *name, const std::vector<float> &got, const std::vector<double> &ref,
                   double tol) {

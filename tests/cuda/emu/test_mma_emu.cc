@@ -12,6 +12,8 @@
 #include "cuda_emu.h"
 #include "../../../src/cuda/flash_mma.cu"
 
+#include "emu_check.h"
+
 #include <random>
 
 static int failures, checks;
@@ -20,18 +22,6 @@ static void check(bool ok, const char *name, double err, double tol) {
     checks++;
     if (!ok) failures++;
     printf("%s %-58s rel err %.2e (<= %.1e)\n", ok ? "ok  " : "FAIL", name, err, tol);
-}
-
-/* max |got - ref| / max |ref|; a NaN fails. */
-static double rel_err(const std::vector<float> &got, const std::vector<double> &ref) {
-    double num = 0, den = 0;
-    for (size_t i = 0; i < ref.size(); i++) {
-        const double d = fabs((double)got[i] - ref[i]);
-        if (d != d) return INFINITY;
-        num = d > num ? d : num;
-        den = fabs(ref[i]) > den ? fabs(ref[i]) : den;
-    }
-    return num / (den > 0 ? den : 1e-30);
 }
 
 static void test(int B, int T, int nh, int nkv, int hd, bool alibi, unsigned seed) {

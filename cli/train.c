@@ -428,18 +428,22 @@ static int train(int argc, char **argv) {
 
     rotary_config cfg;
     if (to_config(&a, specs, n, &cfg)) return 1;
+    const int on_gpu = strcmp(a.device, "cuda") == 0;
+    if (!on_gpu && strcmp(a.device, "cpu")) return cli_fail("--device", "cpu or cuda");
+    if (on_gpu && dist.size > 1)
+        return cli_fail("train", "--device cuda: one process only (not under mpirun yet)");
     rotary_tokenizer *tok = NULL;
     char tok_path[4200];
     snprintf(tok_path, sizeof tok_path, "%s/tokenizer.json", dir);
     if (cli_load_tokenizer(a.resume ? tok_path : a.tokenizer, 0, &tok)) return 1;
     cfg.vocab = rotary_tokenizer_vocab_size(tok);
-    if (rotary_config_validate(&cfg)) return cli_fail("model", rotary_last_error());
-    const int on_gpu = strcmp(a.device, "cuda") == 0;
-    if (!on_gpu && strcmp(a.device, "cpu")) return cli_fail("--device", "cpu or cuda");
-    if (on_gpu && (cuda_device_check() || cuda_config_check(&cfg)))
-        return cli_fail("train", rotary_last_error());
-    if (on_gpu && dist.size > 1)
-        return cli_fail("train", "--device cuda: one process only (not under mpirun yet)");
+    const char *bad = rotary_config_validate(&cfg)                                     ? "model"
+                      : on_gpu && (cuda_device_check() || cuda_config_check(&cfg)) ? "train"
+                                                                                     : NULL;
+    if (bad) {
+        rotary_tokenizer_free(tok);
+        return cli_fail(bad, rotary_last_error());
+    }
 
     token_split d;
     if (dist.rank == 0) fprintf(stderr, "rotary: reading %s\n", a.data);

@@ -3,7 +3,8 @@
 # answers --device cuda with "built without CUDA", a CUDA build without a GPU
 # with "no CUDA device"; with a GPU, a tiny run trains, evaluates and
 # generates on it, and the CPU evaluates the same checkpoint to the same loss.
-# usage: cli_device.sh ROTARY_BINARY SOURCE_DIR cpu|cuda (how it was built)
+# usage: cli_device.sh ROTARY_BINARY SOURCE_DIR cpu|cuda|emu (how it was built;
+# emu: against the CUDA emulation of tests/cuda/emu, which always has a GPU)
 set -u
 rotary="$1"
 src="$2"
@@ -14,11 +15,16 @@ for i in $(seq 1 400); do echo "line $i: the quick brown fox jumps over the lazy
 args=(--data "$data" --layers 1 --heads 2 --dim 32 --ctx 32 --batch 4 --steps 20 --eval-every 10
       --warmup 2 --eval-batches 2 --sample-tokens 0 --threads 2)
 
+# The emulation runs each kernel launch in milliseconds: a shorter run, and
+# 8 windows evaluated (on both devices).
+evargs=()
+[ "$built" = emu ] && args+=(--steps 3 --eval-every 3 --eval-batches 1 --batch 2) &&
+    evargs=(--max-windows 8)
 expect_error "unknown device" "cpu or cuda" "$rotary" train "${args[@]}" --out "$tmp/x" --device tpu
 gpu=0
 if [ "$built" = cpu ]; then
     why="built without CUDA"
-elif [ "$(nvidia-smi -L 2>/dev/null | grep -c GPU)" -gt 0 ]; then
+elif [ "$built" = emu ] || [ "$(nvidia-smi -L 2>/dev/null | grep -c GPU)" -gt 0 ]; then
     gpu=1
 else
     why="no CUDA device"
@@ -35,8 +41,8 @@ if [ $gpu = 0 ]; then
 else
     "$rotary" train "${args[@]}" --out "$tmp/g" --device cuda 2>"$tmp/err" &&
         ok "train --device cuda" || { bad "train --device cuda"; cat "$tmp/err"; }
-    lg=$("$rotary" eval --run "$tmp/g" --device cuda 2>/dev/null | awk '{print $2}')
-    lc=$("$rotary" eval --run "$tmp/g" 2>/dev/null | awk '{print $2}')
+    lg=$("$rotary" eval --run "$tmp/g" "${evargs[@]}" --device cuda 2>/dev/null | awk '{print $2}')
+    lc=$("$rotary" eval --run "$tmp/g" "${evargs[@]}" 2>/dev/null | awk '{print $2}')
     awk -v a="$lg" -v b="$lc" 'BEGIN { d = a - b; exit !(a > 0 && d < 0.01 * b && -d < 0.01 * b) }' &&
         ok "eval: gpu $lg, cpu $lc on the GPU-trained checkpoint" || bad "eval: gpu $lg cpu $lc"
     n=$("$rotary" generate "$tmp/g" -n 20 -t 0 --ids --device cuda 2>"$tmp/err" | wc -w)

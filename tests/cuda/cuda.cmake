@@ -74,6 +74,19 @@ if(ROTARY_CUDA)
   add_test(NAME test_cuda_model_emu COMMAND test_cuda_model_emu --quick
     WORKING_DIRECTORY ${CMAKE_BINARY_DIR})
   set_tests_properties(test_cuda_model_emu PROPERTIES LABELS emu ENVIRONMENT ROTARY_CUDA_ATTN=mma)
+  # The command line on the emulated GPU: train (cuda_train.c, its
+  # checkpoints), eval and generate with --device cuda.
+  get_target_property(cli_sources rotary_cli SOURCES)
+  add_executable(rotary_cli_emu ${cli_sources})
+  target_include_directories(rotary_cli_emu PRIVATE src ${CBLAS_INCLUDE_DIR} ${CJSON_INCLUDE_DIR})
+  target_compile_options(rotary_cli_emu PRIVATE ${EMU_ASAN})
+  target_link_options(rotary_cli_emu PRIVATE ${EMU_ASAN})
+  target_link_libraries(rotary_cli_emu rotary_emu)
+  add_test(NAME cli_device_emu
+    COMMAND bash ${CMAKE_SOURCE_DIR}/tests/cuda/cli_device.sh $<TARGET_FILE:rotary_cli_emu>
+      ${CMAKE_SOURCE_DIR} emu
+    WORKING_DIRECTORY ${CMAKE_BINARY_DIR})
+  set_tests_properties(cli_device_emu PROPERTIES LABELS emu ENVIRONMENT ROTARY_CUDA_ATTN=mma)
 endif()
 
 # --device on the command line, in every build (cpu: "built without CUDA").

@@ -7,10 +7,15 @@
  * gpu_flash_forward_tc and gpu_flash_backward_tc; chosen by
  * gpu_attention_use(GPU_ATTN_MMA). The backward is further down.
  *
- * Forward: a block of 4 warps owns 64 query rows of one head, 16 rows a warp, and
- * streams 64-key tiles: K as rows (HD + 8 bf16 apart) and V transposed
- * (64 + 8 bf16 apart), which makes every operand of both products one
- * 32-bit shared load per register, without bank conflicts.
+ * Forward: a block of 8 warps owns 128 query rows of one head, 16 rows a
+ * warp, and streams 64-key tiles of K and V through shared memory; up to
+ * HD 64 the next tile's loads are issued before the current one's products,
+ * so they run under them. Blocks start with the last query rows, which have the most
+ * keys. Every tile is stored row-major in bf16, rows HD + 8 apart, and every
+ * operand comes out of it with ldmatrix (x4: four 8 x 8 matrices, one row
+ * address a lane; .trans for the operands that are a tile's columns, V in
+ * P V), without bank conflicts: the 8 rows of a matrix are 16 bytes mod 128
+ * apart.
  *
  * The m16n8k16 fragments (PTX ISA, "Matrix Fragments for mma.m16n8k16"),
  * lane = 4 g + t: A (16 x 16, row-major) holds rows g and g + 8 at columns
@@ -30,21 +35,8 @@ typedef __nv_bfloat16 bf16;
 
 namespace {
 
-enum { ROWS = 64, KEYS = 64, WARPS = 4, THREADS = 32 * WARPS };
+enum { KEYS = 64, FWD_ROWS = 128, FWD_THREADS = 256, ROWS = 64, THREADS = 128 };
 constexpr float LOG2E = 1.4426950408889634f, LN2 = 0.6931471805599453f;
-
-template <int HD> struct mma_smem {
-    static constexpr int LDK = HD + 8;   /* K and Q rows, bf16 */
-    static constexpr int LDV = KEYS + 8; /* V^T rows, bf16 */
-    static constexpr size_t q_off = 0;
-    static constexpr size_t k_off = q_off + (size_t)ROWS * LDK * sizeof(bf16);
-    static constexpr size_t v_off = k_off + (size_t)KEYS * LDK * sizeof(bf16);
-    static constexpr size_t bytes = v_off + (size_t)HD * LDV * sizeof(bf16);
-};
-
-__device__ __forceinline__ uint32_t ld32(const bf16 *p) {
-    return *reinterpret_cast<const uint32_t *>(p);
-}
 
 __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
     __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi); /* .x = lo: the lower address */
@@ -64,32 +56,45 @@ __device__ __forceinline__ void mma16816(float c[4], const uint32_t a[4], uint32
 #endif
 }
 
-/* R rows of hd floats at src (rows `stride` floats apart; rows at or past
- * `valid` and columns past hd read as zero) -> bf16, row-major (ld) or
- * transposed (dst[d * ld + r]). */
-template <int HD, int R, bool TRANSPOSE>
-__device__ void load_tile(bf16 *dst, int ld, const float *src, size_t stride, int valid, int hd) {
-    for (int e = threadIdx.x; e < R * HD; e += THREADS) {
-        const int r = e / HD, d = e % HD;
-        const float x = r < valid && d < hd ? src[(size_t)r * stride + d] : 0.0f;
-        dst[TRANSPOSE ? d * ld + r : r * ld + d] = __float2bfloat16(x);
-    }
+/* r[i] = this lane's part of 8 x 8 matrix i (bf16) of shared memory, whose
+ * row l % 8 lane l addresses: (g, 2t), (g, 2t+1), or TRANS (2t, g), (2t+1, g). */
+template <bool TRANS> __device__ __forceinline__ void ldsm_x4(uint32_t r[4], const bf16 *row) {
+#ifdef ROTARY_CUDA_EMU
+    emu_ldmatrix_x4(r, row, TRANS);
+#else
+    const unsigned a = (unsigned)__cvta_generic_to_shared(row);
+    if (TRANS)
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                     : "r"(a));
+    else
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                     : "r"(a));
+#endif
 }
 
-/* a = the A fragment of rows r0.. (16) and columns c0.. (16) of a
- * row-major bf16 array (ld); mma_bt: c += a B, B (k = 16, n = 8) the
- * transpose of rows n0.. (8), columns c0.. (16) of a row-major array. */
+/* The four 8 x 8 quarters of rows r0.. (16), columns c0.. (16) of a
+ * row-major bf16 array (ld), in the order (r0, c0) (r0+8, c0) (r0, c0+8)
+ * (r0+8, c0+8). Without TRANS that is the A fragment; with TRANS, the B
+ * fragments (b0, b1) of columns c0.. and c0+8.. (two n tiles) of the
+ * 16 x 16 B the rows are. */
+template <bool TRANS>
+__device__ __forceinline__ void quarters(uint32_t r[4], const bf16 *m, int ld, int r0, int c0) {
+    const int l = threadIdx.x % 32;
+    ldsm_x4<TRANS>(r, m + (r0 + l % 8 + 8 * (l / 8 % 2)) * ld + c0 + 8 * (l / 16));
+}
+
 __device__ __forceinline__ void frag_a(uint32_t a[4], const bf16 *m, int ld, int r0, int c0) {
-    const int g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
-    const bf16 *p = m + (r0 + g) * ld + c0 + 2 * t;
-    a[0] = ld32(p), a[1] = ld32(p + 8 * ld), a[2] = ld32(p + 8), a[3] = ld32(p + 8 * ld + 8);
+    quarters<false>(a, m, ld, r0, c0);
 }
 
-__device__ __forceinline__ void mma_bt(float c[4], const uint32_t a[4], const bf16 *m, int ld,
-                                       int n0, int c0) {
-    const int g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
-    const bf16 *p = m + (n0 + g) * ld + c0 + 2 * t;
-    mma16816(c, a, ld32(p), ld32(p + 8));
+/* The B fragments of two n tiles, b[0..1] for n0.. and b[2..3] for n0+8..,
+ * of B (k = 16) the transpose of rows n0.. (16), columns c0.. (16) of a
+ * row-major array: a product with a tile whose rows are the n (K in Q K^T). */
+__device__ __forceinline__ void frag_bt(uint32_t b[4], const bf16 *m, int ld, int n0, int c0) {
+    const int l = threadIdx.x % 32;
+    ldsm_x4<false>(b, m + (n0 + l % 8 + 8 * (l / 16)) * ld + c0 + 8 * (l / 8 % 2));
 }
 
 /* The A fragment, 16 columns kk*16.., of a 16-row fp32 product held as
@@ -101,41 +106,107 @@ __device__ __forceinline__ void c_to_a(uint32_t a[4], const float (*x)[4], int k
     a[3] = pack_bf16(x[2 * kk + 1][2], x[2 * kk + 1][3]);
 }
 
-/* s (16 x 64, 8 tiles of 8 columns) = A B^T: A the warp's 16 rows as
- * fragments (a[kk]: columns 16kk..), B 64 rows of a row-major bf16 tile. */
-template <int HD>
-__device__ __forceinline__ void scores(float (&s)[KEYS / 8][4], const uint32_t (&a)[HD / 16][4],
+/* s (16 x N, N/8 tiles of 8 columns) = A B^T: A the warp's 16 rows as
+ * fragments (a[kk]: columns 16kk..), B N rows of a row-major bf16 tile. */
+template <int HD, int N>
+__device__ __forceinline__ void scores(float (&s)[N / 8][4], const uint32_t (&a)[HD / 16][4],
                                        const bf16 *m, int ld) {
 #pragma unroll
-    for (int nt = 0; nt < KEYS / 8; nt++) {
-        s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
+    for (int nt = 0; nt < N / 8; nt++) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
 #pragma unroll
-        for (int kk = 0; kk < HD / 16; kk++) mma_bt(s[nt], a[kk], m, ld, nt * 8, kk * 16);
+    for (int nt = 0; nt < N / 8; nt += 2)
+#pragma unroll
+        for (int kk = 0; kk < HD / 16; kk++) {
+            uint32_t b[4];
+            frag_bt(b, m, ld, nt * 8, kk * 16);
+            mma16816(s[nt], a[kk], b[0], b[1]);
+            mma16816(s[nt + 1], a[kk], b[2], b[3]);
+        }
+}
+
+/* o (16 x HD) += a M: a the A fragment of 16 columns of a product, M rows
+ * k0.. (16) of a row-major bf16 tile of HD columns (V in P V). */
+template <int HD>
+__device__ __forceinline__ void accumulate(float (&o)[HD / 8][4], const uint32_t a[4],
+                                           const bf16 *m, int ld, int k0) {
+#pragma unroll
+    for (int nd = 0; nd < HD / 8; nd += 2) {
+        uint32_t b[4];
+        quarters<true>(b, m, ld, k0, nd * 8);
+        mma16816(o[nd], a, b[0], b[1]);
+        mma16816(o[nd + 1], a, b[2], b[3]);
     }
 }
 
+/* R rows of HD fp32 columns at src, rows `stride` floats apart, in NT
+ * threads' registers, four floats a load (hd, stride multiples of 4, src
+ * 16-byte aligned); rows at or past `valid` and columns at or past hd are
+ * zero. store() writes them to shared memory as bf16, row-major (ld). Apart
+ * so that a tile's loads can run under the products of the one before. */
+template <int HD, int R, int NT> struct tile {
+    static_assert(R * HD / 4 % NT == 0, "a tile is whole float4s a thread");
+    static constexpr int N = R * HD / 4 / NT;
+    float4 x[N];
+    __device__ __forceinline__ void fetch(const float *src, size_t stride, int valid, int hd) {
+#pragma unroll
+        for (int i = 0; i < N; i++) {
+            const int e = threadIdx.x + i * NT, r = e / (HD / 4), d = 4 * (e % (HD / 4));
+            x[i] = r < valid && d < hd ? *reinterpret_cast<const float4 *>(src + r * stride + d)
+                                       : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        }
+    }
+    __device__ __forceinline__ void store(bf16 *dst, int ld) const {
+#pragma unroll
+        for (int i = 0; i < N; i++) {
+            const int e = threadIdx.x + i * NT, r = e / (HD / 4), d = 4 * (e % (HD / 4));
+            *reinterpret_cast<uint2 *>(dst + r * ld + d) =
+                make_uint2(pack_bf16(x[i].x, x[i].y), pack_bf16(x[i].z, x[i].w));
+        }
+    }
+};
+
+/* Shared memory of the forward: the block's Q tile, whose room then holds
+ * the K and V tiles (64 rows each). */
+template <int HD> struct fwd_smem {
+    static constexpr int LD = HD + 8;
+    static constexpr size_t bytes = (size_t)FWD_ROWS * LD * sizeof(bf16);
+    static_assert(FWD_ROWS >= 2 * KEYS, "K and V fit in Q's room");
+};
+
 template <int HD>
-__global__ void __launch_bounds__(THREADS)
+__global__ void __launch_bounds__(FWD_THREADS)
     flash_fwd_mma_kernel(float *out, float *lse, const float *q, const float *k, const float *v,
                          const float *alibi, int T, int nh, int nkv, int hd, float scale2) {
-    typedef mma_smem<HD> L;
+    constexpr int LD = fwd_smem<HD>::LD;
     GPU_DYNAMIC_SHARED(unsigned char, smem);
-    bf16 *Qs = (bf16 *)(smem + L::q_off), *Ks = (bf16 *)(smem + L::k_off);
-    bf16 *Vt = (bf16 *)(smem + L::v_off);
+    bf16 *Qs = (bf16 *)smem, *Ks = Qs, *Vs = Ks + KEYS * LD;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
 
     const int bh = blockIdx.y, b = bh / nh, h = bh % nh, kvh = h / (nh / nkv);
-    const int q0 = blockIdx.x * ROWS, w0 = q0 + warp * 16;
+    const int q0 = (gridDim.x - 1 - blockIdx.x) * FWD_ROWS, w0 = q0 + warp * 16;
     const float *kh = k + ((size_t)b * nkv + kvh) * T * hd;
     const float *vh = v + ((size_t)b * nkv + kvh) * T * hd;
     const float slope2 = alibi ? alibi[h] * LOG2E : 0.0f;
-    load_tile<HD, ROWS, false>(Qs, L::LDK, q + ((size_t)bh * T + q0) * hd, hd, T - q0, hd);
+    {
+        tile<HD, FWD_ROWS, FWD_THREADS> qt;
+        qt.fetch(q + ((size_t)bh * T + q0) * hd, hd, T - q0, hd);
+        qt.store(Qs, LD);
+    }
+    /* The next tile's loads go out before this one's products, in flight
+     * under them, up to HD 64; at 128 the 64 registers they take would
+     * spill (measured: 76 bytes), so there each tile is loaded in turn. */
+    constexpr bool AHEAD = HD <= 64;
+    tile<HD, KEYS, FWD_THREADS> kt, vt;
+    if (AHEAD) {
+        kt.fetch(kh, hd, T, hd);
+        vt.fetch(vh, hd, T, hd);
+    }
     __syncthreads();
 
     /* The warp's 16 rows of Q as A fragments, one per 16 columns. */
     uint32_t qa[HD / 16][4];
 #pragma unroll
-    for (int kk = 0; kk < HD / 16; kk++) frag_a(qa[kk], Qs, L::LDK, warp * 16, kk * 16);
+    for (int kk = 0; kk < HD / 16; kk++) frag_a(qa[kk], Qs, LD, warp * 16, kk * 16);
 
     /* This lane's rows: row[0] = w0 + g, row[1] = w0 + g + 8; their running max
      * (base 2) and sum, and their output columns nd * 8 + 2t, +1. */
@@ -145,17 +216,25 @@ __global__ void __launch_bounds__(THREADS)
 #pragma unroll
     for (int nd = 0; nd < HD / 8; nd++) o[nd][0] = o[nd][1] = o[nd][2] = o[nd][3] = 0.0f;
 
-    const int last = min(T - 1, q0 + ROWS - 1);
+    const int last = min(T - 1, q0 + FWD_ROWS - 1);
     for (int j0 = 0; j0 <= last; j0 += KEYS) {
-        __syncthreads(); /* the previous tile is no longer read */
-        load_tile<HD, KEYS, false>(Ks, L::LDK, kh + (size_t)j0 * hd, hd, T - j0, hd);
-        load_tile<HD, KEYS, true>(Vt, L::LDV, vh + (size_t)j0 * hd, hd, T - j0, hd);
+        if (!AHEAD) {
+            kt.fetch(kh + (size_t)j0 * hd, hd, T - j0, hd);
+            vt.fetch(vh + (size_t)j0 * hd, hd, T - j0, hd);
+        }
+        __syncthreads(); /* Q's fragments, then the previous tile, are read */
+        kt.store(Ks, LD);
+        vt.store(Vs, LD);
         __syncthreads();
+        if (AHEAD && j0 + KEYS <= last) {
+            kt.fetch(kh + (size_t)(j0 + KEYS) * hd, hd, T - j0 - KEYS, hd);
+            vt.fetch(vh + (size_t)(j0 + KEYS) * hd, hd, T - j0 - KEYS, hd);
+        }
         if (w0 + 15 < j0) continue; /* every row of the warp is before the tile */
 
         /* S (16 x 64) = Q_w K^T: 8 tiles of 8 keys. */
         float s[KEYS / 8][4];
-        scores<HD>(s, qa, Ks, L::LDK);
+        scores<HD, KEYS>(s, qa, Ks, LD);
 
         /* Mask, scale, ALiBi (base 2), and the online softmax of both rows;
          * the 4 lanes of a row (same g) combine by shuffles. Row w0 + g has
@@ -200,13 +279,12 @@ __global__ void __launch_bounds__(THREADS)
         }
 
         /* O (16 x HD) += P V: P's A fragments straight from s, 16 keys at
-         * a time; V's B fragments from V^T. */
+         * a time. */
 #pragma unroll
         for (int kk = 0; kk < KEYS / 16; kk++) {
             uint32_t pa[4];
             c_to_a(pa, s, kk);
-#pragma unroll
-            for (int nd = 0; nd < HD / 8; nd++) mma_bt(o[nd], pa, Vt, L::LDV, nd * 8, kk * 16);
+            accumulate<HD>(o, pa, Vs, LD, kk * 16);
         }
     }
 
@@ -217,12 +295,12 @@ __global__ void __launch_bounds__(THREADS)
         const float inv = 1.0f / l[hr];
         float *orow = out + (((size_t)b * T + i) * nh + h) * hd;
 #pragma unroll
-        for (int nd = 0; nd < HD / 8; nd++)
-#pragma unroll
-            for (int e = 0; e < 2; e++) {
-                const int col = nd * 8 + 2 * t + e;
-                if (col < hd) orow[col] = o[nd][2 * hr + e] * inv;
-            }
+        for (int nd = 0; nd < HD / 8; nd++) {
+            const int col = nd * 8 + 2 * t; /* hd is even: col + 1 < hd too */
+            if (col < hd)
+                *reinterpret_cast<float2 *>(orow + col) =
+                    make_float2(o[nd][2 * hr] * inv, o[nd][2 * hr + 1] * inv);
+        }
         /* natural log-sum-exp of the scaled scores, as the other kernels */
         if (t == 0) lse[(size_t)bh * T + i] = (m[hr] + log2f(l[hr])) * LN2;
     }
@@ -231,11 +309,11 @@ __global__ void __launch_bounds__(THREADS)
 template <int HD>
 void forward(float *out, float *lse, const float *q, const float *k, const float *v,
              const float *alibi, int B, int T, int nh, int nkv, int hd) {
-    const size_t bytes = mma_smem<HD>::bytes;
+    const size_t bytes = fwd_smem<HD>::bytes;
     if (bytes > 48 * 1024)
         cudaFuncSetAttribute(flash_fwd_mma_kernel<HD>,
                              cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
-    GPU_LAUNCH(flash_fwd_mma_kernel<HD>, dim3(cdiv(T, ROWS), B * nh), THREADS, bytes)(
+    GPU_LAUNCH(flash_fwd_mma_kernel<HD>, dim3(cdiv(T, FWD_ROWS), B * nh), FWD_THREADS, bytes)(
         out, lse, q, k, v, alibi, T, nh, nkv, hd, LOG2E / sqrtf((float)hd));
 }
 
@@ -245,44 +323,49 @@ void forward(float *out, float *lse, const float *q, const float *k, const float
  * from lse so that every gradient element has one writer), with the
  * products of this file: the score-like tiles (S, dP and their transposes,
  * 16 x 64 a warp) stay in registers and become the A operand of the next
- * product directly. The B operands that are a tile's columns (dO, Q, K for
- * dV, dK, dQ) come from a transposed copy of the tile in shared memory.
- * Head sizes up to 64 (at 128 the kv kernel's four 16 x HD accumulators
- * and two score tiles would not fit in registers). */
+ * product directly; the B operands that are a tile's columns (dO, Q, K for
+ * dV, dK, dQ) come out of the row-major tile with ldmatrix.trans. Blocks of
+ * 4 warps and 64 rows. Head sizes up to 64 (at 128 the kv kernel's four
+ * 16 x HD accumulators and two score tiles would not fit in registers). */
 template <int HD> struct bwd_smem {
-    static constexpr int LDK = HD + 8, LDT = ROWS + 8;
-    static constexpr size_t row_tile = (size_t)ROWS * LDK * sizeof(bf16);
-    static constexpr size_t t_tile = (size_t)HD * LDT * sizeof(bf16);
-    /* four row-major tiles, two transposed ones, lse and dsum of 64 rows */
-    static constexpr size_t bytes = 4 * row_tile + 2 * t_tile + 2 * ROWS * sizeof(float);
+    static constexpr int LD = HD + 8;
+    /* four row-major tiles, lse and dsum of 64 rows */
+    static constexpr size_t bytes = 4 * (size_t)ROWS * LD * sizeof(bf16) + 2 * ROWS * sizeof(float);
 };
+
+/* A row-major tile of 64 rows of HD columns, from fp32 to shared bf16. */
+template <int HD>
+__device__ __forceinline__ void load_rows(bf16 *dst, const float *src, size_t stride, int valid) {
+    tile<HD, ROWS, THREADS> x;
+    x.fetch(src, stride, valid, HD);
+    x.store(dst, bwd_smem<HD>::LD);
+}
 
 /* dk, dv: grid (ceil(T/64), B*nkv). The block's 64 keys (K, V row-major,
  * each warp 16 of them as A fragments) against every query tile at or
- * after them, of every query head of the group (Q, dO row-major for S^T and
- * dP^T, transposed for dK and dV). */
+ * after them, of every query head of the group (Q, dO). The first blocks
+ * have the most query tiles. */
 template <int HD>
 __global__ void __launch_bounds__(THREADS)
     flash_bwd_kv_mma(float *dk, float *dv, const float *dout, const float *q, const float *k,
                      const float *v, const float *lse, const float *dsum, const float *alibi,
                      int T, int nh, int nkv, float scale2) {
-    typedef bwd_smem<HD> L;
+    constexpr int LD = bwd_smem<HD>::LD;
     GPU_DYNAMIC_SHARED(unsigned char, smem);
-    bf16 *Ks = (bf16 *)smem, *Vs = Ks + ROWS * L::LDK, *Qs = Vs + ROWS * L::LDK;
-    bf16 *dOs = Qs + ROWS * L::LDK, *Qt = dOs + ROWS * L::LDK, *dOt = Qt + HD * L::LDT;
-    float *ls = (float *)(dOt + HD * L::LDT), *Ds = ls + ROWS;
+    bf16 *Ks = (bf16 *)smem, *Vs = Ks + ROWS * LD, *Qs = Vs + ROWS * LD, *dOs = Qs + ROWS * LD;
+    float *ls = (float *)(dOs + ROWS * LD), *Ds = ls + ROWS;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
     const int bg = blockIdx.y, b = bg / nkv, kvh = bg % nkv, group = nh / nkv;
     const int j0 = blockIdx.x * ROWS;
     const size_t kv0 = ((size_t)bg * T + j0) * HD;
-    load_tile<HD, ROWS, false>(Ks, L::LDK, k + kv0, HD, T - j0, HD);
-    load_tile<HD, ROWS, false>(Vs, L::LDK, v + kv0, HD, T - j0, HD);
+    load_rows<HD>(Ks, k + kv0, HD, T - j0);
+    load_rows<HD>(Vs, v + kv0, HD, T - j0);
     __syncthreads();
     uint32_t ka[HD / 16][4], va[HD / 16][4];
 #pragma unroll
     for (int kk = 0; kk < HD / 16; kk++) {
-        frag_a(ka[kk], Ks, L::LDK, warp * 16, kk * 16);
-        frag_a(va[kk], Vs, L::LDK, warp * 16, kk * 16);
+        frag_a(ka[kk], Ks, LD, warp * 16, kk * 16);
+        frag_a(va[kk], Vs, LD, warp * 16, kk * 16);
     }
     float dK[HD / 8][4], dV[HD / 8][4];
 #pragma unroll
@@ -298,12 +381,9 @@ __global__ void __launch_bounds__(THREADS)
         const float slope2 = alibi ? alibi[h] * LOG2E : 0.0f;
         for (int i0 = j0; i0 < T; i0 += ROWS) {
             __syncthreads(); /* the last tile's readers are done */
-            const float *qsrc = q + (bh * T + i0) * HD;
-            const float *dsrc = dout + (((size_t)b * T + i0) * nh + h) * HD;
-            load_tile<HD, ROWS, false>(Qs, L::LDK, qsrc, HD, T - i0, HD);
-            load_tile<HD, ROWS, true>(Qt, L::LDT, qsrc, HD, T - i0, HD);
-            load_tile<HD, ROWS, false>(dOs, L::LDK, dsrc, (size_t)nh * HD, T - i0, HD);
-            load_tile<HD, ROWS, true>(dOt, L::LDT, dsrc, (size_t)nh * HD, T - i0, HD);
+            load_rows<HD>(Qs, q + (bh * T + i0) * HD, HD, T - i0);
+            load_rows<HD>(dOs, dout + (((size_t)b * T + i0) * nh + h) * HD, (size_t)nh * HD,
+                          T - i0);
             if (threadIdx.x < ROWS) {
                 const int i = i0 + threadIdx.x;
                 ls[threadIdx.x] = i < T ? lse[bh * T + i] * LOG2E : 0.0f;
@@ -314,8 +394,8 @@ __global__ void __launch_bounds__(THREADS)
 
             /* S^T and dP^T (16 keys x 64 queries), 8 tiles of 8 queries. */
             float sT[ROWS / 8][4], dpT[ROWS / 8][4];
-            scores<HD>(sT, ka, Qs, L::LDK);
-            scores<HD>(dpT, va, dOs, L::LDK);
+            scores<HD, ROWS>(sT, ka, Qs, LD);
+            scores<HD, ROWS>(dpT, va, dOs, LD);
             /* P^T into sT, dS^T into dpT (0 where masked) */
 #pragma unroll
             for (int nt = 0; nt < ROWS / 8; nt++)
@@ -334,11 +414,8 @@ __global__ void __launch_bounds__(THREADS)
                 uint32_t pa[4], dsa[4];
                 c_to_a(pa, sT, kq);
                 c_to_a(dsa, dpT, kq);
-#pragma unroll
-                for (int nd = 0; nd < HD / 8; nd++) {
-                    mma_bt(dV[nd], pa, dOt, L::LDT, nd * 8, kq * 16);
-                    mma_bt(dK[nd], dsa, Qt, L::LDT, nd * 8, kq * 16);
-                }
+                accumulate<HD>(dV, pa, dOs, LD, kq * 16);
+                accumulate<HD>(dK, dsa, Qs, LD, kq * 16);
             }
         }
     }
@@ -359,31 +436,29 @@ __global__ void __launch_bounds__(THREADS)
 }
 
 /* dq: grid (ceil(T/64), B*nh). The block's 64 query rows (Q, dO as each
- * warp's A fragments) against every key tile up to the diagonal (K and V
- * row-major for S and dP, K transposed for dQ). */
+ * warp's A fragments) against every key tile up to the diagonal (K, V);
+ * the last rows, with the most tiles, first. */
 template <int HD>
 __global__ void __launch_bounds__(THREADS)
     flash_bwd_q_mma(float *dq, const float *dout, const float *q, const float *k, const float *v,
                     const float *lse, const float *dsum, const float *alibi, int T, int nh, int nkv,
                     float scale2) {
-    typedef bwd_smem<HD> L;
+    constexpr int LD = bwd_smem<HD>::LD;
     GPU_DYNAMIC_SHARED(unsigned char, smem);
-    bf16 *Qs = (bf16 *)smem, *dOs = Qs + ROWS * L::LDK, *Ks = dOs + ROWS * L::LDK;
-    bf16 *Vs = Ks + ROWS * L::LDK, *Kt = Vs + ROWS * L::LDK;
+    bf16 *Qs = (bf16 *)smem, *dOs = Qs + ROWS * LD, *Ks = dOs + ROWS * LD, *Vs = Ks + ROWS * LD;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
     const int bh = blockIdx.y, b = bh / nh, h = bh % nh, kvh = h / (nh / nkv);
-    const int i0 = blockIdx.x * ROWS;
+    const int i0 = (gridDim.x - 1 - blockIdx.x) * ROWS;
     const size_t q0 = ((size_t)bh * T + i0) * HD, kv = ((size_t)b * nkv + kvh) * T * HD;
     const float slope2 = alibi ? alibi[h] * LOG2E : 0.0f;
-    load_tile<HD, ROWS, false>(Qs, L::LDK, q + q0, HD, T - i0, HD);
-    load_tile<HD, ROWS, false>(dOs, L::LDK, dout + (((size_t)b * T + i0) * nh + h) * HD,
-                               (size_t)nh * HD, T - i0, HD);
+    load_rows<HD>(Qs, q + q0, HD, T - i0);
+    load_rows<HD>(dOs, dout + (((size_t)b * T + i0) * nh + h) * HD, (size_t)nh * HD, T - i0);
     __syncthreads();
     uint32_t qa[HD / 16][4], da[HD / 16][4];
 #pragma unroll
     for (int kk = 0; kk < HD / 16; kk++) {
-        frag_a(qa[kk], Qs, L::LDK, warp * 16, kk * 16);
-        frag_a(da[kk], dOs, L::LDK, warp * 16, kk * 16);
+        frag_a(qa[kk], Qs, LD, warp * 16, kk * 16);
+        frag_a(da[kk], dOs, LD, warp * 16, kk * 16);
     }
     /* this lane's rows, their lse (base 2) and dsum */
     const int row[2] = {i0 + warp * 16 + g, i0 + warp * 16 + g + 8};
@@ -400,15 +475,14 @@ __global__ void __launch_bounds__(THREADS)
 
     for (int j0 = 0; j0 <= i0; j0 += ROWS) {
         __syncthreads(); /* the last tile's readers are done */
-        load_tile<HD, ROWS, false>(Ks, L::LDK, k + kv + (size_t)j0 * HD, HD, T - j0, HD);
-        load_tile<HD, ROWS, true>(Kt, L::LDT, k + kv + (size_t)j0 * HD, HD, T - j0, HD);
-        load_tile<HD, ROWS, false>(Vs, L::LDK, v + kv + (size_t)j0 * HD, HD, T - j0, HD);
+        load_rows<HD>(Ks, k + kv + (size_t)j0 * HD, HD, T - j0);
+        load_rows<HD>(Vs, v + kv + (size_t)j0 * HD, HD, T - j0);
         __syncthreads();
         if (i0 + warp * 16 + 15 < j0) continue; /* every row of the warp is before the tile */
 
         float s[ROWS / 8][4], dp[ROWS / 8][4];
-        scores<HD>(s, qa, Ks, L::LDK);
-        scores<HD>(dp, da, Vs, L::LDK);
+        scores<HD, ROWS>(s, qa, Ks, LD);
+        scores<HD, ROWS>(dp, da, Vs, LD);
         /* dS into dp (0 where masked) */
 #pragma unroll
         for (int nt = 0; nt < ROWS / 8; nt++)
@@ -427,8 +501,7 @@ __global__ void __launch_bounds__(THREADS)
         for (int kk = 0; kk < ROWS / 16; kk++) {
             uint32_t dsa[4];
             c_to_a(dsa, dp, kk);
-#pragma unroll
-            for (int nd = 0; nd < HD / 8; nd++) mma_bt(dQ[nd], dsa, Kt, L::LDT, nd * 8, kk * 16);
+            accumulate<HD>(dQ, dsa, Ks, LD, kk * 16);
         }
     }
     const float scale = scale2 * LN2;

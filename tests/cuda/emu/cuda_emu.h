@@ -1,7 +1,7 @@
 /* cuda_emu.h: enough of the CUDA execution model to run a kernel source on
  * the CPU (tests/cuda/emu/, docs/performance.md): a block's threads are
  * POSIX threads (threadIdx, blockIdx thread-local), __syncthreads a barrier
- * of the block, __shfl_xor_sync and mma.sync m16n8k16 exchanges through the
+ * of the block, __shfl_xor_sync, ldmatrix and mma.sync m16n8k16 exchanges through the
  * warp's slots between two barriers of its 32 threads, and dynamic shared
  * memory one array that the blocks, run one after another in grid order,
  * reuse. Included by a test before the kernel's .cu file, which
@@ -55,6 +55,7 @@ struct warp_slots {
     pthread_barrier_t bar;
     uint32_t x[32];
     uint32_t a[32][4], b[32][2];
+    const void *row[32];
 };
 
 inline dim3 grid_dim, block_dim;
@@ -115,6 +116,32 @@ inline void mma16816(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) 
     }
     warp_sync();
     memcpy(c, out, sizeof out);
+}
+
+/* ldmatrix.sync.aligned.m8n8.x4[.trans].shared.b16: lane l gives the
+ * address of row l % 8 (16 bytes, 16-byte aligned) of matrix l / 8, and
+ * leaves with r[i] = matrix i's elements (g, 2t) and (g, 2t + 1), or with
+ * trans (2t, g) and (2t + 1, g), the first in the low half. */
+inline void ldmatrix_x4(uint32_t r[4], const void *row, bool trans) {
+    if ((uintptr_t)row % 16) {
+        fprintf(stderr, "cuda_emu: ldmatrix row address %p not 16-byte aligned\n", row);
+        abort();
+    }
+    warp_slots &w = my_warp();
+    const int lane = my_lane(), g = lane / 4, t = lane % 4;
+    w.row[lane] = row;
+    warp_sync();
+    auto at = [&](int m, int i, int j) { /* element (i, j) of matrix m */
+        uint16_t x;
+        memcpy(&x, (const unsigned char *)w.row[8 * m + i] + 2 * j, 2);
+        return (uint32_t)x;
+    };
+    uint32_t out[4];
+    for (int m = 0; m < 4; m++)
+        out[m] = trans ? at(m, 2 * t, g) | at(m, 2 * t + 1, g) << 16
+                       : at(m, g, 2 * t) | at(m, g, 2 * t + 1) << 16;
+    warp_sync();
+    memcpy(r, out, sizeof out);
 }
 
 template <typename T> T shfl_xor(T v, int mask) {
@@ -252,6 +279,9 @@ inline float atomicAdd(float *p, float v) {
 /* Every launch has SMEM_MAX bytes at hand: nothing to opt in to. */
 template <typename... P> cudaError_t cudaFuncSetAttribute(void (*)(P...), cudaFuncAttribute, int) {
     return cudaSuccess;
+}
+inline void emu_ldmatrix_x4(uint32_t r[4], const void *row, bool trans) {
+    emu::ldmatrix_x4(r, row, trans);
 }
 inline void emu_mma16816(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
     emu::mma16816(c, a, b0, b1);

@@ -5,9 +5,13 @@
  * and sequence lengths that leave partial tiles. Built in CUDA builds (it
  * needs the toolkit's headers, not a GPU) under ASan and UBSan, and again
  * under ThreadSanitizer (test_mma_emu_tsan), which would see a barrier the
- * kernels lack. Thresholds as test_cuda_kernels' for the tensor cores: the
- * products round their inputs to bf16, 1.5e-2 of the largest element
- * forward, 3e-2 backward; the log-sum-exp to 1e-2 of its largest. */
+ * kernels lack. The products round their inputs to bf16 (8 significant
+ * bits), which moves the results by a few 2^-9 of the largest element:
+ * measured at most 3.2e-3 forward, 1.6e-3 for the log-sum-exp and 7.1e-3
+ * backward. The inputs are the same every run (fixed seeds), so the
+ * thresholds are about twice that, 8e-3, 4e-3 and 1.5e-2, tighter than
+ * test_cuda_kernels' for the GPU's (1.5e-2, 1e-2, 3e-2): one stale key row
+ * in 65 moves the output by 1.3e-2. */
 #define ROTARY_CUDA_EMU 1
 #include "cuda_emu.h"
 #include "../../../src/cuda/flash_mma.cu"
@@ -91,10 +95,10 @@ static void test(int B, int T, int nh, int nkv, int hd, bool alibi, unsigned see
                           hd);
     snprintf(name, sizeof name, "mma forward out %s", cfg);
     double e = rel_err(gout, out);
-    check(e <= 1.5e-2, name, e, 1.5e-2);
+    check(e <= 8e-3, name, e, 8e-3);
     snprintf(name, sizeof name, "mma forward lse %s", cfg);
     e = rel_err(glse, lse);
-    check(e <= 1e-2, name, e, 1e-2);
+    check(e <= 4e-3, name, e, 4e-3);
     if (!GPU_ATTN_MMA_BWD(hd)) return;
 
     /* dsum = rowsum(dout * out) from the kernel's own output, as attention.cu does. */
@@ -115,7 +119,7 @@ static void test(int B, int T, int nh, int nkv, int hd, bool alibi, unsigned see
     for (int i = 0; i < 3; i++) {
         snprintf(name, sizeof name, "mma backward %s %s", what[i], cfg);
         e = rel_err(*got[i], *ref[i]);
-        check(e <= 3e-2, name, e, 3e-2);
+        check(e <= 1.5e-2, name, e, 1.5e-2);
     }
 }
 
@@ -134,6 +138,7 @@ int main(int argc, char **argv) {
     test(1, 65, 1, 1, 128, false, 4);
     test(1, 80, 4, 1, 16, true, 5);
     test(1, 45, 2, 1, 24, false, 6);
+    test(1, 300, 4, 2, 64, true, 7); /* three forward blocks, five key tiles */
     printf("test_mma_emu: %d checks, %d failed\n", checks, failures);
     return failures ? 1 : 0;
 }

@@ -273,9 +273,9 @@ static void backward_tc(float *dq, float *dk, float *dv, const float *dsum, cons
         cudaFuncSetAttribute(flash_bwd_kv_tc<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                              (int)shmem);
     }
-    flash_bwd_q_tc<HD><<<dim3(cdiv(T, TC_TILE), B * nh), TC_THREADS, shmem>>>(
+    GPU_LAUNCH(flash_bwd_q_tc<HD>, dim3(cdiv(T, TC_TILE), B * nh), TC_THREADS, shmem)(
         dq, dout, q, k, v, lse, dsum, alibi, T, nh, nkv, scale);
-    flash_bwd_kv_tc<HD><<<dim3(cdiv(T, TC_TILE), B * nkv), TC_THREADS, shmem>>>(
+    GPU_LAUNCH(flash_bwd_kv_tc<HD>, dim3(cdiv(T, TC_TILE), B * nkv), TC_THREADS, shmem)(
         dk, dv, dout, q, k, v, lse, dsum, alibi, T, nh, nkv, scale);
 }
 

@@ -171,7 +171,7 @@ void forward(float *out, float *lse, const float *q, const float *k, const float
     if (bytes > 48 * 1024)
         cudaFuncSetAttribute(flash_fwd_tc_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                              (int)bytes);
-    flash_fwd_tc_kernel<HD><<<dim3(cdiv(T, ROWS), B * nh), THREADS, bytes>>>(
+    GPU_LAUNCH(flash_fwd_tc_kernel<HD>, dim3(cdiv(T, ROWS), B * nh), THREADS, bytes)(
         out, lse, q, k, v, alibi, T, nh, nkv, hd, 1.0f / sqrtf((float)hd));
 }
 

@@ -12,7 +12,7 @@ endif()
 
 # The kernels' own source run on the CPU by the emulation in tests/cuda/emu
 # (cuda_emu.h, runtime.cc): it needs the toolkit's headers but no GPU, so it
-# runs in every CUDA build. test_<x>_emu include a kernel file each, under
+# runs in every CUDA build. test_<x>_emu build kernel files with it, under
 # ASan and UBSan, and again under ThreadSanitizer (--quick: fewer shapes;
 # races do not depend on them). test_cuda_model_emu is test_cuda_model on
 # librotary built with every emulable kernel file and the device model
@@ -31,9 +31,23 @@ if(ROTARY_CUDA)
     ${CUDAToolkit_INCLUDE_DIRS})
   target_compile_options(rotary_emu_runtime PRIVATE ${EMU_CXX_FLAGS})
   target_link_libraries(rotary_emu_runtime PUBLIC Threads::Threads)
-  foreach(emu mma decode layer)
+  # librotary with the emulated kernels: each .cu file built by g++ through
+  # a one-line wrapper.
+  set(emu_sources)
+  foreach(f gemm layer attention decode flash_fwd flash_bwd flash_mma device)
+    set(w ${CMAKE_BINARY_DIR}/emu/${f}_emu.cc)
+    file(WRITE ${w}.in "#define ROTARY_CUDA_EMU 1\n#include \"cuda_emu.h\"\n"
+      "#include \"${CMAKE_SOURCE_DIR}/src/cuda/${f}.cu\"\n")
+    configure_file(${w}.in ${w} COPYONLY)
+    list(APPEND emu_sources ${w})
+  endforeach()
+  foreach(emu flash decode layer)
     foreach(t test_${emu}_emu test_${emu}_emu_tsan)
       add_executable(${t} tests/cuda/emu/test_${emu}_emu.cc)
+      if(emu STREQUAL flash) # the three kernel files, each in its own unit
+        target_sources(${t} PRIVATE ${CMAKE_BINARY_DIR}/emu/flash_mma_emu.cc
+          ${CMAKE_BINARY_DIR}/emu/flash_fwd_emu.cc ${CMAKE_BINARY_DIR}/emu/flash_bwd_emu.cc)
+      endif()
       set_target_properties(${t} PROPERTIES CXX_STANDARD 17 CXX_STANDARD_REQUIRED ON)
       target_compile_options(${t} PRIVATE ${EMU_CXX_FLAGS})
       target_link_libraries(${t} PRIVATE rotary_emu_runtime)
@@ -47,16 +61,6 @@ if(ROTARY_CUDA)
     set_tests_properties(test_${emu}_emu test_${emu}_emu_tsan PROPERTIES LABELS emu)
   endforeach()
 
-  # librotary with the emulated kernels: each .cu file that can be emulated
-  # (all but the WMMA ones) built by g++ through a one-line wrapper.
-  set(emu_sources)
-  foreach(f gemm layer attention decode flash_mma device)
-    set(w ${CMAKE_BINARY_DIR}/emu/${f}_emu.cc)
-    file(WRITE ${w}.in "#define ROTARY_CUDA_EMU 1\n#include \"cuda_emu.h\"\n"
-      "#include \"${CMAKE_SOURCE_DIR}/src/cuda/${f}.cu\"\n")
-    configure_file(${w}.in ${w} COPYONLY)
-    list(APPEND emu_sources ${w})
-  endforeach()
   add_library(rotary_emu STATIC ${ROTARY_SOURCES} src/cuda/cuda_model.c src/cuda/cuda_train.c
     ${emu_sources})
   set_target_properties(rotary_emu PROPERTIES CXX_STANDARD 17 CXX_STANDARD_REQUIRED ON)

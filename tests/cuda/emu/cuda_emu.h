@@ -27,6 +27,7 @@
 #include <functional>
 #include <memory>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -56,6 +57,7 @@ struct warp_slots {
     uint32_t x[32];
     uint32_t a[32][4], b[32][2];
     const void *row[32];
+    float tile[256];
 };
 
 inline dim3 grid_dim, block_dim;
@@ -280,6 +282,91 @@ inline float atomicAdd(float *p, float v) {
 template <typename... P> cudaError_t cudaFuncSetAttribute(void (*)(P...), cudaFuncAttribute, int) {
     return cudaSuccess;
 }
+inline void __syncwarp(unsigned = 0xffffffffu) { emu::warp_sync(); }
+
+/* WMMA (mma.h, which defines nothing for a host compiler) for the 16 x 16 x
+ * 16 shapes the kernels use. A fragment's layout is opaque to CUDA code, so
+ * any layout the operations agree on is a faithful one; here every lane
+ * holds the whole tile (element r * 16 + c), a product is computed a 32nd
+ * by each lane and shared, and a store writes the elements of its lane
+ * number mod 32, so that no two lanes write the same address. Neither a
+ * load nor a store orders the lanes' accesses (the kernels' __syncwarp
+ * does, as on the GPU, and ThreadSanitizer sees where one is missing).
+ * Loads and stores check the alignment CUDA requires (256 bits, ldm a
+ * multiple of 16 bytes). */
+namespace nvcuda {
+namespace wmma {
+struct matrix_a {};
+struct matrix_b {};
+struct accumulator {};
+struct row_major {};
+struct col_major {};
+enum layout_t { mem_row_major, mem_col_major };
+
+template <typename Use, int M, int N, int K, typename T, typename Layout = void> struct fragment {
+    static_assert(M == 16 && N == 16 && K == 16, "m16n16k16 only");
+    static constexpr int num_elements = 256;
+    T x[256];
+};
+
+inline void check_ptr(const void *p, unsigned ldm, size_t elem) {
+    if ((uintptr_t)p % 32 || ldm * elem % 16) {
+        fprintf(stderr, "cuda_emu: wmma pointer %p or ldm %u misaligned\n", p, ldm);
+        abort();
+    }
+}
+
+/* A (16 x 16) row-major, B (16 x 16, element k * 16 + n) row- or
+ * column-major in memory. */
+template <typename Use, typename T, typename L>
+void load_matrix_sync(fragment<Use, 16, 16, 16, T, L> &f, const T *p, unsigned ldm) {
+    check_ptr(p, ldm, sizeof(T));
+    for (int r = 0; r < 16; r++)
+        for (int c = 0; c < 16; c++)
+            f.x[r * 16 + c] = std::is_same<L, col_major>::value ? p[c * ldm + r] : p[r * ldm + c];
+}
+template <typename T>
+void load_matrix_sync(fragment<accumulator, 16, 16, 16, T> &f, const T *p, unsigned ldm,
+                      layout_t l) {
+    check_ptr(p, ldm, sizeof(T));
+    for (int r = 0; r < 16; r++)
+        for (int c = 0; c < 16; c++) f.x[r * 16 + c] = l == mem_col_major ? p[c * ldm + r] : p[r * ldm + c];
+}
+template <typename T>
+void store_matrix_sync(T *p, const fragment<accumulator, 16, 16, 16, T> &f, unsigned ldm,
+                       layout_t l) {
+    check_ptr(p, ldm, sizeof(T));
+    for (int i = emu::my_lane(); i < 256; i += 32) {
+        const int r = i / 16, c = i % 16;
+        (l == mem_col_major ? p[c * ldm + r] : p[r * ldm + c]) = f.x[i];
+    }
+}
+template <typename Use, typename T, typename L, typename V>
+void fill_fragment(fragment<Use, 16, 16, 16, T, L> &f, V v) {
+    for (auto &e : f.x) e = T(v);
+}
+/* d = a b + c, fp32 accumulation of bf16 products (d may be c). */
+template <typename LA, typename LB>
+void mma_sync(fragment<accumulator, 16, 16, 16, float> &d,
+              const fragment<matrix_a, 16, 16, 16, __nv_bfloat16, LA> &a,
+              const fragment<matrix_b, 16, 16, 16, __nv_bfloat16, LB> &b,
+              const fragment<accumulator, 16, 16, 16, float> &c) {
+    /* Each lane computes every 32nd element, and all take the whole. */
+    emu::warp_slots &w = emu::my_warp();
+    for (int i = emu::my_lane(); i < 256; i += 32) {
+        const int r = i / 16, n = i % 16;
+        float s = c.x[i];
+        for (int k = 0; k < 16; k++)
+            s += __bfloat162float(a.x[r * 16 + k]) * __bfloat162float(b.x[k * 16 + n]);
+        w.tile[i] = s;
+    }
+    emu::warp_sync();
+    memcpy(d.x, w.tile, sizeof d.x);
+    emu::warp_sync();
+}
+} /* namespace wmma */
+} /* namespace nvcuda */
+
 inline void emu_ldmatrix_x4(uint32_t r[4], const void *row, bool trans) {
     emu::ldmatrix_x4(r, row, trans);
 }

@@ -4,9 +4,7 @@
  * cuda_emu.h launches them. Stream capture records the kernels and GEMMs
  * (with their scalars, as cuBLAS captures host-pointer scalars) and a graph
  * launch replays them in order. cuBLAS products follow the BLAS
- * definitions, column-major, bf16 or fp32 operands, fp32 accumulation. The
- * WMMA attention kernels (flash_fwd.cu, flash_bwd.cu) are not emulated: the
- * emulated build runs the mma.sync ones (gpu_attention_use). */
+ * definitions, column-major, bf16 or fp32 operands, fp32 accumulation. */
 #define ROTARY_CUDA_EMU 1
 #include "cuda_emu.h"
 
@@ -183,20 +181,4 @@ cublasStatus_t CUBLASWINAPI cublasSgemv_v2(cublasHandle_t, cublasOperation_t t, 
         }
     });
     return CUBLAS_STATUS_SUCCESS;
-}
-
-/* ------------------------------------------- the kernels not emulated */
-
-extern "C" void gpu_flash_forward_tc(float *, float *, const float *, const float *, const float *,
-                                     const float *, int, int, int, int, int) {
-    fprintf(stderr, "cuda_emu: the WMMA attention kernels are not emulated: use "
-                    "gpu_attention_use(GPU_ATTN_MMA)\n");
-    abort();
-}
-extern "C" void gpu_flash_backward_tc(float *, float *, float *, const float *, const float *,
-                                      const float *, const float *, const float *, const float *,
-                                      const float *, int, int, int, int, int) {
-    fprintf(stderr, "cuda_emu: the WMMA attention kernels are not emulated (head sizes above 64 "
-                    "take them in the backward)\n");
-    abort();
 }

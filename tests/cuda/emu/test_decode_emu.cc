@@ -6,7 +6,7 @@
  * its output must be row t of causal attention over rows 0..t. The caches
  * start as NaN, so a read past the position shows. Both pairings, partial
  * rotation, GQA, ALiBi, head sizes 24 to 128. fp32 throughout: 1e-5.
- * Built and run as test_mma_emu is (tests/cuda/cuda.cmake). */
+ * Built and run as test_flash_emu is (tests/cuda/cuda.cmake). */
 #define ROTARY_CUDA_EMU 1
 #include "cuda_emu.h"
 

@@ -4,7 +4,7 @@
  * operations computed here in double: fp32 results within 1e-5 of the
  * largest element (1e-4 where a row sums thousands of terms), bf16 results
  * within their rounding: 8 significant bits move a value by up to 2^-8 of
- * itself (4e-3). Built and run as test_mma_emu is (tests/cuda/cuda.cmake). */
+ * itself (4e-3). Built and run as test_flash_emu is (tests/cuda/cuda.cmake). */
 #define ROTARY_CUDA_EMU 1
 #include "cuda_emu.h"
 

@@ -1,24 +1,44 @@
-/* test_mma_emu: the mma.sync attention kernels of src/cuda/flash_mma.cu,
- * their own source, run on the CPU by the emulation of cuda_emu.h, against
- * causal attention computed here in double: the forward's output and
- * log-sum-exp, and the backward's dq, dk and dv, for head sizes, GQA, ALiBi
- * and sequence lengths that leave partial tiles. Built in CUDA builds (it
- * needs the toolkit's headers, not a GPU) under ASan and UBSan, and again
- * under ThreadSanitizer (test_mma_emu_tsan), which would see a barrier the
- * kernels lack. The products round their inputs to bf16 (8 significant
- * bits), which moves the results by a few 2^-9 of the largest element:
- * measured at most 3.2e-3 forward, 1.6e-3 for the log-sum-exp and 7.1e-3
- * backward. The inputs are the same every run (fixed seeds), so the
- * thresholds are about twice that, 8e-3, 4e-3 and 1.5e-2, tighter than
- * test_cuda_kernels' for the GPU's (1.5e-2, 1e-2, 3e-2): one stale key row
- * in 65 moves the output by 1.3e-2. */
-#define ROTARY_CUDA_EMU 1
-#include "cuda_emu.h"
-#include "../../../src/cuda/flash_mma.cu"
-
+/* test_flash_emu: the tensor-core attention kernels, their own source run
+ * on the CPU by the emulation of cuda_emu.h, against causal attention
+ * computed here in double: the mma.sync kernels (flash_mma.cu) and the WMMA
+ * ones (flash_fwd.cu, flash_bwd.cu), forward (output, log-sum-exp) and
+ * backward (dq, dk, dv), for head sizes, GQA, ALiBi and sequence lengths
+ * that leave partial tiles. Built in CUDA builds (it needs the toolkit's
+ * headers, not a GPU) under ASan and UBSan, and again under ThreadSanitizer
+ * (test_flash_emu_tsan), which would see a barrier the kernels lack. The
+ * kernel files are compiled apart (their wrappers in the build's emu/) and
+ * called through kernels.h.
+ *
+ * The products round their inputs to bf16 (8 significant bits), which
+ * moves the results by a few 2^-9 of the largest element: measured at most
+ * 3.2e-3 forward, 1.6e-3 for the log-sum-exp and 7.1e-3 backward. The
+ * inputs are the same every run (fixed seeds), so the thresholds are about
+ * twice that, 8e-3, 4e-3 and 1.5e-2, tighter than test_cuda_kernels' for
+ * the GPU's (1.5e-2, 1e-2, 3e-2): one stale key row in 65 moves the output
+ * by 1.3e-2. */
+#include "cuda/kernels.h"
 #include "emu_check.h"
 
+#include <cmath>
+#include <cstdio>
+#include <cstring>
 #include <random>
+#include <vector>
+
+/* A kernel set: its forward, its backward and the head sizes the backward takes. */
+struct kernels {
+    const char *name;
+    void (*forward)(float *, float *, const float *, const float *, const float *, const float *,
+                    int, int, int, int, int);
+    void (*backward)(float *, float *, float *, const float *, const float *, const float *,
+                     const float *, const float *, const float *, const float *, int, int, int,
+                     int, int);
+    bool (*has_backward)(int hd);
+};
+static const kernels MMA = {"mma", gpu_flash_forward_mma, gpu_flash_backward_mma,
+                            [](int hd) { return (bool)GPU_ATTN_MMA_BWD(hd); }};
+static const kernels WMMA = {"wmma", gpu_flash_forward_tc, gpu_flash_backward_tc,
+                             [](int hd) { return (bool)GPU_ATTN_TC(hd); }};
 
 static int failures, checks;
 
@@ -28,7 +48,8 @@ static void check(bool ok, const char *name, double err, double tol) {
     printf("%s %-58s rel err %.2e (<= %.1e)\n", ok ? "ok  " : "FAIL", name, err, tol);
 }
 
-static void test(int B, int T, int nh, int nkv, int hd, bool alibi, unsigned seed) {
+static void test(const kernels &K, int B, int T, int nh, int nkv, int hd, bool alibi,
+                 unsigned seed) {
     char cfg[96], name[160];
     snprintf(cfg, sizeof cfg, "B%d T%d nh%d nkv%d hd%d%s", B, T, nh, nkv, hd,
              alibi ? " alibi" : "");
@@ -91,15 +112,14 @@ static void test(int B, int T, int nh, int nkv, int hd, bool alibi, unsigned see
         }
 
     std::vector<float> gout(nq), glse((size_t)B * nh * T);
-    gpu_flash_forward_mma(gout.data(), glse.data(), q.data(), k.data(), v.data(), al, B, T, nh, nkv,
-                          hd);
-    snprintf(name, sizeof name, "mma forward out %s", cfg);
+    K.forward(gout.data(), glse.data(), q.data(), k.data(), v.data(), al, B, T, nh, nkv, hd);
+    snprintf(name, sizeof name, "%s forward out %s", K.name, cfg);
     double e = rel_err(gout, out);
     check(e <= 8e-3, name, e, 8e-3);
-    snprintf(name, sizeof name, "mma forward lse %s", cfg);
+    snprintf(name, sizeof name, "%s forward lse %s", K.name, cfg);
     e = rel_err(glse, lse);
     check(e <= 4e-3, name, e, 4e-3);
-    if (!GPU_ATTN_MMA_BWD(hd)) return;
+    if (!K.has_backward(hd)) return;
 
     /* dsum = rowsum(dout * out) from the kernel's own output, as attention.cu does. */
     std::vector<float> dsum((size_t)B * nh * T), gdq(nq), gdk(nk), gdv(nk);
@@ -111,13 +131,13 @@ static void test(int B, int T, int nh, int nkv, int hd, bool alibi, unsigned see
                 for (int d = 0; d < hd; d++) s += (double)dout[o + d] * gout[o + d];
                 dsum[((size_t)b * nh + h) * T + i] = (float)s;
             }
-    gpu_flash_backward_mma(gdq.data(), gdk.data(), gdv.data(), dsum.data(), dout.data(), q.data(),
-                           k.data(), v.data(), glse.data(), al, B, T, nh, nkv, hd);
+    K.backward(gdq.data(), gdk.data(), gdv.data(), dsum.data(), dout.data(), q.data(), k.data(),
+               v.data(), glse.data(), al, B, T, nh, nkv, hd);
     const std::vector<float> *got[3] = {&gdq, &gdk, &gdv};
     const std::vector<double> *ref[3] = {&dq, &dk, &dv};
     const char *what[3] = {"dq", "dk", "dv"};
     for (int i = 0; i < 3; i++) {
-        snprintf(name, sizeof name, "mma backward %s %s", what[i], cfg);
+        snprintf(name, sizeof name, "%s backward %s %s", K.name, what[i], cfg);
         e = rel_err(*got[i], *ref[i]);
         check(e <= 1.5e-2, name, e, 1.5e-2);
     }
@@ -125,20 +145,20 @@ static void test(int B, int T, int nh, int nkv, int hd, bool alibi, unsigned see
 
 int main(int argc, char **argv) {
     /* B, T, nh, nkv, hd, alibi: partial tiles, GQA, every head size the
-     * kernels take (the forward pads 24 and 128; the backward stops at 64).
-     * --quick: the first two (for ThreadSanitizer, which is slower). */
+     * kernels take (the forwards pad 24 and 128; the mma backward stops at
+     * 64), each case with both kernel sets. --quick: the first two (for
+     * ThreadSanitizer, which is slower). */
     const bool quick = argc > 1 && !strcmp(argv[1], "--quick");
-    test(1, 70, 2, 1, 32, true, 1);
-    test(1, 130, 2, 2, 64, false, 2);
-    if (quick) {
-        printf("test_mma_emu: %d checks, %d failed\n", checks, failures);
-        return failures ? 1 : 0;
+    for (const kernels *K : {&MMA, &WMMA}) {
+        test(*K, 1, 70, 2, 1, 32, true, 1);
+        test(*K, 1, 130, 2, 2, 64, false, 2);
+        if (quick) continue;
+        test(*K, 2, 33, 3, 3, 48, true, 3);
+        test(*K, 1, 65, 1, 1, 128, false, 4);
+        test(*K, 1, 80, 4, 1, 16, true, 5);
+        test(*K, 1, 45, 2, 1, 24, false, 6);
+        test(*K, 1, 300, 4, 2, 64, true, 7); /* three mma forward blocks, five key tiles */
     }
-    test(2, 33, 3, 3, 48, true, 3);
-    test(1, 65, 1, 1, 128, false, 4);
-    test(1, 80, 4, 1, 16, true, 5);
-    test(1, 45, 2, 1, 24, false, 6);
-    test(1, 300, 4, 2, 64, true, 7); /* three forward blocks, five key tiles */
-    printf("test_mma_emu: %d checks, %d failed\n", checks, failures);
+    printf("test_flash_emu: %d checks, %d failed\n", checks, failures);
     return failures ? 1 : 0;
 }

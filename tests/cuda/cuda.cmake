@@ -14,9 +14,9 @@ endif()
 # (cuda_emu.h, runtime.cc): it needs the toolkit's headers but no GPU, so it
 # runs in every CUDA build. test_<x>_emu build kernel files with it, under
 # ASan and UBSan, and again under ThreadSanitizer (--quick: fewer shapes;
-# races do not depend on them). test_cuda_model_emu is test_cuda_model on
-# librotary built with every emulable kernel file and the device model
-# (rotary_emu), under ASan and UBSan.
+# races do not depend on them). test_cuda_model_emu and test_cuda_kernels_emu
+# are the GPU tests on librotary built with every kernel file and the device
+# model (rotary_emu), under ASan and UBSan.
 if(ROTARY_CUDA)
   enable_language(CXX)
   find_package(Threads REQUIRED)
@@ -70,13 +70,18 @@ if(ROTARY_CUDA)
     ${EMU_ASAN})
   target_link_libraries(rotary_emu PUBLIC OpenMP::OpenMP_C ${BLAS_LIBRARIES} ${CJSON_LIBRARY}
     ${PCRE2_LIBRARY} m rotary_emu_runtime)
-  add_executable(test_cuda_model_emu tests/cuda/test_cuda_model.c)
-  target_include_directories(test_cuda_model_emu PRIVATE src ${CUDAToolkit_INCLUDE_DIRS})
-  target_compile_options(test_cuda_model_emu PRIVATE ${EMU_ASAN})
-  target_link_options(test_cuda_model_emu PRIVATE ${EMU_ASAN})
-  target_link_libraries(test_cuda_model_emu rotary_emu)
+  foreach(t test_cuda_model test_cuda_kernels)
+    add_executable(${t}_emu tests/cuda/${t}.c)
+    target_include_directories(${t}_emu PRIVATE src ${CUDAToolkit_INCLUDE_DIRS})
+    target_compile_options(${t}_emu PRIVATE ${EMU_ASAN})
+    target_link_options(${t}_emu PRIVATE ${EMU_ASAN})
+    target_link_libraries(${t}_emu rotary_emu)
+  endforeach()
   add_test(NAME test_cuda_model_emu COMMAND test_cuda_model_emu --quick
     WORKING_DIRECTORY ${CMAKE_BINARY_DIR})
+  # The GPU's kernel test, every kernel against the CPU's, on the emulation.
+  add_test(NAME test_cuda_kernels_emu COMMAND test_cuda_kernels_emu --quick)
+  set_tests_properties(test_cuda_kernels_emu PROPERTIES LABELS emu)
   set_tests_properties(test_cuda_model_emu PROPERTIES LABELS emu ENVIRONMENT ROTARY_CUDA_ATTN=mma)
   # The command line on the emulated GPU: train (cuda_train.c, its
   # checkpoints), eval and generate with --device cuda.

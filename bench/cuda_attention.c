@@ -91,6 +91,21 @@ int main(int argc, char **argv) {
         fprintf(stderr, "cuda_attention: out of GPU memory\n");
         return 1;
     }
+    /* q, k, v as the split kernel writes them: bf16 for the tensor cores */
+    const void *qa = q, *ka = k, *va = v;
+    if (GPU_ATTN_TC(hd)) {
+        gpu_bf16 *h[3] = {NULL, NULL, NULL};
+        const float *src[3] = {q, k, v};
+        const size_t len[3] = {nq, nk, nk};
+        for (int i = 0; i < 3; i++) {
+            if (cudaMalloc((void **)&h[i], len[i] * sizeof(gpu_bf16)) != cudaSuccess) {
+                fprintf(stderr, "cuda_attention: out of GPU memory\n");
+                return 1;
+            }
+            gpu_to_bf16(h[i], src[i], len[i]);
+        }
+        qa = h[0], ka = h[1], va = h[2];
+    }
     cudaEvent_t e0, e1, e2;
     cudaEventCreate(&e0), cudaEventCreate(&e1), cudaEventCreate(&e2);
     /* [0]: the default (WMMA) kernels, [1]: mma.sync (flash_mma.cu) */
@@ -99,10 +114,10 @@ int main(int argc, char **argv) {
         gpu_attention_use(kn ? GPU_ATTN_MMA : GPU_ATTN_WMMA);
         for (int it = -3; it < reps; it++) { /* three untimed */
             cudaEventRecord(e0, 0);
-            gpu_attention_forward(out, lse, q, k, v, NULL, B, T, nh, nkv, hd);
+            gpu_attention_forward(out, lse, qa, ka, va, NULL, B, T, nh, nkv, hd);
             cudaEventRecord(e1, 0);
-            gpu_attention_backward(dq, dk, dv, dsum, dout, out, q, k, v, lse, NULL, B, T, nh, nkv,
-                                   hd);
+            gpu_attention_backward(dq, dk, dv, dsum, dout, out, qa, ka, va, lse, NULL, B, T, nh,
+                                   nkv, hd);
             cudaEventRecord(e2, 0);
             if (gpu_sync()) {
                 fprintf(stderr, "cuda_attention: %s\n", gpu_last_error());

@@ -20,11 +20,11 @@
 /* One thread per coordinate pair of one head of one token. Rotated pairs
  * turn in q and k heads only; the rest of the head, and v, are copied
  * pairwise. Forward: token-major qkv (fp32, the projection's output) ->
- * per-head q, k, v rotated by theta; backward: per-head gradients ->
- * token-major dqkv (bf16, the input of the projection's backward GEMM)
- * rotated by -theta. */
-template <typename TM>
-__global__ void split_rope_kernel(float *q, float *k, float *v, TM *qkv, const float *cs,
+ * per-head q, k, v rotated by theta (TH: bf16 for the tensor cores, else
+ * fp32); backward: per-head gradients (fp32) -> token-major dqkv (bf16, the
+ * input of the projection's backward GEMM) rotated by -theta. */
+template <typename TM, typename TH>
+__global__ void split_rope_kernel(TH *q, TH *k, TH *v, TM *qkv, const float *cs,
                                   const float *sn, int B, int T, int nh, int nkv, int hd, int rd,
                                   int half_pairs, int backward) {
     const int hp = hd / 2, S = nh + 2 * nkv;
@@ -35,31 +35,38 @@ __global__ void split_rope_kernel(float *q, float *k, float *v, TM *qkv, const f
     const int t = (int)(n % T), b = (int)(n / T), r2 = rd / 2;
     int e0, e1;
     const int rot = rope_pair(i, rd, half_pairs, &e0, &e1) && cs && s < nh + nkv;
-    float *dst;
+    TH *dst;
     int head, heads;
     if (s < nh) dst = q, head = s, heads = nh;
     else if (s < nh + nkv) dst = k, head = s - nh, heads = nkv;
     else dst = v, head = s - nh - nkv, heads = nkv;
-    float *hm = dst + (((size_t)b * heads + head) * T + t) * hd;
+    TH *hm = dst + (((size_t)b * heads + head) * T + t) * hd;
     TM *tm = qkv + n * (size_t)S * hd + (size_t)s * hd;
     const float c = rot ? cs[(size_t)t * r2 + i] : 1.0f, si = rot ? sn[(size_t)t * r2 + i] : 0.0f;
     if (!backward) {
         const float a = get(&tm[e0]), bb = get(&tm[e1]);
-        hm[e0] = a * c - bb * si;
-        hm[e1] = a * si + bb * c;
+        put(&hm[e0], a * c - bb * si);
+        put(&hm[e1], a * si + bb * c);
     } else {
-        const float a = hm[e0], bb = hm[e1];
+        const float a = get(&hm[e0]), bb = get(&hm[e1]);
         put(&tm[e0], a * c + bb * si);
         put(&tm[e1], bb * c - a * si);
     }
 }
 
-extern "C" void gpu_qkv_split_rope(float *q, float *k, float *v, const float *qkv, const float *cos,
+extern "C" void gpu_qkv_split_rope(void *q, void *k, void *v, const float *qkv, const float *cos,
                                    const float *sin, int B, int T, int nh, int nkv, int hd, int rd,
                                    int pairing) {
     const size_t n = (size_t)B * T * (nh + 2 * nkv) * (hd / 2);
-    GPU_LAUNCH(split_rope_kernel<float>, cdiv(n, 256), 256, 0)(
-        q, k, v, (float *)qkv, cos, sin, B, T, nh, nkv, hd, cos ? rd : 0, pairing == 1, 0);
+    typedef __nv_bfloat16 bf16;
+    if (GPU_ATTN_TC(hd))
+        GPU_LAUNCH((split_rope_kernel<float, bf16>), cdiv(n, 256), 256, 0)(
+            (bf16 *)q, (bf16 *)k, (bf16 *)v, (float *)qkv, cos, sin, B, T, nh, nkv, hd,
+            cos ? rd : 0, pairing == 1, 0);
+    else
+        GPU_LAUNCH((split_rope_kernel<float, float>), cdiv(n, 256), 256, 0)(
+            (float *)q, (float *)k, (float *)v, (float *)qkv, cos, sin, B, T, nh, nkv, hd,
+            cos ? rd : 0, pairing == 1, 0);
 }
 
 extern "C" void gpu_qkv_merge_rope_backward(gpu_bf16 *dqkv, const float *dq, const float *dk,
@@ -67,7 +74,7 @@ extern "C" void gpu_qkv_merge_rope_backward(gpu_bf16 *dqkv, const float *dq, con
                                             int B, int T, int nh, int nkv, int hd, int rd,
                                             int pairing) {
     const size_t n = (size_t)B * T * (nh + 2 * nkv) * (hd / 2);
-    GPU_LAUNCH(split_rope_kernel<__nv_bfloat16>, cdiv(n, 256), 256, 0)(
+    GPU_LAUNCH((split_rope_kernel<__nv_bfloat16, float>), cdiv(n, 256), 256, 0)(
         (float *)dq, (float *)dk, (float *)dv, (__nv_bfloat16 *)dqkv, cos, sin, B, T, nh, nkv, hd,
         cos ? rd : 0, pairing == 1, 1);
 }
@@ -314,30 +321,36 @@ static int use_mma(void) {
     return attn_kernel == GPU_ATTN_MMA;
 }
 
-extern "C" void gpu_attention_forward(float *out, float *lse, const float *q, const float *k,
-                                      const float *v, const float *alibi, int B, int T, int nh,
+extern "C" void gpu_attention_forward(float *out, float *lse, const void *q, const void *k,
+                                      const void *v, const float *alibi, int B, int T, int nh,
                                       int nkv, int hd) {
+    const gpu_bf16 *q16 = (const gpu_bf16 *)q, *k16 = (const gpu_bf16 *)k;
+    const gpu_bf16 *v16 = (const gpu_bf16 *)v;
+    const float *qf = (const float *)q, *kf = (const float *)k, *vf = (const float *)v;
     if (GPU_ATTN_TC(hd) && use_mma())
-        gpu_flash_forward_mma(out, lse, q, k, v, alibi, B, T, nh, nkv, hd);
-    else if (GPU_ATTN_TC(hd)) gpu_flash_forward_tc(out, lse, q, k, v, alibi, B, T, nh, nkv, hd);
-    else if (hd <= 32) forward_hd<32>(out, lse, q, k, v, alibi, B, T, nh, nkv, hd);
-    else if (hd <= 64) forward_hd<64>(out, lse, q, k, v, alibi, B, T, nh, nkv, hd);
-    else forward_hd<128>(out, lse, q, k, v, alibi, B, T, nh, nkv, hd);
+        gpu_flash_forward_mma(out, lse, q16, k16, v16, alibi, B, T, nh, nkv, hd);
+    else if (GPU_ATTN_TC(hd)) gpu_flash_forward_tc(out, lse, q16, k16, v16, alibi, B, T, nh, nkv, hd);
+    else if (hd <= 32) forward_hd<32>(out, lse, qf, kf, vf, alibi, B, T, nh, nkv, hd);
+    else if (hd <= 64) forward_hd<64>(out, lse, qf, kf, vf, alibi, B, T, nh, nkv, hd);
+    else forward_hd<128>(out, lse, qf, kf, vf, alibi, B, T, nh, nkv, hd);
 }
 
 extern "C" void gpu_attention_backward(float *dq, float *dk, float *dv, float *dsum,
-                                       const float *dout, const float *out, const float *q,
-                                       const float *k, const float *v, const float *lse,
+                                       const float *dout, const float *out, const void *q,
+                                       const void *k, const void *v, const float *lse,
                                        const float *alibi, int B, int T, int nh, int nkv, int hd) {
     const size_t rows = (size_t)B * nh * T;
     GPU_LAUNCH(dsum_kernel, cdiv(rows, 8), 256, 0)(dsum, dout, out, B, T, nh, hd);
+    const gpu_bf16 *q16 = (const gpu_bf16 *)q, *k16 = (const gpu_bf16 *)k;
+    const gpu_bf16 *v16 = (const gpu_bf16 *)v;
+    const float *qf = (const float *)q, *kf = (const float *)k, *vf = (const float *)v;
     if (GPU_ATTN_MMA_BWD(hd) && use_mma())
-        gpu_flash_backward_mma(dq, dk, dv, dsum, dout, q, k, v, lse, alibi, B, T, nh, nkv, hd);
+        gpu_flash_backward_mma(dq, dk, dv, dsum, dout, q16, k16, v16, lse, alibi, B, T, nh, nkv, hd);
     else if (GPU_ATTN_TC(hd))
-        gpu_flash_backward_tc(dq, dk, dv, dsum, dout, q, k, v, lse, alibi, B, T, nh, nkv, hd);
-    else if (hd <= 32) backward_hd<32>(dq, dk, dv, dsum, dout, q, k, v, lse, alibi, B, T, nh, nkv, hd);
-    else if (hd <= 64) backward_hd<64>(dq, dk, dv, dsum, dout, q, k, v, lse, alibi, B, T, nh, nkv, hd);
-    else backward_hd<128>(dq, dk, dv, dsum, dout, q, k, v, lse, alibi, B, T, nh, nkv, hd);
+        gpu_flash_backward_tc(dq, dk, dv, dsum, dout, q16, k16, v16, lse, alibi, B, T, nh, nkv, hd);
+    else if (hd <= 32) backward_hd<32>(dq, dk, dv, dsum, dout, qf, kf, vf, lse, alibi, B, T, nh, nkv, hd);
+    else if (hd <= 64) backward_hd<64>(dq, dk, dv, dsum, dout, qf, kf, vf, lse, alibi, B, T, nh, nkv, hd);
+    else backward_hd<128>(dq, dk, dv, dsum, dout, qf, kf, vf, lse, alibi, B, T, nh, nkv, hd);
 }
 
 /* ------------------------------------------------------ linear attention */

@@ -14,8 +14,9 @@
  *   and dS^T elementwise in fp32, then dV_w += P^T dO and dK_w += dS^T Q.
  * - q: a block owns 64 query rows of one head (a warp 16), streams the key
  *   tiles up to the diagonal and accumulates dQ_w += dS_w K the same way.
- * q, k, v and dout are rounded to bf16 as they are loaded into shared
- * memory, and P and dS as they enter the second products; scores, the
+ * q, k, v arrive in bf16 (from the split kernel), dout is rounded to bf16
+ * as it is loaded into shared memory, and P and dS as they enter the
+ * second products; scores, the
  * exponentials, lse, dsum and every sum stay fp32. Expected precision: a
  * relative error around 1e-2 of each gradient's largest element (on random
  * inputs, against an fp64 reference: 4e-3 to 8e-3 here, 1e-6 for the fp32
@@ -74,14 +75,14 @@ template <int HD> struct TcSmem {
     }
 };
 
-/* dst (64 x LD bf16) = rows 0..63 of src (row stride `stride` floats, HD
- * used), zero from row n on. */
-template <int HD>
-__device__ __forceinline__ void tc_load_tile(bf16 *dst, const float *src, size_t stride, int n) {
+/* dst (64 x LD bf16) = rows 0..63 of src (bf16 or fp32, row stride
+ * `stride` elements, HD used), zero from row n on. */
+template <int HD, typename S>
+__device__ __forceinline__ void tc_load_tile(bf16 *dst, const S *src, size_t stride, int n) {
 #pragma unroll 2 /* more spills registers at some HD */
     for (int e = threadIdx.x; e < TC_TILE * HD; e += TC_THREADS) {
         const int r = e / HD, d = e % HD;
-        const float x = r < n ? src[(size_t)r * stride + d] : 0.0f;
+        const float x = r < n ? get(&src[(size_t)r * stride + d]) : 0.0f;
         dst[r * TcLayout<HD>::LD + d] = __float2bfloat16(x);
     }
 }
@@ -149,8 +150,8 @@ __device__ __forceinline__ void tc_store_rows(float *dst, FragC (&acc)[HD / 16],
  * t2, t3 the streamed Q, dO tiles. */
 template <int HD>
 __global__ void __launch_bounds__(TC_THREADS)
-    flash_bwd_kv_tc(float *dk, float *dv, const float *dout, const float *q, const float *k,
-                    const float *v, const float *lse, const float *dsum, const float *alibi,
+    flash_bwd_kv_tc(float *dk, float *dv, const float *dout, const bf16 *q, const bf16 *k,
+                    const bf16 *v, const float *lse, const float *dsum, const float *alibi,
                     int T, int nh, int nkv, float scale) {
     GPU_DYNAMIC_SHARED(unsigned char, smem);
     constexpr int LD = TcLayout<HD>::LD, NF = HD / 16;
@@ -213,7 +214,7 @@ __global__ void __launch_bounds__(TC_THREADS)
  * t3 the streamed K, V tiles. */
 template <int HD>
 __global__ void __launch_bounds__(TC_THREADS)
-    flash_bwd_q_tc(float *dq, const float *dout, const float *q, const float *k, const float *v,
+    flash_bwd_q_tc(float *dq, const float *dout, const bf16 *q, const bf16 *k, const bf16 *v,
                    const float *lse, const float *dsum, const float *alibi, int T, int nh, int nkv,
                    float scale) {
     GPU_DYNAMIC_SHARED(unsigned char, smem);
@@ -263,7 +264,7 @@ __global__ void __launch_bounds__(TC_THREADS)
 
 template <int HD>
 static void backward_tc(float *dq, float *dk, float *dv, const float *dsum, const float *dout,
-                        const float *q, const float *k, const float *v, const float *lse,
+                        const bf16 *q, const bf16 *k, const bf16 *v, const float *lse,
                         const float *alibi, int B, int T, int nh, int nkv) {
     const size_t shmem = TcLayout<HD>::BYTES;
     const float scale = 1.0f / sqrtf((float)HD);
@@ -280,9 +281,10 @@ static void backward_tc(float *dq, float *dk, float *dv, const float *dsum, cons
 }
 
 extern "C" void gpu_flash_backward_tc(float *dq, float *dk, float *dv, const float *dsum,
-                                      const float *dout, const float *q, const float *k,
-                                      const float *v, const float *lse, const float *alibi, int B,
-                                      int T, int nh, int nkv, int hd) {
+                                      const float *dout, const gpu_bf16 *q16, const gpu_bf16 *k16,
+                                      const gpu_bf16 *v16, const float *lse, const float *alibi,
+                                      int B, int T, int nh, int nkv, int hd) {
+    const bf16 *q = (const bf16 *)q16, *k = (const bf16 *)k16, *v = (const bf16 *)v16;
 #define TC_CASE(HD)                                                                                \
     case HD: backward_tc<HD>(dq, dk, dv, dsum, dout, q, k, v, lse, alibi, B, T, nh, nkv); break
     switch (hd) {

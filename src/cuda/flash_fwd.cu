@@ -1,7 +1,7 @@
 /* flash_fwd.cu: causal attention forward on the tensor cores, in the manner
  * of FlashAttention-2 (Dao 2023). A block of 4 warps owns 64 query rows of
- * one head, 16 rows a warp, and streams 64-key tiles of K and V through
- * shared memory as bf16. Per tile each warp computes its 16 x 64 scores with
+ * one head, 16 rows a warp, and streams 64-key tiles of K and V (bf16, as
+ * the split kernel writes them) through shared memory. Per tile each warp computes its 16 x 64 scores with
  * WMMA (bf16 inputs, fp32 accumulation), applies the mask, ALiBi, scale and
  * online softmax in fp32 (two lanes a row), and adds P V (P rounded to bf16)
  * to its output rows, which the lanes keep in registers: WMMA fragments
@@ -38,21 +38,20 @@ template <int HD> struct fwd_smem {
     static constexpr size_t bytes = p_off + (size_t)WARPS * 16 * LDP * sizeof(bf16);
 };
 
-/* rows x hd floats starting at src (consecutive rows, hd apart; rows at or
- * past `valid` and columns past hd read as zero) -> bf16 rows of HD, ld LDT. */
+/* rows x hd bf16 starting at src (consecutive rows, hd apart; rows at or
+ * past `valid` and columns past hd read as zero) -> rows of HD, ld LDT. */
 template <int HD>
-__device__ void load_tile(bf16 *dst, const float *src, int valid, int hd) {
+__device__ void load_tile(bf16 *dst, const bf16 *src, int valid, int hd) {
     constexpr int LDT = fwd_smem<HD>::LDT;
     for (int e = threadIdx.x; e < ROWS * HD; e += THREADS) {
         const int r = e / HD, d = e % HD;
-        const float x = r < valid && d < hd ? src[(size_t)r * hd + d] : 0.0f;
-        dst[r * LDT + d] = __float2bfloat16(x);
+        dst[r * LDT + d] = r < valid && d < hd ? src[(size_t)r * hd + d] : __float2bfloat16(0.0f);
     }
 }
 
 template <int HD>
 __global__ void __launch_bounds__(THREADS)
-    flash_fwd_tc_kernel(float *out, float *lse, const float *q, const float *k, const float *v,
+    flash_fwd_tc_kernel(float *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
                         const float *alibi, int T, int nh, int nkv, int hd, float scale) {
     typedef fwd_smem<HD> L;
     GPU_DYNAMIC_SHARED(unsigned char, smem);
@@ -64,7 +63,7 @@ __global__ void __launch_bounds__(THREADS)
 
     const int bh = blockIdx.y, b = bh / nh, h = bh % nh, g = h / (nh / nkv);
     const int q0 = blockIdx.x * ROWS;
-    const float *kh = k + ((size_t)b * nkv + g) * T * hd, *vh = v + ((size_t)b * nkv + g) * T * hd;
+    const bf16 *kh = k + ((size_t)b * nkv + g) * T * hd, *vh = v + ((size_t)b * nkv + g) * T * hd;
     const float slope = alibi ? alibi[h] : 0.0f;
     load_tile<HD>(Qs, q + ((size_t)bh * T + q0) * hd, T - q0, hd);
 
@@ -165,7 +164,7 @@ __global__ void __launch_bounds__(THREADS)
 }
 
 template <int HD>
-void forward(float *out, float *lse, const float *q, const float *k, const float *v,
+void forward(float *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
              const float *alibi, int B, int T, int nh, int nkv, int hd) {
     const size_t bytes = fwd_smem<HD>::bytes;
     if (bytes > 48 * 1024)
@@ -177,8 +176,9 @@ void forward(float *out, float *lse, const float *q, const float *k, const float
 
 } /* namespace */
 
-extern "C" void gpu_flash_forward_tc(float *out, float *lse, const float *q, const float *k,
-                                     const float *v, const float *alibi, int B, int T, int nh,
+extern "C" void gpu_flash_forward_tc(float *out, float *lse, const gpu_bf16 *q, const gpu_bf16 *k,
+                                     const gpu_bf16 *v, const float *alibi, int B, int T, int nh,
                                      int nkv, int hd) {
-    BY_TILE_HD(forward, hd, out, lse, q, k, v, alibi, B, T, nh, nkv, hd);
+    BY_TILE_HD(forward, hd, out, lse, (const bf16 *)q, (const bf16 *)k, (const bf16 *)v, alibi, B,
+               T, nh, nkv, hd);
 }

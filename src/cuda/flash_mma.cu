@@ -7,6 +7,8 @@
  * gpu_flash_forward_tc and gpu_flash_backward_tc; chosen by
  * gpu_attention_use(GPU_ATTN_MMA). The backward is further down.
  *
+ * q, k and v arrive in bf16 (the split kernel writes them so), dout in fp32.
+ *
  * Forward: a block of 8 warps owns 128 query rows of one head, 16 rows a
  * warp, and streams 64-key tiles of K and V through shared memory; up to
  * HD 64 the next tile's loads are issued before the current one's products,
@@ -138,29 +140,38 @@ __device__ __forceinline__ void accumulate(float (&o)[HD / 8][4], const uint32_t
     }
 }
 
-/* R rows of HD fp32 columns at src, rows `stride` floats apart, in NT
- * threads' registers, four floats a load (hd, stride multiples of 4, src
- * 16-byte aligned); rows at or past `valid` and columns at or past hd are
- * zero. store() writes them to shared memory as bf16, row-major (ld). Apart
- * so that a tile's loads can run under the products of the one before. */
-template <int HD, int R, int NT> struct tile {
-    static_assert(R * HD / 4 % NT == 0, "a tile is whole float4s a thread");
+/* Four consecutive values of type S as one load (float4, or four bf16 in
+ * a uint2), and as four bf16. */
+template <typename S> struct four { typedef float4 type; };
+template <> struct four<bf16> { typedef uint2 type; };
+__device__ __forceinline__ uint2 as_bf16(float4 x) {
+    return make_uint2(pack_bf16(x.x, x.y), pack_bf16(x.z, x.w));
+}
+__device__ __forceinline__ uint2 as_bf16(uint2 x) { return x; }
+
+/* R rows of HD columns of S (bf16 or fp32) at src, rows `stride` values
+ * apart, in NT threads' registers, four values a load (hd, stride multiples
+ * of 4, src aligned to four values); rows at or past `valid` and columns at
+ * or past hd are zero. store() writes them to shared memory as bf16,
+ * row-major (ld). Apart so that a tile's loads can run under the products
+ * of the one before. */
+template <int HD, int R, int NT, typename S> struct tile {
+    static_assert(R * HD / 4 % NT == 0, "a tile is whole loads a thread");
     static constexpr int N = R * HD / 4 / NT;
-    float4 x[N];
-    __device__ __forceinline__ void fetch(const float *src, size_t stride, int valid, int hd) {
+    typedef typename four<S>::type V;
+    V x[N];
+    __device__ __forceinline__ void fetch(const S *src, size_t stride, int valid, int hd) {
 #pragma unroll
         for (int i = 0; i < N; i++) {
             const int e = threadIdx.x + i * NT, r = e / (HD / 4), d = 4 * (e % (HD / 4));
-            x[i] = r < valid && d < hd ? *reinterpret_cast<const float4 *>(src + r * stride + d)
-                                       : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            x[i] = r < valid && d < hd ? *reinterpret_cast<const V *>(src + r * stride + d) : V();
         }
     }
     __device__ __forceinline__ void store(bf16 *dst, int ld) const {
 #pragma unroll
         for (int i = 0; i < N; i++) {
             const int e = threadIdx.x + i * NT, r = e / (HD / 4), d = 4 * (e % (HD / 4));
-            *reinterpret_cast<uint2 *>(dst + r * ld + d) =
-                make_uint2(pack_bf16(x[i].x, x[i].y), pack_bf16(x[i].z, x[i].w));
+            *reinterpret_cast<uint2 *>(dst + r * ld + d) = as_bf16(x[i]);
         }
     }
 };
@@ -175,7 +186,7 @@ template <int HD> struct fwd_smem {
 
 template <int HD>
 __global__ void __launch_bounds__(FWD_THREADS)
-    flash_fwd_mma_kernel(float *out, float *lse, const float *q, const float *k, const float *v,
+    flash_fwd_mma_kernel(float *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
                          const float *alibi, int T, int nh, int nkv, int hd, float scale2) {
     constexpr int LD = fwd_smem<HD>::LD;
     GPU_DYNAMIC_SHARED(unsigned char, smem);
@@ -184,19 +195,19 @@ __global__ void __launch_bounds__(FWD_THREADS)
 
     const int bh = blockIdx.y, b = bh / nh, h = bh % nh, kvh = h / (nh / nkv);
     const int q0 = (gridDim.x - 1 - blockIdx.x) * FWD_ROWS, w0 = q0 + warp * 16;
-    const float *kh = k + ((size_t)b * nkv + kvh) * T * hd;
-    const float *vh = v + ((size_t)b * nkv + kvh) * T * hd;
+    const bf16 *kh = k + ((size_t)b * nkv + kvh) * T * hd;
+    const bf16 *vh = v + ((size_t)b * nkv + kvh) * T * hd;
     const float slope2 = alibi ? alibi[h] * LOG2E : 0.0f;
     {
-        tile<HD, FWD_ROWS, FWD_THREADS> qt;
+        tile<HD, FWD_ROWS, FWD_THREADS, bf16> qt;
         qt.fetch(q + ((size_t)bh * T + q0) * hd, hd, T - q0, hd);
         qt.store(Qs, LD);
     }
     /* The next tile's loads go out before this one's products, in flight
-     * under them, up to HD 64; at 128 the 64 registers they take would
-     * spill (measured: 76 bytes), so there each tile is loaded in turn. */
+     * under them, up to HD 64; at 128 the registers they take would
+     * spill, so there each tile is loaded in turn. */
     constexpr bool AHEAD = HD <= 64;
-    tile<HD, KEYS, FWD_THREADS> kt, vt;
+    tile<HD, KEYS, FWD_THREADS, bf16> kt, vt;
     if (AHEAD) {
         kt.fetch(kh, hd, T, hd);
         vt.fetch(vh, hd, T, hd);
@@ -307,7 +318,7 @@ __global__ void __launch_bounds__(FWD_THREADS)
 }
 
 template <int HD>
-void forward(float *out, float *lse, const float *q, const float *k, const float *v,
+void forward(float *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
              const float *alibi, int B, int T, int nh, int nkv, int hd) {
     const size_t bytes = fwd_smem<HD>::bytes;
     if (bytes > 48 * 1024)
@@ -333,10 +344,10 @@ template <int HD> struct bwd_smem {
     static constexpr size_t bytes = 4 * (size_t)ROWS * LD * sizeof(bf16) + 2 * ROWS * sizeof(float);
 };
 
-/* A row-major tile of 64 rows of HD columns, from fp32 to shared bf16. */
-template <int HD>
-__device__ __forceinline__ void load_rows(bf16 *dst, const float *src, size_t stride, int valid) {
-    tile<HD, ROWS, THREADS> x;
+/* A row-major tile of 64 rows of HD columns, from bf16 or fp32 to shared bf16. */
+template <int HD, typename S>
+__device__ __forceinline__ void load_rows(bf16 *dst, const S *src, size_t stride, int valid) {
+    tile<HD, ROWS, THREADS, S> x;
     x.fetch(src, stride, valid, HD);
     x.store(dst, bwd_smem<HD>::LD);
 }
@@ -347,8 +358,8 @@ __device__ __forceinline__ void load_rows(bf16 *dst, const float *src, size_t st
  * have the most query tiles. */
 template <int HD>
 __global__ void __launch_bounds__(THREADS)
-    flash_bwd_kv_mma(float *dk, float *dv, const float *dout, const float *q, const float *k,
-                     const float *v, const float *lse, const float *dsum, const float *alibi,
+    flash_bwd_kv_mma(float *dk, float *dv, const float *dout, const bf16 *q, const bf16 *k,
+                     const bf16 *v, const float *lse, const float *dsum, const float *alibi,
                      int T, int nh, int nkv, float scale2) {
     constexpr int LD = bwd_smem<HD>::LD;
     GPU_DYNAMIC_SHARED(unsigned char, smem);
@@ -440,7 +451,7 @@ __global__ void __launch_bounds__(THREADS)
  * the last rows, with the most tiles, first. */
 template <int HD>
 __global__ void __launch_bounds__(THREADS)
-    flash_bwd_q_mma(float *dq, const float *dout, const float *q, const float *k, const float *v,
+    flash_bwd_q_mma(float *dq, const float *dout, const bf16 *q, const bf16 *k, const bf16 *v,
                     const float *lse, const float *dsum, const float *alibi, int T, int nh, int nkv,
                     float scale2) {
     constexpr int LD = bwd_smem<HD>::LD;
@@ -517,8 +528,8 @@ __global__ void __launch_bounds__(THREADS)
 }
 
 template <int HD>
-void backward(float *dq, float *dk, float *dv, const float *dsum, const float *dout, const float *q,
-              const float *k, const float *v, const float *lse, const float *alibi, int B, int T,
+void backward(float *dq, float *dk, float *dv, const float *dsum, const float *dout, const bf16 *q,
+              const bf16 *k, const bf16 *v, const float *lse, const float *alibi, int B, int T,
               int nh, int nkv) {
     const size_t bytes = bwd_smem<HD>::bytes;
     if (bytes > 48 * 1024) {
@@ -536,16 +547,18 @@ void backward(float *dq, float *dk, float *dv, const float *dsum, const float *d
 
 } /* namespace */
 
-extern "C" void gpu_flash_forward_mma(float *out, float *lse, const float *q, const float *k,
-                                      const float *v, const float *alibi, int B, int T, int nh,
+extern "C" void gpu_flash_forward_mma(float *out, float *lse, const gpu_bf16 *q, const gpu_bf16 *k,
+                                      const gpu_bf16 *v, const float *alibi, int B, int T, int nh,
                                       int nkv, int hd) {
-    BY_TILE_HD(forward, hd, out, lse, q, k, v, alibi, B, T, nh, nkv, hd);
+    BY_TILE_HD(forward, hd, out, lse, (const bf16 *)q, (const bf16 *)k, (const bf16 *)v, alibi, B,
+               T, nh, nkv, hd);
 }
 
 extern "C" void gpu_flash_backward_mma(float *dq, float *dk, float *dv, const float *dsum,
-                                       const float *dout, const float *q, const float *k,
-                                       const float *v, const float *lse, const float *alibi, int B,
-                                       int T, int nh, int nkv, int hd) {
+                                       const float *dout, const gpu_bf16 *q16, const gpu_bf16 *k16,
+                                       const gpu_bf16 *v16, const float *lse, const float *alibi,
+                                       int B, int T, int nh, int nkv, int hd) {
+    const bf16 *q = (const bf16 *)q16, *k = (const bf16 *)k16, *v = (const bf16 *)v16;
     switch (hd) {
     case 16: backward<16>(dq, dk, dv, dsum, dout, q, k, v, lse, alibi, B, T, nh, nkv); break;
     case 32: backward<32>(dq, dk, dv, dsum, dout, q, k, v, lse, alibi, B, T, nh, nkv); break;

@@ -101,12 +101,13 @@ void gpu_sumsq(double *partial, const float *x, size_t n);
 
 /* Attention (attention.cu). qkv (B, T, (nh + 2*nkv)*hd) per token q | k | v
  * (the projection's output) <-> q (B, nh, T, hd), k, v (B, nkv, T, hd) per
- * head, RoPE applied to q and k on the way (cos, sin (>= T, rd/2): the
+ * head, bf16 (gpu_bf16) when GPU_ATTN_TC(hd), the tensor cores' input, else
+ * fp32, RoPE applied to q and k on the way (cos, sin (>= T, rd/2): the
  * tables of rotary_rope, position t = row t; NULL: no rotation; pairing as
  * rotary_rope_pairing, rd the rotated dims). hd must be even.
  * Backward: dqkv (=, bf16: the input of the projection's backward GEMM)
  * from dq, dk, dv, rotated back by -theta. */
-void gpu_qkv_split_rope(float *q, float *k, float *v, const float *qkv, const float *cos,
+void gpu_qkv_split_rope(void *q, void *k, void *v, const float *qkv, const float *cos,
                         const float *sin, int B, int T, int nh, int nkv, int hd, int rd,
                         int pairing);
 void gpu_qkv_merge_rope_backward(gpu_bf16 *dqkv, const float *dq, const float *dk,
@@ -115,42 +116,47 @@ void gpu_qkv_merge_rope_backward(gpu_bf16 *dqkv, const float *dq, const float *d
 /* Causal attention, tiled with an online softmax (no T x T matrix): out
  * (B, T, nh*hd) token-major, lse (B, nh, T) the log-sum-exp of each row's
  * scores for the backward. alibi (nh) slopes or NULL. Query head h reads kv
- * head h / (nh/nkv). hd <= GPU_ATTN_MAX_HD. */
+ * head h / (nh/nkv). hd <= GPU_ATTN_MAX_HD. q, k, v as gpu_qkv_split_rope
+ * writes them: bf16 when GPU_ATTN_TC(hd), else fp32. */
 #define GPU_ATTN_MAX_HD 128
-void gpu_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v,
+void gpu_attention_forward(float *out, float *lse, const void *q, const void *k, const void *v,
                            const float *alibi, int B, int T, int nh, int nkv, int hd);
 /* dq (B, nh, T, hd), dk, dv (B, nkv, T, hd) (=) from dout (B, T, nh*hd),
  * recomputing the probabilities from lse; dsum (B, nh, T) is scratch. */
 void gpu_attention_backward(float *dq, float *dk, float *dv, float *dsum, const float *dout,
-                            const float *out, const float *q, const float *k, const float *v,
+                            const float *out, const void *q, const void *k, const void *v,
                             const float *lse, const float *alibi, int B, int T, int nh, int nkv,
                             int hd);
 
 /* The same two on the tensor cores (flash_fwd.cu, flash_bwd.cu), which the
- * two above call when GPU_ATTN_TC(hd): q, k, v and dout are rounded to bf16
- * as they are loaded into shared memory, the products accumulate in fp32 and
+ * two above call when GPU_ATTN_TC(hd): q, k, v in bf16, dout rounded to bf16
+ * as it is loaded into shared memory, the products accumulate in fp32 and
  * the softmax, lse and outputs stay fp32. Same layouts and meaning; dsum must
  * already hold rowsum(dout * out). */
 #define GPU_ATTN_TC(hd) ((hd) % 16 == 0 && (hd) <= 128)
-void gpu_flash_forward_tc(float *out, float *lse, const float *q, const float *k, const float *v,
-                          const float *alibi, int B, int T, int nh, int nkv, int hd);
+void gpu_flash_forward_tc(float *out, float *lse, const gpu_bf16 *q, const gpu_bf16 *k,
+                          const gpu_bf16 *v, const float *alibi, int B, int T, int nh, int nkv,
+                          int hd);
 void gpu_flash_backward_tc(float *dq, float *dk, float *dv, const float *dsum, const float *dout,
-                           const float *q, const float *k, const float *v, const float *lse,
-                           const float *alibi, int B, int T, int nh, int nkv, int hd);
+                           const gpu_bf16 *q, const gpu_bf16 *k, const gpu_bf16 *v,
+                           const float *lse, const float *alibi, int B, int T, int nh, int nkv,
+                           int hd);
 /* The same two with mma.sync and the score tiles and accumulators in
  * registers (flash_mma.cu, FlashAttention-2's layout), same arguments and
- * results (q, k, v and dout 16-byte aligned, hd a multiple of 4: they load
- * four floats at a time); the backward for head sizes GPU_ATTN_MMA_BWD(hd). Not yet run on
- * a GPU, so gpu_attention_forward/backward take them only after
- * gpu_attention_use(GPU_ATTN_MMA), or when the environment has
- * ROTARY_CUDA_ATTN=mma at the first call; GPU_ATTN_WMMA (flash_fwd.cu,
- * flash_bwd.cu) is the default. */
+ * results (q, k, v 8-byte and dout 16-byte aligned, hd a multiple of 4: they
+ * load four values at a time); the backward for head sizes
+ * GPU_ATTN_MMA_BWD(hd). Not yet run on a GPU, so gpu_attention_forward/
+ * backward take them only after gpu_attention_use(GPU_ATTN_MMA), or when the
+ * environment has ROTARY_CUDA_ATTN=mma at the first call; GPU_ATTN_WMMA
+ * (flash_fwd.cu, flash_bwd.cu) is the default. */
 #define GPU_ATTN_MMA_BWD(hd) ((hd) % 16 == 0 && (hd) <= 64)
-void gpu_flash_forward_mma(float *out, float *lse, const float *q, const float *k, const float *v,
-                           const float *alibi, int B, int T, int nh, int nkv, int hd);
+void gpu_flash_forward_mma(float *out, float *lse, const gpu_bf16 *q, const gpu_bf16 *k,
+                           const gpu_bf16 *v, const float *alibi, int B, int T, int nh, int nkv,
+                           int hd);
 void gpu_flash_backward_mma(float *dq, float *dk, float *dv, const float *dsum, const float *dout,
-                            const float *q, const float *k, const float *v, const float *lse,
-                            const float *alibi, int B, int T, int nh, int nkv, int hd);
+                            const gpu_bf16 *q, const gpu_bf16 *k, const gpu_bf16 *v,
+                            const float *lse, const float *alibi, int B, int T, int nh, int nkv,
+                            int hd);
 enum { GPU_ATTN_WMMA = 0, GPU_ATTN_MMA = 1 };
 void gpu_attention_use(int kernel);
 

@@ -19,6 +19,8 @@
 #include "cuda/kernels.h"
 #include "emu_check.h"
 
+#include <cuda_bf16.h>
+
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -28,11 +30,11 @@
 /* A kernel set: its forward, its backward and the head sizes the backward takes. */
 struct kernels {
     const char *name;
-    void (*forward)(float *, float *, const float *, const float *, const float *, const float *,
-                    int, int, int, int, int);
-    void (*backward)(float *, float *, float *, const float *, const float *, const float *,
-                     const float *, const float *, const float *, const float *, int, int, int,
-                     int, int);
+    void (*forward)(float *, float *, const gpu_bf16 *, const gpu_bf16 *, const gpu_bf16 *,
+                    const float *, int, int, int, int, int);
+    void (*backward)(float *, float *, float *, const float *, const float *, const gpu_bf16 *,
+                     const gpu_bf16 *, const gpu_bf16 *, const float *, const float *, int, int,
+                     int, int, int);
     bool (*has_backward)(int hd);
 };
 static const kernels MMA = {"mma", gpu_flash_forward_mma, gpu_flash_backward_mma,
@@ -111,8 +113,18 @@ static void test(const kernels &K, int B, int T, int nh, int nkv, int hd, bool a
                     }
         }
 
+    /* q, k, v in bf16, as the split kernel writes them for the tensor cores */
+    auto narrow = [](const std::vector<float> &x) {
+        std::vector<gpu_bf16> y(x.size());
+        for (size_t i = 0; i < x.size(); i++) {
+            const __nv_bfloat16 b = __float2bfloat16(x[i]);
+            memcpy(&y[i], &b, sizeof y[i]);
+        }
+        return y;
+    };
+    const std::vector<gpu_bf16> q16 = narrow(q), k16 = narrow(k), v16 = narrow(v);
     std::vector<float> gout(nq), glse((size_t)B * nh * T);
-    K.forward(gout.data(), glse.data(), q.data(), k.data(), v.data(), al, B, T, nh, nkv, hd);
+    K.forward(gout.data(), glse.data(), q16.data(), k16.data(), v16.data(), al, B, T, nh, nkv, hd);
     snprintf(name, sizeof name, "%s forward out %s", K.name, cfg);
     double e = rel_err(gout, out);
     check(e <= 8e-3, name, e, 8e-3);
@@ -131,8 +143,8 @@ static void test(const kernels &K, int B, int T, int nh, int nkv, int hd, bool a
                 for (int d = 0; d < hd; d++) s += (double)dout[o + d] * gout[o + d];
                 dsum[((size_t)b * nh + h) * T + i] = (float)s;
             }
-    K.backward(gdq.data(), gdk.data(), gdv.data(), dsum.data(), dout.data(), q.data(), k.data(),
-               v.data(), glse.data(), al, B, T, nh, nkv, hd);
+    K.backward(gdq.data(), gdk.data(), gdv.data(), dsum.data(), dout.data(), q16.data(),
+               k16.data(), v16.data(), glse.data(), al, B, T, nh, nkv, hd);
     const std::vector<float> *got[3] = {&gdq, &gdk, &gdv};
     const std::vector<double> *ref[3] = {&dq, &dk, &dv};
     const char *what[3] = {"dq", "dk", "dv"};

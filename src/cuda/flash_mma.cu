@@ -10,10 +10,10 @@
  * q, k and v arrive in bf16 (the split kernel writes them so), dout in fp32.
  *
  * Forward: a block of 8 warps owns 128 query rows of one head, 16 rows a
- * warp, and streams 64-key tiles of K and V through shared memory; up to
- * HD 64 the next tile's loads are issued before the current one's products,
- * so they run under them. Blocks start with the last query rows, which have the most
- * keys. Every tile is stored row-major in bf16, rows HD + 8 apart, and every
+ * warp, and streams 64-key tiles of K and V through two shared buffers:
+ * cp.async copies the next tile into one while the products read the
+ * other. Blocks start with the last query rows, which have the most keys.
+ * Every tile is stored row-major in bf16, rows HD + 8 apart, and every
  * operand comes out of it with ldmatrix (x4: four 8 x 8 matrices, one row
  * address a lane; .trans for the operands that are a tile's columns, V in
  * P V), without bank conflicts: the 8 rows of a matrix are 16 bytes mod 128
@@ -74,6 +74,48 @@ template <bool TRANS> __device__ __forceinline__ void ldsm_x4(uint32_t r[4], con
                      : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                      : "r"(a));
 #endif
+}
+
+/* cp.async: 16 bytes from global to shared memory without a trip through
+ * registers (zeros when !full), then commit the thread's copies as a group,
+ * and wait until at most N of its groups are still in flight. */
+__device__ __forceinline__ void cp_async16(void *dst, const void *src, bool full) {
+#ifdef ROTARY_CUDA_EMU
+    emu_cp_async16(dst, src, full);
+#else
+    const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src),
+                 "r"(full ? 16 : 0)
+                 : "memory");
+#endif
+}
+__device__ __forceinline__ void cp_async_commit() {
+#ifdef ROTARY_CUDA_EMU
+    emu_cp_async_commit();
+#else
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+#endif
+}
+template <int N> __device__ __forceinline__ void cp_async_wait() {
+#ifdef ROTARY_CUDA_EMU
+    emu_cp_async_wait(N);
+#else
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+#endif
+}
+
+/* R rows of HD bf16 columns at src (rows `stride` apart; rows at or past
+ * `valid` and columns at or past hd zero) into shared memory (dst, ld) by
+ * NT threads' cp.async, 16 bytes a copy (hd and stride multiples of 8, src
+ * 16-byte aligned). The copies are this thread's open group. */
+template <int HD, int R, int NT>
+__device__ __forceinline__ void copy_tile(bf16 *dst, int ld, const bf16 *src, size_t stride,
+                                          int valid, int hd) {
+    for (int c = threadIdx.x; c < R * HD / 8; c += NT) {
+        const int r = c / (HD / 8), d = 8 * (c % (HD / 8));
+        const bool in = r < valid && d < hd;
+        cp_async16(dst + r * ld + d, in ? src + r * stride + d : src, in);
+    }
 }
 
 /* The four 8 x 8 quarters of rows r0.. (16), columns c0.. (16) of a
@@ -140,48 +182,41 @@ __device__ __forceinline__ void accumulate(float (&o)[HD / 8][4], const uint32_t
     }
 }
 
-/* Four consecutive values of type S as one load (float4, or four bf16 in
- * a uint2), and as four bf16. */
-template <typename S> struct four { typedef float4 type; };
-template <> struct four<bf16> { typedef uint2 type; };
-__device__ __forceinline__ uint2 as_bf16(float4 x) {
-    return make_uint2(pack_bf16(x.x, x.y), pack_bf16(x.z, x.w));
-}
-__device__ __forceinline__ uint2 as_bf16(uint2 x) { return x; }
-
-/* R rows of HD columns of S (bf16 or fp32) at src, rows `stride` values
- * apart, in NT threads' registers, four values a load (hd, stride multiples
- * of 4, src aligned to four values); rows at or past `valid` and columns at
- * or past hd are zero. store() writes them to shared memory as bf16,
- * row-major (ld). Apart so that a tile's loads can run under the products
- * of the one before. */
-template <int HD, int R, int NT, typename S> struct tile {
-    static_assert(R * HD / 4 % NT == 0, "a tile is whole loads a thread");
+/* R rows of HD fp32 columns at src, rows `stride` floats apart, in NT
+ * threads' registers, four floats a load (stride a multiple of 4, src
+ * 16-byte aligned); rows at or past `valid` are zero. store() writes them
+ * to shared memory as bf16, row-major (ld). For dO, the one operand that
+ * arrives in fp32 (cp.async copies bf16 only). */
+template <int HD, int R, int NT> struct tile {
+    static_assert(R * HD / 4 % NT == 0, "a tile is whole float4s a thread");
     static constexpr int N = R * HD / 4 / NT;
-    typedef typename four<S>::type V;
-    V x[N];
-    __device__ __forceinline__ void fetch(const S *src, size_t stride, int valid, int hd) {
+    float4 x[N];
+    __device__ __forceinline__ void fetch(const float *src, size_t stride, int valid) {
 #pragma unroll
         for (int i = 0; i < N; i++) {
             const int e = threadIdx.x + i * NT, r = e / (HD / 4), d = 4 * (e % (HD / 4));
-            x[i] = r < valid && d < hd ? *reinterpret_cast<const V *>(src + r * stride + d) : V();
+            x[i] = r < valid ? *reinterpret_cast<const float4 *>(src + r * stride + d)
+                             : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
         }
     }
     __device__ __forceinline__ void store(bf16 *dst, int ld) const {
 #pragma unroll
         for (int i = 0; i < N; i++) {
             const int e = threadIdx.x + i * NT, r = e / (HD / 4), d = 4 * (e % (HD / 4));
-            *reinterpret_cast<uint2 *>(dst + r * ld + d) = as_bf16(x[i]);
+            *reinterpret_cast<uint2 *>(dst + r * ld + d) =
+                make_uint2(pack_bf16(x[i].x, x[i].y), pack_bf16(x[i].z, x[i].w));
         }
     }
 };
 
-/* Shared memory of the forward: the block's Q tile, whose room then holds
- * the K and V tiles (64 rows each). */
+/* Shared memory of the forward: two buffers of a K and a V tile (64 rows
+ * each), one filling while the other is read; the block's Q tile (128 rows)
+ * starts in the second. */
 template <int HD> struct fwd_smem {
     static constexpr int LD = HD + 8;
-    static constexpr size_t bytes = (size_t)FWD_ROWS * LD * sizeof(bf16);
-    static_assert(FWD_ROWS >= 2 * KEYS, "K and V fit in Q's room");
+    static constexpr size_t buffer = (size_t)2 * KEYS * LD; /* bf16 */
+    static constexpr size_t bytes = 2 * buffer * sizeof(bf16);
+    static_assert(FWD_ROWS <= 2 * KEYS, "Q fits in a buffer");
 };
 
 template <int HD>
@@ -190,7 +225,10 @@ __global__ void __launch_bounds__(FWD_THREADS)
                          const float *alibi, int T, int nh, int nkv, int hd, float scale2) {
     constexpr int LD = fwd_smem<HD>::LD;
     GPU_DYNAMIC_SHARED(unsigned char, smem);
-    bf16 *Qs = (bf16 *)smem, *Ks = Qs, *Vs = Ks + KEYS * LD;
+    /* buffer i at buf0 + i * BUF (arithmetic, not an array: an indexed
+     * array would live in local memory) */
+    constexpr size_t BUF = fwd_smem<HD>::buffer;
+    bf16 *const buf0 = (bf16 *)smem, *const Qs = buf0 + BUF;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
 
     const int bh = blockIdx.y, b = bh / nh, h = bh % nh, kvh = h / (nh / nkv);
@@ -198,20 +236,11 @@ __global__ void __launch_bounds__(FWD_THREADS)
     const bf16 *kh = k + ((size_t)b * nkv + kvh) * T * hd;
     const bf16 *vh = v + ((size_t)b * nkv + kvh) * T * hd;
     const float slope2 = alibi ? alibi[h] * LOG2E : 0.0f;
-    {
-        tile<HD, FWD_ROWS, FWD_THREADS, bf16> qt;
-        qt.fetch(q + ((size_t)bh * T + q0) * hd, hd, T - q0, hd);
-        qt.store(Qs, LD);
-    }
-    /* The next tile's loads go out before this one's products, in flight
-     * under them, up to HD 64; at 128 the registers they take would
-     * spill, so there each tile is loaded in turn. */
-    constexpr bool AHEAD = HD <= 64;
-    tile<HD, KEYS, FWD_THREADS, bf16> kt, vt;
-    if (AHEAD) {
-        kt.fetch(kh, hd, T, hd);
-        vt.fetch(vh, hd, T, hd);
-    }
+    copy_tile<HD, FWD_ROWS, FWD_THREADS>(Qs, LD, q + ((size_t)bh * T + q0) * hd, hd, T - q0, hd);
+    copy_tile<HD, KEYS, FWD_THREADS>(buf0, LD, kh, hd, T, hd);
+    copy_tile<HD, KEYS, FWD_THREADS>(buf0 + KEYS * LD, LD, vh, hd, T, hd);
+    cp_async_commit();
+    cp_async_wait<0>();
     __syncthreads();
 
     /* The warp's 16 rows of Q as A fragments, one per 16 columns. */
@@ -228,19 +257,20 @@ __global__ void __launch_bounds__(FWD_THREADS)
     for (int nd = 0; nd < HD / 8; nd++) o[nd][0] = o[nd][1] = o[nd][2] = o[nd][3] = 0.0f;
 
     const int last = min(T - 1, q0 + FWD_ROWS - 1);
-    for (int j0 = 0; j0 <= last; j0 += KEYS) {
-        if (!AHEAD) {
-            kt.fetch(kh + (size_t)j0 * hd, hd, T - j0, hd);
-            vt.fetch(vh + (size_t)j0 * hd, hd, T - j0, hd);
+    for (int j0 = 0, it = 0; j0 <= last; j0 += KEYS, it++) {
+        const bf16 *Ks = buf0 + (it & 1) * BUF, *Vs = Ks + KEYS * LD;
+        __syncthreads(); /* Q's fragments, then the tile before, are read: its buffer is free */
+        if (j0 + KEYS <= last) { /* the next tile, in flight under this one's products */
+            bf16 *nb = buf0 + ((it + 1) & 1) * BUF;
+            const size_t off = (size_t)(j0 + KEYS) * hd;
+            copy_tile<HD, KEYS, FWD_THREADS>(nb, LD, kh + off, hd, T - j0 - KEYS, hd);
+            copy_tile<HD, KEYS, FWD_THREADS>(nb + KEYS * LD, LD, vh + off, hd, T - j0 - KEYS, hd);
+            cp_async_commit();
+            cp_async_wait<1>(); /* this tile's copies have landed */
+        } else {
+            cp_async_wait<0>();
         }
-        __syncthreads(); /* Q's fragments, then the previous tile, are read */
-        kt.store(Ks, LD);
-        vt.store(Vs, LD);
-        __syncthreads();
-        if (AHEAD && j0 + KEYS <= last) {
-            kt.fetch(kh + (size_t)(j0 + KEYS) * hd, hd, T - j0 - KEYS, hd);
-            vt.fetch(vh + (size_t)(j0 + KEYS) * hd, hd, T - j0 - KEYS, hd);
-        }
+        __syncthreads(); /* everyone's */
         if (w0 + 15 < j0) continue; /* every row of the warp is before the tile */
 
         /* S (16 x 64) = Q_w K^T: 8 tiles of 8 keys. */
@@ -340,15 +370,18 @@ void forward(float *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v
  * 16 x HD accumulators and two score tiles would not fit in registers). */
 template <int HD> struct bwd_smem {
     static constexpr int LD = HD + 8;
-    /* four row-major tiles, lse and dsum of 64 rows */
-    static constexpr size_t bytes = 4 * (size_t)ROWS * LD * sizeof(bf16) + 2 * ROWS * sizeof(float);
+    static constexpr size_t tile = (size_t)ROWS * LD; /* bf16 */
+    /* dq: Q, dO and two buffers of K and V (6 tiles); dk, dv: K, V, Q, dO,
+     * then lse and dsum of 64 rows */
+    static constexpr size_t bytes = 6 * tile * sizeof(bf16);
+    static_assert(4 * tile * sizeof(bf16) + 2 * ROWS * sizeof(float) <= bytes, "dk, dv fit");
 };
 
-/* A row-major tile of 64 rows of HD columns, from bf16 or fp32 to shared bf16. */
-template <int HD, typename S>
-__device__ __forceinline__ void load_rows(bf16 *dst, const S *src, size_t stride, int valid) {
-    tile<HD, ROWS, THREADS, S> x;
-    x.fetch(src, stride, valid, HD);
+/* A row-major tile of 64 rows of HD fp32 columns (dO) to shared bf16. */
+template <int HD>
+__device__ __forceinline__ void load_rows(bf16 *dst, const float *src, size_t stride, int valid) {
+    tile<HD, ROWS, THREADS> x;
+    x.fetch(src, stride, valid);
     x.store(dst, bwd_smem<HD>::LD);
 }
 
@@ -369,8 +402,10 @@ __global__ void __launch_bounds__(THREADS)
     const int bg = blockIdx.y, b = bg / nkv, kvh = bg % nkv, group = nh / nkv;
     const int j0 = blockIdx.x * ROWS;
     const size_t kv0 = ((size_t)bg * T + j0) * HD;
-    load_rows<HD>(Ks, k + kv0, HD, T - j0);
-    load_rows<HD>(Vs, v + kv0, HD, T - j0);
+    copy_tile<HD, ROWS, THREADS>(Ks, LD, k + kv0, HD, T - j0, HD);
+    copy_tile<HD, ROWS, THREADS>(Vs, LD, v + kv0, HD, T - j0, HD);
+    cp_async_commit();
+    cp_async_wait<0>();
     __syncthreads();
     uint32_t ka[HD / 16][4], va[HD / 16][4];
 #pragma unroll
@@ -392,7 +427,8 @@ __global__ void __launch_bounds__(THREADS)
         const float slope2 = alibi ? alibi[h] * LOG2E : 0.0f;
         for (int i0 = j0; i0 < T; i0 += ROWS) {
             __syncthreads(); /* the last tile's readers are done */
-            load_rows<HD>(Qs, q + (bh * T + i0) * HD, HD, T - i0);
+            copy_tile<HD, ROWS, THREADS>(Qs, LD, q + (bh * T + i0) * HD, HD, T - i0, HD);
+            cp_async_commit(); /* in flight under dO's loads */
             load_rows<HD>(dOs, dout + (((size_t)b * T + i0) * nh + h) * HD, (size_t)nh * HD,
                           T - i0);
             if (threadIdx.x < ROWS) {
@@ -400,6 +436,7 @@ __global__ void __launch_bounds__(THREADS)
                 ls[threadIdx.x] = i < T ? lse[bh * T + i] * LOG2E : 0.0f;
                 Ds[threadIdx.x] = i < T ? dsum[bh * T + i] : 0.0f;
             }
+            cp_async_wait<0>();
             __syncthreads();
             if (i0 + ROWS - 1 < j0 + warp * 16) continue; /* every query before the warp's keys */
 
@@ -456,14 +493,20 @@ __global__ void __launch_bounds__(THREADS)
                     float scale2) {
     constexpr int LD = bwd_smem<HD>::LD;
     GPU_DYNAMIC_SHARED(unsigned char, smem);
-    bf16 *Qs = (bf16 *)smem, *dOs = Qs + ROWS * LD, *Ks = dOs + ROWS * LD, *Vs = Ks + ROWS * LD;
+    bf16 *Qs = (bf16 *)smem, *dOs = Qs + ROWS * LD;
+    constexpr size_t BUF = 2 * bwd_smem<HD>::tile; /* two buffers of K, V at buf0 */
+    bf16 *const buf0 = dOs + ROWS * LD;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
     const int bh = blockIdx.y, b = bh / nh, h = bh % nh, kvh = h / (nh / nkv);
     const int i0 = (gridDim.x - 1 - blockIdx.x) * ROWS;
     const size_t q0 = ((size_t)bh * T + i0) * HD, kv = ((size_t)b * nkv + kvh) * T * HD;
     const float slope2 = alibi ? alibi[h] * LOG2E : 0.0f;
-    load_rows<HD>(Qs, q + q0, HD, T - i0);
+    copy_tile<HD, ROWS, THREADS>(Qs, LD, q + q0, HD, T - i0, HD);
+    copy_tile<HD, ROWS, THREADS>(buf0, LD, k + kv, HD, T, HD);
+    copy_tile<HD, ROWS, THREADS>(buf0 + ROWS * LD, LD, v + kv, HD, T, HD);
+    cp_async_commit();
     load_rows<HD>(dOs, dout + (((size_t)b * T + i0) * nh + h) * HD, (size_t)nh * HD, T - i0);
+    cp_async_wait<0>();
     __syncthreads();
     uint32_t qa[HD / 16][4], da[HD / 16][4];
 #pragma unroll
@@ -484,11 +527,20 @@ __global__ void __launch_bounds__(THREADS)
 #pragma unroll
     for (int nd = 0; nd < HD / 8; nd++) dQ[nd][0] = dQ[nd][1] = dQ[nd][2] = dQ[nd][3] = 0.0f;
 
-    for (int j0 = 0; j0 <= i0; j0 += ROWS) {
-        __syncthreads(); /* the last tile's readers are done */
-        load_rows<HD>(Ks, k + kv + (size_t)j0 * HD, HD, T - j0);
-        load_rows<HD>(Vs, v + kv + (size_t)j0 * HD, HD, T - j0);
-        __syncthreads();
+    for (int j0 = 0, it = 0; j0 <= i0; j0 += ROWS, it++) {
+        const bf16 *Ks = buf0 + (it & 1) * BUF, *Vs = Ks + ROWS * LD;
+        __syncthreads(); /* the tile before is read: its buffer is free */
+        if (j0 + ROWS <= i0) { /* the next tile, in flight under this one's products */
+            bf16 *nb = buf0 + ((it + 1) & 1) * BUF;
+            const size_t off = kv + (size_t)(j0 + ROWS) * HD;
+            copy_tile<HD, ROWS, THREADS>(nb, LD, k + off, HD, T - j0 - ROWS, HD);
+            copy_tile<HD, ROWS, THREADS>(nb + ROWS * LD, LD, v + off, HD, T - j0 - ROWS, HD);
+            cp_async_commit();
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
+        __syncthreads(); /* this tile has landed, everyone's copies */
         if (i0 + warp * 16 + 15 < j0) continue; /* every row of the warp is before the tile */
 
         float s[ROWS / 8][4], dp[ROWS / 8][4];

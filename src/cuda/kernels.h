@@ -143,8 +143,8 @@ void gpu_flash_backward_tc(float *dq, float *dk, float *dv, const float *dsum, c
                            int hd);
 /* The same two with mma.sync and the score tiles and accumulators in
  * registers (flash_mma.cu, FlashAttention-2's layout), same arguments and
- * results (q, k, v 8-byte and dout 16-byte aligned, hd a multiple of 4: they
- * load four values at a time); the backward for head sizes
+ * results (q, k, v and dout 16-byte aligned and hd a multiple of 8: they
+ * copy 16 bytes at a time); the backward for head sizes
  * GPU_ATTN_MMA_BWD(hd). Not yet run on a GPU, so gpu_attention_forward/
  * backward take them only after gpu_attention_use(GPU_ATTN_MMA), or when the
  * environment has ROTARY_CUDA_ATTN=mma at the first call; GPU_ATTN_WMMA

@@ -69,6 +69,16 @@ alignas(128) inline unsigned char shared_mem[SMEM_MAX];
 /* While a stream captures (runtime.cc): the operations recorded so far. */
 inline std::vector<std::function<void()>> *capturing;
 
+/* A thread's cp.async copies: committed groups not yet waited for, and the
+ * copies since the last commit (emu_cp_async16). */
+struct async_copy {
+    void *dst;
+    const void *src;
+    bool full;
+};
+inline thread_local std::vector<std::vector<async_copy>> async_groups;
+inline thread_local std::vector<async_copy> async_open;
+
 /* The thread's rank in its block: threads x first, then y, then z. */
 inline unsigned linear_tid() {
     return thread_idx.x + block_dim.x * (thread_idx.y + block_dim.y * thread_idx.z);
@@ -242,6 +252,11 @@ template <typename... P> struct launcher {
                     for (unsigned bx = 0; bx < grid.x; bx++) {
                         block_idx = dim3(bx, by, bz);
                         kernel(args...);
+                        if (!async_groups.empty() || !async_open.empty()) {
+                            fprintf(stderr, "cuda_emu: a thread ended with cp.async copies "
+                                            "not waited for\n");
+                            abort();
+                        }
                         pthread_barrier_wait(&block_bar);
                     }
         });
@@ -366,6 +381,32 @@ void mma_sync(fragment<accumulator, 16, 16, 16, float> &d,
 }
 } /* namespace wmma */
 } /* namespace nvcuda */
+
+/* cp.async.cg (16 bytes, zero-filled when !full), commit_group and
+ * wait_group: a thread's copies wait in its own queue until a wait_group
+ * that covers their group, so a kernel that reads a tile before waiting
+ * reads what was there before (NaN at first) and fails its test. */
+inline void emu_cp_async16(void *dst, const void *src, bool full) {
+    if ((uintptr_t)dst % 16 || (full && (uintptr_t)src % 16)) {
+        fprintf(stderr, "cuda_emu: cp.async addresses %p, %p not 16-byte aligned\n", dst, src);
+        abort();
+    }
+    emu::async_open.push_back({dst, src, full});
+}
+inline void emu_cp_async_commit() {
+    emu::async_groups.push_back(std::move(emu::async_open));
+    emu::async_open.clear();
+}
+inline void emu_cp_async_wait(int pending) {
+    auto &g = emu::async_groups;
+    const size_t done = g.size() > (size_t)pending ? g.size() - pending : 0;
+    for (size_t i = 0; i < done; i++)
+        for (const auto &c : g[i]) {
+            if (c.full) memcpy(c.dst, c.src, 16);
+            else memset(c.dst, 0, 16);
+        }
+    g.erase(g.begin(), g.begin() + done);
+}
 
 inline void emu_ldmatrix_x4(uint32_t r[4], const void *row, bool trans) {
     emu::ldmatrix_x4(r, row, trans);

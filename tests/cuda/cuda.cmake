@@ -84,7 +84,8 @@ if(ROTARY_CUDA)
   set_tests_properties(test_cuda_kernels_emu PROPERTIES LABELS emu)
   set_tests_properties(test_cuda_model_emu PROPERTIES LABELS emu ENVIRONMENT ROTARY_CUDA_ATTN=mma)
   # The command line on the emulated GPU: train (cuda_train.c, its
-  # checkpoints), eval and generate with --device cuda.
+  # checkpoints), eval and generate with --device cuda, on the default
+  # (WMMA) attention, where test_cuda_model_emu takes the mma.sync one.
   get_target_property(cli_sources rotary_cli SOURCES)
   add_executable(rotary_cli_emu ${cli_sources})
   target_include_directories(rotary_cli_emu PRIVATE src ${CBLAS_INCLUDE_DIR} ${CJSON_INCLUDE_DIR})
@@ -95,7 +96,7 @@ if(ROTARY_CUDA)
     COMMAND bash ${CMAKE_SOURCE_DIR}/tests/cuda/cli_device.sh $<TARGET_FILE:rotary_cli_emu>
       ${CMAKE_SOURCE_DIR} emu
     WORKING_DIRECTORY ${CMAKE_BINARY_DIR})
-  set_tests_properties(cli_device_emu PROPERTIES LABELS emu ENVIRONMENT ROTARY_CUDA_ATTN=mma)
+  set_tests_properties(cli_device_emu PROPERTIES LABELS emu)
 endif()
 
 # --device on the command line, in every build (cpu: "built without CUDA").

@@ -436,41 +436,61 @@ static int train(int argc, char **argv) {
     char tok_path[4200];
     snprintf(tok_path, sizeof tok_path, "%s/tokenizer.json", dir);
     if (cli_load_tokenizer(a.resume ? tok_path : a.tokenizer, 0, &tok)) return 1;
+    /* From here every way out goes through `done`, which frees what was made. */
+    token_split d = {0};
+    rotary_model m;
+    memset(&m, 0, sizeof m);
     cfg.vocab = rotary_tokenizer_vocab_size(tok);
     const char *bad = rotary_config_validate(&cfg)                                     ? "model"
                       : on_gpu && (cuda_device_check() || cuda_config_check(&cfg)) ? "train"
                                                                                      : NULL;
     if (bad) {
-        rotary_tokenizer_free(tok);
-        return cli_fail(bad, rotary_last_error());
+        rc = cli_fail(bad, rotary_last_error());
+        goto done;
     }
 
-    token_split d;
     if (dist.rank == 0) fprintf(stderr, "rotary: reading %s\n", a.data);
-    if (cli_load_split(a.data, tok, a.val_fraction, &d.train, &d.n_train, &d.val, &d.n_val))
-        return 1;
+    if (cli_load_split(a.data, tok, a.val_fraction, &d.train, &d.n_train, &d.val, &d.n_val)) {
+        rc = 1;
+        goto done;
+    }
 
     if (d.n_train < (size_t)cfg.ctx + 1 || d.n_val < (size_t)cfg.ctx + 1) {
         char why[200];
         snprintf(why, sizeof why, "%zu training and %zu validation tokens; each needs more than "
                  "one context window (%d + 1)", d.n_train, d.n_val, cfg.ctx);
-        return cli_fail(a.data, why);
+        rc = cli_fail(a.data, why);
+        goto done;
     }
-    rotary_model m;
     char ckpt[4200];
     snprintf(ckpt, sizeof ckpt, "%s/checkpoint.safetensors", dir);
     int have_ckpt = a.resume && access(ckpt, F_OK) == 0;
     if (have_ckpt) {
         char why[256];
-        if (rotary_checkpoint_load(ckpt, &m)) return cli_fail("resume", rotary_last_error());
-        if (config_mismatch(&m.cfg, &cfg, why, sizeof why)) return cli_fail(ckpt, why);
+        if (rotary_checkpoint_load(ckpt, &m)) {
+            rc = cli_fail("resume", rotary_last_error());
+            goto done;
+        }
+        if (config_mismatch(&m.cfg, &cfg, why, sizeof why)) {
+            rc = cli_fail(ckpt, why);
+            goto done;
+        }
     } else {
-        if (rotary_model_build(&m, &cfg)) return cli_fail("model", rotary_last_error());
+        if (rotary_model_build(&m, &cfg)) {
+            rc = cli_fail("model", rotary_last_error());
+            goto done;
+        }
         rotary_model_init(&m, (uint64_t)a.seed);
         if (!a.resume && dist.rank == 0) {
             /* config.json last: its presence marks a run that --resume continues. */
-            if (rotary_tokenizer_save(tok, tok_path)) return cli_fail(tok_path, rotary_last_error());
-            if (write_config_json(dir, specs, n, &cfg, argc, argv)) return 1;
+            if (rotary_tokenizer_save(tok, tok_path)) {
+                rc = cli_fail(tok_path, rotary_last_error());
+                goto done;
+            }
+            if (write_config_json(dir, specs, n, &cfg, argc, argv)) {
+                rc = 1;
+                goto done;
+            }
         }
     }
     if (dist.rank == 0)
@@ -518,6 +538,7 @@ static int train(int argc, char **argv) {
         rc = write_sample(&m, tok, &d, dir, a.sample_tokens, (uint64_t)a.seed, a.steps);
         fprintf(stderr, "rotary: run written to %s (metrics.csv, checkpoint.safetensors, samples.txt)\n", dir);
     }
+done:
     free(d.train);
     free(d.val);
     rotary_tokenizer_free(tok);

@@ -278,15 +278,21 @@ int cmd_chat(int argc, char **argv) {
     chat c = {.system = system && *system ? system : NULL, .show_ids = da.show_ids,
               .show_turns = show_turns};
     if (cli_load_model(model, tok_spec, &c.m, &c.tok)) return 1;
+    /* From here every way out goes through `done`, which frees what was made. */
     if (!strcmp(template, "auto")) {
-        if (!(c.tpl = pick(c.tok)))
-            return cli_fail("chat", "this vocabulary has none of the chat templates' tokens "
-                            "(no <|eot_id|>, <|im_start|>, or BOS and EOS); choose one with "
-                            "--template llama3|chatml|llama2");
+        if (!(c.tpl = pick(c.tok))) {
+            rc = cli_fail("chat", "this vocabulary has none of the chat templates' tokens "
+                          "(no <|eot_id|>, <|im_start|>, or BOS and EOS); choose one with "
+                          "--template llama3|chatml|llama2");
+            goto done;
+        }
     } else {
         for (int i = 0; i < N_TEMPLATES; i++)
             if (!strcmp(template, TEMPLATES[i].name)) c.tpl = &TEMPLATES[i];
-        if (!c.tpl) return cli_fail("--template", "auto, llama3, chatml or llama2");
+        if (!c.tpl) {
+            rc = cli_fail("--template", "auto, llama3, chatml or llama2");
+            goto done;
+        }
     }
     c.bos = rotary_tokenizer_add_bos(c.tok) || c.tpl->inst ? rotary_tokenizer_bos(c.tok) : -1;
     c.eos = rotary_tokenizer_eos(c.tok);
@@ -295,20 +301,35 @@ int cmd_chat(int argc, char **argv) {
         char why[160];
         snprintf(why, sizeof why, "template %s needs the token %s, which this vocabulary does "
                  "not have", c.tpl->name, c.tpl->stop);
-        return cli_fail("chat", why);
+        rc = cli_fail("chat", why);
+        goto done;
     }
-    if (c.stop < 0 && c.eos < 0) return cli_fail("chat", "the vocabulary has no end-of-text token");
-    if (c.tpl->inst && c.bos < 0) return cli_fail("chat", "template llama2 needs a BOS token");
+    if (c.stop < 0 && c.eos < 0) {
+        rc = cli_fail("chat", "the vocabulary has no end-of-text token");
+        goto done;
+    }
+    if (c.tpl->inst && c.bos < 0) {
+        rc = cli_fail("chat", "template llama2 needs a BOS token");
+        goto done;
+    }
     const int T = da.ctx ? da.ctx : c.m.cfg.ctx;
-    if (cli_check_cache(&c.m, T)) return 1;
+    if (cli_check_cache(&c.m, T)) {
+        rc = 1;
+        goto done;
+    }
     if (rotary_decoder_init(&c.dec, &c.m, T) || (da.int8 && rotary_decoder_quantize(&c.dec)) ||
         rotary_sampler_init(&c.smp, c.m.cfg.vocab, da.temperature, da.top_k, da.top_p,
-                            (uint64_t)da.seed))
-        return cli_fail("chat", rotary_last_error());
+                            (uint64_t)da.seed)) {
+        rc = cli_fail("chat", rotary_last_error());
+        goto done;
+    }
     id_list probe = {0}; /* every token the template names, before any input */
     rc = turn_ids(&c, "", &probe);
     free(probe.v);
-    if (rc) return cli_fail("chat", err);
+    if (rc) {
+        rc = cli_fail("chat", err);
+        goto done;
+    }
     fprintf(stderr, "rotary chat: template %s, %d positions; one line is one turn, end with "
                     "Ctrl-D\n", c.tpl->name, T);
     const int tty = isatty(0);
@@ -326,6 +347,7 @@ int cmd_chat(int argc, char **argv) {
                     "at %.1f tok/s%s\n", c.turns, c.n_prefill,
             c.n_prefill / (c.t_prefill + 1e-12), c.n_decode, c.n_decode / (c.t_decode + 1e-12),
             da.int8 ? " (int8)" : "");
+done:
     rotary_sampler_free(&c.smp);
     rotary_decoder_free(&c.dec);
     rotary_tokenizer_free(c.tok);

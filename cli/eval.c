@@ -67,15 +67,27 @@ int cmd_eval(int argc, char **argv) {
     rotary_tokenizer *tok;
     if (run && ckpt) return cli_fail("eval", "give --run or --checkpoint, not both");
     if (cli_load_model(run ? run : ckpt, tok_spec, &m, &tok)) return 1;
-    if (cli_apply_rope_scaling(&m, &ra, specs, n_specs)) return 1;
+    /* From here every way out goes through `done`, which frees what was made. */
+    int *ids = NULL, *tgt = NULL, *inp = NULL;
+    cuda_model *g = NULL;
+    if (cli_apply_rope_scaling(&m, &ra, specs, n_specs)) {
+        rc = 1;
+        goto done;
+    }
     int T = ctx ? ctx : m.cfg.ctx;
-    if (rotary_model_extend(&m, T)) return cli_fail("--ctx", rotary_last_error());
+    if (rotary_model_extend(&m, T)) {
+        rc = cli_fail("--ctx", rotary_last_error());
+        goto done;
+    }
 
     /* The run's own validation part (the same split as training), or all. */
     const int all = strcmp(split, "val") != 0;
-    int *head, *ids;
+    int *head;
     size_t n_head, n_ids;
-    if (cli_load_split(data, tok, all ? 0.0f : frac, &head, &n_head, &ids, &n_ids)) return 1;
+    if (cli_load_split(data, tok, all ? 0.0f : frac, &head, &n_head, &ids, &n_ids)) {
+        rc = 1;
+        goto done;
+    }
     if (all) {
         free(ids);
         ids = head, n_ids = n_head;
@@ -87,15 +99,20 @@ int cmd_eval(int argc, char **argv) {
     if (windows == 0) {
         char why[160];
         snprintf(why, sizeof why, "%zu tokens is fewer than one window of %d + 1", n_ids, T);
-        return cli_fail(data, why);
+        rc = cli_fail(data, why);
+        goto done;
     }
     if (batch > (int)windows) batch = (int)windows;
-    cuda_model *g = NULL;
     if (on_gpu ? cuda_model_new(&g, &m) || cuda_model_reserve(g, batch, T)
-               : rotary_model_reserve(&m, batch, T) != 0)
-        return cli_fail("eval", rotary_last_error());
-    int *tgt = malloc((size_t)batch * T * sizeof(int)), *inp = malloc((size_t)batch * T * sizeof(int));
-    if (!tgt || !inp) return cli_fail("eval", "out of memory");
+               : rotary_model_reserve(&m, batch, T) != 0) {
+        rc = cli_fail("eval", rotary_last_error());
+        goto done;
+    }
+    tgt = malloc((size_t)batch * T * sizeof(int)), inp = malloc((size_t)batch * T * sizeof(int));
+    if (!tgt || !inp) {
+        rc = cli_fail("eval", "out of memory");
+        goto done;
+    }
     double nats = 0, bytes = 0;
     size_t done = 0;
     /* Non-overlapping windows: window w predicts tokens wT+1 .. wT+T. */
@@ -107,8 +124,10 @@ int cmd_eval(int argc, char **argv) {
         }
         float loss;
         if (g ? cuda_model_forward(g, inp, tgt, b, T, 0, &loss)
-              : rotary_model_forward(&m, inp, tgt, b, T, &loss))
-            return cli_fail("eval", rotary_last_error());
+              : rotary_model_forward(&m, inp, tgt, b, T, &loss)) {
+            rc = cli_fail("eval", rotary_last_error());
+            goto done;
+        }
         nats += (double)loss * b * T;
         for (int i = 0; i < b * T; i++) {
             int len;
@@ -122,11 +141,12 @@ int cmd_eval(int argc, char **argv) {
     double tokens = (double)windows * T;
     printf("loss %.4f nats/token  %.4f bits/byte  ctx %d (trained at %d)  %zu windows, %.0f tokens, %.0f bytes\n",
            nats / tokens, nats / bytes / log(2.0), T, m.cfg.ctx, windows, tokens, bytes);
+done:
     cuda_model_free(g);
     free(ids);
     free(inp);
     free(tgt);
     rotary_tokenizer_free(tok);
     rotary_model_free(&m);
-    return 0;
+    return rc;
 }

@@ -120,48 +120,70 @@ int cmd_generate(int argc, char **argv) {
     rotary_model m;
     rotary_tokenizer *tok;
     if (cli_load_model(model ? model : ckpt, tok_spec, &m, &tok)) return 1;
-    if (cli_apply_rope_scaling(&m, &ra, specs, n_specs)) return 1;
+    /* From here every way out goes through `done`, which frees what was made. */
+    int *ids = NULL, *all = NULL;
+    decoder dec = {0};
+    rotary_sampler smp = {0};
+    cuda_model *g = NULL;
+    if (cli_apply_rope_scaling(&m, &ra, specs, n_specs)) {
+        rc = 1;
+        goto done;
+    }
 
     const int bos = rotary_tokenizer_add_bos(tok) ? rotary_tokenizer_bos(tok) : -1;
     const int eos = no_stop ? -1 : rotary_tokenizer_eos(tok);
-    int *ids = NULL;
     size_t n_text = 0;
     if (*prompt && rotary_tokenizer_encode(tok, (const unsigned char *)prompt, strlen(prompt),
-                                           &ids, &n_text))
-        return cli_fail("prompt", rotary_last_error());
+                                           &ids, &n_text)) {
+        rc = cli_fail("prompt", rotary_last_error());
+        goto done;
+    }
     /* Our byte-level models need at least one token to start from. */
     const char *start = bos < 0 && n_text == 0 ? "\n" : NULL;
-    if (start && rotary_tokenizer_encode(tok, (const unsigned char *)start, 1, &ids, &n_text))
-        return cli_fail("prompt", rotary_last_error());
+    if (start && rotary_tokenizer_encode(tok, (const unsigned char *)start, 1, &ids, &n_text)) {
+        rc = cli_fail("prompt", rotary_last_error());
+        goto done;
+    }
     size_t n_prompt = n_text + (bos >= 0);
     const int T = da.ctx ? da.ctx : m.cfg.ctx;
     if (n_prompt > (size_t)T) {
         char why[160];
         snprintf(why, sizeof why, "%zu tokens, but the context is %d (--ctx)", n_prompt, T);
-        return cli_fail("prompt", why);
+        rc = cli_fail("prompt", why);
+        goto done;
     }
-    int *all = malloc((n_prompt + (size_t)n_new + 1) * sizeof(int));
-    if (!all) return cli_fail("generate", "out of memory");
+    all = malloc((n_prompt + (size_t)n_new + 1) * sizeof(int));
+    if (!all) {
+        rc = cli_fail("generate", "out of memory");
+        goto done;
+    }
     if (bos >= 0) all[0] = bos;
     if (n_text) memcpy(all + (bos >= 0), ids, n_text * sizeof(int));
-    free(ids);
-    decoder dec = {0};
-    rotary_sampler smp;
-    cuda_model *g = NULL;
     if (on_gpu) {
         if (rotary_model_extend(&m, T) || cuda_model_new(&g, &m) ||
-            cuda_decoder_new(&dec.gpu, g, T))
-            return cli_fail("generate", rotary_last_error());
-        if (!(dec.glogits = malloc((size_t)m.cfg.vocab * sizeof(float))))
-            return cli_fail("generate", "out of memory");
+            cuda_decoder_new(&dec.gpu, g, T)) {
+            rc = cli_fail("generate", rotary_last_error());
+            goto done;
+        }
+        if (!(dec.glogits = malloc((size_t)m.cfg.vocab * sizeof(float)))) {
+            rc = cli_fail("generate", "out of memory");
+            goto done;
+        }
     } else {
-        if (cli_check_cache(&m, T)) return 1;
-        if (rotary_decoder_init(&dec.cpu, &m, T) || (da.int8 && rotary_decoder_quantize(&dec.cpu)))
-            return cli_fail("generate", rotary_last_error());
+        if (cli_check_cache(&m, T)) {
+            rc = 1;
+            goto done;
+        }
+        if (rotary_decoder_init(&dec.cpu, &m, T) || (da.int8 && rotary_decoder_quantize(&dec.cpu))) {
+            rc = cli_fail("generate", rotary_last_error());
+            goto done;
+        }
     }
     if (rotary_sampler_init(&smp, m.cfg.vocab, da.temperature, da.top_k, da.top_p,
-                            (uint64_t)da.seed))
-        return cli_fail("generate", rotary_last_error());
+                            (uint64_t)da.seed)) {
+        rc = cli_fail("generate", rotary_last_error());
+        goto done;
+    }
 
     if (da.show_ids)
         for (size_t i = 0; i < n_prompt; i++) cli_emit_token(tok, all[i], 0, 1);
@@ -172,7 +194,10 @@ int cmd_generate(int argc, char **argv) {
     const float *logits = NULL;
     double t0 = now_s();
     for (size_t i = 0; i < n_prompt; i++)
-        if (step(&dec, all[i], &logits)) return cli_fail("generate", rotary_last_error());
+        if (step(&dec, all[i], &logits)) {
+            rc = cli_fail("generate", rotary_last_error());
+            goto done;
+        }
     double t1 = now_s();
     size_t n = n_prompt;
     int made = 0;
@@ -180,15 +205,19 @@ int cmd_generate(int argc, char **argv) {
         if (full(&dec)) { /* keep the last half of the window */
             reset(&dec);
             for (size_t j = n - (size_t)T / 2; j < n; j++)
-                if (step(&dec, all[j], &logits))
-                    return cli_fail("generate", rotary_last_error());
+                if (step(&dec, all[j], &logits)) {
+                    rc = cli_fail("generate", rotary_last_error());
+                    goto done;
+                }
         }
         all[n] = rotary_sample(&smp, logits);
         if (!no_stop && bos >= 0 && all[n] == bos) break; /* llama2.c: between texts */
         if (all[n] == eos) break;                             /* end of text */
         cli_emit_token(tok, all[n], n == 1 && rotary_tokenizer_space_prefix(tok), da.show_ids);
-        if (step(&dec, all[n++], &logits))
-            return cli_fail("generate", rotary_last_error());
+        if (step(&dec, all[n++], &logits)) {
+            rc = cli_fail("generate", rotary_last_error());
+            goto done;
+        }
     }
     double t2 = now_s();
     printf("\n");
@@ -201,6 +230,8 @@ int cmd_generate(int argc, char **argv) {
     fprintf(stderr, "rotary: prefill %zu tokens at %.1f tok/s, decode %d tokens at %.1f tok/s%s\n",
             n_prompt, n_prompt / (t1 - t0 + 1e-12), made, made / (t2 - t1 + 1e-12), how);
     if (*why) fprintf(stderr, "rotary: note: %s\n", why);
+done:
+    free(ids);
     free(all);
     rotary_sampler_free(&smp);
     rotary_decoder_free(&dec.cpu);
@@ -209,5 +240,5 @@ int cmd_generate(int argc, char **argv) {
     free(dec.glogits);
     rotary_tokenizer_free(tok);
     rotary_model_free(&m);
-    return 0;
+    return rc;
 }

@@ -91,8 +91,14 @@ int main(int argc, char **argv) {
         fprintf(stderr, "cuda_attention: out of GPU memory\n");
         return 1;
     }
-    /* q, k, v as the split kernel writes them: bf16 for the tensor cores */
+    /* q, k, v as the split kernel writes them: bf16 for the tensor cores;
+     * dout16: the backward's scratch for dout in bf16 */
     const void *qa = q, *ka = k, *va = v;
+    gpu_bf16 *dout16 = NULL;
+    if (cudaMalloc((void **)&dout16, nq * sizeof(gpu_bf16)) != cudaSuccess) {
+        fprintf(stderr, "cuda_attention: out of GPU memory\n");
+        return 1;
+    }
     if (GPU_ATTN_TC(hd)) {
         gpu_bf16 *h[3] = {NULL, NULL, NULL};
         const float *src[3] = {q, k, v};
@@ -116,8 +122,8 @@ int main(int argc, char **argv) {
             cudaEventRecord(e0, 0);
             gpu_attention_forward(out, lse, qa, ka, va, NULL, B, T, nh, nkv, hd);
             cudaEventRecord(e1, 0);
-            gpu_attention_backward(dq, dk, dv, dsum, dout, out, qa, ka, va, lse, NULL, B, T, nh,
-                                   nkv, hd);
+            gpu_attention_backward(dq, dk, dv, dsum, dout16, dout, out, qa, ka, va, lse, NULL, B, T,
+                                   nh, nkv, hd);
             cudaEventRecord(e2, 0);
             if (gpu_sync()) {
                 fprintf(stderr, "cuda_attention: %s\n", gpu_last_error());

@@ -151,14 +151,17 @@ __global__ void __launch_bounds__(FWD_BR)
 /* --------------------------------------------------------- backward pass */
 
 /* dsum (B, nh, T) = rowsum(dout * out): the D of the softmax backward. */
-__global__ void dsum_kernel(float *dsum, const float *dout, const float *out, int B, int T, int nh,
-                            int hd) {
+__global__ void dsum_kernel(float *dsum, __nv_bfloat16 *dout16, const float *dout, const float *out,
+                            int B, int T, int nh, int hd) {
     const size_t r = (size_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
     if (r >= (size_t)B * nh * T) return;
     const int t = (int)(r % T), h = (int)(r / T % nh);
     const size_t b = r / T / nh, at = ((b * T + t) * nh + h) * hd;
     float s = 0.0f;
-    for (int d = threadIdx.x % 32; d < hd; d += 32) s += dout[at + d] * out[at + d];
+    for (int d = threadIdx.x % 32; d < hd; d += 32) {
+        s += dout[at + d] * out[at + d];
+        if (dout16) dout16[at + d] = __float2bfloat16(dout[at + d]);
+    }
     s = warp_sum(s);
     if (threadIdx.x % 32 == 0) dsum[r] = s;
 }
@@ -336,18 +339,22 @@ extern "C" void gpu_attention_forward(float *out, float *lse, const void *q, con
 }
 
 extern "C" void gpu_attention_backward(float *dq, float *dk, float *dv, float *dsum,
-                                       const float *dout, const float *out, const void *q,
-                                       const void *k, const void *v, const float *lse,
-                                       const float *alibi, int B, int T, int nh, int nkv, int hd) {
+                                       gpu_bf16 *dout16, const float *dout, const float *out,
+                                       const void *q, const void *k, const void *v,
+                                       const float *lse, const float *alibi, int B, int T, int nh,
+                                       int nkv, int hd) {
     const size_t rows = (size_t)B * nh * T;
-    GPU_LAUNCH(dsum_kernel, cdiv(rows, 8), 256, 0)(dsum, dout, out, B, T, nh, hd);
+    __nv_bfloat16 *d16 = GPU_ATTN_TC(hd) ? (__nv_bfloat16 *)dout16 : NULL;
+    GPU_LAUNCH(dsum_kernel, cdiv(rows, 8), 256, 0)(dsum, d16, dout, out, B, T, nh, hd);
     const gpu_bf16 *q16 = (const gpu_bf16 *)q, *k16 = (const gpu_bf16 *)k;
     const gpu_bf16 *v16 = (const gpu_bf16 *)v;
     const float *qf = (const float *)q, *kf = (const float *)k, *vf = (const float *)v;
     if (GPU_ATTN_MMA_BWD(hd) && use_mma())
-        gpu_flash_backward_mma(dq, dk, dv, dsum, dout, q16, k16, v16, lse, alibi, B, T, nh, nkv, hd);
+        gpu_flash_backward_mma(dq, dk, dv, dsum, dout16, q16, k16, v16, lse, alibi, B, T, nh, nkv,
+                               hd);
     else if (GPU_ATTN_TC(hd))
-        gpu_flash_backward_tc(dq, dk, dv, dsum, dout, q16, k16, v16, lse, alibi, B, T, nh, nkv, hd);
+        gpu_flash_backward_tc(dq, dk, dv, dsum, dout16, q16, k16, v16, lse, alibi, B, T, nh, nkv,
+                              hd);
     else if (hd <= 32) backward_hd<32>(dq, dk, dv, dsum, dout, qf, kf, vf, lse, alibi, B, T, nh, nkv, hd);
     else if (hd <= 64) backward_hd<64>(dq, dk, dv, dsum, dout, qf, kf, vf, lse, alibi, B, T, nh, nkv, hd);
     else backward_hd<128>(dq, dk, dv, dsum, dout, qf, kf, vf, lse, alibi, B, T, nh, nkv, hd);

@@ -469,8 +469,9 @@ int cuda_model_backward(cuda_model *g) {
         if (c->attn == ROTARY_ATTN_LINEAR) {
             linear_block_backward(g, l, attout, B, T);
         } else {
-            gpu_attention_backward(g->dq, g->dk, g->dv, g->dsum, g->dattout, attout, q, k, v, lse,
-                                   g->alibi, B, T, nh, nkv, hd);
+            /* dqkv16 holds the rounded dattout until the merge writes it */
+            gpu_attention_backward(g->dq, g->dk, g->dv, g->dsum, g->dqkv16, g->dattout, attout, q,
+                                   k, v, lse, g->alibi, B, T, nh, nkv, hd);
             gpu_qkv_merge_rope_backward(g->dqkv16, g->dq, g->dk, g->dv, rd ? g->cos : NULL,
                                         rd ? g->sin : NULL, B, T, nh, nkv, hd, rd, c->rope_pairing);
         }

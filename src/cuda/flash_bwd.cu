@@ -14,9 +14,9 @@
  *   and dS^T elementwise in fp32, then dV_w += P^T dO and dK_w += dS^T Q.
  * - q: a block owns 64 query rows of one head (a warp 16), streams the key
  *   tiles up to the diagonal and accumulates dQ_w += dS_w K the same way.
- * q, k, v arrive in bf16 (from the split kernel), dout is rounded to bf16
- * as it is loaded into shared memory, and P and dS as they enter the
- * second products; scores, the
+ * q, k, v and dout arrive in bf16 (from the split kernel and
+ * gpu_attention_backward's rounding), and P and dS are rounded as they
+ * enter the second products; scores, the
  * exponentials, lse, dsum and every sum stay fp32. Expected precision: a
  * relative error around 1e-2 of each gradient's largest element (on random
  * inputs, against an fp64 reference: 4e-3 to 8e-3 here, 1e-6 for the fp32
@@ -150,7 +150,7 @@ __device__ __forceinline__ void tc_store_rows(float *dst, FragC (&acc)[HD / 16],
  * t2, t3 the streamed Q, dO tiles. */
 template <int HD>
 __global__ void __launch_bounds__(TC_THREADS)
-    flash_bwd_kv_tc(float *dk, float *dv, const float *dout, const bf16 *q, const bf16 *k,
+    flash_bwd_kv_tc(float *dk, float *dv, const bf16 *dout, const bf16 *q, const bf16 *k,
                     const bf16 *v, const float *lse, const float *dsum, const float *alibi,
                     int T, int nh, int nkv, float scale) {
     GPU_DYNAMIC_SHARED(unsigned char, smem);
@@ -214,7 +214,7 @@ __global__ void __launch_bounds__(TC_THREADS)
  * t3 the streamed K, V tiles. */
 template <int HD>
 __global__ void __launch_bounds__(TC_THREADS)
-    flash_bwd_q_tc(float *dq, const float *dout, const bf16 *q, const bf16 *k, const bf16 *v,
+    flash_bwd_q_tc(float *dq, const bf16 *dout, const bf16 *q, const bf16 *k, const bf16 *v,
                    const float *lse, const float *dsum, const float *alibi, int T, int nh, int nkv,
                    float scale) {
     GPU_DYNAMIC_SHARED(unsigned char, smem);
@@ -263,7 +263,7 @@ __global__ void __launch_bounds__(TC_THREADS)
 }
 
 template <int HD>
-static void backward_tc(float *dq, float *dk, float *dv, const float *dsum, const float *dout,
+static void backward_tc(float *dq, float *dk, float *dv, const float *dsum, const bf16 *dout,
                         const bf16 *q, const bf16 *k, const bf16 *v, const float *lse,
                         const float *alibi, int B, int T, int nh, int nkv) {
     const size_t shmem = TcLayout<HD>::BYTES;
@@ -281,10 +281,12 @@ static void backward_tc(float *dq, float *dk, float *dv, const float *dsum, cons
 }
 
 extern "C" void gpu_flash_backward_tc(float *dq, float *dk, float *dv, const float *dsum,
-                                      const float *dout, const gpu_bf16 *q16, const gpu_bf16 *k16,
-                                      const gpu_bf16 *v16, const float *lse, const float *alibi,
+                                      const gpu_bf16 *dout16, const gpu_bf16 *q16,
+                                      const gpu_bf16 *k16, const gpu_bf16 *v16, const float *lse,
+                                      const float *alibi,
                                       int B, int T, int nh, int nkv, int hd) {
     const bf16 *q = (const bf16 *)q16, *k = (const bf16 *)k16, *v = (const bf16 *)v16;
+    const bf16 *dout = (const bf16 *)dout16;
 #define TC_CASE(HD)                                                                                \
     case HD: backward_tc<HD>(dq, dk, dv, dsum, dout, q, k, v, lse, alibi, B, T, nh, nkv); break
     switch (hd) {

@@ -7,7 +7,8 @@
  * gpu_flash_forward_tc and gpu_flash_backward_tc; chosen by
  * gpu_attention_use(GPU_ATTN_MMA). The backward is further down.
  *
- * q, k and v arrive in bf16 (the split kernel writes them so), dout in fp32.
+ * q, k, v and dout arrive in bf16 (the split kernel and
+ * gpu_attention_backward write them so), and every tile is a cp.async copy.
  *
  * Forward: a block of 8 warps owns 128 query rows of one head, 16 rows a
  * warp, and streams 64-key tiles of K and V through two shared buffers:
@@ -182,33 +183,6 @@ __device__ __forceinline__ void accumulate(float (&o)[HD / 8][4], const uint32_t
     }
 }
 
-/* R rows of HD fp32 columns at src, rows `stride` floats apart, in NT
- * threads' registers, four floats a load (stride a multiple of 4, src
- * 16-byte aligned); rows at or past `valid` are zero. store() writes them
- * to shared memory as bf16, row-major (ld). For dO, the one operand that
- * arrives in fp32 (cp.async copies bf16 only). */
-template <int HD, int R, int NT> struct tile {
-    static_assert(R * HD / 4 % NT == 0, "a tile is whole float4s a thread");
-    static constexpr int N = R * HD / 4 / NT;
-    float4 x[N];
-    __device__ __forceinline__ void fetch(const float *src, size_t stride, int valid) {
-#pragma unroll
-        for (int i = 0; i < N; i++) {
-            const int e = threadIdx.x + i * NT, r = e / (HD / 4), d = 4 * (e % (HD / 4));
-            x[i] = r < valid ? *reinterpret_cast<const float4 *>(src + r * stride + d)
-                             : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        }
-    }
-    __device__ __forceinline__ void store(bf16 *dst, int ld) const {
-#pragma unroll
-        for (int i = 0; i < N; i++) {
-            const int e = threadIdx.x + i * NT, r = e / (HD / 4), d = 4 * (e % (HD / 4));
-            *reinterpret_cast<uint2 *>(dst + r * ld + d) =
-                make_uint2(pack_bf16(x[i].x, x[i].y), pack_bf16(x[i].z, x[i].w));
-        }
-    }
-};
-
 /* Shared memory of the forward: two buffers of a K and a V tile (64 rows
  * each), one filling while the other is read; the block's Q tile (128 rows)
  * starts in the second. */
@@ -377,21 +351,13 @@ template <int HD> struct bwd_smem {
     static_assert(4 * tile * sizeof(bf16) + 2 * ROWS * sizeof(float) <= bytes, "dk, dv fit");
 };
 
-/* A row-major tile of 64 rows of HD fp32 columns (dO) to shared bf16. */
-template <int HD>
-__device__ __forceinline__ void load_rows(bf16 *dst, const float *src, size_t stride, int valid) {
-    tile<HD, ROWS, THREADS> x;
-    x.fetch(src, stride, valid);
-    x.store(dst, bwd_smem<HD>::LD);
-}
-
 /* dk, dv: grid (ceil(T/64), B*nkv). The block's 64 keys (K, V row-major,
  * each warp 16 of them as A fragments) against every query tile at or
  * after them, of every query head of the group (Q, dO). The first blocks
  * have the most query tiles. */
 template <int HD>
 __global__ void __launch_bounds__(THREADS)
-    flash_bwd_kv_mma(float *dk, float *dv, const float *dout, const bf16 *q, const bf16 *k,
+    flash_bwd_kv_mma(float *dk, float *dv, const bf16 *dout, const bf16 *q, const bf16 *k,
                      const bf16 *v, const float *lse, const float *dsum, const float *alibi,
                      int T, int nh, int nkv, float scale2) {
     constexpr int LD = bwd_smem<HD>::LD;
@@ -428,9 +394,9 @@ __global__ void __launch_bounds__(THREADS)
         for (int i0 = j0; i0 < T; i0 += ROWS) {
             __syncthreads(); /* the last tile's readers are done */
             copy_tile<HD, ROWS, THREADS>(Qs, LD, q + (bh * T + i0) * HD, HD, T - i0, HD);
-            cp_async_commit(); /* in flight under dO's loads */
-            load_rows<HD>(dOs, dout + (((size_t)b * T + i0) * nh + h) * HD, (size_t)nh * HD,
-                          T - i0);
+            copy_tile<HD, ROWS, THREADS>(dOs, LD, dout + (((size_t)b * T + i0) * nh + h) * HD,
+                                         (size_t)nh * HD, T - i0, HD);
+            cp_async_commit(); /* in flight under the lse and dsum loads */
             if (threadIdx.x < ROWS) {
                 const int i = i0 + threadIdx.x;
                 ls[threadIdx.x] = i < T ? lse[bh * T + i] * LOG2E : 0.0f;
@@ -487,8 +453,10 @@ __global__ void __launch_bounds__(THREADS)
  * warp's A fragments) against every key tile up to the diagonal (K, V);
  * the last rows, with the most tiles, first. */
 template <int HD>
-__global__ void __launch_bounds__(THREADS)
-    flash_bwd_q_mma(float *dq, const float *dout, const bf16 *q, const bf16 *k, const bf16 *v,
+/* two blocks an SM: ptxas then needs no spills at HD 64 (alone it took 168
+ * registers and spilled 20 bytes) */
+__global__ void __launch_bounds__(THREADS, 2)
+    flash_bwd_q_mma(float *dq, const bf16 *dout, const bf16 *q, const bf16 *k, const bf16 *v,
                     const float *lse, const float *dsum, const float *alibi, int T, int nh, int nkv,
                     float scale2) {
     constexpr int LD = bwd_smem<HD>::LD;
@@ -504,8 +472,9 @@ __global__ void __launch_bounds__(THREADS)
     copy_tile<HD, ROWS, THREADS>(Qs, LD, q + q0, HD, T - i0, HD);
     copy_tile<HD, ROWS, THREADS>(buf0, LD, k + kv, HD, T, HD);
     copy_tile<HD, ROWS, THREADS>(buf0 + ROWS * LD, LD, v + kv, HD, T, HD);
+    copy_tile<HD, ROWS, THREADS>(dOs, LD, dout + (((size_t)b * T + i0) * nh + h) * HD,
+                                 (size_t)nh * HD, T - i0, HD);
     cp_async_commit();
-    load_rows<HD>(dOs, dout + (((size_t)b * T + i0) * nh + h) * HD, (size_t)nh * HD, T - i0);
     cp_async_wait<0>();
     __syncthreads();
     uint32_t qa[HD / 16][4], da[HD / 16][4];
@@ -580,7 +549,7 @@ __global__ void __launch_bounds__(THREADS)
 }
 
 template <int HD>
-void backward(float *dq, float *dk, float *dv, const float *dsum, const float *dout, const bf16 *q,
+void backward(float *dq, float *dk, float *dv, const float *dsum, const bf16 *dout, const bf16 *q,
               const bf16 *k, const bf16 *v, const float *lse, const float *alibi, int B, int T,
               int nh, int nkv) {
     const size_t bytes = bwd_smem<HD>::bytes;
@@ -607,10 +576,11 @@ extern "C" void gpu_flash_forward_mma(float *out, float *lse, const gpu_bf16 *q,
 }
 
 extern "C" void gpu_flash_backward_mma(float *dq, float *dk, float *dv, const float *dsum,
-                                       const float *dout, const gpu_bf16 *q16, const gpu_bf16 *k16,
-                                       const gpu_bf16 *v16, const float *lse, const float *alibi,
-                                       int B, int T, int nh, int nkv, int hd) {
+                                       const gpu_bf16 *dout16, const gpu_bf16 *q16,
+                                       const gpu_bf16 *k16, const gpu_bf16 *v16, const float *lse,
+                                       const float *alibi, int B, int T, int nh, int nkv, int hd) {
     const bf16 *q = (const bf16 *)q16, *k = (const bf16 *)k16, *v = (const bf16 *)v16;
+    const bf16 *dout = (const bf16 *)dout16;
     switch (hd) {
     case 16: backward<16>(dq, dk, dv, dsum, dout, q, k, v, lse, alibi, B, T, nh, nkv); break;
     case 32: backward<32>(dq, dk, dv, dsum, dout, q, k, v, lse, alibi, B, T, nh, nkv); break;

@@ -122,29 +122,30 @@ void gpu_qkv_merge_rope_backward(gpu_bf16 *dqkv, const float *dq, const float *d
 void gpu_attention_forward(float *out, float *lse, const void *q, const void *k, const void *v,
                            const float *alibi, int B, int T, int nh, int nkv, int hd);
 /* dq (B, nh, T, hd), dk, dv (B, nkv, T, hd) (=) from dout (B, T, nh*hd),
- * recomputing the probabilities from lse; dsum (B, nh, T) is scratch. */
-void gpu_attention_backward(float *dq, float *dk, float *dv, float *dsum, const float *dout,
-                            const float *out, const void *q, const void *k, const void *v,
-                            const float *lse, const float *alibi, int B, int T, int nh, int nkv,
-                            int hd);
+ * recomputing the probabilities from lse; dsum (B, nh, T) and, when
+ * GPU_ATTN_TC(hd), dout16 (B*T*nh*hd bf16: dout rounded for the tensor
+ * cores) are scratch. */
+void gpu_attention_backward(float *dq, float *dk, float *dv, float *dsum, gpu_bf16 *dout16,
+                            const float *dout, const float *out, const void *q, const void *k,
+                            const void *v, const float *lse, const float *alibi, int B, int T,
+                            int nh, int nkv, int hd);
 
 /* The same two on the tensor cores (flash_fwd.cu, flash_bwd.cu), which the
- * two above call when GPU_ATTN_TC(hd): q, k, v in bf16, dout rounded to bf16
- * as it is loaded into shared memory, the products accumulate in fp32 and
+ * two above call when GPU_ATTN_TC(hd): q, k, v and dout in bf16, the products accumulate in fp32 and
  * the softmax, lse and outputs stay fp32. Same layouts and meaning; dsum must
  * already hold rowsum(dout * out). */
 #define GPU_ATTN_TC(hd) ((hd) % 16 == 0 && (hd) <= 128)
 void gpu_flash_forward_tc(float *out, float *lse, const gpu_bf16 *q, const gpu_bf16 *k,
                           const gpu_bf16 *v, const float *alibi, int B, int T, int nh, int nkv,
                           int hd);
-void gpu_flash_backward_tc(float *dq, float *dk, float *dv, const float *dsum, const float *dout,
+void gpu_flash_backward_tc(float *dq, float *dk, float *dv, const float *dsum, const gpu_bf16 *dout,
                            const gpu_bf16 *q, const gpu_bf16 *k, const gpu_bf16 *v,
                            const float *lse, const float *alibi, int B, int T, int nh, int nkv,
                            int hd);
 /* The same two with mma.sync and the score tiles and accumulators in
  * registers (flash_mma.cu, FlashAttention-2's layout), same arguments and
  * results (q, k, v and dout 16-byte aligned and hd a multiple of 8: they
- * copy 16 bytes at a time); the backward for head sizes
+ * are copied 16 bytes at a time); the backward for head sizes
  * GPU_ATTN_MMA_BWD(hd). Not yet run on a GPU, so gpu_attention_forward/
  * backward take them only after gpu_attention_use(GPU_ATTN_MMA), or when the
  * environment has ROTARY_CUDA_ATTN=mma at the first call; GPU_ATTN_WMMA
@@ -153,8 +154,8 @@ void gpu_flash_backward_tc(float *dq, float *dk, float *dv, const float *dsum, c
 void gpu_flash_forward_mma(float *out, float *lse, const gpu_bf16 *q, const gpu_bf16 *k,
                            const gpu_bf16 *v, const float *alibi, int B, int T, int nh, int nkv,
                            int hd);
-void gpu_flash_backward_mma(float *dq, float *dk, float *dv, const float *dsum, const float *dout,
-                            const gpu_bf16 *q, const gpu_bf16 *k, const gpu_bf16 *v,
+void gpu_flash_backward_mma(float *dq, float *dk, float *dv, const float *dsum,
+                            const gpu_bf16 *dout, const gpu_bf16 *q, const gpu_bf16 *k, const gpu_bf16 *v,
                             const float *lse, const float *alibi, int B, int T, int nh, int nkv,
                             int hd);
 enum { GPU_ATTN_WMMA = 0, GPU_ATTN_MMA = 1 };

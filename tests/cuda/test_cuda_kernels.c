@@ -375,7 +375,8 @@ static void test_attention(int kernel, int B, int T, int nh, int nkv, int hd, in
     attention_backward(dqkv, NULL, scratch, dout, qkv, att, B, T, nh, nkv, hd);
     float *d_dout = dev(dout, no), *d_dq = dev(NULL, no), *d_dk = dev(NULL, n);
     float *d_dv = dev(NULL, n), *d_dsum = dev(NULL, (size_t)B * nh * T);
-    gpu_attention_backward(d_dq, d_dk, d_dv, d_dsum, d_dout, d_out, d_q, d_k, d_v, d_lse,
+    gpu_bf16 *d_dout16 = dev16(dout, no); /* scratch: the values do not matter */
+    gpu_attention_backward(d_dq, d_dk, d_dv, d_dsum, d_dout16, d_dout, d_out, d_q, d_k, d_v, d_lse,
                            alibi ? d_alibi : NULL, B, T, nh, nkv, hd);
     /* dq, dk and dv (per head) separately: each has its own scale. */
     const char *what[3] = {"dq", "dk", "dv"};
@@ -391,7 +392,7 @@ static void test_attention(int kernel, int B, int T, int nh, int nkv, int hd, in
     free(qkv), free(slopes), free(out), free(att), free(scratch), free(dout), free(dqkv);
     cudaFree(d_qkv), cudaFree(d_q), cudaFree(d_k), cudaFree(d_v), cudaFree(d_out), cudaFree(d_lse);
     cudaFree(d_alibi), cudaFree(d_dout), cudaFree(d_dq), cudaFree(d_dk), cudaFree(d_dv);
-    cudaFree(d_dsum);
+    cudaFree(d_dsum), cudaFree(d_dout16);
 }
 
 /* The decoder's kernels position by position, as cuda_decoder_step calls

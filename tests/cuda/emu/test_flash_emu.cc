@@ -32,7 +32,7 @@ struct kernels {
     const char *name;
     void (*forward)(float *, float *, const gpu_bf16 *, const gpu_bf16 *, const gpu_bf16 *,
                     const float *, int, int, int, int, int);
-    void (*backward)(float *, float *, float *, const float *, const float *, const gpu_bf16 *,
+    void (*backward)(float *, float *, float *, const float *, const gpu_bf16 *, const gpu_bf16 *,
                      const gpu_bf16 *, const gpu_bf16 *, const float *, const float *, int, int,
                      int, int, int);
     bool (*has_backward)(int hd);
@@ -143,7 +143,8 @@ static void test(const kernels &K, int B, int T, int nh, int nkv, int hd, bool a
                 for (int d = 0; d < hd; d++) s += (double)dout[o + d] * gout[o + d];
                 dsum[((size_t)b * nh + h) * T + i] = (float)s;
             }
-    K.backward(gdq.data(), gdk.data(), gdv.data(), dsum.data(), dout.data(), q16.data(),
+    const std::vector<gpu_bf16> dout16 = narrow(dout);
+    K.backward(gdq.data(), gdk.data(), gdv.data(), dsum.data(), dout16.data(), q16.data(),
                k16.data(), v16.data(), glse.data(), al, B, T, nh, nkv, hd);
     const std::vector<float> *got[3] = {&gdq, &gdk, &gdv};
     const std::vector<double> *ref[3] = {&dq, &dk, &dv};

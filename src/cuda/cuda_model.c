@@ -87,6 +87,12 @@ static void free_acts(cuda_model *g) {
     g->B = g->T = 0;
 }
 
+/* Floats that a token's per-head q (width Q) or k, v (width KV) take: the
+ * split kernel writes bf16, half of that, for the tensor-core attention. */
+static size_t head_floats(const rotary_config *c, size_t width) {
+    return GPU_ATTN_TC(c->d_model / c->n_head) ? width / 2 : width;
+}
+
 void cuda_model_free(cuda_model *g) {
     if (!g) return;
     free_acts(g);
@@ -186,7 +192,8 @@ int cuda_model_reserve(cuda_model *g, int B, int T) {
      * denominators. */
     const int lin = c->attn == ROTARY_ATTN_LINEAR;
     const size_t FS = lin ? Q + KV : 0, RF = lin && c->pos == ROTARY_POS_ROPE ? FS : 0;
-    const size_t SQ = lin ? 0 : Q, SKV = lin ? 0 : KV, LQKV = lin ? QKV : 0;
+    const size_t SQ = lin ? 0 : head_floats(c, Q), SKV = lin ? 0 : head_floats(c, KV);
+    const size_t LQKV = lin ? QKV : 0;
     const size_t per_layer = C + 4 + SQ + Q + 2 * SKV + nh + U + LQKV + FS + RF;
     /* Each of the 32 fp32 and 8 bf16 arrays below starts at a multiple of 16
      * bytes (for cuBLAS and the vectorised bf16 rounding). */
@@ -349,7 +356,8 @@ int cuda_model_forward(cuda_model *g, const int *tokens, const int *targets, int
         const layer_params *lp = &lo->layer[l];
         float *x = g->res + l * capN * C, *xmid = g->res_mid + l * capN * C;
         gpu_bf16 *h1 = g->h1 + l * capN * C, *h2 = g->h2 + l * capN * C;
-        float *q = g->q + l * capN * Q, *k = g->k + l * capN * KV, *v = g->v_ + l * capN * KV;
+        const size_t sq = head_floats(c, Q), skv = head_floats(c, KV);
+        float *q = g->q + l * capN * sq, *k = g->k + l * capN * skv, *v = g->v_ + l * capN * skv;
         float *attout = g->attout + l * capN * Q, *lse = g->lse + l * capN * nh;
         gpu_bf16 *attout16 = g->attout16 + l * capN * Q, *act = g->act + l * capN * F;
         float *up = g->up + l * capN * U;
@@ -448,7 +456,9 @@ int cuda_model_backward(cuda_model *g) {
         const layer_params *lp = &lo->layer[l];
         const float *x = g->res + l * capN * C, *xmid = g->res_mid + l * capN * C;
         const gpu_bf16 *h1 = g->h1 + l * capN * C, *h2 = g->h2 + l * capN * C;
-        const float *q = g->q + l * capN * Q, *k = g->k + l * capN * KV, *v = g->v_ + l * capN * KV;
+        const size_t sq = head_floats(c, Q), skv = head_floats(c, KV);
+        const float *q = g->q + l * capN * sq, *k = g->k + l * capN * skv;
+        const float *v = g->v_ + l * capN * skv;
         const float *attout = g->attout + l * capN * Q, *lse = g->lse + l * capN * nh;
         const gpu_bf16 *attout16 = g->attout16 + l * capN * Q, *act = g->act + l * capN * F;
         const float *up = g->up + l * capN * U;

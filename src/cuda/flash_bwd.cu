@@ -75,15 +75,14 @@ template <int HD> struct TcSmem {
     }
 };
 
-/* dst (64 x LD bf16) = rows 0..63 of src (bf16 or fp32, row stride
- * `stride` elements, HD used), zero from row n on. */
-template <int HD, typename S>
-__device__ __forceinline__ void tc_load_tile(bf16 *dst, const S *src, size_t stride, int n) {
+/* dst (64 x LD bf16) = rows 0..63 of src (bf16, row stride `stride`
+ * elements, HD used), zero from row n on. */
+template <int HD>
+__device__ __forceinline__ void tc_load_tile(bf16 *dst, const bf16 *src, size_t stride, int n) {
 #pragma unroll 2 /* more spills registers at some HD */
     for (int e = threadIdx.x; e < TC_TILE * HD; e += TC_THREADS) {
         const int r = e / HD, d = e % HD;
-        const float x = r < n ? get(&src[(size_t)r * stride + d]) : 0.0f;
-        dst[r * TcLayout<HD>::LD + d] = __float2bfloat16(x);
+        dst[r * TcLayout<HD>::LD + d] = r < n ? src[(size_t)r * stride + d] : __float2bfloat16(0.0f);
     }
 }
 

@@ -331,21 +331,22 @@ inline void check_ptr(const void *p, unsigned ldm, size_t elem) {
     }
 }
 
-/* A (16 x 16) row-major, B (16 x 16, element k * 16 + n) row- or
- * column-major in memory. */
-template <typename Use, typename T, typename L>
-void load_matrix_sync(fragment<Use, 16, 16, 16, T, L> &f, const T *p, unsigned ldm) {
+/* x (element r * 16 + c) = the 16 x 16 tile at p, row- or column-major. */
+template <typename T> void load_tile(T *x, const T *p, unsigned ldm, bool col) {
     check_ptr(p, ldm, sizeof(T));
     for (int r = 0; r < 16; r++)
-        for (int c = 0; c < 16; c++)
-            f.x[r * 16 + c] = std::is_same<L, col_major>::value ? p[c * ldm + r] : p[r * ldm + c];
+        for (int c = 0; c < 16; c++) x[r * 16 + c] = col ? p[c * ldm + r] : p[r * ldm + c];
+}
+/* A (16 x 16) row-major, B (16 x 16, element k * 16 + n) row- or
+ * column-major in memory; an accumulator as `l` says. */
+template <typename Use, typename T, typename L>
+void load_matrix_sync(fragment<Use, 16, 16, 16, T, L> &f, const T *p, unsigned ldm) {
+    load_tile(f.x, p, ldm, std::is_same<L, col_major>::value);
 }
 template <typename T>
 void load_matrix_sync(fragment<accumulator, 16, 16, 16, T> &f, const T *p, unsigned ldm,
                       layout_t l) {
-    check_ptr(p, ldm, sizeof(T));
-    for (int r = 0; r < 16; r++)
-        for (int c = 0; c < 16; c++) f.x[r * 16 + c] = l == mem_col_major ? p[c * ldm + r] : p[r * ldm + c];
+    load_tile(f.x, p, ldm, l == mem_col_major);
 }
 template <typename T>
 void store_matrix_sync(T *p, const fragment<accumulator, 16, 16, 16, T> &f, unsigned ldm,

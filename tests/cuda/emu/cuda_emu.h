@@ -385,13 +385,18 @@ void mma_sync(fragment<accumulator, 16, 16, 16, float> &d,
 
 /* cp.async.cg (16 bytes, zero-filled when !full), commit_group and
  * wait_group: a thread's copies wait in its own queue until a wait_group
- * that covers their group, so a kernel that reads a tile before waiting
- * reads what was there before (NaN at first) and fails its test. */
+ * that covers their group. The copy may land any time between the two on a
+ * GPU, so the destination turns to NaN at once (all ones: NaN in fp32 and
+ * bf16) and takes the data only at the wait: a kernel that reads a tile
+ * before waiting for it, or that still reads the old tile of a buffer a copy
+ * is refilling, reads NaN and fails its test (and the early write shows the
+ * missing barrier to ThreadSanitizer in the _tsan tests). */
 inline void emu_cp_async16(void *dst, const void *src, bool full) {
     if ((uintptr_t)dst % 16 || (full && (uintptr_t)src % 16)) {
         fprintf(stderr, "cuda_emu: cp.async addresses %p, %p not 16-byte aligned\n", dst, src);
         abort();
     }
+    memset(dst, 0xff, 16);
     emu::async_open.push_back({dst, src, full});
 }
 inline void emu_cp_async_commit() {

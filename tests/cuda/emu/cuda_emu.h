@@ -25,6 +25,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <map>
 #include <memory>
 #include <thread>
 #include <type_traits>
@@ -51,6 +52,12 @@ namespace emu {
 
 constexpr int MAX_THREADS = 1024;
 constexpr size_t SMEM_MAX = 227 * 1024; /* an H100's opt-in maximum a block */
+constexpr size_t SMEM_DEFAULT = 48 * 1024; /* the most a launch gets without opting in */
+/* The dynamic shared memory each kernel opted in to (cudaFuncSetAttribute). */
+inline std::map<void *, int> &smem_opt_in() {
+    static std::map<void *, int> m;
+    return m;
+}
 
 struct warp_slots {
     pthread_barrier_t bar;
@@ -237,6 +244,12 @@ template <typename... P> struct launcher {
             fprintf(stderr, "cuda_emu: unsupported launch (%u threads, %zu bytes)\n", nt, shmem);
             exit(2);
         }
+        if (shmem > SMEM_DEFAULT && shmem > (size_t)smem_opt_in()[(void *)kernel]) {
+            fprintf(stderr, "cuda_emu: a launch with %zu bytes of dynamic shared memory, more "
+                            "than %zu, without cudaFuncSetAttribute for that many (it fails on "
+                            "a GPU)\n", shmem, SMEM_DEFAULT);
+            abort();
+        }
         grid_dim = grid, block_dim = block;
         pthread_barrier_init(&block_bar, NULL, nt);
         for (unsigned w = 0; w < nt / 32; w++) pthread_barrier_init(&warps[w].bar, NULL, 32);
@@ -293,8 +306,13 @@ inline float atomicAdd(float *p, float v) {
                                           __ATOMIC_RELAXED));
     return f;
 }
-/* Every launch has SMEM_MAX bytes at hand: nothing to opt in to. */
-template <typename... P> cudaError_t cudaFuncSetAttribute(void (*)(P...), cudaFuncAttribute, int) {
+/* A kernel launched with more than 48 KiB of dynamic shared memory must
+ * have opted in to at least that much, as on a GPU. */
+template <typename... P>
+cudaError_t cudaFuncSetAttribute(void (*kernel)(P...), cudaFuncAttribute attr, int value) {
+    if (attr != cudaFuncAttributeMaxDynamicSharedMemorySize) return cudaSuccess;
+    if (value < 0 || (size_t)value > emu::SMEM_MAX) return cudaErrorInvalidValue;
+    emu::smem_opt_in()[(void *)kernel] = value;
     return cudaSuccess;
 }
 inline void __syncwarp(unsigned = 0xffffffffu) { emu::warp_sync(); }

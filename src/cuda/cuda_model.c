@@ -568,6 +568,7 @@ struct cuda_decoder {
     int max_T, n;
     float *buf;             /* everything below, one allocation */
     float *kc, *vc;         /* (n_layer, n_kv_head, max_T, head_dim) */
+    float *S, *z;           /* linear attention instead: (n_layer, n_kv_head, hd, hd), (.., hd) */
     float *x, *h, *qkv, *q, *att, *up, *act, *logits, *scratch;
     int *tp;                /* device: the token, its position */
     int graph_on;           /* use a graph (cuda_decoder_set_graph) */
@@ -604,17 +605,18 @@ int cuda_decoder_new(cuda_decoder **out, cuda_model *g, int max_T) {
     *out = NULL;
     int rc = upload_tables(g);
     if (rc) return rc;
-    if (c->attn == ROTARY_ATTN_LINEAR)
-        return rotary_fail(ROTARY_EINVAL, "cuda decoder: linear attention has no GPU decoder yet "
-                           "(use the CPU)");
     if (max_T < 1 || max_T > g->pos_len || max_T > GPU_DECODE_MAX_T)
         return rotary_fail(ROTARY_EINVAL, "cuda decoder: %d positions (the tables cover %d, at "
                            "most %d)", max_T, g->pos_len, GPU_DECODE_MAX_T);
     const size_t C = (size_t)c->d_model, hd = C / (size_t)c->n_head, Q = (size_t)c->n_head * hd;
     const size_t KV = (size_t)c->n_kv_head * hd, F = (size_t)c->d_ff, V = (size_t)c->vocab;
     const size_t U = c->mlp == ROTARY_MLP_SWIGLU ? 2 * F : F;
-    const size_t need = 2 * (size_t)c->n_layer * max_T * KV + 2 * C + (Q + 2 * KV) + 2 * Q + U +
-                        F + V + 2;
+    /* Softmax attention caches k and v of every position; linear attention
+     * keeps S and z per kv head, whatever the length. */
+    const int linear = c->attn == ROTARY_ATTN_LINEAR;
+    const size_t state = (size_t)c->n_layer * c->n_kv_head * (hd * hd + hd);
+    const size_t cache = linear ? state : 2 * (size_t)c->n_layer * max_T * KV;
+    const size_t need = cache + 2 * C + (Q + 2 * KV) + 2 * Q + U + F + V + 2;
     cuda_decoder *d = calloc(1, sizeof *d);
     if (!d) return rotary_fail(ROTARY_ENOMEM, "cuda decoder: out of memory");
     cudaError_t e;
@@ -625,8 +627,13 @@ int cuda_decoder_new(cuda_decoder **out, cuda_model *g, int max_T) {
     }
     float *p = d->buf;
 #define CARVE(field, n) (d->field = p, p += (n))
-    CARVE(kc, (size_t)c->n_layer * max_T * KV);
-    CARVE(vc, (size_t)c->n_layer * max_T * KV);
+    if (linear) {
+        CARVE(S, (size_t)c->n_layer * c->n_kv_head * hd * hd);
+        CARVE(z, (size_t)c->n_layer * KV);
+    } else {
+        CARVE(kc, (size_t)c->n_layer * max_T * KV);
+        CARVE(vc, (size_t)c->n_layer * max_T * KV);
+    }
     CARVE(x, C);
     CARVE(h, C);
     CARVE(qkv, Q + 2 * KV);
@@ -659,13 +666,20 @@ static void decoder_launch(cuda_decoder *d) {
     gpu_embed_forward(d->x, d->tp, P(lo->tok_emb), ptab, pos, 1, 1, C);
     for (int l = 0; l < c->n_layer; l++) {
         const layer_params *lp = &lo->layer[l];
-        float *kc = d->kc + (size_t)l * d->max_T * KV, *vc = d->vc + (size_t)l * d->max_T * KV;
         gpu_norm_forward(d->h, NULL, mean, rstd, d->x, P(lp->norm1_w),
                          OPT(g->params, lp->norm1_b), 1, C, c->norm_eps);
         gpu_matvec(d->qkv, d->h, P(lp->wqkv), OPT(g->params, lp->bqkv), C, QKV, 0);
-        gpu_decode_split_rope(d->q, kc, vc, d->qkv, rd ? g->cos : NULL, rd ? g->sin : NULL, pos,
-                              d->max_T, nh, nkv, hd, rd, c->rope_pairing);
-        gpu_decode_attention(d->att, d->q, kc, vc, g->alibi, pos, d->max_T, nh, nkv, hd);
+        if (d->S) {
+            gpu_decode_linear(d->att, d->S + (size_t)l * nkv * hd * hd, d->z + (size_t)l * KV,
+                              d->qkv, rd ? g->cos : NULL, rd ? g->sin : NULL, pos, nh, nkv, hd,
+                              rd, c->rope_pairing);
+        } else {
+            float *kc = d->kc + (size_t)l * d->max_T * KV;
+            float *vc = d->vc + (size_t)l * d->max_T * KV;
+            gpu_decode_split_rope(d->q, kc, vc, d->qkv, rd ? g->cos : NULL, rd ? g->sin : NULL,
+                                  pos, d->max_T, nh, nkv, hd, rd, c->rope_pairing);
+            gpu_decode_attention(d->att, d->q, kc, vc, g->alibi, pos, d->max_T, nh, nkv, hd);
+        }
         gpu_matvec(d->x, d->att, P(lp->wo), OPT(g->params, lp->bo), Q, C, 1);
         gpu_norm_forward(d->h, NULL, mean, rstd, d->x, P(lp->norm2_w),
                          OPT(g->params, lp->norm2_b), 1, C, c->norm_eps);

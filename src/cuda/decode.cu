@@ -136,3 +136,68 @@ extern "C" void gpu_decode_attention(float *out, const float *q, const float *kc
     else if (hd <= 64) decode_hd<64>(out, q, kc, vc, alibi, pos, max_T, nh, nkv, hd);
     else decode_hd<128>(out, q, kc, vc, alibi, pos, max_T, nh, nkv, hd);
 }
+
+/* Linear attention, one token (as sample.c's linear_step): each kv head's
+ * state S (hd x hd) = sum over positions of rope(phi(k)) v^T and z (hd) =
+ * sum of phi(k), phi = elu + 1, updated with the token's k and v, then each
+ * query head of the group reads out (rope(phi(q)) S) / (phi(q) . z). At
+ * position 0 the state starts from zero (a new sequence). One block per kv
+ * head; thread c owns column c of S, so no other thread reads what it
+ * writes there. Shared: phi(k), rope(phi(k)), v, and one query head's
+ * phi(q) and rope(phi(q)) at a time. */
+__device__ __forceinline__ float elu1(float x) { return x > 0 ? x + 1.0f : expf(x); }
+
+/* phi of the head row src into f, rotated into r (r = f where it does not
+ * rotate), one pair a thread. */
+__device__ void decode_features(float *f, float *r, const float *src, const float *cs,
+                                const float *sn, int t, int hd, int rd, int half_pairs) {
+    for (int i = threadIdx.x; i < hd / 2; i += blockDim.x) {
+        int e0, e1;
+        const int rot = rope_pair(i, rd, half_pairs, &e0, &e1) && cs;
+        const float a = elu1(src[e0]), b = elu1(src[e1]);
+        const float c = rot ? cs[(size_t)t * (rd / 2) + i] : 1.0f;
+        const float s = rot ? sn[(size_t)t * (rd / 2) + i] : 0.0f;
+        f[e0] = a, f[e1] = b;
+        r[e0] = rot ? a * c - b * s : a;
+        r[e1] = rot ? a * s + b * c : b;
+    }
+}
+
+__global__ void decode_linear_kernel(float *out, float *S, float *z, const float *qkv,
+                                     const float *cs, const float *sn, const int *pos, int nh,
+                                     int nkv, int hd, int rd, int half_pairs) {
+    GPU_DYNAMIC_SHARED(float, sh);
+    float *fk = sh, *rk = sh + hd, *v = sh + 2 * hd, *fq = sh + 3 * hd, *rq = sh + 4 * hd;
+    const int g = blockIdx.x, group = nh / nkv, t = *pos;
+    float *Sg = S + (size_t)g * hd * hd, *zg = z + (size_t)g * hd;
+    decode_features(fk, rk, qkv + (size_t)(nh + g) * hd, cs, sn, t, hd, rd, half_pairs);
+    for (int c = threadIdx.x; c < hd; c += blockDim.x) v[c] = qkv[(size_t)(nh + nkv + g) * hd + c];
+    __syncthreads();
+    for (int c = threadIdx.x; c < hd; c += blockDim.x) {
+        for (int a = 0; a < hd; a++) {
+            float *s = Sg + (size_t)a * hd + c;
+            *s = (t ? *s : 0.0f) + rk[a] * v[c];
+        }
+        zg[c] = (t ? zg[c] : 0.0f) + fk[c];
+    }
+    for (int h = g * group; h < (g + 1) * group; h++) {
+        __syncthreads(); /* z is complete; the head before is read */
+        decode_features(fq, rq, qkv + (size_t)h * hd, cs, sn, t, hd, rd, half_pairs);
+        __syncthreads();
+        float den = 0.0f;
+        for (int a = 0; a < hd; a++) den += fq[a] * zg[a];
+        for (int c = threadIdx.x; c < hd; c += blockDim.x) {
+            float o = 0.0f;
+            for (int a = 0; a < hd; a++) o += rq[a] * Sg[(size_t)a * hd + c];
+            out[(size_t)h * hd + c] = o / den;
+        }
+    }
+}
+
+extern "C" void gpu_decode_linear(float *out, float *S, float *z, const float *qkv,
+                                  const float *cos, const float *sin, const int *pos, int nh,
+                                  int nkv, int hd, int rd, int pairing) {
+    const int threads = hd < 32 ? 32 : hd > 128 ? 128 : (hd + 31) / 32 * 32;
+    GPU_LAUNCH(decode_linear_kernel, nkv, threads, 5 * (size_t)hd * sizeof(float))(
+        out, S, z, qkv, cos, sin, pos, nh, nkv, hd, cos ? rd : 0, pairing == 1);
+}

@@ -196,6 +196,14 @@ void gpu_decode_split_rope(float *q, float *kc, float *vc, const float *qkv, con
                            int rd, int pairing);
 void gpu_decode_attention(float *out, const float *q, const float *kc, const float *vc,
                           const float *alibi, const int *pos, int max_T, int nh, int nkv, int hd);
+/* Linear attention instead of the split and the attention: the token's qkv
+ * row updates each kv head's state S (nkv, hd, hd) and z (nkv, hd), reset
+ * at position 0, and the query heads read out (nh*hd), as sample.c's
+ * linear_step (features elu + 1, rotated for the numerator as
+ * gpu_rope_rows rotates row t). */
+void gpu_decode_linear(float *out, float *S, float *z, const float *qkv, const float *cos,
+                       const float *sin, const int *pos, int nh, int nkv, int hd, int rd,
+                       int pairing);
 
 #ifdef __cplusplus
 }

@@ -49,5 +49,17 @@ else
     [ "$n" -ge 20 ] && ok "generate --device cuda: $n ids" || bad "generate --device cuda: $n ids"
     grep -q "a CUDA graph a token" "$tmp/err" && ok "generate --device cuda replays a CUDA graph" ||
         bad "generate --device cuda: $(tail -n 2 "$tmp/err")"
+    # Linear attention decodes from its state on the GPU: the CPU's ids,
+    # sampled at temperature 1 with one seed (a barely trained model's greedy
+    # ids repeat one token; sampled ones use the whole distribution, and a
+    # rounding difference moves a draw only if it lands within ~1e-6 of a
+    # boundary).
+    "$rotary" train "${args[@]}" --steps 3 --attn linear --out "$tmp/lin" 2>/dev/null ||
+        bad "train --attn linear"
+    gen=(generate "$tmp/lin" -n 24 -t 1 --top-p 1 --seed 7 --no-stop --ids)
+    ig=$("$rotary" "${gen[@]}" --device cuda 2>"$tmp/err")
+    ic=$("$rotary" "${gen[@]}" 2>/dev/null)
+    [ -n "$ig" ] && [ "$ig" = "$ic" ] && ok "generate --device cuda, linear attention: the CPU's ids" ||
+        bad "linear attention ids: gpu '$ig' cpu '$ic' $(tail -n 2 "$tmp/err")"
 fi
 finish

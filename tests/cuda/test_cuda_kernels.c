@@ -472,6 +472,59 @@ static void test_decode(int T, int nh, int nkv, int hd, int rd, int pairing, int
     cudaFree(d_alibi), cudaFree(d_kc), cudaFree(d_vc), cudaFree(d_pos);
 }
 
+/* The linear-attention decoder kernel position by position against
+ * linear_attention_forward over the whole sequence (row p of its output at
+ * step p). The state starts as NaN, so a step 0 that fails to reset it
+ * shows; a second pass over the same rows (the state dirty from the first)
+ * must give the same bits. */
+static void test_decode_linear(int T, int nh, int nkv, int hd, int rd, int pairing) {
+    char name[128], cfg[80];
+    snprintf(cfg, sizeof cfg, "T%d nh%d nkv%d hd%d rd%d %s", T, nh, nkv, hd, rd,
+             pairing ? "half" : "interleaved");
+    const int S = (nh + 2 * nkv) * hd, FS = (nh + nkv) * hd, Q = nh * hd;
+    const size_t n = (size_t)T * S, nf = (size_t)T * FS, state = (size_t)nkv * (hd * hd + hd);
+    rotary_rope r;
+    must(rotary_rope_init(&r, hd, rd, 10000.0, (rotary_rope_pairing)pairing, T, NULL), "rope init");
+    int pos[512];
+    for (int t = 0; t < T; t++) pos[t] = t;
+    const size_t tab = (size_t)T * (r.rotary_dim / 2);
+    float *qkv = randn(n, 0.5f), *feat = malloc(nf * sizeof(float));
+    float *d_qkv = dev(qkv, n), *d_cos = dev(r.cos, tab), *d_sin = dev(r.sin, tab);
+    float *d_state = dev(NULL, state), *d_out = dev(NULL, (size_t)T * Q);
+    cudaMemset(d_state, 0xff, state * sizeof(float)); /* NaN */
+    int *d_pos;
+    cudaMalloc((void **)&d_pos, T * sizeof(int));
+    cudaMemcpy(d_pos, pos, T * sizeof(int), cudaMemcpyHostToDevice);
+    float *first = NULL;
+    for (int pass = 0; pass < 2; pass++) {
+        for (int t = 0; t < T; t++)
+            gpu_decode_linear(d_out + (size_t)t * Q, d_state, d_state + (size_t)nkv * hd * hd,
+                              d_qkv + (size_t)t * S, d_cos, d_sin, d_pos + t, nh, nkv, hd,
+                              r.rotary_dim, pairing);
+        float *o = back(d_out, (size_t)T * Q);
+        if (!pass) {
+            first = o;
+            continue;
+        }
+        snprintf(name, sizeof name, "decode linear: again from position 0 %s", cfg);
+        check(!memcmp(o, first, (size_t)T * Q * sizeof(float)), name, "%s",
+              "the same bits over a used state");
+        free(o);
+    }
+    elu1_forward(feat, qkv, T, FS, S);
+    float *rfeat = host_copy(feat, nf);
+    must(rotary_rope_forward(&r, rfeat, 1, T, nh + nkv, FS, pos), "rope");
+    float *out = malloc((size_t)T * Q * sizeof(float)), *den = malloc((size_t)T * nh * sizeof(float));
+    float *scratch = malloc((size_t)omp_get_max_threads() * LINATTN_SCRATCH(hd) * sizeof(float));
+    linear_attention_forward(out, den, feat, rfeat, qkv, 1, T, nh, nkv, hd, scratch);
+    snprintf(name, sizeof name, "decode linear, every position %s", cfg);
+    compare(name, first, out, (size_t)T * Q, 1e-5);
+    rotary_rope_free(&r);
+    free(qkv), free(feat), free(rfeat), free(out), free(den), free(scratch); /* compare freed first */
+    cudaFree(d_qkv), cudaFree(d_cos), cudaFree(d_sin), cudaFree(d_state), cudaFree(d_out);
+    cudaFree(d_pos);
+}
+
 /* Linear attention with RoPE features, as model.c computes them. */
 static void test_linear_attention(int B, int T, int nh, int nkv, int hd, int pairing) {
     char name[128], cfg[64];
@@ -580,6 +633,9 @@ int main(int argc, char **argv) {
     test_decode(45, 6, 2, 40, 24, 1, 0);
     test_decode(3, 2, 1, 128, 128, 1, 1);
     if (!quick) test_decode(130, 4, 4, 32, 16, 0, 1);
+    test_decode_linear(60, 4, 2, 32, 32, 0);
+    test_decode_linear(25, 6, 3, 40, 24, 1);
+    if (!quick) test_decode_linear(70, 2, 1, 128, 64, 0);
     test_linear_attention(2, 50, 4, 2, 16, 0);
     test_linear_attention(1, 90, 2, 2, 64, 1);
     return check_summary("test_cuda_kernels");

@@ -41,7 +41,6 @@ static void test_config(const char *label, const rotary_config *c) {
             free(r);
         }
     const int B = BATCH, T = c->ctx, N = B * T;
-    int T_dec;
     int tok[BATCH * 40], tgt[BATCH * 40];
     for (int i = 0; i < N; i++) {
         tok[i] = (int)(rotary_rng_next(&test_rng) % (uint64_t)c->vocab);
@@ -59,17 +58,10 @@ static void test_config(const char *label, const rotary_config *c) {
     snprintf(name, sizeof name, "%s: loss", label);
     check(fabsf(lg - lc) <= 1e-2f * lc, name, "gpu %.5f cpu %.5f", lg, lc);
 
-    /* The KV-cache decoder, token by token: row t of sequence 0's logits
-     * (linear attention has no GPU decoder: it must say so). */
+    /* The decoder, token by token (a KV cache, or linear attention's state):
+     * row t of sequence 0's logits. */
     cuda_decoder *dec;
-    if (c->attn == ROTARY_ATTN_LINEAR) {
-        snprintf(name, sizeof name, "%s: no decoder", label);
-        check(cuda_decoder_new(&dec, g, T) != 0, name, "%s", rotary_last_error());
-        T_dec = 0;
-    } else {
-        must(cuda_decoder_new(&dec, g, T), "cuda decoder");
-        T_dec = T;
-    }
+    must(cuda_decoder_new(&dec, g, T), "cuda decoder");
     /* Steps replay a CUDA graph; a second decoder launches kernel by kernel
      * and must give the same bits. */
     float *row = malloc((size_t)c->vocab * sizeof(float));
@@ -77,29 +69,27 @@ static void test_config(const char *label, const rotary_config *c) {
     double dworst = 0;
     int graphed = 1;
     const char *why = "";
-    for (int t = 0; t < T_dec; t++) {
+    for (int t = 0; t < T; t++) {
         must(cuda_decoder_step(dec, tok[t], rows + (size_t)t * c->vocab), "decoder step");
         graphed &= cuda_decoder_graphed(dec, &why);
         double e = rel_err(rows + (size_t)t * c->vocab, rotary_model_logits(&m) +
                            (size_t)t * c->vocab, c->vocab);
         if (!(e <= dworst)) dworst = e;
     }
-    snprintf(name, sizeof name, "%s: decoder, %d steps", label, T_dec);
-    if (T_dec) check(dworst <= 2e-2, name, "worst rel err %.2e (<= 2e-2)", dworst);
-    if (T_dec) {
-        snprintf(name, sizeof name, "%s: decoder steps as one CUDA graph", label);
-        check(graphed, name, "%s", graphed ? "every step replayed it" : *why ? why : "not graphed");
-        cuda_decoder_reset(dec);
-        cuda_decoder_set_graph(dec, 0);
-        int differ = 0;
-        for (int t = 0; t < T_dec; t++) {
-            must(cuda_decoder_step(dec, tok[t], row), "decoder step");
-            differ += cuda_decoder_graphed(dec, NULL) ||
-                      memcmp(row, rows + (size_t)t * c->vocab, (size_t)c->vocab * sizeof(float));
-        }
-        snprintf(name, sizeof name, "%s: decoder without the graph", label);
-        check(!differ, name, "%d of %d steps differ in a bit", differ, T_dec);
+    snprintf(name, sizeof name, "%s: decoder, %d steps", label, T);
+    check(dworst <= 2e-2, name, "worst rel err %.2e (<= 2e-2)", dworst);
+    snprintf(name, sizeof name, "%s: decoder steps as one CUDA graph", label);
+    check(graphed, name, "%s", graphed ? "every step replayed it" : *why ? why : "not graphed");
+    cuda_decoder_reset(dec);
+    cuda_decoder_set_graph(dec, 0);
+    int differ = 0;
+    for (int t = 0; t < T; t++) {
+        must(cuda_decoder_step(dec, tok[t], row), "decoder step");
+        differ += cuda_decoder_graphed(dec, NULL) ||
+                  memcmp(row, rows + (size_t)t * c->vocab, (size_t)c->vocab * sizeof(float));
     }
+    snprintf(name, sizeof name, "%s: decoder without the graph", label);
+    check(!differ, name, "%d of %d steps differ in a bit", differ, T);
     cuda_decoder_free(dec);
     free(row), free(rows);
 

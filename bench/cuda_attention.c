@@ -120,10 +120,10 @@ int main(int argc, char **argv) {
         gpu_attention_use(kn ? GPU_ATTN_MMA : GPU_ATTN_WMMA);
         for (int it = -3; it < reps; it++) { /* three untimed */
             cudaEventRecord(e0, 0);
-            gpu_attention_forward(out, lse, qa, ka, va, NULL, B, T, nh, nkv, hd);
+            gpu_attention_forward(out, lse, qa, ka, va, NULL, NULL, B, T, nh, nkv, hd);
             cudaEventRecord(e1, 0);
-            gpu_attention_backward(dq, dk, dv, dsum, dout16, dout, out, qa, ka, va, lse, NULL, B, T,
-                                   nh, nkv, hd);
+            gpu_attention_backward(dq, dk, dv, dsum, dout16, dout, out, qa, ka, va, lse, NULL, NULL,
+                                   NULL, B, T, nh, nkv, hd);
             cudaEventRecord(e2, 0);
             if (gpu_sync()) {
                 fprintf(stderr, "cuda_attention: %s\n", gpu_last_error());

@@ -56,10 +56,10 @@ __global__ void split_rope_kernel(TH *q, TH *k, TH *v, TM *qkv, const float *cs,
 
 extern "C" void gpu_qkv_split_rope(void *q, void *k, void *v, const float *qkv, const float *cos,
                                    const float *sin, int B, int T, int nh, int nkv, int hd, int rd,
-                                   int pairing) {
+                                   int pairing, int bf16_heads) {
     const size_t n = (size_t)B * T * (nh + 2 * nkv) * (hd / 2);
     typedef __nv_bfloat16 bf16;
-    if (GPU_ATTN_TC(hd))
+    if (bf16_heads)
         GPU_LAUNCH((split_rope_kernel<float, bf16>), cdiv(n, 256), 256, 0)(
             (bf16 *)q, (bf16 *)k, (bf16 *)v, (float *)qkv, cos, sin, B, T, nh, nkv, hd,
             cos ? rd : 0, pairing == 1, 0);
@@ -87,13 +87,14 @@ enum { FWD_BR = 64, FWD_BC = 32, BWD_BR = 64, BWD_BC = 32, BWD_BK = 32, BWD_BQ =
 template <int HD>
 __global__ void __launch_bounds__(FWD_BR)
     flash_forward_kernel(float *out, float *lse, const float *q, const float *k, const float *v,
-                         const float *alibi, int T, int nh, int nkv, int hd, float scale) {
+                         const float *alibi, const float *t5, int T, int nh, int nkv, int hd,
+                         float scale) {
     __shared__ float Ks[FWD_BC][HD], Vs[FWD_BC][HD];
     const int bh = blockIdx.y, b = bh / nh, h = bh % nh, g = h / (nh / nkv);
     const int i = blockIdx.x * FWD_BR + threadIdx.x, valid = i < T;
     const float *qh = q + (size_t)bh * T * hd;
     const float *kh = k + ((size_t)b * nkv + g) * T * hd, *vh = v + ((size_t)b * nkv + g) * T * hd;
-    const float slope = alibi ? alibi[h] : 0.0f;
+    const float slope = alibi ? alibi[h] : 0.0f, *tb = t5 ? t5 + (size_t)h * T : NULL;
     float qr[HD], o[HD];
 #pragma unroll
     for (int d = 0; d < HD; d++) {
@@ -121,7 +122,7 @@ __global__ void __launch_bounds__(FWD_BR)
                 float dot = 0.0f;
 #pragma unroll
                 for (int d = 0; d < HD; d++) dot += qr[d] * Ks[jj][d];
-                x = dot - slope * (float)(i - j);
+                x = dot - slope * (float)(i - j) + (tb ? tb[i - j] : 0.0f);
             }
             s[jj] = x;
             mt = fmaxf(mt, x);
@@ -169,15 +170,17 @@ __global__ void dsum_kernel(float *dsum, __nv_bfloat16 *dout16, const float *dou
 /* dq: grid (T / BWD_BR, B*nh), one query row per thread, key tiles streamed. */
 template <int HD>
 __global__ void __launch_bounds__(BWD_BR)
-    flash_backward_q_kernel(float *dq, const float *dout, const float *q, const float *k,
-                            const float *v, const float *lse, const float *dsum,
-                            const float *alibi, int T, int nh, int nkv, int hd, float scale) {
+    flash_backward_q_kernel(float *dq, float *dt5, const float *dout, const float *q,
+                            const float *k, const float *v, const float *lse, const float *dsum,
+                            const float *alibi, const float *t5, int T, int nh, int nkv, int hd,
+                            float scale) {
     __shared__ float Ks[BWD_BC][HD], Vs[BWD_BC][HD];
     const int bh = blockIdx.y, b = bh / nh, h = bh % nh, g = h / (nh / nkv);
     const int i = blockIdx.x * BWD_BR + threadIdx.x, valid = i < T;
     const float *kh = k + ((size_t)b * nkv + g) * T * hd, *vh = v + ((size_t)b * nkv + g) * T * hd;
     const float *dorow = dout + (((size_t)b * T + (valid ? i : 0)) * nh + h) * hd;
-    const float slope = alibi ? alibi[h] : 0.0f;
+    const float slope = alibi ? alibi[h] : 0.0f, *tb = t5 ? t5 + (size_t)h * T : NULL;
+    float *dtb = dt5 ? dt5 + (size_t)bh * T : NULL;
     float qr[HD], dor[HD], dqr[HD];
 #pragma unroll
     for (int d = 0; d < HD; d++) {
@@ -205,7 +208,10 @@ __global__ void __launch_bounds__(BWD_BR)
                 sc += qr[d] * Ks[jj][d];
                 dp += dor[d] * Vs[jj][d];
             }
-            const float p = expf(sc - slope * (float)(i - j) - li), ds = p * (dp - Di);
+            const float bias = -slope * (float)(i - j) + (tb ? tb[i - j] : 0.0f);
+            const float p = expf(sc + bias - li), ds = p * (dp - Di);
+            /* the rows of a warp add to distinct distances i - j */
+            if (dtb) atomicAdd(&dtb[i - j], ds);
 #pragma unroll
             for (int d = 0; d < HD; d++) dqr[d] += ds * Ks[jj][d];
         }
@@ -224,7 +230,8 @@ template <int HD>
 __global__ void __launch_bounds__(BWD_BK)
     flash_backward_kv_kernel(float *dk, float *dv, const float *dout, const float *q,
                              const float *k, const float *v, const float *lse, const float *dsum,
-                             const float *alibi, int T, int nh, int nkv, int hd, float scale) {
+                             const float *alibi, const float *t5, int T, int nh, int nkv, int hd,
+                             float scale) {
     GPU_DYNAMIC_SHARED(float, sh);
     float *Kt = sh, *Vt = Kt + BWD_BK * (HD + 1), *Qs = Vt + BWD_BK * (HD + 1);
     float *dOs = Qs + BWD_BQ * HD, *ls = dOs + BWD_BQ * HD, *Ds = ls + BWD_BQ;
@@ -243,7 +250,7 @@ __global__ void __launch_bounds__(BWD_BK)
     for (int hh = 0; hh < group; hh++) {
         const int h = g * group + hh;
         const size_t bh = (size_t)b * nh + h;
-        const float slope = alibi ? alibi[h] : 0.0f;
+        const float slope = alibi ? alibi[h] : 0.0f, *tb = t5 ? t5 + (size_t)h * T : NULL;
         for (int i0 = jb; i0 < T; i0 += BWD_BQ) {
             __syncthreads();
             for (int e = tid; e < BWD_BQ * HD; e += BWD_BK) {
@@ -268,7 +275,8 @@ __global__ void __launch_bounds__(BWD_BK)
                     sc += qs[d] * kr[d];
                     dp += dos[d] * vr[d];
                 }
-                const float p = expf(sc * scale - slope * (float)(i - j) - ls[r]);
+                const float p = expf(sc * scale - slope * (float)(i - j) +
+                                     (tb ? tb[i - j] : 0.0f) - ls[r]);
                 const float ds = p * (dp - Ds[r]);
 #pragma unroll
                 for (int d = 0; d < HD; d++) {
@@ -289,25 +297,28 @@ __global__ void __launch_bounds__(BWD_BK)
 
 template <int HD>
 static void forward_hd(float *out, float *lse, const float *q, const float *k, const float *v,
-                       const float *alibi, int B, int T, int nh, int nkv, int hd) {
+                       const float *alibi, const float *t5, int B, int T, int nh, int nkv,
+                       int hd) {
     dim3 grid(cdiv(T, FWD_BR), B * nh);
-    GPU_LAUNCH(flash_forward_kernel<HD>, grid, FWD_BR, 0)(out, lse, q, k, v, alibi, T, nh, nkv, hd,
-                                                          1.0f / sqrtf((float)hd));
+    GPU_LAUNCH(flash_forward_kernel<HD>, grid, FWD_BR, 0)(out, lse, q, k, v, alibi, t5, T, nh, nkv,
+                                                          hd, 1.0f / sqrtf((float)hd));
 }
 
 template <int HD>
-static void backward_hd(float *dq, float *dk, float *dv, const float *dsum, const float *dout,
-                        const float *q, const float *k, const float *v, const float *lse,
-                        const float *alibi, int B, int T, int nh, int nkv, int hd) {
+static void backward_hd(float *dq, float *dk, float *dv, float *dt5, const float *dsum,
+                        const float *dout, const float *q, const float *k, const float *v,
+                        const float *lse, const float *alibi, const float *t5, int B, int T,
+                        int nh, int nkv, int hd) {
     const float scale = 1.0f / sqrtf((float)hd);
+    if (dt5) cudaMemsetAsync(dt5, 0, (size_t)B * nh * T * sizeof(float), cudaStreamPerThread);
     GPU_LAUNCH(flash_backward_q_kernel<HD>, dim3(cdiv(T, BWD_BR), B * nh), BWD_BR, 0)(
-        dq, dout, q, k, v, lse, dsum, alibi, T, nh, nkv, hd, scale);
+        dq, dt5, dout, q, k, v, lse, dsum, alibi, t5, T, nh, nkv, hd, scale);
     const size_t shmem = (2 * BWD_BK * (HD + 1) + 2 * BWD_BQ * HD + 2 * BWD_BQ) * sizeof(float);
     if (shmem > 48 * 1024)
         cudaFuncSetAttribute(flash_backward_kv_kernel<HD>,
                              cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shmem);
     GPU_LAUNCH(flash_backward_kv_kernel<HD>, dim3(cdiv(T, BWD_BK), B * nkv), BWD_BK, shmem)(
-        dk, dv, dout, q, k, v, lse, dsum, alibi, T, nh, nkv, hd, scale);
+        dk, dv, dout, q, k, v, lse, dsum, alibi, t5, T, nh, nkv, hd, scale);
 }
 
 /* The tensor-core kernels in use: -1 until the first call reads
@@ -325,39 +336,79 @@ static int use_mma(void) {
 }
 
 extern "C" void gpu_attention_forward(float *out, float *lse, const void *q, const void *k,
-                                      const void *v, const float *alibi, int B, int T, int nh,
-                                      int nkv, int hd) {
+                                      const void *v, const float *alibi, const float *t5, int B,
+                                      int T, int nh, int nkv, int hd) {
     const gpu_bf16 *q16 = (const gpu_bf16 *)q, *k16 = (const gpu_bf16 *)k;
     const gpu_bf16 *v16 = (const gpu_bf16 *)v;
     const float *qf = (const float *)q, *kf = (const float *)k, *vf = (const float *)v;
-    if (GPU_ATTN_TC(hd) && use_mma())
-        gpu_flash_forward_mma(out, lse, q16, k16, v16, alibi, B, T, nh, nkv, hd);
-    else if (GPU_ATTN_TC(hd)) gpu_flash_forward_tc(out, lse, q16, k16, v16, alibi, B, T, nh, nkv, hd);
-    else if (hd <= 32) forward_hd<32>(out, lse, qf, kf, vf, alibi, B, T, nh, nkv, hd);
-    else if (hd <= 64) forward_hd<64>(out, lse, qf, kf, vf, alibi, B, T, nh, nkv, hd);
-    else forward_hd<128>(out, lse, qf, kf, vf, alibi, B, T, nh, nkv, hd);
+    const int tc = GPU_ATTN_BF16(hd, t5 != NULL);
+    if (tc && use_mma()) gpu_flash_forward_mma(out, lse, q16, k16, v16, alibi, B, T, nh, nkv, hd);
+    else if (tc) gpu_flash_forward_tc(out, lse, q16, k16, v16, alibi, B, T, nh, nkv, hd);
+    else if (hd <= 32) forward_hd<32>(out, lse, qf, kf, vf, alibi, t5, B, T, nh, nkv, hd);
+    else if (hd <= 64) forward_hd<64>(out, lse, qf, kf, vf, alibi, t5, B, T, nh, nkv, hd);
+    else forward_hd<128>(out, lse, qf, kf, vf, alibi, t5, B, T, nh, nkv, hd);
 }
 
 extern "C" void gpu_attention_backward(float *dq, float *dk, float *dv, float *dsum,
                                        gpu_bf16 *dout16, const float *dout, const float *out,
                                        const void *q, const void *k, const void *v,
-                                       const float *lse, const float *alibi, int B, int T, int nh,
-                                       int nkv, int hd) {
+                                       const float *lse, const float *alibi, const float *t5,
+                                       float *dt5, int B, int T, int nh, int nkv, int hd) {
     const size_t rows = (size_t)B * nh * T;
-    __nv_bfloat16 *d16 = GPU_ATTN_TC(hd) ? (__nv_bfloat16 *)dout16 : NULL;
+    const int tc = GPU_ATTN_BF16(hd, t5 != NULL);
+    __nv_bfloat16 *d16 = tc ? (__nv_bfloat16 *)dout16 : NULL;
     GPU_LAUNCH(dsum_kernel, cdiv(rows, 8), 256, 0)(dsum, d16, dout, out, B, T, nh, hd);
     const gpu_bf16 *q16 = (const gpu_bf16 *)q, *k16 = (const gpu_bf16 *)k;
     const gpu_bf16 *v16 = (const gpu_bf16 *)v;
     const float *qf = (const float *)q, *kf = (const float *)k, *vf = (const float *)v;
-    if (GPU_ATTN_MMA_BWD(hd) && use_mma())
+    if (!t5) dt5 = NULL;
+    if (tc && GPU_ATTN_MMA_BWD(hd) && use_mma())
         gpu_flash_backward_mma(dq, dk, dv, dsum, dout16, q16, k16, v16, lse, alibi, B, T, nh, nkv,
                                hd);
-    else if (GPU_ATTN_TC(hd))
+    else if (tc)
         gpu_flash_backward_tc(dq, dk, dv, dsum, dout16, q16, k16, v16, lse, alibi, B, T, nh, nkv,
                               hd);
-    else if (hd <= 32) backward_hd<32>(dq, dk, dv, dsum, dout, qf, kf, vf, lse, alibi, B, T, nh, nkv, hd);
-    else if (hd <= 64) backward_hd<64>(dq, dk, dv, dsum, dout, qf, kf, vf, lse, alibi, B, T, nh, nkv, hd);
-    else backward_hd<128>(dq, dk, dv, dsum, dout, qf, kf, vf, lse, alibi, B, T, nh, nkv, hd);
+    else if (hd <= 32)
+        backward_hd<32>(dq, dk, dv, dt5, dsum, dout, qf, kf, vf, lse, alibi, t5, B, T, nh, nkv, hd);
+    else if (hd <= 64)
+        backward_hd<64>(dq, dk, dv, dt5, dsum, dout, qf, kf, vf, lse, alibi, t5, B, T, nh, nkv, hd);
+    else
+        backward_hd<128>(dq, dk, dv, dt5, dsum, dout, qf, kf, vf, lse, alibi, t5, B, T, nh, nkv,
+                         hd);
+}
+
+/* ------------------------------------------------------------ T5's table */
+
+__global__ void t5_table_kernel(float *tab, const float *rel, const int *bucket, int nh, int T) {
+    const size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= (size_t)nh * T) return;
+    const int h = (int)(idx / T), n = (int)(idx % T);
+    tab[idx] = rel[(size_t)bucket[n] * nh + h];
+}
+
+extern "C" void gpu_t5_table(float *tab, const float *rel, const int *bucket, int nh, int T) {
+    GPU_LAUNCH(t5_table_kernel, cdiv((size_t)nh * T, 256), 256, 0)(tab, rel, bucket, nh, T);
+}
+
+/* One thread per (bucket, head): the distances of its bucket in order, each
+ * summed over the batch. */
+__global__ void t5_table_backward_kernel(float *drel, const float *dtab, const int *bucket, int B,
+                                         int nh, int T, int n_buckets) {
+    const int idx = blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= n_buckets * nh) return;
+    const int bk = idx / nh, h = idx % nh;
+    float acc = 0.0f;
+    for (int n = 0; n < T; n++) {
+        if (bucket[n] != bk) continue;
+        for (int b = 0; b < B; b++) acc += dtab[((size_t)b * nh + h) * T + n];
+    }
+    drel[idx] += acc;
+}
+
+extern "C" void gpu_t5_table_backward(float *drel, const float *dtab, const int *bucket, int B,
+                                      int nh, int T, int n_buckets) {
+    GPU_LAUNCH(t5_table_backward_kernel, cdiv(n_buckets * nh, 128), 128, 0)(drel, dtab, bucket, B,
+                                                                           nh, T, n_buckets);
 }
 
 /* ------------------------------------------------------ linear attention */

@@ -29,6 +29,7 @@ struct cuda_model {
     gpu_bf16 *params16;            /* the weights in bf16, for the GEMMs */
     long step;                     /* AdamW steps taken */
     float *cos, *sin, *pos_table, *alibi; /* position tables, or NULL */
+    int *bucket;                   /* T5: rotary_t5_bucket of each distance < pos_len */
     int pos_len;                   /* positions the tables on the device cover */
     unsigned tables;               /* counts uploads of the tables (they move) */
     int B, T, cur_B, cur_T, trained; /* capacity, last forward, grads in logits */
@@ -37,6 +38,7 @@ struct cuda_model {
     float *lqkv, *feat, *rfeat, *den, *dfeat, *drfeat; /* linear attention */
     float *mean2, *rstd2, *up, *meanf, *rstdf, *logits, *lsef, *losses;
     float *qkv, *dres, *dh, *dq, *dk, *dv, *dattout, *dact, *dsum;
+    float *t5tab, *dt5;            /* T5: (nh, T) bias by distance, (B, nh, T) its grad */
     gpu_bf16 *buf16;               /* bf16 activations (GEMM inputs), one allocation */
     gpu_bf16 *h1, *h2, *act, *attout16, *hf, *dup, *dqkv16, *dres16;
     double *partial;               /* GPU_SUMSQ_BLOCKS */
@@ -65,8 +67,6 @@ int cuda_device_check(void) {
 
 int cuda_config_check(const rotary_config *c) {
     const int hd = c->d_model / c->n_head;
-    if (c->pos == ROTARY_POS_T5)
-        return rotary_fail(ROTARY_EINVAL, "--device cuda: pos t5 is not on the GPU yet");
     if (hd % 2 || hd > GPU_ATTN_MAX_HD)
         return rotary_fail(ROTARY_EINVAL, "--device cuda: head_dim %d must be even and at most %d",
                            hd, GPU_ATTN_MAX_HD);
@@ -87,10 +87,13 @@ static void free_acts(cuda_model *g) {
     g->B = g->T = 0;
 }
 
-/* Floats that a token's per-head q (width Q) or k, v (width KV) take: the
- * split kernel writes bf16, half of that, for the tensor-core attention. */
+/* Whether q, k, v per head are bf16 (the tensor-core attention), and the
+ * floats that a token's q (width Q) or k, v (width KV) then take. */
+static int bf16_heads(const rotary_config *c) {
+    return GPU_ATTN_BF16(c->d_model / c->n_head, c->pos == ROTARY_POS_T5);
+}
 static size_t head_floats(const rotary_config *c, size_t width) {
-    return GPU_ATTN_TC(c->d_model / c->n_head) ? width / 2 : width;
+    return bf16_heads(c) ? width / 2 : width;
 }
 
 void cuda_model_free(cuda_model *g) {
@@ -102,6 +105,7 @@ void cuda_model_free(cuda_model *g) {
     cudaFree(g->sin);
     cudaFree(g->pos_table);
     cudaFree(g->alibi);
+    cudaFree(g->bucket);
     cudaFree(g->partial);
     free(g);
 }
@@ -133,6 +137,19 @@ static int upload_tables(cuda_model *g) {
                     "sinusoidal table");
     } else if (c->pos == ROTARY_POS_ALIBI && !g->alibi) {
         rc = upload(&g->alibi, m->alibi, (size_t)c->n_head, "alibi slopes");
+    } else if (c->pos == ROTARY_POS_T5) {
+        int *b = malloc((size_t)m->pos_len * sizeof(int));
+        if (!b) return rotary_fail(ROTARY_ENOMEM, "cuda: out of memory");
+        for (int n = 0; n < m->pos_len; n++)
+            b[n] = rotary_t5_bucket(n, c->t5_buckets, c->t5_max_distance);
+        cudaError_t e;
+        cudaFree(g->bucket);
+        g->bucket = NULL;
+        if ((e = cudaMalloc((void **)&g->bucket, (size_t)m->pos_len * sizeof(int))) ||
+            (e = cudaMemcpy(g->bucket, b, (size_t)m->pos_len * sizeof(int),
+                            cudaMemcpyHostToDevice)))
+            rc = cuda_fail(e, "t5 buckets");
+        free(b);
     }
     if (!rc) g->pos_len = m->pos_len;
     return rc;
@@ -193,12 +210,12 @@ int cuda_model_reserve(cuda_model *g, int B, int T) {
     const int lin = c->attn == ROTARY_ATTN_LINEAR;
     const size_t FS = lin ? Q + KV : 0, RF = lin && c->pos == ROTARY_POS_ROPE ? FS : 0;
     const size_t SQ = lin ? 0 : head_floats(c, Q), SKV = lin ? 0 : head_floats(c, KV);
-    const size_t LQKV = lin ? QKV : 0;
+    const size_t LQKV = lin ? QKV : 0, T5 = c->pos == ROTARY_POS_T5 ? nh : 0;
     const size_t per_layer = C + 4 + SQ + Q + 2 * SKV + nh + U + LQKV + FS + RF;
-    /* Each of the 32 fp32 and 8 bf16 arrays below starts at a multiple of 16
+    /* Each of the 34 fp32 and 8 bf16 arrays below starts at a multiple of 16
      * bytes (for cuBLAS and the vectorised bf16 rounding). */
     const size_t need = N * ((L + 1) * C + L * per_layer + 2 + V + 2 + QKV + 2 * C + 2 * Q +
-                             2 * KV + F + nh + 2 * FS) + 4 * 32;
+                             2 * KV + F + nh + 2 * FS + T5) + T5 * T + 4 * 34;
     /* bf16: h1, h2, act, attout16 a layer; hf, dup, dqkv16, dres16. */
     const size_t need16 = N * (L * (2 * C + F + Q) + C + U + QKV + C) + 8 * 8;
     cudaError_t e;
@@ -251,6 +268,8 @@ int cuda_model_reserve(cuda_model *g, int B, int T) {
     CARVE(dv, N * KV);
     CARVE(dact, N * F);
     CARVE(dsum, N * nh);
+    CARVE(t5tab, T5 * T);
+    CARVE(dt5, N * T5);
 #undef CARVE
     gpu_bf16 *p16 = g->buf16;
 #define CARVE16(field, n) (g->field = p16, p16 += ((n) + 7) / 8 * 8)
@@ -352,6 +371,8 @@ int cuda_model_forward(cuda_model *g, const int *tokens, const int *targets, int
 
     const float *ptab = c->pos == ROTARY_POS_LEARNED ? P(lo->pos_emb) : g->pos_table;
     gpu_embed_forward(g->res, g->tokens, P(lo->tok_emb), ptab, NULL, N, T, C);
+    const float *t5 = c->pos == ROTARY_POS_T5 ? g->t5tab : NULL; /* one table for every layer */
+    if (t5) gpu_t5_table(g->t5tab, P(lo->rel_bias), g->bucket, nh, T);
     for (int l = 0; l < c->n_layer; l++) {
         const layer_params *lp = &lo->layer[l];
         float *x = g->res + l * capN * C, *xmid = g->res_mid + l * capN * C;
@@ -369,8 +390,8 @@ int cuda_model_forward(cuda_model *g, const int *tokens, const int *targets, int
         } else {
             gpu_linear_forward(g->qkv, h1, W(lp->wqkv), OPT(g->params, lp->bqkv), N, C, QKV, 0);
             gpu_qkv_split_rope(q, k, v, g->qkv, rd ? g->cos : NULL, rd ? g->sin : NULL, B, T, nh,
-                               nkv, hd, rd, c->rope_pairing);
-            gpu_attention_forward(attout, lse, q, k, v, g->alibi, B, T, nh, nkv, hd);
+                               nkv, hd, rd, c->rope_pairing, bf16_heads(c));
+            gpu_attention_forward(attout, lse, q, k, v, g->alibi, t5, B, T, nh, nkv, hd);
         }
         gpu_to_bf16(attout16, attout, (size_t)N * Q);
         cudaMemcpyAsync(xmid, x, NC * sizeof(float), cudaMemcpyDeviceToDevice, 0);
@@ -480,8 +501,13 @@ int cuda_model_backward(cuda_model *g) {
             linear_block_backward(g, l, attout, B, T);
         } else {
             /* dqkv16 holds the rounded dattout until the merge writes it */
+            const int t5 = c->pos == ROTARY_POS_T5; /* g->t5tab: the forward's table */
             gpu_attention_backward(g->dq, g->dk, g->dv, g->dsum, g->dqkv16, g->dattout, attout, q,
-                                   k, v, lse, g->alibi, B, T, nh, nkv, hd);
+                                   k, v, lse, g->alibi, t5 ? g->t5tab : NULL, g->dt5, B, T, nh,
+                                   nkv, hd);
+            if (t5)
+                gpu_t5_table_backward(G(lo->rel_bias), g->dt5, g->bucket, B, nh, T,
+                                      c->t5_buckets);
             gpu_qkv_merge_rope_backward(g->dqkv16, g->dq, g->dk, g->dv, rd ? g->cos : NULL,
                                         rd ? g->sin : NULL, B, T, nh, nkv, hd, rd, c->rope_pairing);
         }
@@ -570,6 +596,7 @@ struct cuda_decoder {
     float *kc, *vc;         /* (n_layer, n_kv_head, max_T, head_dim) */
     float *S, *z;           /* linear attention instead: (n_layer, n_kv_head, hd, hd), (.., hd) */
     float *x, *h, *qkv, *q, *att, *up, *act, *logits, *scratch;
+    float *t5tab;           /* T5: (nh, max_T) bias by distance, or NULL */
     int *tp;                /* device: the token, its position */
     int graph_on;           /* use a graph (cuda_decoder_set_graph) */
     cudaGraphExec_t graph;  /* the captured step, or NULL */
@@ -616,7 +643,8 @@ int cuda_decoder_new(cuda_decoder **out, cuda_model *g, int max_T) {
     const int linear = c->attn == ROTARY_ATTN_LINEAR;
     const size_t state = (size_t)c->n_layer * c->n_kv_head * (hd * hd + hd);
     const size_t cache = linear ? state : 2 * (size_t)c->n_layer * max_T * KV;
-    const size_t need = cache + 2 * C + (Q + 2 * KV) + 2 * Q + U + F + V + 2;
+    const size_t t5 = c->pos == ROTARY_POS_T5 ? (size_t)c->n_head * max_T : 0;
+    const size_t need = cache + 2 * C + (Q + 2 * KV) + 2 * Q + U + F + V + 2 + t5;
     cuda_decoder *d = calloc(1, sizeof *d);
     if (!d) return rotary_fail(ROTARY_ENOMEM, "cuda decoder: out of memory");
     cudaError_t e;
@@ -643,6 +671,7 @@ int cuda_decoder_new(cuda_decoder **out, cuda_model *g, int max_T) {
     CARVE(act, F);
     CARVE(logits, V);
     CARVE(scratch, 2); /* mean and rstd of the one row */
+    if (t5) CARVE(t5tab, t5);
 #undef CARVE
     d->g = g;
     d->max_T = max_T;
@@ -664,6 +693,7 @@ static void decoder_launch(cuda_decoder *d) {
     const int *pos = d->tp + 1;
     float *mean = layer_norm ? d->scratch : NULL, *rstd = d->scratch + 1;
     gpu_embed_forward(d->x, d->tp, P(lo->tok_emb), ptab, pos, 1, 1, C);
+    if (d->t5tab) gpu_t5_table(d->t5tab, P(lo->rel_bias), g->bucket, nh, d->max_T);
     for (int l = 0; l < c->n_layer; l++) {
         const layer_params *lp = &lo->layer[l];
         gpu_norm_forward(d->h, NULL, mean, rstd, d->x, P(lp->norm1_w),
@@ -678,7 +708,8 @@ static void decoder_launch(cuda_decoder *d) {
             float *vc = d->vc + (size_t)l * d->max_T * KV;
             gpu_decode_split_rope(d->q, kc, vc, d->qkv, rd ? g->cos : NULL, rd ? g->sin : NULL,
                                   pos, d->max_T, nh, nkv, hd, rd, c->rope_pairing);
-            gpu_decode_attention(d->att, d->q, kc, vc, g->alibi, pos, d->max_T, nh, nkv, hd);
+            gpu_decode_attention(d->att, d->q, kc, vc, g->alibi, d->t5tab, pos, d->max_T, nh, nkv,
+                                 hd);
         }
         gpu_matvec(d->x, d->att, P(lp->wo), OPT(g->params, lp->bo), Q, C, 1);
         gpu_norm_forward(d->h, NULL, mean, rstd, d->x, P(lp->norm2_w),

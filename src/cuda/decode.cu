@@ -50,14 +50,14 @@ enum { DEC_WARPS = 8, DEC_KEYS = 4 };
 template <int HD>
 __global__ void __launch_bounds__(DEC_WARPS * 32)
 decode_attention_kernel(float *out, const float *q, const float *kc, const float *vc,
-                        const float *alibi, const int *pos, int max_T, int nh, int nkv, int hd,
-                        float scale) {
+                        const float *alibi, const float *t5, const int *pos, int max_T, int nh,
+                        int nkv, int hd, float scale) {
     constexpr int R = HD / 32; /* coordinates a lane holds */
     __shared__ float part_m[DEC_WARPS], part_l[DEC_WARPS], part_o[DEC_WARPS][HD];
     const int h = blockIdx.x, g = h / (nh / nkv), lane = threadIdx.x % 32, w = threadIdx.x / 32;
     const int i = *pos, n = i + 1;
     const float *kh = kc + (size_t)g * max_T * hd, *vh = vc + (size_t)g * max_T * hd;
-    const float slope = alibi ? alibi[h] : 0.0f;
+    const float slope = alibi ? alibi[h] : 0.0f, *tb = t5 ? t5 + (size_t)h * max_T : NULL;
     float qr[R], o[R];
 #pragma unroll
     for (int r = 0; r < R; r++) {
@@ -82,7 +82,8 @@ decode_attention_kernel(float *out, const float *q, const float *kc, const float
 #pragma unroll
         for (int u = 0; u < DEC_KEYS; u++) {
             const int j = j0 + u;
-            s[u] = j < n ? warp_sum(s[u]) - slope * (float)(i - j) : -INFINITY;
+            s[u] = j < n ? warp_sum(s[u]) - slope * (float)(i - j) + (tb ? tb[i - j] : 0.0f)
+                         : -INFINITY;
             mx = fmaxf(mx, s[u]);
         }
         /* mx is finite: key j0 < n exists. */
@@ -124,17 +125,18 @@ decode_attention_kernel(float *out, const float *q, const float *kc, const float
 
 template <int HD>
 static void decode_hd(float *out, const float *q, const float *kc, const float *vc,
-                      const float *alibi, const int *pos, int max_T, int nh, int nkv, int hd) {
+                      const float *alibi, const float *t5, const int *pos, int max_T, int nh,
+                      int nkv, int hd) {
     GPU_LAUNCH(decode_attention_kernel<HD>, nh, DEC_WARPS * 32, 0)(
-        out, q, kc, vc, alibi, pos, max_T, nh, nkv, hd, 1.0f / sqrtf((float)hd));
+        out, q, kc, vc, alibi, t5, pos, max_T, nh, nkv, hd, 1.0f / sqrtf((float)hd));
 }
 
 extern "C" void gpu_decode_attention(float *out, const float *q, const float *kc, const float *vc,
-                                     const float *alibi, const int *pos, int max_T, int nh,
-                                     int nkv, int hd) {
-    if (hd <= 32) decode_hd<32>(out, q, kc, vc, alibi, pos, max_T, nh, nkv, hd);
-    else if (hd <= 64) decode_hd<64>(out, q, kc, vc, alibi, pos, max_T, nh, nkv, hd);
-    else decode_hd<128>(out, q, kc, vc, alibi, pos, max_T, nh, nkv, hd);
+                                     const float *alibi, const float *t5, const int *pos,
+                                     int max_T, int nh, int nkv, int hd) {
+    if (hd <= 32) decode_hd<32>(out, q, kc, vc, alibi, t5, pos, max_T, nh, nkv, hd);
+    else if (hd <= 64) decode_hd<64>(out, q, kc, vc, alibi, t5, pos, max_T, nh, nkv, hd);
+    else decode_hd<128>(out, q, kc, vc, alibi, t5, pos, max_T, nh, nkv, hd);
 }
 
 /* Linear attention, one token (as sample.c's linear_step): each kv head's

@@ -101,34 +101,50 @@ void gpu_sumsq(double *partial, const float *x, size_t n);
 
 /* Attention (attention.cu). qkv (B, T, (nh + 2*nkv)*hd) per token q | k | v
  * (the projection's output) <-> q (B, nh, T, hd), k, v (B, nkv, T, hd) per
- * head, bf16 (gpu_bf16) when GPU_ATTN_TC(hd), the tensor cores' input, else
- * fp32, RoPE applied to q and k on the way (cos, sin (>= T, rd/2): the
+ * head, bf16 (gpu_bf16) when bf16 (GPU_ATTN_BF16: the tensor cores' input),
+ * else fp32, RoPE applied to q and k on the way (cos, sin (>= T, rd/2): the
  * tables of rotary_rope, position t = row t; NULL: no rotation; pairing as
  * rotary_rope_pairing, rd the rotated dims). hd must be even.
  * Backward: dqkv (=, bf16: the input of the projection's backward GEMM)
  * from dq, dk, dv, rotated back by -theta. */
 void gpu_qkv_split_rope(void *q, void *k, void *v, const float *qkv, const float *cos,
                         const float *sin, int B, int T, int nh, int nkv, int hd, int rd,
-                        int pairing);
+                        int pairing, int bf16);
 void gpu_qkv_merge_rope_backward(gpu_bf16 *dqkv, const float *dq, const float *dk,
                                  const float *dv, const float *cos, const float *sin, int B, int T,
                                  int nh, int nkv, int hd, int rd, int pairing);
 /* Causal attention, tiled with an online softmax (no T x T matrix): out
  * (B, T, nh*hd) token-major, lse (B, nh, T) the log-sum-exp of each row's
- * scores for the backward. alibi (nh) slopes or NULL. Query head h reads kv
- * head h / (nh/nkv). hd <= GPU_ATTN_MAX_HD. q, k, v as gpu_qkv_split_rope
- * writes them: bf16 when GPU_ATTN_TC(hd), else fp32. */
+ * scores for the backward. alibi (nh) slopes or NULL; t5 (nh, T) or NULL:
+ * t5[h*T + i - j] is added to the scaled score of query i and key j (T5's
+ * bias by distance, as attention_forward's dist_bias). Query head h reads
+ * kv head h / (nh/nkv). hd <= GPU_ATTN_MAX_HD. q, k, v as
+ * gpu_qkv_split_rope writes them: bf16 when GPU_ATTN_BF16(hd, t5 != NULL)
+ * (the tensor cores), else fp32 (the CUDA-core kernels of attention.cu,
+ * which alone take t5). */
 #define GPU_ATTN_MAX_HD 128
+#define GPU_ATTN_BF16(hd, t5) (GPU_ATTN_TC(hd) && !(t5))
 void gpu_attention_forward(float *out, float *lse, const void *q, const void *k, const void *v,
-                           const float *alibi, int B, int T, int nh, int nkv, int hd);
+                           const float *alibi, const float *t5, int B, int T, int nh, int nkv,
+                           int hd);
 /* dq (B, nh, T, hd), dk, dv (B, nkv, T, hd) (=) from dout (B, T, nh*hd),
  * recomputing the probabilities from lse; dsum (B, nh, T) and, when
- * GPU_ATTN_TC(hd), dout16 (B*T*nh*hd bf16: dout rounded for the tensor
- * cores) are scratch. */
+ * GPU_ATTN_BF16, dout16 (B*T*nh*hd bf16: dout rounded for the tensor cores)
+ * are scratch. With t5, dt5 (B, nh, T) (=): dt5[b][h][n] the sum over i of
+ * the gradient of the biased score (i, i - n), as attention_backward's
+ * dbias (summed atomically, so not the same bits every run). */
 void gpu_attention_backward(float *dq, float *dk, float *dv, float *dsum, gpu_bf16 *dout16,
                             const float *dout, const float *out, const void *q, const void *k,
-                            const void *v, const float *lse, const float *alibi, int B, int T,
-                            int nh, int nkv, int hd);
+                            const void *v, const float *lse, const float *alibi, const float *t5,
+                            float *dt5, int B, int T, int nh, int nkv, int hd);
+/* T5's table by distance for T positions: tab (nh, T), tab[h*T + n] =
+ * rel[bucket[n]*nh + h] (rel: the model's (buckets, nh) rel_bias, bucket:
+ * rotary_t5_bucket of each distance, >= T of them). Backward: drel (+=)
+ * from dtab (B, nh, T), one thread a table entry summing its distances in
+ * order (no atomics). */
+void gpu_t5_table(float *tab, const float *rel, const int *bucket, int nh, int T);
+void gpu_t5_table_backward(float *drel, const float *dtab, const int *bucket, int B, int nh, int T,
+                           int n_buckets);
 
 /* The same two on the tensor cores (flash_fwd.cu, flash_bwd.cu), which the
  * two above call when GPU_ATTN_TC(hd): q, k, v and dout in bf16, the products accumulate in fp32 and
@@ -188,14 +204,16 @@ void gpu_add(float *y, const float *x, size_t n);
  * Split: the token's qkv row ((nh + 2*nkv)*hd) -> q (nh*hd) and row t of
  * the caches kc, vc (nkv, max_T, hd), q and k rotated as
  * gpu_qkv_split_rope rotates row t. Attention: out (nh*hd) for q against
- * cache rows 0..t, one block per head; hd <= GPU_ATTN_MAX_HD, max_T <=
- * GPU_DECODE_MAX_T. */
+ * cache rows 0..t, one block per head, alibi or t5 (nh, max_T: a
+ * gpu_t5_table for max_T positions) as gpu_attention_forward's; hd <=
+ * GPU_ATTN_MAX_HD, max_T <= GPU_DECODE_MAX_T. */
 #define GPU_DECODE_MAX_T 32768
 void gpu_decode_split_rope(float *q, float *kc, float *vc, const float *qkv, const float *cos,
                            const float *sin, const int *pos, int max_T, int nh, int nkv, int hd,
                            int rd, int pairing);
 void gpu_decode_attention(float *out, const float *q, const float *kc, const float *vc,
-                          const float *alibi, const int *pos, int max_T, int nh, int nkv, int hd);
+                          const float *alibi, const float *t5, const int *pos, int max_T, int nh,
+                          int nkv, int hd);
 /* Linear attention instead of the split and the attention: the token's qkv
  * row updates each kv head's state S (nkv, hd, hd) and z (nkv, hd), reset
  * at position 0, and the query heads read out (nh*hd), as sample.c's

@@ -49,6 +49,13 @@ else
     [ "$n" -ge 20 ] && ok "generate --device cuda: $n ids" || bad "generate --device cuda: $n ids"
     grep -q "a CUDA graph a token" "$tmp/err" && ok "generate --device cuda replays a CUDA graph" ||
         bad "generate --device cuda: $(tail -n 2 "$tmp/err")"
+    # T5's bias on the GPU (the fp32 attention kernels): the CPU's loss again
+    "$rotary" train "${args[@]}" --pos t5 --out "$tmp/t5" --device cuda 2>"$tmp/err" ||
+        { bad "train --pos t5 --device cuda"; cat "$tmp/err"; }
+    lg=$("$rotary" eval --run "$tmp/t5" "${evargs[@]}" --device cuda 2>/dev/null | awk '{print $2}')
+    lc=$("$rotary" eval --run "$tmp/t5" "${evargs[@]}" 2>/dev/null | awk '{print $2}')
+    awk -v a="$lg" -v b="$lc" 'BEGIN { d = a - b; exit !(a > 0 && d < 0.01 * b && -d < 0.01 * b) }' &&
+        ok "pos t5: eval gpu $lg, cpu $lc" || bad "pos t5: eval gpu $lg cpu $lc"
     # Linear attention decodes from its state on the GPU: the CPU's ids,
     # sampled at temperature 1 with one seed (a barely trained model's greedy
     # ids repeat one token; sampled ones use the whole distribution, and a

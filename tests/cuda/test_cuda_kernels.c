@@ -308,7 +308,8 @@ static void test_split_rope(int hd, int pairing, int rd, int scaled) {
     /* CPU: rotate q and k in place as model.c does, then read out the heads. */
     must(rotary_rope_forward(&r, qkv, B, T, nh, S, pos), "rope q");
     must(rotary_rope_forward(&r, qkv + nh * hd, B, T, nkv, S, pos), "rope k");
-    gpu_qkv_split_rope(d_q, d_k, d_v, d_qkv, d_cos, d_sin, B, T, nh, nkv, hd, r.rotary_dim, pairing);
+    gpu_qkv_split_rope(d_q, d_k, d_v, d_qkv, d_cos, d_sin, B, T, nh, nkv, hd, r.rotary_dim, pairing,
+                       GPU_ATTN_TC(hd));
     const char *pn = pairing ? "half" : "interleaved";
     const char *what[3] = {"q", "k", "v"};
     const int heads[3] = {nh, nkv, nkv}, col[3] = {0, nh * hd, (nh + nkv) * hd};
@@ -345,39 +346,45 @@ static void test_split_rope(int hd, int pairing, int rd, int scaled) {
 }
 
 /* kernel: the tensor-core kernels to use (gpu_attention_use), GPU_ATTN_WMMA
- * or GPU_ATTN_MMA. */
-static void test_attention(int kernel, int B, int T, int nh, int nkv, int hd, int alibi) {
+ * or GPU_ATTN_MMA; bias: 0 none, 1 ALiBi, 2 a T5 table by distance (random,
+ * with its gradient checked too). */
+static void test_attention(int kernel, int B, int T, int nh, int nkv, int hd, int bias) {
     char name[128], cfg[80];
     gpu_attention_use(kernel);
+    const int alibi = bias == 1, t5 = bias == 2, tc = GPU_ATTN_BF16(hd, t5);
     snprintf(cfg, sizeof cfg, "B%d T%d nh%d nkv%d hd%d%s%s", B, T, nh, nkv, hd,
-             alibi ? " alibi" : "",
-             !GPU_ATTN_TC(hd)           ? ""
+             alibi ? " alibi" : t5 ? " t5" : "",
+             !tc                      ? ""
              : kernel != GPU_ATTN_MMA ? " (tensor cores)"
              : GPU_ATTN_MMA_BWD(hd)   ? " (tensor cores, mma.sync)"
                                         : " (tensor cores, mma.sync forward)");
     const int S = (nh + 2 * nkv) * hd, Q = nh * hd;
-    const size_t n = (size_t)B * T * S, no = (size_t)B * T * Q;
+    const size_t n = (size_t)B * T * S, no = (size_t)B * T * Q, nb = (size_t)B * nh * T;
     float *qkv = randn(n, 1.0f), *slopes = malloc(nh * sizeof(float));
+    float *tab = randn((size_t)nh * T, 1.0f);
     rotary_alibi_slopes(slopes, nh);
     float *out = malloc(no * sizeof(float)), *att = malloc((size_t)B * nh * T * T * sizeof(float));
     float *scratch = malloc((size_t)omp_get_max_threads() * ATTN_SCRATCH(T, hd) * sizeof(float));
-    attention_forward(out, att, qkv, alibi ? slopes : NULL, NULL, B, T, nh, nkv, hd, scratch);
+    attention_forward(out, att, qkv, alibi ? slopes : NULL, t5 ? tab : NULL, B, T, nh, nkv, hd,
+                      scratch);
     float *d_qkv = dev(qkv, n), *d_q = dev(NULL, no), *d_k = dev(NULL, n), *d_v = dev(NULL, n);
     float *d_out = dev(NULL, no), *d_lse = dev(NULL, (size_t)B * nh * T);
-    float *d_alibi = dev(slopes, nh);
-    gpu_qkv_split_rope(d_q, d_k, d_v, d_qkv, NULL, NULL, B, T, nh, nkv, hd, 0, 0);
-    gpu_attention_forward(d_out, d_lse, d_q, d_k, d_v, alibi ? d_alibi : NULL, B, T, nh, nkv, hd);
-    const int tc = GPU_ATTN_TC(hd);
+    float *d_alibi = dev(slopes, nh), *d_tab = dev(tab, (size_t)nh * T), *d_dtab = dev(NULL, nb);
+    cudaMemset(d_dtab, 0xff, nb * sizeof(float)); /* NaN: the backward must overwrite it */
+    gpu_qkv_split_rope(d_q, d_k, d_v, d_qkv, NULL, NULL, B, T, nh, nkv, hd, 0, 0, tc);
+    gpu_attention_forward(d_out, d_lse, d_q, d_k, d_v, alibi ? d_alibi : NULL, t5 ? d_tab : NULL,
+                          B, T, nh, nkv, hd);
     snprintf(name, sizeof name, "attention forward %s", cfg);
     compare(name, back(d_out, no), out, no, tc ? 1.5e-2 : 1e-4);
 
     float *dout = randn(no, 1.0f), *dqkv = malloc(n * sizeof(float));
-    attention_backward(dqkv, NULL, scratch, dout, qkv, att, B, T, nh, nkv, hd);
+    float *dtab = malloc(nb * sizeof(float));
+    attention_backward(dqkv, t5 ? dtab : NULL, scratch, dout, qkv, att, B, T, nh, nkv, hd);
     float *d_dout = dev(dout, no), *d_dq = dev(NULL, no), *d_dk = dev(NULL, n);
     float *d_dv = dev(NULL, n), *d_dsum = dev(NULL, (size_t)B * nh * T);
     gpu_bf16 *d_dout16 = dev16(dout, no); /* scratch: the values do not matter */
     gpu_attention_backward(d_dq, d_dk, d_dv, d_dsum, d_dout16, d_dout, d_out, d_q, d_k, d_v, d_lse,
-                           alibi ? d_alibi : NULL, B, T, nh, nkv, hd);
+                           alibi ? d_alibi : NULL, t5 ? d_tab : NULL, d_dtab, B, T, nh, nkv, hd);
     /* dq, dk and dv (per head) separately: each has its own scale. */
     const char *what[3] = {"dq", "dk", "dv"};
     const int heads[3] = {nh, nkv, nkv}, col[3] = {0, nh * hd, (nh + nkv) * hd};
@@ -389,7 +396,13 @@ static void test_attention(int kernel, int B, int T, int nh, int nkv, int hd, in
                 (size_t)B * T * heads[i] * hd, tc ? 3e-2 : 2e-4);
         free(r);
     }
-    free(qkv), free(slopes), free(out), free(att), free(scratch), free(dout), free(dqkv);
+    if (t5) {
+        snprintf(name, sizeof name, "attention backward t5 table %s", cfg);
+        compare(name, back(d_dtab, nb), dtab, nb, 2e-4);
+    }
+    free(qkv), free(slopes), free(tab), free(out), free(att), free(scratch), free(dout);
+    free(dqkv), free(dtab);
+    cudaFree(d_tab), cudaFree(d_dtab);
     cudaFree(d_qkv), cudaFree(d_q), cudaFree(d_k), cudaFree(d_v), cudaFree(d_out), cudaFree(d_lse);
     cudaFree(d_alibi), cudaFree(d_dout), cudaFree(d_dq), cudaFree(d_dk), cudaFree(d_dv);
     cudaFree(d_dsum), cudaFree(d_dout16);
@@ -429,7 +442,7 @@ static void test_decode(int T, int nh, int nkv, int hd, int rd, int pairing, int
         gpu_decode_split_rope(d_q, d_kc, d_vc, d_qkv + (size_t)t * S, d_cos, d_sin, d_pos + t,
                               max_T, nh, nkv, hd, r.rotary_dim, pairing);
         gpu_decode_attention(d_out + (size_t)t * Q, d_q, d_kc, d_vc, alibi ? d_alibi : NULL,
-                             d_pos + t, max_T, nh, nkv, hd);
+                             NULL, d_pos + t, max_T, nh, nkv, hd);
         float *q = back(d_q, Q);
         memcpy(qs + (size_t)t * Q, q, Q * sizeof(float));
         free(q);
@@ -616,14 +629,17 @@ int main(int argc, char **argv) {
         test_split_rope(16, pairing, 8, 1);
         test_split_rope(20, pairing, 8, 1);
     }
-    /* B, T, nh, nkv, hd, alibi: several key tiles, GQA, ALiBi; hd 24 and 40
-     * take the fp32 kernels. The tensor-core cases run with each kernel set. */
+    /* B, T, nh, nkv, hd, bias (1 ALiBi, 2 T5): several key tiles, GQA; hd 24
+     * and 40, and T5 at any head size, take the fp32 kernels. The
+     * tensor-core cases run with each kernel set. */
     static const int att[][6] = {{2, 70, 4, 2, 32, 1},  {1, 130, 2, 1, 64, 0}, {2, 33, 3, 3, 48, 1},
                                  {1, 65, 2, 2, 128, 0}, {1, 200, 4, 1, 16, 1}, {1, 300, 6, 2, 64, 1},
-                                 {2, 45, 2, 1, 24, 0},  {1, 97, 2, 2, 40, 1}};
+                                 {2, 45, 2, 1, 24, 0},  {1, 97, 2, 2, 40, 1},  {2, 70, 4, 2, 64, 2},
+                                 {1, 97, 2, 1, 40, 2}};
     for (int kernel = GPU_ATTN_WMMA; kernel <= GPU_ATTN_MMA; kernel++)
         for (size_t i = 0; i < sizeof att / sizeof att[0]; i++)
-            if ((kernel == GPU_ATTN_WMMA || GPU_ATTN_TC(att[i][4])) && !(quick && att[i][1] > 200))
+            if ((kernel == GPU_ATTN_WMMA || GPU_ATTN_BF16(att[i][4], att[i][5] == 2)) &&
+                !(quick && att[i][1] > 200))
                 test_attention(kernel, att[i][0], att[i][1], att[i][2], att[i][3], att[i][4],
                                att[i][5]);
     gpu_attention_use(GPU_ATTN_WMMA);

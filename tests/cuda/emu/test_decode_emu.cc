@@ -90,7 +90,7 @@ static void test(int T, int nh, int nkv, int hd, int rd, int pairing, bool alibi
                               rd ? cs.data() : nullptr, rd ? sn.data() : nullptr, &pos[t], max_T,
                               nh, nkv, hd, rd, pairing);
         gpu_decode_attention(&gout[(size_t)t * Q], q.data(), kc.data(), vc.data(),
-                             alibi ? slopes.data() : nullptr, &pos[t], max_T, nh, nkv, hd);
+                             alibi ? slopes.data() : nullptr, nullptr, &pos[t], max_T, nh, nkv, hd);
         std::copy(q.begin(), q.end(), qs.begin() + (size_t)t * Q);
     }
     snprintf(name, sizeof name, "decode split: q, %s", cfg);

@@ -5,10 +5,10 @@
  * gradients, AdamW moments and activations, all in device memory, fp32
  * master weights with bf16 tensor-core GEMMs. Supported: softmax or linear
  * attention with pos rope (any pairing, partial rotary dim, any scaling: the
- * tables come from the host), learned, sinusoidal, alibi (softmax) or none;
- * LayerNorm or RMSNorm; GELU or SwiGLU; GQA; tied or untied; biases;
- * head_dim even and at most 128. The T5 bias is refused by name, and so is
- * decoding with linear attention.
+ * tables come from the host), learned, sinusoidal, alibi or t5 (softmax) or
+ * none; LayerNorm or RMSNorm; GELU or SwiGLU; GQA; tied or untied; biases;
+ * head_dim even and at most 128; decoding with a KV cache, or linear
+ * attention's state.
  *
  * Every function returns ROTARY_OK or an error code with the message in
  * rotary_last_error(). Built without CUDA (src/cuda/stub.c), each says so. */

@@ -114,10 +114,12 @@ int main(int argc, char **argv) {
     }
     cudaEvent_t e0, e1, e2;
     cudaEventCreate(&e0), cudaEventCreate(&e1), cudaEventCreate(&e2);
-    /* [0]: the default (WMMA) kernels, [1]: mma.sync (flash_mma.cu) */
-    float fwd_ms[2] = {0, 0}, bwd_ms[2] = {0, 0}, *res[2][4];
-    for (int kn = 0; kn < 2; kn++) {
-        gpu_attention_use(kn ? GPU_ATTN_MMA : GPU_ATTN_WMMA);
+    /* [0]: the default (WMMA) kernels, [1]: mma.sync (flash_mma.cu), [2]:
+     * the same with the one-kernel backward (dq atomic) */
+    static const int sets[3] = {GPU_ATTN_WMMA, GPU_ATTN_MMA, GPU_ATTN_MMA_ATOMIC};
+    float fwd_ms[3] = {0, 0, 0}, bwd_ms[3] = {0, 0, 0}, *res[3][4];
+    for (int kn = 0; kn < 3; kn++) {
+        gpu_attention_use(sets[kn]);
         for (int it = -3; it < reps; it++) { /* three untimed */
             cudaEventRecord(e0, 0);
             gpu_attention_forward(out, lse, qa, ka, va, NULL, NULL, B, T, nh, nkv, hd);
@@ -145,14 +147,18 @@ int main(int argc, char **argv) {
     printf("fwd_tflops=%.1f\nbwd_tflops=%.1f\n", fwd_flop / fwd_ms[0] / 1e9,
            2.5 * fwd_flop / bwd_ms[0] / 1e9);
     if (GPU_ATTN_TC(hd))
-        printf("fwd_mma_ms=%.3f\nbwd_mma_ms=%.3f\nfwd_mma_tflops=%.1f\nbwd_mma_tflops=%.1f\n",
-               fwd_ms[1], bwd_ms[1], fwd_flop / fwd_ms[1] / 1e9, 2.5 * fwd_flop / bwd_ms[1] / 1e9);
+        printf("fwd_mma_ms=%.3f\nbwd_mma_ms=%.3f\nfwd_mma_tflops=%.1f\nbwd_mma_tflops=%.1f\n"
+               "bwd_mma_atomic_ms=%.3f\nbwd_mma_atomic_tflops=%.1f\n",
+               fwd_ms[1], bwd_ms[1], fwd_flop / fwd_ms[1] / 1e9, 2.5 * fwd_flop / bwd_ms[1] / 1e9,
+               bwd_ms[2], 2.5 * fwd_flop / bwd_ms[2] / 1e9);
     const char *what[4] = {"out", "dq", "dk", "dv"};
     const size_t len[4] = {nq, nq, nk, nk};
     for (int i = 0; i < 4; i++) {
-        if (res[0][i] && res[1][i] && GPU_ATTN_TC(hd))
+        if (res[0][i] && res[1][i] && res[2][i] && GPU_ATTN_TC(hd)) {
             printf("mma_vs_wmma_%s=%.2e\n", what[i], rel_diff(res[0][i], res[1][i], len[i]));
-        free(res[0][i]), free(res[1][i]);
+            printf("mma_atomic_vs_wmma_%s=%.2e\n", what[i], rel_diff(res[0][i], res[2][i], len[i]));
+        }
+        free(res[0][i]), free(res[1][i]), free(res[2][i]);
     }
     return 0;
 }

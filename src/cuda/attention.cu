@@ -12,6 +12,7 @@
 #include "common.cuh"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -327,13 +328,23 @@ static int attn_kernel = -1;
 
 extern "C" void gpu_attention_use(int kernel) { attn_kernel = kernel; }
 
-static int use_mma(void) {
+static int kernel_set(void) {
     if (attn_kernel < 0) {
         const char *e = getenv("ROTARY_CUDA_ATTN");
-        attn_kernel = e && !strcmp(e, "mma") ? GPU_ATTN_MMA : GPU_ATTN_WMMA;
+        attn_kernel = !e || !*e || !strcmp(e, "wmma") ? GPU_ATTN_WMMA
+                      : !strcmp(e, "mma")              ? GPU_ATTN_MMA
+                      : !strcmp(e, "mma-atomic")       ? GPU_ATTN_MMA_ATOMIC
+                                                       : -1;
+        if (attn_kernel < 0) {
+            fprintf(stderr, "rotary: ROTARY_CUDA_ATTN=%s: not wmma, mma or mma-atomic; using wmma\n",
+                    e);
+            attn_kernel = GPU_ATTN_WMMA;
+        }
     }
-    return attn_kernel == GPU_ATTN_MMA;
+    return attn_kernel;
 }
+
+static int use_mma(void) { return kernel_set() != GPU_ATTN_WMMA; }
 
 extern "C" void gpu_attention_forward(float *out, float *lse, const void *q, const void *k,
                                       const void *v, const float *alibi, const float *t5, int B,
@@ -364,7 +375,7 @@ extern "C" void gpu_attention_backward(float *dq, float *dk, float *dv, float *d
     if (!t5) dt5 = NULL;
     if (tc && GPU_ATTN_MMA_BWD(hd) && use_mma())
         gpu_flash_backward_mma(dq, dk, dv, dsum, dout16, q16, k16, v16, lse, alibi, B, T, nh, nkv,
-                               hd);
+                               hd, kernel_set() == GPU_ATTN_MMA_ATOMIC);
     else if (tc)
         gpu_flash_backward_tc(dq, dk, dv, dsum, dout16, q16, k16, v16, lse, alibi, B, T, nh, nkv,
                               hd);

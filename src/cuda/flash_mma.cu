@@ -343,27 +343,33 @@ void forward(float *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v
  * 4 warps and 64 rows. Head sizes up to 64 (at 128 the kv kernel's four
  * 16 x HD accumulators and two score tiles would not fit in registers). */
 template <int HD> struct bwd_smem {
-    static constexpr int LD = HD + 8;
+    static constexpr int LD = HD + 8, LDS = ROWS + 8;
     static constexpr size_t tile = (size_t)ROWS * LD; /* bf16 */
     /* dq: Q, dO and two buffers of K and V (6 tiles); dk, dv: K, V, Q, dO,
-     * then lse and dsum of 64 rows */
-    static constexpr size_t bytes = 6 * tile * sizeof(bf16);
-    static_assert(4 * tile * sizeof(bf16) + 2 * ROWS * sizeof(float) <= bytes, "dk, dv fit");
+     * then lse and dsum of 64 rows, then (with dq) the dS tile (64 x 64) */
+    static constexpr size_t q_bytes = 6 * tile * sizeof(bf16);
+    static constexpr size_t kv_bytes = 4 * tile * sizeof(bf16) + 2 * ROWS * sizeof(float);
+    static constexpr size_t kv_dq_bytes = kv_bytes + (size_t)ROWS * LDS * sizeof(bf16);
 };
 
 /* dk, dv: grid (ceil(T/64), B*nkv). The block's 64 keys (K, V row-major,
  * each warp 16 of them as A fragments) against every query tile at or
  * after them, of every query head of the group (Q, dO). The first blocks
- * have the most query tiles. */
-template <int HD>
+ * have the most query tiles. With DQ (FlashAttention-2's backward: five
+ * products, not seven), dS also goes through shared memory, each warp
+ * multiplies 16 of its rows by K and adds them to dq (zeroed beforehand)
+ * atomically: no dq kernel, but dq's bits then vary with the order the
+ * blocks finish in. */
+template <int HD, bool DQ>
 __global__ void __launch_bounds__(THREADS)
-    flash_bwd_kv_mma(float *dk, float *dv, const bf16 *dout, const bf16 *q, const bf16 *k,
-                     const bf16 *v, const float *lse, const float *dsum, const float *alibi,
-                     int T, int nh, int nkv, float scale2) {
-    constexpr int LD = bwd_smem<HD>::LD;
+    flash_bwd_kv_mma(float *dk, float *dv, float *dq, const bf16 *dout, const bf16 *q,
+                     const bf16 *k, const bf16 *v, const float *lse, const float *dsum,
+                     const float *alibi, int T, int nh, int nkv, float scale2) {
+    constexpr int LD = bwd_smem<HD>::LD, LDS = bwd_smem<HD>::LDS;
     GPU_DYNAMIC_SHARED(unsigned char, smem);
     bf16 *Ks = (bf16 *)smem, *Vs = Ks + ROWS * LD, *Qs = Vs + ROWS * LD, *dOs = Qs + ROWS * LD;
     float *ls = (float *)(dOs + ROWS * LD), *Ds = ls + ROWS;
+    bf16 *dSs = (bf16 *)(Ds + ROWS); /* DQ: dS (64 queries x 64 keys), rows LDS apart */
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
     const int bg = blockIdx.y, b = bg / nkv, kvh = bg % nkv, group = nh / nkv;
     const int j0 = blockIdx.x * ROWS;
@@ -404,8 +410,7 @@ __global__ void __launch_bounds__(THREADS)
             }
             cp_async_wait<0>();
             __syncthreads();
-            if (i0 + ROWS - 1 < j0 + warp * 16) continue; /* every query before the warp's keys */
-
+            /* (i0 >= j0: every warp's keys have queries in the tile) */
             /* S^T and dP^T (16 keys x 64 queries), 8 tiles of 8 queries. */
             float sT[ROWS / 8][4], dpT[ROWS / 8][4];
             scores<HD, ROWS>(sT, ka, Qs, LD);
@@ -430,6 +435,38 @@ __global__ void __launch_bounds__(THREADS)
                 c_to_a(dsa, dpT, kq);
                 accumulate<HD>(dV, pa, dOs, LD, kq * 16);
                 accumulate<HD>(dK, dsa, Qs, LD, kq * 16);
+            }
+            if (DQ) /* dS (query-major) for the dq product */
+#pragma unroll
+                for (int nt = 0; nt < ROWS / 8; nt++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++)
+                        dSs[(nt * 8 + 2 * t + (e & 1)) * LDS + warp * 16 + g + 8 * (e >> 1)] =
+                            __float2bfloat16(dpT[nt][e]);
+            if (DQ) {
+                __syncthreads(); /* every warp's dS */
+                /* dq of the warp's 16 queries += scale dS K, 16 keys a step */
+                float dQ[HD / 8][4];
+#pragma unroll
+                for (int nd = 0; nd < HD / 8; nd++) dQ[nd][0] = dQ[nd][1] = dQ[nd][2] = dQ[nd][3] = 0.0f;
+#pragma unroll
+                for (int kk = 0; kk < ROWS / 16; kk++) {
+                    uint32_t dsa[4];
+                    frag_a(dsa, dSs, LDS, warp * 16, kk * 16);
+                    accumulate<HD>(dQ, dsa, Ks, LD, kk * 16);
+                }
+                const float scale = scale2 * LN2;
+#pragma unroll
+                for (int hr = 0; hr < 2; hr++) {
+                    const int i = i0 + warp * 16 + g + 8 * hr;
+                    if (i >= T) continue;
+                    float *dqr = dq + (bh * T + i) * HD;
+#pragma unroll
+                    for (int nd = 0; nd < HD / 8; nd++) {
+                        atomicAdd(dqr + nd * 8 + 2 * t, dQ[nd][2 * hr] * scale);
+                        atomicAdd(dqr + nd * 8 + 2 * t + 1, dQ[nd][2 * hr + 1] * scale);
+                    }
+                }
             }
         }
     }
@@ -548,22 +585,39 @@ __global__ void __launch_bounds__(THREADS, 2)
     }
 }
 
+template <int HD, bool DQ> void launch_kv(size_t bytes, dim3 grid, float *dk, float *dv,
+                                            float *dq, const bf16 *dout, const bf16 *q,
+                                            const bf16 *k, const bf16 *v, const float *lse,
+                                            const float *dsum, const float *alibi, int T, int nh,
+                                            int nkv, float scale2) {
+    if (bytes > 48 * 1024)
+        cudaFuncSetAttribute(flash_bwd_kv_mma<HD, DQ>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             (int)bytes);
+    GPU_LAUNCH((flash_bwd_kv_mma<HD, DQ>), grid, THREADS, bytes)(dk, dv, dq, dout, q, k, v, lse,
+                                                                 dsum, alibi, T, nh, nkv, scale2);
+}
+
+/* atomic_dq: the kv kernel computes dq too (atomically), else the dq kernel. */
 template <int HD>
 void backward(float *dq, float *dk, float *dv, const float *dsum, const bf16 *dout, const bf16 *q,
               const bf16 *k, const bf16 *v, const float *lse, const float *alibi, int B, int T,
-              int nh, int nkv) {
-    const size_t bytes = bwd_smem<HD>::bytes;
-    if (bytes > 48 * 1024) {
+              int nh, int nkv, int atomic_dq) {
+    const float scale2 = LOG2E / sqrtf((float)HD);
+    const dim3 kv_grid(cdiv(T, ROWS), B * nkv);
+    if (atomic_dq) {
+        cudaMemsetAsync(dq, 0, (size_t)B * nh * T * HD * sizeof(float), cudaStreamPerThread);
+        launch_kv<HD, true>(bwd_smem<HD>::kv_dq_bytes, kv_grid, dk, dv, dq, dout, q, k, v, lse,
+                            dsum, alibi, T, nh, nkv, scale2);
+        return;
+    }
+    const size_t bytes = bwd_smem<HD>::q_bytes;
+    if (bytes > 48 * 1024)
         cudaFuncSetAttribute(flash_bwd_q_mma<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                              (int)bytes);
-        cudaFuncSetAttribute(flash_bwd_kv_mma<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                             (int)bytes);
-    }
-    const float scale2 = LOG2E / sqrtf((float)HD);
     GPU_LAUNCH(flash_bwd_q_mma<HD>, dim3(cdiv(T, ROWS), B * nh), THREADS, bytes)(
         dq, dout, q, k, v, lse, dsum, alibi, T, nh, nkv, scale2);
-    GPU_LAUNCH(flash_bwd_kv_mma<HD>, dim3(cdiv(T, ROWS), B * nkv), THREADS, bytes)(
-        dk, dv, dout, q, k, v, lse, dsum, alibi, T, nh, nkv, scale2);
+    launch_kv<HD, false>(bwd_smem<HD>::kv_bytes, kv_grid, dk, dv, NULL, dout, q, k, v, lse, dsum,
+                         alibi, T, nh, nkv, scale2);
 }
 
 } /* namespace */
@@ -578,14 +632,16 @@ extern "C" void gpu_flash_forward_mma(float *out, float *lse, const gpu_bf16 *q,
 extern "C" void gpu_flash_backward_mma(float *dq, float *dk, float *dv, const float *dsum,
                                        const gpu_bf16 *dout16, const gpu_bf16 *q16,
                                        const gpu_bf16 *k16, const gpu_bf16 *v16, const float *lse,
-                                       const float *alibi, int B, int T, int nh, int nkv, int hd) {
+                                       const float *alibi, int B, int T, int nh, int nkv, int hd,
+                                       int atomic_dq) {
     const bf16 *q = (const bf16 *)q16, *k = (const bf16 *)k16, *v = (const bf16 *)v16;
     const bf16 *dout = (const bf16 *)dout16;
+    const int a = atomic_dq;
     switch (hd) {
-    case 16: backward<16>(dq, dk, dv, dsum, dout, q, k, v, lse, alibi, B, T, nh, nkv); break;
-    case 32: backward<32>(dq, dk, dv, dsum, dout, q, k, v, lse, alibi, B, T, nh, nkv); break;
-    case 48: backward<48>(dq, dk, dv, dsum, dout, q, k, v, lse, alibi, B, T, nh, nkv); break;
-    case 64: backward<64>(dq, dk, dv, dsum, dout, q, k, v, lse, alibi, B, T, nh, nkv); break;
+    case 16: backward<16>(dq, dk, dv, dsum, dout, q, k, v, lse, alibi, B, T, nh, nkv, a); break;
+    case 32: backward<32>(dq, dk, dv, dsum, dout, q, k, v, lse, alibi, B, T, nh, nkv, a); break;
+    case 48: backward<48>(dq, dk, dv, dsum, dout, q, k, v, lse, alibi, B, T, nh, nkv, a); break;
+    case 64: backward<64>(dq, dk, dv, dsum, dout, q, k, v, lse, alibi, B, T, nh, nkv, a); break;
     default: break; /* not GPU_ATTN_MMA_BWD(hd): the caller uses gpu_flash_backward_tc */
     }
 }

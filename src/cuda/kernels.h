@@ -163,18 +163,22 @@ void gpu_flash_backward_tc(float *dq, float *dk, float *dv, const float *dsum, c
  * results (q, k, v and dout 16-byte aligned and hd a multiple of 8: they
  * are copied 16 bytes at a time); the backward for head sizes
  * GPU_ATTN_MMA_BWD(hd). Not yet run on a GPU, so gpu_attention_forward/
- * backward take them only after gpu_attention_use(GPU_ATTN_MMA), or when the
- * environment has ROTARY_CUDA_ATTN=mma at the first call; GPU_ATTN_WMMA
+ * backward take them only after gpu_attention_use(GPU_ATTN_MMA or
+ * GPU_ATTN_MMA_ATOMIC, the latter with atomic_dq), or when the environment
+ * has ROTARY_CUDA_ATTN=mma (or mma-atomic) at the first call; GPU_ATTN_WMMA
  * (flash_fwd.cu, flash_bwd.cu) is the default. */
 #define GPU_ATTN_MMA_BWD(hd) ((hd) % 16 == 0 && (hd) <= 64)
 void gpu_flash_forward_mma(float *out, float *lse, const gpu_bf16 *q, const gpu_bf16 *k,
                            const gpu_bf16 *v, const float *alibi, int B, int T, int nh, int nkv,
                            int hd);
+/* atomic_dq: FlashAttention-2's backward, one kernel that also sums dq
+ * atomically (five products instead of seven; dq's bits vary from run to
+ * run), else two kernels with one writer for each element. */
 void gpu_flash_backward_mma(float *dq, float *dk, float *dv, const float *dsum,
                             const gpu_bf16 *dout, const gpu_bf16 *q, const gpu_bf16 *k, const gpu_bf16 *v,
                             const float *lse, const float *alibi, int B, int T, int nh, int nkv,
-                            int hd);
-enum { GPU_ATTN_WMMA = 0, GPU_ATTN_MMA = 1 };
+                            int hd, int atomic_dq);
+enum { GPU_ATTN_WMMA = 0, GPU_ATTN_MMA = 1, GPU_ATTN_MMA_ATOMIC = 2 };
 void gpu_attention_use(int kernel);
 
 /* Linear attention (RoFormer 3.3), as linear_attention_forward/backward in

@@ -6,8 +6,9 @@
 # decoding against the memory-bandwidth bound, the kernel test again under
 # compute-sanitizer's memcheck, and print a short table last; a per-kernel
 # profile of one training step (Nsight Compute) on the way. The model test
-# and the training benchmark run twice, the second time with the mma.sync
-# attention kernels (ROTARY_CUDA_ATTN=mma, flash_mma.cu). About 3-4 minutes
+# and the training benchmark run again with the mma.sync attention kernels
+# (ROTARY_CUDA_ATTN=mma, flash_mma.cu), the benchmark a third time with their
+# one-kernel backward (ROTARY_CUDA_ATTN=mma-atomic). About 3-4 minutes
 # on an H100 with 16 cores, the build included.
 #
 # usage: tests/cuda/run.sh            (from anywhere; JOBS, BUILD, NVCC, PYTHON
@@ -111,8 +112,10 @@ detail[test_cuda_model_mma]=$(grep -E "passed|FAILED" "$RESULTS/test_cuda_model_
 run cli_device 60 bash tests/cuda/cli_device.sh "$BUILD/rotary" "$PWD" cuda
 detail[cli_device]=$(tail -n 1 "$RESULTS/cli_device.log")
 run cuda_train 90 "$BUILD/bench/cuda_train"
-# the same with the mma.sync attention kernels (flash_mma.cu, not yet the default)
+# the same with the mma.sync attention kernels (flash_mma.cu, not yet the default),
+# and with their one-kernel backward (dq summed atomically)
 run cuda_train_mma 90 env ROTARY_CUDA_ATTN=mma "$BUILD/bench/cuda_train"
+run cuda_train_mma_atomic 90 env ROTARY_CUDA_ATTN=mma-atomic "$BUILD/bench/cuda_train"
 run cuda_attention 60 "$BUILD/bench/cuda_attention"
 run torch_attention_gpu 60 "$PYTHON" bench/torch_attention_gpu.py
 run cuda_decode 60 "$BUILD/bench/cuda_decode"
@@ -144,7 +147,7 @@ val() { grep -m1 "^$2=" "$RESULTS/$1.log" 2>/dev/null | cut -d= -f2; }
   echo "== results ($(val cuda_train device), $(elapsed)s in all)"
   printf '%-28s %s\n' "check" "result"
   for t in test_cuda_kernels test_cuda_model test_cuda_model_mma cli_device cuda_train \
-           cuda_train_mma cuda_attention torch_attention_gpu cuda_decode torch_train_gpu profile \
+           cuda_train_mma cuda_train_mma_atomic cuda_attention torch_attention_gpu cuda_decode torch_train_gpu profile \
            memcheck; do
     printf '%-28s %s %s\n' "$t" "${status[$t]}" "${detail[$t]:-}"
   done
@@ -155,6 +158,9 @@ val() { grep -m1 "^$2=" "$RESULTS/$1.log" 2>/dev/null | cut -d= -f2; }
     "$(val cuda_train ms_per_step)" "$(val cuda_train mfu)"
   printf '%-22s %12s %10s %8s\n' "rotary, mma.sync attn" "$(val cuda_train_mma tokens_per_s)" \
     "$(val cuda_train_mma ms_per_step)" "$(val cuda_train_mma mfu)"
+  printf '%-22s %12s %10s %8s\n' "rotary, mma, atomic dq" \
+    "$(val cuda_train_mma_atomic tokens_per_s)" "$(val cuda_train_mma_atomic ms_per_step)" \
+    "$(val cuda_train_mma_atomic mfu)"
   printf '%-22s %12s %10s %8s\n' "pytorch $(val torch_train_gpu torch)" \
     "$(val torch_train_gpu tokens_per_s)" "$(val torch_train_gpu ms_per_step)" \
     "$(val torch_train_gpu mfu)"
@@ -168,8 +174,12 @@ val() { grep -m1 "^$2=" "$RESULTS/$1.log" 2>/dev/null | cut -d= -f2; }
   printf '%-22s %10s %10s %12s %12s\n' "rotary mma.sync" "$(val cuda_attention fwd_mma_ms)" \
     "$(val cuda_attention bwd_mma_ms)" "$(val cuda_attention fwd_mma_tflops)" \
     "$(val cuda_attention bwd_mma_tflops)"
+  printf '%-22s %10s %10s %12s %12s\n' "  backward, atomic dq" "" \
+    "$(val cuda_attention bwd_mma_atomic_ms)" "" "$(val cuda_attention bwd_mma_atomic_tflops)"
   echo "  mma.sync against WMMA (max difference / largest element): out $(val cuda_attention mma_vs_wmma_out)," \
     "dq $(val cuda_attention mma_vs_wmma_dq), dk $(val cuda_attention mma_vs_wmma_dk), dv $(val cuda_attention mma_vs_wmma_dv)"
+  echo "  atomic dq against WMMA: dq $(val cuda_attention mma_atomic_vs_wmma_dq)," \
+    "dk $(val cuda_attention mma_atomic_vs_wmma_dk), dv $(val cuda_attention mma_atomic_vs_wmma_dv)"
   echo
   echo "decode, llama2.c 110M shape (fp32 weights, KV cache, greedy):"
   echo "  $(val cuda_decode tok_s) tokens/s as a CUDA graph (graph: $(val cuda_decode graph))," \

@@ -345,8 +345,8 @@ static void test_split_rope(int hd, int pairing, int rd, int scaled) {
     cudaFree(d_cos), cudaFree(d_sin), cudaFree(d_qkv), cudaFree(d_q), cudaFree(d_k), cudaFree(d_v);
 }
 
-/* kernel: the tensor-core kernels to use (gpu_attention_use), GPU_ATTN_WMMA
- * or GPU_ATTN_MMA; bias: 0 none, 1 ALiBi, 2 a T5 table by distance (random,
+/* kernel: the tensor-core kernels to use (gpu_attention_use), GPU_ATTN_WMMA,
+ * GPU_ATTN_MMA or GPU_ATTN_MMA_ATOMIC; bias: 0 none, 1 ALiBi, 2 a T5 table by distance (random,
  * with its gradient checked too). */
 static void test_attention(int kernel, int B, int T, int nh, int nkv, int hd, int bias) {
     char name[128], cfg[80];
@@ -355,9 +355,10 @@ static void test_attention(int kernel, int B, int T, int nh, int nkv, int hd, in
     snprintf(cfg, sizeof cfg, "B%d T%d nh%d nkv%d hd%d%s%s", B, T, nh, nkv, hd,
              alibi ? " alibi" : t5 ? " t5" : "",
              !tc                      ? ""
-             : kernel != GPU_ATTN_MMA ? " (tensor cores)"
-             : GPU_ATTN_MMA_BWD(hd)   ? " (tensor cores, mma.sync)"
-                                        : " (tensor cores, mma.sync forward)");
+             : kernel == GPU_ATTN_WMMA ? " (tensor cores)"
+             : !GPU_ATTN_MMA_BWD(hd)   ? " (tensor cores, mma.sync forward)"
+             : kernel == GPU_ATTN_MMA  ? " (tensor cores, mma.sync)"
+                                       : " (tensor cores, mma.sync, atomic dq)");
     const int S = (nh + 2 * nkv) * hd, Q = nh * hd;
     const size_t n = (size_t)B * T * S, no = (size_t)B * T * Q, nb = (size_t)B * nh * T;
     float *qkv = randn(n, 1.0f), *slopes = malloc(nh * sizeof(float));
@@ -382,6 +383,7 @@ static void test_attention(int kernel, int B, int T, int nh, int nkv, int hd, in
     attention_backward(dqkv, t5 ? dtab : NULL, scratch, dout, qkv, att, B, T, nh, nkv, hd);
     float *d_dout = dev(dout, no), *d_dq = dev(NULL, no), *d_dk = dev(NULL, n);
     float *d_dv = dev(NULL, n), *d_dsum = dev(NULL, (size_t)B * nh * T);
+    cudaMemset(d_dq, 0xff, no * sizeof(float)); /* NaN: every element must be written */
     gpu_bf16 *d_dout16 = dev16(dout, no); /* scratch: the values do not matter */
     gpu_attention_backward(d_dq, d_dk, d_dv, d_dsum, d_dout16, d_dout, d_out, d_q, d_k, d_v, d_lse,
                            alibi ? d_alibi : NULL, t5 ? d_tab : NULL, d_dtab, B, T, nh, nkv, hd);
@@ -636,7 +638,7 @@ int main(int argc, char **argv) {
                                  {1, 65, 2, 2, 128, 0}, {1, 200, 4, 1, 16, 1}, {1, 300, 6, 2, 64, 1},
                                  {2, 45, 2, 1, 24, 0},  {1, 97, 2, 2, 40, 1},  {2, 70, 4, 2, 64, 2},
                                  {1, 97, 2, 1, 40, 2}};
-    for (int kernel = GPU_ATTN_WMMA; kernel <= GPU_ATTN_MMA; kernel++)
+    for (int kernel = GPU_ATTN_WMMA; kernel <= GPU_ATTN_MMA_ATOMIC; kernel++)
         for (size_t i = 0; i < sizeof att / sizeof att[0]; i++)
             if ((kernel == GPU_ATTN_WMMA || GPU_ATTN_BF16(att[i][4], att[i][5] == 2)) &&
                 !(quick && att[i][1] > 200))

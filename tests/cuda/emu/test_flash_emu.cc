@@ -37,8 +37,21 @@ struct kernels {
                      int, int, int);
     bool (*has_backward)(int hd);
 };
-static const kernels MMA = {"mma", gpu_flash_forward_mma, gpu_flash_backward_mma,
+static void mma_bwd(float *dq, float *dk, float *dv, const float *dsum, const gpu_bf16 *dout,
+                    const gpu_bf16 *q, const gpu_bf16 *k, const gpu_bf16 *v, const float *lse,
+                    const float *alibi, int B, int T, int nh, int nkv, int hd) {
+    gpu_flash_backward_mma(dq, dk, dv, dsum, dout, q, k, v, lse, alibi, B, T, nh, nkv, hd, 0);
+}
+static void mma_atomic_bwd(float *dq, float *dk, float *dv, const float *dsum,
+                           const gpu_bf16 *dout, const gpu_bf16 *q, const gpu_bf16 *k,
+                           const gpu_bf16 *v, const float *lse, const float *alibi, int B, int T,
+                           int nh, int nkv, int hd) {
+    gpu_flash_backward_mma(dq, dk, dv, dsum, dout, q, k, v, lse, alibi, B, T, nh, nkv, hd, 1);
+}
+static const kernels MMA = {"mma", gpu_flash_forward_mma, mma_bwd,
                             [](int hd) { return (bool)GPU_ATTN_MMA_BWD(hd); }};
+static const kernels MMA_ATOMIC = {"mma-atomic-dq", gpu_flash_forward_mma, mma_atomic_bwd,
+                                   [](int hd) { return (bool)GPU_ATTN_MMA_BWD(hd); }};
 static const kernels WMMA = {"wmma", gpu_flash_forward_tc, gpu_flash_backward_tc,
                              [](int hd) { return (bool)GPU_ATTN_TC(hd); }};
 
@@ -134,7 +147,8 @@ static void test(const kernels &K, int B, int T, int nh, int nkv, int hd, bool a
     if (!K.has_backward(hd)) return;
 
     /* dsum = rowsum(dout * out) from the kernel's own output, as attention.cu does. */
-    std::vector<float> dsum((size_t)B * nh * T), gdq(nq), gdk(nk), gdv(nk);
+    /* NaN: the kernels must write every gradient element */
+    std::vector<float> dsum((size_t)B * nh * T), gdq(nq, NAN), gdk(nk, NAN), gdv(nk, NAN);
     for (int b = 0; b < B; b++)
         for (int i = 0; i < T; i++)
             for (int h = 0; h < nh; h++) {
@@ -159,10 +173,10 @@ static void test(const kernels &K, int B, int T, int nh, int nkv, int hd, bool a
 int main(int argc, char **argv) {
     /* B, T, nh, nkv, hd, alibi: partial tiles, GQA, every head size the
      * kernels take (the forwards pad 24 and 128; the mma backward stops at
-     * 64), each case with both kernel sets. --quick: the first two (for
+     * 64), each case with every kernel set. --quick: the first two (for
      * ThreadSanitizer, which is slower). */
     const bool quick = argc > 1 && !strcmp(argv[1], "--quick");
-    for (const kernels *K : {&MMA, &WMMA}) {
+    for (const kernels *K : {&MMA, &MMA_ATOMIC, &WMMA}) {
         test(*K, 1, 70, 2, 1, 32, true, 1);
         test(*K, 1, 130, 2, 2, 64, false, 2);
         if (quick) continue;

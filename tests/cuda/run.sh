@@ -109,7 +109,7 @@ detail[test_cuda_model]=$(grep -E "passed|FAILED" "$RESULTS/test_cuda_model.log"
 # the whole model again with the mma.sync attention kernels (flash_mma.cu)
 run test_cuda_model_mma 90 bash -c "cd '$BUILD' && ROTARY_CUDA_ATTN=mma ./test_cuda_model"
 detail[test_cuda_model_mma]=$(grep -E "passed|FAILED" "$RESULTS/test_cuda_model_mma.log" | tail -1)
-run cli_device 60 bash tests/cuda/cli_device.sh "$BUILD/rotary" "$PWD" cuda
+run cli_device 120 bash tests/cuda/cli_device.sh "$BUILD/rotary" "$PWD" cuda
 detail[cli_device]=$(tail -n 1 "$RESULTS/cli_device.log")
 run cuda_train 90 "$BUILD/bench/cuda_train"
 # the same with the mma.sync attention kernels (flash_mma.cu, not yet the default),
@@ -135,7 +135,7 @@ fi
 # because it is the slowest (memcheck) and the table does not depend on it.
 sanitizer=$(command -v compute-sanitizer || echo "$(dirname "$NVCC")/../compute-sanitizer/compute-sanitizer")
 if [ -x "$sanitizer" ]; then
-  run memcheck 60 "$sanitizer" --tool memcheck --error-exitcode 1 "$BUILD/test_cuda_kernels"
+  run memcheck 120 "$sanitizer" --tool memcheck --error-exitcode 1 "$BUILD/test_cuda_kernels"
   detail[memcheck]=$(grep -E "ERROR SUMMARY" "$RESULTS/memcheck.log" | tail -1)
 else
   status[memcheck]=SKIP detail[memcheck]="no compute-sanitizer"

@@ -436,14 +436,14 @@ __global__ void __launch_bounds__(THREADS)
                 accumulate<HD>(dV, pa, dOs, LD, kq * 16);
                 accumulate<HD>(dK, dsa, Qs, LD, kq * 16);
             }
-            if (DQ) /* dS (query-major) for the dq product */
+            if (DQ) {
+                /* dS, query-major, for the dq product */
 #pragma unroll
                 for (int nt = 0; nt < ROWS / 8; nt++)
 #pragma unroll
                     for (int e = 0; e < 4; e++)
                         dSs[(nt * 8 + 2 * t + (e & 1)) * LDS + warp * 16 + g + 8 * (e >> 1)] =
                             __float2bfloat16(dpT[nt][e]);
-            if (DQ) {
                 __syncthreads(); /* every warp's dS */
                 /* dq of the warp's 16 queries += scale dS K, 16 keys a step */
                 float dQ[HD / 8][4];

@@ -7,7 +7,7 @@
 # compute-sanitizer's memcheck, and print a short table last; a per-kernel
 # profile of one training step (Nsight Compute) on the way. The model test
 # and the training benchmark run again with the mma.sync attention kernels
-# (ROTARY_CUDA_ATTN=mma, flash_mma.cu), the benchmark a third time with their
+# (ROTARY_CUDA_ATTN=mma, flash_mma.cu), and a third time with their
 # one-kernel backward (ROTARY_CUDA_ATTN=mma-atomic). About 3-4 minutes
 # on an H100 with 16 cores, the build included.
 #
@@ -109,6 +109,8 @@ detail[test_cuda_model]=$(grep -E "passed|FAILED" "$RESULTS/test_cuda_model.log"
 # the whole model again with the mma.sync attention kernels (flash_mma.cu)
 run test_cuda_model_mma 90 bash -c "cd '$BUILD' && ROTARY_CUDA_ATTN=mma ./test_cuda_model"
 detail[test_cuda_model_mma]=$(grep -E "passed|FAILED" "$RESULTS/test_cuda_model_mma.log" | tail -1)
+run test_cuda_model_mma_atomic 90 bash -c "cd '$BUILD' && ROTARY_CUDA_ATTN=mma-atomic ./test_cuda_model"
+detail[test_cuda_model_mma_atomic]=$(grep -E "passed|FAILED" "$RESULTS/test_cuda_model_mma_atomic.log" | tail -1)
 run cli_device 120 bash tests/cuda/cli_device.sh "$BUILD/rotary" "$PWD" cuda
 detail[cli_device]=$(tail -n 1 "$RESULTS/cli_device.log")
 run cuda_train 90 "$BUILD/bench/cuda_train"
@@ -146,7 +148,8 @@ val() { grep -m1 "^$2=" "$RESULTS/$1.log" 2>/dev/null | cut -d= -f2; }
   echo
   echo "== results ($(val cuda_train device), $(elapsed)s in all)"
   printf '%-28s %s\n' "check" "result"
-  for t in test_cuda_kernels test_cuda_model test_cuda_model_mma cli_device cuda_train \
+  for t in test_cuda_kernels test_cuda_model test_cuda_model_mma test_cuda_model_mma_atomic \
+           cli_device cuda_train \
            cuda_train_mma cuda_train_mma_atomic cuda_attention torch_attention_gpu cuda_decode torch_train_gpu profile \
            memcheck; do
     printf '%-28s %s %s\n' "$t" "${status[$t]}" "${detail[$t]:-}"

@@ -21,6 +21,9 @@
 
 enum { BATCH = 3 };
 
+/* Decoder steps to check (0: the whole context). */
+static int decode_steps;
+
 static void base(rotary_config *c) {
     rotary_config_default(c);
     c->n_layer = 2, c->n_head = 4, c->n_kv_head = 2, c->d_model = 64, c->d_ff = 96;
@@ -69,27 +72,28 @@ static void test_config(const char *label, const rotary_config *c) {
     double dworst = 0;
     int graphed = 1;
     const char *why = "";
-    for (int t = 0; t < T; t++) {
+    const int T_dec = decode_steps && decode_steps < T ? decode_steps : T;
+    for (int t = 0; t < T_dec; t++) {
         must(cuda_decoder_step(dec, tok[t], rows + (size_t)t * c->vocab), "decoder step");
         graphed &= cuda_decoder_graphed(dec, &why);
         double e = rel_err(rows + (size_t)t * c->vocab, rotary_model_logits(&m) +
                            (size_t)t * c->vocab, c->vocab);
         if (!(e <= dworst)) dworst = e;
     }
-    snprintf(name, sizeof name, "%s: decoder, %d steps", label, T);
+    snprintf(name, sizeof name, "%s: decoder, %d steps", label, T_dec);
     check(dworst <= 2e-2, name, "worst rel err %.2e (<= 2e-2)", dworst);
     snprintf(name, sizeof name, "%s: decoder steps as one CUDA graph", label);
     check(graphed, name, "%s", graphed ? "every step replayed it" : *why ? why : "not graphed");
     cuda_decoder_reset(dec);
     cuda_decoder_set_graph(dec, 0);
     int differ = 0;
-    for (int t = 0; t < T; t++) {
+    for (int t = 0; t < T_dec; t++) {
         must(cuda_decoder_step(dec, tok[t], row), "decoder step");
         differ += cuda_decoder_graphed(dec, NULL) ||
                   memcmp(row, rows + (size_t)t * c->vocab, (size_t)c->vocab * sizeof(float));
     }
     snprintf(name, sizeof name, "%s: decoder without the graph", label);
-    check(!differ, name, "%d of %d steps differ in a bit", differ, T);
+    check(!differ, name, "%d of %d steps differ in a bit", differ, T_dec);
     cuda_decoder_free(dec);
     free(row), free(rows);
 
@@ -213,11 +217,14 @@ static void test_training_curve(void) {
     }
 }
 
-/* --quick: two configurations (softmax and linear attention) and no
- * training run, for the CPU emulation (test_cuda_model_emu), where every
- * kernel launch costs a few milliseconds. */
+/* --quick: three configurations (RoPE, T5 and linear attention), 20
+ * decoder steps and no training run, for the CPU emulation
+ * (test_cuda_model_emu), where every kernel launch costs a few
+ * milliseconds. */
 int main(int argc, char **argv) {
     gpu_or_skip("test_cuda_model");
+    const int quick = argc > 1 && !strcmp(argv[1], "--quick");
+    decode_steps = quick ? 20 : 0;
     rotary_config c;
     base(&c);
     test_config("rope interleaved rms swiglu gqa tied", &c);
@@ -226,7 +233,7 @@ int main(int argc, char **argv) {
     c.pos = ROTARY_POS_T5, c.rope_scaling.type = ROTARY_ROPE_SCALING_NONE;
     c.t5_buckets = 8, c.t5_max_distance = 20;
     test_config("t5 rms swiglu gqa", &c);
-    if (argc > 1 && !strcmp(argv[1], "--quick")) {
+    if (quick) {
         base(&c);
         c.attn = ROTARY_ATTN_LINEAR, c.init_std = 0.05f;
         test_config("linear attention rope gqa", &c);

@@ -1,7 +1,8 @@
 /* cuda_emu.h: enough of the CUDA execution model to run a kernel source on
  * the CPU (tests/cuda/emu/, docs/performance.md): a block's threads are
- * POSIX threads (threadIdx, blockIdx thread-local), __syncthreads a barrier
- * of the block, __shfl_xor_sync, ldmatrix and mma.sync m16n8k16 exchanges through the
+ * fibers of the calling thread (ucontext), each running until it waits at a
+ * barrier, or under ThreadSanitizer POSIX threads (which it needs to see
+ * races); __syncthreads is a barrier of the block, __shfl_xor_sync, ldmatrix and mma.sync m16n8k16 exchanges through the
  * warp's slots between two barriers of its 32 threads, and dynamic shared
  * memory one array that the blocks, run one after another in grid order,
  * reuse. Included by a test before the kernel's .cu file, which
@@ -33,11 +34,27 @@
 
 #if defined(__SANITIZE_ADDRESS__)
 #include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
 #define EMU_POISON(p, n) ASAN_POISON_MEMORY_REGION(p, n)
 #define EMU_UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION(p, n)
+/* ASan follows the switches between stacks (fibers below). */
+#define EMU_SWITCH_START(save, bottom, size) __sanitizer_start_switch_fiber(save, bottom, size)
+#define EMU_SWITCH_DONE(save, bottom, size) __sanitizer_finish_switch_fiber(save, bottom, size)
 #else
 #define EMU_POISON(p, n) ((void)(p), (void)(n))
 #define EMU_UNPOISON(p, n) ((void)(p), (void)(n))
+#define EMU_SWITCH_START(save, bottom, size) ((void)(save), (void)(bottom), (void)(size))
+#define EMU_SWITCH_DONE(save, bottom, size) ((void)(save), (void)(bottom), (void)(size))
+#endif
+
+/* Fibers switch in user space, thousands of times faster than a barrier of
+ * POSIX threads on two cores wakes them; ThreadSanitizer needs the threads. */
+#if defined(__SANITIZE_THREAD__)
+#define EMU_FIBERS 0
+#else
+#define EMU_FIBERS 1
+#include <sys/mman.h>
+#include <ucontext.h>
 #endif
 
 #define __launch_bounds__(...)
@@ -59,8 +76,47 @@ inline std::map<void *, int> &smem_opt_in() {
     return m;
 }
 
+/* A barrier of count threads: a POSIX one, or between fibers a count and a
+ * generation that the last to arrive moves on. */
+struct barrier {
+#if EMU_FIBERS
+    unsigned count = 0, arrived = 0, generation = 0;
+#else
+    pthread_barrier_t b;
+#endif
+};
+inline void fiber_yield();
+inline unsigned long &fiber_progress();
+inline void barrier_init(barrier &b, unsigned count) {
+#if EMU_FIBERS
+    b.count = count, b.arrived = 0;
+#else
+    pthread_barrier_init(&b.b, NULL, count);
+#endif
+}
+inline void barrier_wait(barrier &b) {
+#if EMU_FIBERS
+    const unsigned gen = b.generation;
+    fiber_progress()++;
+    if (++b.arrived == b.count) {
+        b.arrived = 0, b.generation++;
+        return;
+    }
+    while (b.generation == gen) fiber_yield();
+#else
+    pthread_barrier_wait(&b.b);
+#endif
+}
+inline void barrier_destroy(barrier &b) {
+#if EMU_FIBERS
+    (void)b;
+#else
+    pthread_barrier_destroy(&b.b);
+#endif
+}
+
 struct warp_slots {
-    pthread_barrier_t bar;
+    barrier bar;
     uint32_t x[32];
     uint32_t a[32][4], b[32][2];
     const void *row[32];
@@ -69,7 +125,7 @@ struct warp_slots {
 
 inline dim3 grid_dim, block_dim;
 inline thread_local dim3 thread_idx, block_idx;
-inline pthread_barrier_t block_bar;
+inline barrier block_bar;
 inline warp_slots warps[MAX_THREADS / 32];
 alignas(128) inline unsigned char shared_mem[SMEM_MAX];
 
@@ -92,7 +148,7 @@ inline unsigned linear_tid() {
 }
 inline warp_slots &my_warp() { return warps[linear_tid() / 32]; }
 inline int my_lane() { return (int)(linear_tid() % 32); }
-inline void warp_sync() { pthread_barrier_wait(&my_warp().bar); }
+inline void warp_sync() { barrier_wait(my_warp().bar); }
 
 inline float bf16_lo(uint32_t r) {
     uint32_t u = r << 16;
@@ -175,6 +231,101 @@ template <typename T> T shfl_xor(T v, int mask) {
     return r;
 }
 
+#if EMU_FIBERS
+/* run_threads(n, job): job(0) .. job(n-1) as fibers of the calling thread,
+ * taken in turn, each until it waits at a barrier (then yields) or ends;
+ * threadIdx, blockIdx and the cp.async queues are switched with them. A
+ * pass in which no fiber arrives anywhere or ends is a deadlock (a barrier
+ * that some threads never reach, as in a divergent __syncthreads). */
+constexpr size_t FIBER_STACK = 64 * 1024;
+struct fiber {
+    ucontext_t ctx;
+    unsigned char *stack = nullptr; /* FIBER_STACK bytes above a guard page */
+    dim3 tidx, bidx;
+    std::vector<std::vector<async_copy>> groups;
+    std::vector<async_copy> open;
+    void *fake = nullptr; /* ASan's */
+    bool done = false;
+};
+struct fiber_set {
+    std::vector<std::unique_ptr<fiber>> f;
+    ucontext_t sched;
+    unsigned cur = 0;
+    unsigned long progress = 0;
+    std::function<void(unsigned)> job;
+    const void *sched_bottom = nullptr; /* the calling thread's stack, for ASan */
+    size_t sched_size = 0;
+    void *sched_fake = nullptr;
+};
+inline fiber_set &fibers() {
+    static fiber_set F;
+    return F;
+}
+inline unsigned long &fiber_progress() { return fibers().progress; }
+inline void fiber_yield() {
+    fiber_set &F = fibers();
+    fiber &me = *F.f[F.cur];
+    EMU_SWITCH_START(&me.fake, F.sched_bottom, F.sched_size);
+    swapcontext(&me.ctx, &F.sched);
+    EMU_SWITCH_DONE(me.fake, nullptr, nullptr);
+}
+inline void fiber_entry() {
+    fiber_set &F = fibers();
+    EMU_SWITCH_DONE(nullptr, &F.sched_bottom, &F.sched_size);
+    F.job(F.cur);
+    F.f[F.cur]->done = true;
+    F.progress++;
+    EMU_SWITCH_START(nullptr, F.sched_bottom, F.sched_size); /* this stack ends */
+}
+inline void run_threads(unsigned n, std::function<void(unsigned)> job) {
+    fiber_set &F = fibers();
+    while (F.f.size() < n) {
+        auto f = std::make_unique<fiber>();
+        const size_t page = 4096;
+        void *m = mmap(nullptr, FIBER_STACK + page, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (m == MAP_FAILED || mprotect(m, page, PROT_NONE)) {
+            fprintf(stderr, "cuda_emu: no memory for a fiber's stack\n");
+            abort();
+        }
+        f->stack = (unsigned char *)m + page;
+        F.f.push_back(std::move(f));
+    }
+    F.job = std::move(job);
+    for (unsigned t = 0; t < n; t++) {
+        fiber &f = *F.f[t];
+        getcontext(&f.ctx);
+        f.ctx.uc_stack.ss_sp = f.stack;
+        f.ctx.uc_stack.ss_size = FIBER_STACK;
+        f.ctx.uc_link = &F.sched;
+        makecontext(&f.ctx, fiber_entry, 0);
+        f.done = false, f.tidx = f.bidx = dim3(0, 0, 0);
+        f.groups.clear(), f.open.clear();
+    }
+    for (unsigned left = n; left;) {
+        const unsigned long before = F.progress;
+        for (unsigned t = 0; t < n; t++) {
+            fiber &f = *F.f[t];
+            if (f.done) continue;
+            F.cur = t;
+            thread_idx = f.tidx, block_idx = f.bidx;
+            async_groups.swap(f.groups), async_open.swap(f.open);
+            EMU_SWITCH_START(&F.sched_fake, f.stack, FIBER_STACK);
+            swapcontext(&F.sched, &f.ctx);
+            EMU_SWITCH_DONE(F.sched_fake, nullptr, nullptr);
+            f.tidx = thread_idx, f.bidx = block_idx;
+            async_groups.swap(f.groups), async_open.swap(f.open);
+            left -= f.done;
+        }
+        if (left && F.progress == before) {
+            fprintf(stderr, "cuda_emu: threads wait at a barrier that the others of their block "
+                            "or warp never reach\n");
+            abort();
+        }
+    }
+    F.job = nullptr;
+}
+#else
 /* Threads started once and reused by every launch (a test launches
  * thousands of kernels): run(n, job) wakes threads 0..n-1 only, each calls
  * job(t), and it returns when all n have. */
@@ -221,6 +372,10 @@ inline pool &workers(unsigned n) {
     }
     return *p;
 }
+inline void run_threads(unsigned n, std::function<void(unsigned)> job) {
+    workers(n).run(n, std::move(job));
+}
+#endif
 
 /* kernel<<<grid, block, shmem>>>(args...): each block in turn, its threads
  * at once; the shared memory past shmem is poisoned under ASan. */
@@ -251,14 +406,14 @@ template <typename... P> struct launcher {
             abort();
         }
         grid_dim = grid, block_dim = block;
-        pthread_barrier_init(&block_bar, NULL, nt);
-        for (unsigned w = 0; w < nt / 32; w++) pthread_barrier_init(&warps[w].bar, NULL, 32);
+        barrier_init(block_bar, nt);
+        for (unsigned w = 0; w < nt / 32; w++) barrier_init(warps[w].bar, 32);
         EMU_UNPOISON(shared_mem, SMEM_MAX);
         memset(shared_mem, 0xff, SMEM_MAX); /* NaN in floats, garbage in bf16 */
         EMU_POISON(shared_mem + shmem, SMEM_MAX - shmem);
         /* One thread per thread of a block, walking the blocks; all of a
          * block's threads end it before the next begins. */
-        workers(nt).run(nt, [&](unsigned t) {
+        run_threads(nt, [&](unsigned t) {
             thread_idx = dim3(t % block.x, t / block.x % block.y, t / (block.x * block.y));
             for (unsigned bz = 0; bz < grid.z; bz++)
                 for (unsigned by = 0; by < grid.y; by++)
@@ -270,12 +425,12 @@ template <typename... P> struct launcher {
                                             "not waited for\n");
                             abort();
                         }
-                        pthread_barrier_wait(&block_bar);
+                        barrier_wait(block_bar);
                     }
         });
         EMU_UNPOISON(shared_mem, SMEM_MAX);
-        for (unsigned w = 0; w < nt / 32; w++) pthread_barrier_destroy(&warps[w].bar);
-        pthread_barrier_destroy(&block_bar);
+        for (unsigned w = 0; w < nt / 32; w++) barrier_destroy(warps[w].bar);
+        barrier_destroy(block_bar);
     }
 };
 template <typename... P>
@@ -291,7 +446,7 @@ launcher<P...> launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t shmem)
 #define gridDim (emu::grid_dim)
 #define GPU_LAUNCH(kernel, grid, block, shmem) emu::launch(kernel, grid, block, shmem)
 #define GPU_DYNAMIC_SHARED(T, name) T *name = reinterpret_cast<T *>(emu::shared_mem)
-inline void __syncthreads() { pthread_barrier_wait(&emu::block_bar); }
+inline void __syncthreads() { emu::barrier_wait(emu::block_bar); }
 template <typename T> T __shfl_xor_sync(unsigned, T v, int mask) { return emu::shfl_xor(v, mask); }
 inline int min(int a, int b) { return a < b ? a : b; }
 /* *p += v as one indivisible step (a compare-and-swap loop on the bits). */

@@ -123,7 +123,7 @@ __global__ void __launch_bounds__(FWD_BR)
                 float dot = 0.0f;
 #pragma unroll
                 for (int d = 0; d < HD; d++) dot += qr[d] * Ks[jj][d];
-                x = dot - slope * (float)(i - j) + (tb ? tb[i - j] : 0.0f);
+                x = dot + score_bias(slope, tb, i - j);
             }
             s[jj] = x;
             mt = fmaxf(mt, x);
@@ -209,8 +209,7 @@ __global__ void __launch_bounds__(BWD_BR)
                 sc += qr[d] * Ks[jj][d];
                 dp += dor[d] * Vs[jj][d];
             }
-            const float bias = -slope * (float)(i - j) + (tb ? tb[i - j] : 0.0f);
-            const float p = expf(sc + bias - li), ds = p * (dp - Di);
+            const float p = expf(sc + score_bias(slope, tb, i - j) - li), ds = p * (dp - Di);
             /* the rows of a warp add to distinct distances i - j */
             if (dtb) atomicAdd(&dtb[i - j], ds);
 #pragma unroll
@@ -276,8 +275,7 @@ __global__ void __launch_bounds__(BWD_BK)
                     sc += qs[d] * kr[d];
                     dp += dos[d] * vr[d];
                 }
-                const float p = expf(sc * scale - slope * (float)(i - j) +
-                                     (tb ? tb[i - j] : 0.0f) - ls[r]);
+                const float p = expf(sc * scale + score_bias(slope, tb, i - j) - ls[r]);
                 const float ds = p * (dp - Ds[r]);
 #pragma unroll
                 for (int d = 0; d < HD; d++) {
@@ -372,7 +370,6 @@ extern "C" void gpu_attention_backward(float *dq, float *dk, float *dv, float *d
     const gpu_bf16 *q16 = (const gpu_bf16 *)q, *k16 = (const gpu_bf16 *)k;
     const gpu_bf16 *v16 = (const gpu_bf16 *)v;
     const float *qf = (const float *)q, *kf = (const float *)k, *vf = (const float *)v;
-    if (!t5) dt5 = NULL;
     if (tc && GPU_ATTN_MMA_BWD(hd) && use_mma())
         gpu_flash_backward_mma(dq, dk, dv, dsum, dout16, q16, k16, v16, lse, alibi, B, T, nh, nkv,
                                hd, kernel_set() == GPU_ATTN_MMA_ATOMIC);
@@ -583,7 +580,7 @@ __global__ void elu1_kernel(float *out, const float *inp, const float *dout, int
     if (i >= (size_t)N * C) return;
     const size_t n = i / C, k = i % C;
     const float x = inp[n * ldi + k];
-    if (!backward) out[i] = x > 0 ? x + 1.0f : expf(x);
+    if (!backward) out[i] = elu1(x);
     else out[n * ldi + k] = x > 0 ? dout[i] : dout[i] * expf(x);
 }
 

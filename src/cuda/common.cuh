@@ -47,6 +47,15 @@ __device__ __forceinline__ int rope_pair(int i, int rd, int half_pairs, int *e0,
     return 0;
 }
 
+/* What a score adds for distance n = i - j >= 0: ALiBi's -slope n and a T5
+ * table's entry (tb: one head's row, or NULL). */
+__device__ __forceinline__ float score_bias(float slope, const float *tb, int n) {
+    return -slope * (float)n + (tb ? tb[n] : 0.0f);
+}
+
+/* elu(x) + 1, linear attention's feature map. */
+__device__ __forceinline__ float elu1(float x) { return x > 0 ? x + 1.0f : expf(x); }
+
 __device__ __forceinline__ float warp_sum(float x) {
     for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
     return x;

@@ -110,12 +110,13 @@ void cuda_model_free(cuda_model *g) {
     free(g);
 }
 
-static int upload(float **dst, const float *src, size_t n, const char *what) {
+/* *dst (freed first) = a new device copy of src's bytes. */
+static int upload(void **dst, const void *src, size_t bytes, const char *what) {
     cudaError_t e;
     cudaFree(*dst);
     *dst = NULL;
-    if ((e = cudaMalloc((void **)dst, n * sizeof(float))) != cudaSuccess ||
-        (e = cudaMemcpy(*dst, src, n * sizeof(float), cudaMemcpyHostToDevice)) != cudaSuccess)
+    if ((e = cudaMalloc(dst, bytes)) != cudaSuccess ||
+        (e = cudaMemcpy(*dst, src, bytes, cudaMemcpyHostToDevice)) != cudaSuccess)
         return cuda_fail(e, what);
     return ROTARY_OK;
 }
@@ -129,26 +130,21 @@ static int upload_tables(cuda_model *g) {
     int rc = ROTARY_OK;
     if (c->pos == ROTARY_POS_ROPE) {
         const size_t n = (size_t)m->rope.max_pos * (m->rope.rotary_dim / 2);
-        if ((rc = upload(&g->cos, m->rope.cos, n, "rope cos table")) ||
-            (rc = upload(&g->sin, m->rope.sin, n, "rope sin table")))
+        if ((rc = upload((void **)&g->cos, m->rope.cos, n * sizeof(float), "rope cos table")) ||
+            (rc = upload((void **)&g->sin, m->rope.sin, n * sizeof(float), "rope sin table")))
             return rc;
     } else if (c->pos == ROTARY_POS_SINUSOIDAL) {
-        rc = upload(&g->pos_table, m->pos_table, (size_t)m->pos_len * c->d_model,
-                    "sinusoidal table");
+        rc = upload((void **)&g->pos_table, m->pos_table,
+                    (size_t)m->pos_len * c->d_model * sizeof(float), "sinusoidal table");
     } else if (c->pos == ROTARY_POS_ALIBI && !g->alibi) {
-        rc = upload(&g->alibi, m->alibi, (size_t)c->n_head, "alibi slopes");
+        rc = upload((void **)&g->alibi, m->alibi, (size_t)c->n_head * sizeof(float),
+                    "alibi slopes");
     } else if (c->pos == ROTARY_POS_T5) {
         int *b = malloc((size_t)m->pos_len * sizeof(int));
         if (!b) return rotary_fail(ROTARY_ENOMEM, "cuda: out of memory");
         for (int n = 0; n < m->pos_len; n++)
             b[n] = rotary_t5_bucket(n, c->t5_buckets, c->t5_max_distance);
-        cudaError_t e;
-        cudaFree(g->bucket);
-        g->bucket = NULL;
-        if ((e = cudaMalloc((void **)&g->bucket, (size_t)m->pos_len * sizeof(int))) ||
-            (e = cudaMemcpy(g->bucket, b, (size_t)m->pos_len * sizeof(int),
-                            cudaMemcpyHostToDevice)))
-            rc = cuda_fail(e, "t5 buckets");
+        rc = upload((void **)&g->bucket, b, (size_t)m->pos_len * sizeof(int), "t5 buckets");
         free(b);
     }
     if (!rc) g->pos_len = m->pos_len;
@@ -503,8 +499,8 @@ int cuda_model_backward(cuda_model *g) {
             /* dqkv16 holds the rounded dattout until the merge writes it */
             const int t5 = c->pos == ROTARY_POS_T5; /* g->t5tab: the forward's table */
             gpu_attention_backward(g->dq, g->dk, g->dv, g->dsum, g->dqkv16, g->dattout, attout, q,
-                                   k, v, lse, g->alibi, t5 ? g->t5tab : NULL, g->dt5, B, T, nh,
-                                   nkv, hd);
+                                   k, v, lse, g->alibi, t5 ? g->t5tab : NULL, t5 ? g->dt5 : NULL,
+                                   B, T, nh, nkv, hd);
             if (t5)
                 gpu_t5_table_backward(G(lo->rel_bias), g->dt5, g->bucket, B, nh, T,
                                       c->t5_buckets);

@@ -82,8 +82,7 @@ decode_attention_kernel(float *out, const float *q, const float *kc, const float
 #pragma unroll
         for (int u = 0; u < DEC_KEYS; u++) {
             const int j = j0 + u;
-            s[u] = j < n ? warp_sum(s[u]) - slope * (float)(i - j) + (tb ? tb[i - j] : 0.0f)
-                         : -INFINITY;
+            s[u] = j < n ? warp_sum(s[u]) + score_bias(slope, tb, i - j) : -INFINITY;
             mx = fmaxf(mx, s[u]);
         }
         /* mx is finite: key j0 < n exists. */
@@ -147,8 +146,6 @@ extern "C" void gpu_decode_attention(float *out, const float *q, const float *kc
  * head; thread c owns column c of S, so no other thread reads what it
  * writes there. Shared: phi(k), rope(phi(k)), v, and one query head's
  * phi(q) and rope(phi(q)) at a time. */
-__device__ __forceinline__ float elu1(float x) { return x > 0 ? x + 1.0f : expf(x); }
-
 /* phi of the head row src into f, rotated into r (r = f where it does not
  * rotate), one pair a thread. */
 __device__ void decode_features(float *f, float *r, const float *src, const float *cs,

@@ -130,7 +130,7 @@ void gpu_attention_forward(float *out, float *lse, const void *q, const void *k,
 /* dq (B, nh, T, hd), dk, dv (B, nkv, T, hd) (=) from dout (B, T, nh*hd),
  * recomputing the probabilities from lse; dsum (B, nh, T) and, when
  * GPU_ATTN_BF16, dout16 (B*T*nh*hd bf16: dout rounded for the tensor cores)
- * are scratch. With t5, dt5 (B, nh, T) (=): dt5[b][h][n] the sum over i of
+ * are scratch. dt5 (B, nh, T), NULL without t5 (=): dt5[b][h][n] the sum over i of
  * the gradient of the biased score (i, i - n), as attention_backward's
  * dbias (summed atomically, so not the same bits every run). */
 void gpu_attention_backward(float *dq, float *dk, float *dv, float *dsum, gpu_bf16 *dout16,

@@ -386,7 +386,8 @@ static void test_attention(int kernel, int B, int T, int nh, int nkv, int hd, in
     cudaMemset(d_dq, 0xff, no * sizeof(float)); /* NaN: every element must be written */
     gpu_bf16 *d_dout16 = dev16(dout, no); /* scratch: the values do not matter */
     gpu_attention_backward(d_dq, d_dk, d_dv, d_dsum, d_dout16, d_dout, d_out, d_q, d_k, d_v, d_lse,
-                           alibi ? d_alibi : NULL, t5 ? d_tab : NULL, d_dtab, B, T, nh, nkv, hd);
+                           alibi ? d_alibi : NULL, t5 ? d_tab : NULL, t5 ? d_dtab : NULL, B, T, nh,
+                           nkv, hd);
     /* dq, dk and dv (per head) separately: each has its own scale. */
     const char *what[3] = {"dq", "dk", "dv"};
     const int heads[3] = {nh, nkv, nkv}, col[3] = {0, nh * hd, (nh + nkv) * hd};

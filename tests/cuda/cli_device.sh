@@ -39,12 +39,18 @@ if [ $gpu = 0 ]; then
     [ $? -ne 0 ] && [[ "$out" == *"$why"* || "$out" == *"failed"* ]] &&
         ok "compare --device cuda fails" || bad "compare --device cuda: $out"
 else
+    # run label: the GPU and the CPU evaluate the run to within 1%
+    same_loss() {
+        local lg lc
+        lg=$("$rotary" eval --run "$1" "${evargs[@]}" --device cuda 2>/dev/null | awk '{print $2}')
+        lc=$("$rotary" eval --run "$1" "${evargs[@]}" 2>/dev/null | awk '{print $2}')
+        awk -v a="$lg" -v b="$lc" 'BEGIN { d = a - b; exit !(a > 0 && d < 0.01 * b && -d < 0.01 * b) }' &&
+            ok "$2: eval gpu $lg, cpu $lc on the GPU-trained checkpoint" ||
+            bad "$2: eval gpu $lg cpu $lc"
+    }
     "$rotary" train "${args[@]}" --out "$tmp/g" --device cuda 2>"$tmp/err" &&
         ok "train --device cuda" || { bad "train --device cuda"; cat "$tmp/err"; }
-    lg=$("$rotary" eval --run "$tmp/g" "${evargs[@]}" --device cuda 2>/dev/null | awk '{print $2}')
-    lc=$("$rotary" eval --run "$tmp/g" "${evargs[@]}" 2>/dev/null | awk '{print $2}')
-    awk -v a="$lg" -v b="$lc" 'BEGIN { d = a - b; exit !(a > 0 && d < 0.01 * b && -d < 0.01 * b) }' &&
-        ok "eval: gpu $lg, cpu $lc on the GPU-trained checkpoint" || bad "eval: gpu $lg cpu $lc"
+    same_loss "$tmp/g" "pos rope"
     n=$("$rotary" generate "$tmp/g" -n 20 -t 0 --ids --device cuda 2>"$tmp/err" | wc -w)
     [ "$n" -ge 20 ] && ok "generate --device cuda: $n ids" || bad "generate --device cuda: $n ids"
     grep -q "a CUDA graph a token" "$tmp/err" && ok "generate --device cuda replays a CUDA graph" ||
@@ -52,10 +58,7 @@ else
     # T5's bias on the GPU (the fp32 attention kernels): the CPU's loss again
     "$rotary" train "${args[@]}" --pos t5 --out "$tmp/t5" --device cuda 2>"$tmp/err" ||
         { bad "train --pos t5 --device cuda"; cat "$tmp/err"; }
-    lg=$("$rotary" eval --run "$tmp/t5" "${evargs[@]}" --device cuda 2>/dev/null | awk '{print $2}')
-    lc=$("$rotary" eval --run "$tmp/t5" "${evargs[@]}" 2>/dev/null | awk '{print $2}')
-    awk -v a="$lg" -v b="$lc" 'BEGIN { d = a - b; exit !(a > 0 && d < 0.01 * b && -d < 0.01 * b) }' &&
-        ok "pos t5: eval gpu $lg, cpu $lc" || bad "pos t5: eval gpu $lg cpu $lc"
+    same_loss "$tmp/t5" "pos t5"
     # Linear attention decodes from its state on the GPU: the CPU's ids,
     # sampled at temperature 1 with one seed (a barely trained model's greedy
     # ids repeat one token; sampled ones use the whole distribution, and a

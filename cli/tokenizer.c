@@ -125,8 +125,12 @@ static int train(int argc, char **argv) {
         rotary_tokenizer_free(tok);
         return cli_fail("tokenizer", rotary_last_error());
     }
+    const int got = rotary_tokenizer_vocab_size(tok);
+    if (got < vocab)
+        fprintf(stderr, "note: stopped at %d ids, not %d: no pair of adjacent tokens occurs "
+                "twice any more in %s (a larger text gives more)\n", got, vocab, in);
     printf("%s: vocab %d, %zu bytes -> %zu tokens (%.2f bytes/token), trained in %.1fs\n", out,
-           rotary_tokenizer_vocab_size(tok), n, n_ids, n_ids ? (double)n / n_ids : 0.0, train_s);
+           got, n, n_ids, n_ids ? (double)n / n_ids : 0.0, train_s);
     rotary_tokenizer_free(tok);
     return 0;
 }

@@ -83,6 +83,11 @@ expect_error "empty file" "empty" "$rotary" train "${tiny[@]}" --data "$tmp/empt
 expect_error "shorter than a window" "context window" "$rotary" train "${tiny[@]}" --data "$tmp/short.txt" --out "$tmp/c2"
 expect_error "unreadable path" "cannot open" "$rotary" train "${tiny[@]}" --data "$tmp/nope.txt" --out "$tmp/c3"
 expect_error "invalid UTF-8 for BPE" "UTF-8" "$rotary" tokenizer train --vocab 300 -o "$tmp/t.json" "$tmp/bad-utf8.txt"
+# A text too small for the vocabulary asked: a smaller one, and a note saying so.
+printf 'abab abab abab' > "$tmp/small.txt"
+note=$("$rotary" tokenizer train --vocab 300 -o "$tmp/small.json" "$tmp/small.txt" 2>&1 >/dev/null)
+case $note in *"stopped at 2"*", not 300"*) ok "BPE on a small text says where it stopped" ;;
+    *) bad "BPE on a small text: no note ($note)" ;; esac
 expect_error "run directory in use" "already holds a run" "$rotary" train "${tiny[@]}" --steps 10 --out "$tmp/a"
 expect_error "flags disagree on resume" "disagrees" "$rotary" train --resume "$tmp/a" --dim 64
 expect_error "resume without a run" "no such run directory" "$rotary" train --resume "$tmp/none"

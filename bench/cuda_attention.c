@@ -19,6 +19,7 @@
 
 #include <cuda_runtime_api.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +40,23 @@ static float *to_host(const float *d, size_t n) {
         free(h);
         h = NULL;
     }
+    return h;
+}
+
+/* n bf16 values from the device, widened to fp32 (exact) */
+static float *to_host16(const gpu_bf16 *d, size_t n) {
+    float *h = malloc(n * sizeof(float));
+    uint16_t *b = malloc(n * sizeof(uint16_t));
+    if (h && b && cudaMemcpy(b, d, n * sizeof(uint16_t), cudaMemcpyDeviceToHost) == cudaSuccess) {
+        for (size_t i = 0; i < n; i++) {
+            const uint32_t u = (uint32_t)b[i] << 16;
+            memcpy(&h[i], &u, sizeof u);
+        }
+    } else {
+        free(h);
+        h = NULL;
+    }
+    free(b);
     return h;
 }
 
@@ -83,8 +101,9 @@ int main(int argc, char **argv) {
     const size_t nq = (size_t)B * nh * T * hd, nk = (size_t)B * nkv * T * hd;
     const size_t rows = (size_t)B * nh * T;
     float *q = dev_random(nq, &r), *k = dev_random(nk, &r), *v = dev_random(nk, &r);
-    float *dout = dev_random(nq, &r), *out, *lse, *dq, *dk, *dv, *dsum;
-    if (!q || !k || !v || !dout || cudaMalloc((void **)&out, nq * 4) ||
+    float *dout = dev_random(nq, &r), *lse, *dq, *dk, *dv, *dsum;
+    gpu_bf16 *out; /* the attention's output is bf16 */
+    if (!q || !k || !v || !dout || cudaMalloc((void **)&out, nq * sizeof(gpu_bf16)) ||
         cudaMalloc((void **)&lse, rows * 4) || cudaMalloc((void **)&dq, nq * 4) ||
         cudaMalloc((void **)&dk, nk * 4) ||
         cudaMalloc((void **)&dv, nk * 4) || cudaMalloc((void **)&dsum, rows * 4)) {
@@ -136,7 +155,7 @@ int main(int argc, char **argv) {
             if (it >= 0) fwd_ms[kn] += a / reps, bwd_ms[kn] += b / reps;
         }
         /* the last pass's results, the same inputs every pass */
-        res[kn][0] = to_host(out, nq), res[kn][1] = to_host(dq, nq);
+        res[kn][0] = to_host16(out, nq), res[kn][1] = to_host(dq, nq);
         res[kn][2] = to_host(dk, nk), res[kn][3] = to_host(dv, nk);
     }
     gpu_attention_use(GPU_ATTN_WMMA);

@@ -20,7 +20,7 @@
 
 /* One thread per coordinate pair of one head of one token. Rotated pairs
  * turn in q and k heads only; the rest of the head, and v, are copied
- * pairwise. Forward: token-major qkv (fp32, the projection's output) ->
+ * pairwise. Forward: token-major qkv (bf16, the projection's output) ->
  * per-head q, k, v rotated by theta (TH: bf16 for the tensor cores, else
  * fp32); backward: per-head gradients (fp32) -> token-major dqkv (bf16, the
  * input of the projection's backward GEMM) rotated by -theta. */
@@ -55,18 +55,18 @@ __global__ void split_rope_kernel(TH *q, TH *k, TH *v, TM *qkv, const float *cs,
     }
 }
 
-extern "C" void gpu_qkv_split_rope(void *q, void *k, void *v, const float *qkv, const float *cos,
+extern "C" void gpu_qkv_split_rope(void *q, void *k, void *v, const gpu_bf16 *qkv, const float *cos,
                                    const float *sin, int B, int T, int nh, int nkv, int hd, int rd,
                                    int pairing, int bf16_heads) {
     const size_t n = (size_t)B * T * (nh + 2 * nkv) * (hd / 2);
     typedef __nv_bfloat16 bf16;
     if (bf16_heads)
-        GPU_LAUNCH((split_rope_kernel<float, bf16>), cdiv(n, 256), 256, 0)(
-            (bf16 *)q, (bf16 *)k, (bf16 *)v, (float *)qkv, cos, sin, B, T, nh, nkv, hd,
+        GPU_LAUNCH((split_rope_kernel<bf16, bf16>), cdiv(n, 256), 256, 0)(
+            (bf16 *)q, (bf16 *)k, (bf16 *)v, (bf16 *)qkv, cos, sin, B, T, nh, nkv, hd,
             cos ? rd : 0, pairing == 1, 0);
     else
-        GPU_LAUNCH((split_rope_kernel<float, float>), cdiv(n, 256), 256, 0)(
-            (float *)q, (float *)k, (float *)v, (float *)qkv, cos, sin, B, T, nh, nkv, hd,
+        GPU_LAUNCH((split_rope_kernel<bf16, float>), cdiv(n, 256), 256, 0)(
+            (float *)q, (float *)k, (float *)v, (bf16 *)qkv, cos, sin, B, T, nh, nkv, hd,
             cos ? rd : 0, pairing == 1, 0);
 }
 
@@ -87,7 +87,7 @@ enum { FWD_BR = 64, FWD_BC = 32, BWD_BR = 64, BWD_BC = 32, BWD_BK = 32, BWD_BQ =
 /* grid (T / FWD_BR, B*nh), one query row per thread. */
 template <int HD>
 __global__ void __launch_bounds__(FWD_BR)
-    flash_forward_kernel(float *out, float *lse, const float *q, const float *k, const float *v,
+    flash_forward_kernel(__nv_bfloat16 *out, float *lse, const float *q, const float *k, const float *v,
                          const float *alibi, const float *t5, int T, int nh, int nkv, int hd,
                          float scale) {
     __shared__ float Ks[FWD_BC][HD], Vs[FWD_BC][HD];
@@ -142,18 +142,19 @@ __global__ void __launch_bounds__(FWD_BR)
         m = mn;
     }
     if (!valid) return;
-    float *orow = out + (((size_t)b * T + i) * nh + h) * hd;
+    __nv_bfloat16 *orow = out + (((size_t)b * T + i) * nh + h) * hd;
     const float inv = 1.0f / l;
 #pragma unroll
     for (int d = 0; d < HD; d++)
-        if (d < hd) orow[d] = o[d] * inv;
+        if (d < hd) orow[d] = __float2bfloat16(o[d] * inv);
     lse[(size_t)bh * T + i] = m + logf(l);
 }
 
 /* --------------------------------------------------------- backward pass */
 
 /* dsum (B, nh, T) = rowsum(dout * out): the D of the softmax backward. */
-__global__ void dsum_kernel(float *dsum, __nv_bfloat16 *dout16, const float *dout, const float *out,
+__global__ void dsum_kernel(float *dsum, __nv_bfloat16 *dout16, const float *dout,
+                            const __nv_bfloat16 *out,
                             int B, int T, int nh, int hd) {
     const size_t r = (size_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
     if (r >= (size_t)B * nh * T) return;
@@ -161,7 +162,7 @@ __global__ void dsum_kernel(float *dsum, __nv_bfloat16 *dout16, const float *dou
     const size_t b = r / T / nh, at = ((b * T + t) * nh + h) * hd;
     float s = 0.0f;
     for (int d = threadIdx.x % 32; d < hd; d += 32) {
-        s += dout[at + d] * out[at + d];
+        s += dout[at + d] * __bfloat162float(out[at + d]);
         if (dout16) dout16[at + d] = __float2bfloat16(dout[at + d]);
     }
     s = warp_sum(s);
@@ -295,7 +296,8 @@ __global__ void __launch_bounds__(BWD_BK)
 }
 
 template <int HD>
-static void forward_hd(float *out, float *lse, const float *q, const float *k, const float *v,
+static void forward_hd(__nv_bfloat16 *out, float *lse, const float *q, const float *k,
+                       const float *v,
                        const float *alibi, const float *t5, int B, int T, int nh, int nkv,
                        int hd) {
     dim3 grid(cdiv(T, FWD_BR), B * nh);
@@ -344,29 +346,31 @@ static int kernel_set(void) {
 
 static int use_mma(void) { return kernel_set() != GPU_ATTN_WMMA; }
 
-extern "C" void gpu_attention_forward(float *out, float *lse, const void *q, const void *k,
+extern "C" void gpu_attention_forward(gpu_bf16 *out, float *lse, const void *q, const void *k,
                                       const void *v, const float *alibi, const float *t5, int B,
                                       int T, int nh, int nkv, int hd) {
     const gpu_bf16 *q16 = (const gpu_bf16 *)q, *k16 = (const gpu_bf16 *)k;
     const gpu_bf16 *v16 = (const gpu_bf16 *)v;
     const float *qf = (const float *)q, *kf = (const float *)k, *vf = (const float *)v;
+    __nv_bfloat16 *o16 = (__nv_bfloat16 *)out;
     const int tc = GPU_ATTN_BF16(hd, t5 != NULL);
     if (tc && use_mma()) gpu_flash_forward_mma(out, lse, q16, k16, v16, alibi, B, T, nh, nkv, hd);
     else if (tc) gpu_flash_forward_tc(out, lse, q16, k16, v16, alibi, B, T, nh, nkv, hd);
-    else if (hd <= 32) forward_hd<32>(out, lse, qf, kf, vf, alibi, t5, B, T, nh, nkv, hd);
-    else if (hd <= 64) forward_hd<64>(out, lse, qf, kf, vf, alibi, t5, B, T, nh, nkv, hd);
-    else forward_hd<128>(out, lse, qf, kf, vf, alibi, t5, B, T, nh, nkv, hd);
+    else if (hd <= 32) forward_hd<32>(o16, lse, qf, kf, vf, alibi, t5, B, T, nh, nkv, hd);
+    else if (hd <= 64) forward_hd<64>(o16, lse, qf, kf, vf, alibi, t5, B, T, nh, nkv, hd);
+    else forward_hd<128>(o16, lse, qf, kf, vf, alibi, t5, B, T, nh, nkv, hd);
 }
 
 extern "C" void gpu_attention_backward(float *dq, float *dk, float *dv, float *dsum,
-                                       gpu_bf16 *dout16, const float *dout, const float *out,
+                                       gpu_bf16 *dout16, const float *dout, const gpu_bf16 *out,
                                        const void *q, const void *k, const void *v,
                                        const float *lse, const float *alibi, const float *t5,
                                        float *dt5, int B, int T, int nh, int nkv, int hd) {
     const size_t rows = (size_t)B * nh * T;
     const int tc = GPU_ATTN_BF16(hd, t5 != NULL);
     __nv_bfloat16 *d16 = tc ? (__nv_bfloat16 *)dout16 : NULL;
-    GPU_LAUNCH(dsum_kernel, cdiv(rows, 8), 256, 0)(dsum, d16, dout, out, B, T, nh, hd);
+    GPU_LAUNCH(dsum_kernel, cdiv(rows, 8), 256, 0)(dsum, d16, dout, (const __nv_bfloat16 *)out, B,
+                                                   T, nh, hd);
     const gpu_bf16 *q16 = (const gpu_bf16 *)q, *k16 = (const gpu_bf16 *)k;
     const gpu_bf16 *v16 = (const gpu_bf16 *)v;
     const float *qf = (const float *)q, *kf = (const float *)k, *vf = (const float *)v;

@@ -36,11 +36,11 @@ struct cuda_model {
     float *buf;                    /* fp32 activations, one allocation */
     float *res, *res_mid, *mean1, *rstd1, *q, *k, *v_, *attout, *lse;
     float *lqkv, *feat, *rfeat, *den, *dfeat, *drfeat; /* linear attention */
-    float *mean2, *rstd2, *up, *meanf, *rstdf, *logits, *lsef, *losses;
-    float *qkv, *dres, *dh, *dq, *dk, *dv, *dattout, *dact, *dsum;
+    float *mean2, *rstd2, *meanf, *rstdf, *logits, *lsef, *losses;
+    float *qkv, *dres, *dq, *dk, *dv, *dattout, *dsum;
     float *t5tab, *dt5;            /* T5: (nh, T) bias by distance, (B, nh, T) its grad */
     gpu_bf16 *buf16;               /* bf16 activations (GEMM inputs), one allocation */
-    gpu_bf16 *h1, *h2, *act, *attout16, *hf, *dup, *dqkv16, *dres16;
+    gpu_bf16 *h1, *h2, *up, *act, *attout16, *hf, *dh, *dact, *dup, *dqkv16, *dres16;
     double *partial;               /* GPU_SUMSQ_BLOCKS */
     int *tokens, *targets;         /* (B*T) each, device */
     float *host_losses;            /* (B*T) */
@@ -207,13 +207,15 @@ int cuda_model_reserve(cuda_model *g, int B, int T) {
     const size_t FS = lin ? Q + KV : 0, RF = lin && c->pos == ROTARY_POS_ROPE ? FS : 0;
     const size_t SQ = lin ? 0 : head_floats(c, Q), SKV = lin ? 0 : head_floats(c, KV);
     const size_t LQKV = lin ? QKV : 0, T5 = c->pos == ROTARY_POS_T5 ? nh : 0;
-    const size_t per_layer = C + 4 + SQ + Q + 2 * SKV + nh + U + LQKV + FS + RF;
-    /* Each of the 34 fp32 and 8 bf16 arrays below starts at a multiple of 16
+    const size_t LQ = lin ? Q : 0; /* linear attention's fp32 output (softmax's is bf16 only) */
+    const size_t per_layer = C + 4 + SQ + LQ + 2 * SKV + nh + LQKV + FS + RF;
+    /* Each of the 31 fp32 and 11 bf16 arrays below starts at a multiple of 16
      * bytes (for cuBLAS and the vectorised bf16 rounding). */
-    const size_t need = N * ((L + 1) * C + L * per_layer + 2 + V + 2 + QKV + 2 * C + 2 * Q +
-                             2 * KV + F + nh + 2 * FS + T5) + T5 * T + 4 * 34;
-    /* bf16: h1, h2, act, attout16 a layer; hf, dup, dqkv16, dres16. */
-    const size_t need16 = N * (L * (2 * C + F + Q) + C + U + QKV + C) + 8 * 8;
+    const size_t need = N * ((L + 1) * C + L * per_layer + 2 + V + 2 + QKV + C + 2 * Q + 2 * KV +
+                             nh + 2 * FS + T5) + T5 * T + 4 * 31;
+    /* bf16: h1, h2, up, act, attout16 (the attention's output) a layer; hf, dh, dact, dup, dqkv16,
+     * dres16. */
+    const size_t need16 = N * (L * (2 * C + U + F + Q) + C + C + F + U + QKV + C) + 8 * 11;
     cudaError_t e;
     if ((e = cudaMalloc((void **)&g->buf, need * sizeof(float))) != cudaSuccess ||
         (e = cudaMalloc((void **)&g->buf16, need16 * sizeof(gpu_bf16))) != cudaSuccess ||
@@ -239,7 +241,7 @@ int cuda_model_reserve(cuda_model *g, int B, int T) {
     CARVE(mean2, L * N);
     CARVE(rstd2, L * N);
     CARVE(q, L * N * SQ);
-    CARVE(attout, L * N * Q);
+    CARVE(attout, L * N * LQ);
     CARVE(k, L * N * SKV);
     CARVE(v_, L * N * SKV);
     CARVE(lse, L * N * (lin ? 0 : nh));
@@ -249,7 +251,6 @@ int cuda_model_reserve(cuda_model *g, int B, int T) {
     CARVE(den, L * N * (lin ? nh : 0));
     CARVE(dfeat, N * FS);
     CARVE(drfeat, N * FS);
-    CARVE(up, L * N * U);
     CARVE(meanf, N);
     CARVE(rstdf, N);
     CARVE(logits, N * V);
@@ -257,12 +258,10 @@ int cuda_model_reserve(cuda_model *g, int B, int T) {
     CARVE(losses, N);
     CARVE(qkv, N * QKV);
     CARVE(dres, N * C);
-    CARVE(dh, N * C);
     CARVE(dq, N * Q);
     CARVE(dattout, N * Q);
     CARVE(dk, N * KV);
     CARVE(dv, N * KV);
-    CARVE(dact, N * F);
     CARVE(dsum, N * nh);
     CARVE(t5tab, T5 * T);
     CARVE(dt5, N * T5);
@@ -271,9 +270,12 @@ int cuda_model_reserve(cuda_model *g, int B, int T) {
 #define CARVE16(field, n) (g->field = p16, p16 += ((n) + 7) / 8 * 8)
     CARVE16(h1, L * N * C);
     CARVE16(h2, L * N * C);
+    CARVE16(up, L * N * U);
     CARVE16(act, L * N * F);
     CARVE16(attout16, L * N * Q);
     CARVE16(hf, N * C);
+    CARVE16(dh, N * C);
+    CARVE16(dact, N * F);
     CARVE16(dup, N * U);
     CARVE16(dqkv16, N * QKV);
     CARVE16(dres16, N * C);
@@ -349,7 +351,7 @@ int cuda_model_forward(cuda_model *g, const int *tokens, const int *targets, int
     const int Q = nh * hd, KV = nkv * hd, QKV = Q + 2 * KV, F = c->d_ff, V = c->vocab;
     const int U = c->mlp == ROTARY_MLP_SWIGLU ? 2 * F : F, layer_norm = c->norm == ROTARY_NORM_LAYER;
     const int rd = c->pos == ROTARY_POS_ROPE ? g->host->rope.rotary_dim : 0;
-    const size_t capN = (size_t)g->B * g->T, NC = (size_t)N * C;
+    const size_t capN = (size_t)g->B * g->T;
     for (int i = 0; i < N; i++) {
         if (tokens[i] < 0 || tokens[i] >= V)
             return rotary_fail(ROTARY_EINVAL, "forward: token %d at index %d outside vocab %d",
@@ -375,40 +377,43 @@ int cuda_model_forward(cuda_model *g, const int *tokens, const int *targets, int
         gpu_bf16 *h1 = g->h1 + l * capN * C, *h2 = g->h2 + l * capN * C;
         const size_t sq = head_floats(c, Q), skv = head_floats(c, KV);
         float *q = g->q + l * capN * sq, *k = g->k + l * capN * skv, *v = g->v_ + l * capN * skv;
-        float *attout = g->attout + l * capN * Q, *lse = g->lse + l * capN * nh;
+        float *lse = g->lse + l * capN * nh;
         gpu_bf16 *attout16 = g->attout16 + l * capN * Q, *act = g->act + l * capN * F;
-        float *up = g->up + l * capN * U;
+        gpu_bf16 *up = g->up + l * capN * U;
 
+        /* The residual stream: x holds the last block's output projection
+         * until norm1 adds the block's input in (the embedding is whole). */
         gpu_norm_forward(NULL, h1, layer_norm ? g->mean1 + l * capN : NULL, g->rstd1 + l * capN,
-                         x, P(lp->norm1_w), OPT(g->params, lp->norm1_b), N, C, c->norm_eps);
+                         x, l ? g->res_mid + (l - 1) * capN * C : NULL, P(lp->norm1_w),
+                         OPT(g->params, lp->norm1_b), N, C, c->norm_eps);
         if (c->attn == ROTARY_ATTN_LINEAR) {
+            float *attout = g->attout + l * capN * Q;
             linear_block_forward(g, l, h1, attout, B, T);
+            gpu_to_bf16(attout16, attout, (size_t)N * Q);
         } else {
-            gpu_linear_forward(g->qkv, h1, W(lp->wqkv), OPT(g->params, lp->bqkv), N, C, QKV, 0);
-            gpu_qkv_split_rope(q, k, v, g->qkv, rd ? g->cos : NULL, rd ? g->sin : NULL, B, T, nh,
+            /* qkv in bf16, in the room of the fp32 scratch linear attention uses */
+            gpu_bf16 *qkv16 = (gpu_bf16 *)g->qkv;
+            gpu_linear_forward_bf16(qkv16, h1, W(lp->wqkv), OPT(g->params, lp->bqkv), N, C, QKV);
+            gpu_qkv_split_rope(q, k, v, qkv16, rd ? g->cos : NULL, rd ? g->sin : NULL, B, T, nh,
                                nkv, hd, rd, c->rope_pairing, bf16_heads(c));
-            gpu_attention_forward(attout, lse, q, k, v, g->alibi, t5, B, T, nh, nkv, hd);
+            gpu_attention_forward(attout16, lse, q, k, v, g->alibi, t5, B, T, nh, nkv, hd);
         }
-        gpu_to_bf16(attout16, attout, (size_t)N * Q);
-        cudaMemcpyAsync(xmid, x, NC * sizeof(float), cudaMemcpyDeviceToDevice, 0);
-        gpu_linear_forward(xmid, attout16, W(lp->wo), OPT(g->params, lp->bo), N, Q, C, 1);
-
+        gpu_linear_forward(xmid, attout16, W(lp->wo), OPT(g->params, lp->bo), N, Q, C, 0);
         gpu_norm_forward(NULL, h2, layer_norm ? g->mean2 + l * capN : NULL, g->rstd2 + l * capN,
-                         xmid, P(lp->norm2_w), OPT(g->params, lp->norm2_b), N, C, c->norm_eps);
-        gpu_linear_forward(up, h2, W(lp->wup), OPT(g->params, lp->bup), N, C, U, 0);
-        if (c->mlp == ROTARY_MLP_SWIGLU) gpu_swiglu_forward(NULL, act, up, N, F);
-        else gpu_gelu_forward(NULL, act, up, (size_t)N * F);
-        float *next = g->res + (l + 1) * capN * C;
-        cudaMemcpyAsync(next, xmid, NC * sizeof(float), cudaMemcpyDeviceToDevice, 0);
-        gpu_linear_forward(next, act, W(lp->wdown), OPT(g->params, lp->bdown), N, F, C, 1);
+                         xmid, x, P(lp->norm2_w), OPT(g->params, lp->norm2_b), N, C, c->norm_eps);
+        gpu_linear_forward_bf16(up, h2, W(lp->wup), OPT(g->params, lp->bup), N, C, U);
+        if (c->mlp == ROTARY_MLP_SWIGLU) gpu_swiglu_forward(NULL, act, NULL, up, N, F);
+        else gpu_gelu_forward(NULL, act, NULL, up, (size_t)N * F);
+        gpu_linear_forward(x + capN * C, act, W(lp->wdown), OPT(g->params, lp->bdown), N, F, C, 0);
     }
-    gpu_norm_forward(NULL, g->hf, layer_norm ? g->meanf : NULL, g->rstdf,
-                     g->res + c->n_layer * capN * C, P(lo->normf_w), OPT(g->params, lo->normf_b),
-                     N, C, c->norm_eps);
+    const int L = c->n_layer;
+    gpu_norm_forward(NULL, g->hf, layer_norm ? g->meanf : NULL, g->rstdf, g->res + L * capN * C,
+                     L ? g->res_mid + (L - 1) * capN * C : NULL, P(lo->normf_w),
+                     OPT(g->params, lo->normf_b), N, C, c->norm_eps);
     /* A training step's logits are bf16, in the room of the fp32 ones: the
      * classifier turns them into their gradient, the backward GEMM's input. */
     gpu_bf16 *logits16 = train ? (gpu_bf16 *)g->logits : NULL;
-    if (train) gpu_linear_forward_bf16(logits16, g->hf, W(lo->head), N, C, V);
+    if (train) gpu_linear_forward_bf16(logits16, g->hf, W(lo->head), NULL, N, C, V);
     else gpu_linear_forward(g->logits, g->hf, W(lo->head), NULL, N, C, V, 0);
     if (!targets) {
         if (loss) *loss = NAN;
@@ -463,7 +468,7 @@ int cuda_model_backward(cuda_model *g) {
     const size_t capN = (size_t)g->B * g->T;
 
     /* The logits hold their gradient in bf16 (the training forward's classifier). */
-    gpu_linear_backward(g->dh, G(lo->head), NULL, (const gpu_bf16 *)g->logits, g->hf,
+    gpu_linear_backward(NULL, g->dh, G(lo->head), NULL, (const gpu_bf16 *)g->logits, g->hf,
                         W(lo->head), N, C, c->vocab);
     cudaMemsetAsync(g->dres, 0, (size_t)N * C * sizeof(float), 0);
     gpu_norm_backward(g->dres, g->dres16, G(lo->normf_w), OPT(g->grads, lo->normf_b), g->dh,
@@ -476,29 +481,29 @@ int cuda_model_backward(cuda_model *g) {
         const size_t sq = head_floats(c, Q), skv = head_floats(c, KV);
         const float *q = g->q + l * capN * sq, *k = g->k + l * capN * skv;
         const float *v = g->v_ + l * capN * skv;
-        const float *attout = g->attout + l * capN * Q, *lse = g->lse + l * capN * nh;
+        const float *lse = g->lse + l * capN * nh;
         const gpu_bf16 *attout16 = g->attout16 + l * capN * Q, *act = g->act + l * capN * F;
-        const float *up = g->up + l * capN * U;
+        const gpu_bf16 *up = g->up + l * capN * U;
 
         /* dres16: dres in bf16, from the norm backward that last wrote dres */
-        gpu_linear_backward(g->dact, G(lp->wdown), OPT(g->grads, lp->bdown), g->dres16, act,
+        gpu_linear_backward(NULL, g->dact, G(lp->wdown), OPT(g->grads, lp->bdown), g->dres16, act,
                             W(lp->wdown), N, F, C);
         if (c->mlp == ROTARY_MLP_SWIGLU) gpu_swiglu_backward(g->dup, g->dact, up, N, F);
         else gpu_gelu_backward(g->dup, g->dact, up, (size_t)N * F);
-        gpu_linear_backward(g->dh, G(lp->wup), OPT(g->grads, lp->bup), g->dup, h2, W(lp->wup), N,
+        gpu_linear_backward(NULL, g->dh, G(lp->wup), OPT(g->grads, lp->bup), g->dup, h2, W(lp->wup), N,
                             C, U);
         gpu_norm_backward(g->dres, g->dres16, G(lp->norm2_w), OPT(g->grads, lp->norm2_b), g->dh,
                           xmid, P(lp->norm2_w), layer_norm ? g->mean2 + l * capN : NULL,
                           g->rstd2 + l * capN, N, C);
 
-        gpu_linear_backward(g->dattout, G(lp->wo), OPT(g->grads, lp->bo), g->dres16, attout16,
+        gpu_linear_backward(g->dattout, NULL, G(lp->wo), OPT(g->grads, lp->bo), g->dres16, attout16,
                             W(lp->wo), N, Q, C);
         if (c->attn == ROTARY_ATTN_LINEAR) {
-            linear_block_backward(g, l, attout, B, T);
+            linear_block_backward(g, l, g->attout + l * capN * Q, B, T);
         } else {
             /* dqkv16 holds the rounded dattout until the merge writes it */
             const int t5 = c->pos == ROTARY_POS_T5; /* g->t5tab: the forward's table */
-            gpu_attention_backward(g->dq, g->dk, g->dv, g->dsum, g->dqkv16, g->dattout, attout, q,
+            gpu_attention_backward(g->dq, g->dk, g->dv, g->dsum, g->dqkv16, g->dattout, attout16, q,
                                    k, v, lse, g->alibi, t5 ? g->t5tab : NULL, t5 ? g->dt5 : NULL,
                                    B, T, nh, nkv, hd);
             if (t5)
@@ -507,7 +512,7 @@ int cuda_model_backward(cuda_model *g) {
             gpu_qkv_merge_rope_backward(g->dqkv16, g->dq, g->dk, g->dv, rd ? g->cos : NULL,
                                         rd ? g->sin : NULL, B, T, nh, nkv, hd, rd, c->rope_pairing);
         }
-        gpu_linear_backward(g->dh, G(lp->wqkv), OPT(g->grads, lp->bqkv), g->dqkv16, h1,
+        gpu_linear_backward(NULL, g->dh, G(lp->wqkv), OPT(g->grads, lp->bqkv), g->dqkv16, h1,
                             W(lp->wqkv), N, C, QKV);
         gpu_norm_backward(g->dres, g->dres16, G(lp->norm1_w), OPT(g->grads, lp->norm1_b), g->dh,
                           x, P(lp->norm1_w), layer_norm ? g->mean1 + l * capN : NULL,
@@ -692,7 +697,7 @@ static void decoder_launch(cuda_decoder *d) {
     if (d->t5tab) gpu_t5_table(d->t5tab, P(lo->rel_bias), g->bucket, nh, d->max_T);
     for (int l = 0; l < c->n_layer; l++) {
         const layer_params *lp = &lo->layer[l];
-        gpu_norm_forward(d->h, NULL, mean, rstd, d->x, P(lp->norm1_w),
+        gpu_norm_forward(d->h, NULL, mean, rstd, d->x, NULL, P(lp->norm1_w),
                          OPT(g->params, lp->norm1_b), 1, C, c->norm_eps);
         gpu_matvec(d->qkv, d->h, P(lp->wqkv), OPT(g->params, lp->bqkv), C, QKV, 0);
         if (d->S) {
@@ -708,15 +713,15 @@ static void decoder_launch(cuda_decoder *d) {
                                  hd);
         }
         gpu_matvec(d->x, d->att, P(lp->wo), OPT(g->params, lp->bo), Q, C, 1);
-        gpu_norm_forward(d->h, NULL, mean, rstd, d->x, P(lp->norm2_w),
+        gpu_norm_forward(d->h, NULL, mean, rstd, d->x, NULL, P(lp->norm2_w),
                          OPT(g->params, lp->norm2_b), 1, C, c->norm_eps);
         gpu_matvec(d->up, d->h, P(lp->wup), OPT(g->params, lp->bup), C, U, 0);
-        if (c->mlp == ROTARY_MLP_SWIGLU) gpu_swiglu_forward(d->act, NULL, d->up, 1, F);
-        else gpu_gelu_forward(d->act, NULL, d->up, (size_t)F);
+        if (c->mlp == ROTARY_MLP_SWIGLU) gpu_swiglu_forward(d->act, NULL, d->up, NULL, 1, F);
+        else gpu_gelu_forward(d->act, NULL, d->up, NULL, (size_t)F);
         gpu_matvec(d->x, d->act, P(lp->wdown), OPT(g->params, lp->bdown), F, C, 1);
     }
-    gpu_norm_forward(d->h, NULL, mean, rstd, d->x, P(lo->normf_w), OPT(g->params, lo->normf_b), 1,
-                     C, c->norm_eps);
+    gpu_norm_forward(d->h, NULL, mean, rstd, d->x, NULL, P(lo->normf_w),
+                     OPT(g->params, lo->normf_b), 1, C, c->norm_eps);
     gpu_matvec(d->logits, d->h, P(lo->head), NULL, C, c->vocab, 0);
 }
 

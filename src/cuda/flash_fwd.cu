@@ -51,7 +51,7 @@ __device__ void load_tile(bf16 *dst, const bf16 *src, int valid, int hd) {
 
 template <int HD>
 __global__ void __launch_bounds__(THREADS)
-    flash_fwd_tc_kernel(float *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
+    flash_fwd_tc_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
                         const float *alibi, int T, int nh, int nkv, int hd, float scale) {
     typedef fwd_smem<HD> L;
     GPU_DYNAMIC_SHARED(unsigned char, smem);
@@ -154,17 +154,17 @@ __global__ void __launch_bounds__(THREADS)
     }
     if (i >= T) return;
     const float inv = 1.0f / l;
-    float *orow = out + (((size_t)b * T + i) * nh + h) * hd;
+    bf16 *orow = out + (((size_t)b * T + i) * nh + h) * hd;
 #pragma unroll
     for (int d = 0; d < HD / 2; d++) {
         const int col = half * (HD / 2) + d;
-        if (col < hd) orow[col] = o[d] * inv;
+        if (col < hd) orow[col] = __float2bfloat16(o[d] * inv);
     }
     if (half == 0) lse[(size_t)bh * T + i] = m + logf(l);
 }
 
 template <int HD>
-void forward(float *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
+void forward(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
              const float *alibi, int B, int T, int nh, int nkv, int hd) {
     const size_t bytes = fwd_smem<HD>::bytes;
     if (bytes > 48 * 1024)
@@ -176,9 +176,9 @@ void forward(float *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v
 
 } /* namespace */
 
-extern "C" void gpu_flash_forward_tc(float *out, float *lse, const gpu_bf16 *q, const gpu_bf16 *k,
-                                     const gpu_bf16 *v, const float *alibi, int B, int T, int nh,
-                                     int nkv, int hd) {
-    BY_TILE_HD(forward, hd, out, lse, (const bf16 *)q, (const bf16 *)k, (const bf16 *)v, alibi, B,
+extern "C" void gpu_flash_forward_tc(gpu_bf16 *out, float *lse, const gpu_bf16 *q,
+                                     const gpu_bf16 *k, const gpu_bf16 *v, const float *alibi,
+                                     int B, int T, int nh, int nkv, int hd) {
+    BY_TILE_HD(forward, hd, (bf16 *)out, lse, (const bf16 *)q, (const bf16 *)k, (const bf16 *)v, alibi, B,
                T, nh, nkv, hd);
 }

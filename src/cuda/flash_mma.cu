@@ -195,7 +195,7 @@ template <int HD> struct fwd_smem {
 
 template <int HD>
 __global__ void __launch_bounds__(FWD_THREADS)
-    flash_fwd_mma_kernel(float *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
+    flash_fwd_mma_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
                          const float *alibi, int T, int nh, int nkv, int hd, float scale2) {
     constexpr int LD = fwd_smem<HD>::LD;
     GPU_DYNAMIC_SHARED(unsigned char, smem);
@@ -308,13 +308,13 @@ __global__ void __launch_bounds__(FWD_THREADS)
         const int i = row[hr];
         if (i >= T) continue;
         const float inv = 1.0f / l[hr];
-        float *orow = out + (((size_t)b * T + i) * nh + h) * hd;
+        bf16 *orow = out + (((size_t)b * T + i) * nh + h) * hd;
 #pragma unroll
         for (int nd = 0; nd < HD / 8; nd++) {
             const int col = nd * 8 + 2 * t; /* hd is even: col + 1 < hd too */
             if (col < hd)
-                *reinterpret_cast<float2 *>(orow + col) =
-                    make_float2(o[nd][2 * hr] * inv, o[nd][2 * hr + 1] * inv);
+                *reinterpret_cast<__nv_bfloat162 *>(orow + col) =
+                    __floats2bfloat162_rn(o[nd][2 * hr] * inv, o[nd][2 * hr + 1] * inv);
         }
         /* natural log-sum-exp of the scaled scores, as the other kernels */
         if (t == 0) lse[(size_t)bh * T + i] = (m[hr] + log2f(l[hr])) * LN2;
@@ -322,7 +322,7 @@ __global__ void __launch_bounds__(FWD_THREADS)
 }
 
 template <int HD>
-void forward(float *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
+void forward(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
              const float *alibi, int B, int T, int nh, int nkv, int hd) {
     const size_t bytes = fwd_smem<HD>::bytes;
     if (bytes > 48 * 1024)
@@ -622,10 +622,10 @@ void backward(float *dq, float *dk, float *dv, const float *dsum, const bf16 *do
 
 } /* namespace */
 
-extern "C" void gpu_flash_forward_mma(float *out, float *lse, const gpu_bf16 *q, const gpu_bf16 *k,
-                                      const gpu_bf16 *v, const float *alibi, int B, int T, int nh,
-                                      int nkv, int hd) {
-    BY_TILE_HD(forward, hd, out, lse, (const bf16 *)q, (const bf16 *)k, (const bf16 *)v, alibi, B,
+extern "C" void gpu_flash_forward_mma(gpu_bf16 *out, float *lse, const gpu_bf16 *q,
+                                      const gpu_bf16 *k, const gpu_bf16 *v, const float *alibi,
+                                      int B, int T, int nh, int nkv, int hd) {
+    BY_TILE_HD(forward, hd, (bf16 *)out, lse, (const bf16 *)q, (const bf16 *)k, (const bf16 *)v, alibi, B,
                T, nh, nkv, hd);
 }
 

@@ -1,8 +1,11 @@
 /* gemm.cu: the linear layers on cuBLAS, in bf16 on the tensor cores with
- * fp32 accumulation and fp32 results. The operands arrive in bf16: the
- * kernels that produce them write bf16 (norms, activations, their
- * gradients), AdamW keeps a bf16 copy of the weights, and the few fp32
- * arrays that also feed a GEMM are rounded by gpu_to_bf16 (cuda_model.c).
+ * fp32 accumulation; results in fp32 (the residual stream) or in bf16 (what
+ * only an elementwise kernel reads before the next GEMM: the qkv and MLP
+ * projections, the logits, the gradients into the activations and norms).
+ * The operands arrive in bf16: the kernels that produce them write bf16
+ * (norms, activations, their gradients), AdamW keeps a bf16 copy of the
+ * weights, and the few fp32 arrays that also feed a GEMM are rounded by
+ * gpu_to_bf16 (cuda_model.c).
  * (Asking cuBLAS for CUBLAS_COMPUTE_32F_FAST_16BF on fp32 arrays instead gave
  * TF32 kernels on an H100, at half the bf16 rate.) One row (decoding) is an
  * fp32 SGEMV. cuBLAS is column-major: a row-major (r, c) array is its (c, r)
@@ -85,14 +88,16 @@ static void gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k
     if (s != CUBLAS_STATUS_SUCCESS) fail(cublasGetStatusString(s));
 }
 
-__global__ void add_bias_kernel(float *out, const float *b, size_t n, int OC) {
+template <typename T>
+__global__ void add_bias_kernel(T *out, const float *b, size_t n, int OC) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < n) out[i] += b[i % OC];
+    if (i < n) put(&out[i], get(&out[i]) + b[i % OC]);
 }
 
-static void add_bias(float *out, const float *b, int N, int OC) {
+template <typename T>
+static void add_bias(T *out, const float *b, int N, int OC) {
     const size_t n = (size_t)N * OC;
-    GPU_LAUNCH(add_bias_kernel, cdiv(n, 256), 256, 0)(out, b, n, OC);
+    GPU_LAUNCH(add_bias_kernel<T>, cdiv(n, 256), 256, 0)(out, b, n, OC);
 }
 
 /* db[j] += sum_n dout[n][j]: 32 columns x 8 row-strided threads per block,
@@ -121,14 +126,18 @@ extern "C" void gpu_linear_forward(float *out, const gpu_bf16 *inp, const gpu_bf
 }
 
 extern "C" void gpu_linear_forward_bf16(gpu_bf16 *out, const gpu_bf16 *inp, const gpu_bf16 *w,
-                                        int N, int C, int OC) {
+                                        const float *b, int N, int C, int OC) {
     gemm(CUBLAS_OP_T, CUBLAS_OP_N, OC, N, C, w, C, inp, C, 0.0f, out, CUDA_R_16BF, OC);
+    if (b) add_bias((__nv_bfloat16 *)out, b, N, OC);
 }
 
-extern "C" void gpu_linear_backward(float *dinp, float *dw, float *db, const gpu_bf16 *dout,
-                                    const gpu_bf16 *inp, const gpu_bf16 *w, int N, int C, int OC) {
+extern "C" void gpu_linear_backward(float *dinp, gpu_bf16 *dinp16, float *dw, float *db,
+                                    const gpu_bf16 *dout, const gpu_bf16 *inp, const gpu_bf16 *w,
+                                    int N, int C, int OC) {
     /* dinp^T (C, N) = w^T (C, OC) . dout^T (OC, N) */
     if (dinp) gemm(CUBLAS_OP_N, CUBLAS_OP_N, C, N, OC, w, C, dout, OC, 0.0f, dinp, CUDA_R_32F, C);
+    if (dinp16)
+        gemm(CUBLAS_OP_N, CUBLAS_OP_N, C, N, OC, w, C, dout, OC, 0.0f, dinp16, CUDA_R_16BF, C);
     /* dw^T (C, OC) += inp^T (C, N) . dout (N, OC) */
     gemm(CUBLAS_OP_N, CUBLAS_OP_T, C, OC, N, inp, C, dout, OC, 1.0f, dw, CUDA_R_32F, C);
     if (db) {

@@ -31,46 +31,53 @@ typedef unsigned short gpu_bf16;
 void gpu_to_bf16(gpu_bf16 *dst, const float *src, size_t n);
 
 /* GEMMs (gemm.cu): cuBLAS on the tensor cores, bf16 operands, fp32
- * accumulation and fp32 results. gpu_gemm_init creates the handle once per
- * process; 0 or -1. */
+ * accumulation; fp32 results where fp32 is kept (the residual stream and
+ * what the CPU-comparison tests read), bf16 where the result only feeds an
+ * elementwise kernel and then another GEMM (as PyTorch's bf16 autocast).
+ * gpu_gemm_init creates the handle once per process; 0 or -1. */
 int gpu_gemm_init(void);
 /* The first cuBLAS failure since the last call (and clear it), or NULL. */
 const char *gpu_gemm_error(void);
 /* out (N, OC) (+)= inp (N, C) @ w (OC, C)^T + b (OC); b may be NULL. */
 void gpu_linear_forward(float *out, const gpu_bf16 *inp, const gpu_bf16 *w, const float *b, int N,
                         int C, int OC, int accumulate);
-/* dinp (N, C) = dout @ w (dinp may be NULL); dw += dout^T @ inp; db += sum
- * dout (db may be NULL). */
-void gpu_linear_backward(float *dinp, float *dw, float *db, const gpu_bf16 *dout,
-                         const gpu_bf16 *inp, const gpu_bf16 *w, int N, int C, int OC);
-/* out (N, OC) = inp @ w^T in bf16 (fp32 accumulation, rounded once): a
- * training step's logits, which the classifier turns into their gradient in
- * place. */
-void gpu_linear_forward_bf16(gpu_bf16 *out, const gpu_bf16 *inp, const gpu_bf16 *w, int N, int C,
-                             int OC);
+/* The same (=) in bf16 (fp32 accumulation; with b, rounded once more after
+ * adding it): the qkv and MLP projections, and a training step's logits. */
+void gpu_linear_forward_bf16(gpu_bf16 *out, const gpu_bf16 *inp, const gpu_bf16 *w,
+                             const float *b, int N, int C, int OC);
+/* dinp (N, C) = dout @ w into dinp (fp32) or dinp16 (bf16), either or both
+ * NULL; dw += dout^T @ inp; db += sum dout (db may be NULL). */
+void gpu_linear_backward(float *dinp, gpu_bf16 *dinp16, float *dw, float *db,
+                         const gpu_bf16 *dout, const gpu_bf16 *inp, const gpu_bf16 *w, int N,
+                         int C, int OC);
 /* One row in fp32, for decoding: out (OC) (+)= w (OC, C) @ inp (C) + b (b may
  * be NULL); cuBLAS SGEMV, bound by reading w. */
 void gpu_matvec(float *out, const float *inp, const float *w, const float *b, int C, int OC,
                 int accumulate);
 
 /* Norms (layer.cu), one warp per row; mean NULL means RMSNorm (b ignored).
- * C <= 12288 (the backward sums dw in shared memory). The forward writes
- * out in fp32 or out16 in bf16 (a GEMM's input), whichever is not NULL. */
-void gpu_norm_forward(float *out, gpu_bf16 *out16, float *mean, float *rstd, const float *inp,
-                      const float *w, const float *b, int N, int C, float eps);
-/* dinp +=; dw +=; db += (db may be NULL); dinp16, if not NULL, = the new
- * dinp in bf16 (the residual gradient the next GEMM back reads). */
-void gpu_norm_backward(float *dinp, gpu_bf16 *dinp16, float *dw, float *db, const float *dout,
+ * C <= 12288 (the backward sums dw in shared memory). The forward first
+ * adds add (N, C) into inp when add is not NULL (the residual connection of
+ * the block before, so it needs no pass of its own), and writes out in fp32
+ * or out16 in bf16 (a GEMM's input), whichever is not NULL. */
+void gpu_norm_forward(float *out, gpu_bf16 *out16, float *mean, float *rstd, float *inp,
+                      const float *add, const float *w, const float *b, int N, int C, float eps);
+/* dinp +=; dw +=; db += (db may be NULL); dout is bf16 (the GEMM's
+ * gradient); dinp16, if not NULL, = the new dinp in bf16 (the residual
+ * gradient the next GEMM back reads). */
+void gpu_norm_backward(float *dinp, gpu_bf16 *dinp16, float *dw, float *db, const gpu_bf16 *dout,
                        const float *inp, const float *w, const float *mean, const float *rstd,
                        int N, int C);
 
-/* Activations (layer.cu): as ops.h. The forward writes out (fp32) or out16
- * (bf16), whichever is not NULL; the backward writes bf16, the input of the
- * GEMM that takes the gradient further back. */
-void gpu_gelu_forward(float *out, gpu_bf16 *out16, const float *inp, size_t n);
-void gpu_gelu_backward(gpu_bf16 *dinp, const float *dout, const float *inp, size_t n);
-void gpu_swiglu_forward(float *out, gpu_bf16 *out16, const float *gu, int N, int F);
-void gpu_swiglu_backward(gpu_bf16 *dgu, const float *dout, const float *gu, int N, int F);
+/* Activations (layer.cu): as ops.h. The forward reads and writes fp32
+ * (inp, out: decoding) or bf16 (inp16, out16: training, between two GEMMs);
+ * the backward reads and writes bf16. */
+void gpu_gelu_forward(float *out, gpu_bf16 *out16, const float *inp, const gpu_bf16 *inp16,
+                      size_t n);
+void gpu_gelu_backward(gpu_bf16 *dinp, const gpu_bf16 *dout, const gpu_bf16 *inp, size_t n);
+void gpu_swiglu_forward(float *out, gpu_bf16 *out16, const float *gu, const gpu_bf16 *gu16, int N,
+                        int F);
+void gpu_swiglu_backward(gpu_bf16 *dgu, const gpu_bf16 *dout, const gpu_bf16 *gu, int N, int F);
 
 /* Embedding: out (N, C) = tok_emb[tokens[n]] + pos[start + n % T] (pos
  * (>= start + T, C) or NULL; start read from device memory, 0 when NULL).
@@ -100,21 +107,22 @@ void gpu_adamw(float *p, gpu_bf16 *p16, const float *g, float *m, float *v, size
 void gpu_sumsq(double *partial, const float *x, size_t n);
 
 /* Attention (attention.cu). qkv (B, T, (nh + 2*nkv)*hd) per token q | k | v
- * (the projection's output) <-> q (B, nh, T, hd), k, v (B, nkv, T, hd) per
+ * (the projection's output, bf16) <-> q (B, nh, T, hd), k, v (B, nkv, T, hd) per
  * head, bf16 (gpu_bf16) when bf16 (GPU_ATTN_BF16: the tensor cores' input),
  * else fp32, RoPE applied to q and k on the way (cos, sin (>= T, rd/2): the
  * tables of rotary_rope, position t = row t; NULL: no rotation; pairing as
  * rotary_rope_pairing, rd the rotated dims). hd must be even.
  * Backward: dqkv (=, bf16: the input of the projection's backward GEMM)
  * from dq, dk, dv, rotated back by -theta. */
-void gpu_qkv_split_rope(void *q, void *k, void *v, const float *qkv, const float *cos,
+void gpu_qkv_split_rope(void *q, void *k, void *v, const gpu_bf16 *qkv, const float *cos,
                         const float *sin, int B, int T, int nh, int nkv, int hd, int rd,
                         int pairing, int bf16);
 void gpu_qkv_merge_rope_backward(gpu_bf16 *dqkv, const float *dq, const float *dk,
                                  const float *dv, const float *cos, const float *sin, int B, int T,
                                  int nh, int nkv, int hd, int rd, int pairing);
 /* Causal attention, tiled with an online softmax (no T x T matrix): out
- * (B, T, nh*hd) token-major, lse (B, nh, T) the log-sum-exp of each row's
+ * (B, T, nh*hd) token-major in bf16 (the output projection's input, and the
+ * O of the backward's rowsum(dout * out), as in FlashAttention-2), lse (B, nh, T) the log-sum-exp of each row's
  * scores for the backward. alibi (nh) slopes or NULL; t5 (nh, T) or NULL:
  * t5[h*T + i - j] is added to the scaled score of query i and key j (T5's
  * bias by distance, as attention_forward's dist_bias). Query head h reads
@@ -124,7 +132,7 @@ void gpu_qkv_merge_rope_backward(gpu_bf16 *dqkv, const float *dq, const float *d
  * which alone take t5). */
 #define GPU_ATTN_MAX_HD 128
 #define GPU_ATTN_BF16(hd, t5) (GPU_ATTN_TC(hd) && !(t5))
-void gpu_attention_forward(float *out, float *lse, const void *q, const void *k, const void *v,
+void gpu_attention_forward(gpu_bf16 *out, float *lse, const void *q, const void *k, const void *v,
                            const float *alibi, const float *t5, int B, int T, int nh, int nkv,
                            int hd);
 /* dq (B, nh, T, hd), dk, dv (B, nkv, T, hd) (=) from dout (B, T, nh*hd),
@@ -134,7 +142,7 @@ void gpu_attention_forward(float *out, float *lse, const void *q, const void *k,
  * the gradient of the biased score (i, i - n), as attention_backward's
  * dbias (summed atomically, so not the same bits every run). */
 void gpu_attention_backward(float *dq, float *dk, float *dv, float *dsum, gpu_bf16 *dout16,
-                            const float *dout, const float *out, const void *q, const void *k,
+                            const float *dout, const gpu_bf16 *out, const void *q, const void *k,
                             const void *v, const float *lse, const float *alibi, const float *t5,
                             float *dt5, int B, int T, int nh, int nkv, int hd);
 /* T5's table by distance for T positions: tab (nh, T), tab[h*T + n] =
@@ -148,10 +156,10 @@ void gpu_t5_table_backward(float *drel, const float *dtab, const int *bucket, in
 
 /* The same two on the tensor cores (flash_fwd.cu, flash_bwd.cu), which the
  * two above call when GPU_ATTN_TC(hd): q, k, v and dout in bf16, the products accumulate in fp32 and
- * the softmax, lse and outputs stay fp32. Same layouts and meaning; dsum must
+ * the softmax, lse and gradients stay fp32. Same layouts and meaning; dsum must
  * already hold rowsum(dout * out). */
 #define GPU_ATTN_TC(hd) ((hd) % 16 == 0 && (hd) <= 128)
-void gpu_flash_forward_tc(float *out, float *lse, const gpu_bf16 *q, const gpu_bf16 *k,
+void gpu_flash_forward_tc(gpu_bf16 *out, float *lse, const gpu_bf16 *q, const gpu_bf16 *k,
                           const gpu_bf16 *v, const float *alibi, int B, int T, int nh, int nkv,
                           int hd);
 void gpu_flash_backward_tc(float *dq, float *dk, float *dv, const float *dsum, const gpu_bf16 *dout,
@@ -168,7 +176,7 @@ void gpu_flash_backward_tc(float *dq, float *dk, float *dv, const float *dsum, c
  * has ROTARY_CUDA_ATTN=mma (or mma-atomic) at the first call; GPU_ATTN_WMMA
  * (flash_fwd.cu, flash_bwd.cu) is the default. */
 #define GPU_ATTN_MMA_BWD(hd) ((hd) % 16 == 0 && (hd) <= 64)
-void gpu_flash_forward_mma(float *out, float *lse, const gpu_bf16 *q, const gpu_bf16 *k,
+void gpu_flash_forward_mma(gpu_bf16 *out, float *lse, const gpu_bf16 *q, const gpu_bf16 *k,
                            const gpu_bf16 *v, const float *alibi, int B, int T, int nh, int nkv,
                            int hd);
 /* atomic_dq: FlashAttention-2's backward, one kernel that also sums dq

@@ -5,13 +5,17 @@
 
 /* ------------------------------------------------------------------ norms */
 
-/* One warp per row: mean (LayerNorm only), 1/sqrt(var + eps), then the row. */
+/* One warp per row: the residual added in (with add), mean (LayerNorm
+ * only), 1/sqrt(var + eps), then the row. Each lane reads back only what it
+ * wrote itself. */
 template <typename T>
-__global__ void norm_forward_kernel(T *out, float *mean, float *rstd, const float *inp,
+__global__ void norm_forward_kernel(T *out, float *mean, float *rstd, float *inp, const float *add,
                                     const float *w, const float *b, int N, int C, float eps) {
     const int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
     if (row >= N) return;
-    const float *x = inp + (size_t)row * C;
+    float *x = inp + (size_t)row * C;
+    if (add)
+        for (int i = lane; i < C; i += 32) x[i] += add[(size_t)row * C + i];
     T *o = out + (size_t)row * C;
     float m = 0.0f;
     if (mean) {
@@ -33,7 +37,7 @@ __global__ void norm_forward_kernel(T *out, float *mean, float *rstd, const floa
  * atomic per element and block. LayerNorm: dx = r (d w - mean(d w) -
  * xhat mean(d w xhat)); RMSNorm drops the mean(d w) term. */
 __global__ void norm_backward_kernel(float *dinp, __nv_bfloat16 *dinp16, float *dw, float *db,
-                                     const float *dout, const float *inp, const float *w,
+                                     const __nv_bfloat16 *dout, const float *inp, const float *w,
                                      const float *mean, const float *rstd, int N, int C) {
     GPU_DYNAMIC_SHARED(float, sh);
     float *sdw = sh, *sdb = sh + C;
@@ -41,24 +45,25 @@ __global__ void norm_backward_kernel(float *dinp, __nv_bfloat16 *dinp16, float *
     __syncthreads();
     const int warps = blockDim.x / 32, lane = threadIdx.x % 32;
     for (int row = blockIdx.x * warps + threadIdx.x / 32; row < N; row += gridDim.x * warps) {
-        const float *x = inp + (size_t)row * C, *d = dout + (size_t)row * C;
+        const float *x = inp + (size_t)row * C;
+        const __nv_bfloat16 *d = dout + (size_t)row * C;
         float *dx = dinp + (size_t)row * C;
         const float m = mean ? mean[row] : 0.0f, r = rstd[row];
         float dsum = 0.0f, dxsum = 0.0f;
         for (int i = lane; i < C; i += 32) {
-            const float dn = d[i] * w[i];
+            const float dn = get(&d[i]) * w[i];
             dsum += dn;
             dxsum += dn * (x[i] - m) * r;
         }
         dsum = mean ? warp_sum(dsum) / C : 0.0f;
         dxsum = warp_sum(dxsum) / C;
         for (int i = lane; i < C; i += 32) {
-            const float xh = (x[i] - m) * r;
-            const float nx = dx[i] + r * (d[i] * w[i] - dsum - xh * dxsum);
+            const float xh = (x[i] - m) * r, di = get(&d[i]);
+            const float nx = dx[i] + r * (di * w[i] - dsum - xh * dxsum);
             dx[i] = nx;
             if (dinp16) dinp16[(size_t)row * C + i] = __float2bfloat16(nx);
-            atomicAdd(&sdw[i], d[i] * xh);
-            if (db) atomicAdd(&sdb[i], d[i]);
+            atomicAdd(&sdw[i], di * xh);
+            if (db) atomicAdd(&sdb[i], di);
         }
     }
     __syncthreads();
@@ -69,18 +74,18 @@ __global__ void norm_backward_kernel(float *dinp, __nv_bfloat16 *dinp16, float *
 }
 
 extern "C" void gpu_norm_forward(float *out, gpu_bf16 *out16, float *mean, float *rstd,
-                                 const float *inp, const float *w, const float *b, int N, int C,
-                                 float eps) {
+                                 float *inp, const float *add, const float *w, const float *b,
+                                 int N, int C, float eps) {
     if (out16)
         GPU_LAUNCH(norm_forward_kernel<__nv_bfloat16>, cdiv(N, 8), 256, 0)(
-            (__nv_bfloat16 *)out16, mean, rstd, inp, w, b, N, C, eps);
+            (__nv_bfloat16 *)out16, mean, rstd, inp, add, w, b, N, C, eps);
     else
-        GPU_LAUNCH(norm_forward_kernel<float>, cdiv(N, 8), 256, 0)(out, mean, rstd, inp, w, b, N, C,
-                                                                   eps);
+        GPU_LAUNCH(norm_forward_kernel<float>, cdiv(N, 8), 256, 0)(out, mean, rstd, inp, add, w, b,
+                                                                   N, C, eps);
 }
 
 extern "C" void gpu_norm_backward(float *dinp, gpu_bf16 *dinp16, float *dw, float *db,
-                                  const float *dout, const float *inp, const float *w,
+                                  const gpu_bf16 *dout, const float *inp, const float *w,
                                   const float *mean, const float *rstd, int N, int C) {
     static int sms;
     if (!sms && cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0) != cudaSuccess)
@@ -92,7 +97,8 @@ extern "C" void gpu_norm_backward(float *dinp, gpu_bf16 *dinp16, float *dw, floa
     unsigned blocks = cdiv(N, 8);
     if (blocks > 2u * (unsigned)sms) blocks = 2u * (unsigned)sms;
     GPU_LAUNCH(norm_backward_kernel, blocks, 256, shmem)(dinp, (__nv_bfloat16 *)dinp16, dw,
-                                                         mean ? db : NULL, dout, inp, w, mean,
+                                                         mean ? db : NULL,
+                                                         (const __nv_bfloat16 *)dout, inp, w, mean,
                                                          rstd, N, C);
 }
 
@@ -101,64 +107,73 @@ extern "C" void gpu_norm_backward(float *dinp, gpu_bf16 *dinp16, float *dw, floa
 #define GELU_K 0.7978845608028654f /* sqrt(2/pi) */
 
 template <typename T>
-__global__ void gelu_forward_kernel(T *out, const float *inp, size_t n) {
+__global__ void gelu_forward_kernel(T *out, const T *inp, size_t n) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
-    const float x = inp[i];
+    const float x = get(&inp[i]);
     put(&out[i], 0.5f * x * (1.0f + tanhf(GELU_K * (x + 0.044715f * x * x * x))));
 }
 
-__global__ void gelu_backward_kernel(__nv_bfloat16 *dinp, const float *dout, const float *inp,
-                                     size_t n) {
+__global__ void gelu_backward_kernel(__nv_bfloat16 *dinp, const __nv_bfloat16 *dout,
+                                     const __nv_bfloat16 *inp, size_t n) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
-    const float x = inp[i], th = tanhf(GELU_K * (x + 0.044715f * x * x * x));
+    const float x = get(&inp[i]), th = tanhf(GELU_K * (x + 0.044715f * x * x * x));
     const float dth = (1.0f - th * th) * GELU_K * (1.0f + 3.0f * 0.044715f * x * x);
-    put(&dinp[i], dout[i] * (0.5f * (1.0f + th) + 0.5f * x * dth));
+    put(&dinp[i], get(&dout[i]) * (0.5f * (1.0f + th) + 0.5f * x * dth));
 }
 
 template <typename T>
-__global__ void swiglu_forward_kernel(T *out, const float *gu, int N, int F) {
+__global__ void swiglu_forward_kernel(T *out, const T *gu, int N, int F) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (size_t)N * F) return;
     const size_t n = i / F, f = i % F;
-    const float g = gu[n * 2 * F + f], u = gu[n * 2 * F + F + f];
+    const float g = get(&gu[n * 2 * F + f]), u = get(&gu[n * 2 * F + F + f]);
     put(&out[i], g / (1.0f + expf(-g)) * u);
 }
 
-__global__ void swiglu_backward_kernel(__nv_bfloat16 *dgu, const float *dout, const float *gu,
-                                       int N, int F) {
+__global__ void swiglu_backward_kernel(__nv_bfloat16 *dgu, const __nv_bfloat16 *dout,
+                                       const __nv_bfloat16 *gu, int N, int F) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (size_t)N * F) return;
     const size_t n = i / F, f = i % F;
-    const float g = gu[n * 2 * F + f], u = gu[n * 2 * F + F + f], d = dout[i];
+    const float g = get(&gu[n * 2 * F + f]), u = get(&gu[n * 2 * F + F + f]), d = get(&dout[i]);
     const float sg = 1.0f / (1.0f + expf(-g));
     put(&dgu[n * 2 * F + F + f], d * g * sg);
     put(&dgu[n * 2 * F + f], d * u * sg * (1.0f + g * (1.0f - sg)));
 }
 
-extern "C" void gpu_gelu_forward(float *out, gpu_bf16 *out16, const float *inp, size_t n) {
+/* fp32 in and out, or bf16 in and out: the callers pass one pair. */
+extern "C" void gpu_gelu_forward(float *out, gpu_bf16 *out16, const float *inp,
+                                 const gpu_bf16 *inp16, size_t n) {
+    typedef __nv_bfloat16 bf16;
     if (out16)
-        GPU_LAUNCH(gelu_forward_kernel<__nv_bfloat16>, cdiv(n, 256), 256, 0)((__nv_bfloat16 *)out16,
-                                                                             inp, n);
+        GPU_LAUNCH(gelu_forward_kernel<bf16>, cdiv(n, 256), 256, 0)((bf16 *)out16,
+                                                                    (const bf16 *)inp16, n);
     else
         GPU_LAUNCH(gelu_forward_kernel<float>, cdiv(n, 256), 256, 0)(out, inp, n);
 }
-extern "C" void gpu_gelu_backward(gpu_bf16 *dinp, const float *dout, const float *inp, size_t n) {
-    GPU_LAUNCH(gelu_backward_kernel, cdiv(n, 256), 256, 0)((__nv_bfloat16 *)dinp, dout, inp, n);
+extern "C" void gpu_gelu_backward(gpu_bf16 *dinp, const gpu_bf16 *dout, const gpu_bf16 *inp,
+                                  size_t n) {
+    typedef __nv_bfloat16 bf16;
+    GPU_LAUNCH(gelu_backward_kernel, cdiv(n, 256), 256, 0)((bf16 *)dinp, (const bf16 *)dout,
+                                                           (const bf16 *)inp, n);
 }
-extern "C" void gpu_swiglu_forward(float *out, gpu_bf16 *out16, const float *gu, int N, int F) {
+extern "C" void gpu_swiglu_forward(float *out, gpu_bf16 *out16, const float *gu,
+                                   const gpu_bf16 *gu16, int N, int F) {
+    typedef __nv_bfloat16 bf16;
     const unsigned blocks = cdiv((size_t)N * F, 256);
     if (out16)
-        GPU_LAUNCH(swiglu_forward_kernel<__nv_bfloat16>, blocks, 256, 0)((__nv_bfloat16 *)out16, gu,
-                                                                         N, F);
+        GPU_LAUNCH(swiglu_forward_kernel<bf16>, blocks, 256, 0)((bf16 *)out16, (const bf16 *)gu16,
+                                                                N, F);
     else
         GPU_LAUNCH(swiglu_forward_kernel<float>, blocks, 256, 0)(out, gu, N, F);
 }
-extern "C" void gpu_swiglu_backward(gpu_bf16 *dgu, const float *dout, const float *gu, int N,
-                                    int F) {
-    GPU_LAUNCH(swiglu_backward_kernel, cdiv((size_t)N * F, 256), 256, 0)((__nv_bfloat16 *)dgu,
-                                                                         dout, gu, N, F);
+extern "C" void gpu_swiglu_backward(gpu_bf16 *dgu, const gpu_bf16 *dout, const gpu_bf16 *gu,
+                                    int N, int F) {
+    typedef __nv_bfloat16 bf16;
+    GPU_LAUNCH(swiglu_backward_kernel, cdiv((size_t)N * F, 256), 256, 0)(
+        (bf16 *)dgu, (const bf16 *)dout, (const bf16 *)gu, N, F);
 }
 
 /* -------------------------------------------------------------- embedding */

@@ -11,10 +11,14 @@
  * - Attention with hd a multiple of 16 runs on the tensor cores
  *   (flash_fwd.cu, flash_bwd.cu), which round q, k, v, dout and the
  *   probabilities to bf16 the same way: 1.5e-2 forward; the backward chains
- *   two such products (dP, then dS times q or k): 3e-2. Other head sizes take
- *   the fp32 kernels: 1e-4 and 2e-4. The tensor-core cases run twice: with
- *   the WMMA kernels and with the mma.sync ones (flash_mma.cu), which round
- *   the same values.
+ *   two such products (dP, then dS times q or k): 3e-2. Other head sizes and
+ *   T5 take the fp32 kernels, whose one rounding is the bf16 output (4e-3,
+ *   as any bf16 result); the backward's D = rowsum(dout * out) reads that
+ *   output, and dS = P (dP - D) can cancel, so dq, dk and T5's table get
+ *   1.5e-2 (measured up to 7e-3 on the CPU) and dv, which does not use D,
+ *   2e-4. The tensor-core cases run three times: with
+ *   the WMMA kernels and with the two mma.sync sets (flash_mma.cu), which
+ *   round the same values.
  * - Everything else is fp32 on both sides and differs only in summation
  *   order and in expf/tanhf against rotary_expf (2 ulp): 1e-4 (5e-4 where a
  *   row sums thousands of terms).
@@ -63,13 +67,14 @@ static void test_linear(int N, int C, int OC, int bias) {
         free(ref);
         cudaFree(d_out);
     }
-    /* bf16 output (a training step's logits): one more rounding, 2^-8. */
+    /* bf16 output (a training step's projections and logits): one more
+     * rounding, 2^-8 (two with the bias). */
     float *ref = malloc((size_t)N * OC * sizeof(float));
     gpu_bf16 *d_out16;
     cudaMalloc((void **)&d_out16, (size_t)N * OC * sizeof(gpu_bf16));
-    linear_forward(ref, inp, w, NULL, N, C, OC, 0);
-    gpu_linear_forward_bf16(d_out16, d_inp, d_w, N, C, OC);
-    snprintf(name, sizeof name, "linear forward to bf16 %dx%dx%d", N, C, OC);
+    linear_forward(ref, inp, w, b, N, C, OC, 0);
+    gpu_linear_forward_bf16(d_out16, d_inp, d_w, d_b, N, C, OC);
+    snprintf(name, sizeof name, "linear forward to bf16 %dx%dx%d bias %d", N, C, OC, bias);
     compare(name, back16(d_out16, (size_t)N * OC), ref, (size_t)N * OC, 1.5e-2);
     free(ref);
     cudaFree(d_out16);
@@ -81,10 +86,15 @@ static void test_linear(int N, int C, int OC, int bias) {
     float *db = host_copy(db0, OC);
     gpu_bf16 *d_dout = dev16(dout, (size_t)N * OC);
     float *d_dinp = dev(NULL, (size_t)N * C), *d_dw = dev(dw0, (size_t)OC * C), *d_db = dev(db0, OC);
+    gpu_bf16 *d_dinp16;
+    cudaMalloc((void **)&d_dinp16, (size_t)N * C * sizeof(gpu_bf16));
     linear_backward(dinp, dw, bias ? db : NULL, dout, inp, w, N, C, OC);
-    gpu_linear_backward(d_dinp, d_dw, bias ? d_db : NULL, d_dout, d_inp, d_w, N, C, OC);
+    gpu_linear_backward(d_dinp, d_dinp16, d_dw, bias ? d_db : NULL, d_dout, d_inp, d_w, N, C, OC);
     snprintf(name, sizeof name, "linear backward dinp %dx%dx%d", N, C, OC);
     compare(name, back(d_dinp, (size_t)N * C), dinp, (size_t)N * C, 1.5e-2);
+    snprintf(name, sizeof name, "linear backward dinp in bf16 %dx%dx%d", N, C, OC);
+    compare(name, back16(d_dinp16, (size_t)N * C), dinp, (size_t)N * C, 1.5e-2);
+    cudaFree(d_dinp16);
     snprintf(name, sizeof name, "linear backward dw (+=) %dx%dx%d", N, C, OC);
     compare(name, back(d_dw, (size_t)OC * C), dw, (size_t)OC * C, 1.5e-2);
     if (bias) {
@@ -130,23 +140,42 @@ static void test_norm(int layer, int bias, int N, int C) {
     float *d_mean = dev(NULL, N), *d_rstd = dev(NULL, N);
     if (layer) layernorm_forward(out, mean, rstd, x, w, b, N, C, 1e-5f);
     else rmsnorm_forward(out, rstd, x, w, N, C, 1e-5f);
-    gpu_norm_forward(d_out, NULL, layer ? d_mean : NULL, d_rstd, d_x, d_w, d_b, N, C, 1e-5f);
+    gpu_norm_forward(d_out, NULL, layer ? d_mean : NULL, d_rstd, d_x, NULL, d_w, d_b, N, C, 1e-5f);
     snprintf(name, sizeof name, "%s forward %dx%d bias %d", kind, N, C, bias);
     compare(name, back(d_out, NC), out, NC, 1e-4);
-    /* The bf16 output (a GEMM's input): within bf16 rounding (2^-8). */
+    /* The bf16 output (a GEMM's input), within bf16 rounding (2^-8), as the
+     * model runs it: x arrives as a + r, the residual r added in place. */
     gpu_bf16 *d_out16;
     cudaMalloc((void **)&d_out16, NC * sizeof(gpu_bf16));
-    gpu_norm_forward(NULL, d_out16, layer ? d_mean : NULL, d_rstd, d_x, d_w, d_b, N, C, 1e-5f);
-    snprintf(name, sizeof name, "%s forward to bf16 %dx%d bias %d", kind, N, C, bias);
+    float *r = randn(NC, 1.0f), *a = malloc(NC * sizeof(float));
+    for (size_t i = 0; i < NC; i++) a[i] = x[i] - r[i];
+    for (size_t i = 0; i < NC; i++) x[i] = a[i] + r[i]; /* as the kernel adds them */
+    if (layer) layernorm_forward(out, mean, rstd, x, w, b, N, C, 1e-5f);
+    else rmsnorm_forward(out, rstd, x, w, N, C, 1e-5f);
+    float *d_a = dev(a, NC), *d_r = dev(r, NC);
+    gpu_norm_forward(NULL, d_out16, layer ? d_mean : NULL, d_rstd, d_a, d_r, d_w, d_b, N, C,
+                     1e-5f);
+    snprintf(name, sizeof name, "%s forward to bf16 %dx%d bias %d, residual added", kind, N, C,
+             bias);
     compare(name, back16(d_out16, NC), out, NC, 4e-3);
-    cudaFree(d_out16);
+    float *sum = back(d_a, NC);
+    size_t differ = 0;
+    for (size_t i = 0; i < NC; i++) differ += sum[i] != x[i];
+    snprintf(name, sizeof name, "%s forward: the residual sum left in place", kind);
+    check(differ == 0, name, "%zu of %zu differ from a + r", differ, NC);
+    cudaMemcpy(d_x, d_a, NC * sizeof(float), cudaMemcpyDeviceToDevice); /* x, mean, rstd agree */
+    free(r), free(a), free(sum);
+    cudaFree(d_out16), cudaFree(d_a), cudaFree(d_r);
     snprintf(name, sizeof name, "%s forward rstd", kind);
     compare(name, back(d_rstd, N), rstd, N, 1e-4);
 
+    /* dout in bf16 (a GEMM's gradient), rounded here for both sides */
     float *dout = randn(NC, 1.0f), *dx0 = randn(NC, 1.0f), *dw0 = randn(C, 1.0f);
+    for (size_t i = 0; i < NC; i++) dout[i] = round_bf16(dout[i]);
     float *db0 = randn(C, 1.0f);
     float *dx = host_copy(dx0, NC), *dw = host_copy(dw0, C), *db = host_copy(db0, C);
-    float *d_dout = dev(dout, NC), *d_dx = dev(dx0, NC), *d_dw = dev(dw0, C), *d_db = dev(db0, C);
+    gpu_bf16 *d_dout = dev16(dout, NC);
+    float *d_dx = dev(dx0, NC), *d_dw = dev(dw0, C), *d_db = dev(db0, C);
     if (layer) layernorm_backward(dx, dw, bias ? db : NULL, dout, x, w, mean, rstd, N, C);
     else rmsnorm_backward(dx, dw, dout, x, w, rstd, N, C);
     gpu_bf16 *d_dx16;
@@ -169,34 +198,41 @@ static void test_norm(int layer, int bias, int N, int C) {
 
 /* ---------------------------------------------------------- activations */
 
-/* Forward in fp32 and in bf16, backward in bf16 (the GEMMs' inputs): bf16
- * results within their rounding, 2^-8 of the largest element. */
+/* Forward in fp32 (decoding) and in bf16 (training), backward in bf16. The
+ * bf16 inputs are rounded here for both sides, so bf16 results are within
+ * their own rounding, 2^-8 of the largest element. */
 static void test_activations(int N, int F) {
     const size_t n = (size_t)N * F;
     float *x = randn(2 * n, 2.0f), *dout = randn(n, 1.0f);
     float *out = malloc(2 * n * sizeof(float)), *dx = malloc(2 * n * sizeof(float));
-    float *d_x = dev(x, 2 * n), *d_dout = dev(dout, n), *d_out = dev(NULL, n);
+    float *d_x = dev(x, 2 * n), *d_out = dev(NULL, n);
     gpu_bf16 *d_out16, *d_dx;
     cudaMalloc((void **)&d_out16, n * sizeof(gpu_bf16));
     cudaMalloc((void **)&d_dx, 2 * n * sizeof(gpu_bf16));
     gelu_forward(out, x, n);
-    gpu_gelu_forward(d_out, NULL, d_x, n);
+    gpu_gelu_forward(d_out, NULL, d_x, NULL, n);
     compare("gelu forward", back(d_out, n), out, n, 1e-5);
-    gpu_gelu_forward(NULL, d_out16, d_x, n);
-    compare("gelu forward to bf16", back16(d_out16, n), out, n, 4e-3);
+    swiglu_forward(out, x, N, F);
+    gpu_swiglu_forward(d_out, NULL, d_x, NULL, N, F);
+    compare("swiglu forward", back(d_out, n), out, n, 1e-5);
+    for (size_t i = 0; i < 2 * n; i++) x[i] = round_bf16(x[i]);
+    for (size_t i = 0; i < n; i++) dout[i] = round_bf16(dout[i]);
+    gpu_bf16 *d_x16 = dev16(x, 2 * n), *d_dout = dev16(dout, n);
+    gelu_forward(out, x, n);
+    gpu_gelu_forward(NULL, d_out16, NULL, d_x16, n);
+    compare("gelu forward in bf16", back16(d_out16, n), out, n, 4e-3);
     gelu_backward(dx, dout, x, n);
-    gpu_gelu_backward(d_dx, d_dout, d_x, n);
+    gpu_gelu_backward(d_dx, d_dout, d_x16, n);
     compare("gelu backward (bf16)", back16(d_dx, n), dx, n, 4e-3);
     swiglu_forward(out, x, N, F);
-    gpu_swiglu_forward(d_out, NULL, d_x, N, F);
-    compare("swiglu forward", back(d_out, n), out, n, 1e-5);
-    gpu_swiglu_forward(NULL, d_out16, d_x, N, F);
-    compare("swiglu forward to bf16", back16(d_out16, n), out, n, 4e-3);
+    gpu_swiglu_forward(NULL, d_out16, NULL, d_x16, N, F);
+    compare("swiglu forward in bf16", back16(d_out16, n), out, n, 4e-3);
     swiglu_backward(dx, dout, x, N, F);
-    gpu_swiglu_backward(d_dx, d_dout, d_x, N, F);
+    gpu_swiglu_backward(d_dx, d_dout, d_x16, N, F);
     compare("swiglu backward (bf16)", back16(d_dx, 2 * n), dx, 2 * n, 4e-3);
     free(x), free(dout), free(out), free(dx);
-    cudaFree(d_x), cudaFree(d_dout), cudaFree(d_out), cudaFree(d_out16), cudaFree(d_dx);
+    cudaFree(d_x), cudaFree(d_x16), cudaFree(d_dout), cudaFree(d_out), cudaFree(d_out16);
+    cudaFree(d_dx);
 }
 
 /* The embedding sum of model.c's forward, and its backward, written out;
@@ -303,7 +339,10 @@ static void test_split_rope(int hd, int pairing, int rd, int scaled) {
     for (int t = 0; t < T; t++) pos[t] = t;
     const size_t tab = (size_t)T * (r.rotary_dim / 2);
     float *d_cos = dev(r.cos, tab), *d_sin = dev(r.sin, tab);
-    float *qkv = randn(n, 1.0f), *d_qkv = dev(qkv, n);
+    /* qkv in bf16 (the projection's output), rounded here for both sides */
+    float *qkv = randn(n, 1.0f);
+    for (size_t i = 0; i < n; i++) qkv[i] = round_bf16(qkv[i]);
+    gpu_bf16 *d_qkv = dev16(qkv, n);
     float *d_q = dev(NULL, n), *d_k = dev(NULL, n), *d_v = dev(NULL, n);
     /* CPU: rotate q and k in place as model.c does, then read out the heads. */
     must(rotary_rope_forward(&r, qkv, B, T, nh, S, pos), "rope q");
@@ -362,21 +401,25 @@ static void test_attention(int kernel, int B, int T, int nh, int nkv, int hd, in
     const int S = (nh + 2 * nkv) * hd, Q = nh * hd;
     const size_t n = (size_t)B * T * S, no = (size_t)B * T * Q, nb = (size_t)B * nh * T;
     float *qkv = randn(n, 1.0f), *slopes = malloc(nh * sizeof(float));
+    for (size_t i = 0; i < n; i++) qkv[i] = round_bf16(qkv[i]); /* the projection's bf16 */
     float *tab = randn((size_t)nh * T, 1.0f);
     rotary_alibi_slopes(slopes, nh);
     float *out = malloc(no * sizeof(float)), *att = malloc((size_t)B * nh * T * T * sizeof(float));
     float *scratch = malloc((size_t)omp_get_max_threads() * ATTN_SCRATCH(T, hd) * sizeof(float));
     attention_forward(out, att, qkv, alibi ? slopes : NULL, t5 ? tab : NULL, B, T, nh, nkv, hd,
                       scratch);
-    float *d_qkv = dev(qkv, n), *d_q = dev(NULL, no), *d_k = dev(NULL, n), *d_v = dev(NULL, n);
-    float *d_out = dev(NULL, no), *d_lse = dev(NULL, (size_t)B * nh * T);
+    gpu_bf16 *d_qkv = dev16(qkv, n);
+    float *d_q = dev(NULL, no), *d_k = dev(NULL, n), *d_v = dev(NULL, n);
+    float *d_lse = dev(NULL, (size_t)B * nh * T);
+    gpu_bf16 *d_out;
+    cudaMalloc((void **)&d_out, no * sizeof(gpu_bf16));
     float *d_alibi = dev(slopes, nh), *d_tab = dev(tab, (size_t)nh * T), *d_dtab = dev(NULL, nb);
     cudaMemset(d_dtab, 0xff, nb * sizeof(float)); /* NaN: the backward must overwrite it */
     gpu_qkv_split_rope(d_q, d_k, d_v, d_qkv, NULL, NULL, B, T, nh, nkv, hd, 0, 0, tc);
     gpu_attention_forward(d_out, d_lse, d_q, d_k, d_v, alibi ? d_alibi : NULL, t5 ? d_tab : NULL,
                           B, T, nh, nkv, hd);
     snprintf(name, sizeof name, "attention forward %s", cfg);
-    compare(name, back(d_out, no), out, no, tc ? 1.5e-2 : 1e-4);
+    compare(name, back16(d_out, no), out, no, tc ? 1.5e-2 : 4e-3);
 
     float *dout = randn(no, 1.0f), *dqkv = malloc(n * sizeof(float));
     float *dtab = malloc(nb * sizeof(float));
@@ -396,12 +439,12 @@ static void test_attention(int kernel, int B, int T, int nh, int nkv, int hd, in
         float *r = heads_of(dqkv, B, T, heads[i], hd, S, col[i]);
         snprintf(name, sizeof name, "attention backward %s %s", what[i], cfg);
         compare(name, back(dd[i], (size_t)B * T * heads[i] * hd), r,
-                (size_t)B * T * heads[i] * hd, tc ? 3e-2 : 2e-4);
+                (size_t)B * T * heads[i] * hd, tc ? 3e-2 : i < 2 ? 1.5e-2 : 2e-4);
         free(r);
     }
     if (t5) {
         snprintf(name, sizeof name, "attention backward t5 table %s", cfg);
-        compare(name, back(d_dtab, nb), dtab, nb, 2e-4);
+        compare(name, back(d_dtab, nb), dtab, nb, 1.5e-2);
     }
     free(qkv), free(slopes), free(tab), free(out), free(att), free(scratch), free(dout);
     free(dqkv), free(dtab);

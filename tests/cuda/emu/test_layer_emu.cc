@@ -41,12 +41,28 @@ static std::vector<float> widen(const std::vector<gpu_bf16> &x) {
     return y;
 }
 
+/* x rounded to bf16 in place (nearest even; the values are finite), and
+ * those bf16 values: inputs both sides then read alike. */
+static std::vector<gpu_bf16> narrow(std::vector<float> &x) {
+    std::vector<gpu_bf16> y(x.size());
+    for (size_t i = 0; i < x.size(); i++) {
+        uint32_t u;
+        memcpy(&u, &x[i], 4);
+        u += 0x7fff + ((u >> 16) & 1);
+        y[i] = (gpu_bf16)(u >> 16);
+        u &= 0xffff0000u;
+        memcpy(&x[i], &u, 4);
+    }
+    return y;
+}
+
 static void test_norm(bool layer, int N, int C) {
     char name[96];
     const char *kind = layer ? "layernorm" : "rmsnorm";
     const double eps = 1e-5;
     auto x = randn((size_t)N * C, 2.0f), w = randn(C), b = randn(C), d = randn((size_t)N * C);
     auto dx0 = randn((size_t)N * C), dw0 = randn(C), db0 = randn(C);
+    const auto d16 = narrow(d); /* the GEMM's bf16 gradient */
     std::vector<double> out((size_t)N * C), mean(N), rstd(N), dx(dx0.begin(), dx0.end());
     std::vector<double> dw(dw0.begin(), dw0.end()), db(db0.begin(), db0.end());
     for (int n = 0; n < N; n++) {
@@ -75,19 +91,19 @@ static void test_norm(bool layer, int N, int C) {
     }
     std::vector<float> gout((size_t)N * C), gmean(N), grstd(N);
     std::vector<gpu_bf16> gout16((size_t)N * C), gdx16((size_t)N * C);
-    gpu_norm_forward(gout.data(), NULL, layer ? gmean.data() : NULL, grstd.data(), x.data(),
+    gpu_norm_forward(gout.data(), NULL, layer ? gmean.data() : NULL, grstd.data(), x.data(), NULL,
                      w.data(), layer ? b.data() : NULL, N, C, (float)eps);
     snprintf(name, sizeof name, "%s forward %dx%d", kind, N, C);
     check(name, gout, out, 1e-5);
     snprintf(name, sizeof name, "%s forward rstd", kind);
     check(name, grstd, rstd, 1e-5);
-    gpu_norm_forward(NULL, gout16.data(), layer ? gmean.data() : NULL, grstd.data(), x.data(),
+    gpu_norm_forward(NULL, gout16.data(), layer ? gmean.data() : NULL, grstd.data(), x.data(), NULL,
                      w.data(), layer ? b.data() : NULL, N, C, (float)eps);
     snprintf(name, sizeof name, "%s forward to bf16", kind);
     check(name, widen(gout16), out, 4e-3);
     /* the backward from the kernel's own mean and rstd, as the model runs it */
     std::vector<float> gdx(dx0), gdw(dw0), gdb(db0);
-    gpu_norm_backward(gdx.data(), gdx16.data(), gdw.data(), layer ? gdb.data() : NULL, d.data(),
+    gpu_norm_backward(gdx.data(), gdx16.data(), gdw.data(), layer ? gdb.data() : NULL, d16.data(),
                       x.data(), w.data(), layer ? gmean.data() : NULL, grstd.data(), N, C);
     snprintf(name, sizeof name, "%s backward dinp (+=)", kind);
     check(name, gdx, dx, 1e-5);
@@ -102,6 +118,8 @@ static void test_activations(int N, int F) {
     const size_t n = (size_t)N * F;
     const double K = 0.7978845608028654;
     auto x = randn(2 * n, 2.0f), d = randn(n);
+    /* training reads bf16 (the GEMMs' outputs); decoding fp32 of the same values */
+    const auto x16 = narrow(x), d16 = narrow(d);
     std::vector<double> gelu(n), dgelu(n), sw(n), dsw(2 * n);
     for (size_t i = 0; i < n; i++) {
         const double a = x[i], th = tanh(K * (a + 0.044715 * a * a * a));
@@ -118,18 +136,18 @@ static void test_activations(int N, int F) {
         }
     std::vector<float> out(n);
     std::vector<gpu_bf16> out16(n), din16(2 * n);
-    gpu_gelu_forward(out.data(), NULL, x.data(), n);
+    gpu_gelu_forward(out.data(), NULL, x.data(), NULL, n);
     check("gelu forward", out, gelu, 1e-5);
-    gpu_gelu_forward(NULL, out16.data(), x.data(), n);
-    check("gelu forward to bf16", widen(out16), gelu, 4e-3);
-    gpu_gelu_backward(din16.data(), d.data(), x.data(), n);
+    gpu_gelu_forward(NULL, out16.data(), NULL, x16.data(), n);
+    check("gelu forward in bf16", widen(out16), gelu, 4e-3);
+    gpu_gelu_backward(din16.data(), d16.data(), x16.data(), n);
     check("gelu backward (bf16)", widen(std::vector<gpu_bf16>(din16.begin(), din16.begin() + n)),
           dgelu, 4e-3);
-    gpu_swiglu_forward(out.data(), NULL, x.data(), N, F);
+    gpu_swiglu_forward(out.data(), NULL, x.data(), NULL, N, F);
     check("swiglu forward", out, sw, 1e-5);
-    gpu_swiglu_forward(NULL, out16.data(), x.data(), N, F);
-    check("swiglu forward to bf16", widen(out16), sw, 4e-3);
-    gpu_swiglu_backward(din16.data(), d.data(), x.data(), N, F);
+    gpu_swiglu_forward(NULL, out16.data(), NULL, x16.data(), N, F);
+    check("swiglu forward in bf16", widen(out16), sw, 4e-3);
+    gpu_swiglu_backward(din16.data(), d16.data(), x16.data(), N, F);
     check("swiglu backward (bf16)", widen(din16), dsw, 4e-3);
 }
 

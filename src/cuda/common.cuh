@@ -31,6 +31,29 @@ __device__ __forceinline__ void put(__nv_bfloat16 *p, float x) { *p = __float2bf
 __device__ __forceinline__ float get(const float *p) { return *p; }
 __device__ __forceinline__ float get(const __nv_bfloat16 *p) { return __bfloat162float(*p); }
 
+/* V consecutive values at p, read or written as float in one access of
+ * V * sizeof(T) bytes (up to 16): p must be aligned to that, which the
+ * callers check (vec_ok) before they choose V > 1. */
+template <typename T, int V>
+struct alignas(sizeof(T) * V) vec_pack {
+    T v[V];
+};
+template <int V, typename T>
+__device__ __forceinline__ void load_vec(float (&r)[V], const T *p) {
+    const vec_pack<T, V> k = *reinterpret_cast<const vec_pack<T, V> *>(p);
+#pragma unroll
+    for (int i = 0; i < V; i++) r[i] = get(&k.v[i]);
+}
+template <int V, typename T>
+__device__ __forceinline__ void store_vec(T *p, const float (&r)[V]) {
+    vec_pack<T, V> k;
+#pragma unroll
+    for (int i = 0; i < V; i++) put(&k.v[i], r[i]);
+    *reinterpret_cast<vec_pack<T, V> *>(p) = k;
+}
+/* Whether p (NULL passes) is aligned to bytes. */
+static inline bool vec_ok(const void *p, size_t bytes) { return (size_t)p % bytes == 0; }
+
 /* The two coordinates of pair i of a head (hd/2 pairs): the first rd/2
  * pairs rotate as rotary_rope pairs them (half_pairs: i with i + rd/2,
  * else 2i with 2i+1); the rest are the consecutive pairs after rd. Returns

@@ -5,42 +5,72 @@
 
 /* ------------------------------------------------------------------ norms */
 
-/* One warp per row: the residual added in (with add), mean (LayerNorm
- * only), 1/sqrt(var + eps), then the row. Each lane reads back only what it
- * wrote itself. */
-template <typename T>
+/* One warp per row, each lane V consecutive columns at a time (V = 4 when
+ * the rows allow 16-byte accesses: a quarter of the load instructions, and
+ * four times the bytes in flight, which the memory needs to stream): the
+ * residual added in (with add), mean (LayerNorm only), 1/sqrt(var + eps),
+ * then the row. Each lane reads back only what it wrote itself; the later
+ * passes read the row from the cache. */
+template <typename T, int V>
 __global__ void norm_forward_kernel(T *out, float *mean, float *rstd, float *inp, const float *add,
                                     const float *w, const float *b, int N, int C, float eps) {
     const int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
     if (row >= N) return;
     float *x = inp + (size_t)row * C;
-    if (add)
-        for (int i = lane; i < C; i += 32) x[i] += add[(size_t)row * C + i];
     T *o = out + (size_t)row * C;
     float m = 0.0f;
-    if (mean) {
+    if (add || mean) {
         float s = 0.0f;
-        for (int i = lane; i < C; i += 32) s += x[i];
-        m = warp_sum(s) / C;
+        for (int i = lane * V; i < C; i += 32 * V) {
+            float xv[V];
+            load_vec<V>(xv, x + i);
+            if (add) {
+                float a[V];
+                load_vec<V>(a, add + (size_t)row * C + i);
+#pragma unroll
+                for (int k = 0; k < V; k++) xv[k] += a[k];
+                store_vec<V>(x + i, xv);
+            }
+#pragma unroll
+            for (int k = 0; k < V; k++) s += xv[k];
+        }
+        if (mean) m = warp_sum(s) / C;
     }
     float v = 0.0f;
-    for (int i = lane; i < C; i += 32) v += (x[i] - m) * (x[i] - m);
+    for (int i = lane * V; i < C; i += 32 * V) {
+        float xv[V];
+        load_vec<V>(xv, x + i);
+#pragma unroll
+        for (int k = 0; k < V; k++) v += (xv[k] - m) * (xv[k] - m);
+    }
     const float r = 1.0f / sqrtf(warp_sum(v) / C + eps);
-    for (int i = lane; i < C; i += 32) put(&o[i], (x[i] - m) * r * w[i] + (mean && b ? b[i] : 0.0f));
+    for (int i = lane * V; i < C; i += 32 * V) {
+        float xv[V], wv[V], bv[V] = {}, ov[V];
+        load_vec<V>(xv, x + i);
+        load_vec<V>(wv, w + i);
+        if (mean && b) load_vec<V>(bv, b + i);
+#pragma unroll
+        for (int k = 0; k < V; k++) ov[k] = (xv[k] - m) * r * wv[k] + bv[k];
+        store_vec<V>(o + i, ov);
+    }
     if (lane == 0) {
         if (mean) mean[row] = m;
         rstd[row] = r;
     }
 }
 
-/* Warps walk rows; dw and db gather in shared memory per block, then one
- * atomic per element and block. LayerNorm: dx = r (d w - mean(d w) -
- * xhat mean(d w xhat)); RMSNorm drops the mean(d w) term. */
+/* Warps walk rows, lanes V columns at a time as the forward; dw and db
+ * gather in shared memory per block (column i + k of a lane's group at
+ * k * C/V + i/V, so that the 32 lanes of an atomic hit 32 banks), then one
+ * atomic per element and block. LayerNorm: dx = r (d w - mean(d w) - xhat
+ * mean(d w xhat)); RMSNorm drops the mean(d w) term. */
+template <int V>
 __global__ void norm_backward_kernel(float *dinp, __nv_bfloat16 *dinp16, float *dw, float *db,
                                      const __nv_bfloat16 *dout, const float *inp, const float *w,
                                      const float *mean, const float *rstd, int N, int C) {
     GPU_DYNAMIC_SHARED(float, sh);
     float *sdw = sh, *sdb = sh + C;
+    const int CV = C / V;
     for (int i = threadIdx.x; i < 2 * C; i += blockDim.x) sh[i] = 0.0f;
     __syncthreads();
     const int warps = blockDim.x / 32, lane = threadIdx.x % 32;
@@ -50,38 +80,80 @@ __global__ void norm_backward_kernel(float *dinp, __nv_bfloat16 *dinp16, float *
         float *dx = dinp + (size_t)row * C;
         const float m = mean ? mean[row] : 0.0f, r = rstd[row];
         float dsum = 0.0f, dxsum = 0.0f;
-        for (int i = lane; i < C; i += 32) {
-            const float dn = get(&d[i]) * w[i];
-            dsum += dn;
-            dxsum += dn * (x[i] - m) * r;
+        for (int i = lane * V; i < C; i += 32 * V) {
+            float dv[V], xv[V], wv[V];
+            load_vec<V>(dv, d + i);
+            load_vec<V>(xv, x + i);
+            load_vec<V>(wv, w + i);
+#pragma unroll
+            for (int k = 0; k < V; k++) {
+                const float dn = dv[k] * wv[k];
+                dsum += dn;
+                dxsum += dn * (xv[k] - m) * r;
+            }
         }
         dsum = mean ? warp_sum(dsum) / C : 0.0f;
         dxsum = warp_sum(dxsum) / C;
-        for (int i = lane; i < C; i += 32) {
-            const float xh = (x[i] - m) * r, di = get(&d[i]);
-            const float nx = dx[i] + r * (di * w[i] - dsum - xh * dxsum);
-            dx[i] = nx;
-            if (dinp16) dinp16[(size_t)row * C + i] = __float2bfloat16(nx);
-            atomicAdd(&sdw[i], di * xh);
-            if (db) atomicAdd(&sdb[i], di);
+        for (int i = lane * V; i < C; i += 32 * V) {
+            float dv[V], xv[V], wv[V], nx[V];
+            load_vec<V>(dv, d + i);
+            load_vec<V>(xv, x + i);
+            load_vec<V>(wv, w + i);
+            load_vec<V>(nx, dx + i);
+#pragma unroll
+            for (int k = 0; k < V; k++) {
+                const float xh = (xv[k] - m) * r;
+                nx[k] += r * (dv[k] * wv[k] - dsum - xh * dxsum);
+                atomicAdd(&sdw[k * CV + i / V], dv[k] * xh);
+                if (db) atomicAdd(&sdb[k * CV + i / V], dv[k]);
+            }
+            store_vec<V>(dx + i, nx);
+            if (dinp16) store_vec<V>(dinp16 + (size_t)row * C + i, nx);
         }
     }
     __syncthreads();
-    for (int i = threadIdx.x; i < C; i += blockDim.x) {
-        atomicAdd(&dw[i], sdw[i]);
-        if (db) atomicAdd(&db[i], sdb[i]);
+    for (int j = threadIdx.x; j < C; j += blockDim.x) {
+        const int i = j % CV * V + j / CV; /* the column of slot j */
+        atomicAdd(&dw[i], sdw[j]);
+        if (db) atomicAdd(&db[i], sdb[j]);
     }
 }
 
 extern "C" void gpu_norm_forward(float *out, gpu_bf16 *out16, float *mean, float *rstd,
                                  float *inp, const float *add, const float *w, const float *b,
                                  int N, int C, float eps) {
-    if (out16)
-        GPU_LAUNCH(norm_forward_kernel<__nv_bfloat16>, cdiv(N, 8), 256, 0)(
-            (__nv_bfloat16 *)out16, mean, rstd, inp, add, w, b, N, C, eps);
+    typedef __nv_bfloat16 bf16;
+    const bool v4 = C % 4 == 0 && vec_ok(out, 16) && vec_ok(out16, 8) && vec_ok(inp, 16) &&
+                    vec_ok(add, 16) && vec_ok(w, 16) && vec_ok(b, 16);
+    const unsigned blocks = cdiv(N, 8);
+    if (out16 && v4)
+        GPU_LAUNCH((norm_forward_kernel<bf16, 4>), blocks, 256, 0)((bf16 *)out16, mean, rstd, inp,
+                                                                   add, w, b, N, C, eps);
+    else if (out16)
+        GPU_LAUNCH((norm_forward_kernel<bf16, 1>), blocks, 256, 0)((bf16 *)out16, mean, rstd, inp,
+                                                                   add, w, b, N, C, eps);
+    else if (v4)
+        GPU_LAUNCH((norm_forward_kernel<float, 4>), blocks, 256, 0)(out, mean, rstd, inp, add, w,
+                                                                    b, N, C, eps);
     else
-        GPU_LAUNCH(norm_forward_kernel<float>, cdiv(N, 8), 256, 0)(out, mean, rstd, inp, add, w, b,
-                                                                   N, C, eps);
+        GPU_LAUNCH((norm_forward_kernel<float, 1>), blocks, 256, 0)(out, mean, rstd, inp, add, w,
+                                                                    b, N, C, eps);
+}
+
+template <int V>
+static void norm_backward(float *dinp, __nv_bfloat16 *dinp16, float *dw, float *db,
+                          const __nv_bfloat16 *dout, const float *inp, const float *w,
+                          const float *mean, const float *rstd, int N, int C, int sms) {
+    const size_t shmem = 2 * (size_t)C * sizeof(float);
+    if (shmem > 48 * 1024)
+        cudaFuncSetAttribute(norm_backward_kernel<V>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             (int)shmem);
+    /* Four blocks of 8 warps an SM: enough loads in flight, and few
+     * enough blocks that their final atomics stay cheap. */
+    unsigned blocks = cdiv(N, 8);
+    if (blocks > 4u * (unsigned)sms) blocks = 4u * (unsigned)sms;
+    GPU_LAUNCH(norm_backward_kernel<V>, blocks, 256, shmem)(dinp, dinp16, dw, db, dout, inp, w,
+                                                            mean, rstd, N, C);
 }
 
 extern "C" void gpu_norm_backward(float *dinp, gpu_bf16 *dinp16, float *dw, float *db,
@@ -90,90 +162,138 @@ extern "C" void gpu_norm_backward(float *dinp, gpu_bf16 *dinp16, float *dw, floa
     static int sms;
     if (!sms && cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0) != cudaSuccess)
         sms = 1;
-    const size_t shmem = 2 * (size_t)C * sizeof(float);
-    if (shmem > 48 * 1024)
-        cudaFuncSetAttribute(norm_backward_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                             (int)shmem);
-    unsigned blocks = cdiv(N, 8);
-    if (blocks > 2u * (unsigned)sms) blocks = 2u * (unsigned)sms;
-    GPU_LAUNCH(norm_backward_kernel, blocks, 256, shmem)(dinp, (__nv_bfloat16 *)dinp16, dw,
-                                                         mean ? db : NULL,
-                                                         (const __nv_bfloat16 *)dout, inp, w, mean,
-                                                         rstd, N, C);
+    typedef __nv_bfloat16 bf16;
+    if (!mean) db = NULL;
+    if (C % 4 == 0 && vec_ok(dinp, 16) && vec_ok(dinp16, 8) && vec_ok(dout, 8) &&
+        vec_ok(inp, 16) && vec_ok(w, 16))
+        norm_backward<4>(dinp, (bf16 *)dinp16, dw, db, (const bf16 *)dout, inp, w, mean, rstd, N,
+                         C, sms);
+    else
+        norm_backward<1>(dinp, (bf16 *)dinp16, dw, db, (const bf16 *)dout, inp, w, mean, rstd, N,
+                         C, sms);
 }
 
 /* ------------------------------------------------------------ activations */
 
 #define GELU_K 0.7978845608028654f /* sqrt(2/pi) */
 
-template <typename T>
+/* Each thread V consecutive elements (V = 8 for bf16 in a training step
+ * when n, or F, and the pointers allow 16-byte accesses, as the norms do;
+ * else 1). */
+template <typename T, int V>
 __global__ void gelu_forward_kernel(T *out, const T *inp, size_t n) {
-    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    const size_t i = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) * V;
     if (i >= n) return;
-    const float x = get(&inp[i]);
-    put(&out[i], 0.5f * x * (1.0f + tanhf(GELU_K * (x + 0.044715f * x * x * x))));
+    float x[V], y[V];
+    load_vec<V>(x, inp + i);
+#pragma unroll
+    for (int k = 0; k < V; k++)
+        y[k] = 0.5f * x[k] * (1.0f + tanhf(GELU_K * (x[k] + 0.044715f * x[k] * x[k] * x[k])));
+    store_vec<V>(out + i, y);
 }
 
+template <int V>
 __global__ void gelu_backward_kernel(__nv_bfloat16 *dinp, const __nv_bfloat16 *dout,
                                      const __nv_bfloat16 *inp, size_t n) {
-    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    const size_t i = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) * V;
     if (i >= n) return;
-    const float x = get(&inp[i]), th = tanhf(GELU_K * (x + 0.044715f * x * x * x));
-    const float dth = (1.0f - th * th) * GELU_K * (1.0f + 3.0f * 0.044715f * x * x);
-    put(&dinp[i], get(&dout[i]) * (0.5f * (1.0f + th) + 0.5f * x * dth));
+    float x[V], d[V], y[V];
+    load_vec<V>(x, inp + i);
+    load_vec<V>(d, dout + i);
+#pragma unroll
+    for (int k = 0; k < V; k++) {
+        const float th = tanhf(GELU_K * (x[k] + 0.044715f * x[k] * x[k] * x[k]));
+        const float dth = (1.0f - th * th) * GELU_K * (1.0f + 3.0f * 0.044715f * x[k] * x[k]);
+        y[k] = d[k] * (0.5f * (1.0f + th) + 0.5f * x[k] * dth);
+    }
+    store_vec<V>(dinp + i, y);
 }
 
-template <typename T>
+/* V divides F: a thread's elements share their row. */
+template <typename T, int V>
 __global__ void swiglu_forward_kernel(T *out, const T *gu, int N, int F) {
-    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    const size_t i = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) * V;
     if (i >= (size_t)N * F) return;
     const size_t n = i / F, f = i % F;
-    const float g = get(&gu[n * 2 * F + f]), u = get(&gu[n * 2 * F + F + f]);
-    put(&out[i], g / (1.0f + expf(-g)) * u);
+    float g[V], u[V], y[V];
+    load_vec<V>(g, gu + n * 2 * F + f);
+    load_vec<V>(u, gu + n * 2 * F + F + f);
+#pragma unroll
+    for (int k = 0; k < V; k++) y[k] = g[k] / (1.0f + expf(-g[k])) * u[k];
+    store_vec<V>(out + i, y);
 }
 
+template <int V>
 __global__ void swiglu_backward_kernel(__nv_bfloat16 *dgu, const __nv_bfloat16 *dout,
                                        const __nv_bfloat16 *gu, int N, int F) {
-    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    const size_t i = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) * V;
     if (i >= (size_t)N * F) return;
     const size_t n = i / F, f = i % F;
-    const float g = get(&gu[n * 2 * F + f]), u = get(&gu[n * 2 * F + F + f]), d = get(&dout[i]);
-    const float sg = 1.0f / (1.0f + expf(-g));
-    put(&dgu[n * 2 * F + F + f], d * g * sg);
-    put(&dgu[n * 2 * F + f], d * u * sg * (1.0f + g * (1.0f - sg)));
+    float g[V], u[V], d[V], dg[V], du[V];
+    load_vec<V>(g, gu + n * 2 * F + f);
+    load_vec<V>(u, gu + n * 2 * F + F + f);
+    load_vec<V>(d, dout + i);
+#pragma unroll
+    for (int k = 0; k < V; k++) {
+        const float sg = 1.0f / (1.0f + expf(-g[k]));
+        du[k] = d[k] * g[k] * sg;
+        dg[k] = d[k] * u[k] * sg * (1.0f + g[k] * (1.0f - sg));
+    }
+    store_vec<V>(dgu + n * 2 * F + F + f, du);
+    store_vec<V>(dgu + n * 2 * F + f, dg);
+}
+
+/* Whether bf16 arrays of rows of `row` elements take 8 at a time. */
+static bool by8(size_t row, const void *a, const void *b, const void *c) {
+    return row % 8 == 0 && vec_ok(a, 16) && vec_ok(b, 16) && vec_ok(c, 16);
 }
 
 /* fp32 in and out, or bf16 in and out: the callers pass one pair. */
 extern "C" void gpu_gelu_forward(float *out, gpu_bf16 *out16, const float *inp,
                                  const gpu_bf16 *inp16, size_t n) {
     typedef __nv_bfloat16 bf16;
-    if (out16)
-        GPU_LAUNCH(gelu_forward_kernel<bf16>, cdiv(n, 256), 256, 0)((bf16 *)out16,
-                                                                    (const bf16 *)inp16, n);
+    if (out16 && by8(n, out16, inp16, NULL))
+        GPU_LAUNCH((gelu_forward_kernel<bf16, 8>), cdiv(n / 8, 256), 256, 0)(
+            (bf16 *)out16, (const bf16 *)inp16, n);
+    else if (out16)
+        GPU_LAUNCH((gelu_forward_kernel<bf16, 1>), cdiv(n, 256), 256, 0)((bf16 *)out16,
+                                                                         (const bf16 *)inp16, n);
     else
-        GPU_LAUNCH(gelu_forward_kernel<float>, cdiv(n, 256), 256, 0)(out, inp, n);
+        GPU_LAUNCH((gelu_forward_kernel<float, 1>), cdiv(n, 256), 256, 0)(out, inp, n);
 }
 extern "C" void gpu_gelu_backward(gpu_bf16 *dinp, const gpu_bf16 *dout, const gpu_bf16 *inp,
                                   size_t n) {
     typedef __nv_bfloat16 bf16;
-    GPU_LAUNCH(gelu_backward_kernel, cdiv(n, 256), 256, 0)((bf16 *)dinp, (const bf16 *)dout,
-                                                           (const bf16 *)inp, n);
+    if (by8(n, dinp, dout, inp))
+        GPU_LAUNCH(gelu_backward_kernel<8>, cdiv(n / 8, 256), 256, 0)(
+            (bf16 *)dinp, (const bf16 *)dout, (const bf16 *)inp, n);
+    else
+        GPU_LAUNCH(gelu_backward_kernel<1>, cdiv(n, 256), 256, 0)(
+            (bf16 *)dinp, (const bf16 *)dout, (const bf16 *)inp, n);
 }
 extern "C" void gpu_swiglu_forward(float *out, gpu_bf16 *out16, const float *gu,
                                    const gpu_bf16 *gu16, int N, int F) {
     typedef __nv_bfloat16 bf16;
-    const unsigned blocks = cdiv((size_t)N * F, 256);
-    if (out16)
-        GPU_LAUNCH(swiglu_forward_kernel<bf16>, blocks, 256, 0)((bf16 *)out16, (const bf16 *)gu16,
-                                                                N, F);
+    const size_t n = (size_t)N * F;
+    if (out16 && by8((size_t)F, out16, gu16, NULL))
+        GPU_LAUNCH((swiglu_forward_kernel<bf16, 8>), cdiv(n / 8, 256), 256, 0)(
+            (bf16 *)out16, (const bf16 *)gu16, N, F);
+    else if (out16)
+        GPU_LAUNCH((swiglu_forward_kernel<bf16, 1>), cdiv(n, 256), 256, 0)(
+            (bf16 *)out16, (const bf16 *)gu16, N, F);
     else
-        GPU_LAUNCH(swiglu_forward_kernel<float>, blocks, 256, 0)(out, gu, N, F);
+        GPU_LAUNCH((swiglu_forward_kernel<float, 1>), cdiv(n, 256), 256, 0)(out, gu, N, F);
 }
 extern "C" void gpu_swiglu_backward(gpu_bf16 *dgu, const gpu_bf16 *dout, const gpu_bf16 *gu,
                                     int N, int F) {
     typedef __nv_bfloat16 bf16;
-    GPU_LAUNCH(swiglu_backward_kernel, cdiv((size_t)N * F, 256), 256, 0)(
-        (bf16 *)dgu, (const bf16 *)dout, (const bf16 *)gu, N, F);
+    const size_t n = (size_t)N * F;
+    if (by8((size_t)F, dgu, dout, gu))
+        GPU_LAUNCH(swiglu_backward_kernel<8>, cdiv(n / 8, 256), 256, 0)(
+            (bf16 *)dgu, (const bf16 *)dout, (const bf16 *)gu, N, F);
+    else
+        GPU_LAUNCH(swiglu_backward_kernel<1>, cdiv(n, 256), 256, 0)(
+            (bf16 *)dgu, (const bf16 *)dout, (const bf16 *)gu, N, F);
 }
 
 /* -------------------------------------------------------------- embedding */

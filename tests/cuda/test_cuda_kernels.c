@@ -663,7 +663,10 @@ int main(int argc, char **argv) {
     test_norm(1, 0, 37, 768);
     test_norm(0, 0, 100, 96);
     test_norm(0, 0, 37, 768);
+    test_norm(1, 1, 20, 90); /* C % 4 != 0: the one-column-a-lane kernels */
+    test_norm(0, 0, 20, 90);
     test_activations(50, 200);
+    test_activations(7, 36); /* F % 8 != 0: one element a thread */
     test_embed(3, 20, 48, 61, 0);
     test_embed(1, 1, 48, 61, 17);
     test_crossentropy(16, 50304, 0);

@@ -247,10 +247,12 @@ static void test_sumsq(size_t n) {
 
 int main(int argc, char **argv) {
     const bool quick = argc > 1 && !strcmp(argv[1], "--quick");
-    test_norm(true, 37, 100);
+    test_norm(true, 37, 100); /* C % 4 == 0: four columns a lane at a time */
     test_norm(false, 9, 768);
+    test_norm(true, 5, 90); /* one at a time */
     if (!quick) {
-        test_activations(5, 200);
+        test_activations(5, 200); /* eight elements a thread */
+        test_activations(3, 36);  /* one */
         test_embed(24, 8, 48, 61, 0);
         test_embed(1, 1, 48, 61, 17);
         test_crossentropy(6, 3001, false);

@@ -339,7 +339,10 @@ __device__ __forceinline__ void lse_merge(float &m, float &s, float m2, float s2
 }
 
 #define CE_THREADS 512
-template <typename T>
+/* W consecutive logits a thread at a time (8 bf16 or 4 fp32 in 16 bytes
+ * where V and the rows allow, else 1): one merge of the running (max, sum)
+ * per W values, so W + 1 exponentials instead of 2 W. */
+template <typename T, int W>
 __global__ void __launch_bounds__(CE_THREADS)
     crossentropy_kernel(T *logits, float *lse, float *losses, const int *targets, int V,
                         float dscale) {
@@ -349,7 +352,16 @@ __global__ void __launch_bounds__(CE_THREADS)
     T *z = logits + n * V;
     /* Pass 1: online max and sum per thread, then per warp, then per block. */
     float m = -INFINITY, s = 0.0f;
-    for (int i = threadIdx.x; i < V; i += CE_THREADS) lse_merge(m, s, get(&z[i]), 1.0f);
+    for (int i = threadIdx.x * W; i < V; i += CE_THREADS * W) {
+        float x[W], mx = -INFINITY, sx = 0.0f;
+        load_vec<W>(x, z + i);
+#pragma unroll
+        for (int k = 0; k < W; k++) mx = fmaxf(mx, x[k]);
+        if (mx == -INFINITY) continue; /* all -inf: nothing to add (and no inf - inf) */
+#pragma unroll
+        for (int k = 0; k < W; k++) sx += expf(x[k] - mx);
+        lse_merge(m, s, mx, sx);
+    }
     for (int o = 16; o > 0; o >>= 1) {
         const float m2 = __shfl_xor_sync(0xffffffffu, m, o), s2 = __shfl_xor_sync(0xffffffffu, s, o);
         lse_merge(m, s, m2, s2);
@@ -369,18 +381,30 @@ __global__ void __launch_bounds__(CE_THREADS)
     /* Pass 2: the gradient in place. */
     const float l = row_lse;
     const int tg = targets[n];
-    for (int i = threadIdx.x; i < V; i += CE_THREADS)
-        put(&z[i], (expf(get(&z[i]) - l) - (i == tg ? 1.0f : 0.0f)) * dscale);
+    for (int i = threadIdx.x * W; i < V; i += CE_THREADS * W) {
+        float x[W];
+        load_vec<W>(x, z + i);
+#pragma unroll
+        for (int k = 0; k < W; k++) x[k] = (expf(x[k] - l) - (i + k == tg ? 1.0f : 0.0f)) * dscale;
+        store_vec<W>(z + i, x);
+    }
 }
 
 extern "C" void gpu_crossentropy(float *logits, gpu_bf16 *logits16, float *lse, float *losses,
                                  const int *targets, int N, int V, float dscale) {
-    if (logits16)
-        GPU_LAUNCH(crossentropy_kernel<__nv_bfloat16>, N, CE_THREADS, 0)(
-            (__nv_bfloat16 *)logits16, lse, losses, targets, V, dscale);
+    typedef __nv_bfloat16 bf16;
+    if (logits16 && V % 8 == 0 && vec_ok(logits16, 16))
+        GPU_LAUNCH((crossentropy_kernel<bf16, 8>), N, CE_THREADS, 0)(
+            (bf16 *)logits16, lse, losses, targets, V, dscale);
+    else if (logits16)
+        GPU_LAUNCH((crossentropy_kernel<bf16, 1>), N, CE_THREADS, 0)(
+            (bf16 *)logits16, lse, losses, targets, V, dscale);
+    else if (V % 4 == 0 && vec_ok(logits, 16))
+        GPU_LAUNCH((crossentropy_kernel<float, 4>), N, CE_THREADS, 0)(logits, lse, losses, targets,
+                                                                      V, dscale);
     else
-        GPU_LAUNCH(crossentropy_kernel<float>, N, CE_THREADS, 0)(logits, lse, losses, targets, V,
-                                                                 dscale);
+        GPU_LAUNCH((crossentropy_kernel<float, 1>), N, CE_THREADS, 0)(logits, lse, losses, targets,
+                                                                      V, dscale);
 }
 
 /* ------------------------------------------------------------------ AdamW */
@@ -407,12 +431,21 @@ extern "C" void gpu_adamw(float *p, gpu_bf16 *p16, const float *g, float *m, flo
                                                    beta2, eps, decay, step_size, bc2_sqrt, gscale);
 }
 
-__global__ void sumsq_kernel(double *partial, const float *x, size_t n) {
+/* Four values an access over the first n4 * 4 (x 16-byte aligned, else
+ * n4 = 0), then one at a time: a fixed assignment, so the same sums every
+ * run. */
+__global__ void sumsq_kernel(double *partial, const float *x, size_t n, size_t n4) {
     __shared__ double sh[256];
     double s = 0.0;
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
-         i += (size_t)gridDim.x * blockDim.x)
-        s += (double)x[i] * x[i];
+    const size_t first = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    const size_t stride = (size_t)gridDim.x * blockDim.x;
+    for (size_t i = first; i < n4; i += stride) {
+        float v[4];
+        load_vec<4>(v, x + 4 * i);
+        s += (double)v[0] * v[0] + (double)v[1] * v[1] + (double)v[2] * v[2] +
+             (double)v[3] * v[3];
+    }
+    for (size_t i = 4 * n4 + first; i < n; i += stride) s += (double)x[i] * x[i];
     sh[threadIdx.x] = s;
     __syncthreads();
     for (int w = 128; w > 0; w >>= 1) {
@@ -423,5 +456,5 @@ __global__ void sumsq_kernel(double *partial, const float *x, size_t n) {
 }
 
 extern "C" void gpu_sumsq(double *partial, const float *x, size_t n) {
-    GPU_LAUNCH(sumsq_kernel, GPU_SUMSQ_BLOCKS, 256, 0)(partial, x, n);
+    GPU_LAUNCH(sumsq_kernel, GPU_SUMSQ_BLOCKS, 256, 0)(partial, x, n, vec_ok(x, 16) ? n / 4 : 0);
 }

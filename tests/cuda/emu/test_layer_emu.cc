@@ -255,10 +255,13 @@ int main(int argc, char **argv) {
         test_activations(3, 36);  /* one */
         test_embed(24, 8, 48, 61, 0);
         test_embed(1, 1, 48, 61, 17);
-        test_crossentropy(6, 3001, false);
+        test_crossentropy(6, 3001, false); /* one logit a thread at a time */
         test_crossentropy(6, 3001, true);
+        test_crossentropy(4, 3000, false); /* eight (bf16) or four (fp32) */
+        test_crossentropy(4, 3000, true);
         test_adamw(5000);
         test_sumsq(300000);
+        test_sumsq(1001); /* four at a time, then one left over */
     }
     printf("test_layer_emu: %d checks, %d failed\n", checks, failures);
     return failures ? 1 : 0;

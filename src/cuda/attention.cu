@@ -18,24 +18,74 @@
 
 /* ------------------------------------------------------- split and RoPE */
 
-/* One thread per coordinate pair of one head of one token. Rotated pairs
- * turn in q and k heads only; the rest of the head, and v, are copied
- * pairwise. Forward: token-major qkv (bf16, the projection's output) ->
- * per-head q, k, v rotated by theta (TH: bf16 for the tensor cores, else
- * fp32); backward: per-head gradients (fp32) -> token-major dqkv (bf16, the
- * input of the projection's backward GEMM) rotated by -theta. */
-template <typename TM, typename TH>
+/* The G pairs of a head row p that a thread moves: x their first
+ * coordinates, y their second. G = 4: four consecutive pairs, which lie as
+ * one run of 8 values (interleaved pairs and the unrotated rest) or as two
+ * runs of 4 (split: RoPE's half pairing), read and written 4 at a time. */
+template <typename T>
+__device__ __forceinline__ void gather_pairs(float (&x)[1], float (&y)[1], const T *p,
+                                             const int (&e0)[1], const int (&e1)[1], bool) {
+    x[0] = get(&p[e0[0]]);
+    y[0] = get(&p[e1[0]]);
+}
+template <typename T>
+__device__ __forceinline__ void scatter_pairs(T *p, const float (&x)[1], const float (&y)[1],
+                                              const int (&e0)[1], const int (&e1)[1], bool) {
+    put(&p[e0[0]], x[0]);
+    put(&p[e1[0]], y[0]);
+}
+template <typename T>
+__device__ __forceinline__ void gather_pairs(float (&x)[4], float (&y)[4], const T *p,
+                                             const int (&e0)[4], const int (&e1)[4], bool split) {
+    float a[4], b[4];
+    load_vec<4>(a, p + e0[0]);
+    load_vec<4>(b, p + (split ? e1[0] : e0[0] + 4));
+    if (split) {
+#pragma unroll
+        for (int k = 0; k < 4; k++) x[k] = a[k], y[k] = b[k];
+    } else {
+        x[0] = a[0], y[0] = a[1], x[1] = a[2], y[1] = a[3];
+        x[2] = b[0], y[2] = b[1], x[3] = b[2], y[3] = b[3];
+    }
+}
+template <typename T>
+__device__ __forceinline__ void scatter_pairs(T *p, const float (&x)[4], const float (&y)[4],
+                                              const int (&e0)[4], const int (&e1)[4], bool split) {
+    float a[4], b[4];
+    if (split) {
+#pragma unroll
+        for (int k = 0; k < 4; k++) a[k] = x[k], b[k] = y[k];
+    } else {
+        a[0] = x[0], a[1] = y[0], a[2] = x[1], a[3] = y[1];
+        b[0] = x[2], b[1] = y[2], b[2] = x[3], b[3] = y[3];
+    }
+    store_vec<4>(p + e0[0], a);
+    store_vec<4>(p + (split ? e1[0] : e0[0] + 4), b);
+}
+
+/* One thread per G coordinate pairs of one head of one token (G = 4 when
+ * hd and rd are multiples of 8, so that a thread's pairs are all rotated or
+ * all not, and the arrays are 16-byte aligned; else 1). Rotated pairs turn
+ * in q and k heads only; the rest of the head, and v, are copied pairwise.
+ * Forward: token-major qkv (bf16, the projection's output) -> per-head q,
+ * k, v rotated by theta (TH: bf16 for the tensor cores, else fp32);
+ * backward: per-head gradients (fp32) -> token-major dqkv (bf16, the input
+ * of the projection's backward GEMM) rotated by -theta. */
+template <typename TM, typename TH, int G>
 __global__ void split_rope_kernel(TH *q, TH *k, TH *v, TM *qkv, const float *cs,
                                   const float *sn, int B, int T, int nh, int nkv, int hd, int rd,
                                   int half_pairs, int backward) {
-    const int hp = hd / 2, S = nh + 2 * nkv;
+    const int groups = hd / 2 / G, S = nh + 2 * nkv;
     const size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (idx >= (size_t)B * T * S * hp) return;
-    const int i = (int)(idx % hp), s = (int)(idx / hp % S);
-    const size_t n = idx / hp / S;
+    if (idx >= (size_t)B * T * S * groups) return;
+    const int i0 = (int)(idx % groups) * G, s = (int)(idx / groups % S);
+    const size_t n = idx / groups / S;
     const int t = (int)(n % T), b = (int)(n / T), r2 = rd / 2;
-    int e0, e1;
-    const int rot = rope_pair(i, rd, half_pairs, &e0, &e1) && cs && s < nh + nkv;
+    int e0[G], e1[G], in_rd = 0;
+#pragma unroll
+    for (int j = 0; j < G; j++) in_rd = rope_pair(i0 + j, rd, half_pairs, &e0[j], &e1[j]);
+    const int rot = in_rd && cs && s < nh + nkv;
+    const bool split = in_rd && half_pairs;
     TH *dst;
     int head, heads;
     if (s < nh) dst = q, head = s, heads = nh;
@@ -43,41 +93,65 @@ __global__ void split_rope_kernel(TH *q, TH *k, TH *v, TM *qkv, const float *cs,
     else dst = v, head = s - nh - nkv, heads = nkv;
     TH *hm = dst + (((size_t)b * heads + head) * T + t) * hd;
     TM *tm = qkv + n * (size_t)S * hd + (size_t)s * hd;
-    const float c = rot ? cs[(size_t)t * r2 + i] : 1.0f, si = rot ? sn[(size_t)t * r2 + i] : 0.0f;
-    if (!backward) {
-        const float a = get(&tm[e0]), bb = get(&tm[e1]);
-        put(&hm[e0], a * c - bb * si);
-        put(&hm[e1], a * si + bb * c);
-    } else {
-        const float a = get(&hm[e0]), bb = get(&hm[e1]);
-        put(&tm[e0], a * c + bb * si);
-        put(&tm[e1], bb * c - a * si);
+    float c[G], si[G], x[G], y[G], xr[G], yr[G];
+#pragma unroll
+    for (int j = 0; j < G; j++) {
+        c[j] = rot ? cs[(size_t)t * r2 + i0 + j] : 1.0f;
+        si[j] = rot ? sn[(size_t)t * r2 + i0 + j] : 0.0f;
     }
+    if (!backward) {
+        gather_pairs(x, y, tm, e0, e1, split);
+#pragma unroll
+        for (int j = 0; j < G; j++) {
+            xr[j] = x[j] * c[j] - y[j] * si[j];
+            yr[j] = x[j] * si[j] + y[j] * c[j];
+        }
+        scatter_pairs(hm, xr, yr, e0, e1, split);
+    } else {
+        gather_pairs(x, y, hm, e0, e1, split);
+#pragma unroll
+        for (int j = 0; j < G; j++) {
+            xr[j] = x[j] * c[j] + y[j] * si[j];
+            yr[j] = y[j] * c[j] - x[j] * si[j];
+        }
+        scatter_pairs(tm, xr, yr, e0, e1, split);
+    }
+}
+
+/* Both directions: G = 4 where the shapes and pointers allow it. */
+template <typename TM, typename TH>
+static void split_rope(TH *q, TH *k, TH *v, TM *qkv, const float *cos, const float *sin, int B,
+                       int T, int nh, int nkv, int hd, int rd, int pairing, int backward) {
+    if (!cos) rd = 0;
+    const size_t pairs = (size_t)B * T * (nh + 2 * nkv) * (hd / 2);
+    if (hd % 8 == 0 && rd % 8 == 0 && vec_ok(q, 16) && vec_ok(k, 16) && vec_ok(v, 16) &&
+        vec_ok(qkv, 16))
+        GPU_LAUNCH((split_rope_kernel<TM, TH, 4>), cdiv(pairs / 4, 256), 256, 0)(
+            q, k, v, qkv, cos, sin, B, T, nh, nkv, hd, rd, pairing == 1, backward);
+    else
+        GPU_LAUNCH((split_rope_kernel<TM, TH, 1>), cdiv(pairs, 256), 256, 0)(
+            q, k, v, qkv, cos, sin, B, T, nh, nkv, hd, rd, pairing == 1, backward);
 }
 
 extern "C" void gpu_qkv_split_rope(void *q, void *k, void *v, const gpu_bf16 *qkv, const float *cos,
                                    const float *sin, int B, int T, int nh, int nkv, int hd, int rd,
                                    int pairing, int bf16_heads) {
-    const size_t n = (size_t)B * T * (nh + 2 * nkv) * (hd / 2);
     typedef __nv_bfloat16 bf16;
+    bf16 *tm = (bf16 *)qkv;
     if (bf16_heads)
-        GPU_LAUNCH((split_rope_kernel<bf16, bf16>), cdiv(n, 256), 256, 0)(
-            (bf16 *)q, (bf16 *)k, (bf16 *)v, (bf16 *)qkv, cos, sin, B, T, nh, nkv, hd,
-            cos ? rd : 0, pairing == 1, 0);
+        split_rope(static_cast<bf16 *>(q), static_cast<bf16 *>(k), static_cast<bf16 *>(v), tm, cos,
+                   sin, B, T, nh, nkv, hd, rd, pairing, 0);
     else
-        GPU_LAUNCH((split_rope_kernel<bf16, float>), cdiv(n, 256), 256, 0)(
-            (float *)q, (float *)k, (float *)v, (bf16 *)qkv, cos, sin, B, T, nh, nkv, hd,
-            cos ? rd : 0, pairing == 1, 0);
+        split_rope(static_cast<float *>(q), static_cast<float *>(k), static_cast<float *>(v), tm,
+                   cos, sin, B, T, nh, nkv, hd, rd, pairing, 0);
 }
 
 extern "C" void gpu_qkv_merge_rope_backward(gpu_bf16 *dqkv, const float *dq, const float *dk,
                                             const float *dv, const float *cos, const float *sin,
                                             int B, int T, int nh, int nkv, int hd, int rd,
                                             int pairing) {
-    const size_t n = (size_t)B * T * (nh + 2 * nkv) * (hd / 2);
-    GPU_LAUNCH((split_rope_kernel<__nv_bfloat16, float>), cdiv(n, 256), 256, 0)(
-        (float *)dq, (float *)dk, (float *)dv, (__nv_bfloat16 *)dqkv, cos, sin, B, T, nh, nkv, hd,
-        cos ? rd : 0, pairing == 1, 1);
+    split_rope(const_cast<float *>(dq), const_cast<float *>(dk), const_cast<float *>(dv),
+               (__nv_bfloat16 *)dqkv, cos, sin, B, T, nh, nkv, hd, rd, pairing, 1);
 }
 
 /* ---------------------------------------------------------- forward pass */

@@ -38,14 +38,21 @@ template <typename T, int V>
 struct alignas(sizeof(T) * V) vec_pack {
     T v[V];
 };
+#ifdef ROTARY_CUDA_EMU /* the emulation checks the alignment a GPU requires */
+#define VEC_ACCESS(p, bytes) (bytes > sizeof(*(p)) ? emu_vec_access(p, bytes) : (void)0)
+#else
+#define VEC_ACCESS(p, bytes) ((void)0)
+#endif
 template <int V, typename T>
 __device__ __forceinline__ void load_vec(float (&r)[V], const T *p) {
+    VEC_ACCESS(p, sizeof(vec_pack<T, V>));
     const vec_pack<T, V> k = *reinterpret_cast<const vec_pack<T, V> *>(p);
 #pragma unroll
     for (int i = 0; i < V; i++) r[i] = get(&k.v[i]);
 }
 template <int V, typename T>
 __device__ __forceinline__ void store_vec(T *p, const float (&r)[V]) {
+    VEC_ACCESS(p, sizeof(vec_pack<T, V>));
     vec_pack<T, V> k;
 #pragma unroll
     for (int i = 0; i < V; i++) put(&k.v[i], r[i]);

@@ -558,6 +558,15 @@ void mma_sync(fragment<accumulator, 16, 16, 16, float> &d,
 } /* namespace wmma */
 } /* namespace nvcuda */
 
+/* A vector access of `bytes` (8 or 16) at p, as load_vec and store_vec in
+ * common.cuh make: a GPU faults on a misaligned one, so this aborts. */
+inline void emu_vec_access(const void *p, size_t bytes) {
+    if ((uintptr_t)p % bytes) {
+        fprintf(stderr, "cuda_emu: %zu-byte vector access at %p misaligned\n", bytes, p);
+        abort();
+    }
+}
+
 /* cp.async.cg (16 bytes, zero-filled when !full), commit_group and
  * wait_group: a thread's copies wait in its own queue until a wait_group
  * that covers their group. The copy may land any time between the two on a

@@ -111,13 +111,14 @@ int main(int argc, char **argv) {
         return 1;
     }
     /* q, k, v as the split kernel writes them: bf16 for the tensor cores;
-     * dout16: the backward's scratch for dout in bf16 */
+     * dout in bf16, as the output projection's backward GEMM writes it */
     const void *qa = q, *ka = k, *va = v;
     gpu_bf16 *dout16 = NULL;
     if (cudaMalloc((void **)&dout16, nq * sizeof(gpu_bf16)) != cudaSuccess) {
         fprintf(stderr, "cuda_attention: out of GPU memory\n");
         return 1;
     }
+    gpu_to_bf16(dout16, dout, nq);
     if (GPU_ATTN_TC(hd)) {
         gpu_bf16 *h[3] = {NULL, NULL, NULL};
         const float *src[3] = {q, k, v};
@@ -143,7 +144,7 @@ int main(int argc, char **argv) {
             cudaEventRecord(e0, 0);
             gpu_attention_forward(out, lse, qa, ka, va, NULL, NULL, B, T, nh, nkv, hd);
             cudaEventRecord(e1, 0);
-            gpu_attention_backward(dq, dk, dv, dsum, dout16, dout, out, qa, ka, va, lse, NULL, NULL,
+            gpu_attention_backward(dq, dk, dv, dsum, dout16, out, qa, ka, va, lse, NULL, NULL,
                                    NULL, B, T, nh, nkv, hd);
             cudaEventRecord(e2, 0);
             if (gpu_sync()) {

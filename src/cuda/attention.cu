@@ -227,18 +227,15 @@ __global__ void __launch_bounds__(FWD_BR)
 /* --------------------------------------------------------- backward pass */
 
 /* dsum (B, nh, T) = rowsum(dout * out): the D of the softmax backward. */
-__global__ void dsum_kernel(float *dsum, __nv_bfloat16 *dout16, const float *dout,
-                            const __nv_bfloat16 *out,
+__global__ void dsum_kernel(float *dsum, const __nv_bfloat16 *dout, const __nv_bfloat16 *out,
                             int B, int T, int nh, int hd) {
     const size_t r = (size_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
     if (r >= (size_t)B * nh * T) return;
     const int t = (int)(r % T), h = (int)(r / T % nh);
     const size_t b = r / T / nh, at = ((b * T + t) * nh + h) * hd;
     float s = 0.0f;
-    for (int d = threadIdx.x % 32; d < hd; d += 32) {
-        s += dout[at + d] * __bfloat162float(out[at + d]);
-        if (dout16) dout16[at + d] = __float2bfloat16(dout[at + d]);
-    }
+    for (int d = threadIdx.x % 32; d < hd; d += 32)
+        s += __bfloat162float(dout[at + d]) * __bfloat162float(out[at + d]);
     s = warp_sum(s);
     if (threadIdx.x % 32 == 0) dsum[r] = s;
 }
@@ -246,7 +243,7 @@ __global__ void dsum_kernel(float *dsum, __nv_bfloat16 *dout16, const float *dou
 /* dq: grid (T / BWD_BR, B*nh), one query row per thread, key tiles streamed. */
 template <int HD>
 __global__ void __launch_bounds__(BWD_BR)
-    flash_backward_q_kernel(float *dq, float *dt5, const float *dout, const float *q,
+    flash_backward_q_kernel(float *dq, float *dt5, const __nv_bfloat16 *dout, const float *q,
                             const float *k, const float *v, const float *lse, const float *dsum,
                             const float *alibi, const float *t5, int T, int nh, int nkv, int hd,
                             float scale) {
@@ -254,14 +251,14 @@ __global__ void __launch_bounds__(BWD_BR)
     const int bh = blockIdx.y, b = bh / nh, h = bh % nh, g = h / (nh / nkv);
     const int i = blockIdx.x * BWD_BR + threadIdx.x, valid = i < T;
     const float *kh = k + ((size_t)b * nkv + g) * T * hd, *vh = v + ((size_t)b * nkv + g) * T * hd;
-    const float *dorow = dout + (((size_t)b * T + (valid ? i : 0)) * nh + h) * hd;
+    const __nv_bfloat16 *dorow = dout + (((size_t)b * T + (valid ? i : 0)) * nh + h) * hd;
     const float slope = alibi ? alibi[h] : 0.0f, *tb = t5 ? t5 + (size_t)h * T : NULL;
     float *dtb = dt5 ? dt5 + (size_t)bh * T : NULL;
     float qr[HD], dor[HD], dqr[HD];
 #pragma unroll
     for (int d = 0; d < HD; d++) {
         qr[d] = valid && d < hd ? q[((size_t)bh * T + i) * hd + d] * scale : 0.0f;
-        dor[d] = valid && d < hd ? dorow[d] : 0.0f;
+        dor[d] = valid && d < hd ? get(&dorow[d]) : 0.0f;
         dqr[d] = 0.0f;
     }
     const float li = valid ? lse[(size_t)bh * T + i] : 0.0f;
@@ -303,7 +300,7 @@ __global__ void __launch_bounds__(BWD_BR)
  * conflicts), the query tile is read by all threads at once (broadcast). */
 template <int HD>
 __global__ void __launch_bounds__(BWD_BK)
-    flash_backward_kv_kernel(float *dk, float *dv, const float *dout, const float *q,
+    flash_backward_kv_kernel(float *dk, float *dv, const __nv_bfloat16 *dout, const float *q,
                              const float *k, const float *v, const float *lse, const float *dsum,
                              const float *alibi, const float *t5, int T, int nh, int nkv, int hd,
                              float scale) {
@@ -331,7 +328,7 @@ __global__ void __launch_bounds__(BWD_BK)
             for (int e = tid; e < BWD_BQ * HD; e += BWD_BK) {
                 const int r = e / HD, d = e % HD, i = i0 + r, ok = i < T && d < hd;
                 Qs[e] = ok ? q[(bh * T + i) * hd + d] : 0.0f;
-                dOs[e] = ok ? dout[(((size_t)b * T + i) * nh + h) * hd + d] : 0.0f;
+                dOs[e] = ok ? get(&dout[(((size_t)b * T + i) * nh + h) * hd + d]) : 0.0f;
             }
             if (tid < BWD_BQ) {
                 const int i = i0 + tid;
@@ -381,7 +378,7 @@ static void forward_hd(__nv_bfloat16 *out, float *lse, const float *q, const flo
 
 template <int HD>
 static void backward_hd(float *dq, float *dk, float *dv, float *dt5, const float *dsum,
-                        const float *dout, const float *q, const float *k, const float *v,
+                        const __nv_bfloat16 *dout, const float *q, const float *k, const float *v,
                         const float *lse, const float *alibi, const float *t5, int B, int T,
                         int nh, int nkv, int hd) {
     const float scale = 1.0f / sqrtf((float)hd);
@@ -436,30 +433,30 @@ extern "C" void gpu_attention_forward(gpu_bf16 *out, float *lse, const void *q, 
 }
 
 extern "C" void gpu_attention_backward(float *dq, float *dk, float *dv, float *dsum,
-                                       gpu_bf16 *dout16, const float *dout, const gpu_bf16 *out,
+                                       const gpu_bf16 *dout, const gpu_bf16 *out,
                                        const void *q, const void *k, const void *v,
                                        const float *lse, const float *alibi, const float *t5,
                                        float *dt5, int B, int T, int nh, int nkv, int hd) {
     const size_t rows = (size_t)B * nh * T;
     const int tc = GPU_ATTN_BF16(hd, t5 != NULL);
-    __nv_bfloat16 *d16 = tc ? (__nv_bfloat16 *)dout16 : NULL;
-    GPU_LAUNCH(dsum_kernel, cdiv(rows, 8), 256, 0)(dsum, d16, dout, (const __nv_bfloat16 *)out, B,
-                                                   T, nh, hd);
+    const __nv_bfloat16 *d16 = (const __nv_bfloat16 *)dout;
+    GPU_LAUNCH(dsum_kernel, cdiv(rows, 8), 256, 0)(dsum, d16, (const __nv_bfloat16 *)out, B, T, nh,
+                                                   hd);
     const gpu_bf16 *q16 = (const gpu_bf16 *)q, *k16 = (const gpu_bf16 *)k;
     const gpu_bf16 *v16 = (const gpu_bf16 *)v;
     const float *qf = (const float *)q, *kf = (const float *)k, *vf = (const float *)v;
     if (tc && GPU_ATTN_MMA_BWD(hd) && use_mma())
-        gpu_flash_backward_mma(dq, dk, dv, dsum, dout16, q16, k16, v16, lse, alibi, B, T, nh, nkv,
+        gpu_flash_backward_mma(dq, dk, dv, dsum, dout, q16, k16, v16, lse, alibi, B, T, nh, nkv,
                                hd, kernel_set() == GPU_ATTN_MMA_ATOMIC);
     else if (tc)
-        gpu_flash_backward_tc(dq, dk, dv, dsum, dout16, q16, k16, v16, lse, alibi, B, T, nh, nkv,
+        gpu_flash_backward_tc(dq, dk, dv, dsum, dout, q16, k16, v16, lse, alibi, B, T, nh, nkv,
                               hd);
     else if (hd <= 32)
-        backward_hd<32>(dq, dk, dv, dt5, dsum, dout, qf, kf, vf, lse, alibi, t5, B, T, nh, nkv, hd);
+        backward_hd<32>(dq, dk, dv, dt5, dsum, d16, qf, kf, vf, lse, alibi, t5, B, T, nh, nkv, hd);
     else if (hd <= 64)
-        backward_hd<64>(dq, dk, dv, dt5, dsum, dout, qf, kf, vf, lse, alibi, t5, B, T, nh, nkv, hd);
+        backward_hd<64>(dq, dk, dv, dt5, dsum, d16, qf, kf, vf, lse, alibi, t5, B, T, nh, nkv, hd);
     else
-        backward_hd<128>(dq, dk, dv, dt5, dsum, dout, qf, kf, vf, lse, alibi, t5, B, T, nh, nkv,
+        backward_hd<128>(dq, dk, dv, dt5, dsum, d16, qf, kf, vf, lse, alibi, t5, B, T, nh, nkv,
                          hd);
 }
 

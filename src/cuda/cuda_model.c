@@ -207,11 +207,11 @@ int cuda_model_reserve(cuda_model *g, int B, int T) {
     const size_t FS = lin ? Q + KV : 0, RF = lin && c->pos == ROTARY_POS_ROPE ? FS : 0;
     const size_t SQ = lin ? 0 : head_floats(c, Q), SKV = lin ? 0 : head_floats(c, KV);
     const size_t LQKV = lin ? QKV : 0, T5 = c->pos == ROTARY_POS_T5 ? nh : 0;
-    const size_t LQ = lin ? Q : 0; /* linear attention's fp32 output (softmax's is bf16 only) */
+    const size_t LQ = lin ? Q : 0; /* linear attention's fp32 output and its gradient */
     const size_t per_layer = C + 4 + SQ + LQ + 2 * SKV + nh + LQKV + FS + RF;
     /* Each of the 31 fp32 and 11 bf16 arrays below starts at a multiple of 16
      * bytes (for cuBLAS and the vectorised bf16 rounding). */
-    const size_t need = N * ((L + 1) * C + L * per_layer + 2 + V + 2 + QKV + C + 2 * Q + 2 * KV +
+    const size_t need = N * ((L + 1) * C + L * per_layer + 2 + V + 2 + QKV + C + Q + LQ + 2 * KV +
                              nh + 2 * FS + T5) + T5 * T + 4 * 31;
     /* bf16: h1, h2, up, act, attout16 (the attention's output) a layer; hf, dh, dact, dup, dqkv16,
      * dres16. */
@@ -259,7 +259,7 @@ int cuda_model_reserve(cuda_model *g, int B, int T) {
     CARVE(qkv, N * QKV);
     CARVE(dres, N * C);
     CARVE(dq, N * Q);
-    CARVE(dattout, N * Q);
+    CARVE(dattout, N * LQ);
     CARVE(dk, N * KV);
     CARVE(dv, N * KV);
     CARVE(dsum, N * nh);
@@ -496,16 +496,18 @@ int cuda_model_backward(cuda_model *g) {
                           xmid, P(lp->norm2_w), layer_norm ? g->mean2 + l * capN : NULL,
                           g->rstd2 + l * capN, N, C);
 
-        gpu_linear_backward(g->dattout, NULL, G(lp->wo), OPT(g->grads, lp->bo), g->dres16, attout16,
-                            W(lp->wo), N, Q, C);
-        if (c->attn == ROTARY_ATTN_LINEAR) {
+        /* The attention output's gradient: fp32 for linear attention; bf16
+         * for softmax attention, in dqkv16 until the merge writes over it. */
+        const int lin = c->attn == ROTARY_ATTN_LINEAR;
+        gpu_linear_backward(lin ? g->dattout : NULL, lin ? NULL : g->dqkv16, G(lp->wo),
+                            OPT(g->grads, lp->bo), g->dres16, attout16, W(lp->wo), N, Q, C);
+        if (lin) {
             linear_block_backward(g, l, g->attout + l * capN * Q, B, T);
         } else {
-            /* dqkv16 holds the rounded dattout until the merge writes it */
             const int t5 = c->pos == ROTARY_POS_T5; /* g->t5tab: the forward's table */
-            gpu_attention_backward(g->dq, g->dk, g->dv, g->dsum, g->dqkv16, g->dattout, attout16, q,
-                                   k, v, lse, g->alibi, t5 ? g->t5tab : NULL, t5 ? g->dt5 : NULL,
-                                   B, T, nh, nkv, hd);
+            gpu_attention_backward(g->dq, g->dk, g->dv, g->dsum, g->dqkv16, attout16, q, k, v, lse,
+                                   g->alibi, t5 ? g->t5tab : NULL, t5 ? g->dt5 : NULL, B, T, nh,
+                                   nkv, hd);
             if (t5)
                 gpu_t5_table_backward(G(lo->rel_bias), g->dt5, g->bucket, B, nh, T,
                                       c->t5_buckets);

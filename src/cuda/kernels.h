@@ -135,14 +135,13 @@ void gpu_qkv_merge_rope_backward(gpu_bf16 *dqkv, const float *dq, const float *d
 void gpu_attention_forward(gpu_bf16 *out, float *lse, const void *q, const void *k, const void *v,
                            const float *alibi, const float *t5, int B, int T, int nh, int nkv,
                            int hd);
-/* dq (B, nh, T, hd), dk, dv (B, nkv, T, hd) (=) from dout (B, T, nh*hd),
- * recomputing the probabilities from lse; dsum (B, nh, T) and, when
- * GPU_ATTN_BF16, dout16 (B*T*nh*hd bf16: dout rounded for the tensor cores)
- * are scratch. dt5 (B, nh, T), NULL without t5 (=): dt5[b][h][n] the sum over i of
+/* dq (B, nh, T, hd), dk, dv (B, nkv, T, hd) (=) from dout (B, T, nh*hd,
+ * bf16: the output projection's backward GEMM writes it so), recomputing the
+ * probabilities from lse; dsum (B, nh, T) is scratch. dt5 (B, nh, T), NULL without t5 (=): dt5[b][h][n] the sum over i of
  * the gradient of the biased score (i, i - n), as attention_backward's
  * dbias (summed atomically, so not the same bits every run). */
-void gpu_attention_backward(float *dq, float *dk, float *dv, float *dsum, gpu_bf16 *dout16,
-                            const float *dout, const gpu_bf16 *out, const void *q, const void *k,
+void gpu_attention_backward(float *dq, float *dk, float *dv, float *dsum, const gpu_bf16 *dout,
+                            const gpu_bf16 *out, const void *q, const void *k,
                             const void *v, const float *lse, const float *alibi, const float *t5,
                             float *dt5, int B, int T, int nh, int nkv, int hd);
 /* T5's table by distance for T positions: tab (nh, T), tab[h*T + n] =

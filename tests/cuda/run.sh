@@ -122,12 +122,14 @@ run cuda_attention 60 "$BUILD/bench/cuda_attention"
 run torch_attention_gpu 60 "$PYTHON" bench/torch_attention_gpu.py
 run cuda_decode 60 "$BUILD/bench/cuda_decode"
 run torch_train_gpu 180 "$PYTHON" bench/torch_train_gpu.py
-# Where the time of a training step goes, kernel by kernel (Nsight Compute,
-# one metric, clocks left alone), on a 2-layer model of the benchmark's width
-# and context: informational, so its status does not decide the run's.
+# Where the time of a training step goes, kernel by kernel (Nsight Compute:
+# time and the bytes each kernel moves to and from memory, so GB/s against
+# the memory's bound; clocks left alone), on a 2-layer model of the
+# benchmark's width and context: informational, so its status does not
+# decide the run's.
 ncu=$(command -v ncu || echo "$(dirname "$NVCC")/ncu")
 if [ -x "$ncu" ]; then
-  run profile 120 bash -c "'$ncu' --clock-control none --metrics gpu__time_duration.sum --csv \
+  run profile 120 bash -c "'$ncu' --clock-control none --metrics gpu__time_duration.sum,dram__bytes.sum --csv \
     --page raw --log-file '$RESULTS/ncu.csv' '$BUILD/bench/cuda_train' --layers 2 --steps 1 \
     --warmup-steps 0 >/dev/null && '$PYTHON' tests/cuda/kernel_times.py '$RESULTS/ncu.csv' 20"
 else

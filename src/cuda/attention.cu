@@ -34,30 +34,28 @@ __device__ __forceinline__ void scatter_pairs(T *p, const float (&x)[1], const f
     put(&p[e0[0]], x[0]);
     put(&p[e1[0]], y[0]);
 }
+/* G = 4: two runs a, b of 4 values; pair k's two values are a[k], b[k]
+ * when split, else the 2k-th and (2k+1)-th of a then b. */
 template <typename T>
 __device__ __forceinline__ void gather_pairs(float (&x)[4], float (&y)[4], const T *p,
                                              const int (&e0)[4], const int (&e1)[4], bool split) {
     float a[4], b[4];
     load_vec<4>(a, p + e0[0]);
     load_vec<4>(b, p + (split ? e1[0] : e0[0] + 4));
-    if (split) {
 #pragma unroll
-        for (int k = 0; k < 4; k++) x[k] = a[k], y[k] = b[k];
-    } else {
-        x[0] = a[0], y[0] = a[1], x[1] = a[2], y[1] = a[3];
-        x[2] = b[0], y[2] = b[1], x[3] = b[2], y[3] = b[3];
+    for (int k = 0; k < 4; k++) {
+        x[k] = split ? a[k] : k < 2 ? a[2 * k] : b[2 * k - 4];
+        y[k] = split ? b[k] : k < 2 ? a[2 * k + 1] : b[2 * k - 3];
     }
 }
 template <typename T>
 __device__ __forceinline__ void scatter_pairs(T *p, const float (&x)[4], const float (&y)[4],
                                               const int (&e0)[4], const int (&e1)[4], bool split) {
     float a[4], b[4];
-    if (split) {
 #pragma unroll
-        for (int k = 0; k < 4; k++) a[k] = x[k], b[k] = y[k];
-    } else {
-        a[0] = x[0], a[1] = y[0], a[2] = x[1], a[3] = y[1];
-        b[0] = x[2], b[1] = y[2], b[2] = x[3], b[3] = y[3];
+    for (int j = 0; j < 4; j++) { /* the inverse: value j of each run */
+        a[j] = split ? x[j] : j % 2 ? y[j / 2] : x[j / 2];
+        b[j] = split ? y[j] : j % 2 ? y[2 + j / 2] : x[2 + j / 2];
     }
     store_vec<4>(p + e0[0], a);
     store_vec<4>(p + (split ? e1[0] : e0[0] + 4), b);

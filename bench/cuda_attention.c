@@ -16,6 +16,7 @@
  * Output: key=value lines. */
 #include "rotary.h"
 #include "cuda/kernels.h"
+#include "half.h"
 
 #include <cuda_runtime_api.h>
 #include <math.h>
@@ -48,10 +49,7 @@ static float *to_host16(const gpu_bf16 *d, size_t n) {
     float *h = malloc(n * sizeof(float));
     uint16_t *b = malloc(n * sizeof(uint16_t));
     if (h && b && cudaMemcpy(b, d, n * sizeof(uint16_t), cudaMemcpyDeviceToHost) == cudaSuccess) {
-        for (size_t i = 0; i < n; i++) {
-            const uint32_t u = (uint32_t)b[i] << 16;
-            memcpy(&h[i], &u, sizeof u);
-        }
+        for (size_t i = 0; i < n; i++) h[i] = rotary_bf16_to_f32(b[i]);
     } else {
         free(h);
         h = NULL;

@@ -10,6 +10,7 @@
 #define CHECK_NAME_WIDTH 52
 #include "../check.h"
 #include "cuda/kernels.h"
+#include "half.h"
 
 #include <cuda_runtime_api.h>
 #include <math.h>
@@ -82,13 +83,7 @@ static inline void *host_of(const void *d, size_t bytes) {
 static inline float *back(const float *d, size_t n) { return host_of(d, n * sizeof(float)); }
 
 /* x rounded to bf16 (nearest, ties to even; x finite), as a float. */
-static inline float round_bf16(float x) {
-    uint32_t u;
-    memcpy(&u, &x, sizeof u);
-    u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
-    memcpy(&x, &u, sizeof x);
-    return x;
-}
+static inline float round_bf16(float x) { return rotary_bf16_to_f32(rotary_f32_to_bf16(x)); }
 
 /* A bf16 device copy of host x (n floats), rounded by gpu_to_bf16. */
 static inline gpu_bf16 *dev16(const float *x, size_t n) {
@@ -109,10 +104,7 @@ static inline float *back16(const gpu_bf16 *d, size_t n) {
     uint16_t *b = host_of(d, n * sizeof(uint16_t));
     float *h = malloc((n ? n : 1) * sizeof(float));
     if (!h) exit(2);
-    for (size_t i = 0; i < n; i++) {
-        const uint32_t u = (uint32_t)b[i] << 16;
-        memcpy(&h[i], &u, sizeof u);
-    }
+    for (size_t i = 0; i < n; i++) h[i] = rotary_bf16_to_f32(b[i]);
     free(b);
     return h;
 }

@@ -127,23 +127,12 @@ static void test(const kernels &K, int B, int T, int nh, int nkv, int hd, bool a
         }
 
     /* q, k, v in bf16, as the split kernel writes them for the tensor cores */
-    auto narrow = [](const std::vector<float> &x) {
-        std::vector<gpu_bf16> y(x.size());
-        for (size_t i = 0; i < x.size(); i++) {
-            const __nv_bfloat16 b = __float2bfloat16(x[i]);
-            memcpy(&y[i], &b, sizeof y[i]);
-        }
-        return y;
-    };
     const std::vector<gpu_bf16> q16 = narrow(q), k16 = narrow(k), v16 = narrow(v);
     std::vector<gpu_bf16> gout16(nq);
-    std::vector<float> gout(nq), glse((size_t)B * nh * T);
+    std::vector<float> glse((size_t)B * nh * T);
     K.forward(gout16.data(), glse.data(), q16.data(), k16.data(), v16.data(), al, B, T, nh, nkv,
               hd);
-    for (size_t i = 0; i < nq; i++) { /* the output is bf16: widen it (exact) */
-        const uint32_t u = (uint32_t)gout16[i] << 16;
-        memcpy(&gout[i], &u, 4);
-    }
+    const std::vector<float> gout = widen(gout16); /* the output is bf16 */
     snprintf(name, sizeof name, "%s forward out %s", K.name, cfg);
     double e = rel_err(gout, out);
     check(e <= 8e-3, name, e, 8e-3);

@@ -32,27 +32,11 @@ static std::vector<float> randn(size_t n, float scale = 1.0f) {
     return x;
 }
 
-static std::vector<float> widen(const std::vector<gpu_bf16> &x) {
-    std::vector<float> y(x.size());
-    for (size_t i = 0; i < x.size(); i++) {
-        const uint32_t u = (uint32_t)x[i] << 16;
-        memcpy(&y[i], &u, 4);
-    }
-    return y;
-}
-
-/* x rounded to bf16 in place (nearest even; the values are finite), and
- * those bf16 values: inputs both sides then read alike. */
-static std::vector<gpu_bf16> narrow(std::vector<float> &x) {
-    std::vector<gpu_bf16> y(x.size());
-    for (size_t i = 0; i < x.size(); i++) {
-        uint32_t u;
-        memcpy(&u, &x[i], 4);
-        u += 0x7fff + ((u >> 16) & 1);
-        y[i] = (gpu_bf16)(u >> 16);
-        u &= 0xffff0000u;
-        memcpy(&x[i], &u, 4);
-    }
+/* x rounded to bf16 in place, and those bf16 values: inputs both sides
+ * then read alike. */
+static std::vector<gpu_bf16> round_in_place(std::vector<float> &x) {
+    std::vector<gpu_bf16> y = narrow(x);
+    x = widen(y);
     return y;
 }
 
@@ -62,7 +46,7 @@ static void test_norm(bool layer, int N, int C) {
     const double eps = 1e-5;
     auto x = randn((size_t)N * C, 2.0f), w = randn(C), b = randn(C), d = randn((size_t)N * C);
     auto dx0 = randn((size_t)N * C), dw0 = randn(C), db0 = randn(C);
-    const auto d16 = narrow(d); /* the GEMM's bf16 gradient */
+    const auto d16 = round_in_place(d); /* the GEMM's bf16 gradient */
     std::vector<double> out((size_t)N * C), mean(N), rstd(N), dx(dx0.begin(), dx0.end());
     std::vector<double> dw(dw0.begin(), dw0.end()), db(db0.begin(), db0.end());
     for (int n = 0; n < N; n++) {
@@ -119,7 +103,7 @@ static void test_activations(int N, int F) {
     const double K = 0.7978845608028654;
     auto x = randn(2 * n, 2.0f), d = randn(n);
     /* training reads bf16 (the GEMMs' outputs); decoding fp32 of the same values */
-    const auto x16 = narrow(x), d16 = narrow(d);
+    const auto x16 = round_in_place(x), d16 = round_in_place(d);
     std::vector<double> gelu(n), dgelu(n), sw(n), dsw(2 * n);
     for (size_t i = 0; i < n; i++) {
         const double a = x[i], th = tanh(K * (a + 0.044715 * a * a * a));
@@ -183,11 +167,7 @@ static void test_crossentropy(int N, int V, bool bf16) {
     const char *kind = bf16 ? " (bf16 logits)" : "";
     auto z = randn((size_t)N * V, 3.0f);
     std::vector<gpu_bf16> z16((size_t)N * V);
-    if (bf16) /* the reference sees the rounded logits */
-        for (size_t i = 0; i < z.size(); i++) {
-            z16[i] = __bfloat16_as_ushort(__float2bfloat16(z[i]));
-            z[i] = __bfloat162float(__float2bfloat16(z[i]));
-        }
+    if (bf16) z16 = round_in_place(z); /* the reference sees the rounded logits */
     std::vector<int> tg(N);
     for (auto &t : tg) t = (int)(rng() % V);
     const float dscale = 1.0f / N;

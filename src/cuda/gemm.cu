@@ -48,32 +48,27 @@ extern "C" int gpu_gemm_init(void) {
     return 0;
 }
 
+/* V values a thread per step: V = 4 (one 16-byte load, one 8-byte store)
+ * for 16-byte aligned sources and n % 4 == 0, else 1. */
+template <int V>
 __global__ void to_bf16_kernel(__nv_bfloat16 *dst, const float *src, size_t n) {
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
-         i += (size_t)gridDim.x * blockDim.x)
-        dst[i] = __float2bfloat16(src[i]);
-}
-
-/* Four at a time, for 16-byte aligned sources: one 16-byte load and two
- * 4-byte stores a thread instead of four 4-byte loads and four 2-byte
- * stores. */
-__global__ void to_bf16_x4_kernel(__nv_bfloat162 *dst, const float4 *src, size_t n4) {
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n4;
-         i += (size_t)gridDim.x * blockDim.x) {
-        const float4 x = src[i];
-        dst[2 * i] = __floats2bfloat162_rn(x.x, x.y);
-        dst[2 * i + 1] = __floats2bfloat162_rn(x.z, x.w);
+    for (size_t i = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) * V; i < n;
+         i += (size_t)gridDim.x * blockDim.x * V) {
+        float x[V];
+        load_vec<V>(x, src + i);
+        store_vec<V>(dst + i, x);
     }
 }
 
 extern "C" void gpu_to_bf16(gpu_bf16 *dst, const float *src, size_t n) {
-    if ((uintptr_t)src % 16 == 0 && (uintptr_t)dst % 8 == 0 && n % 4 == 0) {
+    typedef __nv_bfloat16 bf16;
+    if (vec_ok(src, 16) && vec_ok(dst, 8) && n % 4 == 0) {
         const size_t n4 = n / 4;
-        GPU_LAUNCH(to_bf16_x4_kernel, cdiv(n4, 256) < 16384 ? cdiv(n4, 256) : 16384, 256, 0)(
-            (__nv_bfloat162 *)dst, (const float4 *)src, n4);
+        GPU_LAUNCH(to_bf16_kernel<4>, cdiv(n4, 256) < 16384 ? cdiv(n4, 256) : 16384, 256, 0)(
+            (bf16 *)dst, src, n);
     } else if (n) {
-        GPU_LAUNCH(to_bf16_kernel, cdiv(n, 256) < 16384 ? cdiv(n, 256) : 16384, 256, 0)(
-            (__nv_bfloat16 *)dst, src, n);
+        GPU_LAUNCH(to_bf16_kernel<1>, cdiv(n, 256) < 16384 ? cdiv(n, 256) : 16384, 256, 0)(
+            (bf16 *)dst, src, n);
     }
 }
 

@@ -159,9 +159,9 @@ enum { FWD_BR = 64, FWD_BC = 32, BWD_BR = 64, BWD_BC = 32, BWD_BK = 32, BWD_BQ =
 /* grid (T / FWD_BR, B*nh), one query row per thread. */
 template <int HD>
 __global__ void __launch_bounds__(FWD_BR)
-    flash_forward_kernel(__nv_bfloat16 *out, float *lse, const float *q, const float *k, const float *v,
-                         const float *alibi, const float *t5, int T, int nh, int nkv, int hd,
-                         float scale) {
+    flash_forward_kernel(__nv_bfloat16 *out, float *lse, const float *q, const float *k,
+                         const float *v, const float *alibi, const float *t5, int T, int nh,
+                         int nkv, int hd, float scale) {
     __shared__ float Ks[FWD_BC][HD], Vs[FWD_BC][HD];
     const int bh = blockIdx.y, b = bh / nh, h = bh % nh, g = h / (nh / nkv);
     const int i = blockIdx.x * FWD_BR + threadIdx.x, valid = i < T;
@@ -366,9 +366,8 @@ __global__ void __launch_bounds__(BWD_BK)
 
 template <int HD>
 static void forward_hd(__nv_bfloat16 *out, float *lse, const float *q, const float *k,
-                       const float *v,
-                       const float *alibi, const float *t5, int B, int T, int nh, int nkv,
-                       int hd) {
+                       const float *v, const float *alibi, const float *t5, int B, int T, int nh,
+                       int nkv, int hd) {
     dim3 grid(cdiv(T, FWD_BR), B * nh);
     GPU_LAUNCH(flash_forward_kernel<HD>, grid, FWD_BR, 0)(out, lse, q, k, v, alibi, t5, T, nh, nkv,
                                                           hd, 1.0f / sqrtf((float)hd));

@@ -490,8 +490,8 @@ int cuda_model_backward(cuda_model *g) {
                             W(lp->wdown), N, F, C);
         if (c->mlp == ROTARY_MLP_SWIGLU) gpu_swiglu_backward(g->dup, g->dact, up, N, F);
         else gpu_gelu_backward(g->dup, g->dact, up, (size_t)N * F);
-        gpu_linear_backward(NULL, g->dh, G(lp->wup), OPT(g->grads, lp->bup), g->dup, h2, W(lp->wup), N,
-                            C, U);
+        gpu_linear_backward(NULL, g->dh, G(lp->wup), OPT(g->grads, lp->bup), g->dup, h2,
+                            W(lp->wup), N, C, U);
         gpu_norm_backward(g->dres, g->dres16, G(lp->norm2_w), OPT(g->grads, lp->norm2_b), g->dh,
                           xmid, P(lp->norm2_w), layer_norm ? g->mean2 + l * capN : NULL,
                           g->rstd2 + l * capN, N, C);

@@ -179,6 +179,6 @@ void forward(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
 extern "C" void gpu_flash_forward_tc(gpu_bf16 *out, float *lse, const gpu_bf16 *q,
                                      const gpu_bf16 *k, const gpu_bf16 *v, const float *alibi,
                                      int B, int T, int nh, int nkv, int hd) {
-    BY_TILE_HD(forward, hd, (bf16 *)out, lse, (const bf16 *)q, (const bf16 *)k, (const bf16 *)v, alibi, B,
-               T, nh, nkv, hd);
+    BY_TILE_HD(forward, hd, (bf16 *)out, lse, (const bf16 *)q, (const bf16 *)k, (const bf16 *)v,
+               alibi, B, T, nh, nkv, hd);
 }

@@ -625,8 +625,8 @@ void backward(float *dq, float *dk, float *dv, const float *dsum, const bf16 *do
 extern "C" void gpu_flash_forward_mma(gpu_bf16 *out, float *lse, const gpu_bf16 *q,
                                       const gpu_bf16 *k, const gpu_bf16 *v, const float *alibi,
                                       int B, int T, int nh, int nkv, int hd) {
-    BY_TILE_HD(forward, hd, (bf16 *)out, lse, (const bf16 *)q, (const bf16 *)k, (const bf16 *)v, alibi, B,
-               T, nh, nkv, hd);
+    BY_TILE_HD(forward, hd, (bf16 *)out, lse, (const bf16 *)q, (const bf16 *)k, (const bf16 *)v,
+               alibi, B, T, nh, nkv, hd);
 }
 
 extern "C" void gpu_flash_backward_mma(float *dq, float *dk, float *dv, const float *dsum,

@@ -107,8 +107,8 @@ void gpu_adamw(float *p, gpu_bf16 *p16, const float *g, float *m, float *v, size
 void gpu_sumsq(double *partial, const float *x, size_t n);
 
 /* Attention (attention.cu). qkv (B, T, (nh + 2*nkv)*hd) per token q | k | v
- * (the projection's output, bf16) <-> q (B, nh, T, hd), k, v (B, nkv, T, hd) per
- * head, bf16 (gpu_bf16) when bf16 (GPU_ATTN_BF16: the tensor cores' input),
+ * (the projection's output, bf16) <-> q (B, nh, T, hd), k, v (B, nkv, T, hd)
+ * per head, bf16 (gpu_bf16) when bf16 (GPU_ATTN_BF16: the tensor cores' input),
  * else fp32, RoPE applied to q and k on the way (cos, sin (>= T, rd/2): the
  * tables of rotary_rope, position t = row t; NULL: no rotation; pairing as
  * rotary_rope_pairing, rd the rotated dims). hd must be even.
@@ -122,10 +122,11 @@ void gpu_qkv_merge_rope_backward(gpu_bf16 *dqkv, const float *dq, const float *d
                                  int nh, int nkv, int hd, int rd, int pairing);
 /* Causal attention, tiled with an online softmax (no T x T matrix): out
  * (B, T, nh*hd) token-major in bf16 (the output projection's input, and the
- * O of the backward's rowsum(dout * out), as in FlashAttention-2), lse (B, nh, T) the log-sum-exp of each row's
- * scores for the backward. alibi (nh) slopes or NULL; t5 (nh, T) or NULL:
- * t5[h*T + i - j] is added to the scaled score of query i and key j (T5's
- * bias by distance, as attention_forward's dist_bias). Query head h reads
+ * O of the backward's rowsum(dout * out), as in FlashAttention-2), lse (B,
+ * nh, T) the log-sum-exp of each row's scores for the backward. alibi (nh)
+ * slopes or NULL; t5 (nh, T) or NULL: t5[h*T + i - j] is added to the scaled
+ * score of query i and key j (T5's bias by distance, as attention_forward's
+ * dist_bias). Query head h reads
  * kv head h / (nh/nkv). hd <= GPU_ATTN_MAX_HD. q, k, v as
  * gpu_qkv_split_rope writes them: bf16 when GPU_ATTN_BF16(hd, t5 != NULL)
  * (the tensor cores), else fp32 (the CUDA-core kernels of attention.cu,
@@ -137,9 +138,10 @@ void gpu_attention_forward(gpu_bf16 *out, float *lse, const void *q, const void 
                            int hd);
 /* dq (B, nh, T, hd), dk, dv (B, nkv, T, hd) (=) from dout (B, T, nh*hd,
  * bf16: the output projection's backward GEMM writes it so), recomputing the
- * probabilities from lse; dsum (B, nh, T) is scratch. dt5 (B, nh, T), NULL without t5 (=): dt5[b][h][n] the sum over i of
- * the gradient of the biased score (i, i - n), as attention_backward's
- * dbias (summed atomically, so not the same bits every run). */
+ * probabilities from lse; dsum (B, nh, T) is scratch. dt5 (B, nh, T), NULL
+ * without t5 (=): dt5[b][h][n] the sum over i of the gradient of the biased
+ * score (i, i - n), as attention_backward's dbias (summed atomically, so not
+ * the same bits every run). */
 void gpu_attention_backward(float *dq, float *dk, float *dv, float *dsum, const gpu_bf16 *dout,
                             const gpu_bf16 *out, const void *q, const void *k,
                             const void *v, const float *lse, const float *alibi, const float *t5,

@@ -91,28 +91,43 @@ int dist_same(const rotary_dist *d, uint64_t v, int *same);
 /* x (k) <- the sum over the ranks. */
 int dist_sum(const rotary_dist *d, double *x, int k);
 
-/* train.c: the files of a run directory, shared by rotary_train and the GPU
- * loop (src/cuda/cuda_train.c) so that both write them the same crash-safe
- * way (docs/reliability.md). paths: fill ckpt and metrics; resume_point:
- * the step and elapsed time of the checkpoint, checked against opt->step;
- * open: metrics.csv, trimmed to `start` when resumed, else new with its
- * header; row: one line, flushed, a write error reported; sync: fsync
- * before a checkpoint; checkpoint: weights, AdamW state, step; close: keeps
- * the first failure in rc. */
+/* train.c: the training loop, shared by rotary_train and the GPU's
+ * cuda_train (src/cuda/cuda_train.c), so that both follow the same schedule
+ * and write the run directory's files the same crash-safe way
+ * (docs/reliability.md). A device supplies the steps. */
 typedef struct {
     char ckpt[4096], metrics[4096];
     FILE *mf;
 } train_log;
+typedef struct {
+    void *ctx;
+    /* Zero the gradients, take the step's batch (this rank's slice) and
+     * run the forward pass: this rank's mean loss. */
+    int (*forward)(void *ctx, long step, float *loss);
+    /* Backward, clipping to the options' clip, and the AdamW step. */
+    int (*update)(void *ctx, const rotary_adamw_config *ac);
+    /* The validation loss, the same on every rank. */
+    int (*eval)(void *ctx, float *loss);
+    /* Write the checkpoint of `step` (metrics.csv is synced already). */
+    int (*save)(void *ctx, long step, double elapsed);
+} train_device;
 /* The checks rotary_train makes of its options and data, for every loop. */
 int train_check_opts(const rotary_model *m, const rotary_train_opts *o);
+/* The checkpoint and metrics paths of o->run_dir. */
 int train_log_paths(train_log *l, const char *run_dir);
-int train_log_resume_point(const train_log *l, const rotary_adamw *opt, long *start,
-                           double *elapsed);
-int train_log_open(train_log *l, int resumed, long start);
-int train_log_row(train_log *l, const rotary_train_status *st, long last_saved);
-int train_log_sync(train_log *l);
+/* With o->resume and a checkpoint: read its AdamW state into opt (m holds
+ * its weights already) and give its step and elapsed time; then open
+ * metrics.csv (trimmed to *start when resumed, else new). */
+int train_resume(train_log *l, rotary_model *m, rotary_adamw *opt, const rotary_train_opts *o,
+                 long *start, double *elapsed);
+/* Steps start..o->steps: schedule, evaluation, metrics rows, checkpoints,
+ * stopping on a non-finite loss or when on_step asks. */
+int train_loop(train_log *l, const rotary_model *m, const rotary_train_opts *o, long start,
+               double elapsed0, const train_device *dev);
+/* Weights, AdamW state and step into l->ckpt. */
 int train_log_checkpoint(const train_log *l, const rotary_model *m, const rotary_adamw *opt,
                          long step, double elapsed);
+/* Close metrics.csv, keeping the first failure in rc. */
 int train_log_close(train_log *l, int rc);
 
 #endif

@@ -95,8 +95,8 @@ int train_log_paths(train_log *l, const char *run_dir) {
     return ROTARY_OK;
 }
 
-int train_log_resume_point(const train_log *l, const rotary_adamw *opt, long *start,
-                           double *elapsed) {
+static int train_log_resume_point(const train_log *l, const rotary_adamw *opt, long *start,
+                                  double *elapsed) {
     rotary_st_file *f;
     int rc = rotary_st_open(&f, l->ckpt);
     if (rc) return rc;
@@ -109,7 +109,7 @@ int train_log_resume_point(const train_log *l, const rotary_adamw *opt, long *st
     return ROTARY_OK;
 }
 
-int train_log_open(train_log *l, int resumed, long start) {
+static int train_log_open(train_log *l, int resumed, long start) {
     if (resumed) {
         int rc = trim_metrics(l->metrics, start);
         if (rc) return rc;
@@ -122,7 +122,7 @@ int train_log_open(train_log *l, int resumed, long start) {
     return ROTARY_OK;
 }
 
-int train_log_row(train_log *l, const rotary_train_status *st, long last_saved) {
+static int train_log_row(train_log *l, const rotary_train_status *st, long last_saved) {
     char val[32] = "";
     if (st->evaluated) snprintf(val, sizeof val, "%.6f", st->val_loss);
     fprintf(l->mf, "%ld,%.6f,%s,%.6e,%.1f,%.3f\n", st->step, st->train_loss, val, st->lr,
@@ -133,7 +133,7 @@ int train_log_row(train_log *l, const rotary_train_status *st, long last_saved) 
     return ROTARY_OK;
 }
 
-int train_log_sync(train_log *l) {
+static int train_log_sync(train_log *l) {
     /* The rows up to a checkpoint must outlive it (a power cut). */
     if (l->mf && fsync(fileno(l->mf)) != 0)
         return rotary_fail(ROTARY_EIO, "%s: cannot sync: %s", l->metrics, strerror(errno));
@@ -272,16 +272,128 @@ static int update(rotary_model *m, rotary_adamw *opt, int zero, const rotary_ada
     return dist_allgather(d, m->params, n);
 }
 
+int train_resume(train_log *l, rotary_model *m, rotary_adamw *opt, const rotary_train_opts *o,
+                 long *start, double *elapsed) {
+    const rotary_dist *d = o->dist ? o->dist : &ONE;
+    *start = 0, *elapsed = 0;
+    /* Every rank reads the checkpoint (its shard of the AdamW state). */
+    double have[1] = {o->resume && access(l->ckpt, F_OK) == 0};
+    int rc = dist_sum(d, have, 1);
+    if (rc) return rc;
+    if (have[0] > 0 && have[0] < d->size)
+        return rotary_fail(ROTARY_EIO, "%s: only %g of %d ranks see the checkpoint (the run "
+                           "directory must be on a file system they share)", l->ckpt, have[0],
+                           d->size);
+    if (have[0] > 0 && (rc = rotary_checkpoint_load_optim(l->ckpt, m, opt)) == ROTARY_OK)
+        rc = train_log_resume_point(l, opt, start, elapsed);
+    if (rc == ROTARY_OK && d->rank == 0) rc = train_log_open(l, have[0] > 0, *start);
+    return rotary_dist_agree(d, rc);
+}
+
+int train_loop(train_log *l, const rotary_model *m, const rotary_train_opts *o, long start,
+               double elapsed0, const train_device *dev) {
+    const rotary_dist *d = o->dist ? o->dist : &ONE;
+    const int leader = d->rank == 0, B = o->batch, T = m->cfg.ctx;
+    rotary_adamw_config ac = {o->lr, o->beta1, o->beta2, o->eps, o->weight_decay};
+    rotary_train_status st = {start, o->steps, NAN, NAN, 0, 0, 0, elapsed0};
+    long last_saved = start;
+    double t_prev = now_s();
+    int rc = ROTARY_OK;
+    for (long step = start; step < o->steps; step++) {
+        float loss;
+        rc = dev->forward(dev->ctx, step, &loss);
+        /* The loss of the whole batch: the mean of the ranks' means (and
+         * whether any rank failed, in the same call). */
+        double x[2] = {rc == ROTARY_OK ? loss : 0, rc != ROTARY_OK};
+        int rc2 = dist_sum(d, x, 2);
+        if (rc == ROTARY_OK && rc2 == ROTARY_OK && x[1] > 0)
+            rc = rotary_fail(ROTARY_EINVAL, "the forward pass failed on another rank");
+        if (rc || (rc = rc2)) return rc;
+        loss = (float)(x[0] / d->size);
+        if (!isfinite(loss))
+            return rotary_fail(ROTARY_EINVAL, "loss is %f at step %ld; stopped, the last good "
+                               "checkpoint (step %ld) is kept in %s", loss, step + 1, last_saved,
+                               l->ckpt);
+        ac.lr = rotary_lr_at(step, o->warmup, o->steps, o->lr, o->min_lr);
+        if ((rc = dev->update(dev->ctx, &ac))) return rc;
+
+        st.step = step + 1;
+        st.train_loss = loss;
+        st.lr = ac.lr;
+        st.evaluated = (o->eval_every && st.step % o->eval_every == 0) || st.step == o->steps;
+        if (st.evaluated && (rc = dev->eval(dev->ctx, &st.val_loss))) return rc;
+        double t = now_s();
+        st.elapsed_s += t - t_prev;
+        st.tokens_per_s = (double)B * T / (t - t_prev);
+        t_prev = t;
+        if (leader) rc = train_log_row(l, &st, last_saved);
+        /* A failed metrics write (rank 0) stops every rank; any rank asked
+         * to stop (a signal) stops them all at this step. */
+        if ((rc = rotary_dist_agree(d, rc))) return rc;
+        double stop[1] = {o->on_step ? o->on_step(o->ctx, &st) != 0 : 0};
+        if ((rc = dist_sum(d, stop, 1))) return rc;
+        if (stop[0] > 0 || st.step == o->steps || (o->ckpt_every && st.step % o->ckpt_every == 0)) {
+            if ((rc = rotary_dist_agree(d, train_log_sync(l))) ||
+                (rc = dev->save(dev->ctx, st.step, st.elapsed_s)))
+                return rc;
+            last_saved = st.step;
+            t_prev = now_s(); /* checkpoint time is not training time */
+        }
+        if (stop[0] > 0)
+            return rotary_fail(ROTARY_EINTR, "stopped at step %ld; checkpoint saved to %s", st.step,
+                               l->ckpt);
+    }
+    return ROTARY_OK;
+}
+
+/* rotary_train's device: this process's CPU, its slice of each batch. */
+typedef struct {
+    rotary_model *m;
+    rotary_adamw *opt;
+    const rotary_train_opts *o;
+    const rotary_dist *d;
+    const train_log *log;
+    int zero, b, i0;
+    int *tok;
+    double *part;
+} cpu_run;
+
+static int cpu_forward(void *ctx, long step, float *loss) {
+    cpu_run *r = ctx;
+    const rotary_train_opts *o = r->o;
+    const int T = r->m->cfg.ctx;
+    int *tgt = r->tok + (size_t)r->b * T;
+    rotary_batch_slice(o->train_ids, o->n_train, o->batch, T, o->seed, (uint64_t)step, r->i0,
+                       r->i0 + r->b, r->tok, tgt);
+    rotary_model_zero_grad(r->m);
+    return rotary_model_forward(r->m, r->tok, tgt, r->b, T, loss);
+}
+
+static int cpu_update(void *ctx, const rotary_adamw_config *ac) {
+    cpu_run *r = ctx;
+    int rc = backward(r->m, r->zero, r->d);
+    return rc ? rc : update(r->m, r->opt, r->zero, ac, r->o->clip, r->part, r->d);
+}
+
+static int cpu_eval(void *ctx, float *loss) {
+    cpu_run *r = ctx;
+    const rotary_train_opts *o = r->o;
+    return eval_loss(r->m, o->val_ids, o->n_val, o->batch, o->eval_batches, o->seed, r->d, loss);
+}
+
+static int cpu_save(void *ctx, long step, double elapsed) {
+    cpu_run *r = ctx;
+    return save_all(r->log, r->m, r->opt, r->zero, step, elapsed, r->d);
+}
+
 int rotary_train(rotary_model *m, const rotary_train_opts *o) {
     const rotary_dist *d = o->dist ? o->dist : &ONE;
     int rc = train_check_opts(m, o);
     if (rc) return rc;
-    const int leader = d->rank == 0;
-    const int B = o->batch, b = B / d->size, i0 = d->rank * b, T = m->cfg.ctx;
+    const int B = o->batch, b = B / d->size, T = m->cfg.ctx;
     const size_t n = m->n_params;
     train_log log;
     if ((rc = train_log_paths(&log, o->run_dir))) return rc;
-    const char *ckpt = log.ckpt;
 
     /* The AdamW state: all of it, or this rank's shard (ZeRO-1; with one
      * rank the shard is everything and the plain path does the same). */
@@ -289,94 +401,25 @@ int rotary_train(rotary_model *m, const rotary_train_opts *o) {
     size_t lo = 0, hi = n;
     if (zero) rotary_dist_shard(d, n, d->rank, &lo, &hi);
     rotary_adamw opt = {0};
-    int *tok = NULL;
-    double *part = NULL;
+    cpu_run r = {m, &opt, o, d, &log, zero, b, d->rank * b, NULL, NULL};
     if ((rc = rotary_adamw_init(&opt, hi - lo)) == ROTARY_OK) {
         opt.offset = lo;
-        tok = malloc(2 * (size_t)b * T * sizeof(int));
-        if (zero) part = malloc(((n + ROTARY_NORM_BLOCK - 1) / ROTARY_NORM_BLOCK + 1) * sizeof(double));
-        if (!tok || (zero && !part)) rc = rotary_fail(ROTARY_ENOMEM, "train: out of memory");
+        r.tok = malloc(2 * (size_t)b * T * sizeof(int));
+        if (zero) r.part = malloc(((n + ROTARY_NORM_BLOCK - 1) / ROTARY_NORM_BLOCK + 1) * sizeof(double));
+        if (!r.tok || (zero && !r.part)) rc = rotary_fail(ROTARY_ENOMEM, "train: out of memory");
     }
     if (rc == ROTARY_OK) rc = rotary_model_reserve(m, b, T);
     if (rc == ROTARY_OK) rc = dist_grads_prepare(d, n);
-    if ((rc = rotary_dist_agree(d, rc))) goto out;
-    int *tgt = tok + (size_t)b * T;
-
-    long start = 0;
-    double elapsed0 = 0;
-    /* Every rank reads the checkpoint (its shard of the AdamW state). */
-    double have[1] = {o->resume && access(ckpt, F_OK) == 0};
-    if ((rc = dist_sum(d, have, 1))) goto out;
-    if (have[0] > 0 && have[0] < d->size) {
-        rc = rotary_fail(ROTARY_EIO, "%s: only %g of %d ranks see the checkpoint (the run "
-                         "directory must be on a file system they share)", ckpt, have[0], d->size);
-        goto out;
+    long start;
+    double elapsed0;
+    if ((rc = rotary_dist_agree(d, rc)) == ROTARY_OK &&
+        (rc = train_resume(&log, m, &opt, o, &start, &elapsed0)) == ROTARY_OK) {
+        const train_device dev = {&r, cpu_forward, cpu_update, cpu_eval, cpu_save};
+        rc = train_loop(&log, m, o, start, elapsed0, &dev);
     }
-    if (have[0] > 0 && (rc = rotary_checkpoint_load_optim(ckpt, m, &opt)) == ROTARY_OK)
-        rc = train_log_resume_point(&log, &opt, &start, &elapsed0);
-    if (rc == ROTARY_OK && leader) rc = train_log_open(&log, have[0] > 0, start);
-    if ((rc = rotary_dist_agree(d, rc))) goto out;
-
-    rotary_adamw_config ac = {o->lr, o->beta1, o->beta2, o->eps, o->weight_decay};
-    rotary_train_status st = {start, o->steps, NAN, NAN, 0, 0, 0, elapsed0};
-    long last_saved = start;
-    double t_prev = now_s();
-    for (long step = start; step < o->steps; step++) {
-        rotary_batch_slice(o->train_ids, o->n_train, B, T, o->seed, (uint64_t)step, i0, i0 + b,
-                           tok, tgt);
-        float loss;
-        rotary_model_zero_grad(m);
-        rc = rotary_model_forward(m, tok, tgt, b, T, &loss);
-        /* The loss of the whole batch: the mean of the ranks' means (and
-         * whether any rank failed, in the same call). */
-        double x[2] = {rc == ROTARY_OK ? loss : 0, rc != ROTARY_OK};
-        int rc2 = dist_sum(d, x, 2);
-        if (rc == ROTARY_OK && rc2 == ROTARY_OK && x[1] > 0)
-            rc = rotary_fail(ROTARY_EINVAL, "the forward pass failed on another rank");
-        if (rc || (rc = rc2)) goto out;
-        loss = (float)(x[0] / d->size);
-        if (!isfinite(loss)) {
-            rc = rotary_fail(ROTARY_EINVAL, "loss is %f at step %ld; stopped, the last good "
-                             "checkpoint (step %ld) is kept in %s", loss, step + 1, last_saved, ckpt);
-            goto out;
-        }
-        if ((rc = backward(m, zero, d))) goto out;
-        ac.lr = rotary_lr_at(step, o->warmup, o->steps, o->lr, o->min_lr);
-        if ((rc = update(m, &opt, zero, &ac, o->clip, part, d))) goto out;
-
-        st.step = step + 1;
-        st.train_loss = loss;
-        st.lr = ac.lr;
-        st.evaluated = (o->eval_every && st.step % o->eval_every == 0) || st.step == o->steps;
-        if (st.evaluated &&
-            (rc = eval_loss(m, o->val_ids, o->n_val, B, o->eval_batches, o->seed, d, &st.val_loss)))
-            goto out;
-        double t = now_s();
-        st.elapsed_s += t - t_prev;
-        st.tokens_per_s = (double)B * T / (t - t_prev);
-        t_prev = t;
-        if (leader) rc = train_log_row(&log, &st, last_saved);
-        /* A failed metrics write (rank 0) stops every rank; any rank asked
-         * to stop (a signal) stops them all at this step. */
-        if ((rc = rotary_dist_agree(d, rc))) goto out;
-        double stop[1] = {o->on_step ? o->on_step(o->ctx, &st) != 0 : 0};
-        if ((rc = dist_sum(d, stop, 1))) goto out;
-        if (stop[0] > 0 || st.step == o->steps || (o->ckpt_every && st.step % o->ckpt_every == 0)) {
-            if ((rc = rotary_dist_agree(d, train_log_sync(&log))) ||
-                (rc = save_all(&log, m, &opt, zero, st.step, st.elapsed_s, d)))
-                goto out;
-            last_saved = st.step;
-            t_prev = now_s(); /* checkpoint time is not training time */
-        }
-        if (stop[0] > 0) {
-            rc = rotary_fail(ROTARY_EINTR, "stopped at step %ld; checkpoint saved to %s", st.step, ckpt);
-            goto out;
-        }
-    }
-out:
     rc = train_log_close(&log, rc);
-    free(tok);
-    free(part);
+    free(r.tok);
+    free(r.part);
     rotary_adamw_free(&opt);
     return rc;
 }

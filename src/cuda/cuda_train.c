@@ -1,24 +1,14 @@
-/* cuda_train.c: rotary_train (src/train.c) with the steps on the GPU. The
- * schedule, the batches (rotary_batch), metrics.csv and the checkpoints are
- * the same, so a run may be resumed on either device; the host copy of the
- * weights and AdamW state is refreshed only when a checkpoint is written. */
+/* cuda_train.c: rotary_train's loop (train_loop, src/train.c) with the
+ * steps on the GPU. The schedule, the batches (rotary_batch), metrics.csv
+ * and the checkpoints are the same, so a run may be resumed on either
+ * device; the host copy of the weights and AdamW state is refreshed only
+ * when a checkpoint is written. */
 #define _POSIX_C_SOURCE 200809L
 #include "internal.h"
 #include "cuda/cuda_model.h"
 
-#include <errno.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
-#include <time.h>
-#include <unistd.h>
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 int cuda_eval_loss(cuda_model *g, const int *ids, size_t n, int B, int n_batches, uint64_t seed,
                    float *loss) {
@@ -42,90 +32,74 @@ int cuda_eval_loss(cuda_model *g, const int *ids, size_t n, int B, int n_batches
     return rc;
 }
 
+/* cuda_train's device: the GPU; the batch and the optimizer state mirror
+ * rotary_train's on one process. */
+typedef struct {
+    cuda_model *g;
+    rotary_model *m;
+    rotary_adamw *opt;
+    const rotary_train_opts *o;
+    const train_log *log;
+    int *tok;
+} gpu_run;
+
+static int gpu_forward(void *ctx, long step, float *loss) {
+    gpu_run *r = ctx;
+    const rotary_train_opts *o = r->o;
+    const int B = o->batch, T = r->m->cfg.ctx;
+    int *tgt = r->tok + (size_t)B * T;
+    rotary_batch(o->train_ids, o->n_train, B, T, o->seed, (uint64_t)step, r->tok, tgt);
+    int rc = cuda_model_zero_grad(r->g);
+    return rc ? rc : cuda_model_forward(r->g, r->tok, tgt, B, T, 1, loss);
+}
+
+static int gpu_update(void *ctx, const rotary_adamw_config *ac) {
+    gpu_run *r = ctx;
+    float norm, scale = 1.0f;
+    int rc = cuda_model_backward(r->g);
+    if (rc == ROTARY_OK && r->o->clip > 0 && (rc = cuda_model_grad_norm(r->g, &norm)) == ROTARY_OK)
+        scale = rotary_clip_factor(norm, r->o->clip);
+    return rc ? rc : cuda_model_adamw_step(r->g, ac, scale);
+}
+
+static int gpu_eval(void *ctx, float *loss) {
+    gpu_run *r = ctx;
+    const rotary_train_opts *o = r->o;
+    return cuda_eval_loss(r->g, o->val_ids, o->n_val, o->batch, o->eval_batches, o->seed, loss);
+}
+
 /* Bring weights and moments home, then write the checkpoint as train.c does. */
-static int save(train_log *l, cuda_model *g, rotary_model *m, rotary_adamw *opt, long step,
-                double elapsed) {
-    int rc = cuda_model_download(g, m->params, NULL, opt);
-    if (rc == ROTARY_OK) rc = train_log_sync(l);
-    return rc ? rc : train_log_checkpoint(l, m, opt, step, elapsed);
+static int gpu_save(void *ctx, long step, double elapsed) {
+    gpu_run *r = ctx;
+    int rc = cuda_model_download(r->g, r->m->params, NULL, r->opt);
+    return rc ? rc : train_log_checkpoint(r->log, r->m, r->opt, step, elapsed);
 }
 
 int cuda_train(rotary_model *m, const rotary_train_opts *o) {
     const int B = o->batch, T = m->cfg.ctx;
+    if (o->dist && o->dist->size > 1)
+        return rotary_fail(ROTARY_EINVAL, "train: --device cuda runs on one process, not %d ranks",
+                           o->dist->size);
     train_log log;
     int rc = train_check_opts(m, o);
     if (rc || (rc = train_log_paths(&log, o->run_dir))) return rc;
-    const char *ckpt = log.ckpt;
-    cuda_model *g = NULL;
     rotary_adamw opt;
     if ((rc = rotary_adamw_init(&opt, m->n_params))) return rc;
-    int *tok = malloc(2 * (size_t)B * T * sizeof(int));
-    if (!tok) {
-        rc = rotary_fail(ROTARY_ENOMEM, "train: out of memory");
-        goto out;
+    gpu_run r = {NULL, m, &opt, o, &log, malloc(2 * (size_t)B * T * sizeof(int))};
+    long start;
+    double elapsed0;
+    if (!r.tok) rc = rotary_fail(ROTARY_ENOMEM, "train: out of memory");
+    if (rc == ROTARY_OK && (rc = train_resume(&log, m, &opt, o, &start, &elapsed0)) == ROTARY_OK &&
+        (rc = cuda_model_new(&r.g, m)) == ROTARY_OK &&
+        (rc = cuda_model_upload(r.g, NULL, &opt)) == ROTARY_OK &&
+        (rc = cuda_model_reserve(r.g, B, T)) == ROTARY_OK) {
+        const train_device dev = {&r, gpu_forward, gpu_update, gpu_eval, gpu_save};
+        rc = train_loop(&log, m, o, start, elapsed0, &dev);
     }
-    int *tgt = tok + (size_t)B * T;
-    long start = 0;
-    double elapsed0 = 0;
-    const int resumed = o->resume && access(ckpt, F_OK) == 0;
-    if (resumed && ((rc = rotary_checkpoint_load_optim(ckpt, m, &opt)) ||
-                    (rc = train_log_resume_point(&log, &opt, &start, &elapsed0))))
-        goto out;
-    if ((rc = train_log_open(&log, resumed, start))) goto out;
-    if ((rc = cuda_model_new(&g, m)) || (rc = cuda_model_upload(g, NULL, &opt)) ||
-        (rc = cuda_model_reserve(g, B, T)))
-        goto out;
-
-    rotary_adamw_config ac = {o->lr, o->beta1, o->beta2, o->eps, o->weight_decay};
-    rotary_train_status st = {start, o->steps, NAN, NAN, 0, 0, 0, elapsed0};
-    long last_saved = start;
-    double t_prev = now_s();
-    for (long step = start; step < o->steps; step++) {
-        rotary_batch(o->train_ids, o->n_train, B, T, o->seed, (uint64_t)step, tok, tgt);
-        float loss, norm, scale = 1.0f;
-        if ((rc = cuda_model_zero_grad(g)) || (rc = cuda_model_forward(g, tok, tgt, B, T, 1, &loss)))
-            goto out;
-        if (!isfinite(loss)) {
-            rc = rotary_fail(ROTARY_EINVAL, "loss is %f at step %ld; stopped, the last good "
-                             "checkpoint (step %ld) is kept in %s", loss, step + 1, last_saved, ckpt);
-            goto out;
-        }
-        if ((rc = cuda_model_backward(g))) goto out;
-        if (o->clip > 0) {
-            if ((rc = cuda_model_grad_norm(g, &norm))) goto out;
-            scale = rotary_clip_factor(norm, o->clip);
-        }
-        ac.lr = rotary_lr_at(step, o->warmup, o->steps, o->lr, o->min_lr);
-        if ((rc = cuda_model_adamw_step(g, &ac, scale))) goto out;
-
-        st.step = step + 1;
-        st.train_loss = loss;
-        st.lr = ac.lr;
-        st.evaluated = (o->eval_every && st.step % o->eval_every == 0) || st.step == o->steps;
-        if (st.evaluated && (rc = cuda_eval_loss(g, o->val_ids, o->n_val, B, o->eval_batches,
-                                                 o->seed, &st.val_loss)))
-            goto out;
-        double t = now_s();
-        st.elapsed_s += t - t_prev;
-        st.tokens_per_s = (double)B * T / (t - t_prev);
-        t_prev = t;
-        if ((rc = train_log_row(&log, &st, last_saved))) goto out;
-        int stop = o->on_step ? o->on_step(o->ctx, &st) : 0;
-        if (stop || st.step == o->steps || (o->ckpt_every && st.step % o->ckpt_every == 0)) {
-            if ((rc = save(&log, g, m, &opt, st.step, st.elapsed_s))) goto out;
-            last_saved = st.step;
-            t_prev = now_s();
-        }
-        if (stop) {
-            rc = rotary_fail(ROTARY_EINTR, "stopped at step %ld; checkpoint saved to %s", st.step, ckpt);
-            goto out;
-        }
-    }
-out:
     rc = train_log_close(&log, rc);
-    if (g && rc == ROTARY_OK) rc = cuda_model_download(g, m->params, NULL, NULL);
-    cuda_model_free(g);
-    free(tok);
+    if (r.g && rc == ROTARY_OK) rc = cuda_model_download(r.g, m->params, NULL, NULL);
+    cuda_model_free(r.g);
+    free(r.tok);
     rotary_adamw_free(&opt);
     return rc;
 }

@@ -129,10 +129,11 @@ extern "C" void gpu_linear_forward_bf16(gpu_bf16 *out, const gpu_bf16 *inp, cons
 extern "C" void gpu_linear_backward(float *dinp, gpu_bf16 *dinp16, float *dw, float *db,
                                     const gpu_bf16 *dout, const gpu_bf16 *inp, const gpu_bf16 *w,
                                     int N, int C, int OC) {
-    /* dinp^T (C, N) = w^T (C, OC) . dout^T (OC, N) */
-    if (dinp) gemm(CUBLAS_OP_N, CUBLAS_OP_N, C, N, OC, w, C, dout, OC, 0.0f, dinp, CUDA_R_32F, C);
-    if (dinp16)
-        gemm(CUBLAS_OP_N, CUBLAS_OP_N, C, N, OC, w, C, dout, OC, 0.0f, dinp16, CUDA_R_16BF, C);
+    /* dinp^T (C, N) = w^T (C, OC) . dout^T (OC, N), in one type */
+    if (dinp && dinp16) fail("gpu_linear_backward: both dinp and dinp16 given");
+    else if (dinp || dinp16)
+        gemm(CUBLAS_OP_N, CUBLAS_OP_N, C, N, OC, w, C, dout, OC, 0.0f,
+             dinp ? (void *)dinp : (void *)dinp16, dinp ? CUDA_R_32F : CUDA_R_16BF, C);
     /* dw^T (C, OC) += inp^T (C, N) . dout (N, OC) */
     gemm(CUBLAS_OP_N, CUBLAS_OP_T, C, OC, N, inp, C, dout, OC, 1.0f, dw, CUDA_R_32F, C);
     if (db) {

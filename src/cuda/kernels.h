@@ -45,8 +45,9 @@ void gpu_linear_forward(float *out, const gpu_bf16 *inp, const gpu_bf16 *w, cons
  * adding it): the qkv and MLP projections, and a training step's logits. */
 void gpu_linear_forward_bf16(gpu_bf16 *out, const gpu_bf16 *inp, const gpu_bf16 *w,
                              const float *b, int N, int C, int OC);
-/* dinp (N, C) = dout @ w into dinp (fp32) or dinp16 (bf16), either or both
- * NULL; dw += dout^T @ inp; db += sum dout (db may be NULL). */
+/* dinp (N, C) = dout @ w into dinp (fp32) or dinp16 (bf16): one of them or
+ * neither (NULL), both is an error (gpu_gemm_error); dw += dout^T @ inp;
+ * db += sum dout (db may be NULL). */
 void gpu_linear_backward(float *dinp, gpu_bf16 *dinp16, float *dw, float *db,
                          const gpu_bf16 *dout, const gpu_bf16 *inp, const gpu_bf16 *w, int N,
                          int C, int OC);

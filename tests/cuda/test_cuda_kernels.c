@@ -89,12 +89,23 @@ static void test_linear(int N, int C, int OC, int bias) {
     gpu_bf16 *d_dinp16;
     cudaMalloc((void **)&d_dinp16, (size_t)N * C * sizeof(gpu_bf16));
     linear_backward(dinp, dw, bias ? db : NULL, dout, inp, w, N, C, OC);
-    gpu_linear_backward(d_dinp, d_dinp16, d_dw, bias ? d_db : NULL, d_dout, d_inp, d_w, N, C, OC);
+    gpu_linear_backward(d_dinp, NULL, d_dw, bias ? d_db : NULL, d_dout, d_inp, d_w, N, C, OC);
     snprintf(name, sizeof name, "linear backward dinp %dx%dx%d", N, C, OC);
     compare(name, back(d_dinp, (size_t)N * C), dinp, (size_t)N * C, 1.5e-2);
+    /* dinp in bf16 instead, onto a second copy of dw */
+    float *d_dw2 = dev(dw0, (size_t)OC * C);
+    gpu_linear_backward(NULL, d_dinp16, d_dw2, NULL, d_dout, d_inp, d_w, N, C, OC);
     snprintf(name, sizeof name, "linear backward dinp in bf16 %dx%dx%d", N, C, OC);
     compare(name, back16(d_dinp16, (size_t)N * C), dinp, (size_t)N * C, 1.5e-2);
+    snprintf(name, sizeof name, "linear backward dw (+=) beside a bf16 dinp %dx%dx%d", N, C, OC);
+    compare(name, back(d_dw2, (size_t)OC * C), dw, (size_t)OC * C, 1.5e-2);
+    /* both types at once: refused */
+    gpu_linear_backward(d_dinp, d_dinp16, d_dw2, NULL, d_dout, d_inp, d_w, N, C, OC);
+    const char *err = gpu_gemm_error();
+    check(err && strstr(err, "both"), "linear backward: dinp and dinp16 both given", "%s",
+          err ? err : "no error");
     cudaFree(d_dinp16);
+    cudaFree(d_dw2);
     snprintf(name, sizeof name, "linear backward dw (+=) %dx%dx%d", N, C, OC);
     compare(name, back(d_dw, (size_t)OC * C), dw, (size_t)OC * C, 1.5e-2);
     if (bias) {

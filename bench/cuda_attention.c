@@ -154,8 +154,11 @@ int main(int argc, char **argv) {
             if (it >= 0) fwd_ms[kn] += a / reps, bwd_ms[kn] += b / reps;
         }
         /* the last pass's results, the same inputs every pass */
-        res[kn][0] = to_host16(out, nq), res[kn][1] = to_host(dq, nq);
-        res[kn][2] = to_host(dk, nk), res[kn][3] = to_host(dv, nk);
+        const int g16 = gpu_attention_grads_bf16(hd, 0); /* dq, dk, dv bf16, or fp32 */
+        res[kn][0] = to_host16(out, nq);
+        res[kn][1] = g16 ? to_host16((gpu_bf16 *)dq, nq) : to_host(dq, nq);
+        res[kn][2] = g16 ? to_host16((gpu_bf16 *)dk, nk) : to_host(dk, nk);
+        res[kn][3] = g16 ? to_host16((gpu_bf16 *)dv, nk) : to_host(dv, nk);
     }
     gpu_attention_use(GPU_ATTN_WMMA);
     const double fwd_flop = 4.0 * B * nh * (double)T * T * hd / 2;

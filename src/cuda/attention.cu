@@ -144,12 +144,18 @@ extern "C" void gpu_qkv_split_rope(void *q, void *k, void *v, const gpu_bf16 *qk
                    cos, sin, B, T, nh, nkv, hd, rd, pairing, 0);
 }
 
-extern "C" void gpu_qkv_merge_rope_backward(gpu_bf16 *dqkv, const float *dq, const float *dk,
-                                            const float *dv, const float *cos, const float *sin,
+extern "C" void gpu_qkv_merge_rope_backward(gpu_bf16 *dqkv, const void *dq, const void *dk,
+                                            const void *dv, const float *cos, const float *sin,
                                             int B, int T, int nh, int nkv, int hd, int rd,
-                                            int pairing) {
-    split_rope(const_cast<float *>(dq), const_cast<float *>(dk), const_cast<float *>(dv),
-               (__nv_bfloat16 *)dqkv, cos, sin, B, T, nh, nkv, hd, rd, pairing, 1);
+                                            int pairing, int bf16_grads) {
+    typedef __nv_bfloat16 bf16;
+    bf16 *tm = (bf16 *)dqkv;
+    if (bf16_grads)
+        split_rope((bf16 *)dq, (bf16 *)dk, (bf16 *)dv, tm, cos, sin, B, T, nh, nkv, hd, rd,
+                   pairing, 1);
+    else
+        split_rope((float *)dq, (float *)dk, (float *)dv, tm, cos, sin, B, T, nh, nkv, hd, rd,
+                   pairing, 1);
 }
 
 /* ---------------------------------------------------------- forward pass */
@@ -429,7 +435,12 @@ extern "C" void gpu_attention_forward(gpu_bf16 *out, float *lse, const void *q, 
     else forward_hd<128>(o16, lse, qf, kf, vf, alibi, t5, B, T, nh, nkv, hd);
 }
 
-extern "C" void gpu_attention_backward(float *dq, float *dk, float *dv, float *dsum,
+extern "C" int gpu_attention_grads_bf16(int hd, int t5) {
+    return GPU_ATTN_BF16(hd, t5) &&
+           !(GPU_ATTN_MMA_BWD(hd) && kernel_set() == GPU_ATTN_MMA_ATOMIC);
+}
+
+extern "C" void gpu_attention_backward(void *dq, void *dk, void *dv, float *dsum,
                                        const gpu_bf16 *dout, const gpu_bf16 *out,
                                        const void *q, const void *k, const void *v,
                                        const float *lse, const float *alibi, const float *t5,
@@ -442,18 +453,21 @@ extern "C" void gpu_attention_backward(float *dq, float *dk, float *dv, float *d
     const gpu_bf16 *q16 = (const gpu_bf16 *)q, *k16 = (const gpu_bf16 *)k;
     const gpu_bf16 *v16 = (const gpu_bf16 *)v;
     const float *qf = (const float *)q, *kf = (const float *)k, *vf = (const float *)v;
+    float *dqf = (float *)dq, *dkf = (float *)dk, *dvf = (float *)dv;
     if (tc && GPU_ATTN_MMA_BWD(hd) && use_mma())
         gpu_flash_backward_mma(dq, dk, dv, dsum, dout, q16, k16, v16, lse, alibi, B, T, nh, nkv,
                                hd, kernel_set() == GPU_ATTN_MMA_ATOMIC);
     else if (tc)
-        gpu_flash_backward_tc(dq, dk, dv, dsum, dout, q16, k16, v16, lse, alibi, B, T, nh, nkv,
-                              hd);
+        gpu_flash_backward_tc((gpu_bf16 *)dq, (gpu_bf16 *)dk, (gpu_bf16 *)dv, dsum, dout, q16, k16,
+                              v16, lse, alibi, B, T, nh, nkv, hd);
     else if (hd <= 32)
-        backward_hd<32>(dq, dk, dv, dt5, dsum, d16, qf, kf, vf, lse, alibi, t5, B, T, nh, nkv, hd);
+        backward_hd<32>(dqf, dkf, dvf, dt5, dsum, d16, qf, kf, vf, lse, alibi, t5, B, T, nh, nkv,
+                        hd);
     else if (hd <= 64)
-        backward_hd<64>(dq, dk, dv, dt5, dsum, d16, qf, kf, vf, lse, alibi, t5, B, T, nh, nkv, hd);
+        backward_hd<64>(dqf, dkf, dvf, dt5, dsum, d16, qf, kf, vf, lse, alibi, t5, B, T, nh, nkv,
+                        hd);
     else
-        backward_hd<128>(dq, dk, dv, dt5, dsum, d16, qf, kf, vf, lse, alibi, t5, B, T, nh, nkv,
+        backward_hd<128>(dqf, dkf, dvf, dt5, dsum, d16, qf, kf, vf, lse, alibi, t5, B, T, nh, nkv,
                          hd);
 }
 

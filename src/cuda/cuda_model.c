@@ -512,7 +512,8 @@ int cuda_model_backward(cuda_model *g) {
                 gpu_t5_table_backward(G(lo->rel_bias), g->dt5, g->bucket, B, nh, T,
                                       c->t5_buckets);
             gpu_qkv_merge_rope_backward(g->dqkv16, g->dq, g->dk, g->dv, rd ? g->cos : NULL,
-                                        rd ? g->sin : NULL, B, T, nh, nkv, hd, rd, c->rope_pairing);
+                                        rd ? g->sin : NULL, B, T, nh, nkv, hd, rd, c->rope_pairing,
+                                        gpu_attention_grads_bf16(hd, t5));
         }
         gpu_linear_backward(NULL, g->dh, G(lp->wqkv), OPT(g->grads, lp->bqkv), g->dqkv16, h1,
                             W(lp->wqkv), N, C, QKV);

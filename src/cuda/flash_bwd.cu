@@ -14,10 +14,11 @@
  *   and dS^T elementwise in fp32, then dV_w += P^T dO and dK_w += dS^T Q.
  * - q: a block owns 64 query rows of one head (a warp 16), streams the key
  *   tiles up to the diagonal and accumulates dQ_w += dS_w K the same way.
- * q, k, v and dout arrive in bf16 (from the split kernel and
- * gpu_attention_backward's rounding), and P and dS are rounded as they
+ * q, k, v and dout arrive in bf16 (from the split kernel and the output
+ * projection's backward GEMM), and P and dS are rounded as they
  * enter the second products; scores, the
- * exponentials, lse, dsum and every sum stay fp32. Expected precision: a
+ * exponentials, lse, dsum and every sum stay fp32; dq, dk, dv are written
+ * in bf16 (the RoPE merge reads them into the bf16 dqkv). Expected precision: a
  * relative error around 1e-2 of each gradient's largest element (on random
  * inputs, against an fp64 reference: 4e-3 to 8e-3 here, 1e-6 for the fp32
  * kernels).
@@ -27,7 +28,7 @@
  * offsets below are multiples of 32 bytes): four 64-row tiles (the block's
  * own rows and the streamed ones), lse and dsum of the 64 query rows, then
  * per warp fp32 S and dP (16 x SLD) and bf16 P and dS (16 x PLD). At the end
- * the tile area is reused to stage the fp32 results for coalesced stores. */
+ * the tile area is reused to stage the results for coalesced stores. */
 #include "common.cuh"
 
 #include <cuda_bf16.h>
@@ -125,10 +126,10 @@ __device__ __forceinline__ void tc_accumulate(FragC (&acc)[HD / 16], const bf16 
 }
 
 /* Writes acc * mul (the warp's rows 16w.. of a 64 x HD block) to dst (row
- * stride HD), rows below n only, through shared memory (o: 64 x OLD
- * floats) so that the global stores are coalesced. */
+ * stride HD) in bf16, rows below n only, through shared memory (o: 64 x OLD
+ * floats) so that the global stores are coalesced, two values a thread. */
 template <int HD>
-__device__ __forceinline__ void tc_store_rows(float *dst, FragC (&acc)[HD / 16], float mul,
+__device__ __forceinline__ void tc_store_rows(bf16 *dst, FragC (&acc)[HD / 16], float mul,
                                               float *o, int n) {
     constexpr int OLD = TcLayout<HD>::OLD;
     const int w = threadIdx.x / 32;
@@ -139,9 +140,11 @@ __device__ __forceinline__ void tc_store_rows(float *dst, FragC (&acc)[HD / 16],
         wmma::store_matrix_sync(o + 16 * w * OLD + 16 * f, acc[f], OLD, wmma::mem_row_major);
     }
     __syncthreads();
-    for (int e = threadIdx.x; e < TC_TILE * HD; e += TC_THREADS) {
+    for (int e = threadIdx.x * 2; e < TC_TILE * HD; e += TC_THREADS * 2) {
         const int r = e / HD, d = e % HD;
-        if (r < n) dst[(size_t)r * HD + d] = o[r * OLD + d];
+        if (r < n)
+            *reinterpret_cast<__nv_bfloat162 *>(dst + (size_t)r * HD + d) =
+                __floats2bfloat162_rn(o[r * OLD + d], o[r * OLD + d + 1]);
     }
 }
 
@@ -149,7 +152,7 @@ __device__ __forceinline__ void tc_store_rows(float *dst, FragC (&acc)[HD / 16],
  * t2, t3 the streamed Q, dO tiles. */
 template <int HD>
 __global__ void __launch_bounds__(TC_THREADS)
-    flash_bwd_kv_tc(float *dk, float *dv, const bf16 *dout, const bf16 *q, const bf16 *k,
+    flash_bwd_kv_tc(bf16 *dk, bf16 *dv, const bf16 *dout, const bf16 *q, const bf16 *k,
                     const bf16 *v, const float *lse, const float *dsum, const float *alibi,
                     int T, int nh, int nkv, float scale) {
     GPU_DYNAMIC_SHARED(unsigned char, smem);
@@ -213,7 +216,7 @@ __global__ void __launch_bounds__(TC_THREADS)
  * t3 the streamed K, V tiles. */
 template <int HD>
 __global__ void __launch_bounds__(TC_THREADS)
-    flash_bwd_q_tc(float *dq, const bf16 *dout, const bf16 *q, const bf16 *k, const bf16 *v,
+    flash_bwd_q_tc(bf16 *dq, const bf16 *dout, const bf16 *q, const bf16 *k, const bf16 *v,
                    const float *lse, const float *dsum, const float *alibi, int T, int nh, int nkv,
                    float scale) {
     GPU_DYNAMIC_SHARED(unsigned char, smem);
@@ -262,7 +265,7 @@ __global__ void __launch_bounds__(TC_THREADS)
 }
 
 template <int HD>
-static void backward_tc(float *dq, float *dk, float *dv, const float *dsum, const bf16 *dout,
+static void backward_tc(bf16 *dq, bf16 *dk, bf16 *dv, const float *dsum, const bf16 *dout,
                         const bf16 *q, const bf16 *k, const bf16 *v, const float *lse,
                         const float *alibi, int B, int T, int nh, int nkv) {
     const size_t shmem = TcLayout<HD>::BYTES;
@@ -279,13 +282,15 @@ static void backward_tc(float *dq, float *dk, float *dv, const float *dsum, cons
         dk, dv, dout, q, k, v, lse, dsum, alibi, T, nh, nkv, scale);
 }
 
-extern "C" void gpu_flash_backward_tc(float *dq, float *dk, float *dv, const float *dsum,
+extern "C" void gpu_flash_backward_tc(gpu_bf16 *dq16, gpu_bf16 *dk16, gpu_bf16 *dv16,
+                                      const float *dsum,
                                       const gpu_bf16 *dout16, const gpu_bf16 *q16,
                                       const gpu_bf16 *k16, const gpu_bf16 *v16, const float *lse,
                                       const float *alibi,
                                       int B, int T, int nh, int nkv, int hd) {
     const bf16 *q = (const bf16 *)q16, *k = (const bf16 *)k16, *v = (const bf16 *)v16;
     const bf16 *dout = (const bf16 *)dout16;
+    bf16 *dq = (bf16 *)dq16, *dk = (bf16 *)dk16, *dv = (bf16 *)dv16;
 #define TC_CASE(HD)                                                                                \
     case HD: backward_tc<HD>(dq, dk, dv, dsum, dout, q, k, v, lse, alibi, B, T, nh, nkv); break
     switch (hd) {

@@ -33,6 +33,7 @@
 #include <cuda_bf16.h>
 #include <math.h>
 #include <stdint.h>
+#include <type_traits>
 
 typedef __nv_bfloat16 bf16;
 
@@ -44,6 +45,14 @@ constexpr float LOG2E = 1.4426950408889634f, LN2 = 0.6931471805599453f;
 __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
     __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi); /* .x = lo: the lower address */
     return *reinterpret_cast<uint32_t *>(&v);
+}
+
+/* Two adjacent values of a row: 8 bytes of fp32 or 4 of bf16. */
+__device__ __forceinline__ void store_pair(float *p, float lo, float hi) {
+    *reinterpret_cast<float2 *>(p) = make_float2(lo, hi);
+}
+__device__ __forceinline__ void store_pair(bf16 *p, float lo, float hi) {
+    *reinterpret_cast<uint32_t *>(p) = pack_bf16(lo, hi);
 }
 
 /* c += a b for one m16n8k16 tile. */
@@ -359,10 +368,11 @@ template <int HD> struct bwd_smem {
  * products, not seven), dS also goes through shared memory, each warp
  * multiplies 16 of its rows by K and adds them to dq (zeroed beforehand)
  * atomically: no dq kernel, but dq's bits then vary with the order the
- * blocks finish in. */
-template <int HD, bool DQ>
+ * blocks finish in. dk and dv are bf16 (TG), as the dq kernel's dq, except
+ * with DQ, whose dq must sum in fp32: then all three are fp32. */
+template <int HD, bool DQ, typename TG = typename std::conditional<DQ, float, bf16>::type>
 __global__ void __launch_bounds__(THREADS)
-    flash_bwd_kv_mma(float *dk, float *dv, float *dq, const bf16 *dout, const bf16 *q,
+    flash_bwd_kv_mma(TG *dk, TG *dv, float *dq, const bf16 *dout, const bf16 *q,
                      const bf16 *k, const bf16 *v, const float *lse, const float *dsum,
                      const float *alibi, int T, int nh, int nkv, float scale2) {
     constexpr int LD = bwd_smem<HD>::LD, LDS = bwd_smem<HD>::LDS;
@@ -475,13 +485,12 @@ __global__ void __launch_bounds__(THREADS)
 #pragma unroll
     for (int hr = 0; hr < 2; hr++) {
         if (key[hr] >= T) continue;
-        float *dkr = dk + ((size_t)bg * T + key[hr]) * HD, *dvr = dv + ((size_t)bg * T + key[hr]) * HD;
+        TG *dkr = dk + ((size_t)bg * T + key[hr]) * HD, *dvr = dv + ((size_t)bg * T + key[hr]) * HD;
 #pragma unroll
         for (int nd = 0; nd < HD / 8; nd++) {
             const int col = nd * 8 + 2 * t;
-            *reinterpret_cast<float2 *>(dkr + col) =
-                make_float2(dK[nd][2 * hr] * scale, dK[nd][2 * hr + 1] * scale);
-            *reinterpret_cast<float2 *>(dvr + col) = make_float2(dV[nd][2 * hr], dV[nd][2 * hr + 1]);
+            store_pair(dkr + col, dK[nd][2 * hr] * scale, dK[nd][2 * hr + 1] * scale);
+            store_pair(dvr + col, dV[nd][2 * hr], dV[nd][2 * hr + 1]);
         }
     }
 }
@@ -493,7 +502,7 @@ template <int HD>
 /* two blocks an SM: ptxas then needs no spills at HD 64 (alone it took 168
  * registers and spilled 20 bytes) */
 __global__ void __launch_bounds__(THREADS, 2)
-    flash_bwd_q_mma(float *dq, const bf16 *dout, const bf16 *q, const bf16 *k, const bf16 *v,
+    flash_bwd_q_mma(bf16 *dq, const bf16 *dout, const bf16 *q, const bf16 *k, const bf16 *v,
                     const float *lse, const float *dsum, const float *alibi, int T, int nh, int nkv,
                     float scale2) {
     constexpr int LD = bwd_smem<HD>::LD;
@@ -577,19 +586,17 @@ __global__ void __launch_bounds__(THREADS, 2)
 #pragma unroll
     for (int hr = 0; hr < 2; hr++) {
         if (row[hr] >= T) continue;
-        float *dqr = dq + ((size_t)bh * T + row[hr]) * HD;
+        bf16 *dqr = dq + ((size_t)bh * T + row[hr]) * HD;
 #pragma unroll
         for (int nd = 0; nd < HD / 8; nd++)
-            *reinterpret_cast<float2 *>(dqr + nd * 8 + 2 * t) =
-                make_float2(dQ[nd][2 * hr] * scale, dQ[nd][2 * hr + 1] * scale);
+            store_pair(dqr + nd * 8 + 2 * t, dQ[nd][2 * hr] * scale, dQ[nd][2 * hr + 1] * scale);
     }
 }
 
-template <int HD, bool DQ> void launch_kv(size_t bytes, dim3 grid, float *dk, float *dv,
-                                            float *dq, const bf16 *dout, const bf16 *q,
-                                            const bf16 *k, const bf16 *v, const float *lse,
-                                            const float *dsum, const float *alibi, int T, int nh,
-                                            int nkv, float scale2) {
+template <int HD, bool DQ, typename TG>
+void launch_kv(size_t bytes, dim3 grid, TG *dk, TG *dv, float *dq, const bf16 *dout,
+               const bf16 *q, const bf16 *k, const bf16 *v, const float *lse, const float *dsum,
+               const float *alibi, int T, int nh, int nkv, float scale2) {
     if (bytes > 48 * 1024)
         cudaFuncSetAttribute(flash_bwd_kv_mma<HD, DQ>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                              (int)bytes);
@@ -597,17 +604,18 @@ template <int HD, bool DQ> void launch_kv(size_t bytes, dim3 grid, float *dk, fl
                                                                  dsum, alibi, T, nh, nkv, scale2);
 }
 
-/* atomic_dq: the kv kernel computes dq too (atomically), else the dq kernel. */
+/* atomic_dq: the kv kernel computes dq too (atomically), and dq, dk, dv are
+ * fp32; else the dq kernel, and they are bf16. */
 template <int HD>
-void backward(float *dq, float *dk, float *dv, const float *dsum, const bf16 *dout, const bf16 *q,
+void backward(void *dq, void *dk, void *dv, const float *dsum, const bf16 *dout, const bf16 *q,
               const bf16 *k, const bf16 *v, const float *lse, const float *alibi, int B, int T,
               int nh, int nkv, int atomic_dq) {
     const float scale2 = LOG2E / sqrtf((float)HD);
     const dim3 kv_grid(cdiv(T, ROWS), B * nkv);
     if (atomic_dq) {
         cudaMemsetAsync(dq, 0, (size_t)B * nh * T * HD * sizeof(float), cudaStreamPerThread);
-        launch_kv<HD, true>(bwd_smem<HD>::kv_dq_bytes, kv_grid, dk, dv, dq, dout, q, k, v, lse,
-                            dsum, alibi, T, nh, nkv, scale2);
+        launch_kv<HD, true>(bwd_smem<HD>::kv_dq_bytes, kv_grid, (float *)dk, (float *)dv,
+                            (float *)dq, dout, q, k, v, lse, dsum, alibi, T, nh, nkv, scale2);
         return;
     }
     const size_t bytes = bwd_smem<HD>::q_bytes;
@@ -615,9 +623,9 @@ void backward(float *dq, float *dk, float *dv, const float *dsum, const bf16 *do
         cudaFuncSetAttribute(flash_bwd_q_mma<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                              (int)bytes);
     GPU_LAUNCH(flash_bwd_q_mma<HD>, dim3(cdiv(T, ROWS), B * nh), THREADS, bytes)(
-        dq, dout, q, k, v, lse, dsum, alibi, T, nh, nkv, scale2);
-    launch_kv<HD, false>(bwd_smem<HD>::kv_bytes, kv_grid, dk, dv, NULL, dout, q, k, v, lse, dsum,
-                         alibi, T, nh, nkv, scale2);
+        (bf16 *)dq, dout, q, k, v, lse, dsum, alibi, T, nh, nkv, scale2);
+    launch_kv<HD, false>(bwd_smem<HD>::kv_bytes, kv_grid, (bf16 *)dk, (bf16 *)dv, NULL, dout, q,
+                         k, v, lse, dsum, alibi, T, nh, nkv, scale2);
 }
 
 } /* namespace */
@@ -629,7 +637,7 @@ extern "C" void gpu_flash_forward_mma(gpu_bf16 *out, float *lse, const gpu_bf16 
                alibi, B, T, nh, nkv, hd);
 }
 
-extern "C" void gpu_flash_backward_mma(float *dq, float *dk, float *dv, const float *dsum,
+extern "C" void gpu_flash_backward_mma(void *dq, void *dk, void *dv, const float *dsum,
                                        const gpu_bf16 *dout16, const gpu_bf16 *q16,
                                        const gpu_bf16 *k16, const gpu_bf16 *v16, const float *lse,
                                        const float *alibi, int B, int T, int nh, int nkv, int hd,

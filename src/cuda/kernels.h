@@ -114,13 +114,14 @@ void gpu_sumsq(double *partial, const float *x, size_t n);
  * tables of rotary_rope, position t = row t; NULL: no rotation; pairing as
  * rotary_rope_pairing, rd the rotated dims). hd must be even.
  * Backward: dqkv (=, bf16: the input of the projection's backward GEMM)
- * from dq, dk, dv, rotated back by -theta. */
+ * from dq, dk, dv (bf16 or fp32 as bf16_grads, gpu_attention_grads_bf16
+ * says which the attention backward wrote), rotated back by -theta. */
 void gpu_qkv_split_rope(void *q, void *k, void *v, const gpu_bf16 *qkv, const float *cos,
                         const float *sin, int B, int T, int nh, int nkv, int hd, int rd,
                         int pairing, int bf16);
-void gpu_qkv_merge_rope_backward(gpu_bf16 *dqkv, const float *dq, const float *dk,
-                                 const float *dv, const float *cos, const float *sin, int B, int T,
-                                 int nh, int nkv, int hd, int rd, int pairing);
+void gpu_qkv_merge_rope_backward(gpu_bf16 *dqkv, const void *dq, const void *dk, const void *dv,
+                                 const float *cos, const float *sin, int B, int T, int nh, int nkv,
+                                 int hd, int rd, int pairing, int bf16_grads);
 /* Causal attention, tiled with an online softmax (no T x T matrix): out
  * (B, T, nh*hd) token-major in bf16 (the output projection's input, and the
  * O of the backward's rowsum(dout * out), as in FlashAttention-2), lse (B,
@@ -139,11 +140,15 @@ void gpu_attention_forward(gpu_bf16 *out, float *lse, const void *q, const void 
                            int hd);
 /* dq (B, nh, T, hd), dk, dv (B, nkv, T, hd) (=) from dout (B, T, nh*hd,
  * bf16: the output projection's backward GEMM writes it so), recomputing the
- * probabilities from lse; dsum (B, nh, T) is scratch. dt5 (B, nh, T), NULL
+ * probabilities from lse; dsum (B, nh, T) is scratch. dq, dk, dv are bf16
+ * when gpu_attention_grads_bf16(hd, t5 != NULL) (the tensor-core kernels,
+ * but for the atomic dq of GPU_ATTN_MMA_ATOMIC, which sums in fp32), else
+ * fp32. dt5 (B, nh, T), NULL
  * without t5 (=): dt5[b][h][n] the sum over i of the gradient of the biased
  * score (i, i - n), as attention_backward's dbias (summed atomically, so not
  * the same bits every run). */
-void gpu_attention_backward(float *dq, float *dk, float *dv, float *dsum, const gpu_bf16 *dout,
+int gpu_attention_grads_bf16(int hd, int t5);
+void gpu_attention_backward(void *dq, void *dk, void *dv, float *dsum, const gpu_bf16 *dout,
                             const gpu_bf16 *out, const void *q, const void *k,
                             const void *v, const float *lse, const float *alibi, const float *t5,
                             float *dt5, int B, int T, int nh, int nkv, int hd);
@@ -157,14 +162,16 @@ void gpu_t5_table_backward(float *drel, const float *dtab, const int *bucket, in
                            int n_buckets);
 
 /* The same two on the tensor cores (flash_fwd.cu, flash_bwd.cu), which the
- * two above call when GPU_ATTN_TC(hd): q, k, v and dout in bf16, the products accumulate in fp32 and
- * the softmax, lse and gradients stay fp32. Same layouts and meaning; dsum must
- * already hold rowsum(dout * out). */
+ * two above call when GPU_ATTN_TC(hd): q, k, v and dout in bf16, the
+ * products accumulate in fp32, the softmax and lse stay fp32, and dq, dk,
+ * dv are written in bf16. Same layouts and meaning; dsum must already hold
+ * rowsum(dout * out). */
 #define GPU_ATTN_TC(hd) ((hd) % 16 == 0 && (hd) <= 128)
 void gpu_flash_forward_tc(gpu_bf16 *out, float *lse, const gpu_bf16 *q, const gpu_bf16 *k,
                           const gpu_bf16 *v, const float *alibi, int B, int T, int nh, int nkv,
                           int hd);
-void gpu_flash_backward_tc(float *dq, float *dk, float *dv, const float *dsum, const gpu_bf16 *dout,
+void gpu_flash_backward_tc(gpu_bf16 *dq, gpu_bf16 *dk, gpu_bf16 *dv, const float *dsum,
+                           const gpu_bf16 *dout,
                            const gpu_bf16 *q, const gpu_bf16 *k, const gpu_bf16 *v,
                            const float *lse, const float *alibi, int B, int T, int nh, int nkv,
                            int hd);
@@ -183,8 +190,9 @@ void gpu_flash_forward_mma(gpu_bf16 *out, float *lse, const gpu_bf16 *q, const g
                            int hd);
 /* atomic_dq: FlashAttention-2's backward, one kernel that also sums dq
  * atomically (five products instead of seven; dq's bits vary from run to
- * run), else two kernels with one writer for each element. */
-void gpu_flash_backward_mma(float *dq, float *dk, float *dv, const float *dsum,
+ * run) and dq, dk, dv in fp32; else two kernels with one writer for each
+ * element, and dq, dk, dv in bf16. */
+void gpu_flash_backward_mma(void *dq, void *dk, void *dv, const float *dsum,
                             const gpu_bf16 *dout, const gpu_bf16 *q, const gpu_bf16 *k, const gpu_bf16 *v,
                             const float *lse, const float *alibi, int B, int T, int nh, int nkv,
                             int hd, int atomic_dq);

@@ -373,22 +373,30 @@ static void test_split_rope(int hd, int pairing, int rd, int scaled) {
         else compare(name, back(dd[i], len), ref, len, 1e-6);
         free(ref);
     }
-    /* Backward: per-head gradients back to token-major, rotated by -theta. */
+    /* Backward: per-head gradients (fp32, or bf16 as the tensor-core
+     * attention writes them; values bf16 can hold either way) back to
+     * token-major, rotated by -theta. */
     float *g = randn(n, 1.0f);
+    for (size_t i = 0; i < n; i++) g[i] = round_bf16(g[i]);
     float *gq = heads_of(g, B, T, nh, hd, S, 0), *gk = heads_of(g, B, T, nkv, hd, S, nh * hd);
     float *gv = heads_of(g, B, T, nkv, hd, S, (nh + nkv) * hd);
-    cudaMemcpy(d_q, gq, (size_t)B * T * nh * hd * sizeof(float), cudaMemcpyHostToDevice);
-    cudaMemcpy(d_k, gk, (size_t)B * T * nkv * hd * sizeof(float), cudaMemcpyHostToDevice);
-    cudaMemcpy(d_v, gv, (size_t)B * T * nkv * hd * sizeof(float), cudaMemcpyHostToDevice);
+    const size_t nq = (size_t)B * T * nh * hd, nkvh = (size_t)B * T * nkv * hd;
     must(rotary_rope_backward(&r, g, B, T, nh, S, pos), "rope backward q");
     must(rotary_rope_backward(&r, g + nh * hd, B, T, nkv, S, pos), "rope backward k");
     /* dqkv is bf16 (the backward GEMM's input): within its rounding. */
     gpu_bf16 *d_dqkv16;
     cudaMalloc((void **)&d_dqkv16, n * sizeof(gpu_bf16));
-    gpu_qkv_merge_rope_backward(d_dqkv16, d_q, d_k, d_v, d_cos, d_sin, B, T, nh, nkv, hd,
-                                r.rotary_dim, pairing);
-    snprintf(name, sizeof name, "merge+rope backward dqkv (bf16) %s rd %d", pn, r.rotary_dim);
-    compare(name, back16(d_dqkv16, n), g, n, 4e-3);
+    for (int g16 = 0; g16 <= 1; g16++) {
+        void *dg[3];
+        if (g16) dg[0] = dev16(gq, nq), dg[1] = dev16(gk, nkvh), dg[2] = dev16(gv, nkvh);
+        else dg[0] = dev(gq, nq), dg[1] = dev(gk, nkvh), dg[2] = dev(gv, nkvh);
+        gpu_qkv_merge_rope_backward(d_dqkv16, dg[0], dg[1], dg[2], d_cos, d_sin, B, T, nh, nkv,
+                                    hd, r.rotary_dim, pairing, g16);
+        snprintf(name, sizeof name, "merge+rope backward dqkv (bf16) from %s %s rd %d",
+                 g16 ? "bf16" : "fp32", pn, r.rotary_dim);
+        compare(name, back16(d_dqkv16, n), g, n, 4e-3);
+        for (int i = 0; i < 3; i++) cudaFree(dg[i]);
+    }
     cudaFree(d_dqkv16);
     rotary_rope_free(&r);
     free(qkv), free(g), free(gq), free(gk), free(gv);
@@ -448,11 +456,16 @@ static void test_attention(int kernel, int B, int T, int nh, int nkv, int hd, in
     const char *what[3] = {"dq", "dk", "dv"};
     const int heads[3] = {nh, nkv, nkv}, col[3] = {0, nh * hd, (nh + nkv) * hd};
     float *dd[3] = {d_dq, d_dk, d_dv};
+    const int g16 = gpu_attention_grads_bf16(hd, t5);
+    check(g16 == (tc && !(kernel == GPU_ATTN_MMA_ATOMIC && GPU_ATTN_MMA_BWD(hd))),
+          "attention backward: gradient type", "%s %s", g16 ? "bf16" : "fp32", cfg);
     for (int i = 0; i < 3; i++) {
         float *r = heads_of(dqkv, B, T, heads[i], hd, S, col[i]);
-        snprintf(name, sizeof name, "attention backward %s %s", what[i], cfg);
-        compare(name, back(dd[i], (size_t)B * T * heads[i] * hd), r,
-                (size_t)B * T * heads[i] * hd, tc ? 3e-2 : i < 2 ? 1.5e-2 : 2e-4);
+        const size_t len = (size_t)B * T * heads[i] * hd;
+        snprintf(name, sizeof name, "attention backward %s%s %s", what[i], g16 ? " (bf16)" : "",
+                 cfg);
+        compare(name, g16 ? back16((const gpu_bf16 *)dd[i], len) : back(dd[i], len), r, len,
+                tc ? 3e-2 : i < 2 ? 1.5e-2 : 2e-4);
         free(r);
     }
     if (t5) {

@@ -511,28 +511,64 @@ extern "C" void gpu_t5_table_backward(float *drel, const float *dtab, const int 
  * both without bank conflicts. */
 #define LIN_THREADS 128
 
+/* Token n's key into kv head g's state, as every thread of the block calls
+ * it: rk, fk, v staged in shared rows, then S += rk v^T (thread c a column)
+ * and z += fk. */
+__device__ __forceinline__ void lin_add_key(float *Sm, float *z, float *rk, float *fk, float *v,
+                                            const float *feat, const float *rfeat,
+                                            const float *qkv, size_t n, int g, int nh, int nkv,
+                                            int hd) {
+    const int ld = hd + 1, S3 = (nh + 2 * nkv) * hd, Fs = (nh + nkv) * hd, c = threadIdx.x;
+    __syncthreads();
+    if (c < hd) {
+        rk[c] = rfeat[n * Fs + (nh + g) * hd + c];
+        fk[c] = feat[n * Fs + (nh + g) * hd + c];
+        v[c] = qkv[n * S3 + (nh + nkv + g) * hd + c];
+    }
+    __syncthreads();
+    if (c < hd) {
+        for (int a = 0; a < hd; a++) Sm[a * ld + c] += rk[a] * v[c];
+        z[c] += fk[c];
+    }
+}
+
+/* Query head h of token n in the backward: dO and O staged (dOs, os), dn =
+ * dO / den, and, with rq, its features (rq, fq); returns -dO.O / den, the
+ * gradient of the denominator (threads c < hd; every thread calls it). */
+__device__ __forceinline__ float lin_load_dout(float *dOs, float *os, float *dn, float *rq,
+                                               float *fq, const float *dout, const float *out,
+                                               const float *feat, const float *rfeat, float den,
+                                               size_t n, int h, int nh, int nkv, int hd) {
+    const int Fs = (nh + nkv) * hd, c = threadIdx.x;
+    __syncthreads();
+    if (c < hd) {
+        dOs[c] = dout[n * nh * hd + h * hd + c];
+        os[c] = out[n * nh * hd + h * hd + c];
+        dn[c] = dOs[c] / den;
+        if (rq) {
+            rq[c] = rfeat[n * Fs + h * hd + c];
+            fq[c] = feat[n * Fs + h * hd + c];
+        }
+    }
+    __syncthreads();
+    float dot = 0.0f;
+    if (c < hd)
+        for (int a = 0; a < hd; a++) dot += dOs[a] * os[a];
+    return -dot / den;
+}
+
 __global__ void __launch_bounds__(LIN_THREADS)
     linear_forward_kernel(float *out, float *den, const float *feat, const float *rfeat,
                           const float *qkv, int T, int nh, int nkv, int hd) {
     GPU_DYNAMIC_SHARED(float, sh);
     const int ld = hd + 1, b = blockIdx.x / nkv, g = blockIdx.x % nkv, group = nh / nkv;
-    const int S3 = (nh + 2 * nkv) * hd, Fs = (nh + nkv) * hd, c = threadIdx.x, on = c < hd;
+    const int Fs = (nh + nkv) * hd, c = threadIdx.x, on = c < hd;
     float *Sm = sh, *z = Sm + (size_t)hd * ld, *rk = z + hd, *fk = rk + hd, *v = fk + hd;
     float *rq = v + hd, *fq = rq + hd;
     for (int i = c; i < hd * ld + hd; i += blockDim.x) Sm[i] = 0.0f; /* S and z */
     for (int t = 0; t < T; t++) {
         const size_t n = (size_t)b * T + t;
-        __syncthreads();
-        if (on) {
-            rk[c] = rfeat[n * Fs + (nh + g) * hd + c];
-            fk[c] = feat[n * Fs + (nh + g) * hd + c];
-            v[c] = qkv[n * S3 + (nh + nkv + g) * hd + c];
-        }
-        __syncthreads();
-        if (on) {
-            for (int a = 0; a < hd; a++) Sm[a * ld + c] += rk[a] * v[c];
-            z[c] += fk[c];
-        }
+        lin_add_key(Sm, z, rk, fk, v, feat, rfeat, qkv, n, g, nh, nkv, hd);
         for (int h = g * group; h < (g + 1) * group; h++) {
             __syncthreads();
             if (on) {
@@ -567,30 +603,12 @@ __global__ void __launch_bounds__(LIN_THREADS)
     for (int i = c; i < hd * ld + hd; i += blockDim.x) M[i] = 0.0f;
     for (int t = 0; t < T; t++) {
         const size_t n = (size_t)b * T + t;
-        __syncthreads();
-        if (on) {
-            rk[c] = rfeat[n * Fs + (nh + g) * hd + c];
-            fk[c] = feat[n * Fs + (nh + g) * hd + c];
-            v[c] = qkv[n * S3 + (nh + nkv + g) * hd + c];
-        }
-        __syncthreads();
-        if (on) {
-            for (int a = 0; a < hd; a++) M[a * ld + c] += rk[a] * v[c];
-            z[c] += fk[c];
-        }
+        lin_add_key(M, z, rk, fk, v, feat, rfeat, qkv, n, g, nh, nkv, hd);
         for (int h = g * group; h < (g + 1) * group; h++) {
-            const float dh = den[n * nh + h];
-            __syncthreads();
-            if (on) {
-                dOs[c] = dout[n * nh * hd + h * hd + c];
-                os[c] = out[n * nh * hd + h * hd + c];
-                dn[c] = dOs[c] / dh;
-            }
-            __syncthreads();
+            const float dd = lin_load_dout(dOs, os, dn, NULL, NULL, dout, out, feat, rfeat,
+                                           den[n * nh + h], n, h, nh, nkv, hd);
             if (!on) continue;
-            float dot = 0.0f, s = 0.0f;
-            for (int a = 0; a < hd; a++) dot += dOs[a] * os[a];
-            const float dd = -dot / dh;
+            float s = 0.0f;
             for (int cc = 0; cc < hd; cc++) s += M[c * ld + cc] * dn[cc]; /* row c of S */
             drfeat[n * Fs + h * hd + c] = s;
             dfeat[n * Fs + h * hd + c] = dd * z[c];
@@ -601,20 +619,9 @@ __global__ void __launch_bounds__(LIN_THREADS)
     for (int t = T - 1; t >= 0; t--) {
         const size_t n = (size_t)b * T + t;
         for (int h = g * group; h < (g + 1) * group; h++) {
-            const float dh = den[n * nh + h];
-            __syncthreads();
-            if (on) {
-                dOs[c] = dout[n * nh * hd + h * hd + c];
-                os[c] = out[n * nh * hd + h * hd + c];
-                dn[c] = dOs[c] / dh;
-                rq[c] = rfeat[n * Fs + h * hd + c];
-                fq[c] = feat[n * Fs + h * hd + c];
-            }
-            __syncthreads();
+            const float dd = lin_load_dout(dOs, os, dn, rq, fq, dout, out, feat, rfeat,
+                                           den[n * nh + h], n, h, nh, nkv, hd);
             if (!on) continue;
-            float dot = 0.0f;
-            for (int a = 0; a < hd; a++) dot += dOs[a] * os[a];
-            const float dd = -dot / dh;
             for (int a = 0; a < hd; a++) M[a * ld + c] += rq[a] * dn[c];
             z[c] += dd * fq[c];
         }

@@ -8,10 +8,12 @@
  * A token reads every weight once (fp32: 4 bytes each) plus the KV cache up
  * to its position, so tokens/s <= bandwidth / bytes per token. The bandwidth
  * is measured here: device-to-device copies of 1 GiB, bytes read plus
- * written per second. Greedy decoding from one token, twice: launching the
- * kernels one by one (tok_s_launches), then replaying the step as one CUDA
- * graph (tok_s, the decoder's default); the first 16 steps of each are not
- * timed. Output: key=value lines. */
+ * written per second. Greedy decoding from one token, three times: launching
+ * the kernels one by one (tok_s_launches), replaying the step as one CUDA
+ * graph (tok_s, the decoder's default), and the graph with the fused
+ * linear layers (tok_s_fused: cuda_decoder_set_fused, each norm and
+ * activation inside the product after it); the first 16 steps of each are
+ * not timed. Output: key=value lines. */
 #include "rotary.h"
 #include "cuda/cuda_model.h"
 
@@ -67,14 +69,16 @@ int main(int argc, char **argv) {
     rotary_model_init(&m, 42);
     if (cuda_model_new(&g, &m) || cuda_decoder_new(&d, g, c.ctx)) return die("cuda decoder");
     float *logits = malloc((size_t)c.vocab * sizeof(float));
-    /* Kernel by kernel first, then replaying the step's CUDA graph: the
-     * same tokens, timed the same way. */
-    double tps[2];
+    /* Kernel by kernel first, then replaying the step's CUDA graph, then
+     * the graph of the fused layers: the same tokens, timed the same way. */
+    double tps[3];
     const char *why = "";
     int graphed = 0;
-    for (int graph = 0; graph <= 1; graph++) {
+    for (int run = 0; run < 3; run++) {
+        const int graph = run > 0;
         cuda_decoder_reset(d);
         cuda_decoder_set_graph(d, graph);
+        cuda_decoder_set_fused(d, run == 2);
         int tok = 1;
         double t0 = 0;
         for (int i = 0; i < ntok; i++) {
@@ -84,8 +88,8 @@ int main(int argc, char **argv) {
             for (int v = 1; v < c.vocab; v++) best = logits[v] > logits[best] ? v : best;
             tok = best;
         }
-        tps[graph] = (ntok - 16) / (now_s() - t0);
-        if (graph) graphed = cuda_decoder_graphed(d, &why);
+        tps[run] = (ntok - 16) / (now_s() - t0);
+        if (run == 1) graphed = cuda_decoder_graphed(d, &why);
     }
     const double bw = copy_bandwidth(), hd = c.d_model / c.n_head;
     const double weights = 4.0 * (double)m.n_params;
@@ -96,7 +100,9 @@ int main(int argc, char **argv) {
     printf("graph=%s\n", graphed ? "yes" : *why ? why : "no");
     printf("tok_s_launches=%.1f\ntok_s=%.1f\ngraph_speedup=%.2f\n", tps[0], tps[1],
            tps[1] / tps[0]);
-    printf("bound_tok_s=%.1f\nof_bound=%.3f\n", bw / (weights + kv), tps[1] / (bw / (weights + kv)));
+    printf("tok_s_fused=%.1f\nfused_speedup=%.2f\n", tps[2], tps[2] / tps[1]);
+    printf("bound_tok_s=%.1f\nof_bound=%.3f\nof_bound_fused=%.3f\n", bw / (weights + kv),
+           tps[1] / (bw / (weights + kv)), tps[2] / (bw / (weights + kv)));
     cuda_decoder_free(d);
     cuda_model_free(g);
     rotary_model_free(&m);

@@ -603,6 +603,7 @@ struct cuda_decoder {
     float *t5tab;           /* T5: (nh, max_T) bias by distance, or NULL */
     int *tp;                /* device: the token, its position */
     int graph_on;           /* use a graph (cuda_decoder_set_graph) */
+    int fused;              /* gpu_decode_matvec (cuda_decoder_set_fused) */
     cudaGraphExec_t graph;  /* the captured step, or NULL */
     unsigned tables;        /* g->tables when it was captured */
     int graphed;            /* the last step replayed it */
@@ -624,6 +625,25 @@ int cuda_decoder_full(const cuda_decoder *d) { return d->n >= d->max_T; }
 void cuda_decoder_set_graph(cuda_decoder *d, int on) {
     d->graph_on = on;
     d->why[0] = 0;
+}
+
+void cuda_decoder_set_fused(cuda_decoder *d, int on) {
+    if (d->graph && d->fused != on) cudaGraphExecDestroy(d->graph), d->graph = NULL;
+    d->fused = on;
+}
+
+/* ROTARY_CUDA_DECODE at the first decoder: "fused" or "cublas" (the
+ * default until the fused kernels are measured on a GPU). */
+static int fused_default(void) {
+    static int fused = -1;
+    if (fused < 0) {
+        const char *e = getenv("ROTARY_CUDA_DECODE");
+        fused = e && !strcmp(e, "fused");
+        if (e && *e && !fused && strcmp(e, "cublas"))
+            fprintf(stderr, "rotary: ROTARY_CUDA_DECODE=%s: not fused or cublas; using cublas\n",
+                    e);
+    }
+    return fused;
 }
 
 int cuda_decoder_graphed(const cuda_decoder *d, const char **why) {
@@ -680,6 +700,7 @@ int cuda_decoder_new(cuda_decoder **out, cuda_model *g, int max_T) {
     d->g = g;
     d->max_T = max_T;
     d->graph_on = 1;
+    d->fused = fused_default();
     *out = d;
     return ROTARY_OK;
 }
@@ -698,11 +719,19 @@ static void decoder_launch(cuda_decoder *d) {
     float *mean = layer_norm ? d->scratch : NULL, *rstd = d->scratch + 1;
     gpu_embed_forward(d->x, d->tp, P(lo->tok_emb), ptab, pos, 1, 1, C);
     if (d->t5tab) gpu_t5_table(d->t5tab, P(lo->rel_bias), g->bucket, nh, d->max_T);
+    const int act = c->mlp == ROTARY_MLP_SWIGLU ? GPU_PRE_SWIGLU : GPU_PRE_GELU;
+    const float eps = c->norm_eps;
     for (int l = 0; l < c->n_layer; l++) {
         const layer_params *lp = &lo->layer[l];
-        gpu_norm_forward(d->h, NULL, mean, rstd, d->x, NULL, P(lp->norm1_w),
-                         OPT(g->params, lp->norm1_b), 1, C, c->norm_eps);
-        gpu_matvec(d->qkv, d->h, P(lp->wqkv), OPT(g->params, lp->bqkv), C, QKV, 0);
+        if (d->fused) {
+            gpu_decode_matvec(d->qkv, d->x, P(lp->wqkv), OPT(g->params, lp->bqkv), C, QKV, 0,
+                              GPU_PRE_NORM, P(lp->norm1_w), OPT(g->params, lp->norm1_b),
+                              layer_norm, eps);
+        } else {
+            gpu_norm_forward(d->h, NULL, mean, rstd, d->x, NULL, P(lp->norm1_w),
+                             OPT(g->params, lp->norm1_b), 1, C, eps);
+            gpu_matvec(d->qkv, d->h, P(lp->wqkv), OPT(g->params, lp->bqkv), C, QKV, 0);
+        }
         if (d->S) {
             gpu_decode_linear(d->att, d->S + (size_t)l * nkv * hd * hd, d->z + (size_t)l * KV,
                               d->qkv, rd ? g->cos : NULL, rd ? g->sin : NULL, pos, nh, nkv, hd,
@@ -715,16 +744,31 @@ static void decoder_launch(cuda_decoder *d) {
             gpu_decode_attention(d->att, d->q, kc, vc, g->alibi, d->t5tab, pos, d->max_T, nh, nkv,
                                  hd);
         }
+        if (d->fused) {
+            gpu_decode_matvec(d->x, d->att, P(lp->wo), OPT(g->params, lp->bo), Q, C, 1,
+                              GPU_PRE_NONE, NULL, NULL, 0, 0);
+            gpu_decode_matvec(d->up, d->x, P(lp->wup), OPT(g->params, lp->bup), C, U, 0,
+                              GPU_PRE_NORM, P(lp->norm2_w), OPT(g->params, lp->norm2_b),
+                              layer_norm, eps);
+            gpu_decode_matvec(d->x, d->up, P(lp->wdown), OPT(g->params, lp->bdown), F, C, 1, act,
+                              NULL, NULL, 0, 0);
+            continue;
+        }
         gpu_matvec(d->x, d->att, P(lp->wo), OPT(g->params, lp->bo), Q, C, 1);
         gpu_norm_forward(d->h, NULL, mean, rstd, d->x, NULL, P(lp->norm2_w),
-                         OPT(g->params, lp->norm2_b), 1, C, c->norm_eps);
+                         OPT(g->params, lp->norm2_b), 1, C, eps);
         gpu_matvec(d->up, d->h, P(lp->wup), OPT(g->params, lp->bup), C, U, 0);
-        if (c->mlp == ROTARY_MLP_SWIGLU) gpu_swiglu_forward(d->act, NULL, d->up, NULL, 1, F);
+        if (act == GPU_PRE_SWIGLU) gpu_swiglu_forward(d->act, NULL, d->up, NULL, 1, F);
         else gpu_gelu_forward(d->act, NULL, d->up, NULL, (size_t)F);
         gpu_matvec(d->x, d->act, P(lp->wdown), OPT(g->params, lp->bdown), F, C, 1);
     }
+    if (d->fused) {
+        gpu_decode_matvec(d->logits, d->x, P(lo->head), NULL, C, c->vocab, 0, GPU_PRE_NORM,
+                          P(lo->normf_w), OPT(g->params, lo->normf_b), layer_norm, eps);
+        return;
+    }
     gpu_norm_forward(d->h, NULL, mean, rstd, d->x, NULL, P(lo->normf_w),
-                     OPT(g->params, lo->normf_b), 1, C, c->norm_eps);
+                     OPT(g->params, lo->normf_b), 1, C, eps);
     gpu_matvec(d->logits, d->h, P(lo->head), NULL, C, c->vocab, 0);
 }
 

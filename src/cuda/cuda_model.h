@@ -72,6 +72,12 @@ int cuda_decoder_step(cuda_decoder *d, int token, float *logits);
  * or launch their kernels one by one (off): the same kernels either way, so
  * the same results. */
 void cuda_decoder_set_graph(cuda_decoder *d, int on);
+/* The linear layers as gpu_decode_matvec, each with the norm or activation
+ * before it fused in (on: 6 launches a layer instead of 9), or cuBLAS's
+ * SGEMV after separate norm and activation kernels (off). The default is
+ * off unless ROTARY_CUDA_DECODE=fused at the first decoder. Results differ
+ * only by the order of the sums. */
+void cuda_decoder_set_fused(cuda_decoder *d, int on);
 /* 1 when the last step replayed the graph; 0 when off, or when capture
  * failed and the decoder fell back to single launches (*why then says why;
  * why may be NULL). */

@@ -200,3 +200,112 @@ extern "C" void gpu_decode_linear(float *out, float *S, float *z, const float *q
     GPU_LAUNCH(decode_linear_kernel, nkv, threads, 5 * (size_t)hd * sizeof(float))(
         out, S, z, qkv, cos, sin, pos, nh, nkv, hd, cos ? rd : 0, pairing == 1);
 }
+
+/* ------------------------------------------- linear layers, fused input */
+
+/* One row through a linear layer with the elementwise step before it done
+ * on the way in, so that a decoding step launches one kernel where it
+ * launched two: out (OC) (+)= W (OC, C) x' + b, where x' is
+ * - GPU_PRE_NONE: x;
+ * - GPU_PRE_NORM: RMSNorm of x (w), or LayerNorm (w, nb) with layer_norm;
+ * - GPU_PRE_SWIGLU: silu(gate) * up of x = gate | up (2C values);
+ * - GPU_PRE_GELU: gelu(x).
+ * Every block makes x' in shared memory (a norm's sums in a fixed order,
+ * the same in every block), then each warp takes output rows in turn, lane
+ * l the V-float runs l, l + 32, .. of the row (V = 4: 16-byte loads where
+ * C and W allow), summed across the warp. */
+enum { MV_THREADS = 256, MV_WARPS = MV_THREADS / 32, MV_MAX_BLOCKS = 1024 };
+
+/* The sum over the block of each thread's v, in a fixed order; red holds
+ * MV_WARPS floats. Every thread gets it. */
+__device__ __forceinline__ float block_sum(float v, float *red) {
+    v = warp_sum(v);
+    __syncthreads(); /* red's last use is over */
+    if (threadIdx.x % 32 == 0) red[threadIdx.x / 32] = v;
+    __syncthreads();
+    float s = 0.0f;
+    for (int w = 0; w < MV_WARPS; w++) s += red[w];
+    return s;
+}
+
+template <int PRE, int V>
+__global__ void __launch_bounds__(MV_THREADS)
+    decode_matvec_kernel(float *out, const float *x, const float *W, const float *b,
+                         const float *nw, const float *nb, int layer_norm, float eps, int C,
+                         int OC, int accumulate) {
+    GPU_DYNAMIC_SHARED(float, xs);
+    __shared__ float red[MV_WARPS];
+    const int lane = threadIdx.x % 32, w = threadIdx.x / 32;
+    if (PRE == GPU_PRE_NORM) {
+        float m = 0.0f, s = 0.0f;
+        if (layer_norm) {
+            for (int i = threadIdx.x; i < C; i += MV_THREADS) s += x[i];
+            m = block_sum(s, red) / C;
+            s = 0.0f;
+        }
+        for (int i = threadIdx.x; i < C; i += MV_THREADS) s += (x[i] - m) * (x[i] - m);
+        const float r = 1.0f / sqrtf(block_sum(s, red) / C + eps);
+        for (int i = threadIdx.x; i < C; i += MV_THREADS)
+            xs[i] = (x[i] - m) * r * nw[i] + (layer_norm && nb ? nb[i] : 0.0f);
+    } else {
+        for (int i = threadIdx.x; i < C; i += MV_THREADS) {
+            const float a = x[i];
+            xs[i] = PRE == GPU_PRE_SWIGLU ? a / (1.0f + expf(-a)) * x[C + i]
+                  : PRE == GPU_PRE_GELU
+                      ? 0.5f * a * (1.0f + tanhf(0.7978845608028654f * (a + 0.044715f * a * a * a)))
+                      : a;
+        }
+    }
+    __syncthreads();
+    for (int o = blockIdx.x * MV_WARPS + w; o < OC; o += gridDim.x * MV_WARPS) {
+        const float *row = W + (size_t)o * C;
+        float s = 0.0f;
+        for (int i = lane * V; i < C; i += 32 * V) {
+            float wv[V];
+            load_vec<V>(wv, row + i);
+#pragma unroll
+            for (int k = 0; k < V; k++) s += wv[k] * xs[i + k];
+        }
+        s = warp_sum(s);
+        if (lane == 0) out[o] = (accumulate ? out[o] : 0.0f) + s + (b ? b[o] : 0.0f);
+    }
+}
+
+template <int PRE>
+static void decode_matvec(float *out, const float *x, const float *W, const float *b,
+                          const float *nw, const float *nb, int layer_norm, float eps, int C,
+                          int OC, int accumulate) {
+    const size_t shmem = (size_t)C * sizeof(float);
+    const unsigned groups = cdiv(OC, MV_WARPS), cap = MV_MAX_BLOCKS;
+    const unsigned blocks = groups < cap ? groups : cap;
+    if (C % 4 == 0 && vec_ok(W, 16)) {
+        if (shmem > 48 * 1024)
+            cudaFuncSetAttribute(decode_matvec_kernel<PRE, 4>,
+                                 cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shmem);
+        GPU_LAUNCH((decode_matvec_kernel<PRE, 4>), blocks, MV_THREADS, shmem)(
+            out, x, W, b, nw, nb, layer_norm, eps, C, OC, accumulate);
+    } else {
+        if (shmem > 48 * 1024)
+            cudaFuncSetAttribute(decode_matvec_kernel<PRE, 1>,
+                                 cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shmem);
+        GPU_LAUNCH((decode_matvec_kernel<PRE, 1>), blocks, MV_THREADS, shmem)(
+            out, x, W, b, nw, nb, layer_norm, eps, C, OC, accumulate);
+    }
+}
+
+extern "C" void gpu_decode_matvec(float *out, const float *x, const float *W, const float *b,
+                                  int C, int OC, int accumulate, int pre, const float *nw,
+                                  const float *nb, int layer_norm, float eps) {
+    switch (pre) {
+    case GPU_PRE_NORM:
+        decode_matvec<GPU_PRE_NORM>(out, x, W, b, nw, nb, layer_norm, eps, C, OC, accumulate);
+        break;
+    case GPU_PRE_SWIGLU:
+        decode_matvec<GPU_PRE_SWIGLU>(out, x, W, b, NULL, NULL, 0, 0, C, OC, accumulate);
+        break;
+    case GPU_PRE_GELU:
+        decode_matvec<GPU_PRE_GELU>(out, x, W, b, NULL, NULL, 0, 0, C, OC, accumulate);
+        break;
+    default: decode_matvec<GPU_PRE_NONE>(out, x, W, b, NULL, NULL, 0, 0, C, OC, accumulate);
+    }
+}

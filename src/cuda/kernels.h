@@ -244,6 +244,17 @@ void gpu_decode_attention(float *out, const float *q, const float *kc, const flo
 void gpu_decode_linear(float *out, float *S, float *z, const float *qkv, const float *cos,
                        const float *sin, const int *pos, int nh, int nkv, int hd, int rd,
                        int pairing);
+/* A linear layer on one row with the elementwise step before it fused in
+ * (one launch instead of two): out (OC) (+)= W (OC, C) x' + b (b may be
+ * NULL), x' = PRE(x): GPU_PRE_NONE x; GPU_PRE_NORM the norm of x (RMSNorm
+ * with nw, or LayerNorm with nw and nb (may be NULL) when layer_norm; eps)
+ * as gpu_norm_forward; GPU_PRE_SWIGLU silu(gate) * up of x = gate | up (2C
+ * values) and GPU_PRE_GELU gelu(x), as gpu_swiglu/gelu_forward. fp32; out
+ * must not overlap x. */
+enum { GPU_PRE_NONE = 0, GPU_PRE_NORM = 1, GPU_PRE_SWIGLU = 2, GPU_PRE_GELU = 3 };
+void gpu_decode_matvec(float *out, const float *x, const float *W, const float *b, int C, int OC,
+                       int accumulate, int pre, const float *nw, const float *nb, int layer_norm,
+                       float eps);
 
 #ifdef __cplusplus
 }

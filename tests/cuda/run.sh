@@ -189,6 +189,8 @@ val() { grep -m1 "^$2=" "$RESULTS/$1.log" 2>/dev/null | cut -d= -f2; }
   echo "decode, llama2.c 110M shape (fp32 weights, KV cache, greedy):"
   echo "  $(val cuda_decode tok_s) tokens/s as a CUDA graph (graph: $(val cuda_decode graph))," \
     "$(val cuda_decode tok_s_launches) kernel by kernel ($(val cuda_decode graph_speedup)x);"
+  echo "  $(val cuda_decode tok_s_fused) tokens/s with the fused linear layers" \
+    "($(val cuda_decode fused_speedup)x the graph, $(val cuda_decode of_bound_fused) of the bound);"
   echo "  bound $(val cuda_decode bound_tok_s) tokens/s" \
     "($(val cuda_decode of_bound) of it) at $(val cuda_decode device_copy_gb_s) GB/s (device copy)"
 } | tee "$RESULTS/table.txt"

@@ -137,6 +137,36 @@ static void test_matvec(int C, int OC, int bias) {
     cudaFree(d_inp), cudaFree(d_w), cudaFree(d_b);
 }
 
+/* Decoding's fused linear layers (gpu_decode_matvec) against the CPU's
+ * norm or activation followed by linear_forward: fp32, only the order of
+ * the sums differs. pre: GPU_PRE_*; for GPU_PRE_NORM, layer_norm picks
+ * LayerNorm (with a bias) or RMSNorm. */
+static void test_decode_matvec(int pre, int layer_norm, int C, int OC, int bias, int acc) {
+    char name[128];
+    const int in = pre == GPU_PRE_SWIGLU ? 2 * C : C;
+    float *x = randn(in, 1.5f), *w = randn((size_t)OC * C, 0.5f), *b = bias ? randn(OC, 1.0f) : NULL;
+    float *nw = randn(C, 1.0f), *nb = randn(C, 1.0f), *out0 = randn(OC, 1.0f);
+    for (int i = 0; i < C; i++) x[i] += 0.7f; /* a mean for LayerNorm to remove */
+    float *xp = malloc(C * sizeof(float)), stat[2];
+    if (pre == GPU_PRE_NORM && layer_norm) layernorm_forward(xp, stat, stat + 1, x, nw, nb, 1, C, 1e-5f);
+    else if (pre == GPU_PRE_NORM) rmsnorm_forward(xp, stat + 1, x, nw, 1, C, 1e-5f);
+    else if (pre == GPU_PRE_SWIGLU) swiglu_forward(xp, x, 1, C);
+    else if (pre == GPU_PRE_GELU) gelu_forward(xp, x, C);
+    else memcpy(xp, x, C * sizeof(float));
+    float *ref = host_copy(out0, OC);
+    linear_forward(ref, xp, w, b, 1, C, OC, acc);
+    float *d_x = dev(x, in), *d_w = dev(w, (size_t)OC * C), *d_b = b ? dev(b, OC) : NULL;
+    float *d_nw = dev(nw, C), *d_nb = dev(nb, C), *d_out = dev(out0, OC);
+    gpu_decode_matvec(d_out, d_x, d_w, d_b, C, OC, acc, pre, d_nw, layer_norm ? d_nb : NULL,
+                      layer_norm, 1e-5f);
+    static const char *what[] = {"", " after rmsnorm", " after swiglu", " after gelu"};
+    snprintf(name, sizeof name, "decode matvec%s %dx%d bias %d acc %d", pre == GPU_PRE_NORM &&
+             layer_norm ? " after layernorm" : what[pre], C, OC, bias, acc);
+    compare(name, back(d_out, OC), ref, OC, 1e-5);
+    free(x), free(w), free(b), free(nw), free(nb), free(out0), free(xp), free(ref);
+    cudaFree(d_x), cudaFree(d_w), cudaFree(d_b), cudaFree(d_nw), cudaFree(d_nb), cudaFree(d_out);
+}
+
 /* ---------------------------------------------------------------- norms */
 
 static void test_norm(int layer, int bias, int N, int C) {
@@ -685,6 +715,14 @@ int main(int argc, char **argv) {
     test_linear(1, 768, 200, 1);
     test_matvec(768, 200, 1);
     test_matvec(100, 61, 0);
+    test_decode_matvec(GPU_PRE_NONE, 0, 768, 200, 1, 1);
+    test_decode_matvec(GPU_PRE_NORM, 0, 768, 2304, 0, 0);
+    test_decode_matvec(GPU_PRE_NORM, 1, 96, 61, 1, 0);
+    test_decode_matvec(GPU_PRE_NORM, 0, 90, 37, 0, 0); /* C % 4 != 0: one float a lane */
+    test_decode_matvec(GPU_PRE_SWIGLU, 0, 2048, 768, 0, 1);
+    test_decode_matvec(GPU_PRE_GELU, 0, 300, 100, 1, 1);
+    test_decode_matvec(GPU_PRE_NORM, 0, 64, 9000, 0, 0); /* rows > blocks x warps */
+    test_decode_matvec(GPU_PRE_SWIGLU, 0, 13000, 20, 1, 0); /* > 48 KiB of shared input */
     test_norm(1, 1, 100, 96);
     test_norm(1, 0, 37, 768);
     test_norm(0, 0, 100, 96);

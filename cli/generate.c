@@ -116,7 +116,6 @@ int cmd_generate(int argc, char **argv) {
     const int on_gpu = strcmp(device, "cuda") == 0;
     if (!on_gpu && strcmp(device, "cpu")) return cli_fail("--device", "cpu or cuda");
     if (on_gpu && cuda_device_check()) return cli_fail("generate", rotary_last_error());
-    if (on_gpu && da.int8) return cli_fail("--int8", "not with --device cuda");
     rotary_model m;
     rotary_tokenizer *tok;
     if (cli_load_model(model ? model : ckpt, tok_spec, &m, &tok)) return 1;
@@ -161,7 +160,7 @@ int cmd_generate(int argc, char **argv) {
     if (n_text) memcpy(all + (bos >= 0), ids, n_text * sizeof(int));
     if (on_gpu) {
         if (rotary_model_extend(&m, T) || cuda_model_new(&g, &m) ||
-            cuda_decoder_new(&dec.gpu, g, T)) {
+            cuda_decoder_new(&dec.gpu, g, T) || (da.int8 && cuda_decoder_quantize(dec.gpu))) {
             rc = cli_fail("generate", rotary_last_error());
             goto done;
         }
@@ -223,10 +222,11 @@ int cmd_generate(int argc, char **argv) {
     printf("\n");
     fflush(stdout);
     const char *why = "";
-    const char *how = da.int8                                 ? " (int8)"
-                      : !dec.gpu                              ? ""
-                      : cuda_decoder_graphed(dec.gpu, &why) ? " (a CUDA graph a token)"
-                                                              : " (kernel by kernel)";
+    const char *how = !dec.gpu                                ? (da.int8 ? " (int8)" : "")
+                      : cuda_decoder_graphed(dec.gpu, &why) ? (da.int8 ? " (int8, a CUDA graph a token)"
+                                                                       : " (a CUDA graph a token)")
+                      : da.int8                             ? " (int8, kernel by kernel)"
+                                                            : " (kernel by kernel)";
     fprintf(stderr, "rotary: prefill %zu tokens at %.1f tok/s, decode %d tokens at %.1f tok/s%s\n",
             n_prompt, n_prompt / (t1 - t0 + 1e-12), made, made / (t2 - t1 + 1e-12), how);
     if (*why) fprintf(stderr, "rotary: note: %s\n", why);

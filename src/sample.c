@@ -302,9 +302,7 @@ static void linear_step(rotary_decoder *d, int l, int pos) {
  * wo (C, A), wup (U, C), wdown (C, F), A = n_head * head_dim, then the
  * classifier (vocab, C), each starting on a 64-byte boundary. Offsets
  * follow from the shapes, so the struct keeps only the pointer. */
-enum { Q8_WQKV, Q8_WO, Q8_WUP, Q8_WDOWN, Q8_N };
-
-static void q8_shapes(const rotary_config *c, int rows[Q8_N], int cols[Q8_N]) {
+void q8_layer_shapes(const rotary_config *c, int rows[Q8_N], int cols[Q8_N]) {
     const int C = c->d_model, hd = C / c->n_head, F = c->d_ff;
     rows[Q8_WQKV] = (c->n_head + 2 * c->n_kv_head) * hd, cols[Q8_WQKV] = C;
     rows[Q8_WO] = C, cols[Q8_WO] = c->n_head * hd;
@@ -317,7 +315,7 @@ static size_t q8_scratch(const rotary_config *c) {
     return q8_act_bytes(c->d_model > c->d_ff ? c->d_model : c->d_ff);
 }
 
-static size_t q8_size(int rows, int cols) {
+size_t q8_padded_bytes(int rows, int cols) {
     return (q8_matrix_bytes(rows, cols) + 63) & ~(size_t)63;
 }
 
@@ -325,10 +323,10 @@ static size_t q8_size(int rows, int cols) {
 static void *q8_matrix(const rotary_decoder *d, int l, int which) {
     const rotary_config *c = &d->m->cfg;
     int rows[Q8_N], cols[Q8_N];
-    q8_shapes(c, rows, cols);
+    q8_layer_shapes(c, rows, cols);
     size_t per_layer = 0, before = 0;
     for (int i = 0; i < Q8_N; i++) {
-        size_t n = q8_size(rows[i], cols[i]);
+        size_t n = q8_padded_bytes(rows[i], cols[i]);
         before += i < which ? n : 0;
         per_layer += n;
     }
@@ -342,9 +340,11 @@ int rotary_decoder_quantize(rotary_decoder *d) {
     const rotary_config *c = &m->cfg;
     const rotary_layout *lo = m->layout;
     int rows[Q8_N], cols[Q8_N];
-    q8_shapes(c, rows, cols);
-    double bytes = (double)d->threads * q8_scratch(c) + (double)q8_size(c->vocab, c->d_model);
-    for (int i = 0; i < Q8_N; i++) bytes += (double)c->n_layer * q8_size(rows[i], cols[i]);
+    q8_layer_shapes(c, rows, cols);
+    double bytes =
+        (double)d->threads * q8_scratch(c) + (double)q8_padded_bytes(c->vocab, c->d_model);
+    for (int i = 0; i < Q8_N; i++)
+        bytes += (double)c->n_layer * q8_padded_bytes(rows[i], cols[i]);
     if (bytes > (double)((size_t)1 << 40))
         return rotary_fail(ROTARY_ENOMEM, "quantize: %.1f GiB of int8 weights",
                            bytes / 1073741824.0);
@@ -442,7 +442,7 @@ int rotary_decoder_step(rotary_decoder *d, int token, const float **logits) {
     int threads = omp_get_max_threads();
     threads = threads < d->threads ? threads : d->threads;
     int rows[Q8_N], cols[Q8_N];
-    q8_shapes(c, rows, cols);
+    q8_layer_shapes(c, rows, cols);
     double weights = (double)c->vocab * C;
     for (int i = 0; i < Q8_N; i++) weights += (double)c->n_layer * rows[i] * cols[i];
     matvec_team tm = {d->team, d->threads};

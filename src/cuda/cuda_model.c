@@ -11,6 +11,7 @@
  * operands as they are. The residual stream, the other saved activations,
  * gradients and the master weights stay fp32. */
 #include "internal.h"
+#include "matvec.h"
 #include "model_internal.h"
 #include "cuda/cuda_model.h"
 #include "cuda/kernels.h"
@@ -604,6 +605,7 @@ struct cuda_decoder {
     int *tp;                /* device: the token, its position */
     int graph_on;           /* use a graph (cuda_decoder_set_graph) */
     int fused;              /* gpu_decode_matvec (cuda_decoder_set_fused) */
+    void *q8;               /* device: Q8_0 matrices (cuda_decoder_quantize), or NULL */
     cudaGraphExec_t graph;  /* the captured step, or NULL */
     unsigned tables;        /* g->tables when it was captured */
     int graphed;            /* the last step replayed it */
@@ -613,6 +615,7 @@ struct cuda_decoder {
 void cuda_decoder_free(cuda_decoder *d) {
     if (!d) return;
     if (d->graph) cudaGraphExecDestroy(d->graph);
+    cudaFree(d->q8);
     cudaFree(d->buf);
     cudaFree(d->tp);
     free(d);
@@ -705,6 +708,66 @@ int cuda_decoder_new(cuda_decoder **out, cuda_model *g, int max_T) {
     return ROTARY_OK;
 }
 
+/* Matrix `which` of layer l (l == n_layer: the classifier) in d->q8. */
+static const void *q8_dev(const cuda_decoder *d, int l, int which) {
+    const rotary_config *c = &d->g->cfg;
+    int rows[Q8_N], cols[Q8_N];
+    q8_layer_shapes(c, rows, cols);
+    size_t per_layer = 0, before = 0;
+    for (int i = 0; i < Q8_N; i++) {
+        before += i < which ? q8_padded_bytes(rows[i], cols[i]) : 0;
+        per_layer += q8_padded_bytes(rows[i], cols[i]);
+    }
+    return (const char *)d->q8 + (size_t)l * per_layer + before;
+}
+
+int cuda_decoder_quantize(cuda_decoder *d) {
+    cuda_model *g = d->g;
+    const rotary_config *c = &g->cfg;
+    const rotary_layout *lo = g->host->layout;
+    int rows[Q8_N], cols[Q8_N];
+    q8_layer_shapes(c, rows, cols);
+    size_t bytes = q8_padded_bytes(c->vocab, c->d_model), widest = (size_t)c->vocab * c->d_model;
+    size_t qmax = q8_matrix_bytes(c->vocab, c->d_model);
+    for (int i = 0; i < Q8_N; i++) {
+        bytes += (size_t)c->n_layer * q8_padded_bytes(rows[i], cols[i]);
+        if ((size_t)rows[i] * cols[i] > widest) widest = (size_t)rows[i] * cols[i];
+        if (q8_matrix_bytes(rows[i], cols[i]) > qmax) qmax = q8_matrix_bytes(rows[i], cols[i]);
+    }
+    /* Each matrix from the device's weights (the host copy may be older),
+     * quantized by the CPU's code, then copied back. */
+    float *w = malloc(widest * sizeof(float));
+    void *q = malloc(qmax);
+    cudaError_t e = cudaSuccess;
+    int rc = ROTARY_OK;
+    if (!w || !q) rc = rotary_fail(ROTARY_ENOMEM, "cuda decoder: out of memory for int8 weights");
+    if (rc == ROTARY_OK && !d->q8 && (e = cudaMalloc(&d->q8, bytes)) != cudaSuccess)
+        rc = cuda_fail(e, "int8 weights");
+    for (int l = 0; l <= c->n_layer && rc == ROTARY_OK; l++)
+        for (int i = 0; i < (l < c->n_layer ? Q8_N : 1) && rc == ROTARY_OK; i++) {
+            const layer_params *lp = l < c->n_layer ? &lo->layer[l] : NULL;
+            const size_t off[Q8_N] = {lp ? lp->wqkv : lo->head, lp ? lp->wo : 0,
+                                      lp ? lp->wup : 0, lp ? lp->wdown : 0};
+            const int r = lp ? rows[i] : c->vocab, k = lp ? cols[i] : c->d_model;
+            if ((e = cudaMemcpy(w, g->params + off[i], (size_t)r * k * sizeof(float),
+                                cudaMemcpyDeviceToHost)) == cudaSuccess) {
+                q8_quantize_matrix(q, w, r, k);
+                e = cudaMemcpy((void *)q8_dev(d, l, i), q, q8_matrix_bytes(r, k),
+                               cudaMemcpyHostToDevice);
+            }
+            if (e != cudaSuccess) rc = cuda_fail(e, "int8 weights");
+        }
+    free(w);
+    free(q);
+    if (rc != ROTARY_OK) {
+        cudaFree(d->q8);
+        d->q8 = NULL;
+        return rc;
+    }
+    if (d->graph) cudaGraphExecDestroy(d->graph), d->graph = NULL;
+    return ROTARY_OK;
+}
+
 /* Queue one step: the token and position already in d->tp. */
 static void decoder_launch(cuda_decoder *d) {
     cuda_model *g = d->g;
@@ -721,12 +784,15 @@ static void decoder_launch(cuda_decoder *d) {
     if (d->t5tab) gpu_t5_table(d->t5tab, P(lo->rel_bias), g->bucket, nh, d->max_T);
     const int act = c->mlp == ROTARY_MLP_SWIGLU ? GPU_PRE_SWIGLU : GPU_PRE_GELU;
     const float eps = c->norm_eps;
+    const int q8 = d->q8 != NULL, fused = d->fused || q8;
+    /* matrix i of layer l: Q8_0, or the fp32 weights at offset w */
+#define WM(l, i, w) (q8 ? q8_dev(d, l, i) : (const void *)P(w))
     for (int l = 0; l < c->n_layer; l++) {
         const layer_params *lp = &lo->layer[l];
-        if (d->fused) {
-            gpu_decode_matvec(d->qkv, d->x, P(lp->wqkv), OPT(g->params, lp->bqkv), C, QKV, 0,
-                              GPU_PRE_NORM, P(lp->norm1_w), OPT(g->params, lp->norm1_b),
-                              layer_norm, eps);
+        if (fused) {
+            gpu_decode_matvec(d->qkv, d->x, WM(l, Q8_WQKV, lp->wqkv), q8,
+                              OPT(g->params, lp->bqkv), C, QKV, 0, GPU_PRE_NORM, P(lp->norm1_w),
+                              OPT(g->params, lp->norm1_b), layer_norm, eps);
         } else {
             gpu_norm_forward(d->h, NULL, mean, rstd, d->x, NULL, P(lp->norm1_w),
                              OPT(g->params, lp->norm1_b), 1, C, eps);
@@ -744,14 +810,14 @@ static void decoder_launch(cuda_decoder *d) {
             gpu_decode_attention(d->att, d->q, kc, vc, g->alibi, d->t5tab, pos, d->max_T, nh, nkv,
                                  hd);
         }
-        if (d->fused) {
-            gpu_decode_matvec(d->x, d->att, P(lp->wo), OPT(g->params, lp->bo), Q, C, 1,
-                              GPU_PRE_NONE, NULL, NULL, 0, 0);
-            gpu_decode_matvec(d->up, d->x, P(lp->wup), OPT(g->params, lp->bup), C, U, 0,
-                              GPU_PRE_NORM, P(lp->norm2_w), OPT(g->params, lp->norm2_b),
+        if (fused) {
+            gpu_decode_matvec(d->x, d->att, WM(l, Q8_WO, lp->wo), q8, OPT(g->params, lp->bo), Q,
+                              C, 1, GPU_PRE_NONE, NULL, NULL, 0, 0);
+            gpu_decode_matvec(d->up, d->x, WM(l, Q8_WUP, lp->wup), q8, OPT(g->params, lp->bup),
+                              C, U, 0, GPU_PRE_NORM, P(lp->norm2_w), OPT(g->params, lp->norm2_b),
                               layer_norm, eps);
-            gpu_decode_matvec(d->x, d->up, P(lp->wdown), OPT(g->params, lp->bdown), F, C, 1, act,
-                              NULL, NULL, 0, 0);
+            gpu_decode_matvec(d->x, d->up, WM(l, Q8_WDOWN, lp->wdown), q8,
+                              OPT(g->params, lp->bdown), F, C, 1, act, NULL, NULL, 0, 0);
             continue;
         }
         gpu_matvec(d->x, d->att, P(lp->wo), OPT(g->params, lp->bo), Q, C, 1);
@@ -762,11 +828,13 @@ static void decoder_launch(cuda_decoder *d) {
         else gpu_gelu_forward(d->act, NULL, d->up, NULL, (size_t)F);
         gpu_matvec(d->x, d->act, P(lp->wdown), OPT(g->params, lp->bdown), F, C, 1);
     }
-    if (d->fused) {
-        gpu_decode_matvec(d->logits, d->x, P(lo->head), NULL, C, c->vocab, 0, GPU_PRE_NORM,
-                          P(lo->normf_w), OPT(g->params, lo->normf_b), layer_norm, eps);
+    if (fused) {
+        gpu_decode_matvec(d->logits, d->x, WM(c->n_layer, 0, lo->head), q8, NULL, C, c->vocab, 0,
+                          GPU_PRE_NORM, P(lo->normf_w), OPT(g->params, lo->normf_b), layer_norm,
+                          eps);
         return;
     }
+#undef WM
     gpu_norm_forward(d->h, NULL, mean, rstd, d->x, NULL, P(lo->normf_w),
                      OPT(g->params, lo->normf_b), 1, C, eps);
     gpu_matvec(d->logits, d->h, P(lo->head), NULL, C, c->vocab, 0);

@@ -78,6 +78,11 @@ void cuda_decoder_set_graph(cuda_decoder *d, int on);
  * off unless ROTARY_CUDA_DECODE=fused at the first decoder. Results differ
  * only by the order of the sums. */
 void cuda_decoder_set_fused(cuda_decoder *d, int on);
+/* --int8: the linear layers' weights (and the classifier's) in Q8_0 from
+ * now on, quantized from the device's current weights as the CPU decoder's
+ * rotary_decoder_quantize does (about a quarter of the bytes a token); the
+ * fused layers dequantize them as they read, keeping the inputs in fp32. */
+int cuda_decoder_quantize(cuda_decoder *d);
 /* 1 when the last step replayed the graph; 0 when off, or when capture
  * failed and the decoder fell back to single launches (*why then says why;
  * why may be NULL). */

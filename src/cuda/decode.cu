@@ -8,6 +8,12 @@
 #include "common.cuh"
 
 #include <math.h>
+#include <stdint.h>
+#ifdef ROTARY_CUDA_EMU
+#include "../half.h"
+#else
+#include <cuda_fp16.h>
+#endif
 
 /* The one token's qkv row -> q (nh*hd) rotated, and k (rotated) and v into
  * row *pos of each kv head's cache (nkv, max_T, hd). One thread per pair. */
@@ -205,15 +211,17 @@ extern "C" void gpu_decode_linear(float *out, float *S, float *z, const float *q
 
 /* One row through a linear layer with the elementwise step before it done
  * on the way in, so that a decoding step launches one kernel where it
- * launched two: out (OC) (+)= W (OC, C) x' + b, where x' is
+ * launched two: out (OC) (+)= W (OC, C) x' + b, W fp32 or Q8_0 (matvec.h's
+ * layout, dequantized on the fly: x' stays fp32), where x' is
  * - GPU_PRE_NONE: x;
  * - GPU_PRE_NORM: RMSNorm of x (w), or LayerNorm (w, nb) with layer_norm;
  * - GPU_PRE_SWIGLU: silu(gate) * up of x = gate | up (2C values);
  * - GPU_PRE_GELU: gelu(x).
  * Every block makes x' in shared memory (a norm's sums in a fixed order,
- * the same in every block), then each warp takes output rows in turn, lane
- * l the V-float runs l, l + 32, .. of the row (V = 4: 16-byte loads where
- * C and W allow), summed across the warp. */
+ * the same in every block; zeros past C up to Q8_0's whole blocks), then
+ * each warp takes output rows in turn, lane l the runs l, l + 32, .. of the
+ * row (fp32: V floats, V = 4 where C and W allow 16-byte loads; Q8_0: 16
+ * bytes, half a block), summed across the warp. */
 enum { MV_THREADS = 256, MV_WARPS = MV_THREADS / 32, MV_MAX_BLOCKS = 1024 };
 
 /* The sum over the block of each thread's v, in a fixed order; red holds
@@ -228,9 +236,52 @@ __device__ __forceinline__ float block_sum(float v, float *red) {
     return s;
 }
 
-template <int PRE, int V>
+__device__ __forceinline__ float f16_bits(uint16_t h) {
+#ifdef ROTARY_CUDA_EMU
+    return rotary_f16_to_f32(h);
+#else
+    return __half2float(__ushort_as_half(h));
+#endif
+}
+
+/* This lane's share of row o of W times xs. */
+template <int V>
+__device__ __forceinline__ float row_dot(const float *W, const float *xs, int C, int OC, int o,
+                                         int lane) {
+    (void)OC;
+    const float *row = W + (size_t)o * C;
+    float s = 0.0f;
+    for (int i = lane * V; i < C; i += 32 * V) {
+        float wv[V];
+        load_vec<V>(wv, row + i);
+#pragma unroll
+        for (int k = 0; k < V; k++) s += wv[k] * xs[i + k];
+    }
+    return s;
+}
+/* Q8_0: u (OC, nb * 32) bytes q + 128, then the scales (OC, nb) float16. */
+template <int V>
+__device__ __forceinline__ float row_dot(const uint8_t *W, const float *xs, int C, int OC, int o,
+                                         int lane) {
+    const int nb = (C + 31) / 32;
+    const uint8_t *row = W + (size_t)o * nb * 32;
+    const uint16_t *d = (const uint16_t *)(W + (size_t)OC * nb * 32) + (size_t)o * nb;
+    float s = 0.0f;
+    for (int j = lane; j < 2 * nb; j += 32) { /* 16 bytes: half of block j / 2 */
+        uint32_t u[4];
+        *reinterpret_cast<uint4 *>(u) = *reinterpret_cast<const uint4 *>(row + 16 * j);
+        float p = 0.0f;
+#pragma unroll
+        for (int k = 0; k < 16; k++)
+            p += (float)((int)((u[k / 4] >> (8 * (k % 4))) & 0xffu) - 128) * xs[16 * j + k];
+        s += p * f16_bits(d[j / 2]);
+    }
+    return s;
+}
+
+template <int PRE, int V, typename TW>
 __global__ void __launch_bounds__(MV_THREADS)
-    decode_matvec_kernel(float *out, const float *x, const float *W, const float *b,
+    decode_matvec_kernel(float *out, const float *x, const TW *W, const float *b,
                          const float *nw, const float *nb, int layer_norm, float eps, int C,
                          int OC, int accumulate) {
     GPU_DYNAMIC_SHARED(float, xs);
@@ -256,56 +307,55 @@ __global__ void __launch_bounds__(MV_THREADS)
                       : a;
         }
     }
+    for (int i = C + threadIdx.x; i < (C + 31) / 32 * 32; i += MV_THREADS) xs[i] = 0.0f;
     __syncthreads();
     for (int o = blockIdx.x * MV_WARPS + w; o < OC; o += gridDim.x * MV_WARPS) {
-        const float *row = W + (size_t)o * C;
-        float s = 0.0f;
-        for (int i = lane * V; i < C; i += 32 * V) {
-            float wv[V];
-            load_vec<V>(wv, row + i);
-#pragma unroll
-            for (int k = 0; k < V; k++) s += wv[k] * xs[i + k];
-        }
-        s = warp_sum(s);
+        const float s = warp_sum(row_dot<V>(W, xs, C, OC, o, lane));
         if (lane == 0) out[o] = (accumulate ? out[o] : 0.0f) + s + (b ? b[o] : 0.0f);
     }
 }
 
-template <int PRE>
-static void decode_matvec(float *out, const float *x, const float *W, const float *b,
+template <int PRE, int V, typename TW>
+static void launch_matvec(float *out, const float *x, const TW *W, const float *b,
                           const float *nw, const float *nb, int layer_norm, float eps, int C,
                           int OC, int accumulate) {
-    const size_t shmem = (size_t)C * sizeof(float);
+    const size_t shmem = (size_t)(C + 31) / 32 * 32 * sizeof(float);
     const unsigned groups = cdiv(OC, MV_WARPS), cap = MV_MAX_BLOCKS;
-    const unsigned blocks = groups < cap ? groups : cap;
-    if (C % 4 == 0 && vec_ok(W, 16)) {
-        if (shmem > 48 * 1024)
-            cudaFuncSetAttribute(decode_matvec_kernel<PRE, 4>,
-                                 cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shmem);
-        GPU_LAUNCH((decode_matvec_kernel<PRE, 4>), blocks, MV_THREADS, shmem)(
-            out, x, W, b, nw, nb, layer_norm, eps, C, OC, accumulate);
-    } else {
-        if (shmem > 48 * 1024)
-            cudaFuncSetAttribute(decode_matvec_kernel<PRE, 1>,
-                                 cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shmem);
-        GPU_LAUNCH((decode_matvec_kernel<PRE, 1>), blocks, MV_THREADS, shmem)(
-            out, x, W, b, nw, nb, layer_norm, eps, C, OC, accumulate);
-    }
+    if (shmem > 48 * 1024)
+        cudaFuncSetAttribute(decode_matvec_kernel<PRE, V, TW>,
+                             cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shmem);
+    GPU_LAUNCH((decode_matvec_kernel<PRE, V, TW>), groups < cap ? groups : cap, MV_THREADS,
+               shmem)(out, x, W, b, nw, nb, layer_norm, eps, C, OC, accumulate);
 }
 
-extern "C" void gpu_decode_matvec(float *out, const float *x, const float *W, const float *b,
-                                  int C, int OC, int accumulate, int pre, const float *nw,
-                                  const float *nb, int layer_norm, float eps) {
+template <int PRE>
+static void decode_matvec(float *out, const float *x, const void *W, int q8, const float *b,
+                          const float *nw, const float *nb, int layer_norm, float eps, int C,
+                          int OC, int accumulate) {
+    if (q8)
+        launch_matvec<PRE, 1>(out, x, (const uint8_t *)W, b, nw, nb, layer_norm, eps, C, OC,
+                              accumulate);
+    else if (C % 4 == 0 && vec_ok(W, 16))
+        launch_matvec<PRE, 4>(out, x, (const float *)W, b, nw, nb, layer_norm, eps, C, OC,
+                              accumulate);
+    else
+        launch_matvec<PRE, 1>(out, x, (const float *)W, b, nw, nb, layer_norm, eps, C, OC,
+                              accumulate);
+}
+
+extern "C" void gpu_decode_matvec(float *out, const float *x, const void *W, int q8,
+                                  const float *b, int C, int OC, int accumulate, int pre,
+                                  const float *nw, const float *nb, int layer_norm, float eps) {
     switch (pre) {
     case GPU_PRE_NORM:
-        decode_matvec<GPU_PRE_NORM>(out, x, W, b, nw, nb, layer_norm, eps, C, OC, accumulate);
+        decode_matvec<GPU_PRE_NORM>(out, x, W, q8, b, nw, nb, layer_norm, eps, C, OC, accumulate);
         break;
     case GPU_PRE_SWIGLU:
-        decode_matvec<GPU_PRE_SWIGLU>(out, x, W, b, NULL, NULL, 0, 0, C, OC, accumulate);
+        decode_matvec<GPU_PRE_SWIGLU>(out, x, W, q8, b, NULL, NULL, 0, 0, C, OC, accumulate);
         break;
     case GPU_PRE_GELU:
-        decode_matvec<GPU_PRE_GELU>(out, x, W, b, NULL, NULL, 0, 0, C, OC, accumulate);
+        decode_matvec<GPU_PRE_GELU>(out, x, W, q8, b, NULL, NULL, 0, 0, C, OC, accumulate);
         break;
-    default: decode_matvec<GPU_PRE_NONE>(out, x, W, b, NULL, NULL, 0, 0, C, OC, accumulate);
+    default: decode_matvec<GPU_PRE_NONE>(out, x, W, q8, b, NULL, NULL, 0, 0, C, OC, accumulate);
     }
 }

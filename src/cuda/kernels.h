@@ -249,12 +249,14 @@ void gpu_decode_linear(float *out, float *S, float *z, const float *qkv, const f
  * NULL), x' = PRE(x): GPU_PRE_NONE x; GPU_PRE_NORM the norm of x (RMSNorm
  * with nw, or LayerNorm with nw and nb (may be NULL) when layer_norm; eps)
  * as gpu_norm_forward; GPU_PRE_SWIGLU silu(gate) * up of x = gate | up (2C
- * values) and GPU_PRE_GELU gelu(x), as gpu_swiglu/gelu_forward. fp32; out
- * must not overlap x. */
+ * values) and GPU_PRE_GELU gelu(x), as gpu_swiglu/gelu_forward. W is fp32,
+ * or with q8 a Q8_0 matrix in src/matvec.h's layout (16-byte aligned),
+ * whose weights d * q are taken as they are: x' stays fp32, unlike the
+ * CPU's int8 products. out must not overlap x. */
 enum { GPU_PRE_NONE = 0, GPU_PRE_NORM = 1, GPU_PRE_SWIGLU = 2, GPU_PRE_GELU = 3 };
-void gpu_decode_matvec(float *out, const float *x, const float *W, const float *b, int C, int OC,
-                       int accumulate, int pre, const float *nw, const float *nb, int layer_norm,
-                       float eps);
+void gpu_decode_matvec(float *out, const float *x, const void *W, int q8, const float *b, int C,
+                       int OC, int accumulate, int pre, const float *nw, const float *nb,
+                       int layer_norm, float eps);
 
 #ifdef __cplusplus
 }

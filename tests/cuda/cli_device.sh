@@ -55,6 +55,15 @@ else
     [ "$n" -ge 20 ] && ok "generate --device cuda: $n ids" || bad "generate --device cuda: $n ids"
     grep -q "a CUDA graph a token" "$tmp/err" && ok "generate --device cuda replays a CUDA graph" ||
         bad "generate --device cuda: $(tail -n 2 "$tmp/err")"
+    # --int8 on the GPU: Q8_0 weights, greedy ids mostly the float32 run's
+    f32=$("$rotary" generate "$tmp/g" -n 12 -t 0 --ids --device cuda 2>/dev/null)
+    i8=$("$rotary" generate "$tmp/g" -n 12 -t 0 --ids --int8 --device cuda 2>"$tmp/err")
+    grep -q "(int8, a CUDA graph a token)" "$tmp/err" && [ "$(echo "$i8" | wc -w)" -ge 12 ] &&
+        ok "generate --int8 --device cuda: $(echo "$i8" | wc -w) ids" ||
+        bad "generate --int8 --device cuda: $(tail -n 2 "$tmp/err")"
+    same=$(paste <(echo "$f32" | tr ' ' '\n') <(echo "$i8" | tr ' ' '\n') | awk '$1 == $2 && $1 != ""' | wc -l)
+    [ "$same" -ge 6 ] && ok "generate --int8 --device cuda: $same ids as float32's" ||
+        bad "generate --int8 --device cuda: only $same ids as float32's ($f32 / $i8)"
     # T5's bias on the GPU (the fp32 attention kernels): the CPU's loss again
     "$rotary" train "${args[@]}" --pos t5 --out "$tmp/t5" --device cuda 2>"$tmp/err" ||
         { bad "train --pos t5 --device cuda"; cat "$tmp/err"; }

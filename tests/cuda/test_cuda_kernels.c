@@ -26,6 +26,7 @@
  * tests/cuda/emu), with --quick: without the longest attention and
  * decoding cases, which test_flash_emu and test_decode_emu cover there. */
 #include "gpu_check.h"
+#include "matvec.h"
 #include "ops.h"
 
 #include <omp.h>
@@ -140,8 +141,10 @@ static void test_matvec(int C, int OC, int bias) {
 /* Decoding's fused linear layers (gpu_decode_matvec) against the CPU's
  * norm or activation followed by linear_forward: fp32, only the order of
  * the sums differs. pre: GPU_PRE_*; for GPU_PRE_NORM, layer_norm picks
- * LayerNorm (with a bias) or RMSNorm. */
-static void test_decode_matvec(int pre, int layer_norm, int C, int OC, int bias, int acc) {
+ * LayerNorm (with a bias) or RMSNorm. q8: the weights in Q8_0 (matvec.h),
+ * against linear_forward on the CPU's dequantized rows. */
+static void test_decode_matvec(int pre, int layer_norm, int C, int OC, int bias, int acc,
+                               int q8) {
     char name[128];
     const int in = pre == GPU_PRE_SWIGLU ? 2 * C : C;
     float *x = randn(in, 1.5f), *w = randn((size_t)OC * C, 0.5f), *b = bias ? randn(OC, 1.0f) : NULL;
@@ -153,17 +156,28 @@ static void test_decode_matvec(int pre, int layer_norm, int C, int OC, int bias,
     else if (pre == GPU_PRE_SWIGLU) swiglu_forward(xp, x, 1, C);
     else if (pre == GPU_PRE_GELU) gelu_forward(xp, x, C);
     else memcpy(xp, x, C * sizeof(float));
+    void *wq = NULL, *d_w;
+    if (q8) { /* the reference multiplies the weights the device reads */
+        const size_t qb = q8_matrix_bytes(OC, C);
+        wq = malloc(qb);
+        q8_quantize_matrix(wq, w, OC, C);
+        for (int r = 0; r < OC; r++) q8_dequantize_row(w + (size_t)r * C, wq, OC, C, r);
+        cudaMalloc(&d_w, qb);
+        cudaMemcpy(d_w, wq, qb, cudaMemcpyHostToDevice);
+    } else {
+        d_w = dev(w, (size_t)OC * C);
+    }
     float *ref = host_copy(out0, OC);
     linear_forward(ref, xp, w, b, 1, C, OC, acc);
-    float *d_x = dev(x, in), *d_w = dev(w, (size_t)OC * C), *d_b = b ? dev(b, OC) : NULL;
+    float *d_x = dev(x, in), *d_b = b ? dev(b, OC) : NULL;
     float *d_nw = dev(nw, C), *d_nb = dev(nb, C), *d_out = dev(out0, OC);
-    gpu_decode_matvec(d_out, d_x, d_w, d_b, C, OC, acc, pre, d_nw, layer_norm ? d_nb : NULL,
+    gpu_decode_matvec(d_out, d_x, d_w, q8, d_b, C, OC, acc, pre, d_nw, layer_norm ? d_nb : NULL,
                       layer_norm, 1e-5f);
     static const char *what[] = {"", " after rmsnorm", " after swiglu", " after gelu"};
-    snprintf(name, sizeof name, "decode matvec%s %dx%d bias %d acc %d", pre == GPU_PRE_NORM &&
-             layer_norm ? " after layernorm" : what[pre], C, OC, bias, acc);
+    snprintf(name, sizeof name, "decode matvec%s%s %dx%d bias %d acc %d", q8 ? " (q8_0)" : "",
+             pre == GPU_PRE_NORM && layer_norm ? " after layernorm" : what[pre], C, OC, bias, acc);
     compare(name, back(d_out, OC), ref, OC, 1e-5);
-    free(x), free(w), free(b), free(nw), free(nb), free(out0), free(xp), free(ref);
+    free(x), free(w), free(b), free(nw), free(nb), free(out0), free(xp), free(ref), free(wq);
     cudaFree(d_x), cudaFree(d_w), cudaFree(d_b), cudaFree(d_nw), cudaFree(d_nb), cudaFree(d_out);
 }
 
@@ -715,14 +729,16 @@ int main(int argc, char **argv) {
     test_linear(1, 768, 200, 1);
     test_matvec(768, 200, 1);
     test_matvec(100, 61, 0);
-    test_decode_matvec(GPU_PRE_NONE, 0, 768, 200, 1, 1);
-    test_decode_matvec(GPU_PRE_NORM, 0, 768, 2304, 0, 0);
-    test_decode_matvec(GPU_PRE_NORM, 1, 96, 61, 1, 0);
-    test_decode_matvec(GPU_PRE_NORM, 0, 90, 37, 0, 0); /* C % 4 != 0: one float a lane */
-    test_decode_matvec(GPU_PRE_SWIGLU, 0, 2048, 768, 0, 1);
-    test_decode_matvec(GPU_PRE_GELU, 0, 300, 100, 1, 1);
-    test_decode_matvec(GPU_PRE_NORM, 0, 64, 9000, 0, 0); /* rows > blocks x warps */
-    test_decode_matvec(GPU_PRE_SWIGLU, 0, 13000, 20, 1, 0); /* > 48 KiB of shared input */
+    for (int q8 = 0; q8 <= 1; q8++) {
+        test_decode_matvec(GPU_PRE_NONE, 0, 768, 200, 1, 1, q8);
+        test_decode_matvec(GPU_PRE_NORM, 0, 768, 2304, 0, 0, q8);
+        test_decode_matvec(GPU_PRE_NORM, 1, 96, 61, 1, 0, q8);
+        test_decode_matvec(GPU_PRE_NORM, 0, 90, 37, 0, 0, q8); /* C % 4 != 0, C % 32 != 0 */
+        test_decode_matvec(GPU_PRE_SWIGLU, 0, 2048, 768, 0, 1, q8);
+        test_decode_matvec(GPU_PRE_GELU, 0, 300, 100, 1, 1, q8);
+        test_decode_matvec(GPU_PRE_NORM, 0, 64, 9000, 0, 0, q8); /* rows > blocks x warps */
+        test_decode_matvec(GPU_PRE_SWIGLU, 0, 13000, 20, 1, 0, q8); /* > 48 KiB shared */
+    }
     test_norm(1, 1, 100, 96);
     test_norm(1, 0, 37, 768);
     test_norm(0, 0, 100, 96);

@@ -7,11 +7,13 @@
  * gpu_flash_forward_tc and gpu_flash_backward_tc; chosen by
  * gpu_attention_use(GPU_ATTN_MMA). The backward is further down.
  *
- * q, k, v and dout arrive in bf16 (the split kernel and
- * gpu_attention_backward write them so), and every tile is a cp.async copy.
+ * q, k, v and dout arrive in bf16 (the split kernel and the output
+ * projection's backward GEMM write them so), and every tile is a cp.async
+ * copy.
  *
- * Forward: a block of 8 warps owns 128 query rows of one head, 16 rows a
- * warp, and streams 64-key tiles of K and V through two shared buffers:
+ * Forward: a block owns 128 query rows of one head, 32 rows a warp (4
+ * warps; 16 rows and 8 warps at head sizes over 64), and streams 64-key
+ * tiles of K and V through two shared buffers:
  * cp.async copies the next tile into one while the products read the
  * other. Blocks start with the last query rows, which have the most keys.
  * Every tile is stored row-major in bf16, rows HD + 8 apart, and every
@@ -39,7 +41,7 @@ typedef __nv_bfloat16 bf16;
 
 namespace {
 
-enum { KEYS = 64, FWD_ROWS = 128, FWD_THREADS = 256, ROWS = 64, THREADS = 128 };
+enum { KEYS = 64, FWD_ROWS = 128, ROWS = 64, THREADS = 128 };
 constexpr float LOG2E = 1.4426950408889634f, LN2 = 0.6931471805599453f;
 
 __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
@@ -202,11 +204,21 @@ template <int HD> struct fwd_smem {
     static_assert(FWD_ROWS <= 2 * KEYS, "Q fits in a buffer");
 };
 
+/* Query tiles (16 rows) a warp takes in the forward: two at head sizes up
+ * to 64, so that each K and V fragment read from shared memory serves 32
+ * rows (FlashAttention-2's 4 warps of 32 rows: shared memory's bandwidth,
+ * not the tensor cores, bounds 8 warps of 16), one above (two would not fit
+ * in registers). The block keeps FWD_ROWS rows either way. */
+template <int HD> struct fwd_shape {
+    static constexpr int MT = HD <= 64 ? 2 : 1, WARPS = FWD_ROWS / 16 / MT,
+                         THREADS = 32 * WARPS;
+};
+
 template <int HD>
-__global__ void __launch_bounds__(FWD_THREADS)
+__global__ void __launch_bounds__(fwd_shape<HD>::THREADS)
     flash_fwd_mma_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
                          const float *alibi, int T, int nh, int nkv, int hd, float scale2) {
-    constexpr int LD = fwd_smem<HD>::LD;
+    constexpr int LD = fwd_smem<HD>::LD, MT = fwd_shape<HD>::MT, NT = fwd_shape<HD>::THREADS;
     GPU_DYNAMIC_SHARED(unsigned char, smem);
     /* buffer i at buf0 + i * BUF (arithmetic, not an array: an indexed
      * array would live in local memory) */
@@ -215,29 +227,39 @@ __global__ void __launch_bounds__(FWD_THREADS)
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
 
     const int bh = blockIdx.y, b = bh / nh, h = bh % nh, kvh = h / (nh / nkv);
-    const int q0 = (gridDim.x - 1 - blockIdx.x) * FWD_ROWS, w0 = q0 + warp * 16;
+    const int q0 = (gridDim.x - 1 - blockIdx.x) * FWD_ROWS, w0 = q0 + warp * 16 * MT;
     const bf16 *kh = k + ((size_t)b * nkv + kvh) * T * hd;
     const bf16 *vh = v + ((size_t)b * nkv + kvh) * T * hd;
     const float slope2 = alibi ? alibi[h] * LOG2E : 0.0f;
-    copy_tile<HD, FWD_ROWS, FWD_THREADS>(Qs, LD, q + ((size_t)bh * T + q0) * hd, hd, T - q0, hd);
-    copy_tile<HD, KEYS, FWD_THREADS>(buf0, LD, kh, hd, T, hd);
-    copy_tile<HD, KEYS, FWD_THREADS>(buf0 + KEYS * LD, LD, vh, hd, T, hd);
+    copy_tile<HD, FWD_ROWS, NT>(Qs, LD, q + ((size_t)bh * T + q0) * hd, hd, T - q0, hd);
+    copy_tile<HD, KEYS, NT>(buf0, LD, kh, hd, T, hd);
+    copy_tile<HD, KEYS, NT>(buf0 + KEYS * LD, LD, vh, hd, T, hd);
     cp_async_commit();
     cp_async_wait<0>();
     __syncthreads();
 
-    /* The warp's 16 rows of Q as A fragments, one per 16 columns. */
-    uint32_t qa[HD / 16][4];
+    /* The warp's MT x 16 rows of Q as A fragments, one per 16 columns. */
+    uint32_t qa[MT][HD / 16][4];
 #pragma unroll
-    for (int kk = 0; kk < HD / 16; kk++) frag_a(qa[kk], Qs, LD, warp * 16, kk * 16);
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int kk = 0; kk < HD / 16; kk++)
+            frag_a(qa[mt][kk], Qs, LD, (warp * MT + mt) * 16, kk * 16);
 
-    /* This lane's rows: row[0] = w0 + g, row[1] = w0 + g + 8; their running max
-     * (base 2) and sum, and their output columns nd * 8 + 2t, +1. */
-    const int row[2] = {w0 + g, w0 + g + 8};
-    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
-    float o[HD / 8][4];
+    /* This lane's rows: row[mt][0] = w0 + 16 mt + g, row[mt][1] = that + 8;
+     * their running max (base 2) and sum, and their output columns
+     * nd * 8 + 2t, +1. */
+    int row[MT][2];
+    float m[MT][2], l[MT][2], o[MT][HD / 8][4];
 #pragma unroll
-    for (int nd = 0; nd < HD / 8; nd++) o[nd][0] = o[nd][1] = o[nd][2] = o[nd][3] = 0.0f;
+    for (int mt = 0; mt < MT; mt++) {
+        row[mt][0] = w0 + 16 * mt + g, row[mt][1] = w0 + 16 * mt + g + 8;
+        m[mt][0] = m[mt][1] = -INFINITY;
+        l[mt][0] = l[mt][1] = 0.0f;
+#pragma unroll
+        for (int nd = 0; nd < HD / 8; nd++)
+            o[mt][nd][0] = o[mt][nd][1] = o[mt][nd][2] = o[mt][nd][3] = 0.0f;
+    }
 
     const int last = min(T - 1, q0 + FWD_ROWS - 1);
     for (int j0 = 0, it = 0; j0 <= last; j0 += KEYS, it++) {
@@ -246,88 +268,121 @@ __global__ void __launch_bounds__(FWD_THREADS)
         if (j0 + KEYS <= last) { /* the next tile, in flight under this one's products */
             bf16 *nb = buf0 + ((it + 1) & 1) * BUF;
             const size_t off = (size_t)(j0 + KEYS) * hd;
-            copy_tile<HD, KEYS, FWD_THREADS>(nb, LD, kh + off, hd, T - j0 - KEYS, hd);
-            copy_tile<HD, KEYS, FWD_THREADS>(nb + KEYS * LD, LD, vh + off, hd, T - j0 - KEYS, hd);
+            copy_tile<HD, KEYS, NT>(nb, LD, kh + off, hd, T - j0 - KEYS, hd);
+            copy_tile<HD, KEYS, NT>(nb + KEYS * LD, LD, vh + off, hd, T - j0 - KEYS, hd);
             cp_async_commit();
             cp_async_wait<1>(); /* this tile's copies have landed */
         } else {
             cp_async_wait<0>();
         }
         __syncthreads(); /* everyone's */
-        if (w0 + 15 < j0) continue; /* every row of the warp is before the tile */
+        if (w0 + 16 * MT - 1 < j0) continue; /* every row of the warp is before the tile */
 
-        /* S (16 x 64) = Q_w K^T: 8 tiles of 8 keys. */
-        float s[KEYS / 8][4];
-        scores<HD, KEYS>(s, qa, Ks, LD);
-
-        /* Mask, scale, ALiBi (base 2), and the online softmax of both rows;
-         * the 4 lanes of a row (same g) combine by shuffles. Row w0 + g has
-         * key 0 in the first tile, so m is finite from then on. */
-        float corr[2];
+        /* S (16 x 64 a query tile) = Q_w K^T: 8 tiles of 8 keys, each K
+         * fragment read once for the MT query tiles. */
+        float s[MT][KEYS / 8][4];
 #pragma unroll
-        for (int hr = 0; hr < 2; hr++) {
-            float mt = -INFINITY;
+        for (int mt = 0; mt < MT; mt++)
 #pragma unroll
             for (int nt = 0; nt < KEYS / 8; nt++)
+                s[mt][nt][0] = s[mt][nt][1] = s[mt][nt][2] = s[mt][nt][3] = 0.0f;
 #pragma unroll
-                for (int e = 0; e < 2; e++) {
-                    const int j = j0 + nt * 8 + 2 * t + e;
-                    float x = -INFINITY;
-                    if (j <= row[hr] && j < T)
-                        x = s[nt][2 * hr + e] * scale2 - slope2 * (float)(row[hr] - j);
-                    s[nt][2 * hr + e] = x;
-                    mt = fmaxf(mt, x);
+        for (int nt = 0; nt < KEYS / 8; nt += 2)
+#pragma unroll
+            for (int kk = 0; kk < HD / 16; kk++) {
+                uint32_t bf[4];
+                frag_bt(bf, Ks, LD, nt * 8, kk * 16);
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++) {
+                    mma16816(s[mt][nt], qa[mt][kk], bf[0], bf[1]);
+                    mma16816(s[mt][nt + 1], qa[mt][kk], bf[2], bf[3]);
                 }
-            mt = fmaxf(mt, __shfl_xor_sync(0xffffffffu, mt, 1));
-            mt = fmaxf(mt, __shfl_xor_sync(0xffffffffu, mt, 2));
-            const float mn = fmaxf(m[hr], mt);
-            corr[hr] = exp2f(m[hr] - mn);
-            float sum = 0.0f;
+            }
+
+        /* Mask, scale, ALiBi (base 2), and the online softmax of each row;
+         * the 4 lanes of a row (same g) combine by shuffles. Every row has
+         * key 0 in the first tile, so m is finite from then on (a row with
+         * no key in a later tile gets p = 0 and corr = 1). */
 #pragma unroll
-            for (int nt = 0; nt < KEYS / 8; nt++)
+        for (int mt = 0; mt < MT; mt++) {
+            float corr[2];
 #pragma unroll
-                for (int e = 0; e < 2; e++) {
-                    const float p = exp2f(s[nt][2 * hr + e] - mn); /* 0 where masked */
-                    s[nt][2 * hr + e] = p;
-                    sum += p;
-                }
-            sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-            sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-            l[hr] = l[hr] * corr[hr] + sum;
-            m[hr] = mn;
-        }
+            for (int hr = 0; hr < 2; hr++) {
+                float mt_max = -INFINITY;
 #pragma unroll
-        for (int nd = 0; nd < HD / 8; nd++) {
-            o[nd][0] *= corr[0], o[nd][1] *= corr[0];
-            o[nd][2] *= corr[1], o[nd][3] *= corr[1];
+                for (int nt = 0; nt < KEYS / 8; nt++)
+#pragma unroll
+                    for (int e = 0; e < 2; e++) {
+                        const int j = j0 + nt * 8 + 2 * t + e;
+                        float x = -INFINITY;
+                        if (j <= row[mt][hr] && j < T)
+                            x = s[mt][nt][2 * hr + e] * scale2 - slope2 * (float)(row[mt][hr] - j);
+                        s[mt][nt][2 * hr + e] = x;
+                        mt_max = fmaxf(mt_max, x);
+                    }
+                mt_max = fmaxf(mt_max, __shfl_xor_sync(0xffffffffu, mt_max, 1));
+                mt_max = fmaxf(mt_max, __shfl_xor_sync(0xffffffffu, mt_max, 2));
+                const float mn = fmaxf(m[mt][hr], mt_max);
+                corr[hr] = exp2f(m[mt][hr] - mn);
+                float sum = 0.0f;
+#pragma unroll
+                for (int nt = 0; nt < KEYS / 8; nt++)
+#pragma unroll
+                    for (int e = 0; e < 2; e++) {
+                        const float p = exp2f(s[mt][nt][2 * hr + e] - mn); /* 0 where masked */
+                        s[mt][nt][2 * hr + e] = p;
+                        sum += p;
+                    }
+                sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+                sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+                l[mt][hr] = l[mt][hr] * corr[hr] + sum;
+                m[mt][hr] = mn;
+            }
+#pragma unroll
+            for (int nd = 0; nd < HD / 8; nd++) {
+                o[mt][nd][0] *= corr[0], o[mt][nd][1] *= corr[0];
+                o[mt][nd][2] *= corr[1], o[mt][nd][3] *= corr[1];
+            }
         }
 
-        /* O (16 x HD) += P V: P's A fragments straight from s, 16 keys at
-         * a time. */
+        /* O (16 x HD a query tile) += P V: P's A fragments straight from s,
+         * 16 keys at a time, each V fragment read once for the MT tiles. */
 #pragma unroll
         for (int kk = 0; kk < KEYS / 16; kk++) {
-            uint32_t pa[4];
-            c_to_a(pa, s, kk);
-            accumulate<HD>(o, pa, Vs, LD, kk * 16);
+            uint32_t pa[MT][4];
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++) c_to_a(pa[mt], s[mt], kk);
+#pragma unroll
+            for (int nd = 0; nd < HD / 8; nd += 2) {
+                uint32_t bf[4];
+                quarters<true>(bf, Vs, LD, kk * 16, nd * 8);
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++) {
+                    mma16816(o[mt][nd], pa[mt], bf[0], bf[1]);
+                    mma16816(o[mt][nd + 1], pa[mt], bf[2], bf[3]);
+                }
+            }
         }
     }
 
 #pragma unroll
-    for (int hr = 0; hr < 2; hr++) {
-        const int i = row[hr];
-        if (i >= T) continue;
-        const float inv = 1.0f / l[hr];
-        bf16 *orow = out + (((size_t)b * T + i) * nh + h) * hd;
+    for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-        for (int nd = 0; nd < HD / 8; nd++) {
-            const int col = nd * 8 + 2 * t; /* hd is even: col + 1 < hd too */
-            if (col < hd)
-                *reinterpret_cast<__nv_bfloat162 *>(orow + col) =
-                    __floats2bfloat162_rn(o[nd][2 * hr] * inv, o[nd][2 * hr + 1] * inv);
+        for (int hr = 0; hr < 2; hr++) {
+            const int i = row[mt][hr];
+            if (i >= T) continue;
+            const float inv = 1.0f / l[mt][hr];
+            bf16 *orow = out + (((size_t)b * T + i) * nh + h) * hd;
+#pragma unroll
+            for (int nd = 0; nd < HD / 8; nd++) {
+                const int col = nd * 8 + 2 * t; /* hd is even: col + 1 < hd too */
+                if (col < hd)
+                    *reinterpret_cast<__nv_bfloat162 *>(orow + col) = __floats2bfloat162_rn(
+                        o[mt][nd][2 * hr] * inv, o[mt][nd][2 * hr + 1] * inv);
+            }
+            /* natural log-sum-exp of the scaled scores, as the other kernels */
+            if (t == 0) lse[(size_t)bh * T + i] = (m[mt][hr] + log2f(l[mt][hr])) * LN2;
         }
-        /* natural log-sum-exp of the scaled scores, as the other kernels */
-        if (t == 0) lse[(size_t)bh * T + i] = (m[hr] + log2f(l[hr])) * LN2;
-    }
 }
 
 template <int HD>
@@ -337,8 +392,9 @@ void forward(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
     if (bytes > 48 * 1024)
         cudaFuncSetAttribute(flash_fwd_mma_kernel<HD>,
                              cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
-    GPU_LAUNCH(flash_fwd_mma_kernel<HD>, dim3(cdiv(T, FWD_ROWS), B * nh), FWD_THREADS, bytes)(
-        out, lse, q, k, v, alibi, T, nh, nkv, hd, LOG2E / sqrtf((float)hd));
+    GPU_LAUNCH(flash_fwd_mma_kernel<HD>, dim3(cdiv(T, FWD_ROWS), B * nh),
+               fwd_shape<HD>::THREADS, bytes)(out, lse, q, k, v, alibi, T, nh, nkv, hd,
+                                               LOG2E / sqrtf((float)hd));
 }
 
 /* ---------------------------------------------------------------- backward */

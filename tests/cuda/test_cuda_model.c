@@ -31,6 +31,20 @@ static void base(rotary_config *c) {
     c->ctx = 40, c->vocab = 61, c->init_std = 0.1f;
 }
 
+/* From position 0, steps 0..n-1 of dec on tok: the worst relative error
+ * of their logits (vocab V; row: scratch) against ref (n rows). */
+static double decoder_worst(cuda_decoder *dec, const int *tok, int n, float *row,
+                            const float *ref, int V) {
+    double worst = 0;
+    cuda_decoder_reset(dec);
+    for (int t = 0; t < n; t++) {
+        must(cuda_decoder_step(dec, tok[t], row), "decoder step");
+        double e = rel_err(row, ref + (size_t)t * V, V);
+        if (!(e <= worst)) worst = e;
+    }
+    return worst;
+}
+
 static void test_config(const char *label, const rotary_config *c) {
     char name[128];
     rotary_model m;
@@ -99,15 +113,9 @@ static void test_config(const char *label, const rotary_config *c) {
     /* The fused linear layers (gpu_decode_matvec, the norms and activations
      * on the way in) instead of cuBLAS's, as a graph: the same logits up to
      * the order of the sums. */
-    cuda_decoder_reset(dec);
     cuda_decoder_set_graph(dec, 1);
     cuda_decoder_set_fused(dec, 1);
-    double fworst = 0;
-    for (int t = 0; t < T_dec; t++) {
-        must(cuda_decoder_step(dec, tok[t], row), "decoder step");
-        double e = rel_err(row, rows + (size_t)t * c->vocab, c->vocab);
-        if (!(e <= fworst)) fworst = e;
-    }
+    double fworst = decoder_worst(dec, tok, T_dec, row, rows, c->vocab);
     snprintf(name, sizeof name, "%s: decoder, fused linear layers", label);
     check(fworst <= 1e-5, name, "worst rel err %.2e (<= 1e-5) against cuBLAS's", fworst);
     /* --int8: Q8_0 weights, against the fp32 weights' logits. Each weight
@@ -115,14 +123,8 @@ static void test_config(const char *label, const rotary_config *c) {
      * these small models that gave up to 2.9e-2 of the largest logit (the
      * CPU's int8 decoder, which also rounds the inputs, is held to 8e-2 in
      * test_decode): 5e-2. */
-    cuda_decoder_reset(dec);
     must(cuda_decoder_quantize(dec), "quantize");
-    double qworst = 0;
-    for (int t = 0; t < T_dec; t++) {
-        must(cuda_decoder_step(dec, tok[t], row), "decoder step");
-        double e = rel_err(row, rows + (size_t)t * c->vocab, c->vocab);
-        if (!(e <= qworst)) qworst = e;
-    }
+    double qworst = decoder_worst(dec, tok, T_dec, row, rows, c->vocab);
     snprintf(name, sizeof name, "%s: decoder, int8 weights", label);
     check(qworst <= 5e-2 && qworst > 0, name, "worst rel err %.2e (<= 5e-2) against fp32's",
           qworst);

@@ -222,11 +222,12 @@ int cmd_generate(int argc, char **argv) {
     printf("\n");
     fflush(stdout);
     const char *why = "";
-    const char *how = !dec.gpu                                ? (da.int8 ? " (int8)" : "")
-                      : cuda_decoder_graphed(dec.gpu, &why) ? (da.int8 ? " (int8, a CUDA graph a token)"
-                                                                       : " (a CUDA graph a token)")
-                      : da.int8                             ? " (int8, kernel by kernel)"
-                                                            : " (kernel by kernel)";
+    const int graphed = dec.gpu && cuda_decoder_graphed(dec.gpu, &why);
+    const char *how = !dec.gpu ? (da.int8 ? " (int8)" : "")
+                      : graphed ? (da.int8 ? " (int8, a CUDA graph a token)"
+                                           : " (a CUDA graph a token)")
+                      : da.int8 ? " (int8, kernel by kernel)"
+                                : " (kernel by kernel)";
     fprintf(stderr, "rotary: prefill %zu tokens at %.1f tok/s, decode %d tokens at %.1f tok/s%s\n",
             n_prompt, n_prompt / (t1 - t0 + 1e-12), made, made / (t2 - t1 + 1e-12), how);
     if (*why) fprintf(stderr, "rotary: note: %s\n", why);

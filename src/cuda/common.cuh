@@ -83,6 +83,17 @@ __device__ __forceinline__ float score_bias(float slope, const float *tb, int n)
     return -slope * (float)n + (tb ? tb[n] : 0.0f);
 }
 
+/* The MLP activations' forward, as ops.c's: GELU's tanh approximation and
+ * SwiGLU's silu(gate) * up (layer.cu for training, decode.cu fused into a
+ * product). */
+#define GELU_K 0.7978845608028654f /* sqrt(2/pi) */
+__device__ __forceinline__ float gelu(float x) {
+    return 0.5f * x * (1.0f + tanhf(GELU_K * (x + 0.044715f * x * x * x)));
+}
+__device__ __forceinline__ float swiglu(float g, float u) {
+    return g / (1.0f + expf(-g)) * u;
+}
+
 /* elu(x) + 1, linear attention's feature map. */
 __device__ __forceinline__ float elu1(float x) { return x > 0 ? x + 1.0f : expf(x); }
 

@@ -301,10 +301,9 @@ __global__ void __launch_bounds__(MV_THREADS)
     } else {
         for (int i = threadIdx.x; i < C; i += MV_THREADS) {
             const float a = x[i];
-            xs[i] = PRE == GPU_PRE_SWIGLU ? a / (1.0f + expf(-a)) * x[C + i]
-                  : PRE == GPU_PRE_GELU
-                      ? 0.5f * a * (1.0f + tanhf(0.7978845608028654f * (a + 0.044715f * a * a * a)))
-                      : a;
+            xs[i] = PRE == GPU_PRE_SWIGLU ? swiglu(a, x[C + i])
+                  : PRE == GPU_PRE_GELU   ? gelu(a)
+                                          : a;
         }
     }
     for (int i = C + threadIdx.x; i < (C + 31) / 32 * 32; i += MV_THREADS) xs[i] = 0.0f;

@@ -175,8 +175,6 @@ extern "C" void gpu_norm_backward(float *dinp, gpu_bf16 *dinp16, float *dw, floa
 
 /* ------------------------------------------------------------ activations */
 
-#define GELU_K 0.7978845608028654f /* sqrt(2/pi) */
-
 /* Each thread V consecutive elements (V = 8 for bf16 in a training step
  * when n, or F, and the pointers allow 16-byte accesses, as the norms do;
  * else 1). */
@@ -187,8 +185,7 @@ __global__ void gelu_forward_kernel(T *out, const T *inp, size_t n) {
     float x[V], y[V];
     load_vec<V>(x, inp + i);
 #pragma unroll
-    for (int k = 0; k < V; k++)
-        y[k] = 0.5f * x[k] * (1.0f + tanhf(GELU_K * (x[k] + 0.044715f * x[k] * x[k] * x[k])));
+    for (int k = 0; k < V; k++) y[k] = gelu(x[k]);
     store_vec<V>(out + i, y);
 }
 
@@ -219,7 +216,7 @@ __global__ void swiglu_forward_kernel(T *out, const T *gu, int N, int F) {
     load_vec<V>(g, gu + n * 2 * F + f);
     load_vec<V>(u, gu + n * 2 * F + F + f);
 #pragma unroll
-    for (int k = 0; k < V; k++) y[k] = g[k] / (1.0f + expf(-g[k])) * u[k];
+    for (int k = 0; k < V; k++) y[k] = swiglu(g[k], u[k]);
     store_vec<V>(out + i, y);
 }
 

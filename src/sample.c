@@ -319,9 +319,7 @@ size_t q8_padded_bytes(int rows, int cols) {
     return (q8_matrix_bytes(rows, cols) + 63) & ~(size_t)63;
 }
 
-/* Matrix `which` of layer l (l == n_layer: the classifier). */
-static void *q8_matrix(const rotary_decoder *d, int l, int which) {
-    const rotary_config *c = &d->m->cfg;
+size_t q8_matrix_offset(const rotary_config *c, int l, int which) {
     int rows[Q8_N], cols[Q8_N];
     q8_layer_shapes(c, rows, cols);
     size_t per_layer = 0, before = 0;
@@ -330,8 +328,17 @@ static void *q8_matrix(const rotary_decoder *d, int l, int which) {
         before += i < which ? n : 0;
         per_layer += n;
     }
-    return (char *)d->q8 + (size_t)d->threads * q8_scratch(c) + (size_t)l * per_layer +
-           (l < c->n_layer ? before : 0);
+    return (size_t)l * per_layer + (l < c->n_layer ? before : 0);
+}
+
+size_t q8_weights_bytes(const rotary_config *c) {
+    return q8_matrix_offset(c, c->n_layer, 0) + q8_padded_bytes(c->vocab, c->d_model);
+}
+
+/* Matrix `which` of layer l (l == n_layer: the classifier). */
+static void *q8_matrix(const rotary_decoder *d, int l, int which) {
+    const rotary_config *c = &d->m->cfg;
+    return (char *)d->q8 + (size_t)d->threads * q8_scratch(c) + q8_matrix_offset(c, l, which);
 }
 
 int rotary_decoder_quantize(rotary_decoder *d) {
@@ -341,10 +348,7 @@ int rotary_decoder_quantize(rotary_decoder *d) {
     const rotary_layout *lo = m->layout;
     int rows[Q8_N], cols[Q8_N];
     q8_layer_shapes(c, rows, cols);
-    double bytes =
-        (double)d->threads * q8_scratch(c) + (double)q8_padded_bytes(c->vocab, c->d_model);
-    for (int i = 0; i < Q8_N; i++)
-        bytes += (double)c->n_layer * q8_padded_bytes(rows[i], cols[i]);
+    const double bytes = (double)d->threads * q8_scratch(c) + (double)q8_weights_bytes(c);
     if (bytes > (double)((size_t)1 << 40))
         return rotary_fail(ROTARY_ENOMEM, "quantize: %.1f GiB of int8 weights",
                            bytes / 1073741824.0);

@@ -710,15 +710,19 @@ int cuda_decoder_new(cuda_decoder **out, cuda_model *g, int max_T) {
 
 /* Matrix `which` of layer l (l == n_layer: the classifier) in d->q8. */
 static const void *q8_dev(const cuda_decoder *d, int l, int which) {
-    const rotary_config *c = &d->g->cfg;
-    int rows[Q8_N], cols[Q8_N];
-    q8_layer_shapes(c, rows, cols);
-    size_t per_layer = 0, before = 0;
-    for (int i = 0; i < Q8_N; i++) {
-        before += i < which ? q8_padded_bytes(rows[i], cols[i]) : 0;
-        per_layer += q8_padded_bytes(rows[i], cols[i]);
-    }
-    return (const char *)d->q8 + (size_t)l * per_layer + before;
+    return (const char *)d->q8 + q8_matrix_offset(&d->g->cfg, l, which);
+}
+
+/* The device's fp32 matrix at offset `off` (rows x cols) into its place in
+ * d->q8, through the host buffers w (floats) and q (Q8_0) that fit it. */
+static cudaError_t quantize_matrix(cuda_decoder *d, int l, int which, size_t off, int rows,
+                                   int cols, float *w, void *q) {
+    cudaError_t e = cudaMemcpy(w, d->g->params + off, (size_t)rows * cols * sizeof(float),
+                               cudaMemcpyDeviceToHost);
+    if (e != cudaSuccess) return e;
+    q8_quantize_matrix(q, w, rows, cols);
+    return cudaMemcpy((void *)q8_dev(d, l, which), q, q8_matrix_bytes(rows, cols),
+                      cudaMemcpyHostToDevice);
 }
 
 int cuda_decoder_quantize(cuda_decoder *d) {
@@ -727,10 +731,8 @@ int cuda_decoder_quantize(cuda_decoder *d) {
     const rotary_layout *lo = g->host->layout;
     int rows[Q8_N], cols[Q8_N];
     q8_layer_shapes(c, rows, cols);
-    size_t bytes = q8_padded_bytes(c->vocab, c->d_model), widest = (size_t)c->vocab * c->d_model;
-    size_t qmax = q8_matrix_bytes(c->vocab, c->d_model);
+    size_t widest = (size_t)c->vocab * c->d_model, qmax = q8_matrix_bytes(c->vocab, c->d_model);
     for (int i = 0; i < Q8_N; i++) {
-        bytes += (size_t)c->n_layer * q8_padded_bytes(rows[i], cols[i]);
         if ((size_t)rows[i] * cols[i] > widest) widest = (size_t)rows[i] * cols[i];
         if (q8_matrix_bytes(rows[i], cols[i]) > qmax) qmax = q8_matrix_bytes(rows[i], cols[i]);
     }
@@ -741,31 +743,25 @@ int cuda_decoder_quantize(cuda_decoder *d) {
     cudaError_t e = cudaSuccess;
     int rc = ROTARY_OK;
     if (!w || !q) rc = rotary_fail(ROTARY_ENOMEM, "cuda decoder: out of memory for int8 weights");
-    if (rc == ROTARY_OK && !d->q8 && (e = cudaMalloc(&d->q8, bytes)) != cudaSuccess)
-        rc = cuda_fail(e, "int8 weights");
-    for (int l = 0; l <= c->n_layer && rc == ROTARY_OK; l++)
-        for (int i = 0; i < (l < c->n_layer ? Q8_N : 1) && rc == ROTARY_OK; i++) {
-            const layer_params *lp = l < c->n_layer ? &lo->layer[l] : NULL;
-            const size_t off[Q8_N] = {lp ? lp->wqkv : lo->head, lp ? lp->wo : 0,
-                                      lp ? lp->wup : 0, lp ? lp->wdown : 0};
-            const int r = lp ? rows[i] : c->vocab, k = lp ? cols[i] : c->d_model;
-            if ((e = cudaMemcpy(w, g->params + off[i], (size_t)r * k * sizeof(float),
-                                cudaMemcpyDeviceToHost)) == cudaSuccess) {
-                q8_quantize_matrix(q, w, r, k);
-                e = cudaMemcpy((void *)q8_dev(d, l, i), q, q8_matrix_bytes(r, k),
-                               cudaMemcpyHostToDevice);
-            }
-            if (e != cudaSuccess) rc = cuda_fail(e, "int8 weights");
-        }
+    else if (!d->q8) e = cudaMalloc(&d->q8, q8_weights_bytes(c));
+    for (int l = 0; l < c->n_layer && rc == ROTARY_OK && e == cudaSuccess; l++) {
+        const layer_params *lp = &lo->layer[l];
+        const size_t off[Q8_N] = {lp->wqkv, lp->wo, lp->wup, lp->wdown};
+        for (int i = 0; i < Q8_N && e == cudaSuccess; i++)
+            e = quantize_matrix(d, l, i, off[i], rows[i], cols[i], w, q);
+    }
+    if (rc == ROTARY_OK && e == cudaSuccess)
+        e = quantize_matrix(d, c->n_layer, 0, lo->head, c->vocab, c->d_model, w, q);
+    if (e != cudaSuccess) rc = cuda_fail(e, "int8 weights");
     free(w);
     free(q);
+    /* The graph holds the weights' addresses, in d->q8 or not: capture again. */
+    if (d->graph) cudaGraphExecDestroy(d->graph), d->graph = NULL;
     if (rc != ROTARY_OK) {
         cudaFree(d->q8);
         d->q8 = NULL;
-        return rc;
     }
-    if (d->graph) cudaGraphExecDestroy(d->graph), d->graph = NULL;
-    return ROTARY_OK;
+    return rc;
 }
 
 /* Queue one step: the token and position already in d->tp. */

@@ -67,8 +67,9 @@ __device__ __forceinline__ void scatter_pairs(T *p, const float (&x)[4], const f
  * in q and k heads only; the rest of the head, and v, are copied pairwise.
  * Forward: token-major qkv (bf16, the projection's output) -> per-head q,
  * k, v rotated by theta (TH: bf16 for the tensor cores, else fp32);
- * backward: per-head gradients (fp32) -> token-major dqkv (bf16, the input
- * of the projection's backward GEMM) rotated by -theta. */
+ * backward: per-head gradients (TH: bf16 or fp32, as the attention
+ * backward wrote them) -> token-major dqkv (bf16, the input of the
+ * projection's backward GEMM) rotated by -theta. */
 template <typename TM, typename TH, int G>
 __global__ void split_rope_kernel(TH *q, TH *k, TH *v, TM *qkv, const float *cs,
                                   const float *sn, int B, int T, int nh, int nkv, int hd, int rd,

@@ -410,10 +410,11 @@ void forward(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
 template <int HD> struct bwd_smem {
     static constexpr int LD = HD + 8, LDS = ROWS + 8;
     static constexpr size_t tile = (size_t)ROWS * LD; /* bf16 */
-    /* dq: Q, dO and two buffers of K and V (6 tiles); dk, dv: K, V, Q, dO,
-     * then lse and dsum of 64 rows, then (with dq) the dS tile (64 x 64) */
+    /* dq: Q, dO and two buffers of K and V (6 tiles); dk, dv: K, V and two
+     * buffers of Q, dO (6 tiles), then two of lse and dsum (64 rows each),
+     * then (with dq) the dS tile (64 x 64) */
     static constexpr size_t q_bytes = 6 * tile * sizeof(bf16);
-    static constexpr size_t kv_bytes = 4 * tile * sizeof(bf16) + 2 * ROWS * sizeof(float);
+    static constexpr size_t kv_bytes = 6 * tile * sizeof(bf16) + 4 * ROWS * sizeof(float);
     static constexpr size_t kv_dq_bytes = kv_bytes + (size_t)ROWS * LDS * sizeof(bf16);
 };
 
@@ -425,7 +426,11 @@ template <int HD> struct bwd_smem {
  * multiplies 16 of its rows by K and adds them to dq (zeroed beforehand)
  * atomically: no dq kernel, but dq's bits then vary with the order the
  * blocks finish in. dk and dv are bf16 (TG), as the dq kernel's dq, except
- * with DQ, whose dq must sum in fp32: then all three are fp32. */
+ * with DQ, whose dq must sum in fp32: then all three are fp32. The query
+ * tiles (every head's, one after another) stream through two buffers as
+ * the forward's K and V tiles do: cp.async fills one while the products
+ * read the other, and the next tile's lse and dsum, loaded into registers
+ * before the products, reach shared memory after them. */
 template <int HD, bool DQ, typename TG = typename std::conditional<DQ, float, bf16>::type>
 __global__ void __launch_bounds__(THREADS)
     flash_bwd_kv_mma(TG *dk, TG *dv, float *dq, const bf16 *dout, const bf16 *q,
@@ -433,17 +438,43 @@ __global__ void __launch_bounds__(THREADS)
                      const float *alibi, int T, int nh, int nkv, float scale2) {
     constexpr int LD = bwd_smem<HD>::LD, LDS = bwd_smem<HD>::LDS;
     GPU_DYNAMIC_SHARED(unsigned char, smem);
-    bf16 *Ks = (bf16 *)smem, *Vs = Ks + ROWS * LD, *Qs = Vs + ROWS * LD, *dOs = Qs + ROWS * LD;
-    float *ls = (float *)(dOs + ROWS * LD), *Ds = ls + ROWS;
-    bf16 *dSs = (bf16 *)(Ds + ROWS); /* DQ: dS (64 queries x 64 keys), rows LDS apart */
+    constexpr size_t TILE = bwd_smem<HD>::tile;
+    /* buffer i: Q at qbuf + 2 i TILE, dO after it; lse, dsum at lsbuf + 2 i ROWS */
+    bf16 *Ks = (bf16 *)smem, *Vs = Ks + TILE, *const qbuf = Vs + TILE;
+    float *const lsbuf = (float *)(qbuf + 4 * TILE);
+    bf16 *dSs = (bf16 *)(lsbuf + 4 * ROWS); /* DQ: dS (64 queries x 64 keys), rows LDS apart */
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
     const int bg = blockIdx.y, b = bg / nkv, kvh = bg % nkv, group = nh / nkv;
     const int j0 = blockIdx.x * ROWS;
     const size_t kv0 = ((size_t)bg * T + j0) * HD;
+    /* step s: query tile i0 = j0 + (s % tiles) ROWS of head kvh group + s / tiles */
+    const int tiles = (T - j0 + ROWS - 1) / ROWS, steps = group * tiles;
+    /* Issue step s's Q and dO copies into buffer s % 2 and return its lse
+     * (base 2) and dsum of row threadIdx.x, for shared memory later. */
+    auto fetch = [&](int s, float &l2, float &d) {
+        const int h = kvh * group + s / tiles, i0 = j0 + s % tiles * ROWS;
+        const size_t bh = (size_t)b * nh + h;
+        bf16 *Qn = qbuf + 2 * (s & 1) * TILE;
+        copy_tile<HD, ROWS, THREADS>(Qn, LD, q + (bh * T + i0) * HD, HD, T - i0, HD);
+        copy_tile<HD, ROWS, THREADS>(Qn + TILE, LD, dout + (((size_t)b * T + i0) * nh + h) * HD,
+                                     (size_t)nh * HD, T - i0, HD);
+        cp_async_commit();
+        const int i = i0 + threadIdx.x;
+        const bool in = threadIdx.x < ROWS && i < T;
+        l2 = in ? lse[bh * T + i] * LOG2E : 0.0f;
+        d = in ? dsum[bh * T + i] : 0.0f;
+    };
+    auto put_rows = [&](int s, float l2, float d) {
+        float *r = lsbuf + 2 * (s & 1) * ROWS;
+        if (threadIdx.x < ROWS) r[threadIdx.x] = l2, r[ROWS + threadIdx.x] = d;
+    };
     copy_tile<HD, ROWS, THREADS>(Ks, LD, k + kv0, HD, T - j0, HD);
     copy_tile<HD, ROWS, THREADS>(Vs, LD, v + kv0, HD, T - j0, HD);
     cp_async_commit();
-    cp_async_wait<0>();
+    float nl2, nds;
+    fetch(0, nl2, nds);
+    put_rows(0, nl2, nds);
+    cp_async_wait<1>(); /* K and V */
     __syncthreads();
     uint32_t ka[HD / 16][4], va[HD / 16][4];
 #pragma unroll
@@ -453,88 +484,86 @@ __global__ void __launch_bounds__(THREADS)
     }
     float dK[HD / 8][4], dV[HD / 8][4];
 #pragma unroll
-    for (int nd = 0; nd < HD / 8; nd++)
+    for (int nd8 = 0; nd8 < HD / 8; nd8++)
 #pragma unroll
-        for (int e = 0; e < 4; e++) dK[nd][e] = dV[nd][e] = 0.0f;
+        for (int e = 0; e < 4; e++) dK[nd8][e] = dV[nd8][e] = 0.0f;
     /* this lane's keys: j0 + 16 warp + g and + 8 */
     const int key[2] = {j0 + warp * 16 + g, j0 + warp * 16 + g + 8};
 
-    for (int hh = 0; hh < group; hh++) {
-        const int h = kvh * group + hh;
+    for (int st = 0; st < steps; st++) {
+        const int h = kvh * group + st / tiles, i0 = j0 + st % tiles * ROWS;
         const size_t bh = (size_t)b * nh + h;
         const float slope2 = alibi ? alibi[h] * LOG2E : 0.0f;
-        for (int i0 = j0; i0 < T; i0 += ROWS) {
-            __syncthreads(); /* the last tile's readers are done */
-            copy_tile<HD, ROWS, THREADS>(Qs, LD, q + (bh * T + i0) * HD, HD, T - i0, HD);
-            copy_tile<HD, ROWS, THREADS>(dOs, LD, dout + (((size_t)b * T + i0) * nh + h) * HD,
-                                         (size_t)nh * HD, T - i0, HD);
-            cp_async_commit(); /* in flight under the lse and dsum loads */
-            if (threadIdx.x < ROWS) {
-                const int i = i0 + threadIdx.x;
-                ls[threadIdx.x] = i < T ? lse[bh * T + i] * LOG2E : 0.0f;
-                Ds[threadIdx.x] = i < T ? dsum[bh * T + i] : 0.0f;
-            }
+        const bf16 *Qs = qbuf + 2 * (st & 1) * TILE, *dOs = Qs + TILE;
+        const float *ls = lsbuf + 2 * (st & 1) * ROWS, *Ds = ls + ROWS;
+        __syncthreads(); /* the tile before is read: its buffers are free */
+        const bool next = st + 1 < steps;
+        if (next) { /* the next tile, in flight under this one's products */
+            fetch(st + 1, nl2, nds);
+            cp_async_wait<1>(); /* this tile's copies have landed */
+        } else {
             cp_async_wait<0>();
-            __syncthreads();
-            /* (i0 >= j0: every warp's keys have queries in the tile) */
-            /* S^T and dP^T (16 keys x 64 queries), 8 tiles of 8 queries. */
-            float sT[ROWS / 8][4], dpT[ROWS / 8][4];
-            scores<HD, ROWS>(sT, ka, Qs, LD);
-            scores<HD, ROWS>(dpT, va, dOs, LD);
-            /* P^T into sT, dS^T into dpT (0 where masked) */
+        }
+        __syncthreads(); /* everyone's, and this tile's lse and dsum */
+        /* (i0 >= j0: every warp's keys have queries in the tile) */
+        /* S^T and dP^T (16 keys x 64 queries), 8 tiles of 8 queries. */
+        float sT[ROWS / 8][4], dpT[ROWS / 8][4];
+        scores<HD, ROWS>(sT, ka, Qs, LD);
+        scores<HD, ROWS>(dpT, va, dOs, LD);
+        /* P^T into sT, dS^T into dpT (0 where masked) */
+#pragma unroll
+        for (int nt = 0; nt < ROWS / 8; nt++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int c = nt * 8 + 2 * t + (e & 1), i = i0 + c, j = key[e >> 1];
+                float p = 0.0f;
+                if (i < T && j <= i)
+                    p = exp2f(sT[nt][e] * scale2 - slope2 * (float)(i - j) - ls[c]);
+                sT[nt][e] = p;
+                dpT[nt][e] = p * (dpT[nt][e] - Ds[c]);
+            }
+        /* dV += P^T dO, dK += dS^T Q (16 queries a step) */
+#pragma unroll
+        for (int kq = 0; kq < ROWS / 16; kq++) {
+            uint32_t pa[4], dsa[4];
+            c_to_a(pa, sT, kq);
+            c_to_a(dsa, dpT, kq);
+            accumulate<HD>(dV, pa, dOs, LD, kq * 16);
+            accumulate<HD>(dK, dsa, Qs, LD, kq * 16);
+        }
+        if (DQ) {
+            /* dS, query-major, for the dq product */
 #pragma unroll
             for (int nt = 0; nt < ROWS / 8; nt++)
 #pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    const int c = nt * 8 + 2 * t + (e & 1), i = i0 + c, j = key[e >> 1];
-                    float p = 0.0f;
-                    if (i < T && j <= i)
-                        p = exp2f(sT[nt][e] * scale2 - slope2 * (float)(i - j) - ls[c]);
-                    sT[nt][e] = p;
-                    dpT[nt][e] = p * (dpT[nt][e] - Ds[c]);
-                }
-            /* dV += P^T dO, dK += dS^T Q (16 queries a step) */
+                for (int e = 0; e < 4; e++)
+                    dSs[(nt * 8 + 2 * t + (e & 1)) * LDS + warp * 16 + g + 8 * (e >> 1)] =
+                        __float2bfloat16(dpT[nt][e]);
+            __syncthreads(); /* every warp's dS */
+            /* dq of the warp's 16 queries += scale dS K, 16 keys a step */
+            float dQ[HD / 8][4];
 #pragma unroll
-            for (int kq = 0; kq < ROWS / 16; kq++) {
-                uint32_t pa[4], dsa[4];
-                c_to_a(pa, sT, kq);
-                c_to_a(dsa, dpT, kq);
-                accumulate<HD>(dV, pa, dOs, LD, kq * 16);
-                accumulate<HD>(dK, dsa, Qs, LD, kq * 16);
+            for (int nd = 0; nd < HD / 8; nd++) dQ[nd][0] = dQ[nd][1] = dQ[nd][2] = dQ[nd][3] = 0.0f;
+#pragma unroll
+            for (int kk = 0; kk < ROWS / 16; kk++) {
+                uint32_t dsa[4];
+                frag_a(dsa, dSs, LDS, warp * 16, kk * 16);
+                accumulate<HD>(dQ, dsa, Ks, LD, kk * 16);
             }
-            if (DQ) {
-                /* dS, query-major, for the dq product */
+            const float scale = scale2 * LN2;
 #pragma unroll
-                for (int nt = 0; nt < ROWS / 8; nt++)
+            for (int hr = 0; hr < 2; hr++) {
+                const int i = i0 + warp * 16 + g + 8 * hr;
+                if (i >= T) continue;
+                float *dqr = dq + (bh * T + i) * HD;
 #pragma unroll
-                    for (int e = 0; e < 4; e++)
-                        dSs[(nt * 8 + 2 * t + (e & 1)) * LDS + warp * 16 + g + 8 * (e >> 1)] =
-                            __float2bfloat16(dpT[nt][e]);
-                __syncthreads(); /* every warp's dS */
-                /* dq of the warp's 16 queries += scale dS K, 16 keys a step */
-                float dQ[HD / 8][4];
-#pragma unroll
-                for (int nd = 0; nd < HD / 8; nd++) dQ[nd][0] = dQ[nd][1] = dQ[nd][2] = dQ[nd][3] = 0.0f;
-#pragma unroll
-                for (int kk = 0; kk < ROWS / 16; kk++) {
-                    uint32_t dsa[4];
-                    frag_a(dsa, dSs, LDS, warp * 16, kk * 16);
-                    accumulate<HD>(dQ, dsa, Ks, LD, kk * 16);
-                }
-                const float scale = scale2 * LN2;
-#pragma unroll
-                for (int hr = 0; hr < 2; hr++) {
-                    const int i = i0 + warp * 16 + g + 8 * hr;
-                    if (i >= T) continue;
-                    float *dqr = dq + (bh * T + i) * HD;
-#pragma unroll
-                    for (int nd = 0; nd < HD / 8; nd++) {
-                        atomicAdd(dqr + nd * 8 + 2 * t, dQ[nd][2 * hr] * scale);
-                        atomicAdd(dqr + nd * 8 + 2 * t + 1, dQ[nd][2 * hr + 1] * scale);
-                    }
+                for (int nd = 0; nd < HD / 8; nd++) {
+                    atomicAdd(dqr + nd * 8 + 2 * t, dQ[nd][2 * hr] * scale);
+                    atomicAdd(dqr + nd * 8 + 2 * t + 1, dQ[nd][2 * hr + 1] * scale);
                 }
             }
         }
+        if (next) put_rows(st + 1, nl2, nds); /* its readers wait at the next step's barriers */
     }
     /* dk = scale dS^T Q (scale2 / log2 e is the softmax scale), dv = P^T dO */
     const float scale = scale2 * LN2;

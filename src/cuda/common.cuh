@@ -9,6 +9,15 @@
 
 static inline unsigned cdiv(size_t a, size_t b) { return (unsigned)((a + b - 1) / b); }
 
+/* The device's SM count (1 if it cannot be read), asked once: launches size
+ * their grids by it. */
+static inline int sm_count(void) {
+    static int sms;
+    if (!sms && cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0) != cudaSuccess)
+        sms = 1;
+    return sms;
+}
+
 /* kernel<<<grid, block, shmem>>>, and a kernel's dynamic shared memory
  * (T name[], 128-byte aligned), spelled so that the CPU emulation of
  * tests/cuda/emu can run the kernels written this way (it defines its own). */

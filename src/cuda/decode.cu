@@ -218,21 +218,24 @@ extern "C" void gpu_decode_linear(float *out, float *S, float *z, const float *q
  * - GPU_PRE_SWIGLU: silu(gate) * up of x = gate | up (2C values);
  * - GPU_PRE_GELU: gelu(x).
  * Every block makes x' in shared memory (a norm's sums in a fixed order,
- * the same in every block; zeros past C up to Q8_0's whole blocks), then
- * each warp takes output rows in turn, lane l the runs l, l + 32, .. of the
- * row (fp32: V floats, V = 4 where C and W allow 16-byte loads; Q8_0: 16
- * bytes, half a block), summed across the warp. */
-enum { MV_THREADS = 256, MV_WARPS = MV_THREADS / 32, MV_MAX_BLOCKS = 1024 };
+ * the same in every block of a launch; zeros past C up to Q8_0's whole
+ * blocks), then each warp takes output rows in turn, lane l the runs l,
+ * l + 32, .. of the row (fp32: V floats, V = 4 where C and W allow 16-byte
+ * loads; Q8_0: 16 bytes, half a block), summed across the warp. Blocks have
+ * 8 warps, or 4 or 2 where 8 would leave SMs without a block (a 768-row
+ * product is 96 blocks of 8 warps on a 132-SM H100): every SM then streams
+ * its share of W. */
+enum { MV_MAX_WARPS = 8, MV_MAX_BLOCKS = 1024 };
 
-/* The sum over the block of each thread's v, in a fixed order; red holds
- * MV_WARPS floats. Every thread gets it. */
+/* The sum over the block of each thread's v, in a fixed order; red holds a
+ * float a warp. Every thread gets it. */
 __device__ __forceinline__ float block_sum(float v, float *red) {
     v = warp_sum(v);
     __syncthreads(); /* red's last use is over */
     if (threadIdx.x % 32 == 0) red[threadIdx.x / 32] = v;
     __syncthreads();
     float s = 0.0f;
-    for (int w = 0; w < MV_WARPS; w++) s += red[w];
+    for (int w = 0; w < (int)blockDim.x / 32; w++) s += red[w];
     return s;
 }
 
@@ -280,35 +283,35 @@ __device__ __forceinline__ float row_dot(const uint8_t *W, const float *xs, int 
 }
 
 template <int PRE, int V, typename TW>
-__global__ void __launch_bounds__(MV_THREADS)
+__global__ void __launch_bounds__(MV_MAX_WARPS * 32)
     decode_matvec_kernel(float *out, const float *x, const TW *W, const float *b,
                          const float *nw, const float *nb, int layer_norm, float eps, int C,
                          int OC, int accumulate) {
     GPU_DYNAMIC_SHARED(float, xs);
-    __shared__ float red[MV_WARPS];
-    const int lane = threadIdx.x % 32, w = threadIdx.x / 32;
+    __shared__ float red[MV_MAX_WARPS];
+    const int lane = threadIdx.x % 32, w = threadIdx.x / 32, nt = blockDim.x, warps = nt / 32;
     if (PRE == GPU_PRE_NORM) {
         float m = 0.0f, s = 0.0f;
         if (layer_norm) {
-            for (int i = threadIdx.x; i < C; i += MV_THREADS) s += x[i];
+            for (int i = threadIdx.x; i < C; i += nt) s += x[i];
             m = block_sum(s, red) / C;
             s = 0.0f;
         }
-        for (int i = threadIdx.x; i < C; i += MV_THREADS) s += (x[i] - m) * (x[i] - m);
+        for (int i = threadIdx.x; i < C; i += nt) s += (x[i] - m) * (x[i] - m);
         const float r = 1.0f / sqrtf(block_sum(s, red) / C + eps);
-        for (int i = threadIdx.x; i < C; i += MV_THREADS)
+        for (int i = threadIdx.x; i < C; i += nt)
             xs[i] = (x[i] - m) * r * nw[i] + (layer_norm && nb ? nb[i] : 0.0f);
     } else {
-        for (int i = threadIdx.x; i < C; i += MV_THREADS) {
+        for (int i = threadIdx.x; i < C; i += nt) {
             const float a = x[i];
             xs[i] = PRE == GPU_PRE_SWIGLU ? swiglu(a, x[C + i])
                   : PRE == GPU_PRE_GELU   ? gelu(a)
                                           : a;
         }
     }
-    for (int i = C + threadIdx.x; i < (C + 31) / 32 * 32; i += MV_THREADS) xs[i] = 0.0f;
+    for (int i = C + threadIdx.x; i < (C + 31) / 32 * 32; i += nt) xs[i] = 0.0f;
     __syncthreads();
-    for (int o = blockIdx.x * MV_WARPS + w; o < OC; o += gridDim.x * MV_WARPS) {
+    for (int o = blockIdx.x * warps + w; o < OC; o += gridDim.x * warps) {
         const float s = warp_sum(row_dot<V>(W, xs, C, OC, o, lane));
         if (lane == 0) out[o] = (accumulate ? out[o] : 0.0f) + s + (b ? b[o] : 0.0f);
     }
@@ -319,11 +322,13 @@ static void launch_matvec(float *out, const float *x, const TW *W, const float *
                           const float *nw, const float *nb, int layer_norm, float eps, int C,
                           int OC, int accumulate) {
     const size_t shmem = (size_t)(C + 31) / 32 * 32 * sizeof(float);
-    const unsigned groups = cdiv(OC, MV_WARPS), cap = MV_MAX_BLOCKS;
+    int warps = MV_MAX_WARPS;
+    while (warps > 2 && cdiv(OC, warps) < (unsigned)sm_count()) warps /= 2;
+    const unsigned groups = cdiv(OC, warps), cap = MV_MAX_BLOCKS;
     if (shmem > 48 * 1024)
         cudaFuncSetAttribute(decode_matvec_kernel<PRE, V, TW>,
                              cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shmem);
-    GPU_LAUNCH((decode_matvec_kernel<PRE, V, TW>), groups < cap ? groups : cap, MV_THREADS,
+    GPU_LAUNCH((decode_matvec_kernel<PRE, V, TW>), groups < cap ? groups : cap, 32 * warps,
                shmem)(out, x, W, b, nw, nb, layer_norm, eps, C, OC, accumulate);
 }
 

@@ -159,9 +159,7 @@ static void norm_backward(float *dinp, __nv_bfloat16 *dinp16, float *dw, float *
 extern "C" void gpu_norm_backward(float *dinp, gpu_bf16 *dinp16, float *dw, float *db,
                                   const gpu_bf16 *dout, const float *inp, const float *w,
                                   const float *mean, const float *rstd, int N, int C) {
-    static int sms;
-    if (!sms && cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0) != cudaSuccess)
-        sms = 1;
+    const int sms = sm_count();
     typedef __nv_bfloat16 bf16;
     if (!mean) db = NULL;
     if (C % 4 == 0 && vec_ok(dinp, 16) && vec_ok(dinp16, 8) && vec_ok(dout, 8) &&

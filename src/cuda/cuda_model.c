@@ -601,6 +601,7 @@ struct cuda_decoder {
     float *kc, *vc;         /* (n_layer, n_kv_head, max_T, head_dim) */
     float *S, *z;           /* linear attention instead: (n_layer, n_kv_head, hd, hd), (.., hd) */
     float *x, *h, *qkv, *q, *att, *up, *act, *logits, *scratch;
+    float *part;            /* the decode attention's partial results, or NULL */
     float *t5tab;           /* T5: (nh, max_T) bias by distance, or NULL */
     int *tp;                /* device: the token, its position */
     int graph_on;           /* use a graph (cuda_decoder_set_graph) */
@@ -671,7 +672,8 @@ int cuda_decoder_new(cuda_decoder **out, cuda_model *g, int max_T) {
     const size_t state = (size_t)c->n_layer * c->n_kv_head * (hd * hd + hd);
     const size_t cache = linear ? state : 2 * (size_t)c->n_layer * max_T * KV;
     const size_t t5 = c->pos == ROTARY_POS_T5 ? (size_t)c->n_head * max_T : 0;
-    const size_t need = cache + 2 * C + (Q + 2 * KV) + 2 * Q + U + F + V + 2 + t5;
+    const size_t part = linear ? 0 : gpu_decode_attention_part(c->n_head, (int)hd, max_T);
+    const size_t need = cache + 2 * C + (Q + 2 * KV) + 2 * Q + U + F + V + 2 + t5 + part;
     cuda_decoder *d = calloc(1, sizeof *d);
     if (!d) return rotary_fail(ROTARY_ENOMEM, "cuda decoder: out of memory");
     cudaError_t e;
@@ -699,6 +701,7 @@ int cuda_decoder_new(cuda_decoder **out, cuda_model *g, int max_T) {
     CARVE(logits, V);
     CARVE(scratch, 2); /* mean and rstd of the one row */
     if (t5) CARVE(t5tab, t5);
+    if (part) CARVE(part, part);
 #undef CARVE
     d->g = g;
     d->max_T = max_T;
@@ -803,8 +806,8 @@ static void decoder_launch(cuda_decoder *d) {
             float *vc = d->vc + (size_t)l * d->max_T * KV;
             gpu_decode_split_rope(d->q, kc, vc, d->qkv, rd ? g->cos : NULL, rd ? g->sin : NULL,
                                   pos, d->max_T, nh, nkv, hd, rd, c->rope_pairing);
-            gpu_decode_attention(d->att, d->q, kc, vc, g->alibi, d->t5tab, pos, d->max_T, nh, nkv,
-                                 hd);
+            gpu_decode_attention(d->att, d->part, d->q, kc, vc, g->alibi, d->t5tab, pos,
+                                 d->max_T, nh, nkv, hd);
         }
         if (fused) {
             gpu_decode_matvec(d->x, d->att, WM(l, Q8_WO, lp->wo), q8, OPT(g->params, lp->bo), Q,

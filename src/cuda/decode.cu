@@ -45,23 +45,33 @@ extern "C" void gpu_decode_split_rope(float *q, float *kc, float *vc, const floa
                                                                pairing == 1);
 }
 
-/* One block of DEC_WARPS warps per query head, an online softmax in each
- * warp: warp w takes keys in groups of DEC_KEYS (w*DEC_KEYS.., then DEC_WARPS
- * groups further on), so that DEC_KEYS independent dot products and loads
- * are in flight at once; lane l holds coordinates l, l+32, .. of the head.
- * The warps' (max, sum, output) are merged through shared memory at the
- * end. Rows past *pos are never read (the cache holds garbage there). */
-enum { DEC_WARPS = 8, DEC_KEYS = 4 };
+/* Attention of the token's query against the cache, flash-decoding style:
+ * the keys of each head are split into up to `splits` chunks of whole
+ * DEC_WARPS * DEC_KEYS-key rounds, one block of DEC_WARPS warps each (grid
+ * nh x splits), so that a short context still streams its cache through
+ * many SMs (one block a head gave the 110M shape 12 busy SMs of 132). An
+ * online softmax in each warp: warp w takes keys in groups of DEC_KEYS
+ * (w*DEC_KEYS.., then DEC_WARPS groups further on), so that DEC_KEYS
+ * independent dot products and loads are in flight at once; lane l holds
+ * coordinates l, l+32, .. of the head. The warps' (max, sum, output) merge
+ * through shared memory; with one split the block writes the output, else
+ * its (max, sum, unnormalised output) into part (nh, splits, hd + 2) for
+ * decode_merge_kernel. Chunks past the position are empty (max -inf). Rows
+ * past *pos are never read (the cache holds garbage there). */
+enum { DEC_WARPS = 8, DEC_KEYS = 4, DEC_ROUND = DEC_WARPS * DEC_KEYS, DEC_MIN_KEYS = 64 };
 
 template <int HD>
 __global__ void __launch_bounds__(DEC_WARPS * 32)
-decode_attention_kernel(float *out, const float *q, const float *kc, const float *vc,
-                        const float *alibi, const float *t5, const int *pos, int max_T, int nh,
-                        int nkv, int hd, float scale) {
+decode_attention_kernel(float *out, float *part, const float *q, const float *kc,
+                        const float *vc, const float *alibi, const float *t5, const int *pos,
+                        int max_T, int nh, int nkv, int hd, float scale) {
     constexpr int R = HD / 32; /* coordinates a lane holds */
     __shared__ float part_m[DEC_WARPS], part_l[DEC_WARPS], part_o[DEC_WARPS][HD];
     const int h = blockIdx.x, g = h / (nh / nkv), lane = threadIdx.x % 32, w = threadIdx.x / 32;
-    const int i = *pos, n = i + 1;
+    const int i = *pos, n = i + 1, splits = gridDim.y;
+    /* this block's keys: [k0, k1), whole rounds */
+    const int chunk = (n + splits * DEC_ROUND - 1) / (splits * DEC_ROUND) * DEC_ROUND;
+    const int k0 = blockIdx.y * chunk, k1 = min(n, k0 + chunk);
     const float *kh = kc + (size_t)g * max_T * hd, *vh = vc + (size_t)g * max_T * hd;
     const float slope = alibi ? alibi[h] : 0.0f, *tb = t5 ? t5 + (size_t)h * max_T : NULL;
     float qr[R], o[R];
@@ -72,7 +82,7 @@ decode_attention_kernel(float *out, const float *q, const float *kc, const float
         o[r] = 0.0f;
     }
     float m = -INFINITY, l = 0.0f;
-    for (int j0 = w * DEC_KEYS; j0 < n; j0 += DEC_WARPS * DEC_KEYS) {
+    for (int j0 = k0 + w * DEC_KEYS; j0 < k1; j0 += DEC_ROUND) {
         float s[DEC_KEYS], mx = m;
 #pragma unroll
         for (int u = 0; u < DEC_KEYS; u++) {
@@ -81,17 +91,17 @@ decode_attention_kernel(float *out, const float *q, const float *kc, const float
 #pragma unroll
             for (int r = 0; r < R; r++) {
                 const int d = lane + 32 * r;
-                if (j < n && d < hd) x += qr[r] * kh[(size_t)j * hd + d];
+                if (j < k1 && d < hd) x += qr[r] * kh[(size_t)j * hd + d];
             }
             s[u] = x;
         }
 #pragma unroll
         for (int u = 0; u < DEC_KEYS; u++) {
             const int j = j0 + u;
-            s[u] = j < n ? warp_sum(s[u]) + score_bias(slope, tb, i - j) : -INFINITY;
+            s[u] = j < k1 ? warp_sum(s[u]) + score_bias(slope, tb, i - j) : -INFINITY;
             mx = fmaxf(mx, s[u]);
         }
-        /* mx is finite: key j0 < n exists. */
+        /* mx is finite: key j0 < k1 exists. */
         const float corr = expf(m - mx);
         l *= corr;
 #pragma unroll
@@ -99,7 +109,7 @@ decode_attention_kernel(float *out, const float *q, const float *kc, const float
 #pragma unroll
         for (int u = 0; u < DEC_KEYS; u++) {
             const int j = j0 + u;
-            if (j >= n) break;
+            if (j >= k1) break;
             const float p = expf(s[u] - mx);
             l += p;
 #pragma unroll
@@ -114,34 +124,70 @@ decode_attention_kernel(float *out, const float *q, const float *kc, const float
 #pragma unroll
     for (int r = 0; r < R; r++) part_o[w][lane + 32 * r] = o[r];
     __syncthreads();
-    float M = -INFINITY;
+    float M = -INFINITY, L = 0.0f;
     for (int x = 0; x < DEC_WARPS; x++) M = fmaxf(M, part_m[x]);
+    for (int x = 0; x < DEC_WARPS; x++) /* skipping warps that had no keys */
+        if (part_m[x] != -INFINITY) L += part_l[x] * expf(part_m[x] - M);
+    float *pp = part + ((size_t)h * splits + blockIdx.y) * (hd + 2);
     for (int d = threadIdx.x; d < hd; d += blockDim.x) {
-        float L = 0.0f, O = 0.0f;
-        for (int x = 0; x < DEC_WARPS; x++) {
-            if (part_m[x] == -INFINITY) continue; /* a warp that had no keys */
-            const float c = expf(part_m[x] - M);
-            L += part_l[x] * c;
-            O += part_o[x][d] * c;
+        float O = 0.0f;
+        for (int x = 0; x < DEC_WARPS; x++)
+            if (part_m[x] != -INFINITY) O += part_o[x][d] * expf(part_m[x] - M);
+        if (splits == 1) out[(size_t)h * hd + d] = O / L;
+        else pp[2 + d] = O;
+    }
+    if (splits > 1 && threadIdx.x == 0) pp[0] = M, pp[1] = L;
+}
+
+/* out (nh*hd): each head's splits merged, in split order; a block a head. */
+__global__ void decode_merge_kernel(float *out, const float *part, int splits, int hd) {
+    const int h = blockIdx.x;
+    const float *ph = part + (size_t)h * splits * (hd + 2);
+    float M = -INFINITY, L = 0.0f;
+    for (int x = 0; x < splits; x++) M = fmaxf(M, ph[(size_t)x * (hd + 2)]);
+    for (int x = 0; x < splits; x++) { /* skipping chunks past the position */
+        const float *px = ph + (size_t)x * (hd + 2);
+        if (px[0] != -INFINITY) L += px[1] * expf(px[0] - M);
+    }
+    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+        float O = 0.0f;
+        for (int x = 0; x < splits; x++) {
+            const float *px = ph + (size_t)x * (hd + 2);
+            if (px[0] != -INFINITY) O += px[2 + d] * expf(px[0] - M);
         }
         out[(size_t)h * hd + d] = O / L;
     }
 }
 
-template <int HD>
-static void decode_hd(float *out, const float *q, const float *kc, const float *vc,
-                      const float *alibi, const float *t5, const int *pos, int max_T, int nh,
-                      int nkv, int hd) {
-    GPU_LAUNCH(decode_attention_kernel<HD>, nh, DEC_WARPS * 32, 0)(
-        out, q, kc, vc, alibi, t5, pos, max_T, nh, nkv, hd, 1.0f / sqrtf((float)hd));
+/* Chunks a head: enough blocks for twice the SMs, none shorter than
+ * DEC_MIN_KEYS keys at max_T. */
+static int decode_splits(int nh, int max_T) {
+    const int by_sm = (int)cdiv(2 * (size_t)sm_count(), nh), by_T = (int)cdiv(max_T, DEC_MIN_KEYS);
+    return by_sm < by_T ? by_sm : by_T;
 }
 
-extern "C" void gpu_decode_attention(float *out, const float *q, const float *kc, const float *vc,
-                                     const float *alibi, const float *t5, const int *pos,
-                                     int max_T, int nh, int nkv, int hd) {
-    if (hd <= 32) decode_hd<32>(out, q, kc, vc, alibi, t5, pos, max_T, nh, nkv, hd);
-    else if (hd <= 64) decode_hd<64>(out, q, kc, vc, alibi, t5, pos, max_T, nh, nkv, hd);
-    else decode_hd<128>(out, q, kc, vc, alibi, t5, pos, max_T, nh, nkv, hd);
+extern "C" size_t gpu_decode_attention_part(int nh, int hd, int max_T) {
+    const int splits = decode_splits(nh, max_T);
+    return splits > 1 ? (size_t)nh * splits * (hd + 2) : 0;
+}
+
+template <int HD>
+static void decode_hd(float *out, float *part, const float *q, const float *kc, const float *vc,
+                      const float *alibi, const float *t5, const int *pos, int max_T, int nh,
+                      int nkv, int hd) {
+    const int splits = decode_splits(nh, max_T);
+    GPU_LAUNCH(decode_attention_kernel<HD>, dim3(nh, splits), DEC_WARPS * 32, 0)(
+        out, part, q, kc, vc, alibi, t5, pos, max_T, nh, nkv, hd, 1.0f / sqrtf((float)hd));
+    if (splits > 1)
+        GPU_LAUNCH(decode_merge_kernel, nh, (hd + 31) / 32 * 32, 0)(out, part, splits, hd);
+}
+
+extern "C" void gpu_decode_attention(float *out, float *part, const float *q, const float *kc,
+                                     const float *vc, const float *alibi, const float *t5,
+                                     const int *pos, int max_T, int nh, int nkv, int hd) {
+    if (hd <= 32) decode_hd<32>(out, part, q, kc, vc, alibi, t5, pos, max_T, nh, nkv, hd);
+    else if (hd <= 64) decode_hd<64>(out, part, q, kc, vc, alibi, t5, pos, max_T, nh, nkv, hd);
+    else decode_hd<128>(out, part, q, kc, vc, alibi, t5, pos, max_T, nh, nkv, hd);
 }
 
 /* Linear attention, one token (as sample.c's linear_step): each kv head's

@@ -226,16 +226,20 @@ void gpu_add(float *y, const float *x, size_t n);
  * Split: the token's qkv row ((nh + 2*nkv)*hd) -> q (nh*hd) and row t of
  * the caches kc, vc (nkv, max_T, hd), q and k rotated as
  * gpu_qkv_split_rope rotates row t. Attention: out (nh*hd) for q against
- * cache rows 0..t, one block per head, alibi or t5 (nh, max_T: a
- * gpu_t5_table for max_T positions) as gpu_attention_forward's; hd <=
- * GPU_ATTN_MAX_HD, max_T <= GPU_DECODE_MAX_T. */
+ * cache rows 0..t, the keys of a head split over several blocks whose
+ * partial results go through part (gpu_decode_attention_part(nh, hd,
+ * max_T) floats; none needed, and part may be NULL, when that is 0), alibi
+ * or t5 (nh, max_T: a gpu_t5_table for max_T positions) as
+ * gpu_attention_forward's; hd <= GPU_ATTN_MAX_HD, max_T <=
+ * GPU_DECODE_MAX_T. */
 #define GPU_DECODE_MAX_T 32768
 void gpu_decode_split_rope(float *q, float *kc, float *vc, const float *qkv, const float *cos,
                            const float *sin, const int *pos, int max_T, int nh, int nkv, int hd,
                            int rd, int pairing);
-void gpu_decode_attention(float *out, const float *q, const float *kc, const float *vc,
-                          const float *alibi, const float *t5, const int *pos, int max_T, int nh,
-                          int nkv, int hd);
+size_t gpu_decode_attention_part(int nh, int hd, int max_T);
+void gpu_decode_attention(float *out, float *part, const float *q, const float *kc,
+                          const float *vc, const float *alibi, const float *t5, const int *pos,
+                          int max_T, int nh, int nkv, int hd);
 /* Linear attention instead of the split and the attention: the token's qkv
  * row updates each kv head's state S (nkv, hd, hd) and z (nkv, hd), reset
  * at position 0, and the query heads read out (nh*hd), as sample.c's

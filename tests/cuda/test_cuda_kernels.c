@@ -548,6 +548,8 @@ static void test_decode(int T, int nh, int nkv, int hd, int rd, int pairing, int
     float *d_qkv = dev(qkv, n), *d_cos = dev(r.cos, tab), *d_sin = dev(r.sin, tab);
     float *d_q = dev(NULL, Q), *d_out = dev(NULL, (size_t)T * Q), *d_alibi = dev(slopes, nh);
     float *d_kc = dev(NULL, cache), *d_vc = dev(NULL, cache);
+    const size_t part = gpu_decode_attention_part(nh, hd, max_T);
+    float *d_part = part ? dev(NULL, part) : NULL;
     cudaMemset(d_kc, 0xff, cache * sizeof(float)); /* NaN */
     cudaMemset(d_vc, 0xff, cache * sizeof(float));
     int *d_pos;
@@ -557,8 +559,8 @@ static void test_decode(int T, int nh, int nkv, int hd, int rd, int pairing, int
     for (int t = 0; t < T; t++) {
         gpu_decode_split_rope(d_q, d_kc, d_vc, d_qkv + (size_t)t * S, d_cos, d_sin, d_pos + t,
                               max_T, nh, nkv, hd, r.rotary_dim, pairing);
-        gpu_decode_attention(d_out + (size_t)t * Q, d_q, d_kc, d_vc, alibi ? d_alibi : NULL,
-                             NULL, d_pos + t, max_T, nh, nkv, hd);
+        gpu_decode_attention(d_out + (size_t)t * Q, d_part, d_q, d_kc, d_vc,
+                             alibi ? d_alibi : NULL, NULL, d_pos + t, max_T, nh, nkv, hd);
         float *q = back(d_q, Q);
         memcpy(qs + (size_t)t * Q, q, Q * sizeof(float));
         free(q);
@@ -598,7 +600,7 @@ static void test_decode(int T, int nh, int nkv, int hd, int rd, int pairing, int
     rotary_rope_free(&r);
     free(qkv), free(slopes), free(ref), free(kc), free(vc), free(out), free(att), free(scratch);
     cudaFree(d_qkv), cudaFree(d_cos), cudaFree(d_sin), cudaFree(d_q), cudaFree(d_out);
-    cudaFree(d_alibi), cudaFree(d_kc), cudaFree(d_vc), cudaFree(d_pos);
+    cudaFree(d_alibi), cudaFree(d_kc), cudaFree(d_vc), cudaFree(d_pos), cudaFree(d_part);
 }
 
 /* The linear-attention decoder kernel position by position against
@@ -778,6 +780,7 @@ int main(int argc, char **argv) {
     test_decode(45, 6, 2, 40, 24, 1, 0);
     test_decode(3, 2, 1, 128, 128, 1, 1);
     if (!quick) test_decode(130, 4, 4, 32, 16, 0, 1);
+    if (!quick) test_decode(300, 2, 2, 64, 32, 1, 1); /* 5 chunks a head */
     test_decode_linear(60, 4, 2, 32, 32, 0);
     test_decode_linear(25, 6, 3, 40, 24, 1);
     if (!quick) test_decode_linear(70, 2, 1, 128, 64, 0);

@@ -83,13 +83,14 @@ static void test(int T, int nh, int nkv, int hd, int rd, int pairing, bool alibi
     std::vector<float> kc(cache), vc(cache), q(Q), qs((size_t)T * Q), gout((size_t)T * Q);
     memset(kc.data(), 0xff, cache * sizeof(float));
     memset(vc.data(), 0xff, cache * sizeof(float));
+    std::vector<float> part(gpu_decode_attention_part(nh, hd, max_T) + 1);
     std::vector<int> pos(T);
     for (int t = 0; t < T; t++) pos[t] = t;
     for (int t = 0; t < T; t++) {
         gpu_decode_split_rope(q.data(), kc.data(), vc.data(), &qkv[(size_t)t * S],
                               rd ? cs.data() : nullptr, rd ? sn.data() : nullptr, &pos[t], max_T,
                               nh, nkv, hd, rd, pairing);
-        gpu_decode_attention(&gout[(size_t)t * Q], q.data(), kc.data(), vc.data(),
+        gpu_decode_attention(&gout[(size_t)t * Q], part.data(), q.data(), kc.data(), vc.data(),
                              alibi ? slopes.data() : nullptr, nullptr, &pos[t], max_T, nh, nkv, hd);
         std::copy(q.begin(), q.end(), qs.begin() + (size_t)t * Q);
     }
@@ -122,7 +123,7 @@ static void test(int T, int nh, int nkv, int hd, int rd, int pairing, bool alibi
 int main(int argc, char **argv) {
     /* T, nh, nkv, hd, rd, pairing, alibi; --quick: the first (for
      * ThreadSanitizer, which is slower). */
-    test(40, 4, 2, 64, 64, 0, false, 1);
+    test(70, 4, 2, 64, 64, 0, false, 1); /* 2 chunks a head */
     if (argc > 1 && !strcmp(argv[1], "--quick")) {
         printf("test_decode_emu: %d checks, %d failed\n", checks, failures);
         return failures ? 1 : 0;
@@ -131,6 +132,7 @@ int main(int argc, char **argv) {
     test(3, 2, 1, 128, 128, 1, true, 3);
     test(37, 4, 4, 32, 16, 0, true, 4);
     test(9, 2, 2, 24, 0, 0, false, 5);
+    test(200, 3, 1, 32, 32, 1, true, 6); /* 4 chunks a head */
     printf("test_decode_emu: %d checks, %d failed\n", checks, failures);
     return failures ? 1 : 0;
 }

@@ -80,5 +80,38 @@ else
     ic=$("$rotary" "${gen[@]}" 2>/dev/null)
     [ -n "$ig" ] && [ "$ig" = "$ic" ] && ok "generate --device cuda, linear attention: the CPU's ids" ||
         bad "linear attention ids: gpu '$ig' cpu '$ic' $(tail -n 2 "$tmp/err")"
+    # Real llama2.c checkpoints (../shared/data, or the copy tests/cuda/deps.sh
+    # puts in tests/cuda/deps/data for the GPU machine): greedy ids on the GPU
+    # against the CPU's (which tests/cli_generate.sh and tests/torch check
+    # against the reference). Long enough that the decode attention splits
+    # each head's keys over several blocks. aidreams260K is trained, so its
+    # argmax has margins far above rounding: every id must match. stories260K
+    # (grouped-query attention) is noise, so a near-tie may flip an id late:
+    # the first half must match.
+    dd=""
+    for d in "${ROTARY_DATA_DIR:-}" "$src/tests/cuda/deps/data" "$src/../shared/data"; do
+        [ -n "$d" ] && [ -f "$d/aidreams260K.bin" ] && [ -f "$d/stories260K.bin" ] && dd=$d && break
+    done
+    if [ -z "$dd" ]; then
+        echo "skip llama2.c checkpoints: no data directory (run tests/cuda/deps.sh)"
+    else
+        same_prefix() { # the number of leading ids two lists share
+            paste <(echo "$1" | tr -s ' ' '\n') <(echo "$2" | tr -s ' ' '\n') |
+                awk '$1 != $2 || $1 == "" { exit } { n++ } END { print n + 0 }'
+        }
+        n1=200 n2=300
+        [ "$built" = emu ] && n1=40 n2=60
+        # model, tokenizer, context, ids, how many of them (with BOS) must match
+        for m in "aidreams260K aidreams_tok512 256 $n1 $((n1 + 1))" \
+                 "stories260K tok512 512 $n2 $((n2 / 2))"; do
+            set -- $m
+            gen=(generate "$dd/$1.bin" -z "$dd/$2.bin" -p "" -n "$4" -t 0 --ctx "$3" --no-stop --ids)
+            ig=$("$rotary" "${gen[@]}" --device cuda 2>"$tmp/err")
+            ic=$("$rotary" "${gen[@]}" 2>/dev/null)
+            k=$(same_prefix "$ig" "$ic")
+            [ "$k" -ge "$5" ] && ok "generate --device cuda, $1: the first $k ids the CPU's" ||
+                bad "$1: the first $k ids the CPU's, not $5 $(tail -n 2 "$tmp/err")"
+        done
+    fi
 fi
 finish

@@ -141,10 +141,11 @@ run torch_train_gpu 180 "$PYTHON" bench/torch_train_gpu.py
 # time and the bytes each kernel moves to and from memory, so GB/s against
 # the memory's bound; clocks left alone), on a 2-layer model of the
 # benchmark's width and context: informational, so its status does not
-# decide the run's.
+# decide the run's. With the mma.sync attention kernels, the likely default
+# once they pass (PROFILE_ATTN=wmma for the current one).
 ncu=$(command -v ncu || echo "$(dirname "$NVCC")/ncu")
 if [ -x "$ncu" ]; then
-  run profile 120 bash -c "'$ncu' --clock-control none --metrics gpu__time_duration.sum,dram__bytes.sum --csv \
+  run profile 120 env ROTARY_CUDA_ATTN="${PROFILE_ATTN:-mma}" bash -c "'$ncu' --clock-control none --metrics gpu__time_duration.sum,dram__bytes.sum --csv \
     --page raw --log-file '$RESULTS/ncu.csv' '$BUILD/bench/cuda_train' --layers 2 --steps 1 \
     --warmup-steps 0 >/dev/null && '$PYTHON' tests/cuda/kernel_times.py '$RESULTS/ncu.csv' 20"
 else

@@ -128,7 +128,7 @@ decode_attention_kernel(float *out, float *part, const float *q, const float *kc
     for (int x = 0; x < DEC_WARPS; x++) M = fmaxf(M, part_m[x]);
     for (int x = 0; x < DEC_WARPS; x++) /* skipping warps that had no keys */
         if (part_m[x] != -INFINITY) L += part_l[x] * expf(part_m[x] - M);
-    float *pp = part + ((size_t)h * splits + blockIdx.y) * (hd + 2);
+    float *pp = splits > 1 ? part + ((size_t)h * splits + blockIdx.y) * (hd + 2) : NULL;
     for (int d = threadIdx.x; d < hd; d += blockDim.x) {
         float O = 0.0f;
         for (int x = 0; x < DEC_WARPS; x++)

@@ -9,7 +9,8 @@
  * 1024, vocab 50304) with librotary's default block (RMSNorm, SwiGLU with
  * d_ff 2048, interleaved RoPE, tied head, no bias), batch 16. One step is
  * zero_grad + forward + backward + gradient norm and clipping + AdamW, as
- * bench/train_bench.c does on the CPU.
+ * bench/train_bench.c does on the CPU; forward_ms, backward_ms and
+ * optimizer_ms split it (zero_grad goes with the forward).
  *
  * MFU = tokens/s * flops per token / peak, with flops per token = 6 N (N all
  * parameters: the tied embedding is used by the classifier's GEMM) + 12 L C T
@@ -77,21 +78,32 @@ int main(int argc, char **argv) {
     rotary_rng_seed(&r, 7);
     for (int i = 0; i < 2 * N; i++) tok[i] = (int)(rotary_rng_next(&r) % (uint64_t)c.vocab);
     rotary_adamw_config ac = {1e-4f, 0.9f, 0.99f, 1e-8f, 0.1f};
-    double t0 = 0;
+    /* Each phase ends in a device synchronisation (cuda_model.c), so the
+     * host clock between them splits the step: forward (with the
+     * classifier), backward, and the rest (zero_grad, the norm, AdamW). */
+    double t0 = 0, phase[3] = {0, 0, 0};
     float loss = 0;
     for (int s = 0; s < warmup + steps; s++) {
         if (s == warmup) t0 = now_s();
         float norm;
-        if (cuda_model_zero_grad(g) || cuda_model_forward(g, tok, tok + N, B, c.ctx, 1, &loss) ||
-            cuda_model_backward(g) || cuda_model_grad_norm(g, &norm) ||
+        const double a = now_s();
+        if (cuda_model_zero_grad(g) || cuda_model_forward(g, tok, tok + N, B, c.ctx, 1, &loss))
+            return die("forward");
+        const double b = now_s();
+        if (cuda_model_backward(g)) return die("backward");
+        const double e = now_s();
+        if (cuda_model_grad_norm(g, &norm) ||
             cuda_model_adamw_step(g, &ac, norm > 1.0f ? 1.0f / norm : 1.0f))
-            return die("step");
+            return die("optimizer");
+        if (s >= warmup) phase[0] += b - a, phase[1] += e - b, phase[2] += now_s() - e;
     }
     const double dt = (now_s() - t0) / steps, tps = N / dt;
     const double fpt = 6.0 * (double)m.n_params + 12.0 * c.n_layer * c.d_model * c.ctx;
     printf("device=%s\n", prop.name);
     printf("params=%zu\nbatch=%d\nctx=%d\nloss=%.4f\n", m.n_params, B, c.ctx, loss);
     printf("ms_per_step=%.2f\ntokens_per_s=%.0f\n", dt * 1e3, tps);
+    printf("forward_ms=%.2f\nbackward_ms=%.2f\noptimizer_ms=%.2f\n", phase[0] * 1e3 / steps,
+           phase[1] * 1e3 / steps, phase[2] * 1e3 / steps);
     printf("flops_per_token=%.4g\nmfu=%.4f\npeak_tflops=%.0f\n", fpt, tps * fpt / (peak * 1e12), peak);
     cuda_model_free(g);
     rotary_model_free(&m);

@@ -174,14 +174,15 @@ val() { grep -m1 "^$2=" "$RESULTS/$1.log" 2>/dev/null | cut -d= -f2; }
   done
   echo
   echo "training, GPT-2-small shape with RoPE (12 x 768, ctx 1024, vocab 50304, batch 16):"
-  printf '%-22s %12s %10s %8s\n' "" "tokens/s" "ms/step" "MFU"
-  printf '%-22s %12s %10s %8s\n' "rotary (cuda)" "$(val cuda_train tokens_per_s)" \
-    "$(val cuda_train ms_per_step)" "$(val cuda_train mfu)"
-  printf '%-22s %12s %10s %8s\n' "rotary, mma.sync attn" "$(val cuda_train_mma tokens_per_s)" \
-    "$(val cuda_train_mma ms_per_step)" "$(val cuda_train_mma mfu)"
-  printf '%-22s %12s %10s %8s\n' "rotary, mma, atomic dq" \
-    "$(val cuda_train_mma_atomic tokens_per_s)" "$(val cuda_train_mma_atomic ms_per_step)" \
-    "$(val cuda_train_mma_atomic mfu)"
+  printf '%-22s %12s %10s %8s %8s %8s %8s\n' "" "tokens/s" "ms/step" "MFU" "fwd ms" "bwd ms" \
+    "opt ms"
+  for r in "cuda_train:rotary (cuda)" "cuda_train_mma:rotary, mma.sync attn" \
+           "cuda_train_mma_atomic:rotary, mma, atomic dq"; do
+    b=${r%%:*}
+    printf '%-22s %12s %10s %8s %8s %8s %8s\n' "${r#*:}" "$(val $b tokens_per_s)" \
+      "$(val $b ms_per_step)" "$(val $b mfu)" "$(val $b forward_ms)" "$(val $b backward_ms)" \
+      "$(val $b optimizer_ms)"
+  done
   printf '%-22s %12s %10s %8s\n' "pytorch $(val torch_train_gpu torch)" \
     "$(val torch_train_gpu tokens_per_s)" "$(val torch_train_gpu ms_per_step)" \
     "$(val torch_train_gpu mfu)"

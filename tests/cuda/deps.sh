@@ -21,7 +21,7 @@ apt-get download libopenblas0-openmp libopenblas-pthread-dev libcjson1 libcjson-
 data=../../../../shared/data
 if [ -d "$data" ]; then
   mkdir -p data
-  cp "$data"/aidreams260K.bin "$data"/aidreams_tok512.bin "$data"/stories260K.bin \
+  cp -f "$data"/aidreams260K.bin "$data"/aidreams_tok512.bin "$data"/stories260K.bin \
     "$data"/tok512.bin data/
 fi
 du -sh .

@@ -8,9 +8,9 @@
  * A token reads every weight once (fp32: 4 bytes each) plus the KV cache up
  * to its position, so tokens/s <= bandwidth / bytes per token. The bandwidth
  * is measured here: device-to-device copies of 1 GiB, bytes read plus
- * written per second. Greedy decoding from one token, three times: launching
+ * written per second. Greedy decoding from one token, four times: launching
  * the kernels one by one (tok_s_launches), replaying the step as one CUDA
- * graph (tok_s, the decoder's default), and the graph with the fused
+ * graph (tok_s, the decoder's default), the graph with the fused
  * linear layers (tok_s_fused: cuda_decoder_set_fused, each norm and
  * activation inside the product after it), and those with Q8_0 weights
  * (tok_s_int8, generate --int8: 34 bytes per 32 weights of the matrices,

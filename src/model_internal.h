@@ -24,13 +24,12 @@ struct rotary_layout {
 
 /* The matrices a decoder keeps in Q8_0 for --int8 (sample.c on the CPU,
  * cuda_model.c on the GPU), in this order in each layer, then the
- * classifier (vocab, C): their shapes (rows, cols), and the bytes of one
- * (matvec.h's layout) rounded up to 64 so that the next starts aligned.
- * Offset: where matrix `which` of layer l (l == n_layer: the classifier)
- * starts among them, in bytes; weights_bytes: all of them. */
+ * classifier (vocab, C): their shapes (rows, cols). Each (matvec.h's
+ * layout) starts on a 64-byte boundary. Offset: where matrix `which` of
+ * layer l (l == n_layer: the classifier) starts among them, in bytes;
+ * weights_bytes: all of them. */
 enum { Q8_WQKV, Q8_WO, Q8_WUP, Q8_WDOWN, Q8_N };
 void q8_layer_shapes(const rotary_config *c, int rows[Q8_N], int cols[Q8_N]);
-size_t q8_padded_bytes(int rows, int cols);
 size_t q8_matrix_offset(const rotary_config *c, int l, int which);
 size_t q8_weights_bytes(const rotary_config *c);
 

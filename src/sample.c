@@ -315,7 +315,8 @@ static size_t q8_scratch(const rotary_config *c) {
     return q8_act_bytes(c->d_model > c->d_ff ? c->d_model : c->d_ff);
 }
 
-size_t q8_padded_bytes(int rows, int cols) {
+/* One matrix rounded up to 64 bytes, so that the next starts aligned. */
+static size_t q8_padded_bytes(int rows, int cols) {
     return (q8_matrix_bytes(rows, cols) + 63) & ~(size_t)63;
 }
 

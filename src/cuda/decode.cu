@@ -60,6 +60,13 @@ extern "C" void gpu_decode_split_rope(float *q, float *kc, float *vc, const floa
  * past *pos are never read (the cache holds garbage there). */
 enum { DEC_WARPS = 8, DEC_KEYS = 4, DEC_ROUND = DEC_WARPS * DEC_KEYS, DEC_MIN_KEYS = 64 };
 
+/* The factor that brings a partial result of running max m to the merged
+ * max M: 0 for a part that saw no keys (m = -inf; M may be -inf too, and
+ * expf would give NaN). */
+__device__ __forceinline__ float rescale(float m, float M) {
+    return m == -INFINITY ? 0.0f : expf(m - M);
+}
+
 template <int HD>
 __global__ void __launch_bounds__(DEC_WARPS * 32)
 decode_attention_kernel(float *out, float *part, const float *q, const float *kc,
@@ -126,13 +133,11 @@ decode_attention_kernel(float *out, float *part, const float *q, const float *kc
     __syncthreads();
     float M = -INFINITY, L = 0.0f;
     for (int x = 0; x < DEC_WARPS; x++) M = fmaxf(M, part_m[x]);
-    for (int x = 0; x < DEC_WARPS; x++) /* skipping warps that had no keys */
-        if (part_m[x] != -INFINITY) L += part_l[x] * expf(part_m[x] - M);
+    for (int x = 0; x < DEC_WARPS; x++) L += part_l[x] * rescale(part_m[x], M);
     float *pp = splits > 1 ? part + ((size_t)h * splits + blockIdx.y) * (hd + 2) : NULL;
     for (int d = threadIdx.x; d < hd; d += blockDim.x) {
         float O = 0.0f;
-        for (int x = 0; x < DEC_WARPS; x++)
-            if (part_m[x] != -INFINITY) O += part_o[x][d] * expf(part_m[x] - M);
+        for (int x = 0; x < DEC_WARPS; x++) O += part_o[x][d] * rescale(part_m[x], M);
         if (splits == 1) out[(size_t)h * hd + d] = O / L;
         else pp[2 + d] = O;
     }
@@ -145,15 +150,15 @@ __global__ void decode_merge_kernel(float *out, const float *part, int splits, i
     const float *ph = part + (size_t)h * splits * (hd + 2);
     float M = -INFINITY, L = 0.0f;
     for (int x = 0; x < splits; x++) M = fmaxf(M, ph[(size_t)x * (hd + 2)]);
-    for (int x = 0; x < splits; x++) { /* skipping chunks past the position */
+    for (int x = 0; x < splits; x++) {
         const float *px = ph + (size_t)x * (hd + 2);
-        if (px[0] != -INFINITY) L += px[1] * expf(px[0] - M);
+        L += px[1] * rescale(px[0], M);
     }
     for (int d = threadIdx.x; d < hd; d += blockDim.x) {
         float O = 0.0f;
         for (int x = 0; x < splits; x++) {
             const float *px = ph + (size_t)x * (hd + 2);
-            if (px[0] != -INFINITY) O += px[2 + d] * expf(px[0] - M);
+            O += px[2 + d] * rescale(px[0], M);
         }
         out[(size_t)h * hd + d] = O / L;
     }

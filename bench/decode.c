@@ -7,14 +7,16 @@
  *      between the threads; the best of all passes, 10 at the start and one
  *      before each pair of decoding passes),
  *   2. (--matvec) times y = W x at the decoder's matrix shapes with
- *      OpenBLAS cblas_sgemv, cblas_sgemm with M = 1, our float32 kernel and
- *      our Q8_0 kernel, each streaming a pool of copies larger than the caches,
+ *      OpenBLAS cblas_sgemv, cblas_sgemm with M = 1, and our float32, Q8_0
+ *      and bfloat16 kernels, each streaming a pool of copies larger than
+ *      the caches,
  *   3. decodes greedily with random-weight models of the llama2.c
  *      stories15M and stories110M shapes (and an optional llama2.c .bin), in
- *      float32 and with rotary_decoder_quantize, passes of the two taking
- *      turns, and prints tokens/s (best and median pass) against the bound.
+ *      float32, with rotary_decoder_quantize and with rotary_decoder_bf16,
+ *      passes of the three taking turns, and prints tokens/s (best and
+ *      median pass) against the bound.
  * stdout: key=value lines, the last one
- *   decode_110M tok_s_f32=<x> tok_s_int8=<y> bound_f32=<z>
+ *   decode_110M tok_s_f32=<x> tok_s_int8=<y> tok_s_bf16=<w> bound_f32=<z>
  * stderr: progress. See bench/README.md. */
 #define _POSIX_C_SOURCE 200809L
 #include "matvec.h"
@@ -136,8 +138,8 @@ typedef struct {
     int OC, C;
 } mv_shape;
 
-enum { M_SGEMM, M_SGEMV, M_F32, M_Q8, M_N };
-static const char *method_name[M_N] = {"sgemm_m1", "sgemv", "ours_f32", "ours_q8"};
+enum { M_SGEMM, M_SGEMV, M_F32, M_Q8, M_BF16, M_N };
+static const char *method_name[M_N] = {"sgemm_m1", "sgemv", "ours_f32", "ours_q8", "ours_bf16"};
 
 /* One pass of a method over a pool of copies of the matrix: each call reads
  * a new copy, so the weights come from memory as in decoding. GB/s. */
@@ -157,16 +159,21 @@ static double matvec_pass(int method, const char *pool, int copies, size_t strid
         case M_F32:
             matvec_f32(y, w, x, NULL, C, OC, 0);
             break;
+        case M_BF16:
+            matvec_bf16(y, w, x, NULL, C, OC, 0);
+            break;
         default:
             matvec_q8(y, w, x, NULL, C, OC, 0, scratch);
         }
     }
-    const size_t bytes = method == M_Q8 ? q8_matrix_bytes(OC, C) : (size_t)OC * C * sizeof(float);
+    const size_t bytes = method == M_Q8     ? q8_matrix_bytes(OC, C)
+                         : method == M_BF16 ? bf16_matrix_bytes(OC, C)
+                                            : (size_t)OC * C * sizeof(float);
     return (double)bytes * copies / (now() - t0) / 1e9;
 }
 
 /* The decoder's matrix shapes; each method streams a 512 MiB pool of copies
- * (float32, or Q8_0 for ours_q8). The methods take turns, pass after pass,
+ * (float32, or Q8_0 for ours_q8, bfloat16 for ours_bf16). The methods take turns, pass after pass,
  * so a change in background load hits all of them; best of reps passes. */
 static void bench_matvec(int reps, double bw) {
     const mv_shape shapes[] = {
@@ -181,22 +188,30 @@ static void bench_matvec(int reps, double bw) {
         float *x = xalloc((size_t)C * sizeof(float)), *y = xalloc((size_t)OC * sizeof(float));
         float *w = xalloc(f32_bytes);
         void *scratch = xalloc(q8_act_bytes(C)), *q8 = xalloc(q8_stride);
+        const size_t h_bytes = bf16_matrix_bytes(OC, C); /* a multiple of 64 */
+        uint16_t *h = xalloc(h_bytes);
         rotary_rng rng;
         rotary_rng_seed(&rng, 7);
         for (int i = 0; i < C; i++) x[i] = rotary_rng_normal(&rng);
         for (size_t i = 0; i < (size_t)OC * C; i++) w[i] = 0.02f * rotary_rng_normal(&rng);
         q8_quantize_matrix(q8, w, OC, C);
+        bf16_pack_matrix(h, w, OC, C);
         const int nf = (int)(pool_bytes / f32_bytes), nq = (int)(pool_bytes / q8_stride);
+        const int nh = (int)(pool_bytes / h_bytes);
         char *pf = xalloc((size_t)nf * f32_bytes), *pq = xalloc((size_t)nq * q8_stride);
+        char *ph = xalloc((size_t)nh * h_bytes);
 #pragma omp parallel for schedule(static)
         for (int i = 0; i < nf; i++) memcpy(pf + (size_t)i * f32_bytes, w, f32_bytes);
 #pragma omp parallel for schedule(static)
         for (int i = 0; i < nq; i++) memcpy(pq + (size_t)i * q8_stride, q8, q8_stride);
+#pragma omp parallel for schedule(static)
+        for (int i = 0; i < nh; i++) memcpy(ph + (size_t)i * h_bytes, h, h_bytes);
         double best[M_N] = {0};
         for (int r = 0; r < reps; r++)
             for (int m = 0; m < M_N; m++) {
-                double g = m == M_Q8 ? matvec_pass(m, pq, nq, q8_stride, OC, C, x, y, scratch)
-                                     : matvec_pass(m, pf, nf, f32_bytes, OC, C, x, y, scratch);
+                double g = m == M_Q8     ? matvec_pass(m, pq, nq, q8_stride, OC, C, x, y, scratch)
+                           : m == M_BF16 ? matvec_pass(m, ph, nh, h_bytes, OC, C, x, y, scratch)
+                                         : matvec_pass(m, pf, nf, f32_bytes, OC, C, x, y, scratch);
                 best[m] = g > best[m] ? g : best[m];
             }
         printf("matvec shape=%s OC=%d C=%d", shapes[s].name, OC, C);
@@ -208,24 +223,32 @@ static void bench_matvec(int reps, double bw) {
         }
         printf("\n");
         fflush(stdout);
-        free(pf), free(pq), free(w), free(q8), free(x), free(y), free(scratch);
+        free(pf), free(pq), free(ph), free(w), free(q8), free(h), free(x), free(y), free(scratch);
     }
 }
 
 /* ------------------------------------------------------------- decode */
 
+/* The decoder's weights: float32, Q8_0 (rotary_decoder_quantize) and
+ * bfloat16 (rotary_decoder_bf16). */
+enum { D_F32, D_INT8, D_BF16, D_N };
+static const char *const dtype_name[D_N] = {"f32", "int8", "bf16"};
+
 /* Bytes of weights one decoding step reads: every matrix (q|k|v, output,
- * MLP, classifier: 4 bytes per weight in float32, 34 per 32 in Q8_0 with
- * rows padded to whole blocks), the norm weights (float32), one row of the
- * token embedding (float32; tied or not, the classifier is counted as its
- * own matrix). Biases are counted if present. Not counted: the KV cache
- * (reported separately), activations, which stay in cache. */
-static double weight_bytes(const rotary_config *c, int int8) {
+ * MLP, classifier: 4 bytes per weight in float32, 34 per 32 in Q8_0 and 64
+ * per 32 in bfloat16, with rows padded to whole blocks), the norm weights
+ * (float32), one row of the token embedding (float32; tied or not, the
+ * classifier is counted as its own matrix). Biases are counted if present.
+ * Not counted: the KV cache (reported separately), activations, which stay
+ * in cache. */
+static double weight_bytes(const rotary_config *c, int dtype) {
     const double C = c->d_model, hd = C / c->n_head, F = c->d_ff;
     const double QKV = (c->n_head + 2.0 * c->n_kv_head) * hd, A = c->n_head * hd;
     const double U = c->mlp == ROTARY_MLP_SWIGLU ? 2 * F : F;
-#define MAT(rows, cols) \
-    (int8 ? (rows) * (double)q8_blocks((int)(cols)) * (Q8_BLOCK + 2) : (rows) * (cols) * 4.0)
+#define MAT(rows, cols)                                                            \
+    (dtype == D_INT8   ? (rows) * (double)q8_blocks((int)(cols)) * (Q8_BLOCK + 2) \
+     : dtype == D_BF16 ? (rows) * (double)bf16_row((int)(cols)) * 2.0            \
+                       : (rows) * (cols) * 4.0)
     double per_layer = MAT(QKV, C) + MAT(C, A) + MAT(U, C) + MAT(C, F);
     double norms =
         (2.0 * c->n_layer + 1) * C * 4 * (c->norm == ROTARY_NORM_LAYER && c->bias ? 2 : 1);
@@ -264,28 +287,30 @@ static int decode_pass(decode_run *r, int prompt, int ntok) {
     return 0;
 }
 
-/* Decode with m in float32 and in int8 (two decoders), passes taking
- * turns with a bandwidth pass before each pair, so that a busy spell of
- * the machine falls on all three alike; best of reps each. Prints one line
- * per dtype and one comparing them; returns the rates and the float32
- * bound. */
+/* Decode with m in float32, int8 and bfloat16 (three decoders), passes
+ * taking turns with a bandwidth pass before each round, so that a busy
+ * spell of the machine falls on all alike; best of reps each. Prints one
+ * line per dtype and one comparing them; returns the best rates (tok_s,
+ * by dtype) and the float32 bound. */
 static int bench_model(const char *name, rotary_model *m, bandwidth *bw, int prompt, int ntok,
-                       int reps, double *f32, double *i8, double *bound_f32) {
+                       int reps, double tok_s[D_N], double *bound_f32) {
     const rotary_config *c = &m->cfg;
     if (prompt + ntok > c->ctx) ntok = c->ctx - prompt;
-    static decode_run run[2];
-    for (int q = 0; q < 2; q++) {
+    static decode_run run[D_N];
+    for (int q = 0; q < D_N; q++) {
         memset(&run[q], 0, sizeof run[q]);
         if (rotary_decoder_init(&run[q].d, m, c->ctx) ||
             rotary_sampler_init(&run[q].s, c->vocab, 0.0f, 0, 1.0f, 1234))
             return -1;
-        if (q && rotary_decoder_quantize(&run[q].d)) return -1;
+        if (q == D_INT8 && rotary_decoder_quantize(&run[q].d)) return -1;
+        if (q == D_BF16 && rotary_decoder_bf16(&run[q].d)) return -1;
         run[q].rates = malloc((size_t)reps * sizeof(double));
     }
-    fprintf(stderr, "decode %s: %d passes of %d tokens, float32 and int8...\n", name, reps, ntok);
+    fprintf(stderr, "decode %s: %d passes of %d tokens, float32, int8 and bf16...\n", name, reps,
+            ntok);
     for (int r = 0; r < reps; r++) {
         bw_pass(bw);
-        for (int q = 0; q < 2; q++)
+        for (int q = 0; q < D_N; q++)
             if (decode_pass(&run[q], prompt, ntok)) return -1;
     }
     /* positions prompt .. prompt+ntok-1 read 1..pos+1 cached k and v rows */
@@ -293,28 +318,33 @@ static int bench_model(const char *name, rotary_model *m, bandwidth *bw, int pro
     const double kv_bytes = c->attn == ROTARY_ATTN_SOFTMAX
                                 ? 2.0 * c->n_layer * kvd * 4 * (prompt + (ntok + 1) / 2.0)
                                 : 0;
-    const double med[2] = {median(run[0].rates, run[0].n_rates), median(run[1].rates, run[1].n_rates)};
-    for (int q = 0; q < 2; q++) {
+    double med[D_N];
+    for (int q = 0; q < D_N; q++) {
+        med[q] = median(run[q].rates, run[q].n_rates);
         const double wb = weight_bytes(c, q), bound = bw->best * 1e9 / wb;
         const double bound_kv = bw->best * 1e9 / (wb + kv_bytes);
         printf("decode model=%s dtype=%s layers=%d dim=%d hidden=%d heads=%d vocab=%d "
                "prompt=%d tokens=%d passes=%d weight_mb_per_token=%.2f kv_mb_per_token=%.2f "
                "read_bw_gbs=%.2f tok_s=%.2f tok_s_median=%.2f bound_tok_s=%.2f of_bound=%.3f "
                "of_bound_with_kv=%.3f\n",
-               name, q ? "int8" : "f32", c->n_layer, c->d_model, c->d_ff, c->n_head, c->vocab,
-               prompt, ntok, reps, wb / 1e6, kv_bytes / 1e6, bw->best, run[q].best,
-               med[q], bound, run[q].best / bound, run[q].best / bound_kv);
-        fprintf(stderr, "  %s %s: %.1f tok/s (median %.1f), %.0f%% of the bound %.1f tok/s\n", name,
-                q ? "int8" : "f32 ", run[q].best, med[q], 100 * run[q].best / bound, bound);
-        if (q) *i8 = run[1].best;
-        else *f32 = run[0].best, *bound_f32 = bound;
+               name, dtype_name[q], c->n_layer, c->d_model, c->d_ff, c->n_head, c->vocab, prompt,
+               ntok, reps, wb / 1e6, kv_bytes / 1e6, bw->best, run[q].best, med[q], bound,
+               run[q].best / bound, run[q].best / bound_kv);
+        fprintf(stderr, "  %s %-4s: %.1f tok/s (median %.1f), %.0f%% of the bound %.1f tok/s\n",
+                name, dtype_name[q], run[q].best, med[q], 100 * run[q].best / bound, bound);
+        tok_s[q] = run[q].best;
+        if (q == D_F32) *bound_f32 = bound;
     }
-    int same = 0;
-    for (int i = 0; i < ntok && i < 1024; i++) same += run[0].tokens[i] == run[1].tokens[i];
-    printf("decode model=%s int8_speedup=%.2f int8_speedup_median=%.2f greedy_tokens_equal=%d/%d\n",
-           name, *i8 / *f32, med[1] / med[0], same, ntok < 1024 ? ntok : 1024);
+    const int n = ntok < 1024 ? ntok : 1024;
+    int same[D_N] = {0};
+    for (int q = 1; q < D_N; q++)
+        for (int i = 0; i < n; i++) same[q] += run[0].tokens[i] == run[q].tokens[i];
+    printf("decode model=%s int8_speedup=%.2f int8_speedup_median=%.2f greedy_tokens_equal=%d/%d "
+           "bf16_speedup=%.2f bf16_speedup_median=%.2f bf16_greedy_tokens_equal=%d/%d\n",
+           name, tok_s[D_INT8] / tok_s[D_F32], med[D_INT8] / med[D_F32], same[D_INT8], n,
+           tok_s[D_BF16] / tok_s[D_F32], med[D_BF16] / med[D_F32], same[D_BF16], n);
     fflush(stdout);
-    for (int q = 0; q < 2; q++) {
+    for (int q = 0; q < D_N; q++) {
         rotary_decoder_free(&run[q].d);
         rotary_sampler_free(&run[q].s);
         free(run[q].rates);
@@ -365,13 +395,13 @@ int main(int argc, char **argv) {
 
     if (do_matvec) bench_matvec(8, bw.best);
 
-    double f32 = 0, i8 = 0, bound = 0;
+    double tok_s[D_N] = {0}, bound = 0;
     if (path) {
         rotary_model m;
         if (rotary_model_load_llama2c(&m, path)) {
             fprintf(stderr, "decode: %s: %s (skipped)\n", path, rotary_last_error());
         } else {
-            if (bench_model(path, &m, &bw, prompt, ntok, reps, &f32, &i8, &bound))
+            if (bench_model(path, &m, &bw, prompt, ntok, reps, tok_s, &bound))
                 fprintf(stderr, "decode: %s: %s\n", path, rotary_last_error());
             rotary_model_free(&m);
         }
@@ -379,18 +409,19 @@ int main(int argc, char **argv) {
     if (!only || !strcmp(only, "15M")) {
         rotary_model m;
         if (random_model(&m, 6, 288, 768, 6, 32000, 256) ||
-            bench_model("15M", &m, &bw, prompt, ntok, reps, &f32, &i8, &bound)) {
+            bench_model("15M", &m, &bw, prompt, ntok, reps, tok_s, &bound)) {
             fprintf(stderr, "decode: 15M: %s\n", rotary_last_error());
             return 1;
         }
         rotary_model_free(&m);
     }
-    f32 = i8 = bound = 0;
+    memset(tok_s, 0, sizeof tok_s);
+    bound = 0;
     if (!only || !strcmp(only, "110M")) {
         rotary_model m;
         fprintf(stderr, "decode: building the 110M model...\n");
         if (random_model(&m, 12, 768, 2048, 12, 32000, 1024) ||
-            bench_model("110M", &m, &bw, prompt, ntok, reps, &f32, &i8, &bound)) {
+            bench_model("110M", &m, &bw, prompt, ntok, reps, tok_s, &bound)) {
             fprintf(stderr, "decode: 110M: %s\n", rotary_last_error());
             return 1;
         }
@@ -400,6 +431,7 @@ int main(int argc, char **argv) {
     printf("read_bw_gbs=%.2f read_bw_median_gbs=%.2f read_bw_passes=%d threads=%d buffer_mib=512\n",
            bw.best, median(bw.all, bw.n_all), bw.n_all, threads);
     if (bw.sink == 42.0) fprintf(stderr, "(sink)\n"); /* keeps the sums alive */
-    printf("decode_110M tok_s_f32=%.2f tok_s_int8=%.2f bound_f32=%.2f\n", f32, i8, bound);
+    printf("decode_110M tok_s_f32=%.2f tok_s_int8=%.2f tok_s_bf16=%.2f bound_f32=%.2f\n",
+           tok_s[D_F32], tok_s[D_INT8], tok_s[D_BF16], bound);
     return 0;
 }

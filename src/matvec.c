@@ -1,4 +1,4 @@
-/* matvec.c: y = W x for decoding, in float32 and in Q8_0 (matvec.h).
+/* matvec.c: y = W x for decoding, in float32, bfloat16 and Q8_0 (matvec.h).
  *
  * Rows go to the OpenMP threads in groups of 4 (see share_take). With
  * -march=native on a CPU with AVX-512 (F, BW, VL, VNNI) the inner loops are
@@ -227,6 +227,101 @@ void matvec_f32(float *out, const float *w, const float *x, const float *b, int 
     matvec_team_reset(&tm);
 #pragma omp parallel num_threads(standalone_threads()) if ((size_t)OC * C >= PAR_MIN_WEIGHTS)
     matvec_f32_team(&tm, out, w, x, b, C, OC, accumulate);
+}
+
+/* ---------------------------------------------------------------- bf16 */
+
+void bf16_pack_matrix(uint16_t *dst, const float *w, int OC, int C) {
+    const int R = bf16_row(C);
+#pragma omp parallel for schedule(static) if ((size_t)OC * C >= PAR_MIN_WEIGHTS)
+    for (int r = 0; r < OC; r++) {
+        const float *src = w + (size_t)r * C;
+        uint16_t *row = dst + (size_t)r * R;
+        for (int i = 0; i < R; i++) {
+            const int k = i / 32 * 32, j = i % 32 / 2 + (i % 2) * 16; /* run k, weight j */
+            row[i] = k + j < C ? rotary_f32_to_bf16(src[k + j]) : 0;
+        }
+    }
+}
+
+float bf16_weight(const uint16_t *m, int C, int r, int i) {
+    const int k = i / 32 * 32, j = i % 32;
+    return rotary_bf16_to_f32(m[(size_t)r * bf16_row(C) + k + (j % 16) * 2 + j / 16]);
+}
+
+#if defined(__AVX512F__)
+static void rows_bf16(float *out, const uint16_t *w, const float *x, const float *b, int C,
+                      int r0, int r1, int accumulate) {
+    const int R = bf16_row(C), full = C / 32 * 32, left = C - full;
+    const __m512i hi = _mm512_set1_epi32((int)0xffff0000u);
+    /* the last run's x: zeros past C (the weights there are zeros, but x
+     * past C is another array's, maybe not finite) */
+    const __mmask16 m0 = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
+    const __mmask16 m1 = left > 16 ? (__mmask16)((1u << (left - 16)) - 1) : 0;
+    for (int r = r0; r < r1; r++) {
+        const uint16_t *wr = w + (size_t)r * R;
+        __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+        int i = 0;
+        for (; i + 64 <= full; i += 64) {
+            const __m512i v0 = _mm512_loadu_si512(wr + i), v1 = _mm512_loadu_si512(wr + i + 32);
+            s0 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(v0, 16)),
+                                 _mm512_loadu_ps(x + i), s0);
+            s1 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(v0, hi)),
+                                 _mm512_loadu_ps(x + i + 16), s1);
+            s2 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(v1, 16)),
+                                 _mm512_loadu_ps(x + i + 32), s2);
+            s3 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(v1, hi)),
+                                 _mm512_loadu_ps(x + i + 48), s3);
+        }
+        for (; i < R; i += 32) {
+            const __m512i v = _mm512_loadu_si512(wr + i);
+            const __m512 x0 = i < full ? _mm512_loadu_ps(x + i) : _mm512_maskz_loadu_ps(m0, x + i);
+            const __m512 x1 =
+                i < full ? _mm512_loadu_ps(x + i + 16) : _mm512_maskz_loadu_ps(m1, x + i + 16);
+            s0 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(v, 16)), x0, s0);
+            s1 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(v, hi)), x1, s1);
+        }
+        const __m512 s = _mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3));
+        put(out, r, _mm512_reduce_add_ps(s), b, accumulate);
+    }
+}
+#else
+static void rows_bf16(float *out, const uint16_t *w, const float *x, const float *b, int C,
+                      int r0, int r1, int accumulate) {
+    const int R = bf16_row(C);
+    for (int r = r0; r < r1; r++) {
+        const uint16_t *wr = w + (size_t)r * R;
+        float s[16] = {0};
+        for (int k = 0; k < R; k += 32)
+            for (int j = 0; j < 16; j++) {
+                const float lo = rotary_bf16_to_f32(wr[k + 2 * j]);
+                const float hi = rotary_bf16_to_f32(wr[k + 2 * j + 1]);
+                s[j] += lo * (k + j < C ? x[k + j] : 0.0f);
+                s[j] += hi * (k + j + 16 < C ? x[k + j + 16] : 0.0f);
+            }
+        float y = 0;
+        for (int j = 0; j < 16; j++) y += s[j];
+        put(out, r, y, b, accumulate);
+    }
+}
+#endif
+
+void matvec_bf16_team(matvec_team *tm, float *out, const uint16_t *w, const float *x,
+                      const float *b, int C, int OC, int accumulate) {
+    share s;
+    share_begin(&s, tm, OC, (size_t)bf16_row(C) * sizeof(uint16_t));
+    int r0, r1;
+    while (share_take(&s, &r0, &r1)) rows_bf16(out, w, x, b, C, r0, r1, accumulate);
+#pragma omp barrier
+}
+
+void matvec_bf16(float *out, const uint16_t *w, const float *x, const float *b, int C, int OC,
+                 int accumulate) {
+    matvec_cursor cur[STANDALONE_THREADS];
+    matvec_team tm = {cur, STANDALONE_THREADS};
+    matvec_team_reset(&tm);
+#pragma omp parallel num_threads(standalone_threads()) if ((size_t)OC * C >= PAR_MIN_WEIGHTS)
+    matvec_bf16_team(&tm, out, w, x, b, C, OC, accumulate);
 }
 
 /* ---------------------------------------------------- Q8_0 quantization */

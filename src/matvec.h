@@ -114,6 +114,28 @@ static inline void dot4_f32(float *out, const float *q, const float *k0, const f
 }
 #endif
 
+/* bfloat16 weights (rotary_decoder_bf16): each weight is the top half of
+ * its float32, rounded to nearest even; half the bytes of float32, and the
+ * products stay float32 (x is not rounded). A row of C weights takes
+ * bf16_row(C) values, zeros past C, in runs of 32 stored as w0 w16 w1 w17
+ * .. w15 w31: 32-bit word j of a run holds w_j in its low half and w_j+16
+ * in its high half, so that one shift and one mask turn 64 bytes into the
+ * two vectors w0..w15 and w16..w31, in x's order, without a shuffle.
+ * Rows are 64 bytes apart times a whole number. */
+static inline int bf16_row(int C) { return (C + 31) / 32 * 32; }
+static inline size_t bf16_matrix_bytes(int OC, int C) {
+    return (size_t)OC * (size_t)bf16_row(C) * sizeof(uint16_t);
+}
+/* w (OC, C) into dst (bf16_matrix_bytes), rows in parallel. */
+void bf16_pack_matrix(uint16_t *dst, const float *w, int OC, int C);
+/* Weight (r, i) of such a matrix, as a float (exact). */
+float bf16_weight(const uint16_t *m, int C, int r, int i);
+/* out (OC) = w x + b as matvec_f32, w such a matrix; and its team variant. */
+void matvec_bf16(float *out, const uint16_t *w, const float *x, const float *b, int C, int OC,
+                 int accumulate);
+void matvec_bf16_team(matvec_team *tm, float *out, const uint16_t *w, const float *x,
+                      const float *b, int C, int OC, int accumulate);
+
 #define Q8_BLOCK 32
 
 static inline int q8_blocks(int C) { return (C + Q8_BLOCK - 1) / Q8_BLOCK; }

@@ -128,6 +128,7 @@ int rotary_decoder_init(rotary_decoder *d, rotary_model *m, int max_T) {
 void rotary_decoder_free(rotary_decoder *d) {
     free(d->buf);
     free(d->q8);
+    free(d->bf16);
     free(d->bucket);
     memset(d, 0, sizeof *d);
 }
@@ -320,16 +321,24 @@ static size_t q8_padded_bytes(int rows, int cols) {
     return (q8_matrix_bytes(rows, cols) + 63) & ~(size_t)63;
 }
 
-size_t q8_matrix_offset(const rotary_config *c, int l, int which) {
+/* Offset of matrix `which` of layer l (l == n_layer: the classifier) in
+ * a copy of every matrix stored one after another, each taking bytes(rows,
+ * cols); the Q8_0 and the bfloat16 copies. */
+static size_t matrix_offset(const rotary_config *c, int l, int which,
+                            size_t (*bytes)(int rows, int cols)) {
     int rows[Q8_N], cols[Q8_N];
     q8_layer_shapes(c, rows, cols);
     size_t per_layer = 0, before = 0;
     for (int i = 0; i < Q8_N; i++) {
-        size_t n = q8_padded_bytes(rows[i], cols[i]);
+        size_t n = bytes(rows[i], cols[i]);
         before += i < which ? n : 0;
         per_layer += n;
     }
     return (size_t)l * per_layer + (l < c->n_layer ? before : 0);
+}
+
+size_t q8_matrix_offset(const rotary_config *c, int l, int which) {
+    return matrix_offset(c, l, which, q8_padded_bytes);
 }
 
 size_t q8_weights_bytes(const rotary_config *c) {
@@ -357,7 +366,8 @@ int rotary_decoder_quantize(rotary_decoder *d) {
     void *q8 = rotary_alloc_floats(((size_t)bytes + 3) / 4, "int8 weights");
     if (!q8) return ROTARY_ENOMEM;
     free(d->q8);
-    d->q8 = q8;
+    free(d->bf16);
+    d->q8 = q8, d->bf16 = NULL;
     d->q8_bytes = (size_t)bytes;
     for (int l = 0; l < c->n_layer; l++) {
         const layer_params *lp = &lo->layer[l];
@@ -369,9 +379,51 @@ int rotary_decoder_quantize(rotary_decoder *d) {
     return ROTARY_OK;
 }
 
+/* ---------------------------------------------------- bfloat16 weights */
+
+/* The bfloat16 copy (d->bf16): the matrices in q8_matrix_offset's order,
+ * matvec.h's layout (every row a multiple of 64 bytes). */
+static size_t bf16_offset(const rotary_config *c, int l, int which) {
+    return matrix_offset(c, l, which, bf16_matrix_bytes);
+}
+
+static const uint16_t *bf16_matrix(const rotary_decoder *d, int l, int which) {
+    return (const uint16_t *)(const void *)((const char *)d->bf16 +
+                                            bf16_offset(&d->m->cfg, l, which));
+}
+
+int rotary_decoder_bf16(rotary_decoder *d) {
+    if (!d->m || !d->buf) return rotary_fail(ROTARY_EINVAL, "bf16: decoder not initialised");
+    rotary_model *m = d->m;
+    const rotary_config *c = &m->cfg;
+    const rotary_layout *lo = m->layout;
+    int rows[Q8_N], cols[Q8_N];
+    q8_layer_shapes(c, rows, cols);
+    const double bytes = (double)bf16_offset(c, c->n_layer, 0) +
+                         (double)bf16_matrix_bytes(c->vocab, c->d_model);
+    if (bytes > (double)((size_t)1 << 40))
+        return rotary_fail(ROTARY_ENOMEM, "bf16: %.1f GiB of weights", bytes / 1073741824.0);
+    void *w = rotary_alloc_floats(((size_t)bytes + 3) / 4, "bf16 weights");
+    if (!w) return ROTARY_ENOMEM;
+    free(d->bf16);
+    free(d->q8);
+    d->bf16 = w, d->q8 = NULL, d->q8_bytes = 0;
+    for (int l = 0; l < c->n_layer; l++) {
+        const layer_params *lp = &lo->layer[l];
+        const size_t off[Q8_N] = {lp->wqkv, lp->wo, lp->wup, lp->wdown};
+        for (int i = 0; i < Q8_N; i++)
+            bf16_pack_matrix((uint16_t *)bf16_matrix(d, l, i), m->params + off[i], rows[i],
+                             cols[i]);
+    }
+    bf16_pack_matrix((uint16_t *)bf16_matrix(d, c->n_layer, 0), m->params + lo->head, c->vocab,
+                     c->d_model);
+    return ROTARY_OK;
+}
+
 /* out (OC) (+)= W x + b with matrix `which` of layer l, shared out over the
  * team: the int8 copy after rotary_decoder_quantize (x quantized by each
- * thread into its own scratch), the float32 weights (at offset w) before. */
+ * thread into its own scratch), the bfloat16 copy after rotary_decoder_bf16, the float32 weights (at
+ * offset w) otherwise. */
 static void mv(rotary_decoder *d, matvec_team *tm, float *out, const float *x, int l, int which,
                size_t w, size_t b, int C, int OC, int accumulate) {
     const rotary_model *m = d->m;
@@ -380,6 +432,8 @@ static void mv(rotary_decoder *d, matvec_team *tm, float *out, const float *x, i
         q8_act a = q8_act_view(scratch, C);
         q8_quantize_act(&a, x, C);
         matvec_q8_act_team(tm, out, q8_matrix(d, l, which), &a, P(b), C, OC, accumulate);
+    } else if (d->bf16) {
+        matvec_bf16_team(tm, out, bf16_matrix(d, l, which), x, P(b), C, OC, accumulate);
     } else {
         matvec_f32_team(tm, out, P(w), x, P(b), C, OC, accumulate);
     }

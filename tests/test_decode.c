@@ -1,7 +1,8 @@
-/* test_decode: float16/bfloat16 conversion, the float32 and Q8_0 matrix-
- * vector kernels against float64 references, Q8_0 round trips, and the
- * decoder with and without rotary_decoder_quantize against the full
- * forward pass. */
+/* test_decode: float16/bfloat16 conversion, the float32, bfloat16 and
+ * Q8_0 matrix-vector kernels against float64 references, Q8_0 round trips,
+ * and the decoder with and without rotary_decoder_quantize against the full
+ * forward pass, and with rotary_decoder_bf16 against the float32 decoder
+ * on rounded weights. */
 #include "half.h"
 #include "matvec.h"
 #include "rotary.h"
@@ -149,6 +150,54 @@ static void test_matvec_f32(void) {
         free(w), free(x), free(b), free(y), free(y0);
     }
     printf("matvec_f32: %d shapes, worst error %.3f of the bound\n", N_SHAPES, worst);
+}
+
+/* matvec_bf16 against float64 on the rounded weights: the packed matrix
+ * holds every weight rounded to nearest even (and zeros past C), and the
+ * product is within matvec_f32's bound of the exact one on those weights.
+ * x is followed by NaNs, which the kernel must not read into a sum. */
+static void test_matvec_bf16(void) {
+    rotary_rng rng;
+    rotary_rng_seed(&rng, 2);
+    double worst = 0;
+    int bad_pack = 0;
+    for (int s = 0; s < N_SHAPES; s++) {
+        const int OC = shapes[s][0], C = shapes[s][1], R = bf16_row(C);
+        float *w = xalloc((size_t)OC * C * 4), *x = xalloc((size_t)(C + 64) * 4);
+        float *b = xalloc((size_t)OC * 4);
+        float *y = xalloc((size_t)OC * 4), *y0 = xalloc((size_t)OC * 4);
+        uint16_t *m = xalloc(bf16_matrix_bytes(OC, C));
+        fill(w, (size_t)OC * C, &rng, 1), fill(x, (size_t)C, &rng, 1), fill(b, (size_t)OC, &rng, 1);
+        for (int i = C; i < C + 64; i++) x[i] = NAN;
+        fill(y0, (size_t)OC, &rng, 1);
+        bf16_pack_matrix(m, w, OC, C);
+        for (int r = 0; r < OC; r++) {
+            for (int i = 0; i < C; i++)
+                bad_pack += bf16_weight(m, C, r, i) !=
+                            rotary_bf16_to_f32(rotary_f32_to_bf16(w[(size_t)r * C + i]));
+            for (int i = C; i < R; i++) bad_pack += bf16_weight(m, C, r, i) != 0.0f;
+        }
+        for (int variant = 0; variant < 3; variant++) { /* plain, + bias, accumulate + bias */
+            memcpy(y, y0, (size_t)OC * 4);
+            matvec_bf16(y, m, x, variant ? b : NULL, C, OC, variant == 2);
+            for (int r = 0; r < OC; r++) {
+                double ref = 0, mag = 0;
+                for (int i = 0; i < C; i++) {
+                    const double p = (double)bf16_weight(m, C, r, i) * x[i];
+                    ref += p, mag += fabs(p);
+                }
+                if (variant) ref += b[r], mag += fabs(b[r]);
+                if (variant == 2) ref += y0[r], mag += fabs(y0[r]);
+                const double err = fabs(y[r] - ref), bound = (C + 2) * 0x1p-24 * mag;
+                EXPECT(err <= bound, "bf16 %dx%d row %d: %g vs %g (bound %g)", OC, C, r, y[r], ref,
+                       bound);
+                worst = err / bound > worst ? err / bound : worst;
+            }
+        }
+        free(w), free(x), free(b), free(y), free(y0), free(m);
+    }
+    EXPECT(bad_pack == 0, "bf16_pack_matrix: %d weights not their rounding", bad_pack);
+    printf("matvec_bf16: %d shapes, worst error %.3f of the bound\n", N_SHAPES, worst);
 }
 
 /* Quantize / dequantize: each value within half a step (d/2) of the
@@ -362,7 +411,7 @@ static void test_q8_kernel(void) {
     printf("q8 kernel vs scalar reference: worst error %.2e of sum |s_k d_w d_x|\n", worst);
 }
 
-/* The same bits with 1, 2, 3 and 7 threads, both kernels (more threads
+/* The same bits with 1, 2, 3 and 7 threads, every kernel (more threads
  * than cores: they are descheduled mid-matrix, so the others take chunks
  * from the backs of their shares). */
 static void test_threads(void) {
@@ -373,22 +422,23 @@ static void test_threads(void) {
     float *y1 = xalloc((size_t)OC * 4), *y2 = xalloc((size_t)OC * 4);
     fill(w, (size_t)OC * C, &rng, 1), fill(x, (size_t)C, &rng, 1);
     void *m = xalloc(q8_matrix_bytes(OC, C)), *scratch = xalloc(q8_act_bytes(C));
+    uint16_t *h = xalloc(bf16_matrix_bytes(OC, C));
     q8_quantize_matrix(m, w, OC, C);
-    const int nt = omp_get_max_threads(), counts[] = {2, 3, 7};
-    for (int q8 = 0; q8 < 2; q8++) {
-        omp_set_num_threads(1);
-        if (q8) matvec_q8(y1, m, x, NULL, C, OC, 0, scratch);
-        else matvec_f32(y1, w, x, NULL, C, OC, 0);
-        for (int i = 0; i < 3; i++) {
+    bf16_pack_matrix(h, w, OC, C);
+    const int nt = omp_get_max_threads(), counts[] = {1, 2, 3, 7};
+    static const char *const kind[] = {"f32", "q8", "bf16"};
+    for (int k = 0; k < 3; k++)
+        for (int i = 0; i < 4; i++) {
             omp_set_num_threads(counts[i]);
-            if (q8) matvec_q8(y2, m, x, NULL, C, OC, 0, scratch);
-            else matvec_f32(y2, w, x, NULL, C, OC, 0);
-            EXPECT(memcmp(y1, y2, (size_t)OC * 4) == 0, "%s: 1 and %d threads differ",
-                   q8 ? "q8" : "f32", counts[i]);
+            float *y = i ? y2 : y1;
+            if (k == 0) matvec_f32(y, w, x, NULL, C, OC, 0);
+            else if (k == 1) matvec_q8(y, m, x, NULL, C, OC, 0, scratch);
+            else matvec_bf16(y, h, x, NULL, C, OC, 0);
+            EXPECT(!i || memcmp(y1, y2, (size_t)OC * 4) == 0, "%s: 1 and %d threads differ",
+                   kind[k], counts[i]);
         }
-    }
     omp_set_num_threads(nt);
-    free(w), free(x), free(y1), free(y2), free(m), free(scratch);
+    free(w), free(x), free(y1), free(y2), free(m), free(scratch), free(h);
 }
 
 /* The team kernels called 600 times in one region (the cursors' epochs
@@ -439,6 +489,31 @@ static void config(rotary_config *c, int variant) {
         c->pos = ROTARY_POS_ALIBI, c->n_kv_head = 2;
 }
 
+/* The model of variant (config) with seeded weights; nonzero (counted as
+ * a failure) when it cannot be built. */
+static int test_model(rotary_model *m, rotary_config *c, int variant) {
+    config(c, variant);
+    if (rotary_model_build(m, c)) {
+        printf("FAIL build: %s\n", rotary_last_error());
+        failures++;
+        return 1;
+    }
+    rotary_model_init(m, 9);
+    if (c->bias) /* biases start at zero: give them values */
+        for (int l = 0; l < c->n_layer; l++) {
+            const char *names[] = {"attn.q.bias", "attn.o.bias", "mlp.up.bias", "mlp.down.bias"};
+            for (int i = 0; i < 4; i++) {
+                char nm[64];
+                snprintf(nm, sizeof nm, "layers.%d.%s", l, names[i]);
+                const rotary_tensor *t = rotary_model_tensor(m, nm);
+                EXPECT(t != NULL, "no tensor %s", nm);
+                for (size_t j = 0; t && j < t->numel; j++)
+                    m->params[t->offset + j] = 0.05f * (float)((int)(j * 7 % 13) - 6);
+            }
+        }
+    return 0;
+}
+
 /* Decoder logits at every position equal the full forward's (float32),
  * past the model's ctx (32); then the quantized decoder: close to the
  * float32 one, same argmax at most positions, the same bits with 1 and 2
@@ -446,26 +521,8 @@ static void config(rotary_config *c, int variant) {
 static void test_decoder(int variant) {
     enum { T = 40 };
     rotary_config c;
-    config(&c, variant);
     rotary_model m;
-    if (rotary_model_build(&m, &c)) {
-        printf("FAIL build: %s\n", rotary_last_error());
-        failures++;
-        return;
-    }
-    rotary_model_init(&m, 9);
-    if (c.bias) /* biases start at zero: give them values */
-        for (int l = 0; l < c.n_layer; l++) {
-            const char *names[] = {"attn.q.bias", "attn.o.bias", "mlp.up.bias", "mlp.down.bias"};
-            for (int i = 0; i < 4; i++) {
-                char nm[64];
-                snprintf(nm, sizeof nm, "layers.%d.%s", l, names[i]);
-                const rotary_tensor *t = rotary_model_tensor(&m, nm);
-                EXPECT(t != NULL, "no tensor %s", nm);
-                for (size_t j = 0; t && j < t->numel; j++)
-                    m.params[t->offset + j] = 0.05f * (float)((int)(j * 7 % 13) - 6);
-            }
-        }
+    if (test_model(&m, &c, variant)) return;
     int *tok = malloc(T * sizeof(int));
     for (int t = 0; t < T; t++) tok[t] = (t * 37 + 11) % c.vocab;
     rotary_decoder d;
@@ -549,9 +606,91 @@ static void test_decoder(int variant) {
     rotary_model_free(&m);
 }
 
+/* Round tensor `name` of m to bfloat16 in place (if m has it). */
+static void round_tensor(rotary_model *m, const char *name) {
+    const rotary_tensor *t = rotary_model_tensor(m, name);
+    for (size_t j = 0; t && j < t->numel; j++)
+        m->params[t->offset + j] = rotary_bf16_to_f32(rotary_f32_to_bf16(m->params[t->offset + j]));
+}
+
+/* rotary_decoder_bf16: the logits are the float32 decoder's on a copy of
+ * the model whose matrices are rounded to bfloat16 (up to the order of the
+ * sums), the same bits with 1 and 2 threads, and the int8 and bf16 copies
+ * replace each other. A tied head is also the embedding, which the
+ * decoder reads in float32: it is rounded for both. */
+static void test_decoder_bf16(int variant) {
+    enum { T = 24 };
+    rotary_config c;
+    rotary_model m;
+    if (test_model(&m, &c, variant)) return;
+    const size_t V = (size_t)c.vocab, np = m.n_params;
+    int tok[T];
+    for (int t = 0; t < T; t++) tok[t] = (t * 37 + 11) % c.vocab;
+    if (c.tied) round_tensor(&m, "tok_emb.weight");
+    float *saved = malloc(np * sizeof(float)), *ref = malloc(T * V * sizeof(float));
+    memcpy(saved, m.params, np * sizeof(float));
+    static const char *const mats[] = {"attn.q", "attn.k", "attn.v", "attn.o", "mlp.gate",
+                                       "mlp.up", "mlp.down"};
+    for (int l = 0; l < c.n_layer; l++)
+        for (int i = 0; i < 7; i++) {
+            char nm[64];
+            snprintf(nm, sizeof nm, "layers.%d.%s.weight", l, mats[i]);
+            round_tensor(&m, nm);
+        }
+    if (!c.tied) round_tensor(&m, "lm_head.weight");
+    rotary_decoder d;
+    EXPECT(rotary_decoder_init(&d, &m, T) == 0, "decoder init: %s", rotary_last_error());
+    for (int t = 0; t < T; t++) {
+        const float *lg;
+        EXPECT(rotary_decoder_step(&d, tok[t], &lg) == 0, "step %d", t);
+        memcpy(ref + t * V, lg, V * sizeof(float));
+    }
+    memcpy(m.params, saved, np * sizeof(float)); /* the weights as they were */
+    EXPECT(rotary_decoder_quantize(&d) == 0 && rotary_decoder_bf16(&d) == 0, "bf16: %s",
+           rotary_last_error());
+    EXPECT(d.bf16 != NULL && d.q8 == NULL, "bf16 after quantize: copies bf16 %p, q8 %p", d.bf16,
+           d.q8);
+    double worst = 0, scale = 0;
+    const int nt = omp_get_max_threads();
+    float *first = malloc(T * V * sizeof(float));
+    for (int pass = 0; pass < 2; pass++) {
+        omp_set_num_threads(pass ? 1 : 2);
+        rotary_decoder_reset(&d);
+        for (int t = 0; t < T; t++) {
+            const float *lg;
+            EXPECT(rotary_decoder_step(&d, tok[t], &lg) == 0, "bf16 step %d", t);
+            if (pass) {
+                EXPECT(memcmp(lg, first + t * V, V * sizeof(float)) == 0,
+                       "bf16 position %d: 1 and 2 threads differ", t);
+                continue;
+            }
+            memcpy(first + t * V, lg, V * sizeof(float));
+            for (size_t i = 0; i < V; i++) {
+                worst = fmax(worst, fabs(lg[i] - ref[t * V + i]));
+                scale = fmax(scale, fabs(ref[t * V + i]));
+            }
+        }
+    }
+    omp_set_num_threads(nt);
+    EXPECT(worst <= 1e-5 * scale, "bf16 decoder vs float32 on rounded weights: max error %g "
+           "(logits up to %g)", worst, scale);
+    EXPECT(rotary_decoder_quantize(&d) == 0 && d.bf16 == NULL && d.q8 != NULL,
+           "quantize after bf16: copies bf16 %p, q8 %p", d.bf16, d.q8);
+    printf("decoder bf16 variant %d: vs float32 on rounded weights max %.2e (logits up to %.2f)\n",
+           variant, worst, scale);
+    rotary_decoder_free(&d);
+    EXPECT(d.bf16 == NULL, "free leaves bf16");
+    rotary_decoder empty;
+    memset(&empty, 0, sizeof empty);
+    EXPECT(rotary_decoder_bf16(&empty) != 0, "bf16 of an uninitialised decoder");
+    free(saved), free(ref), free(first);
+    rotary_model_free(&m);
+}
+
 int main(void) {
     test_half();
     test_matvec_f32();
+    test_matvec_bf16();
     test_q8_roundtrip();
     test_matvec_q8();
     test_q8_kernel();
@@ -561,6 +700,8 @@ int main(void) {
     test_decoder(1);
     test_decoder(2);
     test_decoder(3);
+    test_decoder_bf16(0);
+    test_decoder_bf16(1);
     if (failures) {
         printf("%d failures\n", failures);
         return 1;

@@ -8,14 +8,15 @@
  * A token reads every weight once (fp32: 4 bytes each) plus the KV cache up
  * to its position, so tokens/s <= bandwidth / bytes per token. The bandwidth
  * is measured here: device-to-device copies of 1 GiB, bytes read plus
- * written per second. Greedy decoding from one token, four times: launching
+ * written per second. Greedy decoding from one token, five times: launching
  * the kernels one by one (tok_s_launches), replaying the step as one CUDA
  * graph (tok_s, the decoder's default), the graph with the fused
  * linear layers (tok_s_fused: cuda_decoder_set_fused, each norm and
- * activation inside the product after it), and those with Q8_0 weights
+ * activation inside the product after it), those with Q8_0 weights
  * (tok_s_int8, generate --int8: 34 bytes per 32 weights of the matrices,
- * its own bound); the first 16 steps of each are not timed. Output:
- * key=value lines. */
+ * its own bound) and with the model's bf16 copy of the weights (tok_s_bf16,
+ * cuda_decoder_bf16: 2 bytes a weight of the matrices, its own bound); the
+ * first 16 steps of each are not timed. Output: key=value lines. */
 #include "rotary.h"
 #include "cuda/cuda_model.h"
 #include "matvec.h"
@@ -74,16 +75,18 @@ int main(int argc, char **argv) {
     if (cuda_model_new(&g, &m) || cuda_decoder_new(&d, g, c.ctx)) return die("cuda decoder");
     float *logits = malloc((size_t)c.vocab * sizeof(float));
     /* Kernel by kernel first, then replaying the step's CUDA graph, then
-     * the graph of the fused layers: the same tokens, timed the same way. */
-    double tps[4];
+     * the graph of the fused layers on fp32, int8 and bf16 weights: the
+     * same tokens, timed the same way. */
+    double tps[5];
     const char *why = "";
     int graphed = 0;
-    for (int run = 0; run < 4; run++) {
+    for (int run = 0; run < 5; run++) {
         const int graph = run > 0;
         cuda_decoder_reset(d);
         cuda_decoder_set_graph(d, graph);
         cuda_decoder_set_fused(d, run >= 2);
         if (run == 3 && cuda_decoder_quantize(d)) return die("quantize");
+        if (run == 4 && cuda_decoder_bf16(d)) return die("bf16");
         int tok = 1;
         double t0 = 0;
         for (int i = 0; i < ntok; i++) {
@@ -98,7 +101,8 @@ int main(int argc, char **argv) {
     }
     const double bw = copy_bandwidth(), hd = c.d_model / c.n_head;
     const double weights = 4.0 * (double)m.n_params;
-    /* int8: the matrices in Q8_0, the rest (norms; one embedding row) fp32 */
+    /* int8 and bf16: the matrices in Q8_0 or bf16, the rest (norms; one
+     * embedding row) fp32 */
     int rows[Q8_N], cols[Q8_N];
     q8_layer_shapes(&c, rows, cols);
     double mat = (double)c.vocab * c.d_model, q8 = (double)q8_matrix_bytes(c.vocab, c.d_model);
@@ -107,6 +111,7 @@ int main(int argc, char **argv) {
         q8 += (double)c.n_layer * (double)q8_matrix_bytes(rows[i], cols[i]);
     }
     const double weights8 = q8 + 4.0 * ((double)m.n_params - mat);
+    const double weights16 = 2.0 * mat + 4.0 * ((double)m.n_params - mat);
     const double kv = 2.0 * c.n_layer * c.n_kv_head * hd * 4 * ((16 + ntok) / 2.0);
     printf("device_copy_gb_s=%.1f\n", bw / 1e9);
     printf("params=%zu\nweight_mb_per_token=%.1f\nkv_mb_per_token=%.1f\n", m.n_params,
@@ -118,6 +123,9 @@ int main(int argc, char **argv) {
     printf("int8_weight_mb_per_token=%.1f\ntok_s_int8=%.1f\nbound_tok_s_int8=%.1f\n"
            "of_bound_int8=%.3f\n", weights8 / 1e6, tps[3], bw / (weights8 + kv),
            tps[3] / (bw / (weights8 + kv)));
+    printf("bf16_weight_mb_per_token=%.1f\ntok_s_bf16=%.1f\nbound_tok_s_bf16=%.1f\n"
+           "of_bound_bf16=%.3f\n", weights16 / 1e6, tps[4], bw / (weights16 + kv),
+           tps[4] / (bw / (weights16 + kv)));
     printf("bound_tok_s=%.1f\nof_bound=%.3f\nof_bound_fused=%.3f\n", bw / (weights + kv),
            tps[1] / (bw / (weights + kv)), tps[2] / (bw / (weights + kv)));
     cuda_decoder_free(d);

@@ -275,6 +275,8 @@ int cmd_chat(int argc, char **argv) {
     if (rc) return rc < 0 ? 0 : rc;
     if (!model) return cli_fail("chat", "give a model (a GGUF, llama2.c .bin, run or checkpoint)");
     if (da.threads) omp_set_num_threads(da.threads);
+    const char *weights = cli_decode_weights(&da);
+    if (weights && !*weights) return 1;
     chat c = {.system = system && *system ? system : NULL, .show_ids = da.show_ids,
               .show_turns = show_turns};
     if (cli_load_model(model, tok_spec, &c.m, &c.tok)) return 1;
@@ -317,7 +319,7 @@ int cmd_chat(int argc, char **argv) {
         rc = 1;
         goto done;
     }
-    if (rotary_decoder_init(&c.dec, &c.m, T) || (da.int8 && rotary_decoder_quantize(&c.dec)) ||
+    if (rotary_decoder_init(&c.dec, &c.m, T) || cli_decoder_weights(&c.dec, &da) ||
         rotary_sampler_init(&c.smp, c.m.cfg.vocab, da.temperature, da.top_k, da.top_p,
                             (uint64_t)da.seed)) {
         rc = cli_fail("chat", rotary_last_error());
@@ -346,7 +348,7 @@ int cmd_chat(int argc, char **argv) {
     fprintf(stderr, "rotary chat: %d turns; prefill %ld tokens at %.1f tok/s, decode %ld tokens "
                     "at %.1f tok/s%s\n", c.turns, c.n_prefill,
             c.n_prefill / (c.t_prefill + 1e-12), c.n_decode, c.n_decode / (c.t_decode + 1e-12),
-            da.int8 ? " (int8)" : "");
+            !weights ? "" : da.int8 ? " (int8)" : " (bf16)");
 done:
     rotary_sampler_free(&c.smp);
     rotary_decoder_free(&c.dec);

@@ -38,15 +38,21 @@ int cli_load_split(const char *spec, const rotary_tokenizer *tok, float frac, in
 int cli_corpus_path(const char *name, char *path, size_t cap);
 
 /* generate and chat: the sampling and decoding flags -t, --top-k, --top-p,
- * --seed, --threads, --ctx, --int8, --ids. The caller sets the defaults. */
+ * --seed, --threads, --ctx, --int8, --bf16, --ids. The caller sets the
+ * defaults. */
 typedef struct {
     float temperature, top_p;
-    int top_k, threads, ctx, int8, show_ids;
+    int top_k, threads, ctx, int8, bf16, show_ids;
     long seed;
 } cli_decode_args;
-#define CLI_DECODE_N_SPECS 8
+#define CLI_DECODE_N_SPECS 9
 /* Fill s[0..CLI_DECODE_N_SPECS-1] with the flags; returns CLI_DECODE_N_SPECS. */
 int cli_decode_specs(arg_spec *s, cli_decode_args *a);
+/* The weights --int8 or --bf16 ask for: "int8", "bf16", or NULL for
+ * float32; both at once print an error and give "". */
+const char *cli_decode_weights(const cli_decode_args *a);
+/* Switch a CPU decoder to those weights (after init); rotary's error code. */
+int cli_decoder_weights(rotary_decoder *d, const cli_decode_args *a);
 /* generate and chat: print a token's bytes (or its id with show_ids). The
  * first piece of a SentencePiece text starts with the space the encoder
  * adds, which is not part of the text: after_bos drops it. */

@@ -31,8 +31,27 @@ int cli_decode_specs(arg_spec *s, cli_decode_args *a) {
                       "KV cache positions (0 = the model's context)", 0};
     s[6] = (arg_spec){"--int8", ARG_FLAG, &a->int8, 0, 0,
                       "8-bit weights for the matrix products (Q8_0-style)", 0};
-    s[7] = (arg_spec){"--ids", ARG_FLAG, &a->show_ids, 0, 0, "print token ids instead of text", 0};
+    s[7] = (arg_spec){"--bf16", ARG_FLAG, &a->bf16, 0, 0,
+                      "bfloat16 weights for the matrix products (half of float32's bytes)", 0};
+    s[8] = (arg_spec){"--ids", ARG_FLAG, &a->show_ids, 0, 0, "print token ids instead of text", 0};
     return CLI_DECODE_N_SPECS;
+}
+
+const char *cli_decode_weights(const cli_decode_args *a) {
+    if (a->int8 && a->bf16) {
+        cli_fail("--bf16", "give --int8 or --bf16, not both");
+        return "";
+    }
+    return a->int8 ? "int8" : a->bf16 ? "bf16" : NULL;
+}
+
+int cli_decoder_weights(rotary_decoder *d, const cli_decode_args *a) {
+    return a->int8 ? rotary_decoder_quantize(d) : a->bf16 ? rotary_decoder_bf16(d) : ROTARY_OK;
+}
+
+/* The same on the GPU. */
+static int gpu_decoder_weights(cuda_decoder *d, const cli_decode_args *a) {
+    return a->int8 ? cuda_decoder_quantize(d) : a->bf16 ? cuda_decoder_bf16(d) : ROTARY_OK;
 }
 
 void cli_emit_token(const rotary_tokenizer *tok, int id, int after_bos, int show_ids) {
@@ -113,6 +132,8 @@ int cmd_generate(int argc, char **argv) {
     if (rc) return rc < 0 ? 0 : rc;
     if (da.threads) omp_set_num_threads(da.threads);
     if (ckpt && model) return cli_fail("generate", "give the model once");
+    const char *weights = cli_decode_weights(&da);
+    if (weights && !*weights) return 1;
     const int on_gpu = strcmp(device, "cuda") == 0;
     if (!on_gpu && strcmp(device, "cpu")) return cli_fail("--device", "cpu or cuda");
     if (on_gpu && cuda_device_check()) return cli_fail("generate", rotary_last_error());
@@ -160,7 +181,7 @@ int cmd_generate(int argc, char **argv) {
     if (n_text) memcpy(all + (bos >= 0), ids, n_text * sizeof(int));
     if (on_gpu) {
         if (rotary_model_extend(&m, T) || cuda_model_new(&g, &m) ||
-            cuda_decoder_new(&dec.gpu, g, T) || (da.int8 && cuda_decoder_quantize(dec.gpu))) {
+            cuda_decoder_new(&dec.gpu, g, T) || gpu_decoder_weights(dec.gpu, &da)) {
             rc = cli_fail("generate", rotary_last_error());
             goto done;
         }
@@ -173,7 +194,7 @@ int cmd_generate(int argc, char **argv) {
             rc = 1;
             goto done;
         }
-        if (rotary_decoder_init(&dec.cpu, &m, T) || (da.int8 && rotary_decoder_quantize(&dec.cpu))) {
+        if (rotary_decoder_init(&dec.cpu, &m, T) || cli_decoder_weights(&dec.cpu, &da)) {
             rc = cli_fail("generate", rotary_last_error());
             goto done;
         }
@@ -223,11 +244,10 @@ int cmd_generate(int argc, char **argv) {
     fflush(stdout);
     const char *why = "";
     const int graphed = dec.gpu && cuda_decoder_graphed(dec.gpu, &why);
-    const char *how = !dec.gpu ? (da.int8 ? " (int8)" : "")
-                      : graphed ? (da.int8 ? " (int8, a CUDA graph a token)"
-                                           : " (a CUDA graph a token)")
-                      : da.int8 ? " (int8, kernel by kernel)"
-                                : " (kernel by kernel)";
+    char how[64] = "";
+    if (weights || dec.gpu)
+        snprintf(how, sizeof how, " (%s%s%s)", weights ? weights : "", weights && dec.gpu ? ", " : "",
+                 !dec.gpu ? "" : graphed ? "a CUDA graph a token" : "kernel by kernel");
     fprintf(stderr, "rotary: prefill %zu tokens at %.1f tok/s, decode %d tokens at %.1f tok/s%s\n",
             n_prompt, n_prompt / (t1 - t0 + 1e-12), made, made / (t2 - t1 + 1e-12), how);
     if (*why) fprintf(stderr, "rotary: note: %s\n", why);

@@ -606,6 +606,8 @@ struct cuda_decoder {
     int *tp;                /* device: the token, its position */
     int graph_on;           /* use a graph (cuda_decoder_set_graph) */
     int fused;              /* gpu_decode_matvec (cuda_decoder_set_fused) */
+    int wfmt;               /* the linear layers' weights: GPU_W_F32 (g->params), GPU_W_Q8
+                               (q8) or GPU_W_BF16 (g->params16), the last two fused */
     void *q8;               /* device: Q8_0 matrices (cuda_decoder_quantize), or NULL */
     cudaGraphExec_t graph;  /* the captured step, or NULL */
     unsigned tables;        /* g->tables when it was captured */
@@ -707,6 +709,7 @@ int cuda_decoder_new(cuda_decoder **out, cuda_model *g, int max_T) {
     d->max_T = max_T;
     d->graph_on = 1;
     d->fused = fused_default();
+    d->wfmt = GPU_W_F32;
     *out = d;
     return ROTARY_OK;
 }
@@ -760,11 +763,23 @@ int cuda_decoder_quantize(cuda_decoder *d) {
     free(q);
     /* The graph holds the weights' addresses, in d->q8 or not: capture again. */
     if (d->graph) cudaGraphExecDestroy(d->graph), d->graph = NULL;
-    if (rc != ROTARY_OK) {
+    if (rc == ROTARY_OK) {
+        d->wfmt = GPU_W_Q8;
+    } else {
         cudaFree(d->q8);
         d->q8 = NULL;
+        if (d->wfmt == GPU_W_Q8) d->wfmt = GPU_W_F32;
     }
     return rc;
+}
+
+int cuda_decoder_bf16(cuda_decoder *d) {
+    /* The graph holds the weights' addresses: capture again. */
+    if (d->graph) cudaGraphExecDestroy(d->graph), d->graph = NULL;
+    cudaFree(d->q8);
+    d->q8 = NULL;
+    d->wfmt = GPU_W_BF16;
+    return ROTARY_OK;
 }
 
 /* Queue one step: the token and position already in d->tp. */
@@ -783,13 +798,16 @@ static void decoder_launch(cuda_decoder *d) {
     if (d->t5tab) gpu_t5_table(d->t5tab, P(lo->rel_bias), g->bucket, nh, d->max_T);
     const int act = c->mlp == ROTARY_MLP_SWIGLU ? GPU_PRE_SWIGLU : GPU_PRE_GELU;
     const float eps = c->norm_eps;
-    const int q8 = d->q8 != NULL, fused = d->fused || q8;
-    /* matrix i of layer l: Q8_0, or the fp32 weights at offset w */
-#define WM(l, i, w) (q8 ? q8_dev(d, l, i) : (const void *)P(w))
+    const int wf = d->wfmt, fused = d->fused || wf != GPU_W_F32;
+    /* matrix i of layer l: Q8_0, or the bf16 or fp32 weights at offset w */
+#define WM(l, i, w)                                                                              \
+    (wf == GPU_W_Q8     ? q8_dev(d, l, i)                                                        \
+     : wf == GPU_W_BF16 ? (const void *)W(w)                                                     \
+                        : (const void *)P(w))
     for (int l = 0; l < c->n_layer; l++) {
         const layer_params *lp = &lo->layer[l];
         if (fused) {
-            gpu_decode_matvec(d->qkv, d->x, WM(l, Q8_WQKV, lp->wqkv), q8,
+            gpu_decode_matvec(d->qkv, d->x, WM(l, Q8_WQKV, lp->wqkv), wf,
                               OPT(g->params, lp->bqkv), C, QKV, 0, GPU_PRE_NORM, P(lp->norm1_w),
                               OPT(g->params, lp->norm1_b), layer_norm, eps);
         } else {
@@ -810,12 +828,12 @@ static void decoder_launch(cuda_decoder *d) {
                                  d->max_T, nh, nkv, hd);
         }
         if (fused) {
-            gpu_decode_matvec(d->x, d->att, WM(l, Q8_WO, lp->wo), q8, OPT(g->params, lp->bo), Q,
+            gpu_decode_matvec(d->x, d->att, WM(l, Q8_WO, lp->wo), wf, OPT(g->params, lp->bo), Q,
                               C, 1, GPU_PRE_NONE, NULL, NULL, 0, 0);
-            gpu_decode_matvec(d->up, d->x, WM(l, Q8_WUP, lp->wup), q8, OPT(g->params, lp->bup),
+            gpu_decode_matvec(d->up, d->x, WM(l, Q8_WUP, lp->wup), wf, OPT(g->params, lp->bup),
                               C, U, 0, GPU_PRE_NORM, P(lp->norm2_w), OPT(g->params, lp->norm2_b),
                               layer_norm, eps);
-            gpu_decode_matvec(d->x, d->up, WM(l, Q8_WDOWN, lp->wdown), q8,
+            gpu_decode_matvec(d->x, d->up, WM(l, Q8_WDOWN, lp->wdown), wf,
                               OPT(g->params, lp->bdown), F, C, 1, act, NULL, NULL, 0, 0);
             continue;
         }
@@ -828,7 +846,7 @@ static void decoder_launch(cuda_decoder *d) {
         gpu_matvec(d->x, d->act, P(lp->wdown), OPT(g->params, lp->bdown), F, C, 1);
     }
     if (fused) {
-        gpu_decode_matvec(d->logits, d->x, WM(c->n_layer, 0, lo->head), q8, NULL, C, c->vocab, 0,
+        gpu_decode_matvec(d->logits, d->x, WM(c->n_layer, 0, lo->head), wf, NULL, C, c->vocab, 0,
                           GPU_PRE_NORM, P(lo->normf_w), OPT(g->params, lo->normf_b), layer_norm,
                           eps);
         return;

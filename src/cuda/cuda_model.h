@@ -81,8 +81,17 @@ void cuda_decoder_set_fused(cuda_decoder *d, int on);
 /* --int8: the linear layers' weights (and the classifier's) in Q8_0 from
  * now on, quantized from the device's current weights as the CPU decoder's
  * rotary_decoder_quantize does (about a quarter of the bytes a token); the
- * fused layers dequantize them as they read, keeping the inputs in fp32. */
+ * fused layers dequantize them as they read, keeping the inputs in fp32.
+ * Call again after the weights change. On failure the decoder reads fp32
+ * weights where it read int8 ones. */
 int cuda_decoder_quantize(cuda_decoder *d);
+/* The linear layers (and the classifier) read the model's own bf16 copy of
+ * the weights from now on (the one the training GEMMs read and AdamW keeps
+ * current: no more memory, never stale), half the bytes of fp32, through
+ * the fused layers; the inputs and sums stay fp32, so the logits are the
+ * fp32 ones of the rounded weights up to the order of the sums. This and
+ * cuda_decoder_quantize replace each other (the int8 copy is freed). */
+int cuda_decoder_bf16(cuda_decoder *d);
 /* 1 when the last step replayed the graph; 0 when off, or when capture
  * failed and the decoder fell back to single launches (*why then says why;
  * why may be NULL). */

@@ -262,8 +262,8 @@ extern "C" void gpu_decode_linear(float *out, float *S, float *z, const float *q
 
 /* One row through a linear layer with the elementwise step before it done
  * on the way in, so that a decoding step launches one kernel where it
- * launched two: out (OC) (+)= W (OC, C) x' + b, W fp32 or Q8_0 (matvec.h's
- * layout, dequantized on the fly: x' stays fp32), where x' is
+ * launched two: out (OC) (+)= W (OC, C) x' + b, W fp32, Q8_0 (matvec.h's
+ * layout) or bf16, widened to fp32 on the fly (x' stays fp32), where x' is
  * - GPU_PRE_NONE: x;
  * - GPU_PRE_NORM: RMSNorm of x (w), or LayerNorm (w, nb) with layer_norm;
  * - GPU_PRE_SWIGLU: silu(gate) * up of x = gate | up (2C values);
@@ -272,10 +272,11 @@ extern "C" void gpu_decode_linear(float *out, float *S, float *z, const float *q
  * the same in every block of a launch; zeros past C up to Q8_0's whole
  * blocks), then each warp takes output rows in turn, lane l the runs l,
  * l + 32, .. of the row (fp32: V floats, V = 4 where C and W allow 16-byte
- * loads; Q8_0: 16 bytes, half a block), summed across the warp. Blocks have
- * 8 warps, or 4 or 2 where 8 would leave SMs without a block (a 768-row
- * product is 96 blocks of 8 warps on a 132-SM H100): every SM then streams
- * its share of W. */
+ * loads; bf16 likewise V = 8, else 1: the model's bf16 copy puts a matrix
+ * at any even address; Q8_0: 16 bytes, half a block), summed across the
+ * warp. Blocks have 8 warps, or 4 or 2 where 8 would leave SMs without a
+ * block (a 768-row product is 96 blocks of 8 warps on a 132-SM H100):
+ * every SM then streams its share of W. */
 enum { MV_MAX_WARPS = 8, MV_MAX_BLOCKS = 1024 };
 
 /* The sum over the block of each thread's v, in a fixed order; red holds a
@@ -298,6 +299,16 @@ __device__ __forceinline__ float f16_bits(uint16_t h) {
 #endif
 }
 
+/* bf16 bits -> float, exact: they are the top half of its bits. */
+__device__ __forceinline__ float bf16_bits(uint32_t h) {
+    const uint32_t u = h << 16;
+#ifdef ROTARY_CUDA_EMU
+    return rotary_bits_f32(u);
+#else
+    return __uint_as_float(u);
+#endif
+}
+
 /* This lane's share of row o of W times xs. */
 template <int V>
 __device__ __forceinline__ float row_dot(const float *W, const float *xs, int C, int OC, int o,
@@ -310,6 +321,21 @@ __device__ __forceinline__ float row_dot(const float *W, const float *xs, int C,
         load_vec<V>(wv, row + i);
 #pragma unroll
         for (int k = 0; k < V; k++) s += wv[k] * xs[i + k];
+    }
+    return s;
+}
+/* bf16: a plain (OC, C) matrix, V values (one access of 2V bytes) a step. */
+template <int V>
+__device__ __forceinline__ float row_dot(const gpu_bf16 *W, const float *xs, int C, int OC, int o,
+                                         int lane) {
+    (void)OC;
+    const gpu_bf16 *row = W + (size_t)o * C;
+    float s = 0.0f;
+    for (int i = lane * V; i < C; i += 32 * V) {
+        VEC_ACCESS(row + i, sizeof(vec_pack<gpu_bf16, V>));
+        const vec_pack<gpu_bf16, V> k = *reinterpret_cast<const vec_pack<gpu_bf16, V> *>(row + i);
+#pragma unroll
+        for (int j = 0; j < V; j++) s += bf16_bits(k.v[j]) * xs[i + j];
     }
     return s;
 }
@@ -384,11 +410,17 @@ static void launch_matvec(float *out, const float *x, const TW *W, const float *
 }
 
 template <int PRE>
-static void decode_matvec(float *out, const float *x, const void *W, int q8, const float *b,
+static void decode_matvec(float *out, const float *x, const void *W, int wfmt, const float *b,
                           const float *nw, const float *nb, int layer_norm, float eps, int C,
                           int OC, int accumulate) {
-    if (q8)
+    if (wfmt == GPU_W_Q8)
         launch_matvec<PRE, 1>(out, x, (const uint8_t *)W, b, nw, nb, layer_norm, eps, C, OC,
+                              accumulate);
+    else if (wfmt == GPU_W_BF16 && C % 8 == 0 && vec_ok(W, 16))
+        launch_matvec<PRE, 8>(out, x, (const gpu_bf16 *)W, b, nw, nb, layer_norm, eps, C, OC,
+                              accumulate);
+    else if (wfmt == GPU_W_BF16)
+        launch_matvec<PRE, 1>(out, x, (const gpu_bf16 *)W, b, nw, nb, layer_norm, eps, C, OC,
                               accumulate);
     else if (C % 4 == 0 && vec_ok(W, 16))
         launch_matvec<PRE, 4>(out, x, (const float *)W, b, nw, nb, layer_norm, eps, C, OC,
@@ -398,19 +430,21 @@ static void decode_matvec(float *out, const float *x, const void *W, int q8, con
                               accumulate);
 }
 
-extern "C" void gpu_decode_matvec(float *out, const float *x, const void *W, int q8,
+extern "C" void gpu_decode_matvec(float *out, const float *x, const void *W, int wfmt,
                                   const float *b, int C, int OC, int accumulate, int pre,
                                   const float *nw, const float *nb, int layer_norm, float eps) {
     switch (pre) {
     case GPU_PRE_NORM:
-        decode_matvec<GPU_PRE_NORM>(out, x, W, q8, b, nw, nb, layer_norm, eps, C, OC, accumulate);
+        decode_matvec<GPU_PRE_NORM>(out, x, W, wfmt, b, nw, nb, layer_norm, eps, C, OC,
+                                    accumulate);
         break;
     case GPU_PRE_SWIGLU:
-        decode_matvec<GPU_PRE_SWIGLU>(out, x, W, q8, b, NULL, NULL, 0, 0, C, OC, accumulate);
+        decode_matvec<GPU_PRE_SWIGLU>(out, x, W, wfmt, b, NULL, NULL, 0, 0, C, OC, accumulate);
         break;
     case GPU_PRE_GELU:
-        decode_matvec<GPU_PRE_GELU>(out, x, W, q8, b, NULL, NULL, 0, 0, C, OC, accumulate);
+        decode_matvec<GPU_PRE_GELU>(out, x, W, wfmt, b, NULL, NULL, 0, 0, C, OC, accumulate);
         break;
-    default: decode_matvec<GPU_PRE_NONE>(out, x, W, q8, b, NULL, NULL, 0, 0, C, OC, accumulate);
+    default:
+        decode_matvec<GPU_PRE_NONE>(out, x, W, wfmt, b, NULL, NULL, 0, 0, C, OC, accumulate);
     }
 }

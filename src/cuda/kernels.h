@@ -253,13 +253,16 @@ void gpu_decode_linear(float *out, float *S, float *z, const float *qkv, const f
  * NULL), x' = PRE(x): GPU_PRE_NONE x; GPU_PRE_NORM the norm of x (RMSNorm
  * with nw, or LayerNorm with nw and nb (may be NULL) when layer_norm; eps)
  * as gpu_norm_forward; GPU_PRE_SWIGLU silu(gate) * up of x = gate | up (2C
- * values) and GPU_PRE_GELU gelu(x), as gpu_swiglu/gelu_forward. W is fp32,
- * or with q8 a Q8_0 matrix in src/matvec.h's layout (16-byte aligned),
- * whose weights d * q are taken as they are: x' stays fp32, unlike the
- * CPU's int8 products. out must not overlap x. */
+ * values) and GPU_PRE_GELU gelu(x), as gpu_swiglu/gelu_forward. W is, by
+ * wfmt: GPU_W_F32 fp32; GPU_W_Q8 a Q8_0 matrix in src/matvec.h's layout
+ * (16-byte aligned), whose weights d * q are taken as they are; GPU_W_BF16
+ * bf16 (gpu_bf16, row-major, rows C apart, 2-byte aligned will do), each
+ * weight widened exactly. x' and the sums stay fp32 whatever the weights,
+ * unlike the CPU's int8 products. out must not overlap x. */
 enum { GPU_PRE_NONE = 0, GPU_PRE_NORM = 1, GPU_PRE_SWIGLU = 2, GPU_PRE_GELU = 3 };
-void gpu_decode_matvec(float *out, const float *x, const void *W, int q8, const float *b, int C,
-                       int OC, int accumulate, int pre, const float *nw, const float *nb,
+enum { GPU_W_F32 = 0, GPU_W_Q8 = 1, GPU_W_BF16 = 2 };
+void gpu_decode_matvec(float *out, const float *x, const void *W, int wfmt, const float *b,
+                       int C, int OC, int accumulate, int pre, const float *nw, const float *nb,
                        int layer_norm, float eps);
 
 #ifdef __cplusplus

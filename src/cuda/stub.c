@@ -51,6 +51,7 @@ int cuda_decoder_step(cuda_decoder *d, int token, float *logits) {
 void cuda_decoder_set_graph(cuda_decoder *d, int on) { (void)d, (void)on; }
 void cuda_decoder_set_fused(cuda_decoder *d, int on) { (void)d, (void)on; }
 int cuda_decoder_quantize(cuda_decoder *d) { (void)d; return NO_CUDA; }
+int cuda_decoder_bf16(cuda_decoder *d) { (void)d; return NO_CUDA; }
 int cuda_decoder_graphed(const cuda_decoder *d, const char **why) {
     (void)d;
     if (why) *why = "built without CUDA";

@@ -112,6 +112,18 @@ else
             [ "$k" -ge "$5" ] && ok "generate --device cuda, $1: the first $k ids the CPU's" ||
                 bad "$1: the first $k ids the CPU's, not $5 $(tail -n 2 "$tmp/err")"
         done
+        # --bf16: the GPU reads the model's bf16 copy, the CPU its own; the
+        # same weight bits, so the same greedy ids (64 of aidreams260K: a
+        # near tie at id 72 flips under rounding; 40 under the emulation)
+        n3=$((n1 < 64 ? n1 : 64))
+        gen=(generate "$dd/aidreams260K.bin" -z "$dd/aidreams_tok512.bin" -p "" -n "$n3" -t 0
+             --ctx 256 --no-stop --ids --bf16)
+        ig=$("$rotary" "${gen[@]}" --device cuda 2>"$tmp/err")
+        ic=$("$rotary" "${gen[@]}" 2>/dev/null)
+        k=$(same_prefix "$ig" "$ic")
+        [ "$k" -ge $((n3 + 1)) ] && grep -q "(bf16, a CUDA graph a token)" "$tmp/err" &&
+            ok "generate --bf16 --device cuda, aidreams260K: the first $k ids the CPU's" ||
+            bad "--bf16: the first $k ids the CPU's, not $((n3 + 1)) $(tail -n 2 "$tmp/err")"
     fi
 fi
 finish

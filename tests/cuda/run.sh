@@ -210,6 +210,8 @@ val() { grep -m1 "^$2=" "$RESULTS/$1.log" 2>/dev/null | cut -d= -f2; }
     "($(val cuda_decode fused_speedup)x the graph, $(val cuda_decode of_bound_fused) of the bound);"
   echo "  $(val cuda_decode tok_s_int8) tokens/s with int8 weights" \
     "($(val cuda_decode of_bound_int8) of their bound, $(val cuda_decode bound_tok_s_int8) tokens/s);"
+  echo "  $(val cuda_decode tok_s_bf16) tokens/s with bf16 weights" \
+    "($(val cuda_decode of_bound_bf16) of their bound, $(val cuda_decode bound_tok_s_bf16) tokens/s);"
   echo "  bound $(val cuda_decode bound_tok_s) tokens/s" \
     "($(val cuda_decode of_bound) of it) at $(val cuda_decode device_copy_gb_s) GB/s (device copy)"
 } | tee "$RESULTS/table.txt"

@@ -141,11 +141,14 @@ static void test_matvec(int C, int OC, int bias) {
 /* Decoding's fused linear layers (gpu_decode_matvec) against the CPU's
  * norm or activation followed by linear_forward: fp32, only the order of
  * the sums differs. pre: GPU_PRE_*; for GPU_PRE_NORM, layer_norm picks
- * LayerNorm (with a bias) or RMSNorm. q8: the weights in Q8_0 (matvec.h),
- * against linear_forward on the CPU's dequantized rows. */
+ * LayerNorm (with a bias) or RMSNorm. wfmt: GPU_W_Q8, the weights in Q8_0
+ * (matvec.h), against linear_forward on the CPU's dequantized rows;
+ * GPU_W_BF16, rounded to bf16 on the host, against linear_forward on the
+ * rounded weights. skew (fp32, bf16): W starts that many values past an
+ * aligned address, so that the kernel takes its one-value loads. */
 static void test_decode_matvec(int pre, int layer_norm, int C, int OC, int bias, int acc,
-                               int q8) {
-    char name[128];
+                               int wfmt, int skew) {
+    char name[160];
     const int in = pre == GPU_PRE_SWIGLU ? 2 * C : C;
     float *x = randn(in, 1.5f), *w = randn((size_t)OC * C, 0.5f), *b = bias ? randn(OC, 1.0f) : NULL;
     float *nw = randn(C, 1.0f), *nb = randn(C, 1.0f), *out0 = randn(OC, 1.0f);
@@ -156,29 +159,50 @@ static void test_decode_matvec(int pre, int layer_norm, int C, int OC, int bias,
     else if (pre == GPU_PRE_SWIGLU) swiglu_forward(xp, x, 1, C);
     else if (pre == GPU_PRE_GELU) gelu_forward(xp, x, C);
     else memcpy(xp, x, C * sizeof(float));
-    void *wq = NULL, *d_w;
-    if (q8) { /* the reference multiplies the weights the device reads */
+    /* The reference multiplies the weights the device reads. */
+    const size_t n = (size_t)OC * C;
+    void *wq = NULL, *d_base;
+    char *d_w;
+    if (wfmt == GPU_W_Q8) {
         const size_t qb = q8_matrix_bytes(OC, C);
         wq = malloc(qb);
         q8_quantize_matrix(wq, w, OC, C);
         for (int r = 0; r < OC; r++) q8_dequantize_row(w + (size_t)r * C, wq, OC, C, r);
-        cudaMalloc(&d_w, qb);
-        cudaMemcpy(d_w, wq, qb, cudaMemcpyHostToDevice);
+        cudaMalloc(&d_base, qb);
+        cudaMemcpy(d_base, wq, qb, cudaMemcpyHostToDevice);
+        d_w = d_base;
+    } else if (wfmt == GPU_W_BF16) {
+        uint16_t *h = malloc(n * sizeof(uint16_t));
+        for (size_t i = 0; i < n; i++) {
+            h[i] = rotary_f32_to_bf16(w[i]);
+            w[i] = rotary_bf16_to_f32(h[i]);
+        }
+        cudaMalloc(&d_base, (n + skew) * sizeof(uint16_t));
+        d_w = (char *)d_base + skew * sizeof(uint16_t);
+        cudaMemcpy(d_w, h, n * sizeof(uint16_t), cudaMemcpyHostToDevice);
+        wq = h;
     } else {
-        d_w = dev(w, (size_t)OC * C);
+        cudaMalloc(&d_base, (n + skew) * sizeof(float));
+        d_w = (char *)d_base + skew * sizeof(float);
+        cudaMemcpy(d_w, w, n * sizeof(float), cudaMemcpyHostToDevice);
     }
     float *ref = host_copy(out0, OC);
     linear_forward(ref, xp, w, b, 1, C, OC, acc);
     float *d_x = dev(x, in), *d_b = b ? dev(b, OC) : NULL;
     float *d_nw = dev(nw, C), *d_nb = dev(nb, C), *d_out = dev(out0, OC);
-    gpu_decode_matvec(d_out, d_x, d_w, q8, d_b, C, OC, acc, pre, d_nw, layer_norm ? d_nb : NULL,
-                      layer_norm, 1e-5f);
+    gpu_decode_matvec(d_out, d_x, d_w, wfmt, d_b, C, OC, acc, pre, d_nw,
+                      layer_norm ? d_nb : NULL, layer_norm, 1e-5f);
     static const char *what[] = {"", " after rmsnorm", " after swiglu", " after gelu"};
-    snprintf(name, sizeof name, "decode matvec%s%s %dx%d bias %d acc %d", q8 ? " (q8_0)" : "",
-             pre == GPU_PRE_NORM && layer_norm ? " after layernorm" : what[pre], C, OC, bias, acc);
+    static const char *fmt[] = {"", " (q8_0)", " (bf16)"};
+    char at[32] = "";
+    if (skew) snprintf(at, sizeof at, " W at +%d", skew);
+    snprintf(name, sizeof name, "decode matvec%s%s %dx%d bias %d acc %d%s", fmt[wfmt],
+             pre == GPU_PRE_NORM && layer_norm ? " after layernorm" : what[pre], C, OC, bias, acc,
+             at);
     compare(name, back(d_out, OC), ref, OC, 1e-5);
     free(x), free(w), free(b), free(nw), free(nb), free(out0), free(xp), free(ref), free(wq);
-    cudaFree(d_x), cudaFree(d_w), cudaFree(d_b), cudaFree(d_nw), cudaFree(d_nb), cudaFree(d_out);
+    cudaFree(d_x), cudaFree(d_base), cudaFree(d_b), cudaFree(d_nw), cudaFree(d_nb);
+    cudaFree(d_out);
 }
 
 /* ---------------------------------------------------------------- norms */
@@ -731,15 +755,17 @@ int main(int argc, char **argv) {
     test_linear(1, 768, 200, 1);
     test_matvec(768, 200, 1);
     test_matvec(100, 61, 0);
-    for (int q8 = 0; q8 <= 1; q8++) {
-        test_decode_matvec(GPU_PRE_NONE, 0, 768, 200, 1, 1, q8);
-        test_decode_matvec(GPU_PRE_NORM, 0, 768, 2304, 0, 0, q8);
-        test_decode_matvec(GPU_PRE_NORM, 1, 96, 61, 1, 0, q8);
-        test_decode_matvec(GPU_PRE_NORM, 0, 90, 37, 0, 0, q8); /* C % 4 != 0, C % 32 != 0 */
-        test_decode_matvec(GPU_PRE_SWIGLU, 0, 2048, 768, 0, 1, q8);
-        test_decode_matvec(GPU_PRE_GELU, 0, 300, 100, 1, 1, q8);
-        test_decode_matvec(GPU_PRE_NORM, 0, 64, 9000, 0, 0, q8); /* rows > blocks x warps */
-        test_decode_matvec(GPU_PRE_SWIGLU, 0, 13000, 20, 1, 0, q8); /* > 48 KiB shared */
+    for (int wf = GPU_W_F32; wf <= GPU_W_BF16; wf++) {
+        test_decode_matvec(GPU_PRE_NONE, 0, 768, 200, 1, 1, wf, 0);
+        test_decode_matvec(GPU_PRE_NORM, 0, 768, 2304, 0, 0, wf, 0);
+        test_decode_matvec(GPU_PRE_NORM, 1, 96, 61, 1, 0, wf, 0);
+        test_decode_matvec(GPU_PRE_NORM, 0, 90, 37, 0, 0, wf, 0); /* C % 4 != 0, C % 32 != 0 */
+        test_decode_matvec(GPU_PRE_SWIGLU, 0, 2048, 768, 0, 1, wf, 0);
+        test_decode_matvec(GPU_PRE_GELU, 0, 300, 100, 1, 1, wf, 0); /* C % 8 != 0 */
+        test_decode_matvec(GPU_PRE_NORM, 0, 64, 9000, 0, 0, wf, 0); /* rows > blocks x warps */
+        test_decode_matvec(GPU_PRE_SWIGLU, 0, 13000, 20, 1, 0, wf, 0); /* > 48 KiB shared */
+        if (wf != GPU_W_Q8) /* C % 8 == 0 but W misaligned: one value a load */
+            test_decode_matvec(GPU_PRE_NORM, 1, 256, 100, 1, 1, wf, 1);
     }
     test_norm(1, 1, 100, 96);
     test_norm(1, 0, 37, 768);

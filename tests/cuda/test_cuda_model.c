@@ -15,6 +15,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "gpu_check.h"
 #include "cuda/cuda_model.h"
+#include "model_internal.h"
 
 #include <stdio.h>
 #include <sys/stat.h>
@@ -43,6 +44,65 @@ static double decoder_worst(cuda_decoder *dec, const int *tok, int n, float *row
         if (!(e <= worst)) worst = e;
     }
     return worst;
+}
+
+/* From position 0, steps 0..n-1 of dec on tok: their logits into out (n
+ * rows of V). */
+static void decoder_rows(cuda_decoder *dec, const int *tok, int n, float *out, int V) {
+    cuda_decoder_reset(dec);
+    for (int t = 0; t < n; t++)
+        must(cuda_decoder_step(dec, tok[t], out + (size_t)t * V), "decoder step");
+}
+
+/* The worst relative error of n rows of V against ref's. */
+static double rows_worst(const float *rows, const float *ref, int n, int V) {
+    double worst = 0;
+    for (int t = 0; t < n; t++) {
+        double e = rel_err(rows + (size_t)t * V, ref + (size_t)t * V, V);
+        if (!(e <= worst)) worst = e;
+    }
+    return worst;
+}
+
+static void round_all(float *w, size_t n) {
+    for (size_t i = 0; i < n; i++) w[i] = round_bf16(w[i]);
+}
+
+/* What cuda_decoder_bf16 should give: the CPU decoder's logits (n rows)
+ * for tok on a copy of m whose matrices that the GPU then reads in bf16
+ * (every layer's q|k|v, output and MLP ones, and the classifier) are
+ * rounded to bf16. The copy is untied, so that the token embedding stays
+ * fp32 as the GPU's does. */
+static float *bf16_reference(const rotary_model *m, const int *tok, int n) {
+    rotary_config c = m->cfg;
+    c.tied = 0;
+    rotary_model r;
+    must(rotary_model_build(&r, &c), "build");
+    for (int i = 0; i < r.n_tensors; i++) {
+        const rotary_tensor *t = &r.tensors[i], *from = rotary_model_tensor(m, t->name);
+        const size_t off = from ? from->offset : m->layout->head; /* tied: the embedding */
+        memcpy(r.params + t->offset, m->params + off, t->numel * sizeof(float));
+    }
+    int rows[Q8_N], cols[Q8_N];
+    q8_layer_shapes(&c, rows, cols);
+    for (int l = 0; l < c.n_layer; l++) {
+        const layer_params *lp = &r.layout->layer[l];
+        const size_t off[Q8_N] = {lp->wqkv, lp->wo, lp->wup, lp->wdown};
+        for (int i = 0; i < Q8_N; i++)
+            round_all(r.params + off[i], (size_t)rows[i] * cols[i]);
+    }
+    round_all(r.params + r.layout->head, (size_t)c.vocab * c.d_model);
+    rotary_decoder d;
+    must(rotary_decoder_init(&d, &r, n), "cpu decoder");
+    float *out = malloc((size_t)n * c.vocab * sizeof(float));
+    for (int t = 0; t < n; t++) {
+        const float *lg;
+        must(rotary_decoder_step(&d, tok[t], &lg), "cpu decoder step");
+        memcpy(out + (size_t)t * c.vocab, lg, (size_t)c.vocab * sizeof(float));
+    }
+    rotary_decoder_free(&d);
+    rotary_model_free(&r);
+    return out;
 }
 
 static void test_config(const char *label, const rotary_config *c) {
@@ -128,8 +188,39 @@ static void test_config(const char *label, const rotary_config *c) {
     snprintf(name, sizeof name, "%s: decoder, int8 weights", label);
     check(qworst <= 5e-2 && qworst > 0, name, "worst rel err %.2e (<= 5e-2) against fp32's",
           qworst);
+    /* bf16: the model's own bf16 copy of the matrices (after int8: the two
+     * replace each other), against the CPU decoder on the rounded weights:
+     * the same products up to the order of the sums, as the fused fp32
+     * layers against cuBLAS's. As a graph, then kernel by kernel: the same
+     * bits. The reference must differ from fp32's, or it checks nothing. */
+    float *ref16 = bf16_reference(&m, tok, T_dec);
+    float *rows16 = malloc((size_t)T_dec * c->vocab * sizeof(float));
+    must(cuda_decoder_bf16(dec), "bf16");
+    decoder_rows(dec, tok, T_dec, rows16, c->vocab);
+    graphed = cuda_decoder_graphed(dec, &why);
+    const double bworst = rows_worst(rows16, ref16, T_dec, c->vocab);
+    const double apart = rows_worst(rows, ref16, T_dec, c->vocab);
+    snprintf(name, sizeof name, "%s: decoder, bf16 weights", label);
+    check(bworst <= 1e-5 && apart >= 1e-4 && graphed, name,
+          "worst rel err %.2e (<= 1e-5) against the CPU's on rounded weights (fp32's: %.2e, "
+          ">= 1e-4)%s", bworst, apart, graphed ? "" : ", not graphed");
+    cuda_decoder_reset(dec);
+    cuda_decoder_set_graph(dec, 0);
+    differ = 0;
+    for (int t = 0; t < T_dec; t++) {
+        must(cuda_decoder_step(dec, tok[t], row), "decoder step");
+        differ += memcmp(row, rows16 + (size_t)t * c->vocab, (size_t)c->vocab * sizeof(float)) != 0;
+    }
+    snprintf(name, sizeof name, "%s: decoder, bf16 weights without the graph", label);
+    check(!differ, name, "%d of %d steps differ in a bit", differ, T_dec);
+    /* and back to int8: its logits again */
+    cuda_decoder_set_graph(dec, 1);
+    must(cuda_decoder_quantize(dec), "quantize");
+    const double q2 = decoder_worst(dec, tok, T_dec, row, rows, c->vocab);
+    snprintf(name, sizeof name, "%s: decoder, int8 weights after bf16", label);
+    check(q2 == qworst, name, "worst rel err %.2e (%.2e before)", q2, qworst);
     cuda_decoder_free(dec);
-    free(row), free(rows);
+    free(row), free(rows), free(ref16), free(rows16);
 
     /* Gradients: training forward (fused classifier) then backward. */
     rotary_model_zero_grad(&m);

@@ -156,7 +156,7 @@ static int encode_turn(id_list *a, const rotary_tokenizer *tok, const char *fmt,
 typedef struct {
     rotary_model m;
     rotary_tokenizer *tok;
-    rotary_decoder dec;
+    cli_decoder dec;
     rotary_sampler smp;
     const chat_template *tpl;
     const char *system;
@@ -168,7 +168,7 @@ typedef struct {
 static int feed(chat *c, const id_list *ids, const float **logits) {
     const double t0 = now_s();
     for (size_t i = 0; i < ids->n; i++)
-        if (rotary_decoder_step(&c->dec, ids->v[i], logits)) return -1;
+        if (cli_decoder_step(&c->dec, ids->v[i], logits)) return -1;
     c->t_prefill += now_s() - t0;
     c->n_prefill += (long)ids->n;
     return 0;
@@ -202,7 +202,7 @@ static int reply(chat *c, const char *msg, int n_new) {
     if (c->dec.n + (int)in.n + 2 > T && c->dec.n > 0) {
         fprintf(stderr, "rotary chat: the conversation fills the context (%d positions); "
                         "it starts over\n", T);
-        rotary_decoder_reset(&c->dec);
+        cli_decoder_reset(&c->dec);
         in.n = 0;
         if (turn_ids(c, msg, &in)) return cli_fail("chat", err);
     }
@@ -232,7 +232,7 @@ static int reply(chat *c, const char *msg, int n_new) {
         cli_emit_token(c->tok, id, made == 0 && rotary_tokenizer_space_prefix(c->tok),
                        c->show_ids);
         made++;
-        if (rotary_decoder_step(&c->dec, id, &logits)) return cli_fail("chat", rotary_last_error());
+        if (cli_decoder_step(&c->dec, id, &logits)) return cli_fail("chat", rotary_last_error());
     }
     c->t_decode += now_s() - t0;
     c->n_decode += made;
@@ -275,8 +275,7 @@ int cmd_chat(int argc, char **argv) {
     if (rc) return rc < 0 ? 0 : rc;
     if (!model) return cli_fail("chat", "give a model (a GGUF, llama2.c .bin, run or checkpoint)");
     if (da.threads) omp_set_num_threads(da.threads);
-    const char *weights = cli_decode_weights(&da);
-    if (weights && !*weights) return 1;
+    if (cli_decode_check(&da)) return 1;
     chat c = {.system = system && *system ? system : NULL, .show_ids = da.show_ids,
               .show_turns = show_turns};
     if (cli_load_model(model, tok_spec, &c.m, &c.tok)) return 1;
@@ -315,12 +314,11 @@ int cmd_chat(int argc, char **argv) {
         goto done;
     }
     const int T = da.ctx ? da.ctx : c.m.cfg.ctx;
-    if (cli_check_cache(&c.m, T)) {
+    if (cli_decoder_open(&c.dec, &c.m, T, &da, "chat")) {
         rc = 1;
         goto done;
     }
-    if (rotary_decoder_init(&c.dec, &c.m, T) || cli_decoder_weights(&c.dec, &da) ||
-        rotary_sampler_init(&c.smp, c.m.cfg.vocab, da.temperature, da.top_k, da.top_p,
+    if (rotary_sampler_init(&c.smp, c.m.cfg.vocab, da.temperature, da.top_k, da.top_p,
                             (uint64_t)da.seed)) {
         rc = cli_fail("chat", rotary_last_error());
         goto done;
@@ -345,13 +343,17 @@ int cmd_chat(int argc, char **argv) {
         if (len && (rc = reply(&c, line, n_new))) break;
     }
     free(line);
+    char how[64];
+    const char *why;
+    cli_decoder_how(&c.dec, how, sizeof how, &why);
     fprintf(stderr, "rotary chat: %d turns; prefill %ld tokens at %.1f tok/s, decode %ld tokens "
                     "at %.1f tok/s%s\n", c.turns, c.n_prefill,
             c.n_prefill / (c.t_prefill + 1e-12), c.n_decode, c.n_decode / (c.t_decode + 1e-12),
-            !weights ? "" : da.int8 ? " (int8)" : " (bf16)");
+            how);
+    if (*why) fprintf(stderr, "rotary: note: %s\n", why);
 done:
     rotary_sampler_free(&c.smp);
-    rotary_decoder_free(&c.dec);
+    cli_decoder_close(&c.dec);
     rotary_tokenizer_free(c.tok);
     rotary_model_free(&c.m);
     return rc;

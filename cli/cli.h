@@ -38,21 +38,43 @@ int cli_load_split(const char *spec, const rotary_tokenizer *tok, float frac, in
 int cli_corpus_path(const char *name, char *path, size_t cap);
 
 /* generate and chat: the sampling and decoding flags -t, --top-k, --top-p,
- * --seed, --threads, --ctx, --int8, --bf16, --ids. The caller sets the
- * defaults. */
+ * --seed, --threads, --ctx, --int8, --bf16, --ids, --device. The caller
+ * sets the defaults. */
 typedef struct {
     float temperature, top_p;
     int top_k, threads, ctx, int8, bf16, show_ids;
     long seed;
+    const char *device; /* "cpu" (also when NULL) or "cuda" */
 } cli_decode_args;
-#define CLI_DECODE_N_SPECS 9
+#define CLI_DECODE_N_SPECS 10
 /* Fill s[0..CLI_DECODE_N_SPECS-1] with the flags; returns CLI_DECODE_N_SPECS. */
 int cli_decode_specs(arg_spec *s, cli_decode_args *a);
-/* The weights --int8 or --bf16 ask for: "int8", "bf16", or NULL for
- * float32; both at once print an error and give "". */
-const char *cli_decode_weights(const cli_decode_args *a);
-/* Switch a CPU decoder to those weights (after init); rotary's error code. */
-int cli_decoder_weights(rotary_decoder *d, const cli_decode_args *a);
+/* Check the flags together (--int8 with --bf16, the device, a GPU to run
+ * on); 0, or 1 after printing the error. */
+int cli_decode_check(const cli_decode_args *a);
+
+/* The decoder of generate and chat: the CPU's, or with --device cuda the
+ * GPU's (gpu non-NULL, its logits landing in glogits), on the weights
+ * --int8 or --bf16 ask for; n counts the tokens in its cache. */
+typedef struct {
+    rotary_decoder cpu;
+    struct cuda_model *g;
+    struct cuda_decoder *gpu;
+    float *glogits;
+    const char *weights; /* "int8", "bf16" or NULL (float32) */
+    int n, max_T;
+} cli_decoder;
+/* A decoder of T positions for m (extended to T); 0, or 1 after printing
+ * the error (d then holds nothing). what names the command. */
+int cli_decoder_open(cli_decoder *d, rotary_model *m, int T, const cli_decode_args *a,
+                     const char *what);
+/* Feed a token; *logits (vocab) stay valid until the next step. */
+int cli_decoder_step(cli_decoder *d, int token, const float **logits);
+void cli_decoder_reset(cli_decoder *d);
+/* How it decodes, for the speed line: "" or " (bf16, a CUDA graph a
+ * token)" and the like, into buf; *note: why capture failed, or "". */
+const char *cli_decoder_how(const cli_decoder *d, char *buf, size_t cap, const char **note);
+void cli_decoder_close(cli_decoder *d); /* a zeroed one is fine */
 /* generate and chat: print a token's bytes (or its id with show_ids). The
  * first piece of a SentencePiece text starts with the space the encoder
  * adds, which is not part of the text: after_bos drops it. */

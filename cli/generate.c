@@ -34,24 +34,21 @@ int cli_decode_specs(arg_spec *s, cli_decode_args *a) {
     s[7] = (arg_spec){"--bf16", ARG_FLAG, &a->bf16, 0, 0,
                       "bfloat16 weights for the matrix products (half of float32's bytes)", 0};
     s[8] = (arg_spec){"--ids", ARG_FLAG, &a->show_ids, 0, 0, "print token ids instead of text", 0};
+    s[9] = (arg_spec){"--device", ARG_STR, &a->device, 0, 0, "cpu, or cuda (an NVIDIA GPU)", 0};
     return CLI_DECODE_N_SPECS;
 }
 
-const char *cli_decode_weights(const cli_decode_args *a) {
-    if (a->int8 && a->bf16) {
-        cli_fail("--bf16", "give --int8 or --bf16, not both");
-        return "";
+static int on_gpu(const cli_decode_args *a) { return a->device && !strcmp(a->device, "cuda"); }
+
+int cli_decode_check(const cli_decode_args *a) {
+    if (a->int8 && a->bf16) return cli_fail("--bf16", "give --int8 or --bf16, not both");
+    if (a->device && !on_gpu(a) && strcmp(a->device, "cpu"))
+        return cli_fail("--device", "cpu or cuda");
+    if (on_gpu(a) && cuda_device_check()) { /* the message names --device cuda */
+        fprintf(stderr, "rotary: %s\n", rotary_last_error());
+        return 1;
     }
-    return a->int8 ? "int8" : a->bf16 ? "bf16" : NULL;
-}
-
-int cli_decoder_weights(rotary_decoder *d, const cli_decode_args *a) {
-    return a->int8 ? rotary_decoder_quantize(d) : a->bf16 ? rotary_decoder_bf16(d) : ROTARY_OK;
-}
-
-/* The same on the GPU. */
-static int gpu_decoder_weights(cuda_decoder *d, const cli_decode_args *a) {
-    return a->int8 ? cuda_decoder_quantize(d) : a->bf16 ? cuda_decoder_bf16(d) : ROTARY_OK;
+    return 0;
 }
 
 void cli_emit_token(const rotary_tokenizer *tok, int id, int after_bos, int show_ids) {
@@ -79,38 +76,79 @@ int cli_check_cache(const rotary_model *m, int T) {
     return 0;
 }
 
-/* The decoder of either device: the CPU's, or with --device cuda the GPU's
- * (gpu non-NULL), whose logits land in glogits. */
-typedef struct {
-    rotary_decoder cpu;
-    cuda_decoder *gpu;
-    float *glogits;
-} decoder;
-
-static int step(decoder *d, int token, const float **logits) {
-    if (!d->gpu) return rotary_decoder_step(&d->cpu, token, logits);
-    *logits = d->glogits;
-    return cuda_decoder_step(d->gpu, token, d->glogits);
+int cli_decoder_open(cli_decoder *d, rotary_model *m, int T, const cli_decode_args *a,
+                     const char *what) {
+    memset(d, 0, sizeof *d);
+    d->max_T = T;
+    d->weights = a->int8 ? "int8" : a->bf16 ? "bf16" : NULL;
+    int rc;
+    if (on_gpu(a)) {
+        rc = rotary_model_extend(m, T) || cuda_model_new(&d->g, m) ||
+             cuda_decoder_new(&d->gpu, d->g, T) ||
+             (a->int8 ? cuda_decoder_quantize(d->gpu) : a->bf16 ? cuda_decoder_bf16(d->gpu) : 0);
+        if (!rc && !(d->glogits = malloc((size_t)m->cfg.vocab * sizeof(float)))) {
+            cli_decoder_close(d);
+            return cli_fail(what, "out of memory");
+        }
+    } else {
+        if (cli_check_cache(m, T)) return 1;
+        rc = rotary_decoder_init(&d->cpu, m, T) ||
+             (a->int8 ? rotary_decoder_quantize(&d->cpu) : a->bf16 ? rotary_decoder_bf16(&d->cpu) : 0);
+    }
+    if (rc) {
+        cli_fail(what, rotary_last_error());
+        cli_decoder_close(d);
+        return 1;
+    }
+    return 0;
 }
 
-static int full(const decoder *d) {
-    return d->gpu ? cuda_decoder_full(d->gpu) : d->cpu.n == d->cpu.max_T;
+int cli_decoder_step(cli_decoder *d, int token, const float **logits) {
+    int rc;
+    if (d->gpu) {
+        *logits = d->glogits;
+        rc = cuda_decoder_step(d->gpu, token, d->glogits);
+    } else {
+        rc = rotary_decoder_step(&d->cpu, token, logits);
+    }
+    d->n += !rc;
+    return rc;
 }
 
-static void reset(decoder *d) {
+void cli_decoder_reset(cli_decoder *d) {
     if (d->gpu) cuda_decoder_reset(d->gpu);
     else rotary_decoder_reset(&d->cpu);
+    d->n = 0;
+}
+
+const char *cli_decoder_how(const cli_decoder *d, char *buf, size_t cap, const char **note) {
+    const int graphed = d->gpu && cuda_decoder_graphed(d->gpu, note);
+    if (!d->gpu) *note = "";
+    buf[0] = 0;
+    if (d->weights || d->gpu)
+        snprintf(buf, cap, " (%s%s%s)", d->weights ? d->weights : "",
+                 d->weights && d->gpu ? ", " : "",
+                 !d->gpu ? "" : graphed ? "a CUDA graph a token" : "kernel by kernel");
+    return buf;
+}
+
+void cli_decoder_close(cli_decoder *d) {
+    rotary_decoder_free(&d->cpu);
+    cuda_decoder_free(d->gpu);
+    cuda_model_free(d->g);
+    free(d->glogits);
+    memset(d, 0, sizeof *d);
 }
 
 int cmd_generate(int argc, char **argv) {
-    const char *model = NULL, *ckpt = NULL, *tok_spec = NULL, *prompt = "", *device = "cpu";
+    const char *model = NULL, *ckpt = NULL, *tok_spec = NULL, *prompt = "";
     int n_new = 256, no_stop = 0;
     cli_decode_args da = {.temperature = 0.8f, .top_p = 0.95f, .seed = 1};
     cli_rope_args ra;
     cli_rope_args_default(&ra);
     /* The first argument, if it is not an option, is the model. */
     if (argc > 1 && argv[1][0] != '-') model = argv[1], argv[1] = argv[0], argv++, argc--;
-    enum { N_SPECS = 10 };
+    enum { N_SPECS = 9 };
     arg_spec specs[N_SPECS + CLI_DECODE_N_SPECS + CLI_ROPE_N_SPECS] = {
         {"--run", ARG_STR, &model, 0, 0, "run directory (same as MODEL)", 0},
         {"--checkpoint", ARG_STR, &ckpt, 0, 0, "model file (same as MODEL)", 0},
@@ -122,7 +160,6 @@ int cmd_generate(int argc, char **argv) {
         {"-n", ARG_INT, &n_new, 0, 1 << 24, "tokens to generate", 0},
         {"--temperature", ARG_FLOAT, &da.temperature, 0, 100, "same as -t", 0},
         {"--no-stop", ARG_FLAG, &no_stop, 0, 0, "do not stop at the end-of-text token (or BOS)", 0},
-        {"--device", ARG_STR, &device, 0, 0, "cpu, or cuda (an NVIDIA GPU)", 0},
     };
     int n_specs = N_SPECS + cli_decode_specs(specs + N_SPECS, &da);
     n_specs += cli_rope_specs(specs + n_specs, &ra);
@@ -132,19 +169,14 @@ int cmd_generate(int argc, char **argv) {
     if (rc) return rc < 0 ? 0 : rc;
     if (da.threads) omp_set_num_threads(da.threads);
     if (ckpt && model) return cli_fail("generate", "give the model once");
-    const char *weights = cli_decode_weights(&da);
-    if (weights && !*weights) return 1;
-    const int on_gpu = strcmp(device, "cuda") == 0;
-    if (!on_gpu && strcmp(device, "cpu")) return cli_fail("--device", "cpu or cuda");
-    if (on_gpu && cuda_device_check()) return cli_fail("generate", rotary_last_error());
+    if (cli_decode_check(&da)) return 1;
     rotary_model m;
     rotary_tokenizer *tok;
     if (cli_load_model(model ? model : ckpt, tok_spec, &m, &tok)) return 1;
     /* From here every way out goes through `done`, which frees what was made. */
     int *ids = NULL, *all = NULL;
-    decoder dec = {0};
+    cli_decoder dec = {0};
     rotary_sampler smp = {0};
-    cuda_model *g = NULL;
     if (cli_apply_rope_scaling(&m, &ra, specs, n_specs)) {
         rc = 1;
         goto done;
@@ -179,25 +211,9 @@ int cmd_generate(int argc, char **argv) {
     }
     if (bos >= 0) all[0] = bos;
     if (n_text) memcpy(all + (bos >= 0), ids, n_text * sizeof(int));
-    if (on_gpu) {
-        if (rotary_model_extend(&m, T) || cuda_model_new(&g, &m) ||
-            cuda_decoder_new(&dec.gpu, g, T) || gpu_decoder_weights(dec.gpu, &da)) {
-            rc = cli_fail("generate", rotary_last_error());
-            goto done;
-        }
-        if (!(dec.glogits = malloc((size_t)m.cfg.vocab * sizeof(float)))) {
-            rc = cli_fail("generate", "out of memory");
-            goto done;
-        }
-    } else {
-        if (cli_check_cache(&m, T)) {
-            rc = 1;
-            goto done;
-        }
-        if (rotary_decoder_init(&dec.cpu, &m, T) || cli_decoder_weights(&dec.cpu, &da)) {
-            rc = cli_fail("generate", rotary_last_error());
-            goto done;
-        }
+    if (cli_decoder_open(&dec, &m, T, &da, "generate")) {
+        rc = 1;
+        goto done;
     }
     if (rotary_sampler_init(&smp, m.cfg.vocab, da.temperature, da.top_k, da.top_p,
                             (uint64_t)da.seed)) {
@@ -214,7 +230,7 @@ int cmd_generate(int argc, char **argv) {
     const float *logits = NULL;
     double t0 = now_s();
     for (size_t i = 0; i < n_prompt; i++)
-        if (step(&dec, all[i], &logits)) {
+        if (cli_decoder_step(&dec, all[i], &logits)) {
             rc = cli_fail("generate", rotary_last_error());
             goto done;
         }
@@ -222,10 +238,10 @@ int cmd_generate(int argc, char **argv) {
     size_t n = n_prompt;
     int made = 0;
     for (; made < n_new; made++) {
-        if (full(&dec)) { /* keep the last half of the window */
-            reset(&dec);
+        if (dec.n == dec.max_T) { /* keep the last half of the window */
+            cli_decoder_reset(&dec);
             for (size_t j = n - (size_t)T / 2; j < n; j++)
-                if (step(&dec, all[j], &logits)) {
+                if (cli_decoder_step(&dec, all[j], &logits)) {
                     rc = cli_fail("generate", rotary_last_error());
                     goto done;
                 }
@@ -234,7 +250,7 @@ int cmd_generate(int argc, char **argv) {
         if (!no_stop && bos >= 0 && all[n] == bos) break; /* llama2.c: between texts */
         if (all[n] == eos) break;                             /* end of text */
         cli_emit_token(tok, all[n], n == 1 && rotary_tokenizer_space_prefix(tok), da.show_ids);
-        if (step(&dec, all[n++], &logits)) {
+        if (cli_decoder_step(&dec, all[n++], &logits)) {
             rc = cli_fail("generate", rotary_last_error());
             goto done;
         }
@@ -242,12 +258,9 @@ int cmd_generate(int argc, char **argv) {
     double t2 = now_s();
     printf("\n");
     fflush(stdout);
-    const char *why = "";
-    const int graphed = dec.gpu && cuda_decoder_graphed(dec.gpu, &why);
-    char how[64] = "";
-    if (weights || dec.gpu)
-        snprintf(how, sizeof how, " (%s%s%s)", weights ? weights : "", weights && dec.gpu ? ", " : "",
-                 !dec.gpu ? "" : graphed ? "a CUDA graph a token" : "kernel by kernel");
+    char how[64];
+    const char *why;
+    cli_decoder_how(&dec, how, sizeof how, &why);
     fprintf(stderr, "rotary: prefill %zu tokens at %.1f tok/s, decode %d tokens at %.1f tok/s%s\n",
             n_prompt, n_prompt / (t1 - t0 + 1e-12), made, made / (t2 - t1 + 1e-12), how);
     if (*why) fprintf(stderr, "rotary: note: %s\n", why);
@@ -255,10 +268,7 @@ done:
     free(ids);
     free(all);
     rotary_sampler_free(&smp);
-    rotary_decoder_free(&dec.cpu);
-    cuda_decoder_free(dec.gpu);
-    cuda_model_free(g);
-    free(dec.glogits);
+    cli_decoder_close(&dec);
     rotary_tokenizer_free(tok);
     rotary_model_free(&m);
     return rc;

@@ -124,6 +124,17 @@ else
         [ "$k" -ge $((n3 + 1)) ] && grep -q "(bf16, a CUDA graph a token)" "$tmp/err" &&
             ok "generate --bf16 --device cuda, aidreams260K: the first $k ids the CPU's" ||
             bad "--bf16: the first $k ids the CPU's, not $((n3 + 1)) $(tail -n 2 "$tmp/err")"
+        # chat on the GPU (the Llama 2 template: aidreams has BOS and EOS):
+        # two turns, the CPU's greedy reply ids (short under the emulation,
+        # which takes about a second a token)
+        n4=16
+        [ "$built" = emu ] && n4=4
+        chat=(chat "$dd/aidreams260K.bin" -z "$dd/aidreams_tok512.bin" -t 0 -n "$n4" --ids)
+        ig=$(printf 'Hi\nMore\n' | "$rotary" "${chat[@]}" --device cuda 2>"$tmp/err")
+        ic=$(printf 'Hi\nMore\n' | "$rotary" "${chat[@]}" 2>/dev/null)
+        [ -n "$ig" ] && [ "$ig" = "$ic" ] && grep -q "2 turns.*(a CUDA graph a token)" "$tmp/err" &&
+            ok "chat --device cuda: two turns, the CPU's ids" ||
+            bad "chat --device cuda: gpu '$ig' cpu '$ic' $(tail -n 2 "$tmp/err")"
     fi
 fi
 finish

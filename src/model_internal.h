@@ -32,6 +32,13 @@ enum { Q8_WQKV, Q8_WO, Q8_WUP, Q8_WDOWN, Q8_N };
 void q8_layer_shapes(const rotary_config *c, int rows[Q8_N], int cols[Q8_N]);
 size_t q8_matrix_offset(const rotary_config *c, int l, int which);
 size_t q8_weights_bytes(const rotary_config *c);
+/* Matrix `which` of layer l (l == n_layer: the classifier, which 0) in the
+ * model's parameters: its offset, and its shape in *rows, *cols. */
+size_t decoder_matrix(const rotary_config *c, const rotary_layout *lo, int l, int which, int *rows,
+                      int *cols);
+/* The matrices of a model: layers 0..n_layer, and DECODER_MATRICES(c, l)
+ * of layer l (the classifier's "layer" has one). */
+#define DECODER_MATRICES(c, l) ((l) < (c)->n_layer ? Q8_N : 1)
 
 /* rotary_model_build without gradients when with_grads is 0 (models loaded
  * for inference only: backward then fails cleanly). */

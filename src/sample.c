@@ -311,6 +311,20 @@ void q8_layer_shapes(const rotary_config *c, int rows[Q8_N], int cols[Q8_N]) {
     rows[Q8_WDOWN] = C, cols[Q8_WDOWN] = F;
 }
 
+size_t decoder_matrix(const rotary_config *c, const rotary_layout *lo, int l, int which, int *rows,
+                      int *cols) {
+    if (l == c->n_layer) {
+        *rows = c->vocab, *cols = c->d_model;
+        return lo->head;
+    }
+    int r[Q8_N], k[Q8_N];
+    q8_layer_shapes(c, r, k);
+    *rows = r[which], *cols = k[which];
+    const layer_params *lp = &lo->layer[l];
+    const size_t off[Q8_N] = {lp->wqkv, lp->wo, lp->wup, lp->wdown};
+    return off[which];
+}
+
 /* bytes of one thread's scratch (q8_act_bytes is a multiple of 64) */
 static size_t q8_scratch(const rotary_config *c) {
     return q8_act_bytes(c->d_model > c->d_ff ? c->d_model : c->d_ff);
@@ -355,9 +369,6 @@ int rotary_decoder_quantize(rotary_decoder *d) {
     if (!d->m || !d->buf) return rotary_fail(ROTARY_EINVAL, "quantize: decoder not initialised");
     rotary_model *m = d->m;
     const rotary_config *c = &m->cfg;
-    const rotary_layout *lo = m->layout;
-    int rows[Q8_N], cols[Q8_N];
-    q8_layer_shapes(c, rows, cols);
     const double bytes = (double)d->threads * q8_scratch(c) + (double)q8_weights_bytes(c);
     if (bytes > (double)((size_t)1 << 40))
         return rotary_fail(ROTARY_ENOMEM, "quantize: %.1f GiB of int8 weights",
@@ -369,13 +380,12 @@ int rotary_decoder_quantize(rotary_decoder *d) {
     free(d->bf16);
     d->q8 = q8, d->bf16 = NULL;
     d->q8_bytes = (size_t)bytes;
-    for (int l = 0; l < c->n_layer; l++) {
-        const layer_params *lp = &lo->layer[l];
-        const size_t off[Q8_N] = {lp->wqkv, lp->wo, lp->wup, lp->wdown};
-        for (int i = 0; i < Q8_N; i++)
-            q8_quantize_matrix(q8_matrix(d, l, i), m->params + off[i], rows[i], cols[i]);
-    }
-    q8_quantize_matrix(q8_matrix(d, c->n_layer, 0), m->params + lo->head, c->vocab, c->d_model);
+    for (int l = 0; l <= c->n_layer; l++)
+        for (int i = 0; i < DECODER_MATRICES(c, l); i++) {
+            int rows, cols;
+            const size_t off = decoder_matrix(c, m->layout, l, i, &rows, &cols);
+            q8_quantize_matrix(q8_matrix(d, l, i), m->params + off, rows, cols);
+        }
     return ROTARY_OK;
 }
 
@@ -396,9 +406,6 @@ int rotary_decoder_bf16(rotary_decoder *d) {
     if (!d->m || !d->buf) return rotary_fail(ROTARY_EINVAL, "bf16: decoder not initialised");
     rotary_model *m = d->m;
     const rotary_config *c = &m->cfg;
-    const rotary_layout *lo = m->layout;
-    int rows[Q8_N], cols[Q8_N];
-    q8_layer_shapes(c, rows, cols);
     const double bytes = (double)bf16_offset(c, c->n_layer, 0) +
                          (double)bf16_matrix_bytes(c->vocab, c->d_model);
     if (bytes > (double)((size_t)1 << 40))
@@ -408,15 +415,12 @@ int rotary_decoder_bf16(rotary_decoder *d) {
     free(d->bf16);
     free(d->q8);
     d->bf16 = w, d->q8 = NULL, d->q8_bytes = 0;
-    for (int l = 0; l < c->n_layer; l++) {
-        const layer_params *lp = &lo->layer[l];
-        const size_t off[Q8_N] = {lp->wqkv, lp->wo, lp->wup, lp->wdown};
-        for (int i = 0; i < Q8_N; i++)
-            bf16_pack_matrix((uint16_t *)bf16_matrix(d, l, i), m->params + off[i], rows[i],
-                             cols[i]);
-    }
-    bf16_pack_matrix((uint16_t *)bf16_matrix(d, c->n_layer, 0), m->params + lo->head, c->vocab,
-                     c->d_model);
+    for (int l = 0; l <= c->n_layer; l++)
+        for (int i = 0; i < DECODER_MATRICES(c, l); i++) {
+            int rows, cols;
+            const size_t off = decoder_matrix(c, m->layout, l, i, &rows, &cols);
+            bf16_pack_matrix((uint16_t *)bf16_matrix(d, l, i), m->params + off, rows, cols);
+        }
     return ROTARY_OK;
 }
 

@@ -750,14 +750,12 @@ int cuda_decoder_quantize(cuda_decoder *d) {
     int rc = ROTARY_OK;
     if (!w || !q) rc = rotary_fail(ROTARY_ENOMEM, "cuda decoder: out of memory for int8 weights");
     else if (!d->q8) e = cudaMalloc(&d->q8, q8_weights_bytes(c));
-    for (int l = 0; l < c->n_layer && rc == ROTARY_OK && e == cudaSuccess; l++) {
-        const layer_params *lp = &lo->layer[l];
-        const size_t off[Q8_N] = {lp->wqkv, lp->wo, lp->wup, lp->wdown};
-        for (int i = 0; i < Q8_N && e == cudaSuccess; i++)
-            e = quantize_matrix(d, l, i, off[i], rows[i], cols[i], w, q);
-    }
-    if (rc == ROTARY_OK && e == cudaSuccess)
-        e = quantize_matrix(d, c->n_layer, 0, lo->head, c->vocab, c->d_model, w, q);
+    for (int l = 0; l <= c->n_layer && rc == ROTARY_OK && e == cudaSuccess; l++)
+        for (int i = 0; i < DECODER_MATRICES(c, l) && e == cudaSuccess; i++) {
+            int r, k;
+            const size_t off = decoder_matrix(c, lo, l, i, &r, &k);
+            e = quantize_matrix(d, l, i, off, r, k, w, q);
+        }
     if (e != cudaSuccess) rc = cuda_fail(e, "int8 weights");
     free(w);
     free(q);

@@ -83,15 +83,12 @@ static float *bf16_reference(const rotary_model *m, const int *tok, int n) {
         const size_t off = from ? from->offset : m->layout->head; /* tied: the embedding */
         memcpy(r.params + t->offset, m->params + off, t->numel * sizeof(float));
     }
-    int rows[Q8_N], cols[Q8_N];
-    q8_layer_shapes(&c, rows, cols);
-    for (int l = 0; l < c.n_layer; l++) {
-        const layer_params *lp = &r.layout->layer[l];
-        const size_t off[Q8_N] = {lp->wqkv, lp->wo, lp->wup, lp->wdown};
-        for (int i = 0; i < Q8_N; i++)
-            round_all(r.params + off[i], (size_t)rows[i] * cols[i]);
-    }
-    round_all(r.params + r.layout->head, (size_t)c.vocab * c.d_model);
+    for (int l = 0; l <= c.n_layer; l++)
+        for (int i = 0; i < DECODER_MATRICES(&c, l); i++) {
+            int rows, cols;
+            const size_t off = decoder_matrix(&c, r.layout, l, i, &rows, &cols);
+            round_all(r.params + off, (size_t)rows * cols);
+        }
     rotary_decoder d;
     must(rotary_decoder_init(&d, &r, n), "cpu decoder");
     float *out = malloc((size_t)n * c.vocab * sizeof(float));

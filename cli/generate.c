@@ -93,7 +93,9 @@ int cli_decoder_open(cli_decoder *d, rotary_model *m, int T, const cli_decode_ar
     } else {
         if (cli_check_cache(m, T)) return 1;
         rc = rotary_decoder_init(&d->cpu, m, T) ||
-             (a->int8 ? rotary_decoder_quantize(&d->cpu) : a->bf16 ? rotary_decoder_bf16(&d->cpu) : 0);
+             (a->int8   ? rotary_decoder_quantize(&d->cpu)
+              : a->bf16 ? rotary_decoder_bf16(&d->cpu)
+                        : 0);
     }
     if (rc) {
         cli_fail(what, rotary_last_error());

@@ -426,8 +426,8 @@ int rotary_decoder_bf16(rotary_decoder *d) {
 
 /* out (OC) (+)= W x + b with matrix `which` of layer l, shared out over the
  * team: the int8 copy after rotary_decoder_quantize (x quantized by each
- * thread into its own scratch), the bfloat16 copy after rotary_decoder_bf16, the float32 weights (at
- * offset w) otherwise. */
+ * thread into its own scratch), the bfloat16 copy after rotary_decoder_bf16,
+ * the float32 weights (at offset w) otherwise. */
 static void mv(rotary_decoder *d, matvec_team *tm, float *out, const float *x, int l, int which,
                size_t w, size_t b, int C, int OC, int accumulate) {
     const rotary_model *m = d->m;

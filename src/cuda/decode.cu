@@ -299,43 +299,19 @@ __device__ __forceinline__ float f16_bits(uint16_t h) {
 #endif
 }
 
-/* bf16 bits -> float, exact: they are the top half of its bits. */
-__device__ __forceinline__ float bf16_bits(uint32_t h) {
-    const uint32_t u = h << 16;
-#ifdef ROTARY_CUDA_EMU
-    return rotary_bits_f32(u);
-#else
-    return __uint_as_float(u);
-#endif
-}
-
-/* This lane's share of row o of W times xs. */
-template <int V>
-__device__ __forceinline__ float row_dot(const float *W, const float *xs, int C, int OC, int o,
+/* This lane's share of row o of W times xs: W fp32 or bf16 (widened
+ * exactly), a plain (OC, C) matrix, V values (one access) a step. */
+template <int V, typename T>
+__device__ __forceinline__ float row_dot(const T *W, const float *xs, int C, int OC, int o,
                                          int lane) {
     (void)OC;
-    const float *row = W + (size_t)o * C;
+    const T *row = W + (size_t)o * C;
     float s = 0.0f;
     for (int i = lane * V; i < C; i += 32 * V) {
         float wv[V];
         load_vec<V>(wv, row + i);
 #pragma unroll
         for (int k = 0; k < V; k++) s += wv[k] * xs[i + k];
-    }
-    return s;
-}
-/* bf16: a plain (OC, C) matrix, V values (one access of 2V bytes) a step. */
-template <int V>
-__device__ __forceinline__ float row_dot(const gpu_bf16 *W, const float *xs, int C, int OC, int o,
-                                         int lane) {
-    (void)OC;
-    const gpu_bf16 *row = W + (size_t)o * C;
-    float s = 0.0f;
-    for (int i = lane * V; i < C; i += 32 * V) {
-        VEC_ACCESS(row + i, sizeof(vec_pack<gpu_bf16, V>));
-        const vec_pack<gpu_bf16, V> k = *reinterpret_cast<const vec_pack<gpu_bf16, V> *>(row + i);
-#pragma unroll
-        for (int j = 0; j < V; j++) s += bf16_bits(k.v[j]) * xs[i + j];
     }
     return s;
 }
@@ -417,10 +393,10 @@ static void decode_matvec(float *out, const float *x, const void *W, int wfmt, c
         launch_matvec<PRE, 1>(out, x, (const uint8_t *)W, b, nw, nb, layer_norm, eps, C, OC,
                               accumulate);
     else if (wfmt == GPU_W_BF16 && C % 8 == 0 && vec_ok(W, 16))
-        launch_matvec<PRE, 8>(out, x, (const gpu_bf16 *)W, b, nw, nb, layer_norm, eps, C, OC,
+        launch_matvec<PRE, 8>(out, x, (const __nv_bfloat16 *)W, b, nw, nb, layer_norm, eps, C, OC,
                               accumulate);
     else if (wfmt == GPU_W_BF16)
-        launch_matvec<PRE, 1>(out, x, (const gpu_bf16 *)W, b, nw, nb, layer_norm, eps, C, OC,
+        launch_matvec<PRE, 1>(out, x, (const __nv_bfloat16 *)W, b, nw, nb, layer_norm, eps, C, OC,
                               accumulate);
     else if (C % 4 == 0 && vec_ok(W, 16))
         launch_matvec<PRE, 4>(out, x, (const float *)W, b, nw, nb, layer_norm, eps, C, OC,

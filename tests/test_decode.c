@@ -700,8 +700,7 @@ int main(void) {
     test_decoder(1);
     test_decoder(2);
     test_decoder(3);
-    test_decoder_bf16(0);
-    test_decoder_bf16(1);
+    for (int v = 0; v < 4; v++) test_decoder_bf16(v);
     if (failures) {
         printf("%d failures\n", failures);
         return 1;

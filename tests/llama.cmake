@@ -9,6 +9,13 @@ add_test(NAME llama2c_torch
           ${ROTARY_DATA_DIR}/aidreams260K.bin ${ROTARY_DATA_DIR}/stories260K.bin
   WORKING_DIRECTORY ${CMAKE_BINARY_DIR})
 set_tests_properties(llama2c_torch PROPERTIES ENVIRONMENT "OMP_NUM_THREADS=2")
+# The same through rotary_decoder_bf16, against the reference on bf16-rounded matrices.
+add_test(NAME llama2c_torch_bf16
+  COMMAND ${TORCH_PYTHON} ${CMAKE_SOURCE_DIR}/tests/torch/llama2c_ref.py --bf16
+          $<TARGET_FILE:llama2c_greedy>
+          ${ROTARY_DATA_DIR}/aidreams260K.bin ${ROTARY_DATA_DIR}/stories260K.bin
+  WORKING_DIRECTORY ${CMAKE_BINARY_DIR})
+set_tests_properties(llama2c_torch_bf16 PROPERTIES ENVIRONMENT "OMP_NUM_THREADS=2")
 
 add_executable(test_llama2c tests/test_llama2c.c)
 target_link_libraries(test_llama2c rotary)

@@ -1,9 +1,9 @@
 /* llama2c_greedy: greedy decoding of a llama2.c checkpoint through our
  * loader and KV-cache decoder, for tests/torch/llama2c_ref.py.
  *
- * usage: llama2c_greedy MODEL.bin N [int8] [ID ...]
+ * usage: llama2c_greedy MODEL.bin N [int8|bf16] [ID ...]
  * Starts from BOS (1) and the given ids, then prints N greedy ids, one line
- * (int8: through the 8-bit weight path). */
+ * (int8, bf16: through the 8-bit or the bfloat16 weight path). */
 #include "rotary.h"
 
 #include <stdio.h>
@@ -12,7 +12,7 @@
 
 int main(int argc, char **argv) {
     if (argc < 3) {
-        fprintf(stderr, "usage: llama2c_greedy MODEL.bin N [int8] [ID ...]\n");
+        fprintf(stderr, "usage: llama2c_greedy MODEL.bin N [int8|bf16] [ID ...]\n");
         return 2;
     }
     rotary_model m;
@@ -21,10 +21,12 @@ int main(int argc, char **argv) {
         return 1;
     }
     int n = atoi(argv[2]), a = 3, int8 = argc > 3 && !strcmp(argv[3], "int8");
-    a += int8;
+    const int bf16 = argc > 3 && !strcmp(argv[3], "bf16");
+    a += int8 || bf16;
     rotary_decoder d;
     /* Past the file's seq_len RoPE extends; the reference does the same. */
-    if (rotary_decoder_init(&d, &m, n + 1 > m.cfg.ctx ? n + 1 : m.cfg.ctx) || (int8 && rotary_decoder_quantize(&d))) {
+    if (rotary_decoder_init(&d, &m, n + 1 > m.cfg.ctx ? n + 1 : m.cfg.ctx) ||
+        (int8 && rotary_decoder_quantize(&d)) || (bf16 && rotary_decoder_bf16(&d))) {
         fprintf(stderr, "llama2c_greedy: %s\n", rotary_last_error());
         return 1;
     }

@@ -1,6 +1,6 @@
 """llama2.c checkpoints: our loader and decoder against PyTorch.
 
-usage: /usr/bin/python3 llama2c_ref.py PATH/TO/llama2c_greedy MODEL.bin [...]
+usage: /usr/bin/python3 llama2c_ref.py [--bf16] PATH/TO/llama2c_greedy MODEL.bin [...]
 
 For each file, this script reads the checkpoint itself (numpy, from the
 format's definition: a header of 7 int32, then the float32 arrays), runs the
@@ -11,6 +11,11 @@ gives the same ids. Where the reference's top two logits are closer than
 MARGIN, float32 rounding could legitimately flip the choice: that is
 reported, and the comparison stops there (it has never happened on the
 shared files).
+
+--bf16: our decoder with rotary_decoder_bf16, against the same reference
+with every matrix it rounds (q, k, v, output, the MLP's three and the
+classifier, not the embedding) rounded to bfloat16 by PyTorch, nearest
+even, and the arithmetic still float64.
 """
 import subprocess
 import sys
@@ -88,12 +93,21 @@ def logits(cfg, w, ids):
     return rmsnorm(x, w["rms_f"]) @ w["cls"].T
 
 
+MATRICES = ("wq", "wk", "wv", "wo", "w1", "w2", "w3", "cls")
+
+
 def main():
-    tool, paths = sys.argv[1], sys.argv[2:]
+    args = sys.argv[1:]
+    bf16 = args[0] == "--bf16"
+    tool, paths = args[bf16], args[bf16 + 1:]
     failed = 0
     for path in paths:
         cfg, w = load(path)
-        out = subprocess.run([tool, path, str(N)], capture_output=True, text=True)
+        if bf16:
+            for name in MATRICES:
+                w[name] = w[name].to(torch.bfloat16).to(torch.float64)
+        out = subprocess.run([tool, path, str(N)] + (["bf16"] if bf16 else []),
+                             capture_output=True, text=True)
         ours = [int(t) for t in out.stdout.split()]
         if out.returncode != 0 or len(ours) != N:
             print(f"{path}: our decoder failed: {out.stderr.strip()}")
@@ -112,7 +126,7 @@ def main():
                 bad = i
                 break
         ok = bad is None
-        print(f"{path}: {checked} greedy tokens " + ("match" if ok else
+        print(f"{path}{' (bf16)' if bf16 else ''}: {checked} greedy tokens " + ("match" if ok else
               f"DIFFER at {bad}: ours {ours[bad]}, reference {ref[bad]}"))
         print("  ids:", " ".join(map(str, ours[:32])), "...")
         failed += not ok

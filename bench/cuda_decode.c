@@ -16,7 +16,12 @@
  * (tok_s_int8, generate --int8: 34 bytes per 32 weights of the matrices,
  * its own bound) and with the model's bf16 copy of the weights (tok_s_bf16,
  * cuda_decoder_bf16: 2 bytes a weight of the matrices, its own bound); the
- * first 16 steps of each are not timed. Output: key=value lines. */
+ * first 16 steps of each are not timed. Then the floor of a step: the same
+ * bf16 step of a model with the same layers, heads, vocab and cache but
+ * d_model 128 and hidden 128 (floor_tok_s; 1.3 MB of layer weights), which
+ * launches the same kernels and copies the same logits: where tok_s_bf16
+ * comes close to it, the launches and their latency bound a token, not
+ * the bytes. Output: key=value lines. */
 #include "rotary.h"
 #include "cuda/cuda_model.h"
 #include "matvec.h"
@@ -55,6 +60,44 @@ static double copy_bandwidth(void) {
     return 10.0 * 2.0 * (double)n / t;
 }
 
+/* Greedy decoding from token 1 for ntok steps; tokens/s over all but the
+ * first 16 (0 after printing the error). */
+static double decode_rate(cuda_decoder *d, int vocab, int ntok, float *logits) {
+    cuda_decoder_reset(d);
+    int tok = 1;
+    double t0 = 0;
+    for (int i = 0; i < ntok; i++) {
+        if (i == 16) t0 = now_s();
+        if (cuda_decoder_step(d, tok, logits)) return die("step"), 0;
+        int best = 0;
+        for (int v = 1; v < vocab; v++) best = logits[v] > logits[best] ? v : best;
+        tok = best;
+    }
+    return (ntok - 16) / (now_s() - t0);
+}
+
+/* floor_tok_s (above): big's layers, heads, vocab and cache with head
+ * size 16 and hidden 128, its step as fast as this decoder goes (bf16, the
+ * fused layers, a graph); 0 after printing the error. */
+static double floor_rate(const rotary_config *big, int ntok, float *logits) {
+    rotary_config c = *big;
+    c.d_model = 16 * c.n_head, c.d_ff = 128;
+    rotary_model m;
+    cuda_model *g = NULL;
+    cuda_decoder *d = NULL;
+    double rate = 0;
+    if (rotary_model_build(&m, &c)) return die("floor model"), 0;
+    rotary_model_init(&m, 42);
+    if (cuda_model_new(&g, &m) || cuda_decoder_new(&d, g, c.ctx) || cuda_decoder_bf16(d))
+        die("floor decoder");
+    else
+        rate = decode_rate(d, c.vocab, ntok, logits);
+    cuda_decoder_free(d);
+    cuda_model_free(g);
+    rotary_model_free(&m);
+    return rate;
+}
+
 int main(int argc, char **argv) {
     int ntok = 512;
     if (argc == 3 && !strcmp(argv[1], "--tokens")) ntok = atoi(argv[2]);
@@ -82,23 +125,15 @@ int main(int argc, char **argv) {
     int graphed = 0;
     for (int run = 0; run < 5; run++) {
         const int graph = run > 0;
-        cuda_decoder_reset(d);
         cuda_decoder_set_graph(d, graph);
         cuda_decoder_set_fused(d, run >= 2);
         if (run == 3 && cuda_decoder_quantize(d)) return die("quantize");
         if (run == 4 && cuda_decoder_bf16(d)) return die("bf16");
-        int tok = 1;
-        double t0 = 0;
-        for (int i = 0; i < ntok; i++) {
-            if (i == 16) t0 = now_s();
-            if (cuda_decoder_step(d, tok, logits)) return die("step");
-            int best = 0;
-            for (int v = 1; v < c.vocab; v++) best = logits[v] > logits[best] ? v : best;
-            tok = best;
-        }
-        tps[run] = (ntok - 16) / (now_s() - t0);
+        if (!(tps[run] = decode_rate(d, c.vocab, ntok, logits))) return 1;
         if (run == 1) graphed = cuda_decoder_graphed(d, &why);
     }
+    const double floor = floor_rate(&c, ntok, logits);
+    if (!floor) return 1;
     const double bw = copy_bandwidth(), hd = c.d_model / c.n_head;
     const double weights = 4.0 * (double)m.n_params;
     /* int8 and bf16: the matrices in Q8_0 or bf16, the rest (norms; one
@@ -126,6 +161,7 @@ int main(int argc, char **argv) {
     printf("bf16_weight_mb_per_token=%.1f\ntok_s_bf16=%.1f\nbound_tok_s_bf16=%.1f\n"
            "of_bound_bf16=%.3f\n", weights16 / 1e6, tps[4], bw / (weights16 + kv),
            tps[4] / (bw / (weights16 + kv)));
+    printf("floor_tok_s=%.1f\nbf16_of_floor=%.3f\n", floor, tps[4] / floor);
     printf("bound_tok_s=%.1f\nof_bound=%.3f\nof_bound_fused=%.3f\n", bw / (weights + kv),
            tps[1] / (bw / (weights + kv)), tps[2] / (bw / (weights + kv)));
     cuda_decoder_free(d);

@@ -212,6 +212,8 @@ val() { grep -m1 "^$2=" "$RESULTS/$1.log" 2>/dev/null | cut -d= -f2; }
     "($(val cuda_decode of_bound_int8) of their bound, $(val cuda_decode bound_tok_s_int8) tokens/s);"
   echo "  $(val cuda_decode tok_s_bf16) tokens/s with bf16 weights" \
     "($(val cuda_decode of_bound_bf16) of their bound, $(val cuda_decode bound_tok_s_bf16) tokens/s);"
+  echo "  $(val cuda_decode floor_tok_s) tokens/s for the same step at head size 16 and hidden 128" \
+    "(the launches' floor; bf16 at $(val cuda_decode bf16_of_floor) of it);"
   echo "  bound $(val cuda_decode bound_tok_s) tokens/s" \
     "($(val cuda_decode of_bound) of it) at $(val cuda_decode device_copy_gb_s) GB/s (device copy)"
 } | tee "$RESULTS/table.txt"

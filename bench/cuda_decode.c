@@ -18,7 +18,7 @@
  * cuda_decoder_bf16: 2 bytes a weight of the matrices, its own bound); the
  * first 16 steps of each are not timed. Then the floor of a step: the same
  * bf16 step of a model with the same layers, heads, vocab and cache but
- * d_model 128 and hidden 128 (floor_tok_s; 1.3 MB of layer weights), which
+ * head size 16 and hidden 128 (floor_tok_s; 5 MB of layer weights), which
  * launches the same kernels and copies the same logits: where tok_s_bf16
  * comes close to it, the launches and their latency bound a token, not
  * the bytes. Output: key=value lines. */

@@ -173,8 +173,9 @@ static double matvec_pass(int method, const char *pool, int copies, size_t strid
 }
 
 /* The decoder's matrix shapes; each method streams a 512 MiB pool of copies
- * (float32, or Q8_0 for ours_q8, bfloat16 for ours_bf16). The methods take turns, pass after pass,
- * so a change in background load hits all of them; best of reps passes. */
+ * (float32, or Q8_0 for ours_q8, bfloat16 for ours_bf16). The methods take
+ * turns, pass after pass, so a change in background load hits all of them;
+ * best of reps passes. */
 static void bench_matvec(int reps, double bw) {
     const mv_shape shapes[] = {
         {"110M.wqkv", 2304, 768}, {"110M.wo", 768, 768},     {"110M.wup", 4096, 768},

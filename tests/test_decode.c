@@ -514,6 +514,26 @@ static int test_model(rotary_model *m, rotary_config *c, int variant) {
     return 0;
 }
 
+/* Decode tok (T steps from a reset) with 2 threads, the logits into out
+ * (T rows of vocab), then again with 1: the same bits. */
+static void decode_twice(rotary_decoder *d, const int *tok, int T, float *out, const char *what) {
+    const size_t V = (size_t)d->m->cfg.vocab;
+    const int nt = omp_get_max_threads();
+    for (int pass = 0; pass < 2; pass++) {
+        omp_set_num_threads(pass ? 1 : 2);
+        rotary_decoder_reset(d);
+        for (int t = 0; t < T; t++) {
+            const float *lg;
+            EXPECT(rotary_decoder_step(d, tok[t], &lg) == 0, "%s step %d", what, t);
+            if (!pass) memcpy(out + t * V, lg, V * sizeof(float));
+            else
+                EXPECT(memcmp(lg, out + t * V, V * sizeof(float)) == 0,
+                       "%s position %d: 1 and 2 threads (or a reset) differ", what, t);
+        }
+    }
+    omp_set_num_threads(nt);
+}
+
 /* Decoder logits at every position equal the full forward's (float32),
  * past the model's ctx (32); then the quantized decoder: close to the
  * float32 one, same argmax at most positions, the same bits with 1 and 2
@@ -555,32 +575,20 @@ static void test_decoder(int variant) {
                       (double)c.vocab * c.d_model;
     EXPECT(nw >= 1 << 20, "the test model has only %.0f matrix weights", nw);
     EXPECT(d.q8_bytes < nw * 1.1 + 65536, "quantize: %zu bytes for %.0f weights", d.q8_bytes, nw);
+    decode_twice(&d, tok, T, q8, "q8");
     double qworst = 0, qsum = 0;
     int same = 0;
-    const int nt = omp_get_max_threads();
-    for (int pass = 0; pass < 2; pass++) {
-        omp_set_num_threads(pass ? 1 : 2);
-        rotary_decoder_reset(&d);
-        for (int t = 0; t < T; t++) {
-            const float *lg;
-            EXPECT(rotary_decoder_step(&d, tok[t], &lg) == 0, "q8 step %d", t);
-            if (pass) {
-                EXPECT(memcmp(lg, q8 + t * V, V * sizeof(float)) == 0,
-                       "q8 position %d: 1 and 2 threads (or a reset) differ", t);
-                continue;
-            }
-            memcpy(q8 + t * V, lg, V * sizeof(float));
-            int a = 0, b = 0;
-            for (size_t i = 0; i < V; i++) {
-                const double e = fabs(lg[i] - f32[t * V + i]);
-                qworst = fmax(qworst, e), qsum += e;
-                a = lg[i] > lg[a] ? (int)i : a;
-                b = f32[t * V + i] > f32[t * V + b] ? (int)i : b;
-            }
-            same += a == b;
+    for (int t = 0; t < T; t++) {
+        const float *lg = q8 + t * V;
+        int a = 0, b = 0;
+        for (size_t i = 0; i < V; i++) {
+            const double e = fabs(lg[i] - f32[t * V + i]);
+            qworst = fmax(qworst, e), qsum += e;
+            a = lg[i] > lg[a] ? (int)i : a;
+            b = f32[t * V + i] > f32[t * V + b] ? (int)i : b;
         }
+        same += a == b;
     }
-    omp_set_num_threads(nt);
     /* Weights and inputs each move by up to half a step of 1/127 of their
      * block's largest value; through two layers and the head that is about
      * 0.5% of the largest logit on average here, 4% at worst (over 30000
@@ -650,28 +658,13 @@ static void test_decoder_bf16(int variant) {
            rotary_last_error());
     EXPECT(d.bf16 != NULL && d.q8 == NULL, "bf16 after quantize: copies bf16 %p, q8 %p", d.bf16,
            d.q8);
-    double worst = 0, scale = 0;
-    const int nt = omp_get_max_threads();
     float *first = malloc(T * V * sizeof(float));
-    for (int pass = 0; pass < 2; pass++) {
-        omp_set_num_threads(pass ? 1 : 2);
-        rotary_decoder_reset(&d);
-        for (int t = 0; t < T; t++) {
-            const float *lg;
-            EXPECT(rotary_decoder_step(&d, tok[t], &lg) == 0, "bf16 step %d", t);
-            if (pass) {
-                EXPECT(memcmp(lg, first + t * V, V * sizeof(float)) == 0,
-                       "bf16 position %d: 1 and 2 threads differ", t);
-                continue;
-            }
-            memcpy(first + t * V, lg, V * sizeof(float));
-            for (size_t i = 0; i < V; i++) {
-                worst = fmax(worst, fabs(lg[i] - ref[t * V + i]));
-                scale = fmax(scale, fabs(ref[t * V + i]));
-            }
-        }
+    decode_twice(&d, tok, T, first, "bf16");
+    double worst = 0, scale = 0;
+    for (size_t i = 0; i < T * V; i++) {
+        worst = fmax(worst, fabs(first[i] - ref[i]));
+        scale = fmax(scale, fabs(ref[i]));
     }
-    omp_set_num_threads(nt);
     EXPECT(worst <= 1e-5 * scale, "bf16 decoder vs float32 on rounded weights: max error %g "
            "(logits up to %g)", worst, scale);
     EXPECT(rotary_decoder_quantize(&d) == 0 && d.bf16 == NULL && d.q8 != NULL,

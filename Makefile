@@ -23,14 +23,17 @@ test: all
 
 # The CUDA backend (docs/performance.md) where nvcc is installed: build
 # everything with -DROTARY_CUDA=ON and run the tests; those that need a GPU
-# report "Skipped" without one (tests/cuda/run.sh runs them on a GPU).
+# report "Skipped" without one (tests/cuda/run.sh runs them on a GPU). Where
+# mpirun is installed, with MPI too, for training on several GPUs
+# (mpi_cuda_emu); the CPU's MPI tests (label mpi) are test-mpi's.
 NVCC ?= /usr/local/cuda/bin/nvcc
 test-cuda-build:
 	@if [ ! -x $(NVCC) ]; then echo "test-cuda-build: skipped: no nvcc at $(NVCC)"; exit 0; fi; \
-	set -e; cmake -S . -B $(BUILD)-cuda -DROTARY_WERROR=ON -DROTARY_CUDA=ON \
+	set -e; mpi=OFF; if command -v mpirun >/dev/null; then mpi=ON; fi; \
+	cmake -S . -B $(BUILD)-cuda -DROTARY_WERROR=ON -DROTARY_CUDA=ON -DROTARY_MPI=$$mpi \
 	  -DCMAKE_CUDA_COMPILER=$(NVCC) >/dev/null; \
 	cmake --build $(BUILD)-cuda -j $(JOBS); \
-	cd $(BUILD)-cuda && ctest --output-on-failure -j $(JOBS)
+	cd $(BUILD)-cuda && ctest --output-on-failure -j $(JOBS) -LE '^mpi$$'
 
 # Data-parallel training over MPI (docs/distributed.md): a build with
 # -DROTARY_MPI=ON and its tests labelled "mpi" (2 and 3 ranks under mpirun).

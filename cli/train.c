@@ -430,8 +430,6 @@ static int train(int argc, char **argv) {
     if (to_config(&a, specs, n, &cfg)) return 1;
     const int on_gpu = strcmp(a.device, "cuda") == 0;
     if (!on_gpu && strcmp(a.device, "cpu")) return cli_fail("--device", "cpu or cuda");
-    if (on_gpu && dist.size > 1)
-        return cli_fail("train", "--device cuda: one process only (not under mpirun yet)");
     rotary_tokenizer *tok = NULL;
     char tok_path[4200];
     snprintf(tok_path, sizeof tok_path, "%s/tokenizer.json", dir);
@@ -509,13 +507,14 @@ static int train(int argc, char **argv) {
         .dist = &dist, .zero1 = a.zero1};
     dist.bucket = (size_t)a.dist_bucket;
     if (dist.size > 1 && dist.rank == 0) {
-        rotary_dist one = {0, 1, 0, 0, NULL};
+        rotary_dist one = {.size = 1, .local_size = 1};
         rotary_train_opts alone = o;
         alone.dist = &one;
         fprintf(stderr, "rotary: %d ranks, batch %d (%d per rank), AdamW state %.2f MB per rank "
                 "(%s)\n", dist.size, a.batch, a.batch / dist.size,
                 rotary_train_optim_bytes(&m, &o) / 1e6,
-                a.zero1 ? "ZeRO-1" : "not sharded: --zero1 divides it by the ranks");
+                on_gpu  ? "on each rank's GPU, which its rank on the machine picks"
+                : a.zero1 ? "ZeRO-1" : "not sharded: --zero1 divides it by the ranks");
         if (a.zero1)
             fprintf(stderr, "rotary: without ZeRO-1: %.2f MB per rank\n",
                     rotary_train_optim_bytes(&m, &alone) / 1e6);

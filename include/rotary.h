@@ -399,6 +399,9 @@ void rotary_batch_slice(const int *ids, size_t n, int B, int T, uint64_t seed, u
  * started by mpirun, there is one rank and nothing is communicated. */
 typedef struct {
     int rank, size;  /* this process, and the number of processes */
+    int local_rank;  /* its rank among the processes on its machine (the GPU
+                        it takes with --device cuda) */
+    int local_size;  /* the number of processes on its machine */
     int mpi;         /* MPI was initialised by rotary_dist_init */
     size_t bucket;   /* floats per collective call (0: ROTARY_DIST_BUCKET) */
     void *impl;      /* buffers and requests in flight, internal */

@@ -62,7 +62,7 @@ static long launched_size(void) {
 
 int rotary_dist_init(rotary_dist *d, int *argc, char ***argv) {
     memset(d, 0, sizeof *d);
-    d->size = 1;
+    d->size = d->local_size = 1;
     long launched = launched_size();
 #ifdef ROTARY_MPI
     if (launched == 0) return ROTARY_OK; /* a plain run: no MPI at all */
@@ -76,6 +76,14 @@ int rotary_dist_init(rotary_dist *d, int *argc, char ***argv) {
     MPI_Comm_rank(MPI_COMM_WORLD, &d->rank);
     MPI_Comm_size(MPI_COMM_WORLD, &n);
     d->size = n;
+    /* The ranks that share this machine (its memory, and so its GPUs). */
+    MPI_Comm node;
+    if (MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, d->rank, MPI_INFO_NULL,
+                            &node) == MPI_SUCCESS) {
+        MPI_Comm_rank(node, &d->local_rank);
+        MPI_Comm_size(node, &d->local_size);
+        MPI_Comm_free(&node);
+    }
     dist_impl *im = calloc(1, sizeof *im);
     d->impl = im;
     if (im) im->counts = malloc(2 * (size_t)n * sizeof(int));

@@ -124,6 +124,23 @@ int train_resume(train_log *l, rotary_model *m, rotary_adamw *opt, const rotary_
  * stopping on a non-finite loss or when on_step asks. */
 int train_loop(train_log *l, const rotary_model *m, const rotary_train_opts *o, long start,
                double elapsed0, const train_device *dev);
+/* The validation loss: the mean over n_batches batches of B windows drawn
+ * from seed (not training's windows), rank r of d (NULL: one process)
+ * taking windows [r b, (r+1) b) of each, b = B / ranks; fwd gives the mean
+ * loss of one slice. The ranks' means are averaged, which is the batch mean
+ * since the slices are equal; every rank returns the same. */
+typedef int (*train_eval_fn)(void *ctx, const int *tok, const int *tgt, int b, int T,
+                             float *loss);
+int train_eval(const int *ids, size_t n, int B, int T, int n_batches, uint64_t seed,
+               const rotary_dist *d, train_eval_fn fwd, void *ctx, float *loss);
+/* Rank 0 writes the checkpoint, after every rank has checked that the
+ * ranks' weights agree (each holds a copy, updated by the same averaged
+ * gradients). Under ZeRO-1 (zero) the shards of the AdamW state are first
+ * gathered there (a full-size copy for the time of the save), so the file
+ * is the same as a single process writes and resumes on any number of
+ * ranks. Every rank returns the same rc. */
+int train_save(const train_log *l, const rotary_model *m, const rotary_adamw *opt, int zero,
+               long step, double elapsed, const rotary_dist *d);
 /* Weights, AdamW state and step into l->ckpt. */
 int train_log_checkpoint(const train_log *l, const rotary_model *m, const rotary_adamw *opt,
                          long step, double elapsed);

@@ -26,13 +26,12 @@ static double now_s(void) {
 }
 
 /* One process alone: what opts without a dist mean. */
-static const rotary_dist ONE = {0, 1, 0, 0, NULL};
+static const rotary_dist ONE = {.rank = 0, .size = 1, .local_size = 1};
 
-/* Rank r evaluates windows [r b, (r+1) b) of each batch; the per-rank means
- * are averaged, which is the mean over the batch when the slices are equal. */
-static int eval_loss(rotary_model *m, const int *ids, size_t n, int B, int n_batches,
-                     uint64_t seed, const rotary_dist *d, float *loss) {
-    const int T = m->cfg.ctx, b = B / d->size, i0 = d->rank * b;
+int train_eval(const int *ids, size_t n, int B, int T, int n_batches, uint64_t seed,
+               const rotary_dist *d, train_eval_fn fwd, void *ctx, float *loss) {
+    if (!d) d = &ONE;
+    const int b = B / d->size, i0 = d->rank * b;
     if (n < (size_t)T + 1)
         return rotary_fail(ROTARY_EINVAL, "evaluation data has %zu tokens, fewer than one context "
                            "window (%d + 1)", n, T);
@@ -44,7 +43,7 @@ static int eval_loss(rotary_model *m, const int *ids, size_t n, int B, int n_bat
         /* A seed of their own keeps eval windows apart from training ones. */
         rotary_batch_slice(ids, n, B, T, seed ^ 0x5EEDE7A1ull, (uint64_t)i, i0, i0 + b, tok,
                            tok + (size_t)b * T);
-        rc = rotary_model_forward(m, tok, tok + (size_t)b * T, b, T, &l);
+        rc = fwd(ctx, tok, tok + (size_t)b * T, b, T, &l);
         x[0] += l;
     }
     free(tok);
@@ -57,9 +56,13 @@ static int eval_loss(rotary_model *m, const int *ids, size_t n, int B, int n_bat
     return rc;
 }
 
+static int cpu_eval_forward(void *ctx, const int *tok, const int *tgt, int b, int T, float *loss) {
+    return rotary_model_forward(ctx, tok, tgt, b, T, loss);
+}
+
 int rotary_eval_loss(rotary_model *m, const int *ids, size_t n, int B, int n_batches,
                      uint64_t seed, float *loss) {
-    return eval_loss(m, ids, n, B, n_batches, seed, &ONE, loss);
+    return train_eval(ids, n, B, m->cfg.ctx, n_batches, seed, &ONE, cpu_eval_forward, m, loss);
 }
 
 /* ------------------------------------------------ the run directory's files */
@@ -169,12 +172,8 @@ static uint64_t weights_hash(const rotary_model *m) {
     return h;
 }
 
-/* Rank 0 writes the checkpoint. Under ZeRO-1 the shards of the AdamW state
- * are first gathered there (a full-size copy for the time of the save), so
- * the file is the same as a single process writes and resumes on any
- * number of ranks. Every rank returns the same rc. */
-static int save_all(const train_log *l, const rotary_model *m, const rotary_adamw *opt, int zero,
-                    long step, double elapsed, const rotary_dist *d) {
+int train_save(const train_log *l, const rotary_model *m, const rotary_adamw *opt, int zero,
+               long step, double elapsed, const rotary_dist *d) {
     /* Without ZeRO-1 every rank holds its own copy of the weights, updated
      * by the same averaged gradients: check that they still agree. */
     int same, rc = dist_same(d, d->size > 1 ? weights_hash(m) : 0, &same);
@@ -378,12 +377,13 @@ static int cpu_update(void *ctx, const rotary_adamw_config *ac) {
 static int cpu_eval(void *ctx, float *loss) {
     cpu_run *r = ctx;
     const rotary_train_opts *o = r->o;
-    return eval_loss(r->m, o->val_ids, o->n_val, o->batch, o->eval_batches, o->seed, r->d, loss);
+    return train_eval(o->val_ids, o->n_val, o->batch, r->m->cfg.ctx, o->eval_batches, o->seed,
+                      r->d, cpu_eval_forward, r->m, loss);
 }
 
 static int cpu_save(void *ctx, long step, double elapsed) {
     cpu_run *r = ctx;
-    return save_all(r->log, r->m, r->opt, r->zero, step, elapsed, r->d);
+    return train_save(r->log, r->m, r->opt, r->zero, step, elapsed, r->d);
 }
 
 int rotary_train(rotary_model *m, const rotary_train_opts *o) {

@@ -1,7 +1,8 @@
 /* test_dist: the collectives of src/dist.c, run by mpirun on 2 and 3 ranks
  * (tests/mpi.cmake): shards, bucketed all-reduce, gradients averaged in
  * flight (all-reduce and reduce-scatter started bucket by bucket), all-gather,
- * gather to rank 0, the norm blocks, agreement on failure, and batch slices.
+ * gather to rank 0, the norm blocks, agreement on failure, batch slices, and
+ * the ranks' ranks on their machine.
  * Every value is an integer small enough that float sums are exact, so each
  * result is compared exactly. */
 #include "check.h"
@@ -28,6 +29,10 @@ int main(int argc, char **argv) {
     char name[64];
     snprintf(name, sizeof name, "test_dist rank %d of %d", me, R);
     EXPECT(rotary_dist_available() && R > 1, "run me under mpirun -np 2 or more (size %d)", R);
+    /* The tests start every rank on this machine: each its own local rank
+     * (the GPU it would take), in world order. */
+    EXPECT(d.local_size == R && d.local_rank == me, "local rank %d of %d, world rank %d of %d",
+           d.local_rank, d.local_size, me, R);
 
     /* Shards: contiguous, in rank order, block-aligned, covering [0, n). */
     const size_t sizes[] = {0, 5, ROTARY_NORM_BLOCK, 5 * ROTARY_NORM_BLOCK + 7};

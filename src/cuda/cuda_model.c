@@ -66,6 +66,13 @@ int cuda_device_check(void) {
     return ROTARY_OK;
 }
 
+int cuda_device_use(int local_rank) {
+    const int n = gpu_device_count();
+    if (n < 1) return cuda_device_check();
+    cudaError_t e = cudaSetDevice(local_rank % n);
+    return e ? cuda_fail(e, "choosing the GPU") : ROTARY_OK;
+}
+
 int cuda_config_check(const rotary_config *c) {
     const int hd = c->d_model / c->n_head;
     if (hd % 2 || hd > GPU_ATTN_MAX_HD)
@@ -571,11 +578,13 @@ int cuda_model_download(const cuda_model *g, float *params, float *grads, rotary
     return e ? cuda_fail(e, "copying to the host") : ROTARY_OK;
 }
 
-int cuda_model_upload(cuda_model *g, const float *params, const rotary_adamw *opt) {
+int cuda_model_upload(cuda_model *g, const float *params, const float *grads,
+                      const rotary_adamw *opt) {
     const size_t bytes = g->n_params * sizeof(float);
     cudaError_t e = cudaSuccess;
     if (params && !(e = cudaMemcpy(g->params, params, bytes, cudaMemcpyHostToDevice)))
         gpu_to_bf16(g->params16, g->params, g->n_params);
+    if (!e && grads) e = cudaMemcpy(g->grads, grads, bytes, cudaMemcpyHostToDevice);
     if (!e && opt) {
         if (opt->n != g->n_params)
             return rotary_fail(ROTARY_EINVAL, "cuda upload: optimizer of %zu, not %zu values",

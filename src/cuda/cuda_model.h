@@ -54,8 +54,14 @@ int cuda_model_adamw_step(cuda_model *g, const rotary_adamw_config *c, float gra
 /* Copy to host: params and grads (n_params each, either may be NULL), and
  * the AdamW state into opt (sized n_params; may be NULL). */
 int cuda_model_download(const cuda_model *g, float *params, float *grads, rotary_adamw *opt);
-/* Copy host parameters and AdamW state (may be NULL) to the device. */
-int cuda_model_upload(cuda_model *g, const float *params, const rotary_adamw *opt);
+/* Copy host parameters, gradients and AdamW state (each may be NULL) to the
+ * device. */
+int cuda_model_upload(cuda_model *g, const float *params, const float *grads,
+                      const rotary_adamw *opt);
+/* Take GPU local_rank % (the number of GPUs) for every later call of this
+ * thread: with several processes on one machine (mpirun), each its own GPU
+ * where there are enough. Call before anything else touches the device. */
+int cuda_device_use(int local_rank);
 
 /* Incremental decoding on the GPU with a key/value cache (as
  * rotary_decoder): positions 0..max_T-1 (max_T <= the positions g's tables
@@ -98,10 +104,7 @@ int cuda_decoder_bf16(cuda_decoder *d);
 int cuda_decoder_graphed(const cuda_decoder *d, const char **why);
 
 /* rotary_train on the GPU: the same schedule, batches, metrics.csv,
- * checkpoints and resume. m->params holds the trained weights on return. */
+ * checkpoints and resume, and under mpirun the same data parallelism (a
+ * GPU a rank; not --zero1). m->params holds the trained weights on return. */
 int cuda_train(rotary_model *m, const rotary_train_opts *o);
-/* rotary_eval_loss on the GPU (g reserved for B x ctx). */
-int cuda_eval_loss(cuda_model *g, const int *ids, size_t n, int B, int n_batches, uint64_t seed,
-                   float *loss);
-
 #endif

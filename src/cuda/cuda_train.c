@@ -2,7 +2,13 @@
  * steps on the GPU. The schedule, the batches (rotary_batch), metrics.csv
  * and the checkpoints are the same, so a run may be resumed on either
  * device; the host copy of the weights and AdamW state is refreshed only
- * when a checkpoint is written. */
+ * when a checkpoint is written.
+ *
+ * Under mpirun each rank drives one GPU (cuda_device_use: its rank on the
+ * machine) with its slice of every batch, as rotary_train's ranks do; after
+ * the backward pass the gradients go through host memory, are averaged
+ * over the ranks (rotary_dist_allreduce_mean) and come back, so every rank
+ * clips by the same norm and takes the same AdamW step. */
 #define _POSIX_C_SOURCE 200809L
 #include "internal.h"
 #include "cuda/cuda_model.h"
@@ -10,89 +16,96 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-int cuda_eval_loss(cuda_model *g, const int *ids, size_t n, int B, int n_batches, uint64_t seed,
-                   float *loss) {
-    const int T = cuda_model_ctx(g);
-    if (n < (size_t)T + 1)
-        return rotary_fail(ROTARY_EINVAL, "evaluation data has %zu tokens, fewer than one context "
-                           "window (%d + 1)", n, T);
-    int *tok = malloc(2 * (size_t)B * T * sizeof(int));
-    if (!tok) return rotary_fail(ROTARY_ENOMEM, "eval: out of memory");
-    double total = 0;
-    int rc = ROTARY_OK;
-    for (int i = 0; i < n_batches && rc == ROTARY_OK; i++) {
-        float l;
-        /* The seed rotary_eval_loss uses: the same windows on both devices. */
-        rotary_batch(ids, n, B, T, seed ^ 0x5EEDE7A1ull, (uint64_t)i, tok, tok + (size_t)B * T);
-        rc = cuda_model_forward(g, tok, tok + (size_t)B * T, B, T, 0, &l);
-        total += l;
-    }
-    free(tok);
-    if (rc == ROTARY_OK) *loss = (float)(total / n_batches);
-    return rc;
-}
-
-/* cuda_train's device: the GPU; the batch and the optimizer state mirror
- * rotary_train's on one process. */
+/* cuda_train's device: this rank's GPU and its slice of each batch; the
+ * optimizer state mirrors rotary_train's without ZeRO-1. */
 typedef struct {
     cuda_model *g;
     rotary_model *m;
     rotary_adamw *opt;
     const rotary_train_opts *o;
+    const rotary_dist *d;
     const train_log *log;
+    int b, i0;   /* this rank's windows of each batch: [i0, i0 + b) */
     int *tok;
+    float *grads; /* with several ranks: the gradients on their way, host */
 } gpu_run;
 
 static int gpu_forward(void *ctx, long step, float *loss) {
     gpu_run *r = ctx;
     const rotary_train_opts *o = r->o;
-    const int B = o->batch, T = r->m->cfg.ctx;
-    int *tgt = r->tok + (size_t)B * T;
-    rotary_batch(o->train_ids, o->n_train, B, T, o->seed, (uint64_t)step, r->tok, tgt);
+    const int T = r->m->cfg.ctx;
+    int *tgt = r->tok + (size_t)r->b * T;
+    rotary_batch_slice(o->train_ids, o->n_train, o->batch, T, o->seed, (uint64_t)step, r->i0,
+                       r->i0 + r->b, r->tok, tgt);
     int rc = cuda_model_zero_grad(r->g);
-    return rc ? rc : cuda_model_forward(r->g, r->tok, tgt, B, T, 1, loss);
+    return rc ? rc : cuda_model_forward(r->g, r->tok, tgt, r->b, T, 1, loss);
 }
 
+/* Backward, the gradients averaged over the ranks (through the host), then
+ * the clip and AdamW on the device. A failure on one rank reaches the
+ * others before the all-reduce, so none waits there for it. */
 static int gpu_update(void *ctx, const rotary_adamw_config *ac) {
     gpu_run *r = ctx;
     float norm, scale = 1.0f;
     int rc = cuda_model_backward(r->g);
+    if (r->d->size > 1) {
+        if (rc == ROTARY_OK) rc = cuda_model_download(r->g, NULL, r->grads, NULL);
+        if ((rc = rotary_dist_agree(r->d, rc)) ||
+            (rc = rotary_dist_allreduce_mean(r->d, r->grads, r->m->n_params)) ||
+            (rc = cuda_model_upload(r->g, NULL, r->grads, NULL)))
+            return rc;
+    }
     if (rc == ROTARY_OK && r->o->clip > 0 && (rc = cuda_model_grad_norm(r->g, &norm)) == ROTARY_OK)
         scale = rotary_clip_factor(norm, r->o->clip);
-    return rc ? rc : cuda_model_adamw_step(r->g, ac, scale);
+    if (rc == ROTARY_OK) rc = cuda_model_adamw_step(r->g, ac, scale);
+    return r->d->size > 1 ? rotary_dist_agree(r->d, rc) : rc;
+}
+
+static int gpu_eval_forward(void *ctx, const int *tok, const int *tgt, int b, int T, float *loss) {
+    return cuda_model_forward(ctx, tok, tgt, b, T, 0, loss);
 }
 
 static int gpu_eval(void *ctx, float *loss) {
     gpu_run *r = ctx;
     const rotary_train_opts *o = r->o;
-    return cuda_eval_loss(r->g, o->val_ids, o->n_val, o->batch, o->eval_batches, o->seed, loss);
+    return train_eval(o->val_ids, o->n_val, o->batch, r->m->cfg.ctx, o->eval_batches, o->seed,
+                      r->d, gpu_eval_forward, r->g, loss);
 }
 
-/* Bring weights and moments home, then write the checkpoint as train.c does. */
+/* Bring weights and moments home, then save as rotary_train does (rank 0
+ * writes, once the ranks' weights are seen to agree). */
 static int gpu_save(void *ctx, long step, double elapsed) {
     gpu_run *r = ctx;
-    int rc = cuda_model_download(r->g, r->m->params, NULL, r->opt);
-    return rc ? rc : train_log_checkpoint(r->log, r->m, r->opt, step, elapsed);
+    int rc = rotary_dist_agree(r->d, cuda_model_download(r->g, r->m->params, NULL, r->opt));
+    return rc ? rc : train_save(r->log, r->m, r->opt, 0, step, elapsed, r->d);
 }
 
 int cuda_train(rotary_model *m, const rotary_train_opts *o) {
-    const int B = o->batch, T = m->cfg.ctx;
-    if (o->dist && o->dist->size > 1)
-        return rotary_fail(ROTARY_EINVAL, "train: --device cuda runs on one process, not %d ranks",
-                           o->dist->size);
+    static const rotary_dist one = {.size = 1, .local_size = 1};
+    const rotary_dist *d = o->dist ? o->dist : &one;
+    if (o->zero1 && d->size > 1)
+        return rotary_fail(ROTARY_EINVAL, "train: --zero1 runs on the CPU only; with --device "
+                           "cuda every rank keeps the whole AdamW state on its GPU");
     train_log log;
     int rc = train_check_opts(m, o);
     if (rc || (rc = train_log_paths(&log, o->run_dir))) return rc;
+    const int b = o->batch / d->size, T = m->cfg.ctx;
     rotary_adamw opt;
     if ((rc = rotary_adamw_init(&opt, m->n_params))) return rc;
-    gpu_run r = {NULL, m, &opt, o, &log, malloc(2 * (size_t)B * T * sizeof(int))};
+    gpu_run r = {NULL, m, &opt, o, d, &log, b, d->rank * b, malloc(2 * (size_t)b * T * sizeof(int)),
+                 NULL};
     long start;
     double elapsed0;
     if (!r.tok) rc = rotary_fail(ROTARY_ENOMEM, "train: out of memory");
-    if (rc == ROTARY_OK && (rc = train_resume(&log, m, &opt, o, &start, &elapsed0)) == ROTARY_OK &&
-        (rc = cuda_model_new(&r.g, m)) == ROTARY_OK &&
-        (rc = cuda_model_upload(r.g, NULL, &opt)) == ROTARY_OK &&
-        (rc = cuda_model_reserve(r.g, B, T)) == ROTARY_OK) {
+    else if (d->size > 1 && !(r.grads = rotary_alloc_floats(m->n_params, "gradients (host)")))
+        rc = ROTARY_ENOMEM;
+    /* The GPU first: the ranks on one machine take different ones. */
+    if (rc == ROTARY_OK) rc = cuda_device_use(d->local_rank);
+    if (rc == ROTARY_OK && (rc = cuda_model_new(&r.g, m)) == ROTARY_OK)
+        rc = cuda_model_reserve(r.g, b, T);
+    if ((rc = rotary_dist_agree(d, rc)) == ROTARY_OK &&
+        (rc = train_resume(&log, m, &opt, o, &start, &elapsed0)) == ROTARY_OK &&
+        (rc = rotary_dist_agree(d, cuda_model_upload(r.g, NULL, NULL, &opt))) == ROTARY_OK) {
         const train_device dev = {&r, gpu_forward, gpu_update, gpu_eval, gpu_save};
         rc = train_loop(&log, m, o, start, elapsed0, &dev);
     }
@@ -100,6 +113,7 @@ int cuda_train(rotary_model *m, const rotary_train_opts *o) {
     if (r.g && rc == ROTARY_OK) rc = cuda_model_download(r.g, m->params, NULL, NULL);
     cuda_model_free(r.g);
     free(r.tok);
+    free(r.grads);
     rotary_adamw_free(&opt);
     return rc;
 }

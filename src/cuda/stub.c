@@ -32,10 +32,12 @@ int cuda_model_download(const cuda_model *g, float *params, float *grads, rotary
     (void)g, (void)params, (void)grads, (void)opt;
     return NO_CUDA;
 }
-int cuda_model_upload(cuda_model *g, const float *params, const rotary_adamw *opt) {
-    (void)g, (void)params, (void)opt;
+int cuda_model_upload(cuda_model *g, const float *params, const float *grads,
+                      const rotary_adamw *opt) {
+    (void)g, (void)params, (void)grads, (void)opt;
     return NO_CUDA;
 }
+int cuda_device_use(int local_rank) { (void)local_rank; return NO_CUDA; }
 int cuda_decoder_new(cuda_decoder **d, cuda_model *g, int max_T) {
     (void)g, (void)max_T;
     *d = NULL;
@@ -58,8 +60,3 @@ int cuda_decoder_graphed(const cuda_decoder *d, const char **why) {
     return 0;
 }
 int cuda_train(rotary_model *m, const rotary_train_opts *o) { (void)m, (void)o; return NO_CUDA; }
-int cuda_eval_loss(cuda_model *g, const int *ids, size_t n, int B, int n_batches, uint64_t seed,
-                   float *loss) {
-    (void)g, (void)ids, (void)n, (void)B, (void)n_batches, (void)seed, (void)loss;
-    return NO_CUDA;
-}

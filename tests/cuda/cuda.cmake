@@ -107,6 +107,20 @@ if(ROTARY_CUDA)
       ${CMAKE_SOURCE_DIR} emu
     WORKING_DIRECTORY ${CMAKE_BINARY_DIR})
   set_tests_properties(cli_device_emu PROPERTIES LABELS emu)
+  # Data parallelism on GPUs (mpirun, a GPU a rank) where MPI is built in
+  # too (make test-cuda-build turns it on where mpirun is installed): 2 ranks
+  # of the emulated GPU against 1 with the whole batch. Label mpi_cuda, not
+  # mpi: the CPU's MPI tests run in make test-mpi's build.
+  if(ROTARY_MPI)
+    target_compile_definitions(rotary_emu PRIVATE ROTARY_MPI=1)
+    target_link_libraries(rotary_emu PUBLIC MPI::MPI_C)
+    add_test(NAME mpi_cuda_emu
+      COMMAND bash ${CMAKE_SOURCE_DIR}/tests/cuda/mpi_cuda.sh $<TARGET_FILE:rotary_cli_emu>
+        ${CMAKE_SOURCE_DIR} ${MPIRUN}
+      WORKING_DIRECTORY ${CMAKE_BINARY_DIR})
+    set_tests_properties(mpi_cuda_emu PROPERTIES LABELS "emu;mpi_cuda" PROCESSORS 2
+      ENVIRONMENT "${ROTARY_MPI_ENV};ASAN_OPTIONS=detect_leaks=0")
+  endif()
 endif()
 
 # --device on the command line, in every build (cpu: "built without CUDA").

@@ -26,6 +26,9 @@ cudaError_t CUDARTAPI cudaGetDeviceCount(int *count) {
     *count = 1;
     return cudaSuccess;
 }
+cudaError_t CUDARTAPI cudaSetDevice(int device) {
+    return device == 0 ? cudaSuccess : cudaErrorInvalidDevice;
+}
 cudaError_t CUDARTAPI cudaDeviceSynchronize(void) { return cudaSuccess; }
 cudaError_t CUDARTAPI cudaGetLastError(void) { return cudaSuccess; }
 const char *CUDARTAPI cudaGetErrorString(cudaError_t e) {

@@ -22,13 +22,13 @@ typedef struct {
     const char *data, *tokenizer, *out, *resume, *pos, *norm, *mlp, *pairing, *attn, *device;
     int t5_buckets, t5_max_distance;
     int layers, heads, kv_heads, dim, ff, ctx, batch, threads, eval_batches, rotary_dim;
-    int tied, bias, force, sample_tokens, zero1, dist_bucket;
+    int tied, bias, force, sample_tokens, zero1, dist_bucket, grad_accum;
     long steps, warmup, eval_every, ckpt_every, seed;
     float lr, min_lr_frac, weight_decay, clip, beta1, beta2, rope_base, val_fraction, init_std;
     cli_rope_args rope;
 } train_args;
 
-#define N_SPECS (42 + CLI_ROPE_N_SPECS)
+#define N_SPECS (43 + CLI_ROPE_N_SPECS)
 static int make_specs(arg_spec *s, train_args *a) {
     int n = 0;
 #define SPEC(name, type, ptr, lo, hi, help) s[n++] = (arg_spec){name, type, ptr, lo, hi, help, 0}
@@ -57,6 +57,7 @@ static int make_specs(arg_spec *s, train_args *a) {
     SPEC("--bias", ARG_INT, &a->bias, 0, 1, "biases in linear layers and LayerNorm");
     SPEC("--init-std", ARG_FLOAT, &a->init_std, 1e-6, 1, "weight init standard deviation");
     SPEC("--batch", ARG_INT, &a->batch, 1, 1 << 20, "sequences per step");
+    SPEC("--grad-accum", ARG_INT, &a->grad_accum, 1, 1 << 20, "split each step's batch into this many micro-batches: the same training with a fraction of the activation memory");
     SPEC("--steps", ARG_LONG, &a->steps, 1, 1e12, "optimizer steps");
     SPEC("--lr", ARG_FLOAT, &a->lr, 1e-9, 10, "peak learning rate (AdamW)");
     SPEC("--min-lr-frac", ARG_FLOAT, &a->min_lr_frac, 0, 1, "cosine decay floor, as a fraction of --lr");
@@ -92,7 +93,7 @@ static void defaults(train_args *a) {
     a->device = "cpu";
     a->t5_buckets = 32, a->t5_max_distance = 128;
     cli_rope_args_default(&a->rope);
-    a->layers = 4, a->heads = 4, a->dim = 128, a->ctx = 128, a->batch = 32;
+    a->layers = 4, a->heads = 4, a->dim = 128, a->ctx = 128, a->batch = 32, a->grad_accum = 1;
     a->tied = 1, a->rope_base = 10000, a->init_std = 0.02f;
     a->steps = 600, a->warmup = 100, a->eval_every = 100, a->eval_batches = 20, a->seed = 1;
     a->lr = 1e-3f, a->min_lr_frac = 0.1f, a->weight_decay = 0.1f, a->clip = 1.0f;
@@ -104,7 +105,7 @@ static int may_change_on_resume(const char *name) {
     return !strcmp(name, "--resume") || !strcmp(name, "--threads") || !strcmp(name, "--force") ||
            !strcmp(name, "--dist-bucket") ||
            !strcmp(name, "--sample-tokens") || !strcmp(name, "--out") || !strcmp(name, "--zero1") ||
-           !strcmp(name, "--device");
+           !strcmp(name, "--device") || !strcmp(name, "--grad-accum");
 }
 
 /* Options added after the first release: a run's config.json without them
@@ -430,6 +431,15 @@ static int train(int argc, char **argv) {
     if (to_config(&a, specs, n, &cfg)) return 1;
     const int on_gpu = strcmp(a.device, "cuda") == 0;
     if (!on_gpu && strcmp(a.device, "cpu")) return cli_fail("--device", "cpu or cuda");
+    /* Before anything is written: a run directory refused now stays free. */
+    if (a.batch % (dist.size * a.grad_accum)) {
+        char why[160], micro[64] = "";
+        if (a.grad_accum > 1)
+            snprintf(micro, sizeof micro, " x %d micro-batches (--grad-accum)", a.grad_accum);
+        snprintf(why, sizeof why, "%d sequences do not split equally into %d rank%s%s", a.batch,
+                 dist.size, dist.size > 1 ? "s" : "", micro);
+        return cli_fail("--batch", why);
+    }
     rotary_tokenizer *tok = NULL;
     char tok_path[4200];
     snprintf(tok_path, sizeof tok_path, "%s/tokenizer.json", dir);
@@ -499,7 +509,7 @@ static int train(int argc, char **argv) {
     progress pr = {isatty(2), a.steps / 20 > 0 ? a.steps / 20 : 1, 0, dist.rank != 0};
     rotary_train_opts o = {
         .run_dir = dir, .train_ids = d.train, .val_ids = d.val, .n_train = d.n_train,
-        .n_val = d.n_val, .batch = a.batch, .steps = a.steps, .warmup = a.warmup, .lr = a.lr,
+        .n_val = d.n_val, .batch = a.batch, .accum = a.grad_accum, .steps = a.steps, .warmup = a.warmup, .lr = a.lr,
         .min_lr = a.lr * a.min_lr_frac, .weight_decay = a.weight_decay, .clip = a.clip,
         .beta1 = a.beta1, .beta2 = a.beta2, .eps = 1e-8f, .eval_every = a.eval_every,
         .ckpt_every = a.ckpt_every ? a.ckpt_every : a.eval_every, .eval_batches = a.eval_batches,
@@ -519,6 +529,9 @@ static int train(int argc, char **argv) {
             fprintf(stderr, "rotary: without ZeRO-1: %.2f MB per rank\n",
                     rotary_train_optim_bytes(&m, &alone) / 1e6);
     }
+    if (a.grad_accum > 1 && dist.rank == 0 && a.batch / dist.size % a.grad_accum == 0)
+        fprintf(stderr, "rotary: each step in %d micro-batches of %d sequences%s\n", a.grad_accum,
+                a.batch / dist.size / a.grad_accum, dist.size > 1 ? " a rank" : "");
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_sigint;
@@ -532,7 +545,8 @@ static int train(int argc, char **argv) {
         rc = 130;
     } else if (rc) {
         if (pr.tty) fputc('\n', stderr);
-        rc = cli_fail("train", rotary_last_error());
+        const char *e = rotary_last_error();
+        rc = cli_fail("train", strncmp(e, "train: ", 7) ? e : e + 7); /* said once */
     } else if (dist.rank == 0) {
         rc = write_sample(&m, tok, &d, dir, a.sample_tokens, (uint64_t)a.seed, a.steps);
         fprintf(stderr, "rotary: run written to %s (metrics.csv, checkpoint.safetensors, samples.txt)\n", dir);

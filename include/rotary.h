@@ -451,6 +451,12 @@ typedef struct {
     const int *train_ids, *val_ids;
     size_t n_train, n_val;
     int batch;                    /* sequences per step; T is the model's ctx */
+    int accum;                    /* micro-batches a step (0 or 1: none): each
+                                     process's part of the batch goes through
+                                     forward and backward in `accum` equal
+                                     parts, gradients summed, so the step is
+                                     the same with 1/accum of the activation
+                                     memory (up to the order of the sums) */
     long steps, warmup;
     float lr, min_lr, weight_decay, clip, beta1, beta2, eps;
     long eval_every, ckpt_every;  /* 0: only at the end */

@@ -126,13 +126,22 @@ int train_loop(train_log *l, const rotary_model *m, const rotary_train_opts *o, 
                double elapsed0, const train_device *dev);
 /* The validation loss: the mean over n_batches batches of B windows drawn
  * from seed (not training's windows), rank r of d (NULL: one process)
- * taking windows [r b, (r+1) b) of each, b = B / ranks; fwd gives the mean
- * loss of one slice. The ranks' means are averaged, which is the batch mean
+ * taking windows [r b, (r+1) b) of each, b = B / ranks, in `parts` equal
+ * parts (the training's micro-batches); fwd gives the mean loss of one. The ranks' means are averaged, which is the batch mean
  * since the slices are equal; every rank returns the same. */
 typedef int (*train_eval_fn)(void *ctx, const int *tok, const int *tgt, int b, int T,
                              float *loss);
-int train_eval(const int *ids, size_t n, int B, int T, int n_batches, uint64_t seed,
+int train_eval(const int *ids, size_t n, int B, int T, int n_batches, int parts, uint64_t seed,
                const rotary_dist *d, train_eval_fn fwd, void *ctx, float *loss);
+/* o->accum, or 1 without accumulation. */
+int train_accum(const rotary_train_opts *o);
+/* A step's forward passes over a rank's b windows (tok, tgt) in k equal
+ * micro-batches, each but the last followed by bwd (if not NULL), which adds its
+ * gradients (the last one's backward is the device's update, where the
+ * all-reduce can overlap it): *loss is the mean of their means. The summed
+ * gradients are k times the batch's; the update divides them by k. */
+int train_micro_forward(const int *tok, const int *tgt, int b, int T, int k, train_eval_fn fwd,
+                        int (*bwd)(void *ctx), void *ctx, float *loss);
 /* Rank 0 writes the checkpoint, after every rank has checked that the
  * ranks' weights agree (each holds a copy, updated by the same averaged
  * gradients). Under ZeRO-1 (zero) the shards of the AdamW state are first

@@ -28,7 +28,23 @@ static double now_s(void) {
 /* One process alone: what opts without a dist mean. */
 static const rotary_dist ONE = {.rank = 0, .size = 1, .local_size = 1};
 
-int train_eval(const int *ids, size_t n, int B, int T, int n_batches, uint64_t seed,
+int train_micro_forward(const int *tok, const int *tgt, int b, int T, int k, train_eval_fn fwd,
+                        int (*bwd)(void *ctx), void *ctx, float *loss) {
+    const int mb = b / k;
+    double sum = 0;
+    for (int i = 0; i < k; i++) {
+        const size_t at = (size_t)i * mb * T;
+        float l;
+        int rc = fwd(ctx, tok + at, tgt + at, mb, T, &l);
+        if (rc == ROTARY_OK && bwd && i < k - 1) rc = bwd(ctx);
+        if (rc) return rc;
+        sum += l;
+    }
+    *loss = (float)(sum / k);
+    return ROTARY_OK;
+}
+
+int train_eval(const int *ids, size_t n, int B, int T, int n_batches, int parts, uint64_t seed,
                const rotary_dist *d, train_eval_fn fwd, void *ctx, float *loss) {
     if (!d) d = &ONE;
     const int b = B / d->size, i0 = d->rank * b;
@@ -39,11 +55,11 @@ int train_eval(const int *ids, size_t n, int B, int T, int n_batches, uint64_t s
     int rc = tok ? ROTARY_OK : rotary_fail(ROTARY_ENOMEM, "eval: out of memory");
     double x[2] = {0, 0}; /* the sum of the batch means, failures */
     for (int i = 0; i < n_batches && rc == ROTARY_OK; i++) {
-        float l;
         /* A seed of their own keeps eval windows apart from training ones. */
         rotary_batch_slice(ids, n, B, T, seed ^ 0x5EEDE7A1ull, (uint64_t)i, i0, i0 + b, tok,
                            tok + (size_t)b * T);
-        rc = fwd(ctx, tok, tok + (size_t)b * T, b, T, &l);
+        float l = 0;
+        rc = train_micro_forward(tok, tok + (size_t)b * T, b, T, parts, fwd, NULL, ctx, &l);
         x[0] += l;
     }
     free(tok);
@@ -62,7 +78,7 @@ static int cpu_eval_forward(void *ctx, const int *tok, const int *tgt, int b, in
 
 int rotary_eval_loss(rotary_model *m, const int *ids, size_t n, int B, int n_batches,
                      uint64_t seed, float *loss) {
-    return train_eval(ids, n, B, m->cfg.ctx, n_batches, seed, &ONE, cpu_eval_forward, m, loss);
+    return train_eval(ids, n, B, m->cfg.ctx, n_batches, 1, seed, &ONE, cpu_eval_forward, m, loss);
 }
 
 /* ------------------------------------------------ the run directory's files */
@@ -195,6 +211,8 @@ int train_save(const train_log *l, const rotary_model *m, const rotary_adamw *op
     return rotary_dist_agree(d, rc);
 }
 
+int train_accum(const rotary_train_opts *o) { return o->accum > 1 ? o->accum : 1; }
+
 int train_check_opts(const rotary_model *m, const rotary_train_opts *o) {
     const rotary_dist *d = o->dist ? o->dist : &ONE;
     const int T = m->cfg.ctx;
@@ -206,6 +224,10 @@ int train_check_opts(const rotary_model *m, const rotary_train_opts *o) {
     if (o->batch % d->size)
         return rotary_fail(ROTARY_EINVAL, "train: the batch (%d) must be a multiple of the number "
                            "of ranks (%d): each rank takes an equal slice", o->batch, d->size);
+    if (o->accum < 0 || (o->batch / d->size) % train_accum(o))
+        return rotary_fail(ROTARY_EINVAL, "train: the batch a rank takes (%d) must be a multiple "
+                           "of the micro-batches a step (--grad-accum %d)", o->batch / d->size,
+                           o->accum);
     if (!(o->lr > 0) || !(o->min_lr >= 0) || !(o->weight_decay >= 0) || !(o->clip >= 0) ||
         !(o->beta1 >= 0 && o->beta1 < 1) || !(o->beta2 >= 0 && o->beta2 < 1) || !(o->eps > 0))
         return rotary_fail(ROTARY_EINVAL, "train: bad optimizer settings");
@@ -357,6 +379,8 @@ typedef struct {
     double *part;
 } cpu_run;
 
+static int cpu_backward(void *ctx) { return rotary_model_backward(ctx); }
+
 static int cpu_forward(void *ctx, long step, float *loss) {
     cpu_run *r = ctx;
     const rotary_train_opts *o = r->o;
@@ -365,20 +389,29 @@ static int cpu_forward(void *ctx, long step, float *loss) {
     rotary_batch_slice(o->train_ids, o->n_train, o->batch, T, o->seed, (uint64_t)step, r->i0,
                        r->i0 + r->b, r->tok, tgt);
     rotary_model_zero_grad(r->m);
-    return rotary_model_forward(r->m, r->tok, tgt, r->b, T, loss);
+    return train_micro_forward(r->tok, tgt, r->b, T, train_accum(o), cpu_eval_forward,
+                               cpu_backward, r->m, loss);
 }
 
 static int cpu_update(void *ctx, const rotary_adamw_config *ac) {
     cpu_run *r = ctx;
     int rc = backward(r->m, r->zero, r->d);
+    const int k = train_accum(r->o);
+    if (rc == ROTARY_OK && k > 1) { /* the sum of k means: the mean */
+        const size_t lo = r->opt->offset, hi = lo + r->opt->n; /* all, or the shard */
+        const float s = 1.0f / (float)k;
+        float *g = r->m->grads;
+#pragma omp parallel for schedule(static)
+        for (size_t i = lo; i < hi; i++) g[i] *= s;
+    }
     return rc ? rc : update(r->m, r->opt, r->zero, ac, r->o->clip, r->part, r->d);
 }
 
 static int cpu_eval(void *ctx, float *loss) {
     cpu_run *r = ctx;
     const rotary_train_opts *o = r->o;
-    return train_eval(o->val_ids, o->n_val, o->batch, r->m->cfg.ctx, o->eval_batches, o->seed,
-                      r->d, cpu_eval_forward, r->m, loss);
+    return train_eval(o->val_ids, o->n_val, o->batch, r->m->cfg.ctx, o->eval_batches,
+                      train_accum(o), o->seed, r->d, cpu_eval_forward, r->m, loss);
 }
 
 static int cpu_save(void *ctx, long step, double elapsed) {
@@ -408,7 +441,7 @@ int rotary_train(rotary_model *m, const rotary_train_opts *o) {
         if (zero) r.part = malloc(((n + ROTARY_NORM_BLOCK - 1) / ROTARY_NORM_BLOCK + 1) * sizeof(double));
         if (!r.tok || (zero && !r.part)) rc = rotary_fail(ROTARY_ENOMEM, "train: out of memory");
     }
-    if (rc == ROTARY_OK) rc = rotary_model_reserve(m, b, T);
+    if (rc == ROTARY_OK) rc = rotary_model_reserve(m, b / train_accum(o), T);
     if (rc == ROTARY_OK) rc = dist_grads_prepare(d, n);
     long start;
     double elapsed0;

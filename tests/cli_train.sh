@@ -92,6 +92,8 @@ expect_error "run directory in use" "already holds a run" "$rotary" train "${tin
 expect_error "flags disagree on resume" "disagrees" "$rotary" train --resume "$tmp/a" --dim 64
 expect_error "resume without a run" "no such run directory" "$rotary" train --resume "$tmp/none"
 expect_error "bad number" "--lr" "$rotary" train --lr fast
+expect_error "micro-batches that do not divide the batch" "--batch: 8 sequences do not split equally into 1 rank x 3 micro-batches (--grad-accum)" \
+    "$rotary" train "${tiny[@]}" --batch 8 --grad-accum 3 --steps 2 --out "$tmp/c4"
 expect_error "unknown encoding" "--pos" "$rotary" train "${tiny[@]}" --pos spiral --out "$tmp/c4"
 "$rotary" train "${tiny[@]}" --pos learned --steps 5 --out "$tmp/learned" >/dev/null 2>&1 || bad "learned run"
 expect_error "learned positions past ctx" "learned positions" "$rotary" eval --run "$tmp/learned" --ctx 64

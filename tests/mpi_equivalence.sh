@@ -1,6 +1,7 @@
 #!/bin/bash
 # Data parallelism is the same training: 2 ranks with b sequences each give
-# the losses and weights of 1 rank with 2b, with and without ZeRO-1.
+# the losses and weights of 1 rank with 2b, with and without ZeRO-1, and
+# with the ranks' sequences in micro-batches (--grad-accum).
 # usage: mpi_equivalence.sh ROTARY_BINARY SOURCE_DIR MPIRUN (tests/mpi.cmake
 # sets the Open MPI environment).
 #
@@ -31,6 +32,17 @@ np 2 "$rotary" train "${tiny[@]}" --dist-bucket 10000 --out "$tmp/two" >/dev/nul
 np 2 "$rotary" train "${tiny[@]}" --zero1 --dist-bucket 7000 --out "$tmp/zero" >/dev/null 2>"$tmp/zero.err" ||
     { bad "2 ranks with ZeRO-1"; cat "$tmp/zero.err"; }
 
+# 2 ranks under ZeRO-1 (each scales only its shard), each its 4 sequences
+# in 2 micro-batches, without clipping (which would hide their sum left
+# undivided): against 1 rank, also unclipped.
+"$rotary" train "${tiny[@]}" --clip 0 --out "$tmp/one0" >/dev/null 2>"$tmp/one0.err" ||
+    { bad "1 rank, no clipping"; cat "$tmp/one0.err"; }
+np 2 "$rotary" train "${tiny[@]}" --clip 0 --grad-accum 2 --zero1 --out "$tmp/acc" >/dev/null \
+    2>"$tmp/acc.err" || { bad "2 ranks, 2 micro-batches"; cat "$tmp/acc.err"; }
+out=$(compare close "$tmp/one0" "$tmp/acc" 1e-5) &&
+    ok "ZeRO-1 2 ranks x 2 micro-batches of 2 = 1 rank x 8: $out" ||
+    bad "2 ranks with micro-batches vs 1: $out"
+
 grep -q "2 ranks, batch 8 (4 per rank)" "$tmp/two.err" && ok "2 ranks say how they split the batch" ||
     bad "no rank line: $(cat "$tmp/two.err")"
 [ "$(grep -c "^step 30/30" "$tmp/two.err")" -eq 1 ] && ok "one progress line per step (rank 0 alone)" ||
@@ -48,6 +60,6 @@ mb_zero=$(sed -n 's/.*AdamW state \([0-9.]*\) MB per rank.*/\1/p' "$tmp/zero.err
     bad "AdamW state per rank: '$mb_plain' and '$mb_zero' MB"
 
 # A batch the ranks cannot share equally is refused, by every rank at once.
-expect_error "batch not a multiple of the ranks" "multiple of the number of ranks" \
+expect_error "batch not a multiple of the ranks" "--batch: 8 sequences do not split equally into 3 ranks" \
     np 3 "$rotary" train "${tiny[@]}" --out "$tmp/three"
 finish

@@ -1,5 +1,6 @@
 /* test_train: the KV-cache decoder against the full forward pass, resumed
- * training against uninterrupted training (bit for bit), a NaN loss, the
+ * training against uninterrupted training (bit for bit), a NaN loss,
+ * gradient accumulation against one pass, the
  * sampler, token files and batches, and the ZeRO-1 arithmetic (shards of
  * the AdamW state) in one process. */
 #define _POSIX_C_SOURCE 200809L
@@ -236,6 +237,93 @@ static void test_resume(void) {
     free(ids);
 }
 
+/* ---------------------------------------------------- gradient accumulation */
+
+/* metrics.csv's train and val losses, in order (NaN for no val loss). */
+static int read_losses(const char *dir, double *out, int max) {
+    char path[256];
+    snprintf(path, sizeof path, "%s/metrics.csv", dir);
+    char *text = read_all(path);
+    int n = 0;
+    for (char *line = text ? strchr(text, '\n') : NULL; line && line[1] && n + 2 <= max;
+         line = strchr(line + 1, '\n')) {
+        char *p = strchr(line + 1, ',');
+        char *end;
+        out[n++] = strtod(p + 1, &end);
+        out[n++] = end[1] == ',' ? NAN : strtod(end + 1, NULL);
+    }
+    free(text);
+    return n;
+}
+
+/* A step's batch in k micro-batches is the same training: weights and
+ * losses within 1e-5 of one pass (the sums of the gradients are added in
+ * another order; tests/mpi_equivalence.sh says why that is far below a
+ * mistake), for k = 2 and 4 (one sequence a pass). Half the batch in one
+ * pass, what dropping a micro-batch would give, is far from it. */
+static void test_accum(void) {
+    rotary_config c;
+    tiny(&c, ROTARY_POS_ROPE);
+    const size_t n = 3000;
+    int *ids = corpus(n, c.vocab);
+    const int ks[] = {1, 2, 4, 1}, batches[] = {4, 4, 4, 2};
+    rotary_model m[4];
+    rotary_adamw opt[4];
+    double loss[4][64];
+    int rows[4];
+    for (int i = 0; i < 4; i++) {
+        char dir[128];
+        snprintf(dir, sizeof dir, "%s/accum%d_%d", tmpdir, ks[i], batches[i]);
+        mkdir(dir, 0755);
+        hook h = {0, 0, &m[i]};
+        rotary_model_build(&m[i], &c), rotary_model_init(&m[i], 9);
+        rotary_train_opts o = opts(dir, ids, n, &h);
+        o.accum = ks[i], o.batch = batches[i];
+        o.clip = 0; /* clipping these gradients (always) would hide their scale */
+        EXPECT(rotary_train(&m[i], &o) == 0, "accum %d: %s", ks[i], rotary_last_error());
+        rows[i] = read_losses(dir, loss[i], 64);
+        char path[256];
+        snprintf(path, sizeof path, "%s/checkpoint.safetensors", dir);
+        rotary_adamw_init(&opt[i], m[i].n_params);
+        EXPECT(rotary_checkpoint_load_optim(path, &m[i], &opt[i]) == 0, "AdamW state: %s",
+               rotary_last_error());
+    }
+    /* The first moment is the gradients' running mean: where AdamW's
+     * update hardly sees the gradients' scale, it shows a sum of the
+     * micro-batches' means left undivided. */
+    double m_max = 0;
+    for (size_t j = 0; j < m[0].n_params; j++) m_max = fmax(m_max, fabs(opt[0].m[j]));
+    for (int i = 1; i < 4; i++) {
+        double dw = 0, dl = 0, dm = 0;
+        for (size_t j = 0; j < m[0].n_params; j++) {
+            dw = fmax(dw, fabs(m[i].params[j] - m[0].params[j]));
+            dm = fmax(dm, fabs(opt[i].m[j] - opt[0].m[j]) / m_max);
+        }
+        for (int r = 0; r < rows[0] && r < rows[i]; r++)
+            if (!isnan(loss[0][r])) dl = fmax(dl, fabs(loss[i][r] - loss[0][r]));
+        EXPECT(rows[i] == rows[0] && rows[0] == 40, "metrics rows %d and %d", rows[i], rows[0]);
+        if (i < 3)
+            EXPECT(dw <= 1e-5 && dl <= 1e-5 && dm <= 1e-5,
+                   "batch 4 in %d micro-batches: |dw| %.3g, |dloss| %.3g, |dm| %.3g", ks[i], dw, dl,
+                   dm);
+        else
+            EXPECT(dw > 1e-3 && dl > 1e-3, "batch 2 should differ: |dw| %.3g, |dloss| %.3g", dw, dl);
+        printf("accum: batch %d in %d: max |dw| %.3g, |dloss| %.3g, |dm|/max|m| %.3g against "
+               "batch 4 in 1\n", batches[i], ks[i], dw, dl, dm);
+    }
+    /* A batch the micro-batches cannot share equally is refused. */
+    char dir[128];
+    snprintf(dir, sizeof dir, "%s/accum3", tmpdir);
+    mkdir(dir, 0755);
+    hook h = {0, 0, &m[0]};
+    rotary_train_opts o = opts(dir, ids, n, &h);
+    o.accum = 3;
+    EXPECT(rotary_train(&m[0], &o) != 0 && strstr(rotary_last_error(), "--grad-accum 3"),
+           "batch 4 in 3 micro-batches: %s", rotary_last_error());
+    for (int i = 0; i < 4; i++) rotary_model_free(&m[i]), rotary_adamw_free(&opt[i]);
+    free(ids);
+}
+
 /* --------------------------------------------------------------- sampler */
 
 static void test_sampler(void) {
@@ -400,6 +488,7 @@ int main(void) {
     if (!mkdtemp(tmpdir)) return 1;
     test_decoder();
     test_resume();
+    test_accum();
     test_sampler();
     test_tokens();
     test_shards();

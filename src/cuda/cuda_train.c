@@ -30,6 +30,13 @@ typedef struct {
     float *grads; /* with several ranks: the gradients on their way, host */
 } gpu_run;
 
+static int gpu_train_forward(void *ctx, const int *tok, const int *tgt, int b, int T,
+                             float *loss) {
+    return cuda_model_forward(ctx, tok, tgt, b, T, 1, loss);
+}
+
+static int gpu_backward(void *ctx) { return cuda_model_backward(ctx); }
+
 static int gpu_forward(void *ctx, long step, float *loss) {
     gpu_run *r = ctx;
     const rotary_train_opts *o = r->o;
@@ -38,7 +45,8 @@ static int gpu_forward(void *ctx, long step, float *loss) {
     rotary_batch_slice(o->train_ids, o->n_train, o->batch, T, o->seed, (uint64_t)step, r->i0,
                        r->i0 + r->b, r->tok, tgt);
     int rc = cuda_model_zero_grad(r->g);
-    return rc ? rc : cuda_model_forward(r->g, r->tok, tgt, r->b, T, 1, loss);
+    return rc ? rc : train_micro_forward(r->tok, tgt, r->b, T, train_accum(o), gpu_train_forward,
+                                         gpu_backward, r->g, loss);
 }
 
 /* Backward, the gradients averaged over the ranks (through the host), then
@@ -55,9 +63,12 @@ static int gpu_update(void *ctx, const rotary_adamw_config *ac) {
             (rc = cuda_model_upload(r->g, NULL, r->grads, NULL)))
             return rc;
     }
+    /* k micro-batches left k times the mean: AdamW reads the gradients
+     * times 1/k and the clipping factor of their norm over k. */
+    const float k = (float)train_accum(r->o);
     if (rc == ROTARY_OK && r->o->clip > 0 && (rc = cuda_model_grad_norm(r->g, &norm)) == ROTARY_OK)
-        scale = rotary_clip_factor(norm, r->o->clip);
-    if (rc == ROTARY_OK) rc = cuda_model_adamw_step(r->g, ac, scale);
+        scale = rotary_clip_factor(norm / k, r->o->clip);
+    if (rc == ROTARY_OK) rc = cuda_model_adamw_step(r->g, ac, scale / k);
     return r->d->size > 1 ? rotary_dist_agree(r->d, rc) : rc;
 }
 
@@ -68,8 +79,8 @@ static int gpu_eval_forward(void *ctx, const int *tok, const int *tgt, int b, in
 static int gpu_eval(void *ctx, float *loss) {
     gpu_run *r = ctx;
     const rotary_train_opts *o = r->o;
-    return train_eval(o->val_ids, o->n_val, o->batch, r->m->cfg.ctx, o->eval_batches, o->seed,
-                      r->d, gpu_eval_forward, r->g, loss);
+    return train_eval(o->val_ids, o->n_val, o->batch, r->m->cfg.ctx, o->eval_batches,
+                      train_accum(o), o->seed, r->d, gpu_eval_forward, r->g, loss);
 }
 
 /* Bring weights and moments home, then save as rotary_train does (rank 0
@@ -102,7 +113,7 @@ int cuda_train(rotary_model *m, const rotary_train_opts *o) {
     /* The GPU first: the ranks on one machine take different ones. */
     if (rc == ROTARY_OK) rc = cuda_device_use(d->local_rank);
     if (rc == ROTARY_OK && (rc = cuda_model_new(&r.g, m)) == ROTARY_OK)
-        rc = cuda_model_reserve(r.g, b, T);
+        rc = cuda_model_reserve(r.g, b / train_accum(o), T);
     if ((rc = rotary_dist_agree(d, rc)) == ROTARY_OK &&
         (rc = train_resume(&log, m, &opt, o, &start, &elapsed0)) == ROTARY_OK &&
         (rc = rotary_dist_agree(d, cuda_model_upload(r.g, NULL, NULL, &opt))) == ROTARY_OK) {

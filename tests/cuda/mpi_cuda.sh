@@ -2,7 +2,7 @@
 # Data parallelism on GPUs: under mpirun each rank trains on its own GPU
 # (--device cuda) with its slice of every batch, and the gradients are
 # averaged through the host, so 2 ranks with b sequences each give the
-# losses and weights of 1 rank with 2b. Run on the CUDA emulation
+# losses and weights of 1 rank with 2b; and so does --grad-accum. Run on the CUDA emulation
 # (tests/cuda/emu) by tests/cuda/cuda.cmake, and on a GPU machine by hand.
 # usage: mpi_cuda.sh ROTARY_BINARY SOURCE_DIR MPIRUN
 #
@@ -29,6 +29,22 @@ grep -q "2 ranks, batch 4 (2 per rank).*on each rank's GPU" "$tmp/two.err" &&
     ok "2 ranks say how they split the batch" || bad "no rank line: $(cat "$tmp/two.err")"
 out=$(compare close "$tmp/one" "$tmp/two" "$TOL") && ok "2 GPU ranks x 2 = 1 GPU x 4: $out" ||
     bad "2 GPU ranks vs 1: $out"
+# Gradient accumulation: the batch in micro-batches on one GPU, and on 2
+# ranks (one sequence a pass), against one pass. Without clipping, which
+# would hide a sum of the micro-batches' means left undivided (the AdamW
+# moments show it).
+"$rotary" train "${args[@]}" --clip 0 --out "$tmp/one0" >/dev/null 2>"$tmp/one0.err" ||
+    { bad "1 rank, no clipping"; cat "$tmp/one0.err"; }
+"$rotary" train "${args[@]}" --clip 0 --grad-accum 2 --out "$tmp/acc" >/dev/null 2>"$tmp/acc.err" ||
+    { bad "1 rank, 2 micro-batches"; cat "$tmp/acc.err"; }
+grep -q "each step in 2 micro-batches of 2 sequences" "$tmp/acc.err" &&
+    ok "train says how it splits a step" || bad "no micro-batch line: $(cat "$tmp/acc.err")"
+np 2 "$rotary" train "${args[@]}" --clip 0 --grad-accum 2 --out "$tmp/twoacc" >/dev/null \
+    2>"$tmp/twoacc.err" || { bad "2 ranks, 2 micro-batches"; cat "$tmp/twoacc.err"; }
+out=$(compare close "$tmp/one0" "$tmp/acc" "$TOL") && ok "1 GPU, 2 micro-batches of 2 = 1 of 4: $out" ||
+    bad "micro-batches vs one pass: $out"
+out=$(compare close "$tmp/one0" "$tmp/twoacc" "$TOL") &&
+    ok "2 GPU ranks, 2 micro-batches of 1 = 1 GPU x 4: $out" || bad "2 ranks, micro-batches: $out"
 expect_error "ZeRO-1 on GPUs" "--zero1 runs on the CPU only" \
     np 2 "$rotary" train "${args[@]}" --zero1 --out "$tmp/zero"
 finish

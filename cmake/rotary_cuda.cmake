@@ -15,7 +15,7 @@ if(ROTARY_CUDA)
   set_target_properties(rotary PROPERTIES CUDA_ARCHITECTURES "${CMAKE_CUDA_ARCHITECTURES}")
   target_sources(rotary PRIVATE src/cuda/gemm.cu src/cuda/layer.cu src/cuda/attention.cu
     src/cuda/decode.cu src/cuda/flash_fwd.cu src/cuda/flash_mma.cu src/cuda/flash_bwd.cu
-    src/cuda/device.cu src/cuda/cuda_model.c src/cuda/cuda_train.c)
+    src/cuda/device.cu src/cuda/cuda_model.c src/cuda/cuda_train.c src/cuda/comm.c)
   # Host-side warnings as for the C code; -Werror applies to them too.
   target_compile_options(rotary PRIVATE
     "$<$<COMPILE_LANGUAGE:CUDA>:-Xcompiler=-Wall,-Wextra;-lineinfo>"
@@ -25,6 +25,23 @@ if(ROTARY_CUDA)
   # into a CUDA graph (the decoder, src/cuda/cuda_model.c).
   target_compile_definitions(rotary PUBLIC ROTARY_HAVE_CUDA=1 CUDA_API_PER_THREAD_DEFAULT_STREAM=1)
   target_link_libraries(rotary PUBLIC CUDA::cudart CUDA::cublas CUDA::cublasLt)
+  # NCCL averages the gradients of data-parallel training on the GPUs
+  # themselves (src/cuda/comm.c); MPI starts it, so only with ROTARY_MPI.
+  # Its header where the toolkit has one; the library is opened at run time
+  # (dlopen), only by a run that uses it. Without either, the gradients go
+  # through host memory.
+  if(ROTARY_MPI)
+    find_path(NCCL_INCLUDE_DIR nccl.h HINTS ${CUDAToolkit_INCLUDE_DIRS})
+    if(NCCL_INCLUDE_DIR)
+      set(ROTARY_NCCL ON)
+      set_source_files_properties(src/cuda/comm.c PROPERTIES COMPILE_DEFINITIONS ROTARY_NCCL=1)
+      target_include_directories(rotary PRIVATE ${NCCL_INCLUDE_DIR})
+      target_link_libraries(rotary PUBLIC ${CMAKE_DL_LIBS})
+      message(STATUS "NCCL: ${NCCL_INCLUDE_DIR}/nccl.h (libnccl.so.2 opened at run time)")
+    else()
+      message(STATUS "NCCL: no nccl.h; data-parallel GPUs average through host memory")
+    endif()
+  endif()
 else()
   target_sources(rotary PRIVATE src/cuda/stub.c)
 endif()

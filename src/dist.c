@@ -362,6 +362,17 @@ int dist_same(const rotary_dist *d, uint64_t v, int *same) {
     return ROTARY_OK;
 }
 
+int dist_bcast(const rotary_dist *d, void *buf, int bytes) {
+    if (!d || d->size <= 1) return ROTARY_OK;
+#ifdef ROTARY_MPI
+    int err = MPI_Bcast(buf, bytes, MPI_BYTE, 0, MPI_COMM_WORLD);
+    if (err != MPI_SUCCESS) return mpi_fail(err, "broadcast");
+#else
+    (void)buf, (void)bytes;
+#endif
+    return ROTARY_OK;
+}
+
 int dist_sum(const rotary_dist *d, double *x, int k) {
     if (!d || d->size <= 1) return ROTARY_OK;
 #ifdef ROTARY_MPI

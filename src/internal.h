@@ -90,6 +90,8 @@ int dist_allgather_norm_blocks(const rotary_dist *d, double *part, size_t n);
 int dist_same(const rotary_dist *d, uint64_t v, int *same);
 /* x (k) <- the sum over the ranks. */
 int dist_sum(const rotary_dist *d, double *x, int k);
+/* buf (bytes) <- rank 0's. */
+int dist_bcast(const rotary_dist *d, void *buf, int bytes);
 
 /* train.c: the training loop, shared by rotary_train and the GPU's
  * cuda_train (src/cuda/cuda_train.c), so that both follow the same schedule

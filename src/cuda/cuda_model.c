@@ -562,6 +562,8 @@ int cuda_model_adamw_step(cuda_model *g, const rotary_adamw_config *c, float gra
     return sync_ok("adamw");
 }
 
+float *cuda_model_grads(cuda_model *g) { return g->grads; }
+
 int cuda_model_download(const cuda_model *g, float *params, float *grads, rotary_adamw *opt) {
     const size_t bytes = g->n_params * sizeof(float);
     cudaError_t e = cudaSuccess;
@@ -578,13 +580,11 @@ int cuda_model_download(const cuda_model *g, float *params, float *grads, rotary
     return e ? cuda_fail(e, "copying to the host") : ROTARY_OK;
 }
 
-int cuda_model_upload(cuda_model *g, const float *params, const float *grads,
-                      const rotary_adamw *opt) {
+int cuda_model_upload(cuda_model *g, const float *params, const rotary_adamw *opt) {
     const size_t bytes = g->n_params * sizeof(float);
     cudaError_t e = cudaSuccess;
     if (params && !(e = cudaMemcpy(g->params, params, bytes, cudaMemcpyHostToDevice)))
         gpu_to_bf16(g->params16, g->params, g->n_params);
-    if (!e && grads) e = cudaMemcpy(g->grads, grads, bytes, cudaMemcpyHostToDevice);
     if (!e && opt) {
         if (opt->n != g->n_params)
             return rotary_fail(ROTARY_EINVAL, "cuda upload: optimizer of %zu, not %zu values",

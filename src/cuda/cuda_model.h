@@ -54,10 +54,10 @@ int cuda_model_adamw_step(cuda_model *g, const rotary_adamw_config *c, float gra
 /* Copy to host: params and grads (n_params each, either may be NULL), and
  * the AdamW state into opt (sized n_params; may be NULL). */
 int cuda_model_download(const cuda_model *g, float *params, float *grads, rotary_adamw *opt);
-/* Copy host parameters, gradients and AdamW state (each may be NULL) to the
- * device. */
-int cuda_model_upload(cuda_model *g, const float *params, const float *grads,
-                      const rotary_adamw *opt);
+/* Copy host parameters and AdamW state (may be NULL) to the device. */
+int cuda_model_upload(cuda_model *g, const float *params, const rotary_adamw *opt);
+/* The device's gradients (n_params floats, device memory). */
+float *cuda_model_grads(cuda_model *g);
 /* Take GPU local_rank % (the number of GPUs) for every later call of this
  * thread: with several processes on one machine (mpirun), each its own GPU
  * where there are enough. Call before anything else touches the device. */
@@ -102,6 +102,19 @@ int cuda_decoder_bf16(cuda_decoder *d);
  * failed and the decoder fell back to single launches (*why then says why;
  * why may be NULL). */
 int cuda_decoder_graphed(const cuda_decoder *d, const char **why);
+
+/* The ranks' gradients averaged for cuda_train under mpirun (comm.c):
+ * NCCL's all-reduce on the GPUs where the build has NCCL and every rank a
+ * GPU of its own (ROTARY_CUDA_COMM=host says not to), else through host
+ * memory and MPI. Collective: every rank of d calls each function. */
+typedef struct cuda_comm cuda_comm;
+/* For n floats a call; *c is to be freed even on failure. */
+int cuda_comm_new(cuda_comm **c, const rotary_dist *d, size_t n);
+/* dev (n floats, device memory) <- the mean over the ranks. */
+int cuda_comm_mean(cuda_comm *c, float *dev);
+/* How: "NCCL on the GPUs", or "host memory and MPI (why)". */
+const char *cuda_comm_how(const cuda_comm *c);
+void cuda_comm_free(cuda_comm *c); /* NULL is fine */
 
 /* rotary_train on the GPU: the same schedule, batches, metrics.csv,
  * checkpoints and resume, and under mpirun the same data parallelism (a

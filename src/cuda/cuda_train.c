@@ -6,9 +6,9 @@
  *
  * Under mpirun each rank drives one GPU (cuda_device_use: its rank on the
  * machine) with its slice of every batch, as rotary_train's ranks do; after
- * the backward pass the gradients go through host memory, are averaged
- * over the ranks (rotary_dist_allreduce_mean) and come back, so every rank
- * clips by the same norm and takes the same AdamW step. */
+ * the backward pass the gradients are averaged over the ranks (comm.c: NCCL,
+ * or host memory and MPI), so every rank clips by the same norm and takes
+ * the same AdamW step. */
 #define _POSIX_C_SOURCE 200809L
 #include "internal.h"
 #include "cuda/cuda_model.h"
@@ -27,7 +27,7 @@ typedef struct {
     const train_log *log;
     int b, i0;   /* this rank's windows of each batch: [i0, i0 + b) */
     int *tok;
-    float *grads; /* with several ranks: the gradients on their way, host */
+    cuda_comm *comm; /* with several ranks: how the gradients are averaged */
 } gpu_run;
 
 static int gpu_train_forward(void *ctx, const int *tok, const int *tgt, int b, int T,
@@ -49,20 +49,16 @@ static int gpu_forward(void *ctx, long step, float *loss) {
                                          gpu_backward, r->g, loss);
 }
 
-/* Backward, the gradients averaged over the ranks (through the host), then
- * the clip and AdamW on the device. A failure on one rank reaches the
- * others before the all-reduce, so none waits there for it. */
+/* Backward, the gradients averaged over the ranks (cuda_comm), then the
+ * clip and AdamW on the device. A failure on one rank reaches the others
+ * before the all-reduce, so none waits there for it. */
 static int gpu_update(void *ctx, const rotary_adamw_config *ac) {
     gpu_run *r = ctx;
     float norm, scale = 1.0f;
     int rc = cuda_model_backward(r->g);
-    if (r->d->size > 1) {
-        if (rc == ROTARY_OK) rc = cuda_model_download(r->g, NULL, r->grads, NULL);
-        if ((rc = rotary_dist_agree(r->d, rc)) ||
-            (rc = rotary_dist_allreduce_mean(r->d, r->grads, r->m->n_params)) ||
-            (rc = cuda_model_upload(r->g, NULL, r->grads, NULL)))
-            return rc;
-    }
+    if (r->d->size > 1 && (rc = rotary_dist_agree(r->d, rc)) == ROTARY_OK)
+        rc = rotary_dist_agree(r->d, cuda_comm_mean(r->comm, cuda_model_grads(r->g)));
+    if (rc) return rc;
     /* k micro-batches left k times the mean: AdamW reads the gradients
      * times 1/k and the clipping factor of their norm over k. */
     const float k = (float)train_accum(r->o);
@@ -108,15 +104,16 @@ int cuda_train(rotary_model *m, const rotary_train_opts *o) {
     long start;
     double elapsed0;
     if (!r.tok) rc = rotary_fail(ROTARY_ENOMEM, "train: out of memory");
-    else if (d->size > 1 && !(r.grads = rotary_alloc_floats(m->n_params, "gradients (host)")))
-        rc = ROTARY_ENOMEM;
     /* The GPU first: the ranks on one machine take different ones. */
     if (rc == ROTARY_OK) rc = cuda_device_use(d->local_rank);
     if (rc == ROTARY_OK && (rc = cuda_model_new(&r.g, m)) == ROTARY_OK)
         rc = cuda_model_reserve(r.g, b / train_accum(o), T);
+    if (d->size > 1 && (rc = rotary_dist_agree(d, rc)) == ROTARY_OK &&
+        (rc = cuda_comm_new(&r.comm, d, m->n_params)) == ROTARY_OK && d->rank == 0)
+        fprintf(stderr, "rotary: gradients averaged through %s\n", cuda_comm_how(r.comm));
     if ((rc = rotary_dist_agree(d, rc)) == ROTARY_OK &&
         (rc = train_resume(&log, m, &opt, o, &start, &elapsed0)) == ROTARY_OK &&
-        (rc = rotary_dist_agree(d, cuda_model_upload(r.g, NULL, NULL, &opt))) == ROTARY_OK) {
+        (rc = rotary_dist_agree(d, cuda_model_upload(r.g, NULL, &opt))) == ROTARY_OK) {
         const train_device dev = {&r, gpu_forward, gpu_update, gpu_eval, gpu_save};
         rc = train_loop(&log, m, o, start, elapsed0, &dev);
     }
@@ -124,7 +121,7 @@ int cuda_train(rotary_model *m, const rotary_train_opts *o) {
     if (r.g && rc == ROTARY_OK) rc = cuda_model_download(r.g, m->params, NULL, NULL);
     cuda_model_free(r.g);
     free(r.tok);
-    free(r.grads);
+    cuda_comm_free(r.comm);
     rotary_adamw_free(&opt);
     return rc;
 }

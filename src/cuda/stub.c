@@ -32,11 +32,19 @@ int cuda_model_download(const cuda_model *g, float *params, float *grads, rotary
     (void)g, (void)params, (void)grads, (void)opt;
     return NO_CUDA;
 }
-int cuda_model_upload(cuda_model *g, const float *params, const float *grads,
-                      const rotary_adamw *opt) {
-    (void)g, (void)params, (void)grads, (void)opt;
+int cuda_model_upload(cuda_model *g, const float *params, const rotary_adamw *opt) {
+    (void)g, (void)params, (void)opt;
     return NO_CUDA;
 }
+float *cuda_model_grads(cuda_model *g) { (void)g; return NULL; }
+int cuda_comm_new(cuda_comm **c, const rotary_dist *d, size_t n) {
+    (void)d, (void)n;
+    *c = NULL;
+    return NO_CUDA;
+}
+int cuda_comm_mean(cuda_comm *c, float *dev) { (void)c, (void)dev; return NO_CUDA; }
+const char *cuda_comm_how(const cuda_comm *c) { (void)c; return "built without CUDA"; }
+void cuda_comm_free(cuda_comm *c) { (void)c; }
 int cuda_device_use(int local_rank) { (void)local_rank; return NO_CUDA; }
 int cuda_decoder_new(cuda_decoder **d, cuda_model *g, int max_T) {
     (void)g, (void)max_T;

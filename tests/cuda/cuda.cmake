@@ -72,7 +72,7 @@ if(ROTARY_CUDA)
   endforeach()
 
   add_library(rotary_emu STATIC ${ROTARY_SOURCES} src/cuda/cuda_model.c src/cuda/cuda_train.c
-    ${emu_sources})
+    src/cuda/comm.c ${emu_sources})
   set_target_properties(rotary_emu PROPERTIES CXX_STANDARD 17 CXX_STANDARD_REQUIRED ON)
   target_include_directories(rotary_emu PUBLIC include PRIVATE src ${CJSON_INCLUDE_DIR}
     ${CBLAS_INCLUDE_DIR} ${PCRE2_INCLUDE_DIR} ${CUDAToolkit_INCLUDE_DIRS})
@@ -111,12 +111,23 @@ if(ROTARY_CUDA)
   # too (make test-cuda-build turns it on where mpirun is installed): 2 ranks
   # of the emulated GPU against 1 with the whole batch. Label mpi_cuda, not
   # mpi: the CPU's MPI tests run in make test-mpi's build.
+  # The emulation's NCCL (runtime.cc) is MPI on the emulated device
+  # memory, which is host memory: comm.c's NCCL path runs on it.
   if(ROTARY_MPI)
     target_compile_definitions(rotary_emu PRIVATE ROTARY_MPI=1)
     target_link_libraries(rotary_emu PUBLIC MPI::MPI_C)
+    target_compile_definitions(rotary_emu_runtime PRIVATE ROTARY_MPI=1)
+    target_link_libraries(rotary_emu_runtime PUBLIC MPI::MPI_C)
+    # comm.c finds the emulation's NCCL in the program (dlsym).
+    set_target_properties(rotary_cli_emu PROPERTIES ENABLE_EXPORTS ON)
+    if(ROTARY_NCCL)
+      set(nccl_path nccl)
+    else()
+      set(nccl_path host)
+    endif()
     add_test(NAME mpi_cuda_emu
       COMMAND bash ${CMAKE_SOURCE_DIR}/tests/cuda/mpi_cuda.sh $<TARGET_FILE:rotary_cli_emu>
-        ${CMAKE_SOURCE_DIR} ${MPIRUN}
+        ${CMAKE_SOURCE_DIR} ${MPIRUN} ${nccl_path}
       WORKING_DIRECTORY ${CMAKE_BINARY_DIR})
     set_tests_properties(mpi_cuda_emu PROPERTIES LABELS "emu;mpi_cuda" PROCESSORS 2
       ENVIRONMENT "${ROTARY_MPI_ENV};ASAN_OPTIONS=detect_leaks=0")

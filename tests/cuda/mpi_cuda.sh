@@ -4,7 +4,9 @@
 # averaged through the host, so 2 ranks with b sequences each give the
 # losses and weights of 1 rank with 2b; and so does --grad-accum. Run on the CUDA emulation
 # (tests/cuda/emu) by tests/cuda/cuda.cmake, and on a GPU machine by hand.
-# usage: mpi_cuda.sh ROTARY_BINARY SOURCE_DIR MPIRUN
+# usage: mpi_cuda.sh ROTARY_BINARY SOURCE_DIR MPIRUN [nccl|host]
+# (the last: whether the build has NCCL, for the emulation, where
+# EMU_DEVICES=2 gives the 2 ranks a GPU each and so NCCL's path)
 #
 # Tolerance TOL: 1e-5, as the CPU's (tests/mpi_equivalence.sh, which says
 # why): the two runs' fp32 gradients differ only in the order of their sums.
@@ -23,18 +25,39 @@ args=(--data "$data" --layers 1 --heads 2 --dim 32 --ctx 32 --batch 4 --steps 4 
 
 "$rotary" train "${args[@]}" --out "$tmp/one" >/dev/null 2>"$tmp/one.err" ||
     { bad "1 rank, batch 4"; cat "$tmp/one.err"; }
+# Without clipping, for the runs below that must show the gradients' scale
+# (clipping, active at every step here, would hide a sum taken for a mean).
+"$rotary" train "${args[@]}" --clip 0 --out "$tmp/one0" >/dev/null 2>"$tmp/one0.err" ||
+    { bad "1 rank, no clipping"; cat "$tmp/one0.err"; }
 np 2 "$rotary" train "${args[@]}" --out "$tmp/two" >/dev/null 2>"$tmp/two.err" ||
     { bad "2 ranks, batch 2 each"; cat "$tmp/two.err"; }
 grep -q "2 ranks, batch 4 (2 per rank).*on each rank's GPU" "$tmp/two.err" &&
     ok "2 ranks say how they split the batch" || bad "no rank line: $(cat "$tmp/two.err")"
 out=$(compare close "$tmp/one" "$tmp/two" "$TOL") && ok "2 GPU ranks x 2 = 1 GPU x 4: $out" ||
     bad "2 GPU ranks vs 1: $out"
+# 2 ranks on one GPU average through host memory (NCCL needs a GPU a rank);
+# on the emulation with 2 GPUs, through NCCL where the build has it.
+how=$(sed -n 's/^rotary: gradients averaged through //p' "$tmp/two.err")
+[ -n "$how" ] && ok "the ranks say how they average: $how" || bad "no averaging line"
+if [ "${4:-}" != "" ]; then
+    [[ "$how" == "host memory and MPI ("*")" ]] && ok "2 ranks on 1 GPU: host memory" ||
+        bad "2 ranks on 1 GPU: $how"
+    EMU_DEVICES=2 np 2 "$rotary" train "${args[@]}" --clip 0 --out "$tmp/two2" >/dev/null 2>"$tmp/two2.err" ||
+        { bad "2 ranks, 2 GPUs"; cat "$tmp/two2.err"; }
+    how2=$(sed -n 's/^rotary: gradients averaged through //p' "$tmp/two2.err")
+    want="NCCL on the GPUs"
+    [ "$4" = host ] && want="host memory and MPI (built without NCCL)"
+    [ "$how2" = "$want" ] && ok "2 ranks on 2 GPUs: $how2" || bad "2 ranks on 2 GPUs: $how2"
+    out=$(compare close "$tmp/one0" "$tmp/two2" "$TOL") && ok "through $how2, unclipped: $out" ||
+        bad "2 ranks on 2 GPUs vs 1: $out"
+    EMU_DEVICES=2 ROTARY_CUDA_COMM=host np 2 "$rotary" train "${args[@]}" --steps 1 \
+        --out "$tmp/two3" >/dev/null 2>"$tmp/two3.err" || { bad "ROTARY_CUDA_COMM=host"; cat "$tmp/two3.err"; }
+    grep -q "through host memory and MPI (ROTARY_CUDA_COMM=host)" "$tmp/two3.err" &&
+        ok "ROTARY_CUDA_COMM=host is obeyed" || bad "ROTARY_CUDA_COMM=host: $(cat "$tmp/two3.err")"
+fi
 # Gradient accumulation: the batch in micro-batches on one GPU, and on 2
-# ranks (one sequence a pass), against one pass. Without clipping, which
-# would hide a sum of the micro-batches' means left undivided (the AdamW
-# moments show it).
-"$rotary" train "${args[@]}" --clip 0 --out "$tmp/one0" >/dev/null 2>"$tmp/one0.err" ||
-    { bad "1 rank, no clipping"; cat "$tmp/one0.err"; }
+# ranks (one sequence a pass), against one pass, unclipped (the AdamW
+# moments show a sum of the micro-batches' means left undivided).
 "$rotary" train "${args[@]}" --clip 0 --grad-accum 2 --out "$tmp/acc" >/dev/null 2>"$tmp/acc.err" ||
     { bad "1 rank, 2 micro-batches"; cat "$tmp/acc.err"; }
 grep -q "each step in 2 micro-batches of 2 sequences" "$tmp/acc.err" &&

@@ -78,7 +78,8 @@ if [ -n "$missing" ]; then
 fi
 note "run.sh: $(nvidia-smi -L 2>/dev/null | head -1)"
 # With MPI where the machine has it (the lent ones have not, so far):
-# training data-parallel on 2 ranks sharing the GPU (mpi_cuda below).
+# training data-parallel on 2 ranks sharing the GPU (mpi_cuda below; through
+# host memory, since NCCL needs a GPU a rank).
 mpi=OFF
 command -v mpicc >/dev/null && command -v mpirun >/dev/null && mpi=ON
 

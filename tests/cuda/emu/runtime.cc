@@ -10,6 +10,8 @@
 
 #include <cublas_v2.h>
 
+#include <climits>
+
 extern "C" {
 #include "cuda/kernels.h"
 }
@@ -22,12 +24,18 @@ cudaError_t CUDARTAPI cudaDeviceGetAttribute(int *value, enum cudaDeviceAttr att
     return cudaSuccess;
 }
 
+/* One GPU, or EMU_DEVICES of them (all the same memory): how many ranks of
+ * one machine may each take their own (src/cuda/comm.c). */
+static int device_count(void) {
+    const char *e = getenv("EMU_DEVICES");
+    return e && atoi(e) > 0 ? atoi(e) : 1;
+}
 cudaError_t CUDARTAPI cudaGetDeviceCount(int *count) {
-    *count = 1;
+    *count = device_count();
     return cudaSuccess;
 }
 cudaError_t CUDARTAPI cudaSetDevice(int device) {
-    return device == 0 ? cudaSuccess : cudaErrorInvalidDevice;
+    return device >= 0 && device < device_count() ? cudaSuccess : cudaErrorInvalidDevice;
 }
 cudaError_t CUDARTAPI cudaDeviceSynchronize(void) { return cudaSuccess; }
 cudaError_t CUDARTAPI cudaGetLastError(void) { return cudaSuccess; }
@@ -185,3 +193,54 @@ cublasStatus_t CUBLASWINAPI cublasSgemv_v2(cublasHandle_t, cublasOperation_t t, 
     });
     return CUBLAS_STATUS_SUCCESS;
 }
+
+/* ---------------------------------------------------------------- NCCL */
+
+/* What src/cuda/comm.c calls: a communicator of all MPI ranks (the
+ * emulation has no other), whose all-reduce is MPI's on the device
+ * memory, which here is host memory. */
+#ifdef ROTARY_MPI
+#define OMPI_SKIP_MPICXX 1 /* MPI's C interface only, as librotary links */
+#define MPICH_SKIP_MPICXX 1
+#include <mpi.h>
+#include <nccl.h>
+
+struct ncclComm {
+    int nranks;
+};
+
+ncclResult_t ncclGetUniqueId(ncclUniqueId *id) {
+    memset(id, 0x5a, sizeof *id);
+    return ncclSuccess;
+}
+ncclResult_t ncclCommInitRank(ncclComm_t *comm, int nranks, ncclUniqueId id, int rank) {
+    (void)id;
+    int size = 0, me = -1;
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    MPI_Comm_rank(MPI_COMM_WORLD, &me);
+    if (nranks != size || rank != me) return ncclInvalidArgument;
+    *comm = new ncclComm{nranks};
+    return ncclSuccess;
+}
+ncclResult_t ncclAllReduce(const void *send, void *recv, size_t count, ncclDataType_t type,
+                           ncclRedOp_t op, ncclComm_t comm, cudaStream_t stream) {
+    (void)stream;
+    if (type != ncclFloat || (op != ncclSum && op != ncclAvg) || count > INT_MAX)
+        return ncclInvalidArgument;
+    float *x = (float *)recv;
+    if (send != recv) memcpy(x, send, count * sizeof(float));
+    if (MPI_Allreduce(MPI_IN_PLACE, x, (int)count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD))
+        return ncclSystemError;
+    if (op == ncclAvg)
+        for (size_t i = 0; i < count; i++) x[i] /= (float)comm->nranks;
+    return ncclSuccess;
+}
+ncclResult_t ncclCommDestroy(ncclComm_t comm) {
+    delete comm;
+    return ncclSuccess;
+}
+ncclResult_t ncclCommAbort(ncclComm_t comm) { return ncclCommDestroy(comm); }
+const char *ncclGetErrorString(ncclResult_t r) {
+    return r == ncclSuccess ? "no error" : "emulated NCCL error";
+}
+#endif

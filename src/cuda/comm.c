@@ -1,0 +1,167 @@
+/* comm.c: the mean of the ranks' gradients for cuda_train under mpirun
+ * (docs/distributed.md). NCCL's all-reduce runs on the GPUs themselves
+ * (NVLink or PCIe between them, the network between machines); it needs
+ * a build with NCCL's header (ROTARY_NCCL, where the CUDA toolkit has it),
+ * libnccl.so.2 at run time, and a GPU of its own for every rank. Otherwise each rank copies its gradients to
+ * host memory, MPI averages them (rotary_dist_allreduce_mean) and each
+ * copies the mean back. The ranks choose together: a path some rank
+ * cannot take is taken by none. */
+#define _POSIX_C_SOURCE 200809L
+#include "internal.h"
+#include "cuda/cuda_model.h"
+
+#include <cuda_runtime.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef ROTARY_NCCL
+#include <dlfcn.h>
+#include <nccl.h>
+
+/* NCCL's functions, looked up when first needed: in the program itself
+ * (one linked with NCCL, or the emulation's), else in libnccl.so.2. Not
+ * linked: its 200 MB stay out of every other process, and a build runs
+ * where NCCL is missing, averaging through host memory. */
+static struct {
+    int tried;
+    char why[160];
+    ncclResult_t (*get_unique_id)(ncclUniqueId *);
+    ncclResult_t (*init_rank)(ncclComm_t *, int, ncclUniqueId, int);
+    ncclResult_t (*all_reduce)(const void *, void *, size_t, ncclDataType_t, ncclRedOp_t,
+                               ncclComm_t, cudaStream_t);
+    ncclResult_t (*destroy)(ncclComm_t);
+    ncclResult_t (*abort_comm)(ncclComm_t);
+    const char *(*error_string)(ncclResult_t);
+} nccl;
+
+static void *nccl_sym(void *lib, const char *name) {
+    void *f = dlsym(RTLD_DEFAULT, name);
+    return f ? f : lib ? dlsym(lib, name) : NULL;
+}
+
+/* 1 when NCCL's functions are at hand; else why not in nccl.why. */
+static int nccl_load(void) {
+    if (nccl.tried) return nccl.get_unique_id != NULL;
+    nccl.tried = 1;
+    void *lib = dlsym(RTLD_DEFAULT, "ncclAllReduce") ? NULL : dlopen("libnccl.so.2", RTLD_NOW);
+    if (!lib && !dlsym(RTLD_DEFAULT, "ncclAllReduce")) {
+        snprintf(nccl.why, sizeof nccl.why, "%s", dlerror());
+        return 0;
+    }
+    *(void **)&nccl.get_unique_id = nccl_sym(lib, "ncclGetUniqueId");
+    *(void **)&nccl.init_rank = nccl_sym(lib, "ncclCommInitRank");
+    *(void **)&nccl.all_reduce = nccl_sym(lib, "ncclAllReduce");
+    *(void **)&nccl.destroy = nccl_sym(lib, "ncclCommDestroy");
+    *(void **)&nccl.abort_comm = nccl_sym(lib, "ncclCommAbort");
+    *(void **)&nccl.error_string = nccl_sym(lib, "ncclGetErrorString");
+    if (!nccl.get_unique_id || !nccl.init_rank || !nccl.all_reduce || !nccl.destroy ||
+        !nccl.abort_comm || !nccl.error_string) {
+        snprintf(nccl.why, sizeof nccl.why, "libnccl.so.2 lacks a function rotary calls");
+        nccl.get_unique_id = NULL;
+        return 0;
+    }
+    return 1;
+}
+#endif
+
+struct cuda_comm {
+    const rotary_dist *d;
+    size_t n;
+    float *host; /* the host path's copy, or NULL */
+#ifdef ROTARY_NCCL
+    ncclComm_t nccl; /* or NULL */
+#endif
+    char how[200];
+};
+
+#ifdef ROTARY_NCCL
+/* 1 when this rank can use NCCL; else why not. */
+static int nccl_possible(const rotary_dist *d, char *why, size_t len) {
+    const char *e = getenv("ROTARY_CUDA_COMM");
+    if (e && !strcmp(e, "host")) return snprintf(why, len, "ROTARY_CUDA_COMM=host"), 0;
+    if (e && *e && strcmp(e, "nccl"))
+        fprintf(stderr, "rotary: ROTARY_CUDA_COMM=%s: not nccl or host; using nccl\n", e);
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess || n < d->local_size)
+        return snprintf(why, len, "%d ranks share this machine's %d GPU%s; NCCL needs one each",
+                        d->local_size, n, n == 1 ? "" : "s"),
+               0;
+    if (!nccl_load()) return snprintf(why, len, "%s", nccl.why), 0;
+    return 1;
+}
+
+static int nccl_fail(ncclResult_t r, const char *what) {
+    return rotary_fail(ROTARY_EIO, "NCCL %s: %s", what, nccl.error_string(r));
+}
+
+/* The communicator of all ranks: rank 0's id, sent to every rank by MPI. */
+static int nccl_start(cuda_comm *c) {
+    const rotary_dist *d = c->d;
+    ncclUniqueId id;
+    memset(&id, 0, sizeof id);
+    ncclResult_t r = d->rank == 0 ? nccl.get_unique_id(&id) : ncclSuccess;
+    int rc = rotary_dist_agree(d, r == ncclSuccess ? ROTARY_OK : nccl_fail(r, "unique id"));
+    if (rc || (rc = dist_bcast(d, &id, (int)sizeof id))) return rc;
+    r = nccl.init_rank(&c->nccl, d->size, id, d->rank);
+    if (r != ncclSuccess) c->nccl = NULL;
+    return rotary_dist_agree(d, r == ncclSuccess ? ROTARY_OK : nccl_fail(r, "start"));
+}
+#endif
+
+int cuda_comm_new(cuda_comm **out, const rotary_dist *d, size_t n) {
+    cuda_comm *c = calloc(1, sizeof *c);
+    *out = c;
+    int rc = rotary_dist_agree(d, c ? ROTARY_OK : rotary_fail(ROTARY_ENOMEM, "out of memory"));
+    if (rc) return rc;
+    c->d = d, c->n = n;
+    char why[160] = "";
+#ifdef ROTARY_NCCL
+    double can[1] = {nccl_possible(d, why, sizeof why)};
+    if ((rc = dist_sum(d, can, 1))) return rc;
+    if (can[0] == d->size) {
+        if (nccl_start(c) == ROTARY_OK) {
+            snprintf(c->how, sizeof c->how, "NCCL on the GPUs");
+            return ROTARY_OK;
+        }
+        /* Every rank saw the failure: each leaves NCCL, and says why. */
+        snprintf(why, sizeof why, "%s", rotary_last_error());
+        if (c->nccl) nccl.abort_comm(c->nccl);
+        c->nccl = NULL;
+    } else if (why[0] == 0) {
+        snprintf(why, sizeof why, "another rank cannot use NCCL");
+    }
+#else
+    snprintf(why, sizeof why, "built without NCCL");
+#endif
+    c->host = rotary_alloc_floats(n, "gradients (host copy)");
+    snprintf(c->how, sizeof c->how, "host memory and MPI (%s)", why);
+    return rotary_dist_agree(d, c->host ? ROTARY_OK : ROTARY_ENOMEM);
+}
+
+int cuda_comm_mean(cuda_comm *c, float *dev) {
+#ifdef ROTARY_NCCL
+    if (c->nccl) {
+        ncclResult_t r = nccl.all_reduce(dev, dev, c->n, ncclFloat, ncclAvg, c->nccl,
+                                         cudaStreamPerThread);
+        return r == ncclSuccess ? ROTARY_OK : nccl_fail(r, "all-reduce");
+    }
+#endif
+    const size_t bytes = c->n * sizeof(float);
+    cudaError_t e = cudaMemcpy(c->host, dev, bytes, cudaMemcpyDeviceToHost);
+    if (e) return rotary_fail(ROTARY_EIO, "cuda: gradients to the host: %s", cudaGetErrorString(e));
+    int rc = rotary_dist_allreduce_mean(c->d, c->host, c->n);
+    if (rc == ROTARY_OK && (e = cudaMemcpy(dev, c->host, bytes, cudaMemcpyHostToDevice)))
+        rc = rotary_fail(ROTARY_EIO, "cuda: gradients to the GPU: %s", cudaGetErrorString(e));
+    return rc;
+}
+
+const char *cuda_comm_how(const cuda_comm *c) { return c ? c->how : ""; }
+
+void cuda_comm_free(cuda_comm *c) {
+    if (!c) return;
+#ifdef ROTARY_NCCL
+    if (c->nccl) nccl.destroy(c->nccl);
+#endif
+    free(c->host);
+    free(c);
+}

@@ -440,8 +440,6 @@ int cuda_model_forward(cuda_model *g, const int *tokens, const int *targets, int
     return ROTARY_OK;
 }
 
-int cuda_model_ctx(const cuda_model *g) { return g->cfg.ctx; }
-
 int cuda_model_logits(const cuda_model *g, float *out) {
     if (!g->buf || g->trained)
         return rotary_fail(ROTARY_EINVAL, "cuda logits: no forward pass without training");

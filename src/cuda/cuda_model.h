@@ -37,8 +37,6 @@ int cuda_model_reserve(cuda_model *g, int B, int T);
  * loss in place of the logits, for cuda_model_backward. */
 int cuda_model_forward(cuda_model *g, const int *tokens, const int *targets, int B, int T,
                        int train, float *loss);
-/* The model's training context (the T of cuda_eval_loss). */
-int cuda_model_ctx(const cuda_model *g);
 /* Logits (B, T, vocab) of the last forward with train 0, to host memory. */
 int cuda_model_logits(const cuda_model *g, float *out);
 /* Row `row` (vocab floats) of those logits, to host memory. */

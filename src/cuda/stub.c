@@ -15,7 +15,6 @@ int cuda_model_forward(cuda_model *g, const int *tokens, const int *targets, int
     (void)g, (void)tokens, (void)targets, (void)B, (void)T, (void)train, (void)loss;
     return NO_CUDA;
 }
-int cuda_model_ctx(const cuda_model *g) { (void)g; return 0; }
 int cuda_model_logits(const cuda_model *g, float *out) { (void)g, (void)out; return NO_CUDA; }
 int cuda_model_logits_row(const cuda_model *g, size_t row, float *out) {
     (void)g, (void)row, (void)out;

@@ -509,7 +509,8 @@ static int train(int argc, char **argv) {
     progress pr = {isatty(2), a.steps / 20 > 0 ? a.steps / 20 : 1, 0, dist.rank != 0};
     rotary_train_opts o = {
         .run_dir = dir, .train_ids = d.train, .val_ids = d.val, .n_train = d.n_train,
-        .n_val = d.n_val, .batch = a.batch, .accum = a.grad_accum, .steps = a.steps, .warmup = a.warmup, .lr = a.lr,
+        .n_val = d.n_val, .batch = a.batch, .accum = a.grad_accum, .steps = a.steps,
+        .warmup = a.warmup, .lr = a.lr,
         .min_lr = a.lr * a.min_lr_frac, .weight_decay = a.weight_decay, .clip = a.clip,
         .beta1 = a.beta1, .beta2 = a.beta2, .eps = 1e-8f, .eval_every = a.eval_every,
         .ckpt_every = a.ckpt_every ? a.ckpt_every : a.eval_every, .eval_batches = a.eval_batches,

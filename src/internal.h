@@ -135,6 +135,8 @@ typedef int (*train_eval_fn)(void *ctx, const int *tok, const int *tgt, int b, i
                              float *loss);
 int train_eval(const int *ids, size_t n, int B, int T, int n_batches, int parts, uint64_t seed,
                const rotary_dist *d, train_eval_fn fwd, void *ctx, float *loss);
+/* o->dist, or one process alone without it. */
+const rotary_dist *train_dist(const rotary_train_opts *o);
 /* o->accum, or 1 without accumulation. */
 int train_accum(const rotary_train_opts *o);
 /* A step's forward passes over a rank's b windows (tok, tgt) in k equal

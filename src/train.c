@@ -28,6 +28,8 @@ static double now_s(void) {
 /* One process alone: what opts without a dist mean. */
 static const rotary_dist ONE = {.rank = 0, .size = 1, .local_size = 1};
 
+const rotary_dist *train_dist(const rotary_train_opts *o) { return o->dist ? o->dist : &ONE; }
+
 int train_micro_forward(const int *tok, const int *tgt, int b, int T, int k, train_eval_fn fwd,
                         int (*bwd)(void *ctx), void *ctx, float *loss) {
     const int mb = b / k;
@@ -214,7 +216,7 @@ int train_save(const train_log *l, const rotary_model *m, const rotary_adamw *op
 int train_accum(const rotary_train_opts *o) { return o->accum > 1 ? o->accum : 1; }
 
 int train_check_opts(const rotary_model *m, const rotary_train_opts *o) {
-    const rotary_dist *d = o->dist ? o->dist : &ONE;
+    const rotary_dist *d = train_dist(o);
     const int T = m->cfg.ctx;
     if (o->batch < 1 || o->steps < 1 || o->warmup < 0 || o->eval_batches < 1 ||
         o->eval_every < 0 || o->ckpt_every < 0)
@@ -295,7 +297,7 @@ static int update(rotary_model *m, rotary_adamw *opt, int zero, const rotary_ada
 
 int train_resume(train_log *l, rotary_model *m, rotary_adamw *opt, const rotary_train_opts *o,
                  long *start, double *elapsed) {
-    const rotary_dist *d = o->dist ? o->dist : &ONE;
+    const rotary_dist *d = train_dist(o);
     *start = 0, *elapsed = 0;
     /* Every rank reads the checkpoint (its shard of the AdamW state). */
     double have[1] = {o->resume && access(l->ckpt, F_OK) == 0};
@@ -313,7 +315,7 @@ int train_resume(train_log *l, rotary_model *m, rotary_adamw *opt, const rotary_
 
 int train_loop(train_log *l, const rotary_model *m, const rotary_train_opts *o, long start,
                double elapsed0, const train_device *dev) {
-    const rotary_dist *d = o->dist ? o->dist : &ONE;
+    const rotary_dist *d = train_dist(o);
     const int leader = d->rank == 0, B = o->batch, T = m->cfg.ctx;
     rotary_adamw_config ac = {o->lr, o->beta1, o->beta2, o->eps, o->weight_decay};
     rotary_train_status st = {start, o->steps, NAN, NAN, 0, 0, 0, elapsed0};
@@ -420,7 +422,7 @@ static int cpu_save(void *ctx, long step, double elapsed) {
 }
 
 int rotary_train(rotary_model *m, const rotary_train_opts *o) {
-    const rotary_dist *d = o->dist ? o->dist : &ONE;
+    const rotary_dist *d = train_dist(o);
     int rc = train_check_opts(m, o);
     if (rc) return rc;
     const int B = o->batch, b = B / d->size, T = m->cfg.ctx;

@@ -2,10 +2,10 @@
  * (docs/distributed.md). NCCL's all-reduce runs on the GPUs themselves
  * (NVLink or PCIe between them, the network between machines); it needs
  * a build with NCCL's header (ROTARY_NCCL, where the CUDA toolkit has it),
- * libnccl.so.2 at run time, and a GPU of its own for every rank. Otherwise each rank copies its gradients to
- * host memory, MPI averages them (rotary_dist_allreduce_mean) and each
- * copies the mean back. The ranks choose together: a path some rank
- * cannot take is taken by none. */
+ * libnccl.so.2 at run time, and a GPU of its own for every rank.
+ * Otherwise each rank copies its gradients to host memory, MPI averages
+ * them (rotary_dist_allreduce_mean) and each copies the mean back. The
+ * ranks choose together: a path some rank cannot take is taken by none. */
 #define _POSIX_C_SOURCE 200809L
 #include "internal.h"
 #include "cuda/cuda_model.h"
@@ -43,8 +43,8 @@ static void *nccl_sym(void *lib, const char *name) {
 static int nccl_load(void) {
     if (nccl.tried) return nccl.get_unique_id != NULL;
     nccl.tried = 1;
-    void *lib = dlsym(RTLD_DEFAULT, "ncclAllReduce") ? NULL : dlopen("libnccl.so.2", RTLD_NOW);
-    if (!lib && !dlsym(RTLD_DEFAULT, "ncclAllReduce")) {
+    void *lib = NULL;
+    if (!dlsym(RTLD_DEFAULT, "ncclAllReduce") && !(lib = dlopen("libnccl.so.2", RTLD_NOW))) {
         snprintf(nccl.why, sizeof nccl.why, "%s", dlerror());
         return 0;
     }

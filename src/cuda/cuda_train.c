@@ -62,7 +62,7 @@ static int gpu_update(void *ctx, const rotary_adamw_config *ac) {
     /* k micro-batches left k times the mean: AdamW reads the gradients
      * times 1/k and the clipping factor of their norm over k. */
     const float k = (float)train_accum(r->o);
-    if (rc == ROTARY_OK && r->o->clip > 0 && (rc = cuda_model_grad_norm(r->g, &norm)) == ROTARY_OK)
+    if (r->o->clip > 0 && (rc = cuda_model_grad_norm(r->g, &norm)) == ROTARY_OK)
         scale = rotary_clip_factor(norm / k, r->o->clip);
     if (rc == ROTARY_OK) rc = cuda_model_adamw_step(r->g, ac, scale / k);
     return r->d->size > 1 ? rotary_dist_agree(r->d, rc) : rc;
@@ -88,8 +88,7 @@ static int gpu_save(void *ctx, long step, double elapsed) {
 }
 
 int cuda_train(rotary_model *m, const rotary_train_opts *o) {
-    static const rotary_dist one = {.size = 1, .local_size = 1};
-    const rotary_dist *d = o->dist ? o->dist : &one;
+    const rotary_dist *d = train_dist(o);
     if (o->zero1 && d->size > 1)
         return rotary_fail(ROTARY_EINVAL, "train: --zero1 runs on the CPU only; with --device "
                            "cuda every rank keeps the whole AdamW state on its GPU");

@@ -386,7 +386,6 @@ static void backward_hd(float *dq, float *dk, float *dv, float *dt5, const float
                         const float *lse, const float *alibi, const float *t5, int B, int T,
                         int nh, int nkv, int hd) {
     const float scale = 1.0f / sqrtf((float)hd);
-    if (dt5) cudaMemsetAsync(dt5, 0, (size_t)B * nh * T * sizeof(float), cudaStreamPerThread);
     GPU_LAUNCH(flash_backward_q_kernel<HD>, dim3(cdiv(T, BWD_BR), B * nh), BWD_BR, 0)(
         dq, dt5, dout, q, k, v, lse, dsum, alibi, t5, T, nh, nkv, hd, scale);
     const size_t shmem = (2 * BWD_BK * (HD + 1) + 2 * BWD_BQ * HD + 2 * BWD_BQ) * sizeof(float);
@@ -428,17 +427,20 @@ extern "C" void gpu_attention_forward(gpu_bf16 *out, float *lse, const void *q, 
     const gpu_bf16 *v16 = (const gpu_bf16 *)v;
     const float *qf = (const float *)q, *kf = (const float *)k, *vf = (const float *)v;
     __nv_bfloat16 *o16 = (__nv_bfloat16 *)out;
-    const int tc = GPU_ATTN_BF16(hd, t5 != NULL);
-    if (tc && use_mma()) gpu_flash_forward_mma(out, lse, q16, k16, v16, alibi, B, T, nh, nkv, hd);
-    else if (tc) gpu_flash_forward_tc(out, lse, q16, k16, v16, alibi, B, T, nh, nkv, hd);
+    const int tc = GPU_ATTN_TC(hd);
+    if (tc && !t5 && use_mma())
+        gpu_flash_forward_mma(out, lse, q16, k16, v16, alibi, B, T, nh, nkv, hd);
+    else if (tc) gpu_flash_forward_tc(out, lse, q16, k16, v16, alibi, t5, B, T, nh, nkv, hd);
     else if (hd <= 32) forward_hd<32>(o16, lse, qf, kf, vf, alibi, t5, B, T, nh, nkv, hd);
     else if (hd <= 64) forward_hd<64>(o16, lse, qf, kf, vf, alibi, t5, B, T, nh, nkv, hd);
     else forward_hd<128>(o16, lse, qf, kf, vf, alibi, t5, B, T, nh, nkv, hd);
 }
 
+/* the mma.sync kernels take no T5 table */
+static int mma_backward(int hd, int t5) { return GPU_ATTN_MMA_BWD(hd) && !t5 && use_mma(); }
+
 extern "C" int gpu_attention_grads_bf16(int hd, int t5) {
-    return GPU_ATTN_BF16(hd, t5) &&
-           !(GPU_ATTN_MMA_BWD(hd) && kernel_set() == GPU_ATTN_MMA_ATOMIC);
+    return GPU_ATTN_TC(hd) && !(mma_backward(hd, t5) && kernel_set() == GPU_ATTN_MMA_ATOMIC);
 }
 
 extern "C" void gpu_attention_backward(void *dq, void *dk, void *dv, float *dsum,
@@ -447,7 +449,8 @@ extern "C" void gpu_attention_backward(void *dq, void *dk, void *dv, float *dsum
                                        const float *lse, const float *alibi, const float *t5,
                                        float *dt5, int B, int T, int nh, int nkv, int hd) {
     const size_t rows = (size_t)B * nh * T;
-    const int tc = GPU_ATTN_BF16(hd, t5 != NULL);
+    const int tc = GPU_ATTN_TC(hd);
+    if (dt5) cudaMemsetAsync(dt5, 0, rows * sizeof(float), cudaStreamPerThread);
     const __nv_bfloat16 *d16 = (const __nv_bfloat16 *)dout;
     GPU_LAUNCH(dsum_kernel, cdiv(rows, 8), 256, 0)(dsum, d16, (const __nv_bfloat16 *)out, B, T, nh,
                                                    hd);
@@ -455,12 +458,12 @@ extern "C" void gpu_attention_backward(void *dq, void *dk, void *dv, float *dsum
     const gpu_bf16 *v16 = (const gpu_bf16 *)v;
     const float *qf = (const float *)q, *kf = (const float *)k, *vf = (const float *)v;
     float *dqf = (float *)dq, *dkf = (float *)dk, *dvf = (float *)dv;
-    if (tc && GPU_ATTN_MMA_BWD(hd) && use_mma())
+    if (tc && mma_backward(hd, t5 != NULL))
         gpu_flash_backward_mma(dq, dk, dv, dsum, dout, q16, k16, v16, lse, alibi, B, T, nh, nkv,
                                hd, kernel_set() == GPU_ATTN_MMA_ATOMIC);
     else if (tc)
         gpu_flash_backward_tc((gpu_bf16 *)dq, (gpu_bf16 *)dk, (gpu_bf16 *)dv, dsum, dout, q16, k16,
-                              v16, lse, alibi, B, T, nh, nkv, hd);
+                              v16, lse, alibi, t5, dt5, B, T, nh, nkv, hd);
     else if (hd <= 32)
         backward_hd<32>(dqf, dkf, dvf, dt5, dsum, d16, qf, kf, vf, lse, alibi, t5, B, T, nh, nkv,
                         hd);

@@ -98,7 +98,7 @@ static void free_acts(cuda_model *g) {
 /* Whether q, k, v per head are bf16 (the tensor-core attention), and the
  * floats that a token's q (width Q) or k, v (width KV) then take. */
 static int bf16_heads(const rotary_config *c) {
-    return GPU_ATTN_BF16(c->d_model / c->n_head, c->pos == ROTARY_POS_T5);
+    return GPU_ATTN_TC(c->d_model / c->n_head);
 }
 static size_t head_floats(const rotary_config *c, size_t width) {
     return bf16_heads(c) ? width / 2 : width;

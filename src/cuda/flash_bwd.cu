@@ -1,8 +1,10 @@
 /* flash_bwd.cu: causal attention backward on the tensor cores (bf16 WMMA
  * m16n16k16, fp32 accumulators), the same quantities as the fp32 kernels of
- * attention.cu: P_ij = exp(scale q_i.k_j - slope (i-j) - lse_i),
- * dP_ij = dout_i.v_j, dS_ij = P_ij (dP_ij - dsum_i), dq = scale dS K,
- * dk = scale dS^T Q, dv = P^T dout, summed over the query heads of a group.
+ * attention.cu: P_ij = exp(scale q_i.k_j + bias_ij - lse_i) (bias: ALiBi's
+ * -slope (i-j), or T5's table at i-j), dP_ij = dout_i.v_j,
+ * dS_ij = P_ij (dP_ij - dsum_i), dq = scale dS K, dk = scale dS^T Q,
+ * dv = P^T dout, summed over the query heads of a group, and T5's table
+ * gradient dt5[i-j] += dS_ij.
  *
  * Two kernels, each recomputing P and dS from lse, so that every gradient
  * element has a single writer (no atomics, the same bits on every run):
@@ -14,6 +16,10 @@
  *   and dS^T elementwise in fp32, then dV_w += P^T dO and dK_w += dS^T Q.
  * - q: a block owns 64 query rows of one head (a warp 16), streams the key
  *   tiles up to the diagonal and accumulates dQ_w += dS_w K the same way.
+ *   With T5's table, each warp also sums its 16 x 64 dS (fp32) along the
+ *   79 diagonals of the tile, one distance each, and adds each sum to the
+ *   table's gradient atomically: 79 atomics a tile instead of 1024, but
+ *   the table's gradient alone is not the same bits every run.
  * q, k, v and dout arrive in bf16 (from the split kernel and the output
  * projection's backward GEMM), and P and dS are rounded as they
  * enter the second products; scores, the
@@ -154,7 +160,7 @@ template <int HD>
 __global__ void __launch_bounds__(TC_THREADS)
     flash_bwd_kv_tc(bf16 *dk, bf16 *dv, const bf16 *dout, const bf16 *q, const bf16 *k,
                     const bf16 *v, const float *lse, const float *dsum, const float *alibi,
-                    int T, int nh, int nkv, float scale) {
+                    const float *t5, int T, int nh, int nkv, float scale) {
     GPU_DYNAMIC_SHARED(unsigned char, smem);
     constexpr int LD = TcLayout<HD>::LD, NF = HD / 16;
     const int w = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -174,7 +180,7 @@ __global__ void __launch_bounds__(TC_THREADS)
     for (int hh = 0; hh < group; hh++) {
         const int h = g * group + hh;
         const size_t bh = (size_t)b * nh + h;
-        const float slope = alibi ? alibi[h] : 0.0f;
+        const float slope = alibi ? alibi[h] : 0.0f, *tb = t5 ? t5 + (size_t)h * T : NULL;
         for (int i0 = j0; i0 < T; i0 += TC_TILE) {
             __syncthreads(); /* the last tile's readers are done */
             tc_load_tile<HD>(Qs, q + (bh * T + i0) * HD, HD, T - i0);
@@ -194,7 +200,7 @@ __global__ void __launch_bounds__(TC_THREADS)
                 const int r = e / TC_TILE, c = e % TC_TILE, j = j0 + 16 * w + r, i = i0 + c;
                 float p = 0.0f, ds = 0.0f;
                 if (i < T && j <= i) {
-                    p = expf(s.S[r * TC_SLD + c] * scale - slope * (float)(i - j) - s.ls[c]);
+                    p = expf(s.S[r * TC_SLD + c] * scale + score_bias(slope, tb, i - j) - s.ls[c]);
                     ds = p * (s.dP[r * TC_SLD + c] - s.Ds[c]);
                 }
                 s.P[r * TC_PLD + c] = __float2bfloat16(p);
@@ -216,9 +222,9 @@ __global__ void __launch_bounds__(TC_THREADS)
  * t3 the streamed K, V tiles. */
 template <int HD>
 __global__ void __launch_bounds__(TC_THREADS)
-    flash_bwd_q_tc(bf16 *dq, const bf16 *dout, const bf16 *q, const bf16 *k, const bf16 *v,
-                   const float *lse, const float *dsum, const float *alibi, int T, int nh, int nkv,
-                   float scale) {
+    flash_bwd_q_tc(bf16 *dq, float *dt5, const bf16 *dout, const bf16 *q, const bf16 *k,
+                   const bf16 *v, const float *lse, const float *dsum, const float *alibi,
+                   const float *t5, int T, int nh, int nkv, float scale) {
     GPU_DYNAMIC_SHARED(unsigned char, smem);
     constexpr int LD = TcLayout<HD>::LD, NF = HD / 16;
     const int w = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -227,7 +233,8 @@ __global__ void __launch_bounds__(TC_THREADS)
     const int bh = blockIdx.y, b = bh / nh, h = bh % nh, g = h / (nh / nkv);
     const int i0 = blockIdx.x * TC_TILE;
     const size_t q0 = ((size_t)bh * T + i0) * HD, kvh = ((size_t)b * nkv + g) * T * HD;
-    const float slope = alibi ? alibi[h] : 0.0f;
+    const float slope = alibi ? alibi[h] : 0.0f, *tb = t5 ? t5 + (size_t)h * T : NULL;
+    float *dtb = dt5 ? dt5 + (size_t)bh * T : NULL;
     tc_load_tile<HD>(Qs, q + q0, HD, T - i0);
     tc_load_tile<HD>(dOs, dout + (((size_t)b * T + i0) * nh + h) * HD, (size_t)nh * HD, T - i0);
     if (threadIdx.x < TC_TILE) {
@@ -251,13 +258,25 @@ __global__ void __launch_bounds__(TC_THREADS)
             const int r = e / TC_TILE, c = e % TC_TILE, i = i0 + 16 * w + r, j = j0 + c;
             float ds = 0.0f;
             if (i < T && j <= i) {
-                const float p = expf(s.S[r * TC_SLD + c] * scale - slope * (float)(i - j) -
+                const float p = expf(s.S[r * TC_SLD + c] * scale + score_bias(slope, tb, i - j) -
                                      s.ls[16 * w + r]);
                 ds = p * (s.dP[r * TC_SLD + c] - s.Ds[16 * w + r]);
             }
             s.dS[r * TC_PLD + c] = __float2bfloat16(ds);
+            if (dtb) s.dP[r * TC_SLD + c] = ds; /* read above by this lane alone */
         }
         __syncwarp();
+        if (dtb) { /* diagonal dg: r - c = dg - 63, distance i - j = base + dg - 63 */
+            const int base = i0 + 16 * w - j0;
+            for (int dg = lane; dg < 16 + TC_TILE - 1; dg += 32) {
+                const int n = base + dg - (TC_TILE - 1);
+                if (n < 0 || n >= T) continue; /* above the diagonal, or rows past T */
+                float sum = 0.0f;
+                for (int r = max(0, dg - (TC_TILE - 1)); r < 16 && r <= dg; r++)
+                    sum += s.dP[r * TC_SLD + r + TC_TILE - 1 - dg];
+                atomicAdd(&dtb[n], sum);
+            }
+        }
         tc_accumulate<HD>(dQf, s.dS, Ks);
     }
     __syncthreads(); /* stage dQ in the K, V tiles */
@@ -267,7 +286,8 @@ __global__ void __launch_bounds__(TC_THREADS)
 template <int HD>
 static void backward_tc(bf16 *dq, bf16 *dk, bf16 *dv, const float *dsum, const bf16 *dout,
                         const bf16 *q, const bf16 *k, const bf16 *v, const float *lse,
-                        const float *alibi, int B, int T, int nh, int nkv) {
+                        const float *alibi, const float *t5, float *dt5, int B, int T, int nh,
+                        int nkv) {
     const size_t shmem = TcLayout<HD>::BYTES;
     const float scale = 1.0f / sqrtf((float)HD);
     if (shmem > 48 * 1024) {
@@ -277,22 +297,24 @@ static void backward_tc(bf16 *dq, bf16 *dk, bf16 *dv, const float *dsum, const b
                              (int)shmem);
     }
     GPU_LAUNCH(flash_bwd_q_tc<HD>, dim3(cdiv(T, TC_TILE), B * nh), TC_THREADS, shmem)(
-        dq, dout, q, k, v, lse, dsum, alibi, T, nh, nkv, scale);
+        dq, dt5, dout, q, k, v, lse, dsum, alibi, t5, T, nh, nkv, scale);
     GPU_LAUNCH(flash_bwd_kv_tc<HD>, dim3(cdiv(T, TC_TILE), B * nkv), TC_THREADS, shmem)(
-        dk, dv, dout, q, k, v, lse, dsum, alibi, T, nh, nkv, scale);
+        dk, dv, dout, q, k, v, lse, dsum, alibi, t5, T, nh, nkv, scale);
 }
 
 extern "C" void gpu_flash_backward_tc(gpu_bf16 *dq16, gpu_bf16 *dk16, gpu_bf16 *dv16,
                                       const float *dsum,
                                       const gpu_bf16 *dout16, const gpu_bf16 *q16,
                                       const gpu_bf16 *k16, const gpu_bf16 *v16, const float *lse,
-                                      const float *alibi,
-                                      int B, int T, int nh, int nkv, int hd) {
+                                      const float *alibi, const float *t5, float *dt5, int B,
+                                      int T, int nh, int nkv, int hd) {
     const bf16 *q = (const bf16 *)q16, *k = (const bf16 *)k16, *v = (const bf16 *)v16;
     const bf16 *dout = (const bf16 *)dout16;
     bf16 *dq = (bf16 *)dq16, *dk = (bf16 *)dk16, *dv = (bf16 *)dv16;
 #define TC_CASE(HD)                                                                                \
-    case HD: backward_tc<HD>(dq, dk, dv, dsum, dout, q, k, v, lse, alibi, B, T, nh, nkv); break
+    case HD:                                                                                       \
+        backward_tc<HD>(dq, dk, dv, dsum, dout, q, k, v, lse, alibi, t5, dt5, B, T, nh, nkv);     \
+        break
     switch (hd) {
         TC_CASE(16);
         TC_CASE(32);

@@ -1,14 +1,14 @@
-/* flash_fwd.cu: causal attention forward on the tensor cores, in the manner
- * of FlashAttention-2 (Dao 2023). A block of 4 warps owns 64 query rows of
- * one head, 16 rows a warp, and streams 64-key tiles of K and V (bf16, as
- * the split kernel writes them) through shared memory. Per tile each warp computes its 16 x 64 scores with
- * WMMA (bf16 inputs, fp32 accumulation), applies the mask, ALiBi, scale and
- * online softmax in fp32 (two lanes a row), and adds P V (P rounded to bf16)
- * to its output rows, which the lanes keep in registers: WMMA fragments
- * cannot be rescaled row by row, so P V goes through shared memory once per
- * tile. Only the log-sum-exp of each row is saved for the backward
- * (flash_bwd.cu). Head sizes are padded with zeros to HD (16, 32, 64, 128),
- * which leaves every dot product unchanged. */
+/* flash_fwd.cu: causal attention forward on the tensor cores, in the manner of
+ * FlashAttention-2 (Dao 2023). A block of 4 warps owns 64 query rows of one
+ * head, 16 rows a warp, and streams 64-key tiles of K and V (bf16, as the
+ * split kernel writes them) through shared memory. Per tile each warp computes
+ * its 16 x 64 scores with WMMA (bf16 inputs, fp32 accumulation), applies the
+ * mask, scale, ALiBi or T5's bias and online softmax in fp32 (two lanes a
+ * row), and adds P V (P rounded to bf16) to its output rows, which the lanes
+ * keep in registers: WMMA fragments cannot be rescaled row by row, so P V goes
+ * through shared memory once per tile. Only the log-sum-exp of each row is
+ * saved for the backward (flash_bwd.cu). Head sizes are padded with zeros to
+ * HD (16, 32, 64, 128), which leaves every dot product unchanged. */
 #include "common.cuh"
 
 #include <cuda_bf16.h>
@@ -52,7 +52,8 @@ __device__ void load_tile(bf16 *dst, const bf16 *src, int valid, int hd) {
 template <int HD>
 __global__ void __launch_bounds__(THREADS)
     flash_fwd_tc_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
-                        const float *alibi, int T, int nh, int nkv, int hd, float scale) {
+                        const float *alibi, const float *t5, int T, int nh, int nkv, int hd,
+                        float scale) {
     typedef fwd_smem<HD> L;
     GPU_DYNAMIC_SHARED(unsigned char, smem);
     bf16 *Qs = (bf16 *)(smem + L::q_off), *Ks = (bf16 *)(smem + L::k_off);
@@ -109,7 +110,10 @@ __global__ void __launch_bounds__(THREADS)
         for (int c = 0; c < 32; c++) {
             const int jj = half * 32 + c, j = j0 + jj;
             float x = -INFINITY;
-            if (j <= i && j < T) x = S[r * L::LDS + jj] * scale - slope * (float)(i - j);
+            /* rows past T score garbage, never written: no table read there */
+            if (j <= i && j < T)
+                x = S[r * L::LDS + jj] * scale +
+                    score_bias(slope, t5 && i < T ? t5 + (size_t)h * T : NULL, i - j);
             s[c] = x;
             mt = fmaxf(mt, x);
         }
@@ -165,20 +169,20 @@ __global__ void __launch_bounds__(THREADS)
 
 template <int HD>
 void forward(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
-             const float *alibi, int B, int T, int nh, int nkv, int hd) {
+             const float *alibi, const float *t5, int B, int T, int nh, int nkv, int hd) {
     const size_t bytes = fwd_smem<HD>::bytes;
     if (bytes > 48 * 1024)
         cudaFuncSetAttribute(flash_fwd_tc_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                              (int)bytes);
     GPU_LAUNCH(flash_fwd_tc_kernel<HD>, dim3(cdiv(T, ROWS), B * nh), THREADS, bytes)(
-        out, lse, q, k, v, alibi, T, nh, nkv, hd, 1.0f / sqrtf((float)hd));
+        out, lse, q, k, v, alibi, t5, T, nh, nkv, hd, 1.0f / sqrtf((float)hd));
 }
 
 } /* namespace */
 
 extern "C" void gpu_flash_forward_tc(gpu_bf16 *out, float *lse, const gpu_bf16 *q,
                                      const gpu_bf16 *k, const gpu_bf16 *v, const float *alibi,
-                                     int B, int T, int nh, int nkv, int hd) {
+                                     const float *t5, int B, int T, int nh, int nkv, int hd) {
     BY_TILE_HD(forward, hd, (bf16 *)out, lse, (const bf16 *)q, (const bf16 *)k, (const bf16 *)v,
-               alibi, B, T, nh, nkv, hd);
+               alibi, t5, B, T, nh, nkv, hd);
 }

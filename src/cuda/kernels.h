@@ -109,7 +109,7 @@ void gpu_sumsq(double *partial, const float *x, size_t n);
 
 /* Attention (attention.cu). qkv (B, T, (nh + 2*nkv)*hd) per token q | k | v
  * (the projection's output, bf16) <-> q (B, nh, T, hd), k, v (B, nkv, T, hd)
- * per head, bf16 (gpu_bf16) when bf16 (GPU_ATTN_BF16: the tensor cores' input),
+ * per head, bf16 (gpu_bf16) when bf16 (GPU_ATTN_TC: the tensor cores' input),
  * else fp32, RoPE applied to q and k on the way (cos, sin (>= T, rd/2): the
  * tables of rotary_rope, position t = row t; NULL: no rotation; pairing as
  * rotary_rope_pairing, rd the rotated dims). hd must be even.
@@ -130,11 +130,9 @@ void gpu_qkv_merge_rope_backward(gpu_bf16 *dqkv, const void *dq, const void *dk,
  * score of query i and key j (T5's bias by distance, as attention_forward's
  * dist_bias). Query head h reads
  * kv head h / (nh/nkv). hd <= GPU_ATTN_MAX_HD. q, k, v as
- * gpu_qkv_split_rope writes them: bf16 when GPU_ATTN_BF16(hd, t5 != NULL)
- * (the tensor cores), else fp32 (the CUDA-core kernels of attention.cu,
- * which alone take t5). */
+ * gpu_qkv_split_rope writes them: bf16 when GPU_ATTN_TC(hd) (the tensor
+ * cores), else fp32 (the CUDA-core kernels of attention.cu). */
 #define GPU_ATTN_MAX_HD 128
-#define GPU_ATTN_BF16(hd, t5) (GPU_ATTN_TC(hd) && !(t5))
 void gpu_attention_forward(gpu_bf16 *out, float *lse, const void *q, const void *k, const void *v,
                            const float *alibi, const float *t5, int B, int T, int nh, int nkv,
                            int hd);
@@ -165,25 +163,26 @@ void gpu_t5_table_backward(float *drel, const float *dtab, const int *bucket, in
  * two above call when GPU_ATTN_TC(hd): q, k, v and dout in bf16, the
  * products accumulate in fp32, the softmax and lse stay fp32, and dq, dk,
  * dv are written in bf16. Same layouts and meaning; dsum must already hold
- * rowsum(dout * out). */
+ * rowsum(dout * out), and dt5 (with t5) zeros. */
 #define GPU_ATTN_TC(hd) ((hd) % 16 == 0 && (hd) <= 128)
 void gpu_flash_forward_tc(gpu_bf16 *out, float *lse, const gpu_bf16 *q, const gpu_bf16 *k,
-                          const gpu_bf16 *v, const float *alibi, int B, int T, int nh, int nkv,
-                          int hd);
+                          const gpu_bf16 *v, const float *alibi, const float *t5, int B, int T,
+                          int nh, int nkv, int hd);
 void gpu_flash_backward_tc(gpu_bf16 *dq, gpu_bf16 *dk, gpu_bf16 *dv, const float *dsum,
-                           const gpu_bf16 *dout,
-                           const gpu_bf16 *q, const gpu_bf16 *k, const gpu_bf16 *v,
-                           const float *lse, const float *alibi, int B, int T, int nh, int nkv,
-                           int hd);
+                           const gpu_bf16 *dout, const gpu_bf16 *q, const gpu_bf16 *k,
+                           const gpu_bf16 *v, const float *lse, const float *alibi,
+                           const float *t5, float *dt5, int B, int T, int nh, int nkv, int hd);
 /* The same two with mma.sync and the score tiles and accumulators in
  * registers (flash_mma.cu, FlashAttention-2's layout), same arguments and
  * results (q, k, v and dout 16-byte aligned and hd a multiple of 8: they
- * are copied 16 bytes at a time); the backward for head sizes
- * GPU_ATTN_MMA_BWD(hd). Not yet run on a GPU, so gpu_attention_forward/
- * backward take them only after gpu_attention_use(GPU_ATTN_MMA or
- * GPU_ATTN_MMA_ATOMIC, the latter with atomic_dq), or when the environment
- * has ROTARY_CUDA_ATTN=mma (or mma-atomic) at the first call; GPU_ATTN_WMMA
- * (flash_fwd.cu, flash_bwd.cu) is the default. */
+ * are copied 16 bytes at a time) but for T5's table, which they do not take
+ * (with one, gpu_attention_forward/backward call the two above); the
+ * backward for head sizes GPU_ATTN_MMA_BWD(hd). Not yet run on a GPU, so
+ * gpu_attention_forward/backward take them only after
+ * gpu_attention_use(GPU_ATTN_MMA or GPU_ATTN_MMA_ATOMIC, the latter with
+ * atomic_dq), or when the environment has ROTARY_CUDA_ATTN=mma (or
+ * mma-atomic) at the first call; GPU_ATTN_WMMA (flash_fwd.cu, flash_bwd.cu)
+ * is the default. */
 #define GPU_ATTN_MMA_BWD(hd) ((hd) % 16 == 0 && (hd) <= 64)
 void gpu_flash_forward_mma(gpu_bf16 *out, float *lse, const gpu_bf16 *q, const gpu_bf16 *k,
                            const gpu_bf16 *v, const float *alibi, int B, int T, int nh, int nkv,

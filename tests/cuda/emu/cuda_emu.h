@@ -451,6 +451,7 @@ launcher<P...> launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t shmem)
 inline void __syncthreads() { emu::barrier_wait(emu::block_bar); }
 template <typename T> T __shfl_xor_sync(unsigned, T v, int mask) { return emu::shfl_xor(v, mask); }
 inline int min(int a, int b) { return a < b ? a : b; }
+inline int max(int a, int b) { return a > b ? a : b; }
 /* *p += v as one indivisible step (a compare-and-swap loop on the bits). */
 inline float atomicAdd(float *p, float v) {
     uint32_t old = __atomic_load_n((uint32_t *)p, __ATOMIC_RELAXED), nw;

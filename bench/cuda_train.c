@@ -3,14 +3,15 @@
  *
  * usage: cuda_train [--layers L] [--heads H] [--dim D] [--ff F] [--ctx T]
  *                   [--batch B] [--vocab V] [--steps N] [--warmup-steps W]
- *                   [--peak-tflops P]
+ *                   [--peak-tflops P] [--pos rope|t5|alibi|...]
  *
  * Defaults: the GPT-2-small shape (12 layers, 12 heads, d_model 768, ctx
  * 1024, vocab 50304) with librotary's default block (RMSNorm, SwiGLU with
  * d_ff 2048, interleaved RoPE, tied head, no bias), batch 16. One step is
  * zero_grad + forward + backward + gradient norm and clipping + AdamW, as
  * bench/train_bench.c does on the CPU; forward_ms, backward_ms and
- * optimizer_ms split it (zero_grad goes with the forward).
+ * optimizer_ms split it (zero_grad goes with the forward). --pos changes
+ * the position encoding (T5: 32 buckets up to distance 128, T5's own).
  *
  * MFU = tokens/s * flops per token / peak, with flops per token = 6 N (N all
  * parameters: the tied embedding is used by the classifier's GEMM) + 12 L C T
@@ -49,7 +50,12 @@ int main(int argc, char **argv) {
     for (int i = 1; i + 1 < argc; i += 2) {
         const char *k = argv[i];
         const double v = atof(argv[i + 1]);
-        if (!strcmp(k, "--layers")) c.n_layer = (int)v;
+        if (!strcmp(k, "--pos")) {
+            if ((c.pos = rotary_pos_parse(argv[i + 1])) < 0) {
+                fprintf(stderr, "cuda_train: --pos %s: unknown position encoding\n", argv[i + 1]);
+                return 2;
+            }
+        } else if (!strcmp(k, "--layers")) c.n_layer = (int)v;
         else if (!strcmp(k, "--heads")) c.n_head = c.n_kv_head = (int)v;
         else if (!strcmp(k, "--dim")) c.d_model = (int)v;
         else if (!strcmp(k, "--ff")) c.d_ff = (int)v;
@@ -99,7 +105,7 @@ int main(int argc, char **argv) {
     }
     const double dt = (now_s() - t0) / steps, tps = N / dt;
     const double fpt = 6.0 * (double)m.n_params + 12.0 * c.n_layer * c.d_model * c.ctx;
-    printf("device=%s\n", prop.name);
+    printf("device=%s\npos=%s\n", prop.name, rotary_pos_name(c.pos));
     printf("params=%zu\nbatch=%d\nctx=%d\nloss=%.4f\n", m.n_params, B, c.ctx, loss);
     printf("ms_per_step=%.2f\ntokens_per_s=%.0f\n", dt * 1e3, tps);
     printf("forward_ms=%.2f\nbackward_ms=%.2f\noptimizer_ms=%.2f\n", phase[0] * 1e3 / steps,

@@ -149,6 +149,8 @@ run cuda_train 90 "$BUILD/bench/cuda_train"
 # and with their one-kernel backward (dq summed atomically)
 run cuda_train_mma 90 env ROTARY_CUDA_ATTN=mma "$BUILD/bench/cuda_train"
 run cuda_train_mma_atomic 90 env ROTARY_CUDA_ATTN=mma-atomic "$BUILD/bench/cuda_train"
+# T5's bias instead of RoPE (the WMMA kernels, with the table's gradient)
+run cuda_train_t5 90 "$BUILD/bench/cuda_train" --pos t5
 run cuda_attention 60 "$BUILD/bench/cuda_attention"
 run torch_attention_gpu 60 "$PYTHON" bench/torch_attention_gpu.py
 run cuda_decode 60 "$BUILD/bench/cuda_decode"
@@ -184,7 +186,7 @@ val() { grep -m1 "^$2=" "$RESULTS/$1.log" 2>/dev/null | cut -d= -f2; }
   printf '%-28s %s\n' "check" "result"
   for t in test_cuda_kernels test_cuda_model test_cuda_model_mma test_cuda_model_mma_atomic \
            cli_device mpi_cuda cuda_train \
-           cuda_train_mma cuda_train_mma_atomic cuda_attention torch_attention_gpu cuda_decode torch_train_gpu profile \
+           cuda_train_mma cuda_train_mma_atomic cuda_train_t5 cuda_attention torch_attention_gpu cuda_decode torch_train_gpu profile \
            memcheck; do
     printf '%-28s %s %s\n' "$t" "${status[$t]}" "${detail[$t]:-}"
   done
@@ -193,7 +195,7 @@ val() { grep -m1 "^$2=" "$RESULTS/$1.log" 2>/dev/null | cut -d= -f2; }
   printf '%-22s %12s %10s %8s %8s %8s %8s\n' "" "tokens/s" "ms/step" "MFU" "fwd ms" "bwd ms" \
     "opt ms"
   for r in "cuda_train:rotary (cuda)" "cuda_train_mma:rotary, mma.sync attn" \
-           "cuda_train_mma_atomic:rotary, mma, atomic dq"; do
+           "cuda_train_mma_atomic:rotary, mma, atomic dq" "cuda_train_t5:rotary, T5 bias (wmma)"; do
     b=${r%%:*}
     printf '%-22s %12s %10s %8s %8s %8s %8s\n' "${r#*:}" "$(val $b tokens_per_s)" \
       "$(val $b ms_per_step)" "$(val $b mfu)" "$(val $b forward_ms)" "$(val $b backward_ms)" \

@@ -69,7 +69,11 @@ struct cuda_comm {
     size_t n;
     float *host; /* the host path's copy, or NULL */
 #ifdef ROTARY_NCCL
-    ncclComm_t nccl; /* or NULL */
+    ncclComm_t nccl;         /* or NULL */
+    cudaStream_t stream;     /* NCCL's all-reduces, beside the backward */
+    cudaEvent_t queued, done; /* the backward's stream -> stream, and back */
+    size_t pending;          /* [0, pending) not yet started this step */
+    char failed[256];        /* why starting a part failed, or "" */
 #endif
     char how[200];
 };
@@ -104,7 +108,36 @@ static int nccl_start(cuda_comm *c) {
     if (rc || (rc = dist_bcast(d, &id, (int)sizeof id))) return rc;
     r = nccl.init_rank(&c->nccl, d->size, id, d->rank);
     if (r != ncclSuccess) c->nccl = NULL;
-    return rotary_dist_agree(d, r == ncclSuccess ? ROTARY_OK : nccl_fail(r, "start"));
+    cudaError_t e = cudaSuccess;
+    if (r == ncclSuccess &&
+        ((e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking)) ||
+         (e = cudaEventCreateWithFlags(&c->queued, cudaEventDisableTiming)) ||
+         (e = cudaEventCreateWithFlags(&c->done, cudaEventDisableTiming))))
+        rc = rotary_fail(ROTARY_EIO, "cuda: NCCL's stream: %s", cudaGetErrorString(e));
+    else rc = r == ncclSuccess ? ROTARY_OK : nccl_fail(r, "start");
+    c->pending = c->n;
+    return rotary_dist_agree(d, rc);
+}
+
+/* The all-reduce of dev[from, pending), once the backward's stream has
+ * reached the point where it is final. */
+static int start_part(cuda_comm *c, float *dev, size_t from) {
+    cudaError_t e;
+    if ((e = cudaEventRecord(c->queued, cudaStreamPerThread)) ||
+        (e = cudaStreamWaitEvent(c->stream, c->queued, 0)))
+        return rotary_fail(ROTARY_EIO, "cuda: ordering NCCL after the backward: %s",
+                           cudaGetErrorString(e));
+    ncclResult_t r = nccl.all_reduce(dev + from, dev + from, c->pending - from, ncclFloat,
+                                     ncclAvg, c->nccl, c->stream);
+    c->pending = from;
+    return r == ncclSuccess ? ROTARY_OK : nccl_fail(r, "all-reduce");
+}
+
+static void free_stream(cuda_comm *c) {
+    if (c->done) cudaEventDestroy(c->done);
+    if (c->queued) cudaEventDestroy(c->queued);
+    if (c->stream) cudaStreamDestroy(c->stream);
+    c->stream = NULL, c->queued = c->done = NULL;
 }
 #endif
 
@@ -127,6 +160,7 @@ int cuda_comm_new(cuda_comm **out, const rotary_dist *d, size_t n) {
         snprintf(why, sizeof why, "%s", rotary_last_error());
         if (c->nccl) nccl.abort_comm(c->nccl);
         c->nccl = NULL;
+        free_stream(c);
     } else if (why[0] == 0) {
         snprintf(why, sizeof why, "another rank cannot use NCCL");
     }
@@ -138,12 +172,27 @@ int cuda_comm_new(cuda_comm **out, const rotary_dist *d, size_t n) {
     return rotary_dist_agree(d, c->host ? ROTARY_OK : ROTARY_ENOMEM);
 }
 
+void cuda_comm_ready(cuda_comm *c, float *dev, size_t from) {
+#ifdef ROTARY_NCCL
+    if (!c || !c->nccl || c->failed[0] || from >= c->pending) return;
+    if (start_part(c, dev, from)) snprintf(c->failed, sizeof c->failed, "%s", rotary_last_error());
+#else
+    (void)c, (void)dev, (void)from;
+#endif
+}
+
 int cuda_comm_mean(cuda_comm *c, float *dev) {
 #ifdef ROTARY_NCCL
     if (c->nccl) {
-        ncclResult_t r = nccl.all_reduce(dev, dev, c->n, ncclFloat, ncclAvg, c->nccl,
-                                         cudaStreamPerThread);
-        return r == ncclSuccess ? ROTARY_OK : nccl_fail(r, "all-reduce");
+        int rc = c->failed[0]       ? rotary_fail(ROTARY_EIO, "%s", c->failed)
+                 : c->pending > 0 ? start_part(c, dev, 0)
+                                    : ROTARY_OK;
+        c->pending = c->n, c->failed[0] = 0; /* the next step's */
+        cudaError_t e;
+        if (rc == ROTARY_OK && ((e = cudaEventRecord(c->done, c->stream)) ||
+                                (e = cudaStreamWaitEvent(cudaStreamPerThread, c->done, 0))))
+            rc = rotary_fail(ROTARY_EIO, "cuda: waiting for NCCL: %s", cudaGetErrorString(e));
+        return rc;
     }
 #endif
     const size_t bytes = c->n * sizeof(float);
@@ -161,6 +210,7 @@ void cuda_comm_free(cuda_comm *c) {
     if (!c) return;
 #ifdef ROTARY_NCCL
     if (c->nccl) nccl.destroy(c->nccl);
+    free_stream(c);
 #endif
     free(c->host);
     free(c);

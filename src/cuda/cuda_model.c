@@ -45,6 +45,8 @@ struct cuda_model {
     double *partial;               /* GPU_SUMSQ_BLOCKS */
     int *tokens, *targets;         /* (B*T) each, device */
     float *host_losses;            /* (B*T) */
+    void (*on_grads)(void *, size_t); /* cuda_model_on_grads */
+    void *on_grads_ctx;
 };
 
 static int cuda_fail(cudaError_t e, const char *what) {
@@ -526,9 +528,14 @@ int cuda_model_backward(cuda_model *g) {
         gpu_norm_backward(g->dres, g->dres16, G(lp->norm1_w), OPT(g->grads, lp->norm1_b), g->dh,
                           x, P(lp->norm1_w), layer_norm ? g->mean1 + l * capN : NULL,
                           g->rstd1 + l * capN, N, C);
+        /* Layer l starts at norm1_w: it and all after it (later layers, the
+         * final norm, an untied head) are done; T5's table, shared by every
+         * layer, lies before the layers. */
+        if (g->on_grads) g->on_grads(g->on_grads_ctx, lp->norm1_w);
     }
     gpu_embed_backward(G(lo->tok_emb), c->pos == ROTARY_POS_LEARNED ? G(lo->pos_emb) : NULL,
                        g->dres, g->tokens, N, T, C);
+    if (g->on_grads) g->on_grads(g->on_grads_ctx, 0);
     g->trained = 0; /* the logits were consumed */
     return sync_ok("backward");
 }
@@ -561,6 +568,10 @@ int cuda_model_adamw_step(cuda_model *g, const rotary_adamw_config *c, float gra
 }
 
 float *cuda_model_grads(cuda_model *g) { return g->grads; }
+
+void cuda_model_on_grads(cuda_model *g, void (*fn)(void *ctx, size_t from), void *ctx) {
+    g->on_grads = fn, g->on_grads_ctx = ctx;
+}
 
 int cuda_model_download(const cuda_model *g, float *params, float *grads, rotary_adamw *opt) {
     const size_t bytes = g->n_params * sizeof(float);

@@ -43,6 +43,11 @@ int cuda_model_logits(const cuda_model *g, float *out);
 int cuda_model_logits_row(const cuda_model *g, size_t row, float *out);
 /* Gradients of the last train forward, added into the device gradients. */
 int cuda_model_backward(cuda_model *g);
+/* fn(ctx, from), during cuda_model_backward, each time the kernels that
+ * finish gradients [from, n_params) are queued on the calling thread's
+ * stream: after each layer (later layers lie later in the buffer), and
+ * last with 0; what fn queues behind them sees them final. NULL: none. */
+void cuda_model_on_grads(cuda_model *g, void (*fn)(void *ctx, size_t from), void *ctx);
 int cuda_model_zero_grad(cuda_model *g);
 /* Global L2 norm of the gradients (summed in double, in a fixed order). */
 int cuda_model_grad_norm(cuda_model *g, float *norm);
@@ -108,7 +113,15 @@ int cuda_decoder_graphed(const cuda_decoder *d, const char **why);
 typedef struct cuda_comm cuda_comm;
 /* For n floats a call; *c is to be freed even on failure. */
 int cuda_comm_new(cuda_comm **c, const rotary_dist *d, size_t n);
-/* dev (n floats, device memory) <- the mean over the ranks. */
+/* dev (n floats, device memory) <- the mean over the ranks. With NCCL the
+ * mean is taken in parts as the backward finishes them: cuda_comm_ready(c,
+ * dev, from) when dev[from, n) is final (cuda_model_on_grads) starts the
+ * all-reduce of what became final since the last call, on a stream of the
+ * comm's own, while the backward goes on; cuda_comm_mean then averages
+ * what is left (all of it through host memory) and has the calling
+ * thread's stream wait for every part. The same calls, with the same
+ * offsets, on every rank. */
+void cuda_comm_ready(cuda_comm *c, float *dev, size_t from);
 int cuda_comm_mean(cuda_comm *c, float *dev);
 /* How: "NCCL on the GPUs", or "host memory and MPI (why)". */
 const char *cuda_comm_how(const cuda_comm *c);

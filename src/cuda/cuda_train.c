@@ -49,13 +49,22 @@ static int gpu_forward(void *ctx, long step, float *loss) {
                                          gpu_backward, r->g, loss);
 }
 
-/* Backward, the gradients averaged over the ranks (cuda_comm), then the
- * clip and AdamW on the device. A failure on one rank reaches the others
- * before the all-reduce, so none waits there for it. */
+/* The backward reports each finished suffix of the gradients. */
+static void grads_ready(void *ctx, size_t from) {
+    gpu_run *r = ctx;
+    cuda_comm_ready(r->comm, cuda_model_grads(r->g), from);
+}
+
+/* Backward, the gradients averaged over the ranks (cuda_comm; with NCCL,
+ * each layer's as soon as the backward is past it), then the clip and
+ * AdamW on the device. A failure on one rank reaches the others before the
+ * rest of the mean, so none waits there for it. */
 static int gpu_update(void *ctx, const rotary_adamw_config *ac) {
     gpu_run *r = ctx;
     float norm, scale = 1.0f;
+    if (r->d->size > 1) cuda_model_on_grads(r->g, grads_ready, r);
     int rc = cuda_model_backward(r->g);
+    cuda_model_on_grads(r->g, NULL, NULL);
     if (r->d->size > 1 && (rc = rotary_dist_agree(r->d, rc)) == ROTARY_OK)
         rc = rotary_dist_agree(r->d, cuda_comm_mean(r->comm, cuda_model_grads(r->g)));
     if (rc) return rc;

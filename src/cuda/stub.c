@@ -36,11 +36,15 @@ int cuda_model_upload(cuda_model *g, const float *params, const rotary_adamw *op
     return NO_CUDA;
 }
 float *cuda_model_grads(cuda_model *g) { (void)g; return NULL; }
+void cuda_model_on_grads(cuda_model *g, void (*fn)(void *ctx, size_t from), void *ctx) {
+    (void)g, (void)fn, (void)ctx;
+}
 int cuda_comm_new(cuda_comm **c, const rotary_dist *d, size_t n) {
     (void)d, (void)n;
     *c = NULL;
     return NO_CUDA;
 }
+void cuda_comm_ready(cuda_comm *c, float *dev, size_t from) { (void)c, (void)dev, (void)from; }
 int cuda_comm_mean(cuda_comm *c, float *dev) { (void)c, (void)dev; return NO_CUDA; }
 const char *cuda_comm_how(const cuda_comm *c) { (void)c; return "built without CUDA"; }
 void cuda_comm_free(cuda_comm *c) { (void)c; }

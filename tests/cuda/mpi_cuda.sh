@@ -42,13 +42,16 @@ how=$(sed -n 's/^rotary: gradients averaged through //p' "$tmp/two.err")
 if [ "${4:-}" != "" ]; then
     [[ "$how" == "host memory and MPI ("*")" ]] && ok "2 ranks on 1 GPU: host memory" ||
         bad "2 ranks on 1 GPU: $how"
-    EMU_DEVICES=2 np 2 "$rotary" train "${args[@]}" --clip 0 --out "$tmp/two2" >/dev/null 2>"$tmp/two2.err" ||
-        { bad "2 ranks, 2 GPUs"; cat "$tmp/two2.err"; }
+    # In 2 micro-batches: NCCL's all-reduce starts during the last one's
+    # backward, a part as each layer is done (comm.c), and only then.
+    EMU_DEVICES=2 np 2 "$rotary" train "${args[@]}" --clip 0 --grad-accum 2 --out "$tmp/two2" \
+        >/dev/null 2>"$tmp/two2.err" || { bad "2 ranks, 2 GPUs"; cat "$tmp/two2.err"; }
     how2=$(sed -n 's/^rotary: gradients averaged through //p' "$tmp/two2.err")
     want="NCCL on the GPUs"
     [ "$4" = host ] && want="host memory and MPI (built without NCCL)"
     [ "$how2" = "$want" ] && ok "2 ranks on 2 GPUs: $how2" || bad "2 ranks on 2 GPUs: $how2"
-    out=$(compare close "$tmp/one0" "$tmp/two2" "$TOL") && ok "through $how2, unclipped: $out" ||
+    out=$(compare close "$tmp/one0" "$tmp/two2" "$TOL") &&
+        ok "through $how2, unclipped, 2 micro-batches: $out" ||
         bad "2 ranks on 2 GPUs vs 1: $out"
     EMU_DEVICES=2 ROTARY_CUDA_COMM=host np 2 "$rotary" train "${args[@]}" --steps 1 \
         --out "$tmp/two3" >/dev/null 2>"$tmp/two3.err" || { bad "ROTARY_CUDA_COMM=host"; cat "$tmp/two3.err"; }

@@ -81,6 +81,32 @@ cudaError_t CUDARTAPI cudaMemsetAsync(void *d, int v, size_t n, cudaStream_t) {
     return cudaSuccess;
 }
 
+/* Streams and events: every operation runs when it is called, in order,
+ * so a second stream and the events that order two streams change nothing
+ * here (comm.c's NCCL stream). */
+struct CUstream_st {};
+struct CUevent_st {};
+cudaError_t CUDARTAPI cudaStreamCreateWithFlags(cudaStream_t *s, unsigned) {
+    *s = new CUstream_st;
+    return cudaSuccess;
+}
+cudaError_t CUDARTAPI cudaStreamDestroy(cudaStream_t s) {
+    delete s;
+    return cudaSuccess;
+}
+cudaError_t CUDARTAPI cudaEventCreateWithFlags(cudaEvent_t *e, unsigned) {
+    *e = new CUevent_st;
+    return cudaSuccess;
+}
+cudaError_t CUDARTAPI cudaEventDestroy(cudaEvent_t e) {
+    delete e;
+    return cudaSuccess;
+}
+cudaError_t CUDARTAPI cudaEventRecord(cudaEvent_t, cudaStream_t) { return cudaSuccess; }
+cudaError_t CUDARTAPI cudaStreamWaitEvent(cudaStream_t, cudaEvent_t, unsigned) {
+    return cudaSuccess;
+}
+
 /* Graphs: what a capture recorded, replayed in order. */
 struct CUgraph_st {
     std::vector<std::function<void()>> ops;

@@ -723,6 +723,10 @@ int cuda_decoder_new(cuda_decoder **out, cuda_model *g, int max_T) {
     if (t5) CARVE(t5tab, t5);
     if (part) CARVE(part, part);
 #undef CARVE
+    if (part && (e = cudaMemset(d->part, 0, part * sizeof(float))) != cudaSuccess) {
+        cuda_decoder_free(d);
+        return cuda_fail(e, "decoder cache");
+    }
     d->g = g;
     d->max_T = max_T;
     d->graph_on = 1;

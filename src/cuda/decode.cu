@@ -55,9 +55,11 @@ extern "C" void gpu_decode_split_rope(float *q, float *kc, float *vc, const floa
  * independent dot products and loads are in flight at once; lane l holds
  * coordinates l, l+32, .. of the head. The warps' (max, sum, output) merge
  * through shared memory; with one split the block writes the output, else
- * its (max, sum, unnormalised output) into part (nh, splits, hd + 2) for
- * decode_merge_kernel. Chunks past the position are empty (max -inf). Rows
- * past *pos are never read (the cache holds garbage there). */
+ * its (max, sum, unnormalised output) into part (nh, splits, hd + 2), and
+ * the head's last block to finish (a counter a head after the parts, done,
+ * which it sets back to zero) merges them: no launch of its own for the
+ * merge. Chunks past the position are empty (max -inf). Rows past *pos are
+ * never read (the cache holds garbage there). */
 enum { DEC_WARPS = 8, DEC_KEYS = 4, DEC_ROUND = DEC_WARPS * DEC_KEYS, DEC_MIN_KEYS = 64 };
 
 /* The factor that brings a partial result of running max m to the merged
@@ -65,6 +67,28 @@ enum { DEC_WARPS = 8, DEC_KEYS = 4, DEC_ROUND = DEC_WARPS * DEC_KEYS, DEC_MIN_KE
  * expf would give NaN). */
 __device__ __forceinline__ float rescale(float m, float M) {
     return m == -INFINITY ? 0.0f : expf(m - M);
+}
+
+/* out (hd) of head h: its splits merged in split order (the same bits
+ * whichever block merges), by the threads of one block. The parts come
+ * from other blocks of the same launch: read from L2 (__ldcg), past any
+ * line this SM's L1 holds. */
+__device__ void merge_splits(float *out, const float *part, int h, int splits, int hd) {
+    const float *ph = part + (size_t)h * splits * (hd + 2);
+    float M = -INFINITY, L = 0.0f;
+    for (int x = 0; x < splits; x++) M = fmaxf(M, __ldcg(ph + (size_t)x * (hd + 2)));
+    for (int x = 0; x < splits; x++) {
+        const float *px = ph + (size_t)x * (hd + 2);
+        L += __ldcg(px + 1) * rescale(__ldcg(px), M);
+    }
+    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+        float O = 0.0f;
+        for (int x = 0; x < splits; x++) {
+            const float *px = ph + (size_t)x * (hd + 2);
+            O += __ldcg(px + 2 + d) * rescale(__ldcg(px), M);
+        }
+        out[(size_t)h * hd + d] = O / L;
+    }
 }
 
 template <int HD>
@@ -141,27 +165,20 @@ decode_attention_kernel(float *out, float *part, const float *q, const float *kc
         if (splits == 1) out[(size_t)h * hd + d] = O / L;
         else pp[2 + d] = O;
     }
-    if (splits > 1 && threadIdx.x == 0) pp[0] = M, pp[1] = L;
-}
-
-/* out (nh*hd): each head's splits merged, in split order; a block a head. */
-__global__ void decode_merge_kernel(float *out, const float *part, int splits, int hd) {
-    const int h = blockIdx.x;
-    const float *ph = part + (size_t)h * splits * (hd + 2);
-    float M = -INFINITY, L = 0.0f;
-    for (int x = 0; x < splits; x++) M = fmaxf(M, ph[(size_t)x * (hd + 2)]);
-    for (int x = 0; x < splits; x++) {
-        const float *px = ph + (size_t)x * (hd + 2);
-        L += px[1] * rescale(px[0], M);
-    }
-    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
-        float O = 0.0f;
-        for (int x = 0; x < splits; x++) {
-            const float *px = ph + (size_t)x * (hd + 2);
-            O += px[2 + d] * rescale(px[0], M);
-        }
-        out[(size_t)h * hd + d] = O / L;
-    }
+    if (splits == 1) return;
+    if (threadIdx.x == 0) pp[0] = M, pp[1] = L;
+    /* Each thread's part writes reach L2 before the block counts itself;
+     * the block that counts last sees every part. */
+    __shared__ unsigned ticket;
+    __threadfence();
+    __syncthreads();
+    unsigned *done = reinterpret_cast<unsigned *>(part + (size_t)nh * splits * (hd + 2));
+    if (threadIdx.x == 0) ticket = atomicAdd(&done[h], 1u);
+    __syncthreads();
+    if (ticket != (unsigned)splits - 1) return;
+    __threadfence();
+    merge_splits(out, part, h, splits, hd);
+    if (threadIdx.x == 0) done[h] = 0; /* for the next step */
 }
 
 /* Chunks a head: enough blocks for twice the SMs, none shorter than
@@ -173,7 +190,7 @@ static int decode_splits(int nh, int max_T) {
 
 extern "C" size_t gpu_decode_attention_part(int nh, int hd, int max_T) {
     const int splits = decode_splits(nh, max_T);
-    return splits > 1 ? (size_t)nh * splits * (hd + 2) : 0;
+    return splits > 1 ? (size_t)nh * splits * (hd + 2) + (size_t)nh : 0; /* parts, counters */
 }
 
 template <int HD>
@@ -183,8 +200,6 @@ static void decode_hd(float *out, float *part, const float *q, const float *kc, 
     const int splits = decode_splits(nh, max_T);
     GPU_LAUNCH(decode_attention_kernel<HD>, dim3(nh, splits), DEC_WARPS * 32, 0)(
         out, part, q, kc, vc, alibi, t5, pos, max_T, nh, nkv, hd, 1.0f / sqrtf((float)hd));
-    if (splits > 1)
-        GPU_LAUNCH(decode_merge_kernel, nh, (hd + 31) / 32 * 32, 0)(out, part, splits, hd);
 }
 
 extern "C" void gpu_decode_attention(float *out, float *part, const float *q, const float *kc,

@@ -227,7 +227,8 @@ void gpu_add(float *y, const float *x, size_t n);
  * gpu_qkv_split_rope rotates row t. Attention: out (nh*hd) for q against
  * cache rows 0..t, the keys of a head split over several blocks whose
  * partial results go through part (gpu_decode_attention_part(nh, hd,
- * max_T) floats; none needed, and part may be NULL, when that is 0), alibi
+ * max_T) floats, zeros before the first call, and left so: its last nh
+ * are counters; none needed, and part may be NULL, when that is 0), alibi
  * or t5 (nh, max_T: a gpu_t5_table for max_T positions) as
  * gpu_attention_forward's; hd <= GPU_ATTN_MAX_HD, max_T <=
  * GPU_DECODE_MAX_T. */

@@ -464,6 +464,13 @@ inline float atomicAdd(float *p, float v) {
                                           __ATOMIC_RELAXED));
     return f;
 }
+inline unsigned atomicAdd(unsigned *p, unsigned v) {
+    return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST);
+}
+/* Blocks run one after another, and a block's barriers order its threads:
+ * a fence has nothing left to order, and every load sees L2. */
+inline void __threadfence() {}
+template <typename T> T __ldcg(const T *p) { return *p; }
 /* A kernel launched with more than 48 KiB of dynamic shared memory must
  * have opted in to at least that much, as on a GPU. */
 template <typename... P>

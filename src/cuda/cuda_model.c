@@ -826,7 +826,15 @@ static void decoder_launch(cuda_decoder *d) {
                         : (const void *)P(w))
     for (int l = 0; l < c->n_layer; l++) {
         const layer_params *lp = &lo->layer[l];
-        if (fused) {
+        float *kc = d->S ? NULL : d->kc + (size_t)l * d->max_T * KV;
+        float *vc = d->S ? NULL : d->vc + (size_t)l * d->max_T * KV;
+        const float *cs = rd ? g->cos : NULL, *sn = rd ? g->sin : NULL;
+        if (fused && kc) { /* the product puts q, k, v in place, rotated */
+            gpu_decode_matvec_split(d->q, kc, vc, d->x, WM(l, Q8_WQKV, lp->wqkv), wf,
+                                    OPT(g->params, lp->bqkv), P(lp->norm1_w),
+                                    OPT(g->params, lp->norm1_b), layer_norm, eps, C, cs, sn, pos,
+                                    d->max_T, nh, nkv, hd, rd, c->rope_pairing);
+        } else if (fused) {
             gpu_decode_matvec(d->qkv, d->x, WM(l, Q8_WQKV, lp->wqkv), wf,
                               OPT(g->params, lp->bqkv), C, QKV, 0, GPU_PRE_NORM, P(lp->norm1_w),
                               OPT(g->params, lp->norm1_b), layer_norm, eps);
@@ -837,13 +845,11 @@ static void decoder_launch(cuda_decoder *d) {
         }
         if (d->S) {
             gpu_decode_linear(d->att, d->S + (size_t)l * nkv * hd * hd, d->z + (size_t)l * KV,
-                              d->qkv, rd ? g->cos : NULL, rd ? g->sin : NULL, pos, nh, nkv, hd,
-                              rd, c->rope_pairing);
+                              d->qkv, cs, sn, pos, nh, nkv, hd, rd, c->rope_pairing);
         } else {
-            float *kc = d->kc + (size_t)l * d->max_T * KV;
-            float *vc = d->vc + (size_t)l * d->max_T * KV;
-            gpu_decode_split_rope(d->q, kc, vc, d->qkv, rd ? g->cos : NULL, rd ? g->sin : NULL,
-                                  pos, d->max_T, nh, nkv, hd, rd, c->rope_pairing);
+            if (!fused)
+                gpu_decode_split_rope(d->q, kc, vc, d->qkv, cs, sn, pos, d->max_T, nh, nkv, hd,
+                                      rd, c->rope_pairing);
             gpu_decode_attention(d->att, d->part, d->q, kc, vc, g->alibi, d->t5tab, pos,
                                  d->max_T, nh, nkv, hd);
         }

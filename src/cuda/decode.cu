@@ -15,34 +15,54 @@
 #include <cuda_fp16.h>
 #endif
 
-/* The one token's qkv row -> q (nh*hd) rotated, and k (rotated) and v into
- * row *pos of each kv head's cache (nkv, max_T, hd). One thread per pair. */
-__global__ void decode_split_rope_kernel(float *q, float *kc, float *vc, const float *qkv,
-                                         const float *cs, const float *sn, const int *pos,
-                                         int max_T, int nh, int nkv, int hd, int rd,
-                                         int half_pairs) {
-    const int hp = hd / 2, idx = blockIdx.x * blockDim.x + threadIdx.x;
-    if (idx >= (nh + 2 * nkv) * hp) return;
-    const int i = idx % hp, s = idx / hp, t = *pos, r2 = rd / 2;
-    int e0, e1;
-    const int rot = rope_pair(i, rd, half_pairs, &e0, &e1) && cs && s < nh + nkv;
-    float *dst = s < nh         ? q + (size_t)s * hd
-               : s < nh + nkv ? kc + ((size_t)(s - nh) * max_T + t) * hd
-                                : vc + ((size_t)(s - nh - nkv) * max_T + t) * hd;
-    const float *src = qkv + (size_t)s * hd;
-    const float c = rot ? cs[(size_t)t * r2 + i] : 1.0f, si = rot ? sn[(size_t)t * r2 + i] : 0.0f;
-    const float a = src[e0], b = src[e1];
+/* Where the token's q, k and v go: q (nh*hd), and row *pos of each kv
+ * head's cache (nkv, max_T, hd); cs, sn the RoPE tables (NULL: none), rd
+ * the rotated dims, half_pairs the pairing (rope_pair). */
+struct decode_split {
+    float *q, *kc, *vc;
+    const float *cs, *sn;
+    const int *pos;
+    int max_T, nh, nkv, hd, rd, half_pairs;
+};
+
+/* Pair p of the qkv row, (a, b) = coordinates (e0, e1) of head row p / (hd
+ * / 2), rotated by its angle at *pos where it rotates, to its place. */
+__device__ __forceinline__ void split_pair(const decode_split &sp, int p, int e0, int e1, int rot,
+                                           float a, float b) {
+    const int i = p % (sp.hd / 2), s = p / (sp.hd / 2), t = *sp.pos, r2 = sp.rd / 2;
+    float *dst = s < sp.nh            ? sp.q + (size_t)s * sp.hd
+               : s < sp.nh + sp.nkv ? sp.kc + ((size_t)(s - sp.nh) * sp.max_T + t) * sp.hd
+                                      : sp.vc + ((size_t)(s - sp.nh - sp.nkv) * sp.max_T + t) * sp.hd;
+    const float c = rot ? sp.cs[(size_t)t * r2 + i] : 1.0f;
+    const float si = rot ? sp.sn[(size_t)t * r2 + i] : 0.0f;
     dst[e0] = a * c - b * si;
     dst[e1] = a * si + b * c;
+}
+
+/* The one token's qkv row -> q rotated, and k (rotated) and v into the
+ * caches. One thread per pair. */
+__global__ void decode_split_rope_kernel(decode_split sp, const float *qkv) {
+    const int hp = sp.hd / 2, idx = blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= (sp.nh + 2 * sp.nkv) * hp) return;
+    int e0, e1;
+    const int rot = rope_pair(idx % hp, sp.rd, sp.half_pairs, &e0, &e1) && sp.cs &&
+                    idx / hp < sp.nh + sp.nkv;
+    const float *src = qkv + (size_t)(idx / hp) * sp.hd;
+    split_pair(sp, idx, e0, e1, rot, src[e0], src[e1]);
+}
+
+static decode_split split_args(float *q, float *kc, float *vc, const float *cos,
+                               const float *sin, const int *pos, int max_T, int nh, int nkv,
+                               int hd, int rd, int pairing) {
+    return decode_split{q, kc, vc, cos, sin, pos, max_T, nh, nkv, hd, cos ? rd : 0, pairing == 1};
 }
 
 extern "C" void gpu_decode_split_rope(float *q, float *kc, float *vc, const float *qkv,
                                       const float *cos, const float *sin, const int *pos,
                                       int max_T, int nh, int nkv, int hd, int rd, int pairing) {
     const int n = (nh + 2 * nkv) * (hd / 2);
-    GPU_LAUNCH(decode_split_rope_kernel, cdiv(n, 128), 128, 0)(q, kc, vc, qkv, cos, sin, pos, max_T,
-                                                               nh, nkv, hd, cos ? rd : 0,
-                                                               pairing == 1);
+    GPU_LAUNCH(decode_split_rope_kernel, cdiv(n, 128), 128, 0)(
+        split_args(q, kc, vc, cos, sin, pos, max_T, nh, nkv, hd, rd, pairing), qkv);
 }
 
 /* Attention of the token's query against the cache, flash-decoding style:
@@ -350,11 +370,14 @@ __device__ __forceinline__ float row_dot(const uint8_t *W, const float *xs, int 
     return s;
 }
 
-template <int PRE, int V, typename TW>
+/* SPLIT: out is unused; the rows are the token's qkv row, which goes to
+ * sp's places as decode_split_rope_kernel puts it: each warp takes a pair
+ * of rows, the two coordinates RoPE turns together. */
+template <int PRE, int V, typename TW, bool SPLIT>
 __global__ void __launch_bounds__(MV_MAX_WARPS * 32)
     decode_matvec_kernel(float *out, const float *x, const TW *W, const float *b,
                          const float *nw, const float *nb, int layer_norm, float eps, int C,
-                         int OC, int accumulate) {
+                         int OC, int accumulate, decode_split sp) {
     GPU_DYNAMIC_SHARED(float, xs);
     __shared__ float red[MV_MAX_WARPS];
     const int lane = threadIdx.x % 32, w = threadIdx.x / 32, nt = blockDim.x, warps = nt / 32;
@@ -379,46 +402,82 @@ __global__ void __launch_bounds__(MV_MAX_WARPS * 32)
     }
     for (int i = C + threadIdx.x; i < (C + 31) / 32 * 32; i += nt) xs[i] = 0.0f;
     __syncthreads();
-    for (int o = blockIdx.x * warps + w; o < OC; o += gridDim.x * warps) {
-        const float s = warp_sum(row_dot<V>(W, xs, C, OC, o, lane));
-        if (lane == 0) out[o] = (accumulate ? out[o] : 0.0f) + s + (b ? b[o] : 0.0f);
+    if constexpr (SPLIT) { /* as the split kernel's sums: 0 + the product + the bias */
+        const int hp = sp.hd / 2;
+        for (int p = blockIdx.x * warps + w; p < OC / 2; p += gridDim.x * warps) {
+            int e0, e1;
+            const int rot = rope_pair(p % hp, sp.rd, sp.half_pairs, &e0, &e1) && sp.cs &&
+                            p / hp < sp.nh + sp.nkv;
+            const int o0 = p / hp * sp.hd + e0, o1 = p / hp * sp.hd + e1;
+            const float s0 = warp_sum(row_dot<V>(W, xs, C, OC, o0, lane));
+            const float s1 = warp_sum(row_dot<V>(W, xs, C, OC, o1, lane));
+            if (lane == 0)
+                split_pair(sp, p, e0, e1, rot, 0.0f + s0 + (b ? b[o0] : 0.0f),
+                           0.0f + s1 + (b ? b[o1] : 0.0f));
+        }
+    } else {
+        for (int o = blockIdx.x * warps + w; o < OC; o += gridDim.x * warps) {
+            const float s = warp_sum(row_dot<V>(W, xs, C, OC, o, lane));
+            if (lane == 0) out[o] = (accumulate ? out[o] : 0.0f) + s + (b ? b[o] : 0.0f);
+        }
     }
 }
 
+/* sp: the split's places (the SPLIT kernel), or NULL. */
 template <int PRE, int V, typename TW>
 static void launch_matvec(float *out, const float *x, const TW *W, const float *b,
                           const float *nw, const float *nb, int layer_norm, float eps, int C,
-                          int OC, int accumulate) {
+                          int OC, int accumulate, const decode_split *sp) {
     const size_t shmem = (size_t)(C + 31) / 32 * 32 * sizeof(float);
+    const int items = sp ? OC / 2 : OC; /* a warp's: rows, or pairs of rows */
     int warps = MV_MAX_WARPS;
-    while (warps > 2 && cdiv(OC, warps) < (unsigned)sm_count()) warps /= 2;
-    const unsigned groups = cdiv(OC, warps), cap = MV_MAX_BLOCKS;
+    while (warps > 2 && cdiv(items, warps) < (unsigned)sm_count()) warps /= 2;
+    const unsigned groups = cdiv(items, warps), cap = MV_MAX_BLOCKS;
+    const dim3 grid(groups < cap ? groups : cap), block(32 * warps);
+    if (sp) {
+        if (shmem > 48 * 1024)
+            cudaFuncSetAttribute(decode_matvec_kernel<PRE, V, TW, true>,
+                                 cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shmem);
+        GPU_LAUNCH((decode_matvec_kernel<PRE, V, TW, true>), grid, block, shmem)(
+            out, x, W, b, nw, nb, layer_norm, eps, C, OC, accumulate, *sp);
+        return;
+    }
     if (shmem > 48 * 1024)
-        cudaFuncSetAttribute(decode_matvec_kernel<PRE, V, TW>,
+        cudaFuncSetAttribute(decode_matvec_kernel<PRE, V, TW, false>,
                              cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shmem);
-    GPU_LAUNCH((decode_matvec_kernel<PRE, V, TW>), groups < cap ? groups : cap, 32 * warps,
-               shmem)(out, x, W, b, nw, nb, layer_norm, eps, C, OC, accumulate);
+    GPU_LAUNCH((decode_matvec_kernel<PRE, V, TW, false>), grid, block, shmem)(
+        out, x, W, b, nw, nb, layer_norm, eps, C, OC, accumulate, decode_split{});
 }
 
 template <int PRE>
 static void decode_matvec(float *out, const float *x, const void *W, int wfmt, const float *b,
                           const float *nw, const float *nb, int layer_norm, float eps, int C,
-                          int OC, int accumulate) {
+                          int OC, int accumulate, const decode_split *sp = NULL) {
     if (wfmt == GPU_W_Q8)
         launch_matvec<PRE, 1>(out, x, (const uint8_t *)W, b, nw, nb, layer_norm, eps, C, OC,
-                              accumulate);
+                              accumulate, sp);
     else if (wfmt == GPU_W_BF16 && C % 8 == 0 && vec_ok(W, 16))
         launch_matvec<PRE, 8>(out, x, (const __nv_bfloat16 *)W, b, nw, nb, layer_norm, eps, C, OC,
-                              accumulate);
+                              accumulate, sp);
     else if (wfmt == GPU_W_BF16)
         launch_matvec<PRE, 1>(out, x, (const __nv_bfloat16 *)W, b, nw, nb, layer_norm, eps, C, OC,
-                              accumulate);
+                              accumulate, sp);
     else if (C % 4 == 0 && vec_ok(W, 16))
         launch_matvec<PRE, 4>(out, x, (const float *)W, b, nw, nb, layer_norm, eps, C, OC,
-                              accumulate);
+                              accumulate, sp);
     else
         launch_matvec<PRE, 1>(out, x, (const float *)W, b, nw, nb, layer_norm, eps, C, OC,
-                              accumulate);
+                              accumulate, sp);
+}
+
+extern "C" void gpu_decode_matvec_split(float *q, float *kc, float *vc, const float *x,
+                                        const void *W, int wfmt, const float *b, const float *nw,
+                                        const float *nb, int layer_norm, float eps, int C,
+                                        const float *cos, const float *sin, const int *pos,
+                                        int max_T, int nh, int nkv, int hd, int rd, int pairing) {
+    const decode_split sp = split_args(q, kc, vc, cos, sin, pos, max_T, nh, nkv, hd, rd, pairing);
+    decode_matvec<GPU_PRE_NORM>(NULL, x, W, wfmt, b, nw, nb, layer_norm, eps, C,
+                                (nh + 2 * nkv) * hd, 0, &sp);
 }
 
 extern "C" void gpu_decode_matvec(float *out, const float *x, const void *W, int wfmt,

@@ -264,6 +264,16 @@ enum { GPU_W_F32 = 0, GPU_W_Q8 = 1, GPU_W_BF16 = 2 };
 void gpu_decode_matvec(float *out, const float *x, const void *W, int wfmt, const float *b,
                        int C, int OC, int accumulate, int pre, const float *nw, const float *nb,
                        int layer_norm, float eps);
+/* The qkv product after the first norm (gpu_decode_matvec, GPU_PRE_NORM,
+ * OC = (nh + 2 nkv) hd) and gpu_decode_split_rope of its row, in one
+ * kernel: each warp makes the two coordinates of a RoPE pair and puts them,
+ * rotated, in q or row *pos of the caches. The same values, bit for bit,
+ * as the two kernels. */
+void gpu_decode_matvec_split(float *q, float *kc, float *vc, const float *x, const void *W,
+                             int wfmt, const float *b, const float *nw, const float *nb,
+                             int layer_norm, float eps, int C, const float *cos,
+                             const float *sin, const int *pos, int max_T, int nh, int nkv, int hd,
+                             int rd, int pairing);
 
 #ifdef __cplusplus
 }

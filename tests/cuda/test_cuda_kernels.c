@@ -205,6 +205,75 @@ static void test_decode_matvec(int pre, int layer_norm, int C, int OC, int bias,
     cudaFree(d_out);
 }
 
+/* The qkv product with the split fused in (gpu_decode_matvec_split)
+ * against the two kernels it replaces, gpu_decode_matvec after the norm
+ * and gpu_decode_split_rope, at position pos of caches of max_T rows that
+ * start as NaN: the same bits in q and in both caches, rows other than pos
+ * untouched. wfmt GPU_W_F32 or GPU_W_BF16 (the bits of W: random). */
+static void test_decode_matvec_split(int C, int nh, int nkv, int hd, int rd, int pairing,
+                                     int bias, int layer_norm, int wfmt) {
+    char name[160];
+    const int OC = (nh + 2 * nkv) * hd, max_T = 9, pos = 5;
+    const size_t n = (size_t)OC * C, cache = (size_t)nkv * max_T * hd;
+    rotary_rope_scaling sc;
+    rotary_rope_scaling_default(&sc);
+    rotary_rope r;
+    must(rotary_rope_init(&r, hd, rd, 10000.0, (rotary_rope_pairing)pairing, max_T, &sc),
+         "rope init");
+    const size_t tab = (size_t)max_T * (r.rotary_dim / 2);
+    float *x = randn(C, 1.5f), *w = randn(n, 0.5f), *b = randn(OC, 1.0f), *nw = randn(C, 1.0f);
+    float *nb = randn(C, 1.0f);
+    void *d_w;
+    if (wfmt == GPU_W_BF16) {
+        uint16_t *h = malloc(n * sizeof(uint16_t));
+        for (size_t i = 0; i < n; i++) h[i] = rotary_f32_to_bf16(w[i]);
+        cudaMalloc(&d_w, n * sizeof(uint16_t));
+        cudaMemcpy(d_w, h, n * sizeof(uint16_t), cudaMemcpyHostToDevice);
+        free(h);
+    } else {
+        d_w = dev(w, n);
+    }
+    float *d_x = dev(x, C), *d_b = dev(b, OC), *d_nw = dev(nw, C), *d_nb = dev(nb, C);
+    float *d_cos = dev(r.cos, tab), *d_sin = dev(r.sin, tab), *d_qkv = dev(NULL, OC);
+    float *d_q[2], *d_kc[2], *d_vc[2];
+    for (int i = 0; i < 2; i++) {
+        d_q[i] = dev(NULL, (size_t)nh * hd), d_kc[i] = dev(NULL, cache), d_vc[i] = dev(NULL, cache);
+        cudaMemset(d_kc[i], 0xff, cache * sizeof(float)); /* NaN */
+        cudaMemset(d_vc[i], 0xff, cache * sizeof(float));
+    }
+    int *d_pos;
+    cudaMalloc((void **)&d_pos, sizeof(int));
+    cudaMemcpy(d_pos, &pos, sizeof(int), cudaMemcpyHostToDevice);
+    const float *cs = rd ? d_cos : NULL, *sn = rd ? d_sin : NULL;
+    gpu_decode_matvec(d_qkv, d_x, d_w, wfmt, bias ? d_b : NULL, C, OC, 0, GPU_PRE_NORM, d_nw,
+                      layer_norm ? d_nb : NULL, layer_norm, 1e-5f);
+    gpu_decode_split_rope(d_q[0], d_kc[0], d_vc[0], d_qkv, cs, sn, d_pos, max_T, nh, nkv, hd,
+                          r.rotary_dim, pairing);
+    gpu_decode_matvec_split(d_q[1], d_kc[1], d_vc[1], d_x, d_w, wfmt, bias ? d_b : NULL, d_nw,
+                            layer_norm ? d_nb : NULL, layer_norm, 1e-5f, C, cs, sn, d_pos, max_T,
+                            nh, nkv, hd, r.rotary_dim, pairing);
+    size_t differ = 0, total = 0;
+    float *d_a[3] = {d_q[0], d_kc[0], d_vc[0]}, *d_f[3] = {d_q[1], d_kc[1], d_vc[1]};
+    const size_t len[3] = {(size_t)nh * hd, cache, cache};
+    for (int i = 0; i < 3; i++) {
+        float *a = back(d_a[i], len[i]), *f = back(d_f[i], len[i]);
+        for (size_t j = 0; j < len[i]; j++) differ += memcmp(&a[j], &f[j], sizeof(float)) != 0;
+        total += len[i];
+        free(a), free(f);
+    }
+    snprintf(name, sizeof name, "decode matvec + split%s C%d nh%d nkv%d hd%d rd%d %s%s%s",
+             wfmt == GPU_W_BF16 ? " (bf16)" : "", C, nh, nkv, hd, rd,
+             pairing ? "half" : "interleaved", bias ? " bias" : "",
+             layer_norm ? " layernorm" : "");
+    check(differ == 0, name, "%zu of %zu values differ in a bit from the two kernels'", differ,
+          total);
+    rotary_rope_free(&r);
+    free(x), free(w), free(b), free(nw), free(nb);
+    cudaFree(d_w), cudaFree(d_x), cudaFree(d_b), cudaFree(d_nw), cudaFree(d_nb);
+    cudaFree(d_cos), cudaFree(d_sin), cudaFree(d_qkv), cudaFree(d_pos);
+    for (int i = 0; i < 2; i++) cudaFree(d_q[i]), cudaFree(d_kc[i]), cudaFree(d_vc[i]);
+}
+
 /* ---------------------------------------------------------------- norms */
 
 static void test_norm(int layer, int bias, int N, int C) {
@@ -767,6 +836,11 @@ int main(int argc, char **argv) {
         if (wf != GPU_W_Q8) /* C % 8 == 0 but W misaligned: one value a load */
             test_decode_matvec(GPU_PRE_NORM, 1, 256, 100, 1, 1, wf, 1);
     }
+    /* C, nh, nkv, hd, rd, pairing, bias, layer_norm, weights */
+    test_decode_matvec_split(64, 4, 2, 16, 16, 0, 0, 0, GPU_W_F32);
+    test_decode_matvec_split(96, 3, 1, 32, 16, 1, 1, 1, GPU_W_F32);
+    test_decode_matvec_split(128, 2, 2, 64, 0, 0, 1, 0, GPU_W_BF16); /* no rotation */
+    test_decode_matvec_split(72, 6, 3, 24, 8, 1, 0, 0, GPU_W_BF16);
     test_norm(1, 1, 100, 96);
     test_norm(1, 0, 37, 768);
     test_norm(0, 0, 100, 96);

@@ -30,9 +30,10 @@ struct decode_split {
 __device__ __forceinline__ void split_pair(const decode_split &sp, int p, int e0, int e1, int rot,
                                            float a, float b) {
     const int i = p % (sp.hd / 2), s = p / (sp.hd / 2), t = *sp.pos, r2 = sp.rd / 2;
+    const size_t row = (size_t)t * sp.hd, cache = (size_t)sp.max_T * sp.hd;
     float *dst = s < sp.nh            ? sp.q + (size_t)s * sp.hd
-               : s < sp.nh + sp.nkv ? sp.kc + ((size_t)(s - sp.nh) * sp.max_T + t) * sp.hd
-                                      : sp.vc + ((size_t)(s - sp.nh - sp.nkv) * sp.max_T + t) * sp.hd;
+               : s < sp.nh + sp.nkv ? sp.kc + (s - sp.nh) * cache + row
+                                      : sp.vc + (s - sp.nh - sp.nkv) * cache + row;
     const float c = rot ? sp.cs[(size_t)t * r2 + i] : 1.0f;
     const float si = rot ? sp.sn[(size_t)t * r2 + i] : 0.0f;
     dst[e0] = a * c - b * si;

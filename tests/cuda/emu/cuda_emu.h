@@ -5,8 +5,8 @@
  * races); __syncthreads is a barrier of the block, __shfl_xor_sync, ldmatrix
  * and mma.sync m16n8k16 exchanges through the
  * warp's slots between two barriers of its 32 threads, and dynamic shared
- * memory one array that the blocks, run one after another in grid order,
- * reuse. Included by a test before the kernel's .cu file, which
+ * memory one array that the blocks, run one after another in an order
+ * that changes from launch to launch, reuse. Included by a test before the kernel's .cu file, which
  * then builds with the host compiler (g++) and ROTARY_CUDA_EMU defined; it
  * gives the kernels' own code, index arithmetic, barriers and memory
  * accesses to ASan and ThreadSanitizer, none of which a GPU-less machine can
@@ -379,8 +379,29 @@ inline void run_threads(unsigned n, std::function<void(unsigned)> job) {
 }
 #endif
 
-/* kernel<<<grid, block, shmem>>>(args...): each block in turn, its threads
- * at once; the shared memory past shmem is poisoned under ASan. */
+/* The order a launch's blocks run in. A GPU promises none, so each launch
+ * takes a permutation of its own (the same ones in every run of a test;
+ * EMU_BLOCK_ORDER=grid keeps grid order): a kernel that counts on a block
+ * running before another, or a test that wants the same bits from two runs
+ * of float atomics, fails here rather than now and then on a GPU. */
+inline std::vector<unsigned> block_order(unsigned n) {
+    static const char *env = getenv("EMU_BLOCK_ORDER");
+    static const bool grid = env && !strcmp(env, "grid");
+    static uint64_t state = 0x853c49e6748fea9bull;
+    std::vector<unsigned> o(n);
+    for (unsigned i = 0; i < n; i++) o[i] = i;
+    for (unsigned i = n; i > 1 && !grid; i--) { /* Fisher-Yates on splitmix64 */
+        uint64_t z = (state += 0x9e3779b97f4a7c15ull);
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+        std::swap(o[i - 1], o[(z ^ (z >> 31)) % i]);
+    }
+    return o;
+}
+
+/* kernel<<<grid, block, shmem>>>(args...): each block in turn (in
+ * block_order), its threads at once; the shared memory past shmem is
+ * poisoned under ASan. */
 template <typename... P> struct launcher {
     void (*kernel)(P...);
     dim3 grid, block;
@@ -415,20 +436,19 @@ template <typename... P> struct launcher {
         EMU_POISON(shared_mem + shmem, SMEM_MAX - shmem);
         /* One thread per thread of a block, walking the blocks; all of a
          * block's threads end it before the next begins. */
+        const std::vector<unsigned> order = block_order(grid.x * grid.y * grid.z);
         run_threads(nt, [&](unsigned t) {
             thread_idx = dim3(t % block.x, t / block.x % block.y, t / (block.x * block.y));
-            for (unsigned bz = 0; bz < grid.z; bz++)
-                for (unsigned by = 0; by < grid.y; by++)
-                    for (unsigned bx = 0; bx < grid.x; bx++) {
-                        block_idx = dim3(bx, by, bz);
-                        kernel(args...);
-                        if (!async_groups.empty() || !async_open.empty()) {
-                            fprintf(stderr, "cuda_emu: a thread ended with cp.async copies "
-                                            "not waited for\n");
-                            abort();
-                        }
-                        barrier_wait(block_bar);
-                    }
+            for (unsigned b : order) {
+                block_idx = dim3(b % grid.x, b / grid.x % grid.y, b / (grid.x * grid.y));
+                kernel(args...);
+                if (!async_groups.empty() || !async_open.empty()) {
+                    fprintf(stderr, "cuda_emu: a thread ended with cp.async copies not "
+                                    "waited for\n");
+                    abort();
+                }
+                barrier_wait(block_bar);
+            }
         });
         EMU_UNPOISON(shared_mem, SMEM_MAX);
         for (unsigned w = 0; w < nt / 32; w++) barrier_destroy(warps[w].bar);

@@ -77,7 +77,9 @@ int main(int argc, char **argv) {
     cuda_model *g;
     if (rotary_model_build(&m, &c)) return die("model");
     rotary_model_init(&m, 1);
-    if (cuda_model_new(&g, &m) || cuda_model_reserve(g, B, c.ctx)) return die("cuda model");
+    if (cuda_model_new(&g, &m) || cuda_model_trainable(g, 0, m.n_params) ||
+        cuda_model_reserve(g, B, c.ctx))
+        return die("cuda model");
     const int N = B * c.ctx;
     int *tok = malloc(2 * (size_t)N * sizeof(int));
     rotary_rng r;

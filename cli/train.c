@@ -524,8 +524,10 @@ static int train(int argc, char **argv) {
         fprintf(stderr, "rotary: %d ranks, batch %d (%d per rank), AdamW state %.2f MB per rank "
                 "(%s)\n", dist.size, a.batch, a.batch / dist.size,
                 rotary_train_optim_bytes(&m, &o) / 1e6,
-                on_gpu  ? "on each rank's GPU, which its rank on the machine picks"
-                : a.zero1 ? "ZeRO-1" : "not sharded: --zero1 divides it by the ranks");
+                on_gpu && a.zero1 ? "ZeRO-1, on each rank's GPU, which its rank on the machine picks"
+                : on_gpu          ? "on each rank's GPU, which its rank on the machine picks"
+                : a.zero1         ? "ZeRO-1"
+                                  : "not sharded: --zero1 divides it by the ranks");
         if (a.zero1)
             fprintf(stderr, "rotary: without ZeRO-1: %.2f MB per rank\n",
                     rotary_train_optim_bytes(&m, &alone) / 1e6);

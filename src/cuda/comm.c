@@ -29,6 +29,9 @@ static struct {
     ncclResult_t (*init_rank)(ncclComm_t *, int, ncclUniqueId, int);
     ncclResult_t (*all_reduce)(const void *, void *, size_t, ncclDataType_t, ncclRedOp_t,
                                ncclComm_t, cudaStream_t);
+    ncclResult_t (*broadcast)(const void *, void *, size_t, ncclDataType_t, int, ncclComm_t,
+                              cudaStream_t);
+    ncclResult_t (*group_start)(void), (*group_end)(void);
     ncclResult_t (*destroy)(ncclComm_t);
     ncclResult_t (*abort_comm)(ncclComm_t);
     const char *(*error_string)(ncclResult_t);
@@ -51,11 +54,15 @@ static int nccl_load(void) {
     *(void **)&nccl.get_unique_id = nccl_sym(lib, "ncclGetUniqueId");
     *(void **)&nccl.init_rank = nccl_sym(lib, "ncclCommInitRank");
     *(void **)&nccl.all_reduce = nccl_sym(lib, "ncclAllReduce");
+    *(void **)&nccl.broadcast = nccl_sym(lib, "ncclBroadcast");
+    *(void **)&nccl.group_start = nccl_sym(lib, "ncclGroupStart");
+    *(void **)&nccl.group_end = nccl_sym(lib, "ncclGroupEnd");
     *(void **)&nccl.destroy = nccl_sym(lib, "ncclCommDestroy");
     *(void **)&nccl.abort_comm = nccl_sym(lib, "ncclCommAbort");
     *(void **)&nccl.error_string = nccl_sym(lib, "ncclGetErrorString");
-    if (!nccl.get_unique_id || !nccl.init_rank || !nccl.all_reduce || !nccl.destroy ||
-        !nccl.abort_comm || !nccl.error_string) {
+    if (!nccl.get_unique_id || !nccl.init_rank || !nccl.all_reduce || !nccl.broadcast ||
+        !nccl.group_start || !nccl.group_end || !nccl.destroy || !nccl.abort_comm ||
+        !nccl.error_string) {
         snprintf(nccl.why, sizeof nccl.why, "libnccl.so.2 lacks a function rotary calls");
         nccl.get_unique_id = NULL;
         return 0;
@@ -68,6 +75,7 @@ struct cuda_comm {
     const rotary_dist *d;
     size_t n;
     float *host; /* the host path's copy, or NULL */
+    int pinned;  /* host is page-locked (cudaMallocHost), not malloc'd */
 #ifdef ROTARY_NCCL
     ncclComm_t nccl;         /* or NULL */
     cudaStream_t stream;     /* NCCL's all-reduces, beside the backward */
@@ -119,14 +127,30 @@ static int nccl_start(cuda_comm *c) {
     return rotary_dist_agree(d, rc);
 }
 
-/* The all-reduce of dev[from, pending), once the backward's stream has
- * reached the point where it is final. */
-static int start_part(cuda_comm *c, float *dev, size_t from) {
+/* NCCL's stream waits for what the calling thread's stream has queued. */
+static int nccl_after(cuda_comm *c) {
     cudaError_t e;
     if ((e = cudaEventRecord(c->queued, cudaStreamPerThread)) ||
         (e = cudaStreamWaitEvent(c->stream, c->queued, 0)))
-        return rotary_fail(ROTARY_EIO, "cuda: ordering NCCL after the backward: %s",
+        return rotary_fail(ROTARY_EIO, "cuda: ordering NCCL after the kernels: %s",
                            cudaGetErrorString(e));
+    return ROTARY_OK;
+}
+
+/* The calling thread's stream waits for what NCCL's has queued. */
+static int nccl_before(cuda_comm *c) {
+    cudaError_t e;
+    if ((e = cudaEventRecord(c->done, c->stream)) ||
+        (e = cudaStreamWaitEvent(cudaStreamPerThread, c->done, 0)))
+        return rotary_fail(ROTARY_EIO, "cuda: waiting for NCCL: %s", cudaGetErrorString(e));
+    return ROTARY_OK;
+}
+
+/* The all-reduce of dev[from, pending), once the backward's stream has
+ * reached the point where it is final. */
+static int start_part(cuda_comm *c, float *dev, size_t from) {
+    int rc = nccl_after(c);
+    if (rc) return rc;
     ncclResult_t r = nccl.all_reduce(dev + from, dev + from, c->pending - from, ncclFloat,
                                      ncclAvg, c->nccl, c->stream);
     c->pending = from;
@@ -167,7 +191,15 @@ int cuda_comm_new(cuda_comm **out, const rotary_dist *d, size_t n) {
 #else
     snprintf(why, sizeof why, "built without NCCL");
 #endif
-    c->host = rotary_alloc_floats(n, "gradients (host copy)");
+    /* Page-locked, so that the copies go straight to and from it by DMA
+     * (pageable memory goes through the driver's staging buffer); pageable
+     * where the system refuses. */
+    if (cudaMallocHost((void **)&c->host, (n ? n : 1) * sizeof(float)) == cudaSuccess) {
+        c->pinned = 1;
+    } else {
+        (void)cudaGetLastError();
+        c->host = rotary_alloc_floats(n, "gradients (host copy)");
+    }
     snprintf(c->how, sizeof c->how, "host memory and MPI (%s)", why);
     return rotary_dist_agree(d, c->host ? ROTARY_OK : ROTARY_ENOMEM);
 }
@@ -188,11 +220,7 @@ int cuda_comm_mean(cuda_comm *c, float *dev) {
                  : c->pending > 0 ? start_part(c, dev, 0)
                                     : ROTARY_OK;
         c->pending = c->n, c->failed[0] = 0; /* the next step's */
-        cudaError_t e;
-        if (rc == ROTARY_OK && ((e = cudaEventRecord(c->done, c->stream)) ||
-                                (e = cudaStreamWaitEvent(cudaStreamPerThread, c->done, 0))))
-            rc = rotary_fail(ROTARY_EIO, "cuda: waiting for NCCL: %s", cudaGetErrorString(e));
-        return rc;
+        return rc ? rc : nccl_before(c);
     }
 #endif
     const size_t bytes = c->n * sizeof(float);
@@ -204,6 +232,41 @@ int cuda_comm_mean(cuda_comm *c, float *dev) {
     return rc;
 }
 
+int cuda_comm_allgather(cuda_comm *c, float *dev) {
+    const rotary_dist *d = c->d;
+    size_t lo, hi;
+#ifdef ROTARY_NCCL
+    if (c->nccl) {
+        /* Shards differ in size by a norm block: a broadcast from each
+         * owner, grouped (NCCL's all-gather takes equal parts only). */
+        int rc = nccl_after(c);
+        ncclResult_t r = rc ? ncclSuccess : nccl.group_start();
+        for (int k = 0; !rc && r == ncclSuccess && k < d->size; k++) {
+            rotary_dist_shard(d, c->n, k, &lo, &hi);
+            if (hi > lo)
+                r = nccl.broadcast(dev + lo, dev + lo, hi - lo, ncclFloat, k, c->nccl, c->stream);
+        }
+        if (!rc) {
+            /* the group ends even after a failed call, which it then reports */
+            ncclResult_t r2 = nccl.group_end();
+            rc = r != ncclSuccess    ? nccl_fail(r, "broadcast")
+                 : r2 != ncclSuccess ? nccl_fail(r2, "group")
+                                     : nccl_before(c);
+        }
+        return rc;
+    }
+#endif
+    rotary_dist_shard(d, c->n, d->rank, &lo, &hi);
+    cudaError_t e = cudaMemcpy(c->host + lo, dev + lo, (hi - lo) * sizeof(float),
+                               cudaMemcpyDeviceToHost);
+    if (e) return rotary_fail(ROTARY_EIO, "cuda: weights to the host: %s", cudaGetErrorString(e));
+    int rc = dist_allgather(d, c->host, c->n);
+    if (rc == ROTARY_OK &&
+        (e = cudaMemcpy(dev, c->host, c->n * sizeof(float), cudaMemcpyHostToDevice)))
+        rc = rotary_fail(ROTARY_EIO, "cuda: weights to the GPU: %s", cudaGetErrorString(e));
+    return rc;
+}
+
 const char *cuda_comm_how(const cuda_comm *c) { return c ? c->how : ""; }
 
 void cuda_comm_free(cuda_comm *c) {
@@ -212,6 +275,7 @@ void cuda_comm_free(cuda_comm *c) {
     if (c->nccl) nccl.destroy(c->nccl);
     free_stream(c);
 #endif
-    free(c->host);
+    if (c->pinned) cudaFreeHost(c->host);
+    else free(c->host);
     free(c);
 }

@@ -9,11 +9,14 @@
 
 static inline unsigned cdiv(size_t a, size_t b) { return (unsigned)((a + b - 1) / b); }
 
-/* The device's SM count (1 if it cannot be read), asked once: launches size
- * their grids by it. */
+/* The SM count of the device in use (1 if it cannot be read), asked once:
+ * launches size their grids by it. A process uses one device (a rank's,
+ * cuda_device_use), chosen before its first launch. */
 static inline int sm_count(void) {
     static int sms;
-    if (!sms && cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0) != cudaSuccess)
+    int dev = 0;
+    if (!sms && (cudaGetDevice(&dev) != cudaSuccess ||
+                 cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess))
         sms = 1;
     return sms;
 }

@@ -26,8 +26,10 @@ struct cuda_model {
     const rotary_model *host;
     rotary_config cfg;
     size_t n_params;
-    float *params, *grads, *m, *v; /* one allocation, n_params each */
+    float *params;                 /* n_params */
     gpu_bf16 *params16;            /* the weights in bf16, for the GEMMs */
+    float *grads, *m, *v;          /* cuda_model_trainable: one allocation, n_params grads */
+    size_t opt_lo, opt_n;          /* and the moments of parameters [opt_lo, opt_lo + opt_n) */
     long step;                     /* AdamW steps taken */
     float *cos, *sin, *pos_table, *alibi; /* position tables, or NULL */
     int *bucket;                   /* T5: rotary_t5_bucket of each distance < pos_len */
@@ -110,6 +112,7 @@ void cuda_model_free(cuda_model *g) {
     if (!g) return;
     free_acts(g);
     cudaFree(g->params);
+    cudaFree(g->grads);
     cudaFree(g->params16);
     cudaFree(g->cos);
     cudaFree(g->sin);
@@ -172,17 +175,12 @@ int cuda_model_new(cuda_model **out, const rotary_model *m) {
     g->cfg = m->cfg;
     g->n_params = m->n_params;
     cudaError_t e;
-    const size_t bytes = 4 * m->n_params * sizeof(float);
-    if ((e = cudaMalloc((void **)&g->params, bytes)) != cudaSuccess ||
-        (e = cudaMemset(g->params, 0, bytes)) != cudaSuccess ||
+    if ((e = cudaMalloc((void **)&g->params, m->n_params * sizeof(float))) != cudaSuccess ||
         (e = cudaMalloc((void **)&g->params16, m->n_params * sizeof(gpu_bf16))) != cudaSuccess ||
         (e = cudaMalloc((void **)&g->partial, GPU_SUMSQ_BLOCKS * sizeof(double))) != cudaSuccess) {
         cuda_model_free(g);
-        return cuda_fail(e, "parameters, gradients and AdamW state");
+        return cuda_fail(e, "parameters");
     }
-    g->grads = g->params + m->n_params;
-    g->m = g->grads + m->n_params;
-    g->v = g->m + m->n_params;
     if ((e = cudaMemcpy(g->params, m->params, m->n_params * sizeof(float),
                         cudaMemcpyHostToDevice)) != cudaSuccess) {
         cuda_model_free(g);
@@ -195,6 +193,32 @@ int cuda_model_new(cuda_model **out, const rotary_model *m) {
     }
     *out = g;
     return ROTARY_OK;
+}
+
+int cuda_model_trainable(cuda_model *g, size_t lo, size_t hi) {
+    if (lo > hi || hi > g->n_params)
+        return rotary_fail(ROTARY_EINVAL, "cuda: AdamW state for [%zu, %zu) of %zu parameters",
+                           lo, hi, g->n_params);
+    cudaFree(g->grads);
+    g->grads = g->m = g->v = NULL;
+    const size_t n = g->n_params + 2 * (hi - lo), bytes = n * sizeof(float);
+    cudaError_t e;
+    if ((e = cudaMalloc((void **)&g->grads, bytes)) != cudaSuccess ||
+        (e = cudaMemset(g->grads, 0, bytes)) != cudaSuccess) {
+        cudaFree(g->grads);
+        g->grads = NULL;
+        return cuda_fail(e, "gradients and AdamW state");
+    }
+    g->m = g->grads + g->n_params;
+    g->v = g->m + (hi - lo);
+    g->opt_lo = lo, g->opt_n = hi - lo, g->step = 0;
+    return ROTARY_OK;
+}
+
+static int need_grads(const cuda_model *g, const char *what) {
+    return g->grads ? ROTARY_OK
+                    : rotary_fail(ROTARY_EINVAL, "cuda %s: no gradients (cuda_model_trainable)",
+                                  what);
 }
 
 int cuda_model_reserve(cuda_model *g, int B, int T) {
@@ -459,6 +483,7 @@ int cuda_model_logits_row(const cuda_model *g, size_t row, float *out) {
 }
 
 int cuda_model_zero_grad(cuda_model *g) {
+    if (need_grads(g, "zero_grad")) return ROTARY_EINVAL;
     cudaError_t e = cudaMemset(g->grads, 0, g->n_params * sizeof(float));
     return e ? cuda_fail(e, "zeroing the gradients") : ROTARY_OK;
 }
@@ -468,6 +493,7 @@ int cuda_model_backward(cuda_model *g) {
     const rotary_layout *lo = g->host->layout;
     if (!g->trained)
         return rotary_fail(ROTARY_EINVAL, "backward: no training forward pass to differentiate");
+    if (need_grads(g, "backward")) return ROTARY_EINVAL;
     const int B = g->cur_B, T = g->cur_T, N = B * T, C = c->d_model, nh = c->n_head;
     const int nkv = c->n_kv_head, hd = C / nh, Q = nh * hd, KV = nkv * hd, QKV = Q + 2 * KV;
     const int F = c->d_ff, U = c->mlp == ROTARY_MLP_SWIGLU ? 2 * F : F;
@@ -542,6 +568,7 @@ int cuda_model_backward(cuda_model *g) {
 
 int cuda_model_grad_norm(cuda_model *g, float *norm) {
     double part[GPU_SUMSQ_BLOCKS], s = 0;
+    if (need_grads(g, "grad_norm")) return ROTARY_EINVAL;
     gpu_sumsq(g->partial, g->grads, g->n_params);
     cudaError_t e = cudaMemcpy(part, g->partial, sizeof part, cudaMemcpyDeviceToHost);
     if (e) return cuda_fail(e, "gradient norm");
@@ -552,54 +579,69 @@ int cuda_model_grad_norm(cuda_model *g, float *norm) {
 
 int cuda_model_adamw_step(cuda_model *g, const rotary_adamw_config *c, float grad_scale) {
     const rotary_model *m = g->host;
+    if (need_grads(g, "adamw")) return ROTARY_EINVAL;
     g->step++;
     /* As rotary_adamw_step (torch.optim.AdamW). */
     const double bc1 = 1.0 - pow(c->beta1, (double)g->step);
     const float bc2_sqrt = (float)sqrt(1.0 - pow(c->beta2, (double)g->step));
     const float step_size = (float)(c->lr / bc1);
+    /* Each tensor's part in [opt_lo, opt_hi): all of it, or a ZeRO-1 shard. */
+    const size_t opt_hi = g->opt_lo + g->opt_n;
     for (int ti = 0; ti < m->n_tensors; ti++) {
         const rotary_tensor *t = &m->tensors[ti];
+        const size_t a = t->offset > g->opt_lo ? t->offset : g->opt_lo;
+        const size_t b = t->offset + t->numel < opt_hi ? t->offset + t->numel : opt_hi;
+        if (a >= b) continue;
         const float decay = t->decay ? 1.0f - c->lr * c->weight_decay : 1.0f;
-        gpu_adamw(g->params + t->offset, g->params16 + t->offset, g->grads + t->offset,
-                  g->m + t->offset, g->v + t->offset, t->numel, c->beta1, c->beta2, c->eps, decay,
-                  step_size, bc2_sqrt, grad_scale);
+        gpu_adamw(g->params + a, g->params16 + a, g->grads + a, g->m + (a - g->opt_lo),
+                  g->v + (a - g->opt_lo), b - a, c->beta1, c->beta2, c->eps, decay, step_size,
+                  bc2_sqrt, grad_scale);
     }
     return sync_ok("adamw");
 }
 
 float *cuda_model_grads(cuda_model *g) { return g->grads; }
+float *cuda_model_params(cuda_model *g) { return g->params; }
+
+void cuda_model_params_changed(cuda_model *g) {
+    gpu_to_bf16(g->params16, g->params, g->n_params);
+}
 
 void cuda_model_on_grads(cuda_model *g, void (*fn)(void *ctx, size_t from), void *ctx) {
     g->on_grads = fn, g->on_grads_ctx = ctx;
 }
 
 int cuda_model_download(const cuda_model *g, float *params, float *grads, rotary_adamw *opt) {
-    const size_t bytes = g->n_params * sizeof(float);
+    const size_t bytes = g->n_params * sizeof(float), obytes = g->opt_n * sizeof(float);
+    if ((grads || opt) && need_grads(g, "download")) return ROTARY_EINVAL;
+    if (opt && (opt->offset != g->opt_lo || opt->n != g->opt_n))
+        return rotary_fail(ROTARY_EINVAL, "cuda download: AdamW state for [%zu, %zu), not "
+                           "[%zu, %zu)", opt->offset, opt->offset + opt->n, g->opt_lo,
+                           g->opt_lo + g->opt_n);
     cudaError_t e = cudaSuccess;
     if (params) e = cudaMemcpy(params, g->params, bytes, cudaMemcpyDeviceToHost);
     if (!e && grads) e = cudaMemcpy(grads, g->grads, bytes, cudaMemcpyDeviceToHost);
     if (!e && opt) {
-        if (opt->n != g->n_params)
-            return rotary_fail(ROTARY_EINVAL, "cuda download: optimizer of %zu, not %zu values",
-                               opt->n, g->n_params);
-        if (!(e = cudaMemcpy(opt->m, g->m, bytes, cudaMemcpyDeviceToHost)))
-            e = cudaMemcpy(opt->v, g->v, bytes, cudaMemcpyDeviceToHost);
+        if (!(e = cudaMemcpy(opt->m, g->m, obytes, cudaMemcpyDeviceToHost)))
+            e = cudaMemcpy(opt->v, g->v, obytes, cudaMemcpyDeviceToHost);
         opt->step = g->step;
     }
     return e ? cuda_fail(e, "copying to the host") : ROTARY_OK;
 }
 
 int cuda_model_upload(cuda_model *g, const float *params, const rotary_adamw *opt) {
-    const size_t bytes = g->n_params * sizeof(float);
+    const size_t bytes = g->n_params * sizeof(float), obytes = g->opt_n * sizeof(float);
+    if (opt && need_grads(g, "upload")) return ROTARY_EINVAL;
+    if (opt && (opt->offset != g->opt_lo || opt->n != g->opt_n))
+        return rotary_fail(ROTARY_EINVAL, "cuda upload: AdamW state for [%zu, %zu), not "
+                           "[%zu, %zu)", opt->offset, opt->offset + opt->n, g->opt_lo,
+                           g->opt_lo + g->opt_n);
     cudaError_t e = cudaSuccess;
     if (params && !(e = cudaMemcpy(g->params, params, bytes, cudaMemcpyHostToDevice)))
         gpu_to_bf16(g->params16, g->params, g->n_params);
     if (!e && opt) {
-        if (opt->n != g->n_params)
-            return rotary_fail(ROTARY_EINVAL, "cuda upload: optimizer of %zu, not %zu values",
-                               opt->n, g->n_params);
-        if (!(e = cudaMemcpy(g->m, opt->m, bytes, cudaMemcpyHostToDevice)))
-            e = cudaMemcpy(g->v, opt->v, bytes, cudaMemcpyHostToDevice);
+        if (!(e = cudaMemcpy(g->m, opt->m, obytes, cudaMemcpyHostToDevice)))
+            e = cudaMemcpy(g->v, opt->v, obytes, cudaMemcpyHostToDevice);
         g->step = opt->step;
     }
     return e ? cuda_fail(e, "copying to the device") : ROTARY_OK;

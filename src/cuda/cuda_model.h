@@ -26,9 +26,15 @@ int cuda_device_check(void);
 int cuda_config_check(const rotary_config *c);
 
 /* Copy m's parameters to a new device model. m must outlive it: its tensor
- * table, layout and position tables are read from there. */
+ * table, layout and position tables are read from there. It holds no
+ * gradients or optimizer state until cuda_model_trainable. */
 int cuda_model_new(cuda_model **g, const rotary_model *m);
 void cuda_model_free(cuda_model *g); /* NULL is fine */
+/* Gradients (all n_params, zero) and AdamW moments (zero, step 0) for the
+ * parameters [lo, hi): 0 and n_params, or a ZeRO-1 shard, the only part
+ * cuda_model_adamw_step then updates. Needed by the backward and the
+ * optimizer calls below. */
+int cuda_model_trainable(cuda_model *g, size_t lo, size_t hi);
 /* Activations for batches of up to B x T (T <= m->pos_len); also refreshes
  * the device's position tables from m (after rotary_model_extend). */
 int cuda_model_reserve(cuda_model *g, int B, int T);
@@ -52,15 +58,21 @@ int cuda_model_zero_grad(cuda_model *g);
 /* Global L2 norm of the gradients (summed in double, in a fixed order). */
 int cuda_model_grad_norm(cuda_model *g, float *norm);
 /* One AdamW step as rotary_adamw_step, gradients read times grad_scale
- * (the clipping factor); counts the step itself. */
+ * (the clipping factor), on the parameters cuda_model_trainable gave
+ * moments (and their bf16 copies); counts the step itself. */
 int cuda_model_adamw_step(cuda_model *g, const rotary_adamw_config *c, float grad_scale);
 /* Copy to host: params and grads (n_params each, either may be NULL), and
- * the AdamW state into opt (sized n_params; may be NULL). */
+ * the AdamW state into opt (covering what cuda_model_trainable gave; may
+ * be NULL). */
 int cuda_model_download(const cuda_model *g, float *params, float *grads, rotary_adamw *opt);
 /* Copy host parameters and AdamW state (may be NULL) to the device. */
 int cuda_model_upload(cuda_model *g, const float *params, const rotary_adamw *opt);
-/* The device's gradients (n_params floats, device memory). */
+/* The device's gradients and parameters (n_params floats each, device
+ * memory). After writing the parameters, cuda_model_params_changed makes
+ * the bf16 copies the GEMMs read again. */
 float *cuda_model_grads(cuda_model *g);
+float *cuda_model_params(cuda_model *g);
+void cuda_model_params_changed(cuda_model *g);
 /* Take GPU local_rank % (the number of GPUs) for every later call of this
  * thread: with several processes on one machine (mpirun), each its own GPU
  * where there are enough. Call before anything else touches the device. */
@@ -123,6 +135,9 @@ int cuda_comm_new(cuda_comm **c, const rotary_dist *d, size_t n);
  * offsets, on every rank. */
 void cuda_comm_ready(cuda_comm *c, float *dev, size_t from);
 int cuda_comm_mean(cuda_comm *c, float *dev);
+/* ZeRO-1: dev (n floats, device memory) <- each rank's shard of it
+ * (rotary_dist_shard), on every rank: each rank updated only its own. */
+int cuda_comm_allgather(cuda_comm *c, float *dev);
 /* How: "NCCL on the GPUs", or "host memory and MPI (why)". */
 const char *cuda_comm_how(const cuda_comm *c);
 void cuda_comm_free(cuda_comm *c); /* NULL is fine */

@@ -8,7 +8,9 @@
  * machine) with its slice of every batch, as rotary_train's ranks do; after
  * the backward pass the gradients are averaged over the ranks (comm.c: NCCL,
  * or host memory and MPI), so every rank clips by the same norm and takes
- * the same AdamW step. */
+ * the same AdamW step; with --zero1 each rank keeps the moments of its
+ * shard only, updates that shard and gathers the others' (as rotary_train
+ * does, but from the whole mean: the norm needs no gathering). */
 #define _POSIX_C_SOURCE 200809L
 #include "internal.h"
 #include "cuda/cuda_model.h"
@@ -17,7 +19,7 @@
 #include <stdlib.h>
 
 /* cuda_train's device: this rank's GPU and its slice of each batch; the
- * optimizer state mirrors rotary_train's without ZeRO-1. */
+ * host's optimizer state mirrors the GPU's (all of it, or the shard). */
 typedef struct {
     cuda_model *g;
     rotary_model *m;
@@ -25,6 +27,7 @@ typedef struct {
     const rotary_train_opts *o;
     const rotary_dist *d;
     const train_log *log;
+    int zero;    /* ZeRO-1 over several ranks */
     int b, i0;   /* this rank's windows of each batch: [i0, i0 + b) */
     int *tok;
     cuda_comm *comm; /* with several ranks: how the gradients are averaged */
@@ -74,7 +77,12 @@ static int gpu_update(void *ctx, const rotary_adamw_config *ac) {
     if (r->o->clip > 0 && (rc = cuda_model_grad_norm(r->g, &norm)) == ROTARY_OK)
         scale = rotary_clip_factor(norm / k, r->o->clip);
     if (rc == ROTARY_OK) rc = cuda_model_adamw_step(r->g, ac, scale / k);
-    return r->d->size > 1 ? rotary_dist_agree(r->d, rc) : rc;
+    if (r->d->size > 1) rc = rotary_dist_agree(r->d, rc);
+    if (rc == ROTARY_OK && r->zero) {
+        rc = rotary_dist_agree(r->d, cuda_comm_allgather(r->comm, cuda_model_params(r->g)));
+        if (rc == ROTARY_OK) cuda_model_params_changed(r->g);
+    }
+    return rc;
 }
 
 static int gpu_eval_forward(void *ctx, const int *tok, const int *tgt, int b, int T, float *loss) {
@@ -93,28 +101,29 @@ static int gpu_eval(void *ctx, float *loss) {
 static int gpu_save(void *ctx, long step, double elapsed) {
     gpu_run *r = ctx;
     int rc = rotary_dist_agree(r->d, cuda_model_download(r->g, r->m->params, NULL, r->opt));
-    return rc ? rc : train_save(r->log, r->m, r->opt, 0, step, elapsed, r->d);
+    return rc ? rc : train_save(r->log, r->m, r->opt, r->zero, step, elapsed, r->d);
 }
 
 int cuda_train(rotary_model *m, const rotary_train_opts *o) {
     const rotary_dist *d = train_dist(o);
-    if (o->zero1 && d->size > 1)
-        return rotary_fail(ROTARY_EINVAL, "train: --zero1 runs on the CPU only; with --device "
-                           "cuda every rank keeps the whole AdamW state on its GPU");
     train_log log;
     int rc = train_check_opts(m, o);
     if (rc || (rc = train_log_paths(&log, o->run_dir))) return rc;
-    const int b = o->batch / d->size, T = m->cfg.ctx;
+    const int b = o->batch / d->size, T = m->cfg.ctx, zero = o->zero1 && d->size > 1;
+    size_t lo = 0, hi = m->n_params;
+    if (zero) rotary_dist_shard(d, m->n_params, d->rank, &lo, &hi);
     rotary_adamw opt;
-    if ((rc = rotary_adamw_init(&opt, m->n_params))) return rc;
-    gpu_run r = {NULL, m, &opt, o, d, &log, b, d->rank * b, malloc(2 * (size_t)b * T * sizeof(int)),
-                 NULL};
+    if ((rc = rotary_adamw_init(&opt, hi - lo))) return rc;
+    opt.offset = lo;
+    gpu_run r = {NULL, m, &opt, o, d, &log, zero, b, d->rank * b,
+                 malloc(2 * (size_t)b * T * sizeof(int)), NULL};
     long start;
     double elapsed0;
     if (!r.tok) rc = rotary_fail(ROTARY_ENOMEM, "train: out of memory");
     /* The GPU first: the ranks on one machine take different ones. */
     if (rc == ROTARY_OK) rc = cuda_device_use(d->local_rank);
-    if (rc == ROTARY_OK && (rc = cuda_model_new(&r.g, m)) == ROTARY_OK)
+    if (rc == ROTARY_OK && (rc = cuda_model_new(&r.g, m)) == ROTARY_OK &&
+        (rc = cuda_model_trainable(r.g, lo, hi)) == ROTARY_OK)
         rc = cuda_model_reserve(r.g, b / train_accum(o), T);
     if (d->size > 1 && (rc = rotary_dist_agree(d, rc)) == ROTARY_OK &&
         (rc = cuda_comm_new(&r.comm, d, m->n_params)) == ROTARY_OK && d->rank == 0)

@@ -223,6 +223,13 @@ static void test_config(const char *label, const rotary_config *c) {
     rotary_model_zero_grad(&m);
     must(rotary_model_forward(&m, tok, tgt, B, T, &lc), "cpu forward");
     must(rotary_model_backward(&m), "cpu backward");
+    /* A new device model holds no gradients (inference needs none) until
+     * cuda_model_trainable, and says so instead of writing anywhere. */
+    must(cuda_model_forward(g, tok, tgt, B, T, 1, &lg), "gpu train forward");
+    snprintf(name, sizeof name, "%s: no backward before cuda_model_trainable", label);
+    check(cuda_model_backward(g) == ROTARY_EINVAL && strstr(rotary_last_error(), "no gradients"),
+          name, "%s", rotary_last_error());
+    must(cuda_model_trainable(g, 0, m.n_params), "cuda_model_trainable");
     must(cuda_model_zero_grad(g), "gpu zero grad");
     must(cuda_model_forward(g, tok, tgt, B, T, 1, &lg), "gpu train forward");
     must(cuda_model_backward(g), "gpu backward");

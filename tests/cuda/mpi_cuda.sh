@@ -104,9 +104,13 @@ fi
 # and save), then resumed: each rank's shard of the moments goes back to
 # its GPU. Against the same run never stopped: bit for bit on the
 # emulation in grid order, within TOL on a GPU (float atomics).
-long=(--steps 6 --eval-every 2 --zero1)
+# (A GPU takes milliseconds a step: more steps, so that the signal lands
+# mid-run.)
+n_long=6 every=2
+[ -z "$emu" ] && n_long=100 every=10
+long=(--steps $n_long --eval-every $every --zero1)
 grid np 2 "$rotary" train "${args[@]}" "${long[@]}" --out "$tmp/zlong" >/dev/null 2>&1 ||
-    bad "ZeRO-1, 6 steps"
+    bad "ZeRO-1, $n_long steps"
 grid np 2 "$rotary" train "${args[@]}" "${long[@]}" --out "$tmp/zres" >/dev/null 2>&1 &
 mp=$!
 for _ in $(seq 1 1200); do
@@ -118,7 +122,7 @@ wait $mp
 stopped=$(tail -1 "$tmp/zres/metrics.csv" | cut -d, -f1)
 grid np 2 "$rotary" train --resume "$tmp/zres" --device cuda --zero1 >/dev/null 2>"$tmp/zres.err" ||
     { bad "ZeRO-1 resumed"; cat "$tmp/zres.err"; }
-if ! [ "$stopped" -lt 6 ] 2>/dev/null; then
+if ! [ "$stopped" -lt $n_long ] 2>/dev/null; then
     bad "ZeRO-1 run not stopped mid-run (last step '$stopped')"
 elif [ -n "$emu" ]; then
     out=$(compare same "$tmp/zlong" "$tmp/zres") &&

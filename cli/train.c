@@ -108,6 +108,12 @@ static int may_change_on_resume(const char *name) {
            !strcmp(name, "--device") || !strcmp(name, "--grad-accum");
 }
 
+/* Of those, the ones a resumed run takes from the run unless given again:
+ * how it ran, not what it is. */
+static int carried_on_resume(const char *name) {
+    return !strcmp(name, "--device") || !strcmp(name, "--grad-accum");
+}
+
 /* Options added after the first release: a run's config.json without them
  * was trained with their defaults. */
 static int newer_option(const char *name) {
@@ -187,9 +193,10 @@ static int load_run_options(const char *dir, arg_spec *specs, int n) {
     static char store[N_SPECS][1024]; /* string options outlive the JSON */
     int rc = 0;
     for (int i = 0; i < n && !rc; i++) {
-        if (may_change_on_resume(specs[i].name)) continue;
+        const int carried = carried_on_resume(specs[i].name);
+        if (may_change_on_resume(specs[i].name) && !carried) continue;
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(opts, specs[i].name + 2);
-        if (!v && newer_option(specs[i].name)) continue;
+        if (!v && (newer_option(specs[i].name) || carried)) continue;
         if (!cJSON_IsString(v)) {
             rc = cli_fail(path, "missing an option; was it written by another version?");
             break;
@@ -407,8 +414,12 @@ static int train(int argc, char **argv) {
             }
         }
         saved.resume = a.resume, saved.threads = a.threads, saved.sample_tokens = a.sample_tokens;
-        saved.device = a.device;
         saved.zero1 = a.zero1, saved.dist_bucket = a.dist_bucket;
+        for (int i = 0; i < n; i++) /* the run's device and micro-batches, unless given now */
+            if (specs[i].seen && carried_on_resume(specs[i].name)) {
+                if (!strcmp(specs[i].name, "--device")) saved.device = a.device;
+                else saved.grad_accum = a.grad_accum;
+            }
         a = saved;
     } else if (dist.rank == 0) {
         if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
@@ -503,8 +514,8 @@ static int train(int argc, char **argv) {
     }
     if (dist.rank == 0)
         fprintf(stderr, "rotary: %zu parameters, pos=%s, %zu training and %zu validation tokens, "
-                "%d threads%s\n", m.n_params, a.pos, d.n_train, d.n_val, omp_get_max_threads(),
-                have_ckpt ? ", resuming" : "");
+                "%d threads%s%s\n", m.n_params, a.pos, d.n_train, d.n_val, omp_get_max_threads(),
+                on_gpu ? ", on the GPU" : "", have_ckpt ? ", resuming" : "");
 
     progress pr = {isatty(2), a.steps / 20 > 0 ? a.steps / 20 : 1, 0, dist.rank != 0};
     rotary_train_opts o = {

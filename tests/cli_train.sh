@@ -92,6 +92,14 @@ expect_error "run directory in use" "already holds a run" "$rotary" train "${tin
 expect_error "flags disagree on resume" "disagrees" "$rotary" train --resume "$tmp/a" --dim 64
 expect_error "resume without a run" "no such run directory" "$rotary" train --resume "$tmp/none"
 expect_error "bad number" "--lr" "$rotary" train --lr fast
+# --grad-accum may change on resume, and is the run's unless given again.
+"$rotary" train "${tiny[@]}" --batch 8 --grad-accum 2 --steps 2 --out "$tmp/acc" >/dev/null 2>&1 ||
+    bad "a run in micro-batches"
+"$rotary" train --resume "$tmp/acc" 2>&1 >/dev/null | grep -q "each step in 2 micro-batches" &&
+    ok "resume keeps the run's --grad-accum" || bad "resume forgets --grad-accum 2"
+"$rotary" train --resume "$tmp/acc" --grad-accum 4 2>&1 >/dev/null |
+    grep -q "each step in 4 micro-batches of 2 sequences" &&
+    ok "resume takes a new --grad-accum" || bad "resume ignores --grad-accum 4"
 expect_error "micro-batches that do not divide the batch" "--batch: 8 sequences do not split equally into 1 rank x 3 micro-batches (--grad-accum)" \
     "$rotary" train "${tiny[@]}" --batch 8 --grad-accum 3 --steps 2 --out "$tmp/c4"
 expect_error "unknown encoding" "--pos" "$rotary" train "${tiny[@]}" --pos spiral --out "$tmp/c4"

@@ -51,6 +51,11 @@ else
     "$rotary" train "${args[@]}" --out "$tmp/g" --device cuda 2>"$tmp/err" &&
         ok "train --device cuda" || { bad "train --device cuda"; cat "$tmp/err"; }
     same_loss "$tmp/g" "pos rope"
+    # A resumed run keeps its device unless told otherwise.
+    "$rotary" train --resume "$tmp/g" 2>&1 >/dev/null | grep -q "on the GPU, resuming" &&
+        ok "resume keeps --device cuda" || bad "resume forgets --device cuda"
+    "$rotary" train --resume "$tmp/g" --device cpu 2>&1 >/dev/null | grep -q "threads, resuming" &&
+        ok "resume takes --device cpu" || bad "resume ignores --device cpu"
     n=$("$rotary" generate "$tmp/g" -n 20 -t 0 --ids --device cuda 2>"$tmp/err" | wc -w)
     [ "$n" -ge 20 ] && ok "generate --device cuda: $n ids" || bad "generate --device cuda: $n ids"
     grep -q "a CUDA graph a token" "$tmp/err" && ok "generate --device cuda replays a CUDA graph" ||

@@ -255,9 +255,16 @@ int cuda_model_reserve(cuda_model *g, int B, int T) {
         (e = cudaMalloc((void **)&g->buf16, need16 * sizeof(gpu_bf16))) != cudaSuccess ||
         (e = cudaMalloc((void **)&g->tokens, 2 * N * sizeof(int))) != cudaSuccess) {
         free_acts(g);
+        (void)cudaGetLastError();
+        size_t free_b = 0, total_b = 0;
+        char room[96] = "";
+        if (cudaMemGetInfo(&free_b, &total_b) == cudaSuccess)
+            snprintf(room, sizeof room, " (%.0f of the GPU's %.0f MiB are free)",
+                     free_b / 1048576.0, total_b / 1048576.0);
         return rotary_fail(ROTARY_ENOMEM, "cuda reserve: %.0f MiB of activations for batch %d x "
-                           "%d: %s", (need * 4 + need16 * 2) / 1048576.0, B, T,
-                           cudaGetErrorString(e));
+                           "%d: %s%s; a smaller batch needs less (train: --grad-accum K "
+                           "passes 1/K of it at a time)", (need * 4 + need16 * 2) / 1048576.0, B,
+                           T, cudaGetErrorString(e), room);
     }
     g->host_losses = malloc(N * sizeof(float));
     if (!g->host_losses) {

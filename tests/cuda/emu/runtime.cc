@@ -47,7 +47,9 @@ cudaError_t CUDARTAPI cudaGetDevice(int *device) {
 cudaError_t CUDARTAPI cudaDeviceSynchronize(void) { return cudaSuccess; }
 cudaError_t CUDARTAPI cudaGetLastError(void) { return cudaSuccess; }
 const char *CUDARTAPI cudaGetErrorString(cudaError_t e) {
-    return e == cudaSuccess ? "no error" : "emulated CUDA error";
+    return e == cudaSuccess                ? "no error"
+           : e == cudaErrorMemoryAllocation ? "out of memory"
+                                            : "emulated CUDA error";
 }
 const char *CUDARTAPI cudaGetErrorName(cudaError_t e) {
     return e == cudaSuccess ? "cudaSuccess" : "cudaErrorEmulated";
@@ -56,9 +58,19 @@ cudaError_t CUDARTAPI cudaFuncSetAttribute(const void *, enum cudaFuncAttribute,
     return cudaSuccess;
 }
 
+/* EMU_DEVICE_MEMORY (bytes): the most one allocation may take, so that
+ * tests can see what a full GPU says; else 80 GiB, an H100's. */
+static size_t device_memory(void) {
+    const char *e = getenv("EMU_DEVICE_MEMORY");
+    return e && strtoull(e, NULL, 10) > 0 ? (size_t)strtoull(e, NULL, 10) : (size_t)80 << 30;
+}
 cudaError_t CUDARTAPI cudaMalloc(void **p, size_t n) {
-    *p = aligned_alloc(256, (n + 255) / 256 * 256);
+    *p = n <= device_memory() ? aligned_alloc(256, (n + 255) / 256 * 256) : NULL;
     return *p ? cudaSuccess : cudaErrorMemoryAllocation;
+}
+cudaError_t CUDARTAPI cudaMemGetInfo(size_t *free_bytes, size_t *total) {
+    *free_bytes = *total = device_memory();
+    return cudaSuccess;
 }
 cudaError_t CUDARTAPI cudaFree(void *p) {
     free(p);

@@ -31,6 +31,8 @@ static struct {
                                ncclComm_t, cudaStream_t);
     ncclResult_t (*broadcast)(const void *, void *, size_t, ncclDataType_t, int, ncclComm_t,
                               cudaStream_t);
+    ncclResult_t (*reduce)(const void *, void *, size_t, ncclDataType_t, ncclRedOp_t, int,
+                           ncclComm_t, cudaStream_t);
     ncclResult_t (*group_start)(void), (*group_end)(void);
     ncclResult_t (*destroy)(ncclComm_t);
     ncclResult_t (*abort_comm)(ncclComm_t);
@@ -55,13 +57,14 @@ static int nccl_load(void) {
     *(void **)&nccl.init_rank = nccl_sym(lib, "ncclCommInitRank");
     *(void **)&nccl.all_reduce = nccl_sym(lib, "ncclAllReduce");
     *(void **)&nccl.broadcast = nccl_sym(lib, "ncclBroadcast");
+    *(void **)&nccl.reduce = nccl_sym(lib, "ncclReduce");
     *(void **)&nccl.group_start = nccl_sym(lib, "ncclGroupStart");
     *(void **)&nccl.group_end = nccl_sym(lib, "ncclGroupEnd");
     *(void **)&nccl.destroy = nccl_sym(lib, "ncclCommDestroy");
     *(void **)&nccl.abort_comm = nccl_sym(lib, "ncclCommAbort");
     *(void **)&nccl.error_string = nccl_sym(lib, "ncclGetErrorString");
     if (!nccl.get_unique_id || !nccl.init_rank || !nccl.all_reduce || !nccl.broadcast ||
-        !nccl.group_start || !nccl.group_end || !nccl.destroy || !nccl.abort_comm ||
+        !nccl.reduce || !nccl.group_start || !nccl.group_end || !nccl.destroy || !nccl.abort_comm ||
         !nccl.error_string) {
         snprintf(nccl.why, sizeof nccl.why, "libnccl.so.2 lacks a function rotary calls");
         nccl.get_unique_id = NULL;
@@ -74,6 +77,7 @@ static int nccl_load(void) {
 struct cuda_comm {
     const rotary_dist *d;
     size_t n;
+    int zero;    /* ZeRO-1: NCCL brings each rank the mean of its shard only */
     float *host; /* the host path's copy, or NULL */
     int pinned;  /* host is page-locked (cudaMallocHost), not malloc'd */
 #ifdef ROTARY_NCCL
@@ -146,15 +150,43 @@ static int nccl_before(cuda_comm *c) {
     return ROTARY_OK;
 }
 
-/* The all-reduce of dev[from, pending), once the backward's stream has
- * reached the point where it is final. */
+/* For each rank k, the part of dev[from, to) in k's shard: reduced to k
+ * (the mean) or broadcast from k, on NCCL's stream, in one group. Shards
+ * differ in size by a norm block, and NCCL's reduce-scatter and all-gather
+ * take equal parts only. */
+static int by_shard(cuda_comm *c, float *dev, size_t from, size_t to, int reduce) {
+    ncclResult_t r = nccl.group_start();
+    for (int k = 0; r == ncclSuccess && k < c->d->size; k++) {
+        size_t lo, hi;
+        rotary_dist_shard(c->d, c->n, k, &lo, &hi);
+        lo = lo > from ? lo : from, hi = hi < to ? hi : to;
+        if (hi <= lo) continue;
+        r = reduce ? nccl.reduce(dev + lo, dev + lo, hi - lo, ncclFloat, ncclAvg, k, c->nccl,
+                                 c->stream)
+                   : nccl.broadcast(dev + lo, dev + lo, hi - lo, ncclFloat, k, c->nccl, c->stream);
+    }
+    /* the group ends even after a failed call, which it then reports */
+    ncclResult_t r2 = nccl.group_end();
+    return r != ncclSuccess    ? nccl_fail(r, reduce ? "reduce" : "broadcast")
+           : r2 != ncclSuccess ? nccl_fail(r2, "group")
+                               : ROTARY_OK;
+}
+
+/* The mean of dev[from, pending) (all of it, or under ZeRO-1 each shard's
+ * part to its rank), once the backward's stream has reached the point
+ * where it is final. */
 static int start_part(cuda_comm *c, float *dev, size_t from) {
     int rc = nccl_after(c);
     if (rc) return rc;
-    ncclResult_t r = nccl.all_reduce(dev + from, dev + from, c->pending - from, ncclFloat,
-                                     ncclAvg, c->nccl, c->stream);
+    if (c->zero) {
+        rc = by_shard(c, dev, from, c->pending, 1);
+    } else {
+        ncclResult_t r = nccl.all_reduce(dev + from, dev + from, c->pending - from, ncclFloat,
+                                         ncclAvg, c->nccl, c->stream);
+        rc = r == ncclSuccess ? ROTARY_OK : nccl_fail(r, "all-reduce");
+    }
     c->pending = from;
-    return r == ncclSuccess ? ROTARY_OK : nccl_fail(r, "all-reduce");
+    return rc;
 }
 
 static void free_stream(cuda_comm *c) {
@@ -165,12 +197,12 @@ static void free_stream(cuda_comm *c) {
 }
 #endif
 
-int cuda_comm_new(cuda_comm **out, const rotary_dist *d, size_t n) {
+int cuda_comm_new(cuda_comm **out, const rotary_dist *d, size_t n, int zero) {
     cuda_comm *c = calloc(1, sizeof *c);
     *out = c;
     int rc = rotary_dist_agree(d, c ? ROTARY_OK : rotary_fail(ROTARY_ENOMEM, "out of memory"));
     if (rc) return rc;
-    c->d = d, c->n = n;
+    c->d = d, c->n = n, c->zero = zero;
     char why[160] = "";
 #ifdef ROTARY_NCCL
     double can[1] = {nccl_possible(d, why, sizeof why)};
@@ -237,22 +269,9 @@ int cuda_comm_allgather(cuda_comm *c, float *dev) {
     size_t lo, hi;
 #ifdef ROTARY_NCCL
     if (c->nccl) {
-        /* Shards differ in size by a norm block: a broadcast from each
-         * owner, grouped (NCCL's all-gather takes equal parts only). */
         int rc = nccl_after(c);
-        ncclResult_t r = rc ? ncclSuccess : nccl.group_start();
-        for (int k = 0; !rc && r == ncclSuccess && k < d->size; k++) {
-            rotary_dist_shard(d, c->n, k, &lo, &hi);
-            if (hi > lo)
-                r = nccl.broadcast(dev + lo, dev + lo, hi - lo, ncclFloat, k, c->nccl, c->stream);
-        }
-        if (!rc) {
-            /* the group ends even after a failed call, which it then reports */
-            ncclResult_t r2 = nccl.group_end();
-            rc = r != ncclSuccess    ? nccl_fail(r, "broadcast")
-                 : r2 != ncclSuccess ? nccl_fail(r2, "group")
-                                     : nccl_before(c);
-        }
+        if (rc == ROTARY_OK && (rc = by_shard(c, dev, 0, c->n, 0)) == ROTARY_OK)
+            rc = nccl_before(c);
         return rc;
     }
 #endif

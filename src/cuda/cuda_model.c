@@ -44,7 +44,7 @@ struct cuda_model {
     float *t5tab, *dt5;            /* T5: (nh, T) bias by distance, (B, nh, T) its grad */
     gpu_bf16 *buf16;               /* bf16 activations (GEMM inputs), one allocation */
     gpu_bf16 *h1, *h2, *up, *act, *attout16, *hf, *dh, *dact, *dup, *dqkv16, *dres16;
-    double *partial;               /* GPU_SUMSQ_BLOCKS */
+    double *partial;               /* a sum of squares a GPU_NORM_BLOCK of the gradients */
     int *tokens, *targets;         /* (B*T) each, device */
     float *host_losses;            /* (B*T) */
     void (*on_grads)(void *, size_t); /* cuda_model_on_grads */
@@ -164,6 +164,9 @@ static int upload_tables(cuda_model *g) {
     return rc;
 }
 
+_Static_assert(GPU_NORM_BLOCK == ROTARY_NORM_BLOCK, "the GPU's norm blocks are the CPU's");
+static size_t norm_blocks(size_t n) { return (n + GPU_NORM_BLOCK - 1) / GPU_NORM_BLOCK; }
+
 int cuda_model_new(cuda_model **out, const rotary_model *m) {
     *out = NULL;
     int rc = cuda_device_check();
@@ -177,7 +180,8 @@ int cuda_model_new(cuda_model **out, const rotary_model *m) {
     cudaError_t e;
     if ((e = cudaMalloc((void **)&g->params, m->n_params * sizeof(float))) != cudaSuccess ||
         (e = cudaMalloc((void **)&g->params16, m->n_params * sizeof(gpu_bf16))) != cudaSuccess ||
-        (e = cudaMalloc((void **)&g->partial, GPU_SUMSQ_BLOCKS * sizeof(double))) != cudaSuccess) {
+        (e = cudaMalloc((void **)&g->partial, norm_blocks(m->n_params) * sizeof(double))) !=
+            cudaSuccess) {
         cuda_model_free(g);
         return cuda_fail(e, "parameters");
     }
@@ -573,15 +577,26 @@ int cuda_model_backward(cuda_model *g) {
     return sync_ok("backward");
 }
 
+int cuda_model_grad_sq_blocks(cuda_model *g, size_t lo, size_t hi, double *part) {
+    if (need_grads(g, "grad_sq_blocks")) return ROTARY_EINVAL;
+    if (lo % GPU_NORM_BLOCK || lo > hi || hi > g->n_params)
+        return rotary_fail(ROTARY_EINVAL, "cuda grad_sq_blocks: [%zu, %zu) of %zu", lo, hi,
+                           g->n_params);
+    const size_t b0 = lo / GPU_NORM_BLOCK, nb = norm_blocks(hi) - b0;
+    gpu_sumsq_blocks(g->partial + b0, g->grads + lo, hi - lo);
+    cudaError_t e = cudaMemcpy(part + b0, g->partial + b0, nb * sizeof(double),
+                               cudaMemcpyDeviceToHost);
+    return e ? cuda_fail(e, "gradient norm") : ROTARY_OK;
+}
+
 int cuda_model_grad_norm(cuda_model *g, float *norm) {
-    double part[GPU_SUMSQ_BLOCKS], s = 0;
-    if (need_grads(g, "grad_norm")) return ROTARY_EINVAL;
-    gpu_sumsq(g->partial, g->grads, g->n_params);
-    cudaError_t e = cudaMemcpy(part, g->partial, sizeof part, cudaMemcpyDeviceToHost);
-    if (e) return cuda_fail(e, "gradient norm");
-    for (int i = 0; i < GPU_SUMSQ_BLOCKS; i++) s += part[i];
-    *norm = (float)sqrt(s);
-    return ROTARY_OK;
+    const size_t nb = norm_blocks(g->n_params);
+    double *part = malloc((nb ? nb : 1) * sizeof(double));
+    if (!part) return rotary_fail(ROTARY_ENOMEM, "gradient norm: out of memory");
+    int rc = cuda_model_grad_sq_blocks(g, 0, g->n_params, part);
+    if (rc == ROTARY_OK) *norm = rotary_grad_norm_of_blocks(part, nb);
+    free(part);
+    return rc;
 }
 
 int cuda_model_adamw_step(cuda_model *g, const rotary_adamw_config *c, float grad_scale) {

@@ -55,8 +55,13 @@ int cuda_model_backward(cuda_model *g);
  * last with 0; what fn queues behind them sees them final. NULL: none. */
 void cuda_model_on_grads(cuda_model *g, void (*fn)(void *ctx, size_t from), void *ctx);
 int cuda_model_zero_grad(cuda_model *g);
-/* Global L2 norm of the gradients (summed in double, in a fixed order). */
+/* Global L2 norm of the gradients, as rotary_grad_norm_of_blocks of
+ * their block sums (double, a fixed order: the same every run). */
 int cuda_model_grad_norm(cuda_model *g, float *norm);
+/* Those block sums (rotary_grad_sq_blocks) of gradients [lo, hi) into
+ * part[lo / ROTARY_NORM_BLOCK ...] (host memory); lo a multiple of
+ * ROTARY_NORM_BLOCK: a ZeRO-1 shard's, for dist_allgather_norm_blocks. */
+int cuda_model_grad_sq_blocks(cuda_model *g, size_t lo, size_t hi, double *part);
 /* One AdamW step as rotary_adamw_step, gradients read times grad_scale
  * (the clipping factor), on the parameters cuda_model_trainable gave
  * moments (and their bf16 copies); counts the step itself. */
@@ -123,8 +128,11 @@ int cuda_decoder_graphed(const cuda_decoder *d, const char **why);
  * GPU of its own (ROTARY_CUDA_COMM=host says not to), else through host
  * memory and MPI. Collective: every rank of d calls each function. */
 typedef struct cuda_comm cuda_comm;
-/* For n floats a call; *c is to be freed even on failure. */
-int cuda_comm_new(cuda_comm **c, const rotary_dist *d, size_t n);
+/* For n floats a call; *c is to be freed even on failure. zero (ZeRO-1):
+ * through NCCL, each rank receives the mean of its shard only (the rest
+ * of dev is left as scratch: a reduce-scatter, the bytes of half an
+ * all-reduce); through host memory, all of it. */
+int cuda_comm_new(cuda_comm **c, const rotary_dist *d, size_t n, int zero);
 /* dev (n floats, device memory) <- the mean over the ranks. With NCCL the
  * mean is taken in parts as the backward finishes them: cuda_comm_ready(c,
  * dev, from) when dev[from, n) is final (cuda_model_on_grads) starts the

@@ -28,6 +28,8 @@ typedef struct {
     const rotary_dist *d;
     const train_log *log;
     int zero;    /* ZeRO-1 over several ranks */
+    size_t lo, hi; /* the parameters whose AdamW state this rank keeps */
+    double *part;  /* the gradients' norm blocks (ROTARY_NORM_BLOCK) */
     int b, i0;   /* this rank's windows of each batch: [i0, i0 + b) */
     int *tok;
     cuda_comm *comm; /* with several ranks: how the gradients are averaged */
@@ -64,7 +66,7 @@ static void grads_ready(void *ctx, size_t from) {
  * rest of the mean, so none waits there for it. */
 static int gpu_update(void *ctx, const rotary_adamw_config *ac) {
     gpu_run *r = ctx;
-    float norm, scale = 1.0f;
+    float scale = 1.0f;
     if (r->d->size > 1) cuda_model_on_grads(r->g, grads_ready, r);
     int rc = cuda_model_backward(r->g);
     cuda_model_on_grads(r->g, NULL, NULL);
@@ -74,8 +76,16 @@ static int gpu_update(void *ctx, const rotary_adamw_config *ac) {
     /* k micro-batches left k times the mean: AdamW reads the gradients
      * times 1/k and the clipping factor of their norm over k. */
     const float k = (float)train_accum(r->o);
-    if (r->o->clip > 0 && (rc = cuda_model_grad_norm(r->g, &norm)) == ROTARY_OK)
-        scale = rotary_clip_factor(norm / k, r->o->clip);
+    if (r->o->clip > 0) {
+        /* Under ZeRO-1 each rank has the mean of its shard only: its
+         * blocks' sums, then every rank's, added in one order. */
+        const size_t n = r->m->n_params, nb = (n + ROTARY_NORM_BLOCK - 1) / ROTARY_NORM_BLOCK;
+        rc = cuda_model_grad_sq_blocks(r->g, r->lo, r->hi, r->part);
+        if (r->zero && (rc = rotary_dist_agree(r->d, rc)) == ROTARY_OK)
+            rc = dist_allgather_norm_blocks(r->d, r->part, n);
+        if (rc == ROTARY_OK)
+            scale = rotary_clip_factor(rotary_grad_norm_of_blocks(r->part, nb) / k, r->o->clip);
+    }
     if (rc == ROTARY_OK) rc = cuda_model_adamw_step(r->g, ac, scale / k);
     if (r->d->size > 1) rc = rotary_dist_agree(r->d, rc);
     if (rc == ROTARY_OK && r->zero) {
@@ -115,18 +125,20 @@ int cuda_train(rotary_model *m, const rotary_train_opts *o) {
     rotary_adamw opt;
     if ((rc = rotary_adamw_init(&opt, hi - lo))) return rc;
     opt.offset = lo;
-    gpu_run r = {NULL, m, &opt, o, d, &log, zero, b, d->rank * b,
-                 malloc(2 * (size_t)b * T * sizeof(int)), NULL};
+    const size_t nb = (m->n_params + ROTARY_NORM_BLOCK - 1) / ROTARY_NORM_BLOCK;
+    gpu_run r = {.m = m, .opt = &opt, .o = o, .d = d, .log = &log, .zero = zero, .lo = lo,
+                 .hi = hi, .part = malloc((nb + 1) * sizeof(double)), .b = b, .i0 = d->rank * b,
+                 .tok = malloc(2 * (size_t)b * T * sizeof(int))};
     long start;
     double elapsed0;
-    if (!r.tok) rc = rotary_fail(ROTARY_ENOMEM, "train: out of memory");
+    if (!r.tok || !r.part) rc = rotary_fail(ROTARY_ENOMEM, "train: out of memory");
     /* The GPU first: the ranks on one machine take different ones. */
     if (rc == ROTARY_OK) rc = cuda_device_use(d->local_rank);
     if (rc == ROTARY_OK && (rc = cuda_model_new(&r.g, m)) == ROTARY_OK &&
         (rc = cuda_model_trainable(r.g, lo, hi)) == ROTARY_OK)
         rc = cuda_model_reserve(r.g, b / train_accum(o), T);
     if (d->size > 1 && (rc = rotary_dist_agree(d, rc)) == ROTARY_OK &&
-        (rc = cuda_comm_new(&r.comm, d, m->n_params)) == ROTARY_OK && d->rank == 0)
+        (rc = cuda_comm_new(&r.comm, d, m->n_params, zero)) == ROTARY_OK && d->rank == 0)
         fprintf(stderr, "rotary: gradients averaged through %s\n", cuda_comm_how(r.comm));
     if ((rc = rotary_dist_agree(d, rc)) == ROTARY_OK &&
         (rc = train_resume(&log, m, &opt, o, &start, &elapsed0)) == ROTARY_OK &&
@@ -138,6 +150,7 @@ int cuda_train(rotary_model *m, const rotary_train_opts *o) {
     if (r.g && rc == ROTARY_OK) rc = cuda_model_download(r.g, m->params, NULL, NULL);
     cuda_model_free(r.g);
     free(r.tok);
+    free(r.part);
     cuda_comm_free(r.comm);
     rotary_adamw_free(&opt);
     return rc;

@@ -102,10 +102,12 @@ void gpu_crossentropy(float *logits, gpu_bf16 *logits16, float *lse, float *loss
  * the new weights in bf16 (the GEMMs' copy). */
 void gpu_adamw(float *p, gpu_bf16 *p16, const float *g, float *m, float *v, size_t n, float beta1,
                float beta2, float eps, float decay, float step_size, float bc2_sqrt, float gscale);
-/* partial (GPU_SUMSQ_BLOCKS doubles) = per-block sums of x^2; the caller adds
- * them in order (deterministic). */
-#define GPU_SUMSQ_BLOCKS 512
-void gpu_sumsq(double *partial, const float *x, size_t n);
+/* part[b] = the sum of x^2 over x[b GPU_NORM_BLOCK, (b + 1) GPU_NORM_BLOCK)
+ * (the last block shorter), in double, the same for every run: the blocks
+ * of rotary_grad_sq_blocks (ROTARY_NORM_BLOCK), so that a ZeRO-1 shard's
+ * blocks are those of the whole buffer. */
+#define GPU_NORM_BLOCK 16384
+void gpu_sumsq_blocks(double *part, const float *x, size_t n);
 
 /* Attention (attention.cu). qkv (B, T, (nh + 2*nkv)*hd) per token q | k | v
  * (the projection's output, bf16) <-> q (B, nh, T, hd), k, v (B, nkv, T, hd)

@@ -426,30 +426,34 @@ extern "C" void gpu_adamw(float *p, gpu_bf16 *p16, const float *g, float *m, flo
                                                    beta2, eps, decay, step_size, bc2_sqrt, gscale);
 }
 
-/* Four values an access over the first n4 * 4 (x 16-byte aligned, else
- * n4 = 0), then one at a time: a fixed assignment, so the same sums every
- * run. */
-__global__ void sumsq_kernel(double *partial, const float *x, size_t n, size_t n4) {
+/* A block a GPU_NORM_BLOCK floats: four values an access over the first
+ * n4 * 4 of them (x 16-byte aligned, else n4 = 0), then one at a time, then
+ * a fixed tree: the same sums every run. */
+__global__ void sumsq_blocks_kernel(double *part, const float *x, size_t n, int vec) {
     __shared__ double sh[256];
+    const size_t base = (size_t)blockIdx.x * GPU_NORM_BLOCK;
+    const size_t len = n - base < GPU_NORM_BLOCK ? n - base : GPU_NORM_BLOCK;
+    const size_t n4 = vec ? len / 4 : 0;
+    const float *xb = x + base;
     double s = 0.0;
-    const size_t first = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    const size_t stride = (size_t)gridDim.x * blockDim.x;
-    for (size_t i = first; i < n4; i += stride) {
+    for (size_t i = threadIdx.x; i < n4; i += blockDim.x) {
         float v[4];
-        load_vec<4>(v, x + 4 * i);
+        load_vec<4>(v, xb + 4 * i);
         s += (double)v[0] * v[0] + (double)v[1] * v[1] + (double)v[2] * v[2] +
              (double)v[3] * v[3];
     }
-    for (size_t i = 4 * n4 + first; i < n; i += stride) s += (double)x[i] * x[i];
+    for (size_t i = 4 * n4 + threadIdx.x; i < len; i += blockDim.x) s += (double)xb[i] * xb[i];
     sh[threadIdx.x] = s;
     __syncthreads();
     for (int w = 128; w > 0; w >>= 1) {
         if ((int)threadIdx.x < w) sh[threadIdx.x] += sh[threadIdx.x + w];
         __syncthreads();
     }
-    if (threadIdx.x == 0) partial[blockIdx.x] = sh[0];
+    if (threadIdx.x == 0) part[blockIdx.x] = sh[0];
 }
 
-extern "C" void gpu_sumsq(double *partial, const float *x, size_t n) {
-    GPU_LAUNCH(sumsq_kernel, GPU_SUMSQ_BLOCKS, 256, 0)(partial, x, n, vec_ok(x, 16) ? n / 4 : 0);
+extern "C" void gpu_sumsq_blocks(double *part, const float *x, size_t n) {
+    if (n)
+        GPU_LAUNCH(sumsq_blocks_kernel, cdiv(n, GPU_NORM_BLOCK), 256, 0)(part, x, n,
+                                                                       vec_ok(x, 16));
 }

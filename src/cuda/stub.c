@@ -39,8 +39,8 @@ float *cuda_model_grads(cuda_model *g) { (void)g; return NULL; }
 void cuda_model_on_grads(cuda_model *g, void (*fn)(void *ctx, size_t from), void *ctx) {
     (void)g, (void)fn, (void)ctx;
 }
-int cuda_comm_new(cuda_comm **c, const rotary_dist *d, size_t n) {
-    (void)d, (void)n;
+int cuda_comm_new(cuda_comm **c, const rotary_dist *d, size_t n, int zero) {
+    (void)d, (void)n, (void)zero;
     *c = NULL;
     return NO_CUDA;
 }

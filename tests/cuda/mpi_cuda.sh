@@ -94,6 +94,14 @@ if [ -n "$emu" ]; then
         bad "2 ranks in grid order"
     out=$(compare same "$tmp/twog" "$tmp/zerog") && ok "ZeRO-1 = plain data parallel, bit for bit: $out" ||
         bad "ZeRO-1 vs plain: $out"
+    # Through NCCL ZeRO-1 reduce-scatters (each rank the mean of its shard
+    # only) and gathers the norm's blocks: still the same bits.
+    EMU_DEVICES=2 grid np 2 "$rotary" train "${args[@]}" --out "$tmp/twogn" >/dev/null 2>&1 &&
+        EMU_DEVICES=2 grid np 2 "$rotary" train "${args[@]}" --zero1 --out "$tmp/zerogn" \
+            >/dev/null 2>&1 || bad "2 ranks on 2 GPUs in grid order"
+    out=$(compare same "$tmp/twogn" "$tmp/zerogn") &&
+        ok "ZeRO-1 through NCCL = plain data parallel, bit for bit: $out" ||
+        bad "ZeRO-1 through NCCL vs plain: $out"
     EMU_DEVICES=2 np 2 "$rotary" train "${args[@]}" --clip 0 --zero1 --out "$tmp/zero2" \
         >/dev/null 2>"$tmp/zero2.err" || { bad "ZeRO-1 on 2 GPUs"; cat "$tmp/zero2.err"; }
     out=$(compare close "$tmp/one0" "$tmp/zero2" "$TOL") &&

@@ -213,16 +213,21 @@ static void test_adamw(size_t n) {
     check("adamw second moments", v, rv, 1e-5);
 }
 
-static void test_sumsq(size_t n) {
-    auto x = randn(n);
-    std::vector<double> part(GPU_SUMSQ_BLOCKS), ref(1, 0.0);
-    for (float e : x) ref[0] += (double)e * e;
-    gpu_sumsq(part.data(), x.data(), n);
-    std::vector<float> got(1, 0.0f);
-    double s = 0;
-    for (double e : part) s += e;
-    got[0] = (float)s;
-    check("sum of squares (per-block partials)", got, ref, 1e-6);
+static void test_sumsq(size_t n, size_t off) {
+    auto xs = randn(n + off);
+    const float *x = xs.data() + off; /* off % 4: one value an access */
+    const size_t nb = (n + GPU_NORM_BLOCK - 1) / GPU_NORM_BLOCK;
+    std::vector<double> part(nb + 1, -1.0);
+    std::vector<float> got(nb + 1);
+    std::vector<double> ref(nb + 1, 0.0);
+    gpu_sumsq_blocks(part.data(), x, n);
+    for (size_t b = 0; b < nb; b++) {
+        for (size_t i = b * GPU_NORM_BLOCK; i < n && i < (b + 1) * GPU_NORM_BLOCK; i++)
+            ref[b] += (double)x[i] * x[i];
+        got[b] = (float)part[b];
+    }
+    ref[nb] = -1.0, got[nb] = (float)part[nb]; /* nothing written past the last block */
+    check("sum of squares a norm block", got, ref, 1e-6);
 }
 
 int main(int argc, char **argv) {
@@ -240,8 +245,9 @@ int main(int argc, char **argv) {
         test_crossentropy(4, 3000, false); /* eight (bf16) or four (fp32) */
         test_crossentropy(4, 3000, true);
         test_adamw(5000);
-        test_sumsq(300000);
-        test_sumsq(1001); /* four at a time, then one left over */
+        test_sumsq(300000, 0); /* 19 blocks, the last shorter */
+        test_sumsq(1001, 0);   /* four at a time, then one left over */
+        test_sumsq(40000, 1);  /* one at a time */
     }
     printf("test_layer_emu: %d checks, %d failed\n", checks, failures);
     return failures ? 1 : 0;

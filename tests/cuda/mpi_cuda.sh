@@ -102,10 +102,10 @@ if [ -n "$emu" ]; then
     out=$(compare same "$tmp/twogn" "$tmp/zerogn") &&
         ok "ZeRO-1 through NCCL = plain data parallel, bit for bit: $out" ||
         bad "ZeRO-1 through NCCL vs plain: $out"
-    EMU_DEVICES=2 np 2 "$rotary" train "${args[@]}" --clip 0 --zero1 --out "$tmp/zero2" \
-        >/dev/null 2>"$tmp/zero2.err" || { bad "ZeRO-1 on 2 GPUs"; cat "$tmp/zero2.err"; }
+    EMU_DEVICES=2 np 2 "$rotary" train "${args[@]}" --clip 0 --zero1 --grad-accum 2 \
+        --out "$tmp/zero2" >/dev/null 2>"$tmp/zero2.err" || { bad "ZeRO-1 on 2 GPUs"; cat "$tmp/zero2.err"; }
     out=$(compare close "$tmp/one0" "$tmp/zero2" "$TOL") &&
-        ok "ZeRO-1 through $(sed -n 's/^rotary: gradients averaged through //p' "$tmp/zero2.err"), unclipped: $out" ||
+        ok "ZeRO-1 through $(sed -n 's/^rotary: gradients averaged through //p' "$tmp/zero2.err"), unclipped, 2 micro-batches: $out" ||
         bad "ZeRO-1 on 2 GPUs vs 1: $out"
 fi
 # Stopped by SIGTERM after its first steps (the ranks agree on the step

@@ -27,7 +27,7 @@ struct cuda_model {
     rotary_config cfg;
     size_t n_params;
     float *params;                 /* n_params */
-    gpu_bf16 *params16;            /* the weights in bf16, for the GEMMs */
+    gpu_bf16 *params16;            /* the weights in bf16, for the GEMMs (need_bf16) */
     float *grads, *m, *v;          /* cuda_model_trainable: one allocation, n_params grads */
     size_t opt_lo, opt_n;          /* and the moments of parameters [opt_lo, opt_lo + opt_n) */
     long step;                     /* AdamW steps taken */
@@ -178,10 +178,7 @@ int cuda_model_new(cuda_model **out, const rotary_model *m) {
     g->cfg = m->cfg;
     g->n_params = m->n_params;
     cudaError_t e;
-    if ((e = cudaMalloc((void **)&g->params, m->n_params * sizeof(float))) != cudaSuccess ||
-        (e = cudaMalloc((void **)&g->params16, m->n_params * sizeof(gpu_bf16))) != cudaSuccess ||
-        (e = cudaMalloc((void **)&g->partial, norm_blocks(m->n_params) * sizeof(double))) !=
-            cudaSuccess) {
+    if ((e = cudaMalloc((void **)&g->params, m->n_params * sizeof(float))) != cudaSuccess) {
         cuda_model_free(g);
         return cuda_fail(e, "parameters");
     }
@@ -190,7 +187,6 @@ int cuda_model_new(cuda_model **out, const rotary_model *m) {
         cuda_model_free(g);
         return cuda_fail(e, "copying the parameters");
     }
-    gpu_to_bf16(g->params16, g->params, m->n_params);
     if ((rc = upload_tables(g))) {
         cuda_model_free(g);
         return rc;
@@ -199,16 +195,36 @@ int cuda_model_new(cuda_model **out, const rotary_model *m) {
     return ROTARY_OK;
 }
 
+/* The bf16 copy of the weights that the GEMMs and --bf16 decoding read,
+ * made when first needed: fp32 decoding holds none. */
+static int need_bf16(cuda_model *g) {
+    if (g->params16) return ROTARY_OK;
+    cudaError_t e = cudaMalloc((void **)&g->params16, g->n_params * sizeof(gpu_bf16));
+    if (e != cudaSuccess) {
+        g->params16 = NULL;
+        return cuda_fail(e, "the weights in bf16");
+    }
+    gpu_to_bf16(g->params16, g->params, g->n_params);
+    return ROTARY_OK;
+}
+
 int cuda_model_trainable(cuda_model *g, size_t lo, size_t hi) {
     if (lo > hi || hi > g->n_params)
         return rotary_fail(ROTARY_EINVAL, "cuda: AdamW state for [%zu, %zu) of %zu parameters",
                            lo, hi, g->n_params);
+    int rc = need_bf16(g); /* AdamW keeps it */
+    if (rc) return rc;
     cudaFree(g->grads);
-    g->grads = g->m = g->v = NULL;
+    cudaFree(g->partial);
+    g->grads = g->m = g->v = NULL, g->partial = NULL;
     const size_t n = g->n_params + 2 * (hi - lo), bytes = n * sizeof(float);
     cudaError_t e;
     if ((e = cudaMalloc((void **)&g->grads, bytes)) != cudaSuccess ||
-        (e = cudaMemset(g->grads, 0, bytes)) != cudaSuccess) {
+        (e = cudaMemset(g->grads, 0, bytes)) != cudaSuccess ||
+        (e = cudaMalloc((void **)&g->partial, norm_blocks(g->n_params) * sizeof(double))) !=
+            cudaSuccess) {
+        cudaFree(g->partial);
+        g->partial = NULL;
         cudaFree(g->grads);
         g->grads = NULL;
         return cuda_fail(e, "gradients and AdamW state");
@@ -228,7 +244,7 @@ static int need_grads(const cuda_model *g, const char *what) {
 int cuda_model_reserve(cuda_model *g, int B, int T) {
     const rotary_config *c = &g->cfg;
     int rc = upload_tables(g);
-    if (rc) return rc;
+    if (rc || (rc = need_bf16(g))) return rc;
     if (B < 1 || T < 1 || T > g->pos_len)
         return rotary_fail(ROTARY_EINVAL, "cuda reserve: batch %d x %d (positions cover %d)", B, T,
                            g->pos_len);
@@ -626,7 +642,7 @@ float *cuda_model_grads(cuda_model *g) { return g->grads; }
 float *cuda_model_params(cuda_model *g) { return g->params; }
 
 void cuda_model_params_changed(cuda_model *g) {
-    gpu_to_bf16(g->params16, g->params, g->n_params);
+    if (g->params16) gpu_to_bf16(g->params16, g->params, g->n_params);
 }
 
 void cuda_model_on_grads(cuda_model *g, void (*fn)(void *ctx, size_t from), void *ctx) {
@@ -660,7 +676,7 @@ int cuda_model_upload(cuda_model *g, const float *params, const rotary_adamw *op
                            g->opt_lo + g->opt_n);
     cudaError_t e = cudaSuccess;
     if (params && !(e = cudaMemcpy(g->params, params, bytes, cudaMemcpyHostToDevice)))
-        gpu_to_bf16(g->params16, g->params, g->n_params);
+        cuda_model_params_changed(g);
     if (!e && opt) {
         if (!(e = cudaMemcpy(g->m, opt->m, obytes, cudaMemcpyHostToDevice)))
             e = cudaMemcpy(g->v, opt->v, obytes, cudaMemcpyHostToDevice);
@@ -858,6 +874,8 @@ int cuda_decoder_quantize(cuda_decoder *d) {
 }
 
 int cuda_decoder_bf16(cuda_decoder *d) {
+    int rc = need_bf16(d->g);
+    if (rc) return rc;
     /* The graph holds the weights' addresses: capture again. */
     if (d->graph) cudaGraphExecDestroy(d->graph), d->graph = NULL;
     cudaFree(d->q8);

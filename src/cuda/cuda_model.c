@@ -235,6 +235,18 @@ int cuda_model_trainable(cuda_model *g, size_t lo, size_t hi) {
     return ROTARY_OK;
 }
 
+/* " (F of the GPU's T MiB are free)", or "" if that cannot be read: for
+ * the message of an allocation that failed (whose error it clears). */
+static const char *gpu_room(char *buf, size_t cap) {
+    size_t free_b = 0, total_b = 0;
+    (void)cudaGetLastError();
+    buf[0] = 0;
+    if (cudaMemGetInfo(&free_b, &total_b) == cudaSuccess)
+        snprintf(buf, cap, " (%.0f of the GPU's %.0f MiB are free)", free_b / 1048576.0,
+                 total_b / 1048576.0);
+    return buf;
+}
+
 static int need_grads(const cuda_model *g, const char *what) {
     return g->grads ? ROTARY_OK
                     : rotary_fail(ROTARY_EINVAL, "cuda %s: no gradients (cuda_model_trainable)",
@@ -275,16 +287,11 @@ int cuda_model_reserve(cuda_model *g, int B, int T) {
         (e = cudaMalloc((void **)&g->buf16, need16 * sizeof(gpu_bf16))) != cudaSuccess ||
         (e = cudaMalloc((void **)&g->tokens, 2 * N * sizeof(int))) != cudaSuccess) {
         free_acts(g);
-        (void)cudaGetLastError();
-        size_t free_b = 0, total_b = 0;
-        char room[96] = "";
-        if (cudaMemGetInfo(&free_b, &total_b) == cudaSuccess)
-            snprintf(room, sizeof room, " (%.0f of the GPU's %.0f MiB are free)",
-                     free_b / 1048576.0, total_b / 1048576.0);
+        char room[96];
         return rotary_fail(ROTARY_ENOMEM, "cuda reserve: %.0f MiB of activations for batch %d x "
                            "%d: %s%s; a smaller batch needs less (train: --grad-accum K "
                            "passes 1/K of it at a time)", (need * 4 + need16 * 2) / 1048576.0, B,
-                           T, cudaGetErrorString(e), room);
+                           T, cudaGetErrorString(e), gpu_room(room, sizeof room));
     }
     g->host_losses = malloc(N * sizeof(float));
     if (!g->host_losses) {
@@ -780,7 +787,11 @@ int cuda_decoder_new(cuda_decoder **out, cuda_model *g, int max_T) {
     if ((e = cudaMalloc((void **)&d->buf, need * sizeof(float))) != cudaSuccess ||
         (e = cudaMalloc((void **)&d->tp, 2 * sizeof(int))) != cudaSuccess) {
         cuda_decoder_free(d);
-        return cuda_fail(e, "decoder cache");
+        char room[96];
+        return rotary_fail(ROTARY_ENOMEM, "cuda decoder: %.0f MiB for %d positions (the key/value "
+                           "cache and its scratch): %s%s; fewer positions (--ctx) need less",
+                           need * 4 / 1048576.0, max_T, cudaGetErrorString(e),
+                           gpu_room(room, sizeof room));
     }
     float *p = d->buf;
 #define CARVE(field, n) (d->field = p, p += (n))

@@ -51,11 +51,17 @@ else
     "$rotary" train "${args[@]}" --out "$tmp/g" --device cuda 2>"$tmp/err" &&
         ok "train --device cuda" || { bad "train --device cuda"; cat "$tmp/err"; }
     same_loss "$tmp/g" "pos rope"
-    # A batch too big for the GPU (the emulation's, made 40 MB): a clear
-    # error that names the size and the way out, not a crash.
-    [ "$built" = emu ] && expect_error "a batch too big for the GPU" \
-        "MiB of activations for batch 512 x 32: out of memory (38 of the GPU's 38 MiB are free); a smaller batch needs less (train: --grad-accum K" \
-        env EMU_DEVICE_MEMORY=40000000 "$rotary" train "${args[@]}" --batch 512 --out "$tmp/oom" --device cuda
+    # A batch or a cache too big for the GPU (the emulation's, made 40 MB,
+    # 32 of them cuBLAS's workspace): a clear error that names the size and
+    # the way out, not a crash.
+    if [ "$built" = emu ]; then
+        expect_error "a batch too big for the GPU" \
+            "MiB are free); a smaller batch needs less (train: --grad-accum K" \
+            env EMU_DEVICE_MEMORY=40000000 "$rotary" train "${args[@]}" --batch 512 --out "$tmp/oom" --device cuda
+        expect_error "a cache too big for the GPU" \
+            "MiB are free); fewer positions (--ctx) need less" \
+            env EMU_DEVICE_MEMORY=40000000 "$rotary" generate "$tmp/g" --ctx 30000 -n 4 --device cuda
+    fi
     # A resumed run keeps its device unless told otherwise.
     "$rotary" train --resume "$tmp/g" 2>&1 >/dev/null | grep -q "on the GPU, resuming" &&
         ok "resume keeps --device cuda" || bad "resume forgets --device cuda"

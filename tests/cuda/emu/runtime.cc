@@ -11,6 +11,8 @@
 #include <cublas_v2.h>
 
 #include <climits>
+#include <mutex>
+#include <unordered_map>
 
 extern "C" {
 #include "cuda/kernels.h"
@@ -58,26 +60,45 @@ cudaError_t CUDARTAPI cudaFuncSetAttribute(const void *, enum cudaFuncAttribute,
     return cudaSuccess;
 }
 
-/* EMU_DEVICE_MEMORY (bytes): the most one allocation may take, so that
- * tests can see what a full GPU says; else 80 GiB, an H100's. */
+/* EMU_DEVICE_MEMORY (bytes): the device's size, so that tests can see what
+ * a full GPU says; else 80 GiB, an H100's. Allocations count against it
+ * until freed. */
 static size_t device_memory(void) {
     const char *e = getenv("EMU_DEVICE_MEMORY");
     return e && strtoull(e, NULL, 10) > 0 ? (size_t)strtoull(e, NULL, 10) : (size_t)80 << 30;
 }
+static std::mutex alloc_lock;
+static std::unordered_map<void *, size_t> alloc_size;
+static size_t allocated;
 cudaError_t CUDARTAPI cudaMalloc(void **p, size_t n) {
-    *p = n <= device_memory() ? aligned_alloc(256, (n + 255) / 256 * 256) : NULL;
-    return *p ? cudaSuccess : cudaErrorMemoryAllocation;
-}
-cudaError_t CUDARTAPI cudaMemGetInfo(size_t *free_bytes, size_t *total) {
-    *free_bytes = *total = device_memory();
+    std::lock_guard<std::mutex> hold(alloc_lock);
+    const size_t bytes = (n + 255) / 256 * 256;
+    *p = allocated + bytes <= device_memory() ? aligned_alloc(256, bytes ? bytes : 256) : NULL;
+    if (!*p) return cudaErrorMemoryAllocation;
+    alloc_size[*p] = bytes, allocated += bytes;
     return cudaSuccess;
 }
 cudaError_t CUDARTAPI cudaFree(void *p) {
+    std::lock_guard<std::mutex> hold(alloc_lock);
+    auto it = alloc_size.find(p);
+    if (it != alloc_size.end()) allocated -= it->second, alloc_size.erase(it);
     free(p);
     return cudaSuccess;
 }
-cudaError_t CUDARTAPI cudaMallocHost(void **p, size_t n) { return cudaMalloc(p, n); }
-cudaError_t CUDARTAPI cudaFreeHost(void *p) { return cudaFree(p); }
+cudaError_t CUDARTAPI cudaMemGetInfo(size_t *free_bytes, size_t *total) {
+    std::lock_guard<std::mutex> hold(alloc_lock);
+    *total = device_memory();
+    *free_bytes = *total - allocated;
+    return cudaSuccess;
+}
+cudaError_t CUDARTAPI cudaMallocHost(void **p, size_t n) {
+    *p = aligned_alloc(256, (n + 255) / 256 * 256);
+    return *p ? cudaSuccess : cudaErrorMemoryAllocation;
+}
+cudaError_t CUDARTAPI cudaFreeHost(void *p) {
+    free(p);
+    return cudaSuccess;
+}
 
 /* Copies and sets run at once, or are recorded while a stream captures. */
 static void now_or_later(std::function<void()> f) {

@@ -55,6 +55,25 @@ static int cuda_fail(cudaError_t e, const char *what) {
     return rotary_fail(ROTARY_EIO, "cuda: %s: %s", what, cudaGetErrorString(e));
 }
 
+/* " (F of the GPU's T MiB are free)", or "" if that cannot be read: for
+ * the message of an allocation that failed (whose error it clears). */
+static const char *gpu_room(char *buf, size_t cap) {
+    size_t free_b = 0, total_b = 0;
+    (void)cudaGetLastError();
+    buf[0] = 0;
+    if (cudaMemGetInfo(&free_b, &total_b) == cudaSuccess)
+        snprintf(buf, cap, " (%.0f of the GPU's %.0f MiB are free)", free_b / 1048576.0,
+                 total_b / 1048576.0);
+    return buf;
+}
+
+/* An allocation of `bytes` that failed with e. */
+static int alloc_fail(cudaError_t e, const char *what, size_t bytes) {
+    char room[96];
+    return rotary_fail(ROTARY_ENOMEM, "cuda: %.1f MiB for %s: %s%s", bytes / 1048576.0, what,
+                       cudaGetErrorString(e), gpu_room(room, sizeof room));
+}
+
 /* Wait for the queued kernels; a failed launch or kernel becomes an error. */
 static int sync_ok(const char *what) {
     if (gpu_sync()) return rotary_fail(ROTARY_EIO, "cuda: %s: %s", what, gpu_last_error());
@@ -180,7 +199,7 @@ int cuda_model_new(cuda_model **out, const rotary_model *m) {
     cudaError_t e;
     if ((e = cudaMalloc((void **)&g->params, m->n_params * sizeof(float))) != cudaSuccess) {
         cuda_model_free(g);
-        return cuda_fail(e, "parameters");
+        return alloc_fail(e, "the parameters", m->n_params * sizeof(float));
     }
     if ((e = cudaMemcpy(g->params, m->params, m->n_params * sizeof(float),
                         cudaMemcpyHostToDevice)) != cudaSuccess) {
@@ -202,7 +221,7 @@ static int need_bf16(cuda_model *g) {
     cudaError_t e = cudaMalloc((void **)&g->params16, g->n_params * sizeof(gpu_bf16));
     if (e != cudaSuccess) {
         g->params16 = NULL;
-        return cuda_fail(e, "the weights in bf16");
+        return alloc_fail(e, "the weights in bf16", g->n_params * sizeof(gpu_bf16));
     }
     gpu_to_bf16(g->params16, g->params, g->n_params);
     return ROTARY_OK;
@@ -227,24 +246,13 @@ int cuda_model_trainable(cuda_model *g, size_t lo, size_t hi) {
         g->partial = NULL;
         cudaFree(g->grads);
         g->grads = NULL;
-        return cuda_fail(e, "gradients and AdamW state");
+        return alloc_fail(e, "the gradients and AdamW state",
+                          bytes + norm_blocks(g->n_params) * sizeof(double));
     }
     g->m = g->grads + g->n_params;
     g->v = g->m + (hi - lo);
     g->opt_lo = lo, g->opt_n = hi - lo, g->step = 0;
     return ROTARY_OK;
-}
-
-/* " (F of the GPU's T MiB are free)", or "" if that cannot be read: for
- * the message of an allocation that failed (whose error it clears). */
-static const char *gpu_room(char *buf, size_t cap) {
-    size_t free_b = 0, total_b = 0;
-    (void)cudaGetLastError();
-    buf[0] = 0;
-    if (cudaMemGetInfo(&free_b, &total_b) == cudaSuccess)
-        snprintf(buf, cap, " (%.0f of the GPU's %.0f MiB are free)", free_b / 1048576.0,
-                 total_b / 1048576.0);
-    return buf;
 }
 
 static int need_grads(const cuda_model *g, const char *what) {

@@ -61,6 +61,8 @@ else
         expect_error "a cache too big for the GPU" \
             "MiB are free); fewer positions (--ctx) need less" \
             env EMU_DEVICE_MEMORY=40000000 "$rotary" generate "$tmp/g" --ctx 30000 -n 4 --device cuda
+        expect_error "weights too big for the GPU" "MiB for the parameters: out of memory (0 of the GPU's 32 MiB are free)" \
+            env EMU_DEVICE_MEMORY=33594432 "$rotary" eval --run "$tmp/g" --device cuda
     fi
     # A resumed run keeps its device unless told otherwise.
     "$rotary" train --resume "$tmp/g" 2>&1 >/dev/null | grep -q "on the GPU, resuming" &&

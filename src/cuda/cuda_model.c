@@ -664,13 +664,20 @@ void cuda_model_on_grads(cuda_model *g, void (*fn)(void *ctx, size_t from), void
     g->on_grads = fn, g->on_grads_ctx = ctx;
 }
 
+/* opt covers the parameters whose moments the device keeps. */
+static int opt_matches(const cuda_model *g, const rotary_adamw *opt, const char *what) {
+    if (need_grads(g, what)) return ROTARY_EINVAL;
+    if (opt->offset != g->opt_lo || opt->n != g->opt_n)
+        return rotary_fail(ROTARY_EINVAL, "cuda %s: AdamW state for [%zu, %zu), not [%zu, %zu)",
+                           what, opt->offset, opt->offset + opt->n, g->opt_lo,
+                           g->opt_lo + g->opt_n);
+    return ROTARY_OK;
+}
+
 int cuda_model_download(const cuda_model *g, float *params, float *grads, rotary_adamw *opt) {
     const size_t bytes = g->n_params * sizeof(float), obytes = g->opt_n * sizeof(float);
-    if ((grads || opt) && need_grads(g, "download")) return ROTARY_EINVAL;
-    if (opt && (opt->offset != g->opt_lo || opt->n != g->opt_n))
-        return rotary_fail(ROTARY_EINVAL, "cuda download: AdamW state for [%zu, %zu), not "
-                           "[%zu, %zu)", opt->offset, opt->offset + opt->n, g->opt_lo,
-                           g->opt_lo + g->opt_n);
+    if ((grads && need_grads(g, "download")) || (opt && opt_matches(g, opt, "download")))
+        return ROTARY_EINVAL;
     cudaError_t e = cudaSuccess;
     if (params) e = cudaMemcpy(params, g->params, bytes, cudaMemcpyDeviceToHost);
     if (!e && grads) e = cudaMemcpy(grads, g->grads, bytes, cudaMemcpyDeviceToHost);
@@ -684,11 +691,7 @@ int cuda_model_download(const cuda_model *g, float *params, float *grads, rotary
 
 int cuda_model_upload(cuda_model *g, const float *params, const rotary_adamw *opt) {
     const size_t bytes = g->n_params * sizeof(float), obytes = g->opt_n * sizeof(float);
-    if (opt && need_grads(g, "upload")) return ROTARY_EINVAL;
-    if (opt && (opt->offset != g->opt_lo || opt->n != g->opt_n))
-        return rotary_fail(ROTARY_EINVAL, "cuda upload: AdamW state for [%zu, %zu), not "
-                           "[%zu, %zu)", opt->offset, opt->offset + opt->n, g->opt_lo,
-                           g->opt_lo + g->opt_n);
+    if (opt && opt_matches(g, opt, "upload")) return ROTARY_EINVAL;
     cudaError_t e = cudaSuccess;
     if (params && !(e = cudaMemcpy(g->params, params, bytes, cudaMemcpyHostToDevice)))
         cuda_model_params_changed(g);

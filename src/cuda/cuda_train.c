@@ -9,8 +9,9 @@
  * the backward pass the gradients are averaged over the ranks (comm.c: NCCL,
  * or host memory and MPI), so every rank clips by the same norm and takes
  * the same AdamW step; with --zero1 each rank keeps the moments of its
- * shard only, updates that shard and gathers the others' (as rotary_train
- * does, but from the whole mean: the norm needs no gathering). */
+ * shard only, receives the mean of that shard (through NCCL; all of it
+ * through host memory), takes the norm from every shard's blocks, updates
+ * its shard and gathers the others', as rotary_train does. */
 #define _POSIX_C_SOURCE 200809L
 #include "internal.h"
 #include "cuda/cuda_model.h"
@@ -29,7 +30,8 @@ typedef struct {
     const train_log *log;
     int zero;    /* ZeRO-1 over several ranks */
     size_t lo, hi; /* the parameters whose AdamW state this rank keeps */
-    double *part;  /* the gradients' norm blocks (ROTARY_NORM_BLOCK) */
+    double *part;  /* the gradients' nb norm blocks (ROTARY_NORM_BLOCK) */
+    size_t nb;
     int b, i0;   /* this rank's windows of each batch: [i0, i0 + b) */
     int *tok;
     cuda_comm *comm; /* with several ranks: how the gradients are averaged */
@@ -79,12 +81,12 @@ static int gpu_update(void *ctx, const rotary_adamw_config *ac) {
     if (r->o->clip > 0) {
         /* Under ZeRO-1 each rank has the mean of its shard only: its
          * blocks' sums, then every rank's, added in one order. */
-        const size_t n = r->m->n_params, nb = (n + ROTARY_NORM_BLOCK - 1) / ROTARY_NORM_BLOCK;
         rc = cuda_model_grad_sq_blocks(r->g, r->lo, r->hi, r->part);
         if (r->zero && (rc = rotary_dist_agree(r->d, rc)) == ROTARY_OK)
-            rc = dist_allgather_norm_blocks(r->d, r->part, n);
+            rc = dist_allgather_norm_blocks(r->d, r->part, r->m->n_params);
         if (rc == ROTARY_OK)
-            scale = rotary_clip_factor(rotary_grad_norm_of_blocks(r->part, nb) / k, r->o->clip);
+            scale = rotary_clip_factor(rotary_grad_norm_of_blocks(r->part, r->nb) / k,
+                                       r->o->clip);
     }
     if (rc == ROTARY_OK) rc = cuda_model_adamw_step(r->g, ac, scale / k);
     if (r->d->size > 1) rc = rotary_dist_agree(r->d, rc);
@@ -127,7 +129,8 @@ int cuda_train(rotary_model *m, const rotary_train_opts *o) {
     opt.offset = lo;
     const size_t nb = (m->n_params + ROTARY_NORM_BLOCK - 1) / ROTARY_NORM_BLOCK;
     gpu_run r = {.m = m, .opt = &opt, .o = o, .d = d, .log = &log, .zero = zero, .lo = lo,
-                 .hi = hi, .part = malloc((nb + 1) * sizeof(double)), .b = b, .i0 = d->rank * b,
+                 .hi = hi, .part = malloc((nb + 1) * sizeof(double)), .nb = nb, .b = b,
+                 .i0 = d->rank * b,
                  .tok = malloc(2 * (size_t)b * T * sizeof(int))};
     long start;
     double elapsed0;

@@ -3,14 +3,14 @@
  * fibers of the calling thread (ucontext), each running until it waits at a
  * barrier, or under ThreadSanitizer POSIX threads (which it needs to see
  * races); __syncthreads is a barrier of the block, __shfl_xor_sync, ldmatrix
- * and mma.sync m16n8k16 exchanges through the
- * warp's slots between two barriers of its 32 threads, and dynamic shared
- * memory one array that the blocks, run one after another in an order
- * that changes from launch to launch, reuse. Included by a test before the kernel's .cu file, which
- * then builds with the host compiler (g++) and ROTARY_CUDA_EMU defined; it
- * gives the kernels' own code, index arithmetic, barriers and memory
- * accesses to ASan and ThreadSanitizer, none of which a GPU-less machine can
- * otherwise run. Not emulated: timing, the memory model beyond barriers,
+ * and mma.sync m16n8k16 exchanges through the warp's slots between two
+ * barriers of its 32 threads, and dynamic shared memory one array that the
+ * blocks, run one after another in an order that changes from launch to
+ * launch, reuse. Included by a test before the kernel's .cu file, which then
+ * builds with the host compiler (g++) and ROTARY_CUDA_EMU defined; it gives
+ * the kernels' own code, index arithmetic, barriers and memory accesses to
+ * ASan and ThreadSanitizer, none of which a GPU-less machine can otherwise
+ * run. Not emulated: timing, the memory model beyond barriers,
  * and anything the kernels here do not use. */
 #ifndef ROTARY_CUDA_EMU_H
 #define ROTARY_CUDA_EMU_H

@@ -290,24 +290,18 @@ ncclResult_t ncclCommInitRank(ncclComm_t *comm, int nranks, ncclUniqueId id, int
     *comm = new ncclComm{nranks};
     return ncclSuccess;
 }
-ncclResult_t ncclAllReduce(const void *send, void *recv, size_t count, ncclDataType_t type,
-                           ncclRedOp_t op, ncclComm_t comm, cudaStream_t stream) {
-    (void)stream;
-    if (type != ncclFloat || (op != ncclSum && op != ncclAvg) || count > INT_MAX)
-        return ncclInvalidArgument;
-    float *x = (float *)recv;
-    if (send != recv) memcpy(x, send, count * sizeof(float));
-    if (MPI_Allreduce(MPI_IN_PLACE, x, (int)count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD))
-        return ncclSystemError;
-    if (op == ncclAvg)
-        for (size_t i = 0; i < count; i++) x[i] /= (float)comm->nranks;
-    return ncclSuccess;
-}
 /* Between ncclGroupStart and ncclGroupEnd the calls are queued, and run
  * at the end, as NCCL may defer them: code that reads a result before the
- * group ends reads the old values. */
+ * group ends reads the old values. Outside a group each runs at once. */
 static int group_depth;
 static std::vector<std::function<bool()>> group_calls;
+static ncclResult_t now_or_in_group(std::function<bool()> f) {
+    if (group_depth) {
+        group_calls.push_back(std::move(f));
+        return ncclSuccess;
+    }
+    return f() ? ncclSuccess : ncclSystemError;
+}
 ncclResult_t ncclGroupStart(void) {
     group_depth++;
     return ncclSuccess;
@@ -320,22 +314,35 @@ ncclResult_t ncclGroupEnd(void) {
     group_calls.clear();
     return ok ? ncclSuccess : ncclSystemError;
 }
+static int mpi_rank(void) {
+    int me = -1;
+    MPI_Comm_rank(MPI_COMM_WORLD, &me);
+    return me;
+}
+ncclResult_t ncclAllReduce(const void *send, void *recv, size_t count, ncclDataType_t type,
+                           ncclRedOp_t op, ncclComm_t comm, cudaStream_t stream) {
+    (void)stream;
+    if (type != ncclFloat || (op != ncclSum && op != ncclAvg) || count > INT_MAX)
+        return ncclInvalidArgument;
+    return now_or_in_group([=]() {
+        float *x = (float *)recv;
+        if (send != recv) memcpy(x, send, count * sizeof(float));
+        if (MPI_Allreduce(MPI_IN_PLACE, x, (int)count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD))
+            return false;
+        if (op == ncclAvg)
+            for (size_t i = 0; i < count; i++) x[i] /= (float)comm->nranks;
+        return true;
+    });
+}
 ncclResult_t ncclBroadcast(const void *send, void *recv, size_t count, ncclDataType_t type,
                            int root, ncclComm_t comm, cudaStream_t stream) {
     (void)stream;
     if (type != ncclFloat || count > INT_MAX || root < 0 || root >= comm->nranks)
         return ncclInvalidArgument;
-    auto f = [=]() {
-        int me = -1;
-        MPI_Comm_rank(MPI_COMM_WORLD, &me);
-        if (me == root && send != recv) memcpy(recv, send, count * sizeof(float));
+    return now_or_in_group([=]() {
+        if (mpi_rank() == root && send != recv) memcpy(recv, send, count * sizeof(float));
         return MPI_Bcast(recv, (int)count, MPI_FLOAT, root, MPI_COMM_WORLD) == MPI_SUCCESS;
-    };
-    if (group_depth) {
-        group_calls.push_back(f);
-        return ncclSuccess;
-    }
-    return f() ? ncclSuccess : ncclSystemError;
+    });
 }
 ncclResult_t ncclReduce(const void *send, void *recv, size_t count, ncclDataType_t type,
                         ncclRedOp_t op, int root, ncclComm_t comm, cudaStream_t stream) {
@@ -343,11 +350,9 @@ ncclResult_t ncclReduce(const void *send, void *recv, size_t count, ncclDataType
     if (type != ncclFloat || (op != ncclSum && op != ncclAvg) || count > INT_MAX || root < 0 ||
         root >= comm->nranks)
         return ncclInvalidArgument;
-    auto f = [=]() {
-        int me = -1;
-        MPI_Comm_rank(MPI_COMM_WORLD, &me);
+    return now_or_in_group([=]() {
         float *x = (float *)recv;
-        if (me != root) /* recv is root's alone */
+        if (mpi_rank() != root) /* recv is root's alone */
             return MPI_Reduce(send, NULL, (int)count, MPI_FLOAT, MPI_SUM, root,
                               MPI_COMM_WORLD) == MPI_SUCCESS;
         if (send != recv) memcpy(x, send, count * sizeof(float));
@@ -356,12 +361,7 @@ ncclResult_t ncclReduce(const void *send, void *recv, size_t count, ncclDataType
         if (op == ncclAvg)
             for (size_t i = 0; i < count; i++) x[i] /= (float)comm->nranks;
         return true;
-    };
-    if (group_depth) {
-        group_calls.push_back(f);
-        return ncclSuccess;
-    }
-    return f() ? ncclSuccess : ncclSystemError;
+    });
 }
 ncclResult_t ncclCommDestroy(ncclComm_t comm) {
     delete comm;
